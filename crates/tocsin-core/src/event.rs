@@ -1,0 +1,805 @@
+//! Borrowed, on-demand access to the fields of one JSON event.
+//!
+//! Why not a DOM: an event of ~2 KB has ~30 fields, and the rules routed to it read a
+//! handful of them. Building a tree (serde_json::Value) costs allocations and most of the
+//! per-event budget. Instead [`Event::parse`] makes one validating pass over the bytes and
+//! records, for the top-level object only, where each member's key and value sit
+//! ([`EventIndex`], reused across events, so no allocation once warm). A field is then read
+//! by flat name (`CommandLine`) or dotted path (`process.command_line`, descending into nested
+//! objects on demand), as a [`FieldValue`] that borrows the raw bytes; strings are unescaped
+//! only when they contain escapes, into a caller-owned buffer.
+//!
+//! The validating pass rejects anything that is not one well-formed JSON object in UTF-8,
+//! so every malformed line is caught here, named by a [`DecodeError`], and can go to the
+//! dead-letter sink.
+
+use std::fmt;
+
+/// Nesting deeper than this is rejected: it bounds the recursion of the validator.
+pub const MAX_DEPTH: usize = 64;
+
+/// Why a line is not a usable event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are not valid UTF-8.
+    #[error("invalid UTF-8 at byte {offset}")]
+    InvalidUtf8 {
+        /// Offset of the first invalid byte.
+        offset: usize,
+    },
+    /// The line holds nothing but whitespace.
+    #[error("empty event")]
+    Empty,
+    /// The JSON is well formed but its top level is not an object.
+    #[error("event is not a JSON object")]
+    NotAnObject,
+    /// The JSON text is malformed.
+    #[error("malformed JSON at byte {offset}: {what}")]
+    Syntax {
+        /// Offset of the offending byte.
+        offset: usize,
+        /// What the parser expected or found.
+        what: &'static str,
+    },
+    /// The JSON text ended early.
+    #[error("truncated JSON: input ends inside {what}")]
+    Truncated {
+        /// The construct left open.
+        what: &'static str,
+    },
+    /// Objects or arrays are nested deeper than [`MAX_DEPTH`].
+    #[error("JSON nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
+/// The JSON type of a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// A string; `escaped` says whether it contains backslash escapes.
+    String {
+        /// True when the raw text holds `\` escapes and must be unescaped before use.
+        escaped: bool,
+    },
+    /// A number, kept as its source text.
+    Number,
+    /// `true` or `false`.
+    Bool,
+    /// `null`.
+    Null,
+    /// A nested object.
+    Object,
+    /// An array.
+    Array,
+}
+
+/// Where one top-level member sits in the raw bytes.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    key_start: u32,
+    key_end: u32,
+    key_escaped: bool,
+    value_start: u32,
+    value_end: u32,
+    kind: ValueKind,
+}
+
+/// Reusable storage for the member table of an event; keep one per worker thread.
+#[derive(Debug, Default)]
+pub struct EventIndex {
+    members: Vec<Member>,
+}
+
+impl EventIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// One parsed event: the raw bytes plus the table of its top-level members.
+#[derive(Clone, Copy)]
+pub struct Event<'a> {
+    raw: &'a [u8],
+    members: &'a [Member],
+}
+
+impl fmt::Debug for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("bytes", &self.raw.len())
+            .field("members", &self.members.len())
+            .finish()
+    }
+}
+
+/// A value read out of an event, borrowing its bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FieldValue<'a> {
+    /// For strings, the text between the quotes (still escaped); otherwise the JSON text.
+    raw: &'a [u8],
+    kind: ValueKind,
+}
+
+impl fmt::Debug for FieldValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}({})", self.kind, String::from_utf8_lossy(self.raw))
+    }
+}
+
+impl<'a> Event<'a> {
+    /// Validate `raw` as one JSON object and index its top-level members into `index`.
+    pub fn parse(raw: &'a [u8], index: &'a mut EventIndex) -> Result<Event<'a>, DecodeError> {
+        if let Err(e) = std::str::from_utf8(raw) {
+            return Err(DecodeError::InvalidUtf8 {
+                offset: e.valid_up_to(),
+            });
+        }
+        if raw.len() > u32::MAX as usize {
+            return Err(DecodeError::Syntax {
+                offset: u32::MAX as usize,
+                what: "event larger than 4 GiB",
+            });
+        }
+        index.members.clear();
+        let mut scanner = Scanner { bytes: raw, pos: 0 };
+        scanner.skip_ws();
+        match scanner.peek() {
+            None => return Err(DecodeError::Empty),
+            Some(b'{') => {}
+            Some(_) => {
+                // Still validate, so that garbage is reported as a syntax error.
+                scanner.value(0)?;
+                scanner.skip_ws();
+                if scanner.pos != raw.len() {
+                    return Err(scanner.syntax("trailing characters after the JSON value"));
+                }
+                return Err(DecodeError::NotAnObject);
+            }
+        }
+        scanner.pos += 1;
+        scanner.object_members(1, |m| index.members.push(m))?;
+        scanner.skip_ws();
+        if scanner.pos != raw.len() {
+            return Err(scanner.syntax("trailing characters after the JSON object"));
+        }
+        Ok(Event {
+            raw,
+            members: &index.members,
+        })
+    }
+
+    /// The raw bytes of the event, as received.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// Number of top-level members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// True when the event is `{}`.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The value of a top-level member whose key is exactly `name` (last one wins, as in
+    /// most JSON readers).
+    pub fn get_flat(&self, name: &str) -> Option<FieldValue<'a>> {
+        let name = name.as_bytes();
+        self.members
+            .iter()
+            .rev()
+            .find(|m| key_equals(self.raw, m, name))
+            .map(|m| FieldValue {
+                raw: &self.raw[m.value_start as usize..m.value_end as usize],
+                kind: m.kind,
+            })
+    }
+
+    /// The value at `path`: a top-level key equal to the whole path wins; otherwise the
+    /// path is split at dots and nested objects are searched (`process.command_line`).
+    pub fn get(&self, path: &str) -> Option<FieldValue<'a>> {
+        if let Some(v) = self.get_flat(path) {
+            return Some(v);
+        }
+        if !path.contains('.') {
+            return None;
+        }
+        let bytes = path.as_bytes();
+        for m in self.members.iter().rev() {
+            if m.kind != ValueKind::Object {
+                continue;
+            }
+            let key = &self.raw[m.key_start as usize..m.key_end as usize];
+            if m.key_escaped || bytes.len() <= key.len() + 1 {
+                continue;
+            }
+            if &bytes[..key.len()] == key && bytes[key.len()] == b'.' {
+                let object = &self.raw[m.value_start as usize..m.value_end as usize];
+                if let Some(v) = find_in_object(object, &path[key.len() + 1..]) {
+                    return Some(v);
+                }
+            }
+        }
+        None
+    }
+
+    /// Iterate over the top-level members as (raw key, value). Keys with escapes are
+    /// returned raw (still escaped).
+    pub fn members(&self) -> impl Iterator<Item = (&'a [u8], FieldValue<'a>)> + '_ {
+        let raw = self.raw;
+        self.members.iter().map(move |m| {
+            (
+                &raw[m.key_start as usize..m.key_end as usize],
+                FieldValue {
+                    raw: &raw[m.value_start as usize..m.value_end as usize],
+                    kind: m.kind,
+                },
+            )
+        })
+    }
+}
+
+fn key_equals(raw: &[u8], m: &Member, name: &[u8]) -> bool {
+    let key = &raw[m.key_start as usize..m.key_end as usize];
+    if !m.key_escaped {
+        return key == name;
+    }
+    let mut buf = String::new();
+    unescape_into(key, &mut buf);
+    buf.as_bytes() == name
+}
+
+/// Search an already validated object (`{...}` text) for `path`, descending into nested
+/// objects. Used for dotted paths; it re-scans only the nested object's bytes.
+fn find_in_object<'a>(object: &'a [u8], path: &str) -> Option<FieldValue<'a>> {
+    let mut scanner = Scanner {
+        bytes: object,
+        pos: 0,
+    };
+    scanner.skip_ws();
+    if scanner.peek() != Some(b'{') {
+        return None;
+    }
+    scanner.pos += 1;
+    let mut exact: Option<FieldValue<'a>> = None;
+    let mut nested: Option<FieldValue<'a>> = None;
+    let bytes = path.as_bytes();
+    // The object was validated when the event was parsed: errors cannot occur here, and
+    // if they did we would simply report the field as absent.
+    let _ = scanner.object_members(1, |m| {
+        let key = &object[m.key_start as usize..m.key_end as usize];
+        let value = FieldValue {
+            raw: &object[m.value_start as usize..m.value_end as usize],
+            kind: m.kind,
+        };
+        if m.key_escaped {
+            return;
+        }
+        if key == bytes {
+            exact = Some(value);
+        } else if m.kind == ValueKind::Object
+            && bytes.len() > key.len() + 1
+            && &bytes[..key.len()] == key
+            && bytes[key.len()] == b'.'
+        {
+            if let Some(v) = find_in_object(value.raw, &path[key.len() + 1..]) {
+                nested = Some(v);
+            }
+        }
+    });
+    exact.or(nested)
+}
+
+impl<'a> FieldValue<'a> {
+    /// The JSON type of the value.
+    pub fn kind(&self) -> ValueKind {
+        self.kind
+    }
+
+    /// True for `null`.
+    pub fn is_null(&self) -> bool {
+        self.kind == ValueKind::Null
+    }
+
+    /// The raw text: a string's bytes between the quotes (escapes kept), or the JSON text
+    /// of any other value.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// The value as text for matching: strings unescaped (into `buf` only when they hold
+    /// escapes), numbers and booleans as written, `null` as the empty string. Objects and
+    /// arrays yield `None`: Sigma compares scalar field values.
+    pub fn text<'b>(&self, buf: &'b mut String) -> Option<&'b str>
+    where
+        'a: 'b,
+    {
+        match self.kind {
+            ValueKind::String { escaped: false }
+            | ValueKind::Number
+            | ValueKind::Bool
+            | ValueKind::Null => {
+                // Validated as UTF-8 when the event was parsed.
+                let raw: &'a [u8] = if self.kind == ValueKind::Null {
+                    b""
+                } else {
+                    self.raw
+                };
+                std::str::from_utf8(raw).ok()
+            }
+            ValueKind::String { escaped: true } => {
+                buf.clear();
+                unescape_into(self.raw, buf);
+                Some(buf.as_str())
+            }
+            ValueKind::Object | ValueKind::Array => None,
+        }
+    }
+
+    /// The value as an owned string (allocates; for output, not the hot path).
+    pub fn to_text(&self) -> Option<String> {
+        let mut buf = String::new();
+        self.text(&mut buf).map(str::to_owned)
+    }
+
+    /// The value as a signed integer, for numbers and numeric strings.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self.kind {
+            ValueKind::Number | ValueKind::String { escaped: false } => {
+                std::str::from_utf8(self.raw).ok()?.trim().parse().ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// The value as a float, for numbers and numeric strings.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self.kind {
+            ValueKind::Number | ValueKind::String { escaped: false } => {
+                std::str::from_utf8(self.raw).ok()?.trim().parse().ok()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Append the unescaped form of a validated JSON string body to `out`.
+fn unescape_into(raw: &[u8], out: &mut String) {
+    let mut i = 0;
+    while i < raw.len() {
+        let Some(rel) = memchr::memchr(b'\\', &raw[i..]) else {
+            out.push_str(std::str::from_utf8(&raw[i..]).unwrap_or_default());
+            return;
+        };
+        out.push_str(std::str::from_utf8(&raw[i..i + rel]).unwrap_or_default());
+        i += rel + 1;
+        let Some(&esc) = raw.get(i) else { return };
+        i += 1;
+        match esc {
+            b'"' => out.push('"'),
+            b'\\' => out.push('\\'),
+            b'/' => out.push('/'),
+            b'b' => out.push('\u{8}'),
+            b'f' => out.push('\u{c}'),
+            b'n' => out.push('\n'),
+            b'r' => out.push('\r'),
+            b't' => out.push('\t'),
+            b'u' => {
+                let hi = hex4(raw.get(i..i + 4));
+                i += 4;
+                let c = match hi {
+                    Some(hi @ 0xD800..=0xDBFF)
+                        if raw.get(i) == Some(&b'\\') && raw.get(i + 1) == Some(&b'u') =>
+                    {
+                        match hex4(raw.get(i + 2..i + 6)) {
+                            Some(lo @ 0xDC00..=0xDFFF) => {
+                                i += 6;
+                                char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+                            }
+                            _ => None,
+                        }
+                    }
+                    Some(cp) => char::from_u32(cp),
+                    None => None,
+                };
+                out.push(c.unwrap_or('\u{FFFD}'));
+            }
+            _ => out.push('\u{FFFD}'),
+        }
+    }
+}
+
+fn hex4(digits: Option<&[u8]>) -> Option<u32> {
+    let digits = digits?;
+    let mut v = 0u32;
+    for &d in digits {
+        v = v * 16 + (d as char).to_digit(16)?;
+    }
+    Some(v)
+}
+
+/// A validating JSON scanner over bytes already known to be UTF-8.
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Scanner<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn syntax(&self, what: &'static str) -> DecodeError {
+        DecodeError::Syntax {
+            offset: self.pos,
+            what,
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Scan the members of an object whose `{` has been consumed, up to and including `}`.
+    fn object_members(
+        &mut self,
+        depth: usize,
+        mut on_member: impl FnMut(Member),
+    ) -> Result<(), DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(DecodeError::TooDeep);
+        }
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_ws();
+            match self.peek() {
+                Some(b'"') => {}
+                None => return Err(DecodeError::Truncated { what: "an object" }),
+                Some(_) => return Err(self.syntax("expected a string key")),
+            }
+            self.pos += 1;
+            let key_start = self.pos;
+            let key_escaped = self.string_body()?;
+            let key_end = self.pos - 1;
+            self.skip_ws();
+            match self.peek() {
+                Some(b':') => self.pos += 1,
+                None => return Err(DecodeError::Truncated { what: "an object" }),
+                Some(_) => return Err(self.syntax("expected ':' after a key")),
+            }
+            self.skip_ws();
+            let (value_start, value_end, kind) = self.value(depth)?;
+            on_member(Member {
+                key_start: key_start as u32,
+                key_end: key_end as u32,
+                key_escaped,
+                value_start: value_start as u32,
+                value_end: value_end as u32,
+                kind,
+            });
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                None => return Err(DecodeError::Truncated { what: "an object" }),
+                Some(_) => return Err(self.syntax("expected ',' or '}'")),
+            }
+        }
+    }
+
+    /// Scan one value at the current position; returns its span (string spans exclude the
+    /// quotes) and kind.
+    fn value(&mut self, depth: usize) -> Result<(usize, usize, ValueKind), DecodeError> {
+        let start = self.pos;
+        match self.peek() {
+            None => Err(DecodeError::Truncated { what: "a value" }),
+            Some(b'"') => {
+                self.pos += 1;
+                let escaped = self.string_body()?;
+                Ok((start + 1, self.pos - 1, ValueKind::String { escaped }))
+            }
+            Some(b'{') => {
+                self.pos += 1;
+                self.object_members(depth + 1, |_| {})?;
+                Ok((start, self.pos, ValueKind::Object))
+            }
+            Some(b'[') => {
+                self.pos += 1;
+                self.array(depth + 1)?;
+                Ok((start, self.pos, ValueKind::Array))
+            }
+            Some(b't') => self.literal(b"true", ValueKind::Bool),
+            Some(b'f') => self.literal(b"false", ValueKind::Bool),
+            Some(b'n') => self.literal(b"null", ValueKind::Null),
+            Some(b'-' | b'0'..=b'9') => {
+                self.number()?;
+                Ok((start, self.pos, ValueKind::Number))
+            }
+            Some(_) => Err(self.syntax("expected a JSON value")),
+        }
+    }
+
+    fn literal(
+        &mut self,
+        word: &'static [u8],
+        kind: ValueKind,
+    ) -> Result<(usize, usize, ValueKind), DecodeError> {
+        let start = self.pos;
+        let end = start + word.len();
+        if end > self.bytes.len() {
+            if word.starts_with(&self.bytes[start..]) {
+                return Err(DecodeError::Truncated { what: "a literal" });
+            }
+            return Err(self.syntax("invalid literal"));
+        }
+        if &self.bytes[start..end] != word {
+            return Err(self.syntax("invalid literal"));
+        }
+        self.pos = end;
+        Ok((start, end, kind))
+    }
+
+    fn array(&mut self, depth: usize) -> Result<(), DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(DecodeError::TooDeep);
+        }
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_ws();
+            self.value(depth)?;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                None => return Err(DecodeError::Truncated { what: "an array" }),
+                Some(_) => return Err(self.syntax("expected ',' or ']'")),
+            }
+        }
+    }
+
+    /// Scan a string body after its opening quote, through the closing quote.
+    /// Returns whether it contains escapes.
+    fn string_body(&mut self) -> Result<bool, DecodeError> {
+        let mut escaped = false;
+        loop {
+            let rest = &self.bytes[self.pos..];
+            let Some(i) = memchr::memchr2(b'"', b'\\', rest) else {
+                return Err(DecodeError::Truncated { what: "a string" });
+            };
+            if let Some(off) = rest[..i].iter().position(|&b| b < 0x20) {
+                self.pos += off;
+                return Err(self.syntax("control character in a string"));
+            }
+            self.pos += i;
+            if self.bytes[self.pos] == b'"' {
+                self.pos += 1;
+                return Ok(escaped);
+            }
+            escaped = true;
+            self.pos += 1;
+            match self.peek() {
+                None => return Err(DecodeError::Truncated { what: "a string" }),
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 1,
+                Some(b'u') => {
+                    self.pos += 1;
+                    for _ in 0..4 {
+                        match self.peek() {
+                            None => return Err(DecodeError::Truncated { what: "a string" }),
+                            Some(c) if c.is_ascii_hexdigit() => self.pos += 1,
+                            Some(_) => return Err(self.syntax("invalid \\u escape")),
+                        }
+                    }
+                }
+                Some(_) => return Err(self.syntax("invalid escape")),
+            }
+        }
+    }
+
+    fn number(&mut self) -> Result<(), DecodeError> {
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            None => return Err(DecodeError::Truncated { what: "a number" }),
+            Some(_) => return Err(self.syntax("invalid number")),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            match self.peek() {
+                Some(b'0'..=b'9') => self.digits(),
+                None => return Err(DecodeError::Truncated { what: "a number" }),
+                Some(_) => return Err(self.syntax("invalid number")),
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            match self.peek() {
+                Some(b'0'..=b'9') => self.digits(),
+                None => return Err(DecodeError::Truncated { what: "a number" }),
+                Some(_) => return Err(self.syntax("invalid number")),
+            }
+        }
+        Ok(())
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(v: Option<FieldValue<'_>>) -> Option<String> {
+        v.and_then(|v| v.to_text())
+    }
+
+    #[test]
+    fn flat_fields_are_found_and_unescaped() {
+        let raw = br#"{"EventID": 1, "Image": "C:\\Windows\\System32\\cmd.exe", "ok": true, "n": null}"#;
+        let mut index = EventIndex::new();
+        let event = Event::parse(raw, &mut index).unwrap();
+        assert_eq!(event.len(), 4);
+        assert_eq!(text(event.get("EventID")).as_deref(), Some("1"));
+        assert_eq!(
+            text(event.get("Image")).as_deref(),
+            Some(r"C:\Windows\System32\cmd.exe")
+        );
+        assert_eq!(text(event.get("ok")).as_deref(), Some("true"));
+        assert!(event.get("n").unwrap().is_null());
+        assert!(event.get("missing").is_none());
+        assert_eq!(event.get("EventID").unwrap().as_i64(), Some(1));
+    }
+
+    #[test]
+    fn dotted_paths_descend_into_objects_and_flat_dotted_keys_win() {
+        let raw = br#"{"process": {"command_line": "whoami /all", "parent": {"name": "cmd.exe"}}, "host.name": "ws1", "host": {"name": "other"}}"#;
+        let mut index = EventIndex::new();
+        let event = Event::parse(raw, &mut index).unwrap();
+        assert_eq!(
+            text(event.get("process.command_line")).as_deref(),
+            Some("whoami /all")
+        );
+        assert_eq!(
+            text(event.get("process.parent.name")).as_deref(),
+            Some("cmd.exe")
+        );
+        assert_eq!(text(event.get("host.name")).as_deref(), Some("ws1"));
+        assert!(event.get("process.pid").is_none());
+        assert_eq!(event.get("process").unwrap().kind(), ValueKind::Object);
+    }
+
+    #[test]
+    fn unicode_escapes_and_surrogates() {
+        let raw = br#"{"a": "\u00e9\ud83d\ude00\n", "b\u0031": 2}"#;
+        let mut index = EventIndex::new();
+        let event = Event::parse(raw, &mut index).unwrap();
+        assert_eq!(text(event.get("a")).as_deref(), Some("é😀\n"));
+        assert_eq!(text(event.get("b1")).as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn malformed_inputs_are_named() {
+        let mut index = EventIndex::new();
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "empty"),
+            (b"   ", "empty"),
+            (b"[1,2]", "not a JSON object"),
+            (b"{\"a\": 1", "truncated"),
+            (b"{\"a\": \"xy", "truncated"),
+            (b"{\"a\" 1}", "malformed"),
+            (b"{\"a\": 1} x", "malformed"),
+            (b"{\"a\": tru}", "malformed"),
+            (b"{\"a\": 01x}", "malformed"),
+            (b"{\"a\": \"\xff\"}", "UTF-8"),
+            (b"{a: 1}", "malformed"),
+            (b"{\"a\": \"\x01\"}", "malformed"),
+        ];
+        for (input, expected) in cases {
+            let err = Event::parse(input, &mut index).unwrap_err();
+            assert!(
+                err.to_string().contains(expected),
+                "{:?}: {err}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_not_overflowed() {
+        let mut raw = String::from("{\"a\":");
+        raw.push_str(&"[".repeat(10_000));
+        let mut index = EventIndex::new();
+        assert_eq!(
+            Event::parse(raw.as_bytes(), &mut index).unwrap_err(),
+            DecodeError::TooDeep
+        );
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_validity() {
+        let samples = [
+            r#"{"a":[1,2,{"b":"c"}],"d":-1.5e3}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":"\q"}"#,
+            r#"{"a":-}"#,
+            r#"{"a":1.}"#,
+            r#"{"":""}"#,
+        ];
+        let mut index = EventIndex::new();
+        for s in samples {
+            let ours = Event::parse(s.as_bytes(), &mut index).is_ok();
+            let theirs = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(s)
+                .is_ok();
+            assert_eq!(ours, theirs, "{s}");
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let mut index = EventIndex::new();
+                if let Ok(event) = Event::parse(&bytes, &mut index) {
+                    for (_, v) in event.members() {
+                        let _ = v.to_text();
+                    }
+                }
+            }
+
+            #[test]
+            fn validity_matches_serde_json_on_mutated_objects(
+                base in proptest::collection::btree_map("[a-zA-Z._]{0,6}", "[ -~]{0,8}", 0..6),
+                cut in 0usize..200,
+                byte in any::<u8>(),
+                mutate in any::<bool>(),
+            ) {
+                let mut text = serde_json::to_vec(&base).unwrap();
+                if mutate && !text.is_empty() {
+                    let at = cut % text.len();
+                    text[at] = byte;
+                }
+                let mut index = EventIndex::new();
+                let ours = Event::parse(&text, &mut index);
+                let theirs = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&text);
+                prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?} {:?}", String::from_utf8_lossy(&text), ours.err());
+                if let Ok(map) = theirs {
+                    let event = ours.unwrap();
+                    for (k, v) in &map {
+                        let got = event.get_flat(k).and_then(|f| f.to_text());
+                        prop_assert_eq!(got.as_deref(), v.as_str());
+                    }
+                }
+            }
+        }
+    }
+}

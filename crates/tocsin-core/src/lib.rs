@@ -1,0 +1,39 @@
+//! Tocsin's domain types and data contracts. No I/O.
+//!
+//! Everything the other crates exchange is defined here: the borrowed [`Event`] view over
+//! one JSON event, its [`EventContext`], the [`Detection`] the matcher emits, the
+//! [`IncidentCandidate`] the correlator keeps and the [`EarlyWarning`] it publishes, with the
+//! vocabularies they use (NIS2 [`Sector`], ISO 3166-1 [`MemberState`], TLP 2.0 [`Tlp`], the
+//! Reference Security Incident [`Taxonomy`]). Ids are deterministic ([`id`]), timestamps are
+//! event time ([`Timestamp`]).
+//!
+//! Invariant: this crate does no I/O and knows nothing of Kafka, files or rules.
+
+pub mod context;
+pub mod detection;
+pub mod event;
+pub mod id;
+pub mod incident;
+pub mod member_state;
+pub mod sector;
+pub mod taxonomy;
+pub mod time;
+pub mod tlp;
+pub mod warning;
+
+pub use context::{Context, ContextFields, EventContext};
+pub use detection::{
+    Detection, DetectionKind, Entity, IndicatorType, Level, MatchedIndicator, RuleRef, SourceRef,
+    DETECTION_SCHEMA,
+};
+pub use event::{DecodeError, Event, EventIndex, FieldValue, ValueKind};
+pub use incident::{IncidentCandidate, IndicatorSighting, RuleSummary};
+pub use member_state::MemberState;
+pub use sector::Sector;
+pub use taxonomy::{Taxonomy, TaxonomyClass, TaxonomyType};
+pub use time::{DurationMs, Timestamp};
+pub use tlp::Tlp;
+pub use warning::{
+    Affected, Audience, EarlyWarning, ReportingClock, Severity, TimelineEntry, WarningIndicator,
+    WarningRule, WarningStatus, EARLY_WARNING_SCHEMA,
+};

@@ -1,0 +1,240 @@
+//! The escalation policy (`rules/escalation.yaml`): when an incident candidate becomes an
+//! early warning, and how severe it is.
+//!
+//! Coordinators decide this, not programmers, so it is a small YAML file validated at load
+//! with errors at file:line. The severity rules are tried top to bottom; the first whose
+//! `when` holds sets the severity. See `rules/README.md` for the format.
+
+use serde::Deserialize;
+
+use tocsin_core::{DurationMs, Level, Severity};
+
+use crate::diagnostic::{Diagnostic, Location};
+use crate::yaml::documents;
+
+/// Conditions on a candidate; all given ones must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// The candidate spans ≥ `cross_border.min_member_states` member states.
+    #[serde(default)]
+    pub cross_border: Option<bool>,
+    /// The candidate spans ≥ `cross_sector.min_sectors` sectors.
+    #[serde(default)]
+    pub cross_sector: Option<bool>,
+    /// An NIS2 Annex I (high-criticality) sector is affected.
+    #[serde(default)]
+    pub essential_sector: Option<bool>,
+    /// At least this many organisations.
+    #[serde(default)]
+    pub min_organisations: Option<u32>,
+    /// At least this many sectors.
+    #[serde(default)]
+    pub min_sectors: Option<u32>,
+    /// At least this many member states.
+    #[serde(default)]
+    pub min_member_states: Option<u32>,
+    /// At least one detection of at least this rule level.
+    #[serde(default)]
+    pub min_level: Option<String>,
+}
+
+/// One severity rule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeverityRule {
+    /// Conditions (empty = always).
+    #[serde(default)]
+    pub when: When,
+    /// The severity when they hold.
+    pub severity: String,
+}
+
+/// Thresholds that make a flag true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberStateThreshold {
+    /// Member states needed.
+    pub min_member_states: u32,
+}
+
+/// Thresholds that make a flag true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SectorThreshold {
+    /// Sectors needed.
+    pub min_sectors: u32,
+}
+
+/// When a candidate exists and when it becomes a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    /// Distinct organisations needed.
+    pub min_organisations: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    version: u32,
+    window: DurationMs,
+    candidate: Threshold,
+    warning: Threshold,
+    cross_border: MemberStateThreshold,
+    cross_sector: SectorThreshold,
+    #[serde(default)]
+    essential_sector_raises_severity: bool,
+    severity: Vec<SeverityRule>,
+    #[serde(default)]
+    recommended_actions: Vec<String>,
+    #[serde(default)]
+    exercise: bool,
+}
+
+/// The validated policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EscalationPolicy {
+    /// Event-time window per correlation key.
+    pub window: DurationMs,
+    /// Organisations needed for an incident candidate.
+    pub candidate_min_organisations: u32,
+    /// Organisations needed for a warning.
+    pub warning_min_organisations: u32,
+    /// Member states for `cross_border`.
+    pub cross_border_min_member_states: u32,
+    /// Sectors for `cross_sector`.
+    pub cross_sector_min_sectors: u32,
+    /// Raise severity one step when an Annex I sector is affected.
+    pub essential_sector_raises_severity: bool,
+    /// Severity rules, first match wins.
+    pub severity: Vec<(When, Severity, Option<Level>)>,
+    /// Actions recommended in every warning.
+    pub recommended_actions: Vec<String>,
+    /// Mark every warning as exercise traffic.
+    pub exercise: bool,
+}
+
+impl Default for EscalationPolicy {
+    fn default() -> Self {
+        EscalationPolicy {
+            window: DurationMs(6 * 3_600_000),
+            candidate_min_organisations: 2,
+            warning_min_organisations: 2,
+            cross_border_min_member_states: 2,
+            cross_sector_min_sectors: 2,
+            essential_sector_raises_severity: true,
+            severity: vec![(When::default(), Severity::Medium, None)],
+            recommended_actions: Vec::new(),
+            exercise: false,
+        }
+    }
+}
+
+/// Parse and validate `escalation.yaml`.
+pub fn parse_policy(file: &str, text: &str) -> Result<EscalationPolicy, Diagnostic> {
+    let (docs, mut errs) = documents(file, text);
+    if let Some(e) = errs.pop() {
+        return Err(e);
+    }
+    let Some(doc) = docs.into_iter().next() else {
+        return Err(Diagnostic::error(Location::line(file, 1), "empty", "policy file is empty"));
+    };
+    let parsed: PolicyFile = serde_yaml::from_value(doc.value.clone()).map_err(|e| {
+        // serde_yaml::from_value loses positions; find the key it names, if any.
+        let msg = e.to_string();
+        let loc = msg
+            .split('`')
+            .nth(1)
+            .map(|k| doc.locate(&format!("{k}:")))
+            .unwrap_or_else(|| doc.start());
+        Diagnostic::error(loc, "bad-policy", format!("invalid escalation policy: {msg}"))
+    })?;
+    if parsed.version != 1 {
+        return Err(Diagnostic::error(
+            doc.locate("version:"),
+            "bad-policy",
+            format!("unsupported policy version {} (this Tocsin reads version 1)", parsed.version),
+        ));
+    }
+    if parsed.window.0 <= 0 {
+        return Err(Diagnostic::error(doc.locate("window:"), "bad-policy", "window must be positive"));
+    }
+    for (key, v) in [
+        ("candidate:", parsed.candidate.min_organisations),
+        ("warning:", parsed.warning.min_organisations),
+        ("cross_border:", parsed.cross_border.min_member_states),
+        ("cross_sector:", parsed.cross_sector.min_sectors),
+    ] {
+        if v == 0 {
+            return Err(Diagnostic::error(doc.locate(key), "bad-policy", format!("{} thresholds must be at least 1", key.trim_end_matches(':'))));
+        }
+    }
+    if parsed.warning.min_organisations < parsed.candidate.min_organisations {
+        return Err(Diagnostic::error(
+            doc.locate("warning:"),
+            "bad-policy",
+            "warning.min_organisations cannot be below candidate.min_organisations",
+        ));
+    }
+    let mut severity = Vec::new();
+    for rule in parsed.severity {
+        let Some(s) = Severity::parse(&rule.severity) else {
+            return Err(Diagnostic::error(
+                doc.locate(&format!("severity: {}", rule.severity)),
+                "bad-policy",
+                format!("unknown severity '{}' (expected low, medium, high, critical)", rule.severity),
+            ));
+        };
+        let level = match &rule.when.min_level {
+            None => None,
+            Some(l) => match Level::parse(l) {
+                Some(l) => Some(l),
+                None => {
+                    return Err(Diagnostic::error(
+                        doc.locate("min_level:"),
+                        "bad-policy",
+                        format!("unknown rule level '{l}'"),
+                    ))
+                }
+            },
+        };
+        severity.push((rule.when, s, level));
+    }
+    if severity.is_empty() {
+        return Err(Diagnostic::error(doc.locate("severity:"), "bad-policy", "at least one severity rule is needed"));
+    }
+    Ok(EscalationPolicy {
+        window: parsed.window,
+        candidate_min_organisations: parsed.candidate.min_organisations,
+        warning_min_organisations: parsed.warning.min_organisations,
+        cross_border_min_member_states: parsed.cross_border.min_member_states,
+        cross_sector_min_sectors: parsed.cross_sector.min_sectors,
+        essential_sector_raises_severity: parsed.essential_sector_raises_severity,
+        severity,
+        recommended_actions: parsed.recommended_actions,
+        exercise: parsed.exercise,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = "version: 1\nwindow: 6h\ncandidate: {min_organisations: 2}\nwarning: {min_organisations: 2}\ncross_border: {min_member_states: 2}\ncross_sector: {min_sectors: 2}\nessential_sector_raises_severity: true\nseverity:\n  - when: {cross_border: true, cross_sector: true}\n    severity: critical\n  - severity: medium\n";
+
+    #[test]
+    fn parses_and_validates() {
+        let p = parse_policy("e.yaml", POLICY).unwrap();
+        assert_eq!(p.window.0, 6 * 3_600_000);
+        assert_eq!(p.severity.len(), 2);
+        assert_eq!(p.severity[0].1, Severity::Critical);
+
+        let e = parse_policy("e.yaml", &POLICY.replace("severity: critical", "severity: dire")).unwrap_err();
+        assert_eq!(e.location.line, 10, "{e}");
+        let e = parse_policy("e.yaml", &POLICY.replace("window: 6h", "window: six hours")).unwrap_err();
+        assert!(e.message.contains("duration"), "{e}");
+        let e = parse_policy("e.yaml", &POLICY.replace("cross_border: true,", "cross_borders: true,")).unwrap_err();
+        assert!(e.message.contains("cross_borders"), "{e}");
+    }
+}

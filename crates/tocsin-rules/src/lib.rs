@@ -1,0 +1,94 @@
+//! Reading rule sources: Sigma detection rules, indicator lists, field-mapping profiles and
+//! the escalation policy.
+//!
+//! Everything here parses text that the caller has read (this crate does no I/O, so the same
+//! code serves files, ConfigMaps and tests) and returns what it could read plus
+//! [`Diagnostic`]s that name the file, line, rule id and title. A bad rule never stops the
+//! rest from loading. Compiling rules into a matcher is `tocsin-match`'s job.
+
+pub mod diagnostic;
+pub mod escalation;
+pub mod ioc;
+pub mod profile;
+pub mod sigma;
+pub mod yaml;
+
+pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity};
+pub use escalation::{parse_policy, EscalationPolicy};
+pub use ioc::{parse_plain_list, Indicator};
+pub use profile::{parse_profile, Profile, RouteCondition};
+pub use sigma::{SigmaDocument, SigmaRule};
+
+/// All Sigma rules of one source file, with the diagnostics of the ones that failed.
+pub fn parse_sigma_source(file: &str, text: &str) -> (Vec<SigmaRule>, Diagnostics) {
+    let (docs, problems) = yaml::documents(file, text);
+    let mut diags = Diagnostics(problems);
+    let mut rules = Vec::new();
+    for doc in &docs {
+        match sigma::parse_document(doc) {
+            Ok((SigmaDocument::Rule(rule), warnings)) => {
+                diags.extend(warnings);
+                rules.push(*rule);
+            }
+            Ok((SigmaDocument::Correlation { id, location }, _)) => diags.push(
+                Diagnostic::warning(
+                    location,
+                    "unsupported-correlation",
+                    "Sigma correlation rules are not supported yet; this document is skipped",
+                )
+                .for_rule(id.as_deref(), None),
+            ),
+            Ok((SigmaDocument::Filter { id, location }, _)) => diags.push(
+                Diagnostic::warning(
+                    location,
+                    "unsupported-filter",
+                    "Sigma global filters are not supported yet; this document is skipped",
+                )
+                .for_rule(id.as_deref(), None),
+            ),
+            Err(d) => diags.push(d),
+        }
+    }
+    (rules, diags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const RULE: &str = "title: t\nid: r1\nlogsource: {category: process_creation, product: windows}\ndetection:\n  sel:\n    CommandLine|contains: [a, b]\n  condition: sel\n";
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn parser_never_panics_on_mutated_rules(at in 0usize..200, byte in any::<u8>(), cut in 0usize..200) {
+            let mut bytes = RULE.as_bytes().to_vec();
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            bytes.truncate(cut.max(1));
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = parse_sigma_source("m.yml", &text);
+        }
+
+        #[test]
+        fn parser_never_panics_on_generated_yaml(text in "[a-z|:{}\\[\\], \\n*?'\"-]{0,200}") {
+            let _ = parse_sigma_source("g.yml", &text);
+            let _ = parse_policy("g.yml", &text);
+            let _ = parse_profile("g.yml", &text);
+            let _ = parse_plain_list("g.txt", &text, "g");
+        }
+    }
+
+    #[test]
+    fn one_bad_rule_does_not_stop_the_others() {
+        let text = format!("{RULE}---\ntitle: broken\nid: r2\nlogsource: {{product: windows}}\ndetection:\n  sel:\n    A|bogus: x\n  condition: sel\n---\n{}", RULE.replace("id: r1", "id: r3"));
+        let (rules, diags) = parse_sigma_source("multi.yml", &text);
+        assert_eq!(rules.len(), 2);
+        assert_eq!(diags.error_count(), 1);
+        let d = &diags.0[0];
+        assert_eq!(d.rule_id.as_deref(), Some("r2"));
+        assert_eq!(d.location.line, 14);
+        assert!(d.to_string().starts_with("multi.yml:14:"), "{d}");
+    }
+}
