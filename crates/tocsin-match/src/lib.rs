@@ -1,1 +1,34 @@
-//! stub
+//! Matching events against a compiled rule set: Sigma rules on shared automata, and
+//! indicators by hash lookup. The hot path.
+//!
+//! Shape (after regex-automata): [`CompiledRules::compile`] builds an immutable engine
+//! from parsed rules, indicators and a field-mapping profile; share it (`Arc`) between
+//! threads and give each thread a [`MatchScratch`] from [`CompiledRules::new_scratch`].
+//! [`CompiledRules::match_event`] then routes, prefilters and verifies one event without
+//! allocating; [`CompiledRules::detections`] turns the result into [`tocsin_core::Detection`]s.
+//!
+//! Why shared automata: with thousands of rules, checking each rule against each event
+//! costs rules × fields. Instead the literals of all rules of a logsource are put, per
+//! field, into one Aho-Corasick automaton; an event's field is scanned once, and only the
+//! rules whose literals hit are verified. The cost grows with the number of hits, not with
+//! the number of rules. The compile pipeline is documented in [`compile`].
+//!
+//! Invariants: no I/O; nothing allocated per event on the no-detection path; a rule that
+//! uses something the matcher cannot evaluate exactly is rejected with a diagnostic, never
+//! approximated.
+
+pub mod compile;
+pub mod explain;
+pub mod detect;
+pub mod glob;
+pub mod ioc;
+pub mod matcher;
+
+pub use compile::{CompileStats, CompiledRule, CompiledRules, MatchConfig, RuleIdx};
+pub use detect::indicator_key;
+pub use explain::Explanation;
+pub use ioc::IocTable;
+pub use matcher::{IocHit, MatchScratch, ScratchStats};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,365 @@
+//! The per-event hot path: route → prefilter → verify.
+//!
+//! [`CompiledRules::match_event`] reads top to bottom:
+//! 1. **route** — evaluate each route's logsource condition on the event;
+//! 2. **prefilter** — for each active route, scan each field that its rules reference once
+//!    with that field's automaton, recording per atom whether it hit anywhere, at the start,
+//!    at the end, or as the whole value; every rule listed under a hit atom becomes a
+//!    candidate, as do the route's rules without a prefilter;
+//! 3. **verify** — evaluate each candidate's condition exactly (atom tests read the hit
+//!    bits, globs and regexes read the field again);
+//! 4. **indicators** — look the profile's indicator fields up in the IOC tables.
+//!
+//! All per-event state lives in [`MatchScratch`] and is reused: once warm, matching an
+//! event that raises no detection allocates nothing.
+
+use regex_automata::{meta, Input};
+
+use tocsin_core::{Event, FieldValue, IndicatorType, ValueKind};
+use tocsin_rules::sigma::Condition;
+
+use crate::compile::{
+    in_cidr, CmpOp, CompiledRules, CompiledSelection, RuleIdx, Test, ValueTest, HIT_ANY, HIT_END,
+    HIT_START, HIT_WHOLE,
+};
+use crate::ioc::each_listed_hash;
+
+/// An indicator found in an event: which indicator, and in which profile field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IocHit {
+    /// Indicator id in the IOC table.
+    pub indicator: u32,
+    /// Index into the profile's indicator fields.
+    pub field: u32,
+    /// Index of the path within that field entry.
+    pub path: u32,
+}
+
+/// Per-thread mutable state for matching. Create with [`CompiledRules::new_scratch`].
+pub struct MatchScratch {
+    atom_bits: Vec<u8>,
+    touched: Vec<u32>,
+    candidate_mark: Vec<bool>,
+    candidates: Vec<RuleIdx>,
+    matched: Vec<RuleIdx>,
+    ioc_hits: Vec<IocHit>,
+    text_buf: String,
+    verify_buf: String,
+    norm_buf: String,
+    regex_caches: Vec<meta::Cache>,
+    /// Counters since creation (for metrics and benches).
+    pub stats: ScratchStats,
+}
+
+/// Work counters: how much the prefilter saved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScratchStats {
+    /// Events matched.
+    pub events: u64,
+    /// Candidate rules verified.
+    pub candidates: u64,
+    /// Rules that matched.
+    pub matches: u64,
+}
+
+impl MatchScratch {
+    /// Rules that matched the last event.
+    pub fn matched(&self) -> &[RuleIdx] {
+        &self.matched
+    }
+
+    /// Indicators found in the last event.
+    pub fn ioc_hits(&self) -> &[IocHit] {
+        &self.ioc_hits
+    }
+}
+
+/// Read the first present path of a field.
+fn field_value<'a>(event: &Event<'a>, paths: &[String]) -> Option<FieldValue<'a>> {
+    paths.iter().find_map(|p| event.get(p))
+}
+
+impl CompiledRules {
+    /// Fresh scratch space sized for these rules.
+    pub fn new_scratch(&self) -> MatchScratch {
+        MatchScratch {
+            atom_bits: vec![0; self.atoms.len()],
+            touched: Vec::new(),
+            candidate_mark: vec![false; self.rules.len()],
+            candidates: Vec::new(),
+            matched: Vec::new(),
+            ioc_hits: Vec::new(),
+            text_buf: String::new(),
+            verify_buf: String::new(),
+            norm_buf: String::new(),
+            regex_caches: self.regexes.iter().map(|r| r.create_cache()).collect(),
+            stats: ScratchStats::default(),
+        }
+    }
+
+    fn route_matches(&self, route: usize, event: &Event<'_>, buf: &mut String) -> bool {
+        self.routes[route].condition.iter().all(|alternatives| {
+            alternatives.iter().any(|alt| {
+                alt.iter().all(|(path, want)| {
+                    event
+                        .get(path)
+                        .and_then(|v| v.text(buf))
+                        .is_some_and(|t| t.eq_ignore_ascii_case(want))
+                })
+            })
+        })
+    }
+
+    /// Match one event; afterwards `scratch.matched()` lists the rules that hit and
+    /// `scratch.ioc_hits()` the indicators found.
+    pub fn match_event(&self, event: &Event<'_>, scratch: &mut MatchScratch) {
+        self.match_event_inner(event, scratch, false)
+    }
+
+    /// Like [`CompiledRules::match_event`], but verifies every rule of every active route,
+    /// ignoring the prefilter. Slow; it exists so that tests can prove the prefilter never
+    /// loses a match.
+    #[doc(hidden)]
+    pub fn match_event_unfiltered(&self, event: &Event<'_>, scratch: &mut MatchScratch) {
+        self.match_event_inner(event, scratch, true)
+    }
+
+    fn match_event_inner(&self, event: &Event<'_>, scratch: &mut MatchScratch, verify_all: bool) {
+        // Reset what the previous event touched.
+        for &a in &scratch.touched {
+            scratch.atom_bits[a as usize] = 0;
+        }
+        scratch.touched.clear();
+        for &r in &scratch.candidates {
+            scratch.candidate_mark[r as usize] = false;
+        }
+        scratch.candidates.clear();
+        scratch.matched.clear();
+        scratch.ioc_hits.clear();
+        scratch.stats.events += 1;
+
+        for route_idx in 0..self.routes.len() {
+            if !self.route_matches(route_idx, event, &mut scratch.text_buf) {
+                continue;
+            }
+            let route = &self.routes[route_idx];
+            for &r in &route.always {
+                if !scratch.candidate_mark[r as usize] {
+                    scratch.candidate_mark[r as usize] = true;
+                    scratch.candidates.push(r);
+                }
+            }
+            for scanner in &route.scanners {
+                let Some(value) = field_value(event, &self.fields[scanner.field as usize]) else {
+                    continue;
+                };
+                let Some(text) = value.text(&mut scratch.text_buf) else {
+                    continue;
+                };
+                let hay = text.as_bytes();
+                for m in scanner.automaton.find_overlapping_iter(hay) {
+                    let (start, end) = (m.start(), m.end());
+                    for &a in &scanner.pattern_atoms[m.pattern().as_usize()] {
+                        let atom = &self.atoms[a as usize];
+                        if atom.cased && &hay[start..end] != &*atom.bytes {
+                            continue;
+                        }
+                        let mut bits = HIT_ANY;
+                        if start == 0 {
+                            bits |= HIT_START;
+                        }
+                        if end == hay.len() {
+                            bits |= HIT_END;
+                        }
+                        if start == 0 && end == hay.len() {
+                            bits |= HIT_WHOLE;
+                        }
+                        let old = scratch.atom_bits[a as usize];
+                        if old == 0 {
+                            scratch.touched.push(a);
+                            for &r in &self.atom_rules[a as usize] {
+                                if !scratch.candidate_mark[r as usize] {
+                                    scratch.candidate_mark[r as usize] = true;
+                                    scratch.candidates.push(r);
+                                }
+                            }
+                        }
+                        scratch.atom_bits[a as usize] = old | bits;
+                    }
+                }
+            }
+        }
+
+        if verify_all {
+            for (r, rule) in self.rules.iter().enumerate() {
+                let active = scratch.candidate_mark.get(r).copied().unwrap_or(false);
+                if !active && self.route_matches(rule.route as usize, event, &mut scratch.text_buf) {
+                    scratch.candidate_mark[r] = true;
+                    scratch.candidates.push(r as RuleIdx);
+                }
+            }
+        }
+        scratch.stats.candidates += scratch.candidates.len() as u64;
+        for i in 0..scratch.candidates.len() {
+            let r = scratch.candidates[i];
+            let rule = &self.rules[r as usize];
+            if self.eval_condition(&rule.condition, &rule.selections, event, scratch) {
+                scratch.matched.push(r);
+            }
+        }
+        // Deterministic output order: load order.
+        scratch.matched.sort_unstable();
+        scratch.stats.matches += scratch.matched.len() as u64;
+
+        if !self.iocs.is_empty() {
+            self.match_indicators(event, scratch);
+        }
+    }
+
+    fn match_indicators(&self, event: &Event<'_>, scratch: &mut MatchScratch) {
+        let MatchScratch {
+            text_buf,
+            norm_buf,
+            ioc_hits,
+            ..
+        } = scratch;
+        for (fi, (kind, paths)) in self.indicator_fields.iter().enumerate() {
+            for (pi, path) in paths.iter().enumerate() {
+                let Some(text) = event.get(path).and_then(|v| v.text(text_buf)) else {
+                    continue;
+                };
+                self.iocs.lookup(*kind, text, norm_buf, |id| {
+                    ioc_hits.push(IocHit {
+                        indicator: id,
+                        field: fi as u32,
+                        path: pi as u32,
+                    })
+                });
+            }
+        }
+        for (pi, path) in self.profile.hash_list_fields.iter().enumerate() {
+            let Some(text) = event.get(path).and_then(|v| v.text(text_buf)) else {
+                continue;
+            };
+            each_listed_hash(text, |kind, value| {
+                self.iocs.lookup(kind, value, norm_buf, |id| {
+                    ioc_hits.push(IocHit {
+                        indicator: id,
+                        field: u32::MAX,
+                        path: pi as u32,
+                    })
+                });
+            });
+        }
+        ioc_hits.sort_unstable_by_key(|h| (h.indicator, h.field, h.path));
+        ioc_hits.dedup_by_key(|h| h.indicator);
+    }
+
+    pub(crate) fn eval_condition(
+        &self,
+        cond: &Condition,
+        selections: &[CompiledSelection],
+        event: &Event<'_>,
+        scratch: &mut MatchScratch,
+    ) -> bool {
+        match cond {
+            Condition::Selection(i) => self.eval_selection(&selections[*i], event, scratch),
+            Condition::Not(c) => !self.eval_condition(c, selections, event, scratch),
+            Condition::And(cs) => cs
+                .iter()
+                .all(|c| self.eval_condition(c, selections, event, scratch)),
+            Condition::Or(cs) => cs
+                .iter()
+                .any(|c| self.eval_condition(c, selections, event, scratch)),
+            Condition::AnyOf(ss) => ss
+                .iter()
+                .any(|&i| self.eval_selection(&selections[i], event, scratch)),
+            Condition::AllOf(ss) => ss
+                .iter()
+                .all(|&i| self.eval_selection(&selections[i], event, scratch)),
+        }
+    }
+
+    pub(crate) fn eval_selection(
+        &self,
+        sel: &CompiledSelection,
+        event: &Event<'_>,
+        scratch: &mut MatchScratch,
+    ) -> bool {
+        sel.alternatives
+            .iter()
+            .any(|alt| alt.iter().all(|t| self.eval_test(t, event, scratch)))
+    }
+
+    pub(crate) fn eval_test(&self, t: &Test, event: &Event<'_>, scratch: &mut MatchScratch) -> bool {
+        let value = field_value(event, &self.fields[t.field as usize]);
+        let present = value.is_some_and(|v| !v.is_null());
+        if let Some(want) = t.exists {
+            return present == want;
+        }
+        let hit = if t.all {
+            t.values.iter().all(|v| self.eval_value(v, value, scratch))
+        } else {
+            t.values.iter().any(|v| self.eval_value(v, value, scratch))
+        };
+        if t.negate {
+            present && !hit
+        } else {
+            hit
+        }
+    }
+
+    fn eval_value(&self, v: &ValueTest, value: Option<FieldValue<'_>>, scratch: &mut MatchScratch) -> bool {
+        match v {
+            ValueTest::Atom { atom, need } => scratch.atom_bits[*atom as usize] & need == *need,
+            ValueTest::Null => match value {
+                None => true,
+                Some(v) if v.is_null() => true,
+                Some(v) => matches!(v.kind(), ValueKind::String { .. }) && v.raw().is_empty(),
+            },
+            ValueTest::Empty => value.is_some_and(|v| matches!(v.kind(), ValueKind::String { .. }) && v.raw().is_empty()),
+            ValueTest::Glob { glob, .. } => value
+                .and_then(|v| v.text(&mut scratch.verify_buf))
+                .is_some_and(|t| glob.is_match(t.as_bytes())),
+            ValueTest::Regex(i) => {
+                let Some(v) = value else { return false };
+                let MatchScratch {
+                    verify_buf,
+                    regex_caches,
+                    ..
+                } = scratch;
+                let Some(text) = v.text(verify_buf) else {
+                    return false;
+                };
+                self.regexes[*i as usize]
+                    .search_with(&mut regex_caches[*i as usize], &Input::new(text))
+                    .is_some()
+            }
+            ValueTest::Cmp { op, value: want } => {
+                let Some(got) = value.and_then(|v| v.as_f64()) else {
+                    return false;
+                };
+                match op {
+                    CmpOp::Lt => got < *want,
+                    CmpOp::Lte => got <= *want,
+                    CmpOp::Gt => got > *want,
+                    CmpOp::Gte => got >= *want,
+                }
+            }
+            ValueTest::Cidr { network, prefix } => value
+                .and_then(|v| v.text(&mut scratch.verify_buf))
+                .and_then(|t| t.trim().strip_prefix("::ffff:").unwrap_or(t.trim()).parse().ok())
+                .is_some_and(|ip| in_cidr(ip, *network, *prefix)),
+            ValueTest::Any(vs) => vs.iter().any(|v| self.eval_value(v, value, scratch)),
+        }
+    }
+
+    /// The (type, path) of an indicator hit's field, for detections.
+    pub fn ioc_hit_field(&self, hit: &IocHit) -> (Option<IndicatorType>, &str) {
+        if hit.field == u32::MAX {
+            return (None, &self.profile.hash_list_fields[hit.path as usize]);
+        }
+        let (kind, paths) = &self.indicator_fields[hit.field as usize];
+        (Some(*kind), &paths[hit.path as usize])
+    }
+}

@@ -1,0 +1,195 @@
+//! Matcher semantics over small rules and events, and a property test that the prefilter
+//! never changes the answer.
+
+use proptest::prelude::*;
+
+use tocsin_core::{Event, EventIndex};
+use tocsin_rules::{parse_plain_list, parse_profile, parse_sigma_source, Profile};
+
+use crate::{CompiledRules, MatchConfig};
+
+const PROFILE: &str = r#"
+name: test
+fields:
+  Image: [Image, NewProcessName]
+logsources:
+  product:
+    windows: []
+  category:
+    process_creation:
+      - {Channel: Microsoft-Windows-Sysmon/Operational, EventID: 1}
+      - {Channel: Security, EventID: 4688}
+    dns_query:
+      - {Channel: Microsoft-Windows-Sysmon/Operational, EventID: 22}
+indicators:
+  fields:
+    ip: [DestinationIp]
+    domain: [QueryName]
+  hash_lists: [Hashes]
+"#;
+
+fn profile() -> Profile {
+    parse_profile("p.yaml", PROFILE).unwrap()
+}
+
+fn rule(id: &str, detection: &str) -> String {
+    format!("title: rule {id}\nid: {id}\nlogsource:\n  product: windows\n  category: process_creation\ndetection:\n{detection}\n---\n")
+}
+
+fn compile(rules: &str, iocs: &str) -> CompiledRules {
+    let (rules, diags) = parse_sigma_source("r.yml", rules);
+    assert_eq!(diags.error_count(), 0, "{diags:?}");
+    let (iocs, _) = parse_plain_list("i.txt", iocs, "feed");
+    let (compiled, diags) = CompiledRules::compile(&rules, &iocs, &profile(), &MatchConfig::default());
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+    compiled
+}
+
+fn matched(c: &CompiledRules, event: &str) -> Vec<String> {
+    let mut idx = EventIndex::new();
+    let ev = Event::parse(event.as_bytes(), &mut idx).unwrap();
+    let mut s = c.new_scratch();
+    c.match_event(&ev, &mut s);
+    let fast: Vec<String> = s.matched().iter().map(|&r| c.rules()[r as usize].id.clone()).collect();
+    c.match_event_unfiltered(&ev, &mut s);
+    let slow: Vec<String> = s.matched().iter().map(|&r| c.rules()[r as usize].id.clone()).collect();
+    assert_eq!(fast, slow, "prefilter changed the answer on {event}");
+    fast
+}
+
+const SYSMON: &str = r#""Channel":"Microsoft-Windows-Sysmon/Operational","EventID":1"#;
+
+fn ev(fields: &str) -> String {
+    format!("{{{SYSMON},{fields}}}")
+}
+
+#[test]
+fn modifiers_and_wildcards() {
+    let rules = [
+        rule("eq", "  sel:\n    Image: 'C:\\Windows\\System32\\cmd.exe'\n  condition: sel"),
+        rule("ends", "  sel:\n    Image|endswith: '\\cmd.exe'\n  condition: sel"),
+        rule("starts", "  sel:\n    CommandLine|startswith: 'cmd /c'\n  condition: sel"),
+        rule("all", "  sel:\n    CommandLine|contains|all: [whoami, /priv]\n  condition: sel"),
+        rule("glob", "  sel:\n    CommandLine: '*\\AppData\\\\*\\Temp\\\\*.exe*'\n  condition: sel"),
+        rule("re", "  sel:\n    CommandLine|re: '(?i)-e(nc|ncodedcommand) [a-z0-9+/=]{8,}'\n  condition: sel"),
+        rule("cased", "  sel:\n    CommandLine|contains|cased: 'WhoAmI'\n  condition: sel"),
+        rule("notfilter", "  sel:\n    Image|endswith: '\\cmd.exe'\n  filter:\n    ParentImage|endswith: '\\explorer.exe'\n  condition: sel and not filter"),
+        rule("isnull", "  sel:\n    Image|endswith: '\\cmd.exe'\n    User: null\n  condition: sel"),
+        rule("exists", "  sel:\n    ParentImage|exists: true\n  condition: sel"),
+        rule("num", "  sel:\n    ProcessId|gt: 1000\n  condition: sel"),
+        rule("oneof", "  sel_a:\n    CommandLine|contains: vssadmin\n  sel_b:\n    CommandLine|contains: wbadmin\n  condition: 1 of sel_*"),
+        rule("windash", "  sel:\n    CommandLine|windash|contains: ' -nop '\n  condition: sel"),
+        rule("neq", "  sel:\n    Image|endswith: '\\cmd.exe'\n    IntegrityLevel|neq: High\n  condition: sel"),
+    ]
+    .concat();
+    let c = compile(&rules, "");
+    assert_eq!(c.stats().rules, 14);
+    assert_eq!(
+        matched(&c, &ev(r#""Image":"C:\\Windows\\System32\\CMD.exe","CommandLine":"cmd /c whoami /PRIV","ParentImage":"C:\\Windows\\explorer.exe","ProcessId":4242,"IntegrityLevel":"Medium""#)),
+        vec!["eq", "ends", "starts", "all", "isnull", "exists", "num", "neq"]
+    );
+    assert_eq!(
+        matched(&c, &ev(r#""Image":"C:\\x\\cmd.exe","CommandLine":"c:\\users\\a\\appdata\\local\\temp\\x.exe WhoAmI","ProcessId":"12""#)),
+        vec!["ends", "glob", "cased", "notfilter", "isnull"]
+    );
+    assert_eq!(
+        matched(&c, &ev(r#""CommandLine":"powershell \u2013nop -EncodedCommand SQBFAFgAIAAo vssadmin""#)),
+        vec!["re", "oneof", "windash"]
+    );
+    // Another logsource: nothing of process_creation may run.
+    assert!(matched(
+        &c,
+        r#"{"Channel":"Microsoft-Windows-Sysmon/Operational","EventID":22,"Image":"C:\\Windows\\System32\\cmd.exe"}"#
+    )
+    .is_empty());
+    // Security 4688 with the mapped field name.
+    assert_eq!(
+        matched(&c, r#"{"Channel":"Security","EventID":"4688","NewProcessName":"C:\\Windows\\System32\\cmd.exe"}"#),
+        vec!["eq", "ends", "notfilter", "isnull"]
+    );
+}
+
+#[test]
+fn indicators_are_found_in_profile_fields() {
+    let c = compile(
+        "",
+        "evil.example\n203.0.113.9\nsha256 aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+    );
+    let mut idx = EventIndex::new();
+    let mut s = c.new_scratch();
+    for (event, want) in [
+        (r#"{"QueryName":"cdn.Evil.Example","DestinationIp":"203.0.113.9"}"#, 2),
+        (r#"{"Hashes":"MD5=00,SHA256=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#, 1),
+        (r#"{"QueryName":"example","DestinationIp":"203.0.113.99"}"#, 0),
+    ] {
+        let e = Event::parse(event.as_bytes(), &mut idx).unwrap();
+        c.match_event(&e, &mut s);
+        assert_eq!(s.ioc_hits().len(), want, "{event}");
+    }
+}
+
+#[test]
+fn unsupported_features_are_errors_for_that_rule_only() {
+    let rules = [
+        rule("ok", "  sel:\n    Image|endswith: '\\cmd.exe'\n  condition: sel"),
+        rule("b64", "  sel:\n    CommandLine|base64offset|contains: 'http'\n  condition: sel"),
+        rule("badre", "  sel:\n    CommandLine|re: '(?<=x)y'\n  condition: sel"),
+        rule("ok", "  sel:\n    Image|endswith: '\\cmd.exe'\n  condition: sel"),
+    ]
+    .concat();
+    let (rules, _) = parse_sigma_source("r.yml", &rules);
+    let (compiled, diags) = CompiledRules::compile(&rules, &[], &profile(), &MatchConfig::default());
+    assert_eq!(compiled.stats().rules, 1);
+    let codes: Vec<&str> = diags.iter().filter(|d| d.is_error()).map(|d| d.code).collect();
+    assert_eq!(codes, vec!["unsupported-modifier", "bad-regex", "duplicate-id"]);
+}
+
+#[test]
+fn no_allocation_shape_scratch_is_reused() {
+    // The scratch keeps its buffers between events; matching twice gives the same answer.
+    let c = compile(&rule("ends", "  sel:\n    Image|endswith: '\\cmd.exe'\n  condition: sel"), "");
+    let mut s = c.new_scratch();
+    let mut idx = EventIndex::new();
+    let raw = ev(r#""Image":"C:\\cmd.exe""#);
+    for _ in 0..3 {
+        let e = Event::parse(raw.as_bytes(), &mut idx).unwrap();
+        c.match_event(&e, &mut s);
+        assert_eq!(s.matched().len(), 1);
+    }
+    assert_eq!(s.stats.events, 3);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    #[test]
+    fn prefilter_never_loses_a_match(
+        values in proptest::collection::vec("[abc\\\\.]{1,4}", 1..4),
+        field_text in "[abcABC\\\\. ]{0,16}",
+        modifier in 0usize..5,
+        negate in any::<bool>(),
+    ) {
+        let m = ["", "|contains", "|startswith", "|endswith", "|contains|all"][modifier];
+        let m = if m == "|contains|all" && values.len() < 2 { "|contains" } else { m };
+        let list: Vec<String> = values.iter().map(|v| format!("'{}'", v.replace('\'', "''"))).collect();
+        let cond = if negate { "sel and not other" } else { "sel or other" };
+        let r = rule("p", &format!("  sel:\n    CommandLine{m}: [{}]\n  other:\n    Image|contains: 'b*c'\n  condition: {cond}", list.join(", ")));
+        let (rules, diags) = parse_sigma_source("r.yml", &r);
+        prop_assume!(diags.error_count() == 0);
+        let (c, _) = CompiledRules::compile(&rules, &[], &profile(), &MatchConfig::default());
+        let event = format!("{{{SYSMON},\"CommandLine\":{},\"Image\":{}}}", serde_json_string(&field_text), serde_json_string(&field_text));
+        let _ = matched(&c, &event);
+    }
+}
+
+fn serde_json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
