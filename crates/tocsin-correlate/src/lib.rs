@@ -1,1 +1,518 @@
-//! stub
+//! Correlation: detections that share a correlation key across organisations become
+//! incident candidates; the escalation policy turns candidates into early warnings.
+//!
+//! Why here and not in the matcher: one organisation's SOC sees one detection; the point of
+//! Tocsin is to notice that the same indicator or campaign shows up at a hospital in one
+//! member state and a grid operator in another. The correlator keeps, per correlation key,
+//! one event-time window (`policy.window`, starting at the first detection of the key) and
+//! aggregates into it the distinct organisations, sectors, member states, rules and
+//! indicators. When the window holds enough organisations it is a candidate; when the
+//! policy says so it becomes a warning, re-issued as a new `version` of the same id only when
+//! something material changes (breadth, severity, indicators, rules), never per detection,
+//! so a busy incident does not flood its topic.
+//!
+//! Event time only: ids and `issued_at` derive from event times, so replaying the same input
+//! gives byte-identical output. Detections older than their key's window are counted as late
+//! and not merged (see [`CorrelatorStats::late`]); a detection id seen before in a window is
+//! counted as a duplicate and ignored.
+//!
+//! Invariant: no I/O. The same code runs in `tocsin run`, the Kafka workers and benches.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use tocsin_core::id::{incident_id, warning_id};
+use tocsin_core::{
+    Affected, Audience, Detection, DetectionKind, EarlyWarning, IncidentCandidate,
+    IndicatorSighting, IndicatorType, Level, ReportingClock, RuleSummary, Severity, TimelineEntry,
+    Timestamp, Tlp, WarningIndicator, WarningRule, WarningStatus, EARLY_WARNING_SCHEMA,
+};
+use tocsin_rules::EscalationPolicy;
+
+/// Limits and rendering choices.
+#[derive(Debug, Clone)]
+pub struct CorrelatorConfig {
+    /// The escalation policy.
+    pub policy: EscalationPolicy,
+    /// Most correlation keys held at once; beyond it, expired windows are evicted, and if
+    /// none is expired the new key is refused and counted.
+    pub max_keys: usize,
+    /// Most detection ids remembered per key for de-duplication.
+    pub max_detections_per_key: usize,
+    /// The audience warnings are rendered for.
+    pub audience: Audience,
+    /// The audience's TLP ceiling: indicators above it are dropped, and a warning whose
+    /// candidate is above it is withheld (and counted).
+    pub tlp_ceiling: Tlp,
+}
+
+impl Default for CorrelatorConfig {
+    fn default() -> Self {
+        CorrelatorConfig {
+            policy: EscalationPolicy::default(),
+            max_keys: 1_000_000,
+            max_detections_per_key: 10_000,
+            audience: Audience::Technical,
+            tlp_ceiling: Tlp::Amber,
+        }
+    }
+}
+
+/// Counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CorrelatorStats {
+    /// Detections received.
+    pub detections: u64,
+    /// (detection, key) pairs merged into a window.
+    pub merged: u64,
+    /// Detections without a correlation key (kept only in the detections output).
+    pub unkeyed: u64,
+    /// Repeats of a detection id already in the window.
+    pub duplicates: u64,
+    /// Detections older than their key's current window.
+    pub late: u64,
+    /// Detections without organisation, sector or member state.
+    pub incomplete_context: u64,
+    /// Windows evicted for the key limit.
+    pub evicted: u64,
+    /// New keys refused because the key limit was reached.
+    pub refused_keys: u64,
+    /// Warning versions issued.
+    pub warnings: u64,
+    /// Warning versions withheld because the candidate's TLP is above the ceiling.
+    pub withheld: u64,
+}
+
+/// What makes a warning change material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    organisations: usize,
+    sectors: usize,
+    member_states: usize,
+    indicators: usize,
+    rules: usize,
+    severity: Severity,
+}
+
+struct KeyState {
+    candidate: IncidentCandidate,
+    seen: HashSet<String>,
+    timeline: BTreeMap<String, TimelineEntry>,
+    suspected_malicious: bool,
+    issued: Option<(u32, Fingerprint)>,
+}
+
+/// The correlator. Feed it detections with [`Correlator::push`].
+pub struct Correlator {
+    config: CorrelatorConfig,
+    keys: HashMap<String, KeyState>,
+    watermark: Timestamp,
+    stats: CorrelatorStats,
+}
+
+fn level_weight(l: Level) -> u32 {
+    match l {
+        Level::Informational => 0,
+        Level::Low => 5,
+        Level::Medium => 10,
+        Level::High => 20,
+        Level::Critical => 30,
+    }
+}
+
+impl Correlator {
+    /// A correlator with this configuration.
+    pub fn new(config: CorrelatorConfig) -> Self {
+        Correlator {
+            config,
+            keys: HashMap::new(),
+            watermark: Timestamp(i64::MIN),
+            stats: CorrelatorStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> CorrelatorStats {
+        self.stats
+    }
+
+    /// Live correlation keys.
+    pub fn live_keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Current candidates (windows with at least the policy's organisations), sorted by id.
+    pub fn candidates(&self) -> Vec<&IncidentCandidate> {
+        let min = self.config.policy.candidate_min_organisations as usize;
+        let mut out: Vec<&IncidentCandidate> = self
+            .keys
+            .values()
+            .map(|s| &s.candidate)
+            .filter(|c| c.organisations.len() >= min)
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Merge one detection; warnings it causes (new versions) are appended to `out`.
+    pub fn push(&mut self, d: &Detection, out: &mut Vec<EarlyWarning>) {
+        self.stats.detections += 1;
+        if d.event_time > self.watermark {
+            self.watermark = d.event_time;
+        }
+        if d.correlation_keys.is_empty() {
+            self.stats.unkeyed += 1;
+            return;
+        }
+        let complete = d.context.organisation.is_some()
+            && d.context.sector.is_some()
+            && d.context.member_state.is_some();
+        if !complete {
+            self.stats.incomplete_context += 1;
+        }
+        for key in &d.correlation_keys {
+            self.merge(key, d, complete, out);
+        }
+    }
+
+    fn make_room(&mut self) -> bool {
+        if self.keys.len() < self.config.max_keys {
+            return true;
+        }
+        let window = self.config.policy.window.0;
+        let watermark = self.watermark.0;
+        let before = self.keys.len();
+        self.keys
+            .retain(|_, s| s.candidate.window_start.0.saturating_add(window) > watermark);
+        self.stats.evicted += (before - self.keys.len()) as u64;
+        self.keys.len() < self.config.max_keys
+    }
+
+    fn merge(&mut self, key: &str, d: &Detection, complete: bool, out: &mut Vec<EarlyWarning>) {
+        let window = self.config.policy.window;
+        let t = d.event_time;
+        let expired = match self.keys.get(key) {
+            Some(s) if t.0 < s.candidate.window_start.0 - window.0 => {
+                self.stats.late += 1;
+                return;
+            }
+            Some(s) => t.0 >= s.candidate.window_start.0 + window.0,
+            None => false,
+        };
+        if expired {
+            self.keys.remove(key);
+        }
+        if !self.keys.contains_key(key) {
+            if !self.make_room() {
+                self.stats.refused_keys += 1;
+                return;
+            }
+            self.keys.insert(key.to_owned(), new_state(key, t));
+        }
+        let max_seen = self.config.max_detections_per_key;
+        let Some(state) = self.keys.get_mut(key) else {
+            return;
+        };
+        if state.seen.contains(&d.id) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if state.seen.len() < max_seen {
+            state.seen.insert(d.id.clone());
+        }
+        self.stats.merged += 1;
+        absorb(state, d, complete);
+        if let Some(w) = self.maybe_warn(key, d.event_time) {
+            out.push(w);
+        }
+    }
+
+    fn severity(&self, c: &IncidentCandidate) -> Severity {
+        let p = &self.config.policy;
+        let cross_border = c.member_states.len() as u32 >= p.cross_border_min_member_states;
+        let cross_sector = c.sectors.len() as u32 >= p.cross_sector_min_sectors;
+        let essential = c.sectors.iter().any(|s| s.is_high_criticality());
+        let mut sev = p
+            .severity
+            .iter()
+            .find(|(w, _, level)| {
+                w.cross_border.is_none_or(|b| b == cross_border)
+                    && w.cross_sector.is_none_or(|b| b == cross_sector)
+                    && w.essential_sector.is_none_or(|b| b == essential)
+                    && w.min_organisations.is_none_or(|n| c.organisations.len() as u32 >= n)
+                    && w.min_sectors.is_none_or(|n| c.sectors.len() as u32 >= n)
+                    && w.min_member_states.is_none_or(|n| c.member_states.len() as u32 >= n)
+                    && level.is_none_or(|l| c.max_level >= l)
+            })
+            .map(|(_, s, _)| *s)
+            .unwrap_or(Severity::Medium);
+        if p.essential_sector_raises_severity && essential {
+            sev = sev.raised();
+        }
+        sev
+    }
+
+    fn maybe_warn(&mut self, key: &str, at: Timestamp) -> Option<EarlyWarning> {
+        let p = &self.config.policy;
+        let state = self.keys.get(key)?;
+        let c = &state.candidate;
+        if (c.organisations.len() as u32) < p.warning_min_organisations {
+            return None;
+        }
+        let severity = self.severity(c);
+        let fp = Fingerprint {
+            organisations: c.organisations.len(),
+            sectors: c.sectors.len(),
+            member_states: c.member_states.len(),
+            indicators: c.indicators.len(),
+            rules: c.rules.len(),
+            severity,
+        };
+        let (version, status) = match &state.issued {
+            None => (1, WarningStatus::New),
+            Some((_, last)) if *last == fp => return None,
+            Some((v, last)) if severity > last.severity => (v + 1, WarningStatus::Escalated),
+            Some((v, _)) => (v + 1, WarningStatus::Update),
+        };
+        if c.tlp > self.config.tlp_ceiling {
+            self.stats.withheld += 1;
+            if let Some(s) = self.keys.get_mut(key) {
+                s.issued = Some((version, fp));
+            }
+            return None;
+        }
+        let warning = self.render(state, version, status, severity, at);
+        self.stats.warnings += 1;
+        if let Some(s) = self.keys.get_mut(key) {
+            s.issued = Some((version, fp));
+        }
+        Some(warning)
+    }
+
+    fn render(
+        &self,
+        state: &KeyState,
+        version: u32,
+        status: WarningStatus,
+        severity: Severity,
+        issued_at: Timestamp,
+    ) -> EarlyWarning {
+        let p = &self.config.policy;
+        let c = &state.candidate;
+        let technical = self.config.audience == Audience::Technical;
+        let cross_border = c.member_states.len() as u32 >= p.cross_border_min_member_states;
+        let cross_sector = c.sectors.len() as u32 >= p.cross_sector_min_sectors;
+        let indicators: Vec<WarningIndicator> = if technical {
+            c.indicators
+                .values()
+                .filter(|i| i.tlp.permits(self.config.tlp_ceiling))
+                .map(|i| WarningIndicator {
+                    kind: i.kind,
+                    value: i.value.clone(),
+                    tlp: i.tlp,
+                    feeds: i.feeds.iter().cloned().collect(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut timeline: Vec<TimelineEntry> = state.timeline.values().cloned().collect();
+        timeline.sort_by(|a, b| a.time.cmp(&b.time).then(a.organisation.cmp(&b.organisation)));
+        if !technical {
+            for e in &mut timeline {
+                e.organisation = None;
+            }
+        }
+        let mut recommended_actions = key_actions(&c.correlation_key);
+        recommended_actions.extend(p.recommended_actions.iter().cloned());
+        EarlyWarning {
+            schema: EARLY_WARNING_SCHEMA.to_owned(),
+            warning_id: warning_id(&c.correlation_key, c.window_start.0),
+            incident_id: c.id.clone(),
+            version,
+            status,
+            issued_at,
+            exercise: p.exercise,
+            audience: self.config.audience,
+            headline: headline(c),
+            taxonomy: c.taxonomy,
+            severity,
+            suspected_malicious: state.suspected_malicious,
+            cross_border,
+            cross_sector,
+            correlation_key: c.correlation_key.clone(),
+            first_seen: c.first_seen,
+            last_seen: c.last_seen,
+            affected: Affected {
+                sectors: c.sectors.iter().copied().collect(),
+                member_states: c.member_states.iter().copied().collect(),
+                organisation_count: c.organisations.len() as u32,
+                organisations: if technical {
+                    c.organisations.keys().cloned().collect()
+                } else {
+                    Vec::new()
+                },
+            },
+            detection_count: c.detection_count,
+            rules: c
+                .rules
+                .values()
+                .map(|r| WarningRule {
+                    id: r.id.clone(),
+                    title: r.title.clone(),
+                    detections: r.detections,
+                })
+                .collect(),
+            attack: c.attack.iter().cloned().collect(),
+            indicators,
+            timeline,
+            recommended_actions,
+            reporting: ReportingClock::from_awareness(c.first_seen),
+            tlp: c.tlp,
+        }
+    }
+}
+
+fn new_state(key: &str, start: Timestamp) -> KeyState {
+    KeyState {
+        candidate: IncidentCandidate {
+            id: incident_id(key, start.0),
+            correlation_key: key.to_owned(),
+            window_start: start,
+            first_seen: start,
+            last_seen: start,
+            organisations: BTreeMap::new(),
+            sectors: BTreeSet::new(),
+            member_states: BTreeSet::new(),
+            detection_count: 0,
+            incomplete_context: 0,
+            rules: BTreeMap::new(),
+            indicators: BTreeMap::new(),
+            attack: BTreeSet::new(),
+            taxonomy: None,
+            max_level: Level::Informational,
+            score: 0,
+            tlp: Tlp::Clear,
+            version: 0,
+        },
+        seen: HashSet::new(),
+        timeline: BTreeMap::new(),
+        suspected_malicious: false,
+        issued: None,
+    }
+}
+
+/// Fold one detection into a window.
+fn absorb(state: &mut KeyState, d: &Detection, complete: bool) {
+    let c = &mut state.candidate;
+    c.detection_count += 1;
+    if !complete {
+        c.incomplete_context += 1;
+    }
+    c.first_seen = c.first_seen.min(d.event_time);
+    c.last_seen = c.last_seen.max(d.event_time);
+    if let Some(org) = &d.context.organisation {
+        let first = c.organisations.entry(org.clone()).or_insert(d.event_time);
+        *first = (*first).min(d.event_time);
+        let entry = state.timeline.entry(org.clone()).or_insert(TimelineEntry {
+            time: d.event_time,
+            organisation: Some(org.clone()),
+            sector: d.context.sector,
+            member_state: d.context.member_state,
+        });
+        if d.event_time < entry.time {
+            entry.time = d.event_time;
+        }
+    }
+    if let Some(s) = d.context.sector {
+        c.sectors.insert(s);
+    }
+    if let Some(m) = d.context.member_state {
+        c.member_states.insert(m);
+    }
+    let rule = c.rules.entry(d.rule.id.clone()).or_insert(RuleSummary {
+        id: d.rule.id.clone(),
+        title: d.rule.title.clone(),
+        level: d.rule.level,
+        detections: 0,
+    });
+    rule.detections += 1;
+    for i in &d.indicators {
+        let s = c
+            .indicators
+            .entry(format!("{}:{}", i.kind.as_str(), i.value))
+            .or_insert(IndicatorSighting {
+                kind: i.kind,
+                value: i.value.clone(),
+                tlp: i.tlp,
+                feeds: BTreeSet::new(),
+            });
+        s.tlp = s.tlp.max(i.tlp);
+        s.feeds.insert(i.feed.clone());
+    }
+    c.attack.extend(d.attack.iter().cloned());
+    if d.taxonomy.is_some() && (c.taxonomy.is_none() || d.rule.level > c.max_level) {
+        c.taxonomy = d.taxonomy;
+    }
+    c.max_level = c.max_level.max(d.rule.level);
+    c.tlp = c.tlp.max(d.tlp);
+    if d.kind == DetectionKind::Indicator || d.rule.level >= Level::High {
+        state.suspected_malicious = true;
+    }
+    c.score = 10 * c.organisations.len() as u32
+        + 20 * c.sectors.len() as u32
+        + 30 * c.member_states.len() as u32
+        + level_weight(c.max_level);
+    c.version += 1;
+}
+
+fn key_subject(key: &str) -> String {
+    let mut parts = key.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("indicator"), Some(kind), Some(value)) => {
+            let what = match IndicatorType::parse(kind) {
+                Some(IndicatorType::Domain) => "Domain",
+                Some(IndicatorType::Ipv4 | IndicatorType::Ipv6) => "IP address",
+                Some(IndicatorType::Url) => "URL",
+                Some(_) => "File hash",
+                None => "Indicator",
+            };
+            format!("{what} {value}")
+        }
+        (Some("campaign"), Some(name), None) => format!("Campaign '{name}'"),
+        _ => format!("Activity {key}"),
+    }
+}
+
+fn headline(c: &IncidentCandidate) -> String {
+    let sectors: Vec<&str> = c.sectors.iter().map(|s| s.slug()).collect();
+    let states: Vec<&str> = c.member_states.iter().map(|m| m.as_str()).collect();
+    format!(
+        "{} seen at {} organisations in {} sector{} ({}) across {} member state{} ({})",
+        key_subject(&c.correlation_key),
+        c.organisations.len(),
+        sectors.len(),
+        if sectors.len() == 1 { "" } else { "s" },
+        sectors.join(", "),
+        states.len(),
+        if states.len() == 1 { "" } else { "s" },
+        states.join(", "),
+    )
+}
+
+fn key_actions(key: &str) -> Vec<String> {
+    let mut parts = key.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("indicator"), Some(kind), Some(value)) => vec![
+            format!("Block {kind} {value} at the perimeter and on endpoints"),
+            format!("Hunt for {value} in logs of the last 30 days and report sightings to your CSIRT"),
+        ],
+        (Some("campaign"), Some(name), None) => vec![
+            format!("Run the detection rules tagged campaign.{name} over your environment"),
+            "Isolate affected hosts and preserve evidence for the CSIRT".to_owned(),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
