@@ -186,10 +186,7 @@ mod tests {
         assert_eq!(ctx.member_state.unwrap().as_str(), "DE");
         assert_eq!(ctx.organisation.as_deref(), Some("Klinikum Nord"));
         assert_eq!(ctx.host.as_deref(), Some("ws-01"));
-        assert_eq!(
-            ctx.time,
-            Some(Timestamp::from_civil(2026, 3, 2, 8, 0, 0))
-        );
+        assert_eq!(ctx.time, Some(Timestamp::from_civil(2026, 3, 2, 8, 0, 0)));
 
         let raw = br#"{"@timestamp":"2026-03-02T08:00:00Z","organization":{"name":"Grid SA","sector":"energy","country":"FR"}}"#;
         let ev = Event::parse(raw, &mut idx).unwrap();

@@ -662,7 +662,8 @@ mod tests {
 
     #[test]
     fn flat_fields_are_found_and_unescaped() {
-        let raw = br#"{"EventID": 1, "Image": "C:\\Windows\\System32\\cmd.exe", "ok": true, "n": null}"#;
+        let raw =
+            br#"{"EventID": 1, "Image": "C:\\Windows\\System32\\cmd.exe", "ok": true, "n": null}"#;
         let mut index = EventIndex::new();
         let event = Event::parse(raw, &mut index).unwrap();
         assert_eq!(event.len(), 4);
@@ -755,8 +756,8 @@ mod tests {
         let mut index = EventIndex::new();
         for s in samples {
             let ours = Event::parse(s.as_bytes(), &mut index).is_ok();
-            let theirs = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(s)
-                .is_ok();
+            let theirs =
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(s).is_ok();
             assert_eq!(ours, theirs, "{s}");
         }
     }

@@ -219,9 +219,7 @@ fn parse_text(b: &[u8]) -> Option<Timestamp> {
         [] | [b'Z'] | [b'z'] => 0,
         [sign @ (b'+' | b'-'), tail @ ..] => {
             let (h, m) = match tail {
-                [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => {
-                    (num(&[*h1, *h2])?, num(&[*m1, *m2])?)
-                }
+                [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => (num(&[*h1, *h2])?, num(&[*m1, *m2])?),
                 [h1, h2] => (num(&[*h1, *h2])?, 0),
                 _ => return None,
             };

@@ -238,9 +238,11 @@ impl Correlator {
                 w.cross_border.is_none_or(|b| b == cross_border)
                     && w.cross_sector.is_none_or(|b| b == cross_sector)
                     && w.essential_sector.is_none_or(|b| b == essential)
-                    && w.min_organisations.is_none_or(|n| c.organisations.len() as u32 >= n)
+                    && w.min_organisations
+                        .is_none_or(|n| c.organisations.len() as u32 >= n)
                     && w.min_sectors.is_none_or(|n| c.sectors.len() as u32 >= n)
-                    && w.min_member_states.is_none_or(|n| c.member_states.len() as u32 >= n)
+                    && w.min_member_states
+                        .is_none_or(|n| c.member_states.len() as u32 >= n)
                     && level.is_none_or(|l| c.max_level >= l)
             })
             .map(|(_, s, _)| *s)
@@ -316,7 +318,11 @@ impl Correlator {
             Vec::new()
         };
         let mut timeline: Vec<TimelineEntry> = state.timeline.values().cloned().collect();
-        timeline.sort_by(|a, b| a.time.cmp(&b.time).then(a.organisation.cmp(&b.organisation)));
+        timeline.sort_by(|a, b| {
+            a.time
+                .cmp(&b.time)
+                .then(a.organisation.cmp(&b.organisation))
+        });
         if !technical {
             for e in &mut timeline {
                 e.organisation = None;
@@ -504,7 +510,9 @@ fn key_actions(key: &str) -> Vec<String> {
     match (parts.next(), parts.next(), parts.next()) {
         (Some("indicator"), Some(kind), Some(value)) => vec![
             format!("Block {kind} {value} at the perimeter and on endpoints"),
-            format!("Hunt for {value} in logs of the last 30 days and report sightings to your CSIRT"),
+            format!(
+                "Hunt for {value} in logs of the last 30 days and report sightings to your CSIRT"
+            ),
         ],
         (Some("campaign"), Some(name), None) => vec![
             format!("Run the detection rules tagged campaign.{name} over your environment"),

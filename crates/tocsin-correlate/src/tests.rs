@@ -51,11 +51,20 @@ fn det(id: &str, org: &str, sector: &str, ms: &str, at: i64, tlp: Tlp) -> Detect
 fn slow_campaign_across_member_states_escalates_once_per_change() {
     let mut c = Correlator::new(CorrelatorConfig::default());
     let mut out = Vec::new();
-    c.push(&det("d1", "Klinikum Nord", "health", "DE", 0, Tlp::Green), &mut out);
+    c.push(
+        &det("d1", "Klinikum Nord", "health", "DE", 0, Tlp::Green),
+        &mut out,
+    );
     assert!(out.is_empty(), "one organisation is not a warning");
-    c.push(&det("d2", "Klinikum Nord", "health", "DE", H, Tlp::Green), &mut out);
+    c.push(
+        &det("d2", "Klinikum Nord", "health", "DE", H, Tlp::Green),
+        &mut out,
+    );
     assert!(out.is_empty());
-    c.push(&det("d3", "Réseau Sud", "energy", "FR", 2 * H, Tlp::Green), &mut out);
+    c.push(
+        &det("d3", "Réseau Sud", "energy", "FR", 2 * H, Tlp::Green),
+        &mut out,
+    );
     assert_eq!(out.len(), 1);
     let w = &out[0];
     assert_eq!((w.version, w.status), (1, WarningStatus::New));
@@ -68,13 +77,29 @@ fn slow_campaign_across_member_states_escalates_once_per_change() {
     assert_eq!(w.first_seen, t0());
 
     // Same breadth again: no new version.
-    c.push(&det("d4", "Réseau Sud", "energy", "FR", 3 * H, Tlp::Green), &mut out);
+    c.push(
+        &det("d4", "Réseau Sud", "energy", "FR", 3 * H, Tlp::Green),
+        &mut out,
+    );
     assert_eq!(out.len(), 1);
     // A duplicate detection id changes nothing.
-    c.push(&det("d3", "Réseau Sud", "energy", "FR", 2 * H, Tlp::Green), &mut out);
+    c.push(
+        &det("d3", "Réseau Sud", "energy", "FR", 2 * H, Tlp::Green),
+        &mut out,
+    );
     assert_eq!(c.stats().duplicates, 1);
     // A third member state and sector: a new version of the same warning.
-    c.push(&det("d5", "Ministero", "public-administration", "IT", 4 * H, Tlp::Green), &mut out);
+    c.push(
+        &det(
+            "d5",
+            "Ministero",
+            "public-administration",
+            "IT",
+            4 * H,
+            Tlp::Green,
+        ),
+        &mut out,
+    );
     assert_eq!(out.len(), 2);
     assert_eq!(out[1].warning_id, out[0].warning_id);
     assert_eq!(out[1].version, 2);
@@ -84,7 +109,10 @@ fn slow_campaign_across_member_states_escalates_once_per_change() {
         vec![Sector::Energy, Sector::Health, Sector::PublicAdministration]
     );
     assert_eq!(out[1].timeline.len(), 3);
-    assert_eq!(out[1].timeline[0].organisation.as_deref(), Some("Klinikum Nord"));
+    assert_eq!(
+        out[1].timeline[0].organisation.as_deref(),
+        Some("Klinikum Nord")
+    );
 }
 
 #[test]
@@ -92,7 +120,17 @@ fn benign_burst_in_one_organisation_never_warns() {
     let mut c = Correlator::new(CorrelatorConfig::default());
     let mut out = Vec::new();
     for i in 0..1000 {
-        c.push(&det(&format!("d{i}"), "Org A", "health", "DE", i * 1000, Tlp::Green), &mut out);
+        c.push(
+            &det(
+                &format!("d{i}"),
+                "Org A",
+                "health",
+                "DE",
+                i * 1000,
+                Tlp::Green,
+            ),
+            &mut out,
+        );
     }
     assert!(out.is_empty());
     assert_eq!(c.candidates().len(), 0);
@@ -111,7 +149,10 @@ fn windows_expire_late_detections_are_counted_and_red_is_withheld() {
     assert_eq!(out.len(), 2);
     assert_ne!(out[0].warning_id, out[1].warning_id);
     // Far older than the current window: late.
-    c.push(&det("old", "D", "energy", "FR", -2 * H, Tlp::Green), &mut out);
+    c.push(
+        &det("old", "D", "energy", "FR", -2 * H, Tlp::Green),
+        &mut out,
+    );
     assert_eq!(c.stats().late, 1);
     assert_eq!(out.len(), 2);
 
@@ -129,11 +170,18 @@ fn same_input_same_output() {
     let run = || {
         let mut c = Correlator::new(CorrelatorConfig::default());
         let mut out = Vec::new();
-        for (i, (org, s, m)) in [("A", "health", "DE"), ("B", "energy", "FR"), ("C", "health", "IT")]
-            .iter()
-            .enumerate()
+        for (i, (org, s, m)) in [
+            ("A", "health", "DE"),
+            ("B", "energy", "FR"),
+            ("C", "health", "IT"),
+        ]
+        .iter()
+        .enumerate()
         {
-            c.push(&det(&format!("d{i}"), org, s, m, i as i64 * H, Tlp::Amber), &mut out);
+            c.push(
+                &det(&format!("d{i}"), org, s, m, i as i64 * H, Tlp::Amber),
+                &mut out,
+            );
         }
         serde_json::to_string(&out).unwrap()
     };

@@ -406,11 +406,17 @@ impl Builder<'_> {
                 }
             } else if t.has(Modifier::Cidr) {
                 let SigmaValue::String(s) = v else {
-                    return Err(problem("bad-value", format!("'{key}': cidr needs a network")));
+                    return Err(problem(
+                        "bad-value",
+                        format!("'{key}': cidr needs a network"),
+                    ));
                 };
                 let text = s.to_string();
                 let (network, prefix) = parse_cidr(&text).ok_or_else(|| {
-                    problem("bad-value", format!("'{key}': '{text}' is not a CIDR network"))
+                    problem(
+                        "bad-value",
+                        format!("'{key}': '{text}' is not a CIDR network"),
+                    )
                 })?;
                 ValueTest::Cidr { network, prefix }
             } else if t.has(Modifier::Re) {
@@ -476,7 +482,13 @@ impl Builder<'_> {
         Ok(test)
     }
 
-    fn string_test(&mut self, s: &SigmaString, route: u32, field: FieldSlot, cased: bool) -> ValueTest {
+    fn string_test(
+        &mut self,
+        s: &SigmaString,
+        route: u32,
+        field: FieldSlot,
+        cased: bool,
+    ) -> ValueTest {
         use StrPart::*;
         let (lit, need) = match s.parts.as_slice() {
             [] => return ValueTest::Empty,
@@ -538,7 +550,10 @@ fn windash_variants(s: &SigmaString) -> Vec<SigmaString> {
 
 pub(crate) fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
     let (addr, prefix) = match text.split_once('/') {
-        Some((a, p)) => (a.trim().parse::<IpAddr>().ok()?, p.trim().parse::<u8>().ok()?),
+        Some((a, p)) => (
+            a.trim().parse::<IpAddr>().ok()?,
+            p.trim().parse::<u8>().ok()?,
+        ),
         None => {
             let a = text.trim().parse::<IpAddr>().ok()?;
             (a, if a.is_ipv4() { 32 } else { 128 })
@@ -551,11 +566,19 @@ pub(crate) fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
 pub(crate) fn in_cidr(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
     match (ip, network) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix)
+            };
             (u32::from(a) & mask) == (u32::from(n) & mask)
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - prefix)
+            };
             (u128::from(a) & mask) == (u128::from(n) & mask)
         }
         _ => false,
@@ -570,13 +593,24 @@ fn need_condition(rule: &CompiledRule, cond: &Condition, atoms: &[Atom]) -> Opti
         Condition::Not(_) => None,
         Condition::And(cs) => best(cs.iter().map(|c| need_condition(rule, c, atoms)), atoms),
         Condition::Or(cs) => union(cs.iter().map(|c| need_condition(rule, c, atoms))),
-        Condition::AnyOf(sels) => union(sels.iter().map(|&i| need_selection(&rule.selections[i], atoms))),
-        Condition::AllOf(sels) => best(sels.iter().map(|&i| need_selection(&rule.selections[i], atoms)), atoms),
+        Condition::AnyOf(sels) => union(
+            sels.iter()
+                .map(|&i| need_selection(&rule.selections[i], atoms)),
+        ),
+        Condition::AllOf(sels) => best(
+            sels.iter()
+                .map(|&i| need_selection(&rule.selections[i], atoms)),
+            atoms,
+        ),
     }
 }
 
 fn need_selection(sel: &CompiledSelection, atoms: &[Atom]) -> Option<Vec<AtomId>> {
-    union(sel.alternatives.iter().map(|alt| best(alt.iter().map(|t| need_test(t, atoms)), atoms)))
+    union(
+        sel.alternatives
+            .iter()
+            .map(|alt| best(alt.iter().map(|t| need_test(t, atoms)), atoms)),
+    )
 }
 
 fn need_test(t: &Test, atoms: &[Atom]) -> Option<Vec<AtomId>> {
@@ -618,7 +652,11 @@ fn union(sets: impl Iterator<Item = Option<Vec<AtomId>>>) -> Option<Vec<AtomId>>
 /// longest shortest atom.
 fn best(sets: impl Iterator<Item = Option<Vec<AtomId>>>, atoms: &[Atom]) -> Option<Vec<AtomId>> {
     sets.flatten().min_by_key(|s| {
-        let shortest = s.iter().map(|&a| atoms[a as usize].bytes.len()).min().unwrap_or(0);
+        let shortest = s
+            .iter()
+            .map(|&a| atoms[a as usize].bytes.len())
+            .min()
+            .unwrap_or(0);
         (s.len(), usize::MAX - shortest)
     })
 }
@@ -662,13 +700,20 @@ impl CompiledRules {
                 diags.push(tag(Diagnostic::error(
                     rule.location.clone(),
                     "limit",
-                    format!("more than {} rules (max_rules); this rule is skipped", config.max_rules),
+                    format!(
+                        "more than {} rules (max_rules); this rule is skipped",
+                        config.max_rules
+                    ),
                 )));
                 continue;
             }
             let (route, warnings) = b.route(rule);
             for w in warnings {
-                diags.push(tag(Diagnostic::warning(rule.location.clone(), "unmapped-logsource", w)));
+                diags.push(tag(Diagnostic::warning(
+                    rule.location.clone(),
+                    "unmapped-logsource",
+                    w,
+                )));
             }
             // Atoms and regexes added by a failing rule stay unused; harmless.
             match b.compile_rule(rule, route) {
@@ -676,7 +721,11 @@ impl CompiledRules {
                     seen_ids.insert(&rule.id, &rule.location);
                     compiled.push(c);
                 }
-                Err(p) => diags.push(tag(Diagnostic::error(rule.location.clone(), p.code, p.message))),
+                Err(p) => diags.push(tag(Diagnostic::error(
+                    rule.location.clone(),
+                    p.code,
+                    p.message,
+                ))),
             }
         }
 
@@ -697,9 +746,13 @@ impl CompiledRules {
         // One automaton per (route, field), over the distinct case-folded literals.
         let mut per_scanner: BTreeMap<(u32, FieldSlot), Vec<AtomId>> = BTreeMap::new();
         for (a, &(route, field)) in b.atom_home.iter().enumerate() {
-            per_scanner.entry((route, field)).or_default().push(a as AtomId);
+            per_scanner
+                .entry((route, field))
+                .or_default()
+                .push(a as AtomId);
         }
-        let mut route_scanners: Vec<Vec<Scanner>> = (0..b.routes.len()).map(|_| Vec::new()).collect();
+        let mut route_scanners: Vec<Vec<Scanner>> =
+            (0..b.routes.len()).map(|_| Vec::new()).collect();
         for ((route, field), atom_ids) in per_scanner {
             let mut patterns: Vec<Vec<u8>> = Vec::new();
             let mut pattern_atoms: Vec<Vec<AtomId>> = Vec::new();
@@ -716,7 +769,11 @@ impl CompiledRules {
             let automaton = AhoCorasick::builder()
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
-                .kind(if patterns.len() <= 5_000 { Some(AhoCorasickKind::DFA) } else { None })
+                .kind(if patterns.len() <= 5_000 {
+                    Some(AhoCorasickKind::DFA)
+                } else {
+                    None
+                })
                 .build(&patterns);
             let automaton = match automaton {
                 Ok(a) => a,
@@ -730,7 +787,10 @@ impl CompiledRules {
                         diags.push(Diagnostic::error(
                             Location::line("<compiled rules>", 0),
                             "automaton",
-                            format!("cannot build the automaton for field '{}': {e}", b.field_names[field as usize]),
+                            format!(
+                                "cannot build the automaton for field '{}': {e}",
+                                b.field_names[field as usize]
+                            ),
                         ));
                         continue;
                     }
@@ -822,7 +882,10 @@ mod tests {
     #[test]
     fn windash_replaces_flag_dashes_only() {
         let v = windash_variants(&SigmaString::literal(" -enc x-y"));
-        let texts: Vec<String> = v.iter().map(|s| s.as_literal().unwrap().to_owned()).collect();
+        let texts: Vec<String> = v
+            .iter()
+            .map(|s| s.as_literal().unwrap().to_owned())
+            .collect();
         assert_eq!(texts[1], " /enc x-y");
         assert_eq!(texts.len(), 5);
     }

@@ -25,7 +25,10 @@ impl CompiledRules {
     fn entities(&self, event: &Event<'_>) -> Vec<Entity> {
         let mut out = Vec::new();
         for (kind, paths) in &self.profile.entity_fields {
-            if let Some(text) = paths.iter().find_map(|p| event.get(p).and_then(|v| v.to_text())) {
+            if let Some(text) = paths
+                .iter()
+                .find_map(|p| event.get(p).and_then(|v| v.to_text()))
+            {
                 if !text.is_empty() {
                     out.push(Entity {
                         kind: kind.clone(),
@@ -71,7 +74,11 @@ impl CompiledRules {
                 taxonomy: rule.taxonomy,
                 attack: rule.attack.clone(),
                 tags: rule.tags.clone(),
-                correlation_keys: rule.campaigns.iter().map(|c| format!("campaign:{c}")).collect(),
+                correlation_keys: rule
+                    .campaigns
+                    .iter()
+                    .map(|c| format!("campaign:{c}"))
+                    .collect(),
                 tlp: rule.tlp,
                 source: source.cloned(),
             });
@@ -81,13 +88,16 @@ impl CompiledRules {
         for hit in scratch.ioc_hits() {
             let entry = self.iocs.entry(hit.indicator);
             let (_, field) = self.ioc_hit_field(hit);
-            by_feed.entry(&entry.feed).or_default().push(MatchedIndicator {
-                kind: entry.kind,
-                value: entry.value.clone(),
-                feed: entry.feed.clone(),
-                tlp: entry.tlp,
-                field: field.to_owned(),
-            });
+            by_feed
+                .entry(&entry.feed)
+                .or_default()
+                .push(MatchedIndicator {
+                    kind: entry.kind,
+                    value: entry.value.clone(),
+                    feed: entry.feed.clone(),
+                    tlp: entry.tlp,
+                    field: field.to_owned(),
+                });
         }
         for (feed, mut indicators) in by_feed {
             indicators.sort();

@@ -55,7 +55,12 @@ pub struct Explanation {
 impl CompiledRules {
     /// Explain rule `r` on `event`. `scratch` must hold the state of
     /// [`CompiledRules::match_event`] for this same event (atom hits are read from it).
-    pub fn explain(&self, r: RuleIdx, event: &Event<'_>, scratch: &mut MatchScratch) -> Explanation {
+    pub fn explain(
+        &self,
+        r: RuleIdx,
+        event: &Event<'_>,
+        scratch: &mut MatchScratch,
+    ) -> Explanation {
         let rule = &self.rules[r as usize];
         let mut selections = Vec::new();
         for sel in &rule.selections {
@@ -65,7 +70,14 @@ impl CompiledRules {
                 for t in alt {
                     let paths = &self.fields[t.field as usize];
                     let value = paths.iter().find_map(|p| {
-                        event.get(p).map(|v| (p.clone(), v.to_text().unwrap_or_else(|| String::from_utf8_lossy(v.raw()).into_owned())))
+                        event.get(p).map(|v| {
+                            (
+                                p.clone(),
+                                v.to_text().unwrap_or_else(|| {
+                                    String::from_utf8_lossy(v.raw()).into_owned()
+                                }),
+                            )
+                        })
                     });
                     tests.push(TestTrace {
                         key: t.key.clone(),
@@ -103,8 +115,20 @@ fn render_condition(c: &Condition, names: &[&str]) -> String {
     match c {
         Condition::Selection(i) => names[*i].to_owned(),
         Condition::Not(c) => format!("not {}", render_condition(c, names)),
-        Condition::And(cs) => format!("({})", cs.iter().map(|c| render_condition(c, names)).collect::<Vec<_>>().join(" and ")),
-        Condition::Or(cs) => format!("({})", cs.iter().map(|c| render_condition(c, names)).collect::<Vec<_>>().join(" or ")),
+        Condition::And(cs) => format!(
+            "({})",
+            cs.iter()
+                .map(|c| render_condition(c, names))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+        Condition::Or(cs) => format!(
+            "({})",
+            cs.iter()
+                .map(|c| render_condition(c, names))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
         Condition::AnyOf(xs) => format!("1 of [{}]", list(xs)),
         Condition::AllOf(xs) => format!("all of [{}]", list(xs)),
     }
@@ -114,7 +138,14 @@ impl std::fmt::Display for Explanation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut out = String::new();
         let verdict = |b: bool| if b { "MATCH" } else { "no match" };
-        let _ = writeln!(out, "rule {} ({}) on [{}]: {}", self.rule_id, self.title, self.route, verdict(self.matched));
+        let _ = writeln!(
+            out,
+            "rule {} ({}) on [{}]: {}",
+            self.rule_id,
+            self.title,
+            self.route,
+            verdict(self.matched)
+        );
         for s in &self.selections {
             let _ = writeln!(out, "  selection {}: {}", s.name, verdict(s.matched));
             for (i, alt) in s.alternatives.iter().enumerate() {
@@ -126,11 +157,21 @@ impl std::fmt::Display for Explanation {
                         Some((path, v)) => format!("{path} = {v:?}"),
                         None => "field absent".to_owned(),
                     };
-                    let _ = writeln!(out, "      {} {}: {shown}", if t.matched { "✓" } else { "✗" }, t.key);
+                    let _ = writeln!(
+                        out,
+                        "      {} {}: {shown}",
+                        if t.matched { "✓" } else { "✗" },
+                        t.key
+                    );
                 }
             }
         }
-        let _ = write!(out, "  condition: {} => {}", self.condition, verdict(self.matched));
+        let _ = write!(
+            out,
+            "  condition: {} => {}",
+            self.condition,
+            verdict(self.matched)
+        );
         f.write_str(&out)
     }
 }

@@ -55,7 +55,10 @@ impl Glob {
             lit == text
         } else {
             lit.len() == text.len()
-                && lit.iter().zip(text).all(|(a, b)| *a == b.to_ascii_lowercase())
+                && lit
+                    .iter()
+                    .zip(text)
+                    .all(|(a, b)| *a == b.to_ascii_lowercase())
         }
     }
 
@@ -137,7 +140,11 @@ mod tests {
                     if !lit.is_empty() {
                         parts.push(GlobPart::Literal(std::mem::take(&mut lit).into()));
                     }
-                    parts.push(if b == b'*' { GlobPart::AnyRun } else { GlobPart::AnyOne });
+                    parts.push(if b == b'*' {
+                        GlobPart::AnyRun
+                    } else {
+                        GlobPart::AnyOne
+                    });
                 }
                 _ => lit.push(b),
             }
@@ -151,8 +158,16 @@ mod tests {
     #[test]
     fn wildcard_semantics() {
         let cases = [
-            (r"*\appdata\*\temp\*.exe", r"C:\Users\a\AppData\Local\Temp\x.EXE", true),
-            (r"*\appdata\*\temp\*.exe", r"C:\Users\a\AppData\Local\Tmp\x.exe", false),
+            (
+                r"*\appdata\*\temp\*.exe",
+                r"C:\Users\a\AppData\Local\Temp\x.EXE",
+                true,
+            ),
+            (
+                r"*\appdata\*\temp\*.exe",
+                r"C:\Users\a\AppData\Local\Tmp\x.exe",
+                false,
+            ),
             ("a?c", "abc", true),
             ("a?c", "aéc", true),
             ("a?c", "ac", false),

@@ -94,7 +94,13 @@ impl IocTable {
 
     /// Look `text` up as a value of `kind`; call `hit` with each matching indicator id.
     /// `buf` is scratch space for normalisation.
-    pub fn lookup(&self, kind: IndicatorType, text: &str, buf: &mut String, mut hit: impl FnMut(u32)) {
+    pub fn lookup(
+        &self,
+        kind: IndicatorType,
+        text: &str,
+        buf: &mut String,
+        mut hit: impl FnMut(u32),
+    ) {
         let text = text.trim();
         if text.is_empty() {
             return;
@@ -119,7 +125,9 @@ impl IocTable {
                 }
             }
             _ => {
-                let Some(slot) = string_slot(kind) else { return };
+                let Some(slot) = string_slot(kind) else {
+                    return;
+                };
                 let map = &self.strings[slot];
                 if map.is_empty() {
                     return;
@@ -150,7 +158,9 @@ impl IocTable {
 /// with the type and hex value of every recognised hash.
 pub fn each_listed_hash(text: &str, mut each: impl FnMut(IndicatorType, &str)) {
     for part in text.split(',') {
-        let Some((algo, value)) = part.split_once('=') else { continue };
+        let Some((algo, value)) = part.split_once('=') else {
+            continue;
+        };
         let kind = match algo.trim().to_ascii_uppercase().as_str() {
             "MD5" => IndicatorType::Md5,
             "SHA1" => IndicatorType::Sha1,
@@ -185,7 +195,10 @@ mod tests {
             (IndicatorType::Ipv4, "::ffff:203.0.113.9"),
             (IndicatorType::Ipv6, "2001:0db8::9"),
             (IndicatorType::Ipv4, "203.0.113.10"),
-            (IndicatorType::Sha256, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            (
+                IndicatorType::Sha256,
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            ),
         ] {
             let mut n = 0;
             t.lookup(k, v, &mut buf, |_| n += 1);
@@ -193,7 +206,9 @@ mod tests {
         }
         assert_eq!(hits, vec![1, 0, 0, 1, 1, 0, 1]);
         let mut found = Vec::new();
-        each_listed_hash("SHA1=AB,MD5=CD,SHA256=EF,IMPHASH=00", |k, v| found.push((k, v.to_owned())));
+        each_listed_hash("SHA1=AB,MD5=CD,SHA256=EF,IMPHASH=00", |k, v| {
+            found.push((k, v.to_owned()))
+        });
         assert_eq!(found.len(), 3);
     }
 }

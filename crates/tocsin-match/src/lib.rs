@@ -18,8 +18,8 @@
 //! approximated.
 
 pub mod compile;
-pub mod explain;
 pub mod detect;
+pub mod explain;
 pub mod glob;
 pub mod ioc;
 pub mod matcher;

@@ -161,7 +161,7 @@ impl CompiledRules {
                     let (start, end) = (m.start(), m.end());
                     for &a in &scanner.pattern_atoms[m.pattern().as_usize()] {
                         let atom = &self.atoms[a as usize];
-                        if atom.cased && &hay[start..end] != &*atom.bytes {
+                        if atom.cased && hay[start..end] != *atom.bytes {
                             continue;
                         }
                         let mut bits = HIT_ANY;
@@ -193,7 +193,8 @@ impl CompiledRules {
         if verify_all {
             for (r, rule) in self.rules.iter().enumerate() {
                 let active = scratch.candidate_mark.get(r).copied().unwrap_or(false);
-                if !active && self.route_matches(rule.route as usize, event, &mut scratch.text_buf) {
+                if !active && self.route_matches(rule.route as usize, event, &mut scratch.text_buf)
+                {
                     scratch.candidate_mark[r] = true;
                     scratch.candidates.push(r as RuleIdx);
                 }
@@ -291,7 +292,12 @@ impl CompiledRules {
             .any(|alt| alt.iter().all(|t| self.eval_test(t, event, scratch)))
     }
 
-    pub(crate) fn eval_test(&self, t: &Test, event: &Event<'_>, scratch: &mut MatchScratch) -> bool {
+    pub(crate) fn eval_test(
+        &self,
+        t: &Test,
+        event: &Event<'_>,
+        scratch: &mut MatchScratch,
+    ) -> bool {
         let value = field_value(event, &self.fields[t.field as usize]);
         let present = value.is_some_and(|v| !v.is_null());
         if let Some(want) = t.exists {
@@ -309,7 +315,12 @@ impl CompiledRules {
         }
     }
 
-    fn eval_value(&self, v: &ValueTest, value: Option<FieldValue<'_>>, scratch: &mut MatchScratch) -> bool {
+    fn eval_value(
+        &self,
+        v: &ValueTest,
+        value: Option<FieldValue<'_>>,
+        scratch: &mut MatchScratch,
+    ) -> bool {
         match v {
             ValueTest::Atom { atom, need } => scratch.atom_bits[*atom as usize] & need == *need,
             ValueTest::Null => match value {
@@ -317,7 +328,9 @@ impl CompiledRules {
                 Some(v) if v.is_null() => true,
                 Some(v) => matches!(v.kind(), ValueKind::String { .. }) && v.raw().is_empty(),
             },
-            ValueTest::Empty => value.is_some_and(|v| matches!(v.kind(), ValueKind::String { .. }) && v.raw().is_empty()),
+            ValueTest::Empty => value.is_some_and(|v| {
+                matches!(v.kind(), ValueKind::String { .. }) && v.raw().is_empty()
+            }),
             ValueTest::Glob { glob, .. } => value
                 .and_then(|v| v.text(&mut scratch.verify_buf))
                 .is_some_and(|t| glob.is_match(t.as_bytes())),
@@ -348,7 +361,13 @@ impl CompiledRules {
             }
             ValueTest::Cidr { network, prefix } => value
                 .and_then(|v| v.text(&mut scratch.verify_buf))
-                .and_then(|t| t.trim().strip_prefix("::ffff:").unwrap_or(t.trim()).parse().ok())
+                .and_then(|t| {
+                    t.trim()
+                        .strip_prefix("::ffff:")
+                        .unwrap_or(t.trim())
+                        .parse()
+                        .ok()
+                })
                 .is_some_and(|ip| in_cidr(ip, *network, *prefix)),
             ValueTest::Any(vs) => vs.iter().any(|v| self.eval_value(v, value, scratch)),
         }

@@ -40,7 +40,8 @@ fn compile(rules: &str, iocs: &str) -> CompiledRules {
     let (rules, diags) = parse_sigma_source("r.yml", rules);
     assert_eq!(diags.error_count(), 0, "{diags:?}");
     let (iocs, _) = parse_plain_list("i.txt", iocs, "feed");
-    let (compiled, diags) = CompiledRules::compile(&rules, &iocs, &profile(), &MatchConfig::default());
+    let (compiled, diags) =
+        CompiledRules::compile(&rules, &iocs, &profile(), &MatchConfig::default());
     assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
     compiled
 }
@@ -50,9 +51,17 @@ fn matched(c: &CompiledRules, event: &str) -> Vec<String> {
     let ev = Event::parse(event.as_bytes(), &mut idx).unwrap();
     let mut s = c.new_scratch();
     c.match_event(&ev, &mut s);
-    let fast: Vec<String> = s.matched().iter().map(|&r| c.rules()[r as usize].id.clone()).collect();
+    let fast: Vec<String> = s
+        .matched()
+        .iter()
+        .map(|&r| c.rules()[r as usize].id.clone())
+        .collect();
     c.match_event_unfiltered(&ev, &mut s);
-    let slow: Vec<String> = s.matched().iter().map(|&r| c.rules()[r as usize].id.clone()).collect();
+    let slow: Vec<String> = s
+        .matched()
+        .iter()
+        .map(|&r| c.rules()[r as usize].id.clone())
+        .collect();
     assert_eq!(fast, slow, "prefilter changed the answer on {event}");
     fast
 }
@@ -85,15 +94,28 @@ fn modifiers_and_wildcards() {
     let c = compile(&rules, "");
     assert_eq!(c.stats().rules, 14);
     assert_eq!(
-        matched(&c, &ev(r#""Image":"C:\\Windows\\System32\\CMD.exe","CommandLine":"cmd /c whoami /PRIV","ParentImage":"C:\\Windows\\explorer.exe","ProcessId":4242,"IntegrityLevel":"Medium""#)),
+        matched(
+            &c,
+            &ev(
+                r#""Image":"C:\\Windows\\System32\\CMD.exe","CommandLine":"cmd /c whoami /PRIV","ParentImage":"C:\\Windows\\explorer.exe","ProcessId":4242,"IntegrityLevel":"Medium""#
+            )
+        ),
         vec!["eq", "ends", "starts", "all", "isnull", "exists", "num", "neq"]
     );
     assert_eq!(
-        matched(&c, &ev(r#""Image":"C:\\x\\cmd.exe","CommandLine":"c:\\users\\a\\appdata\\local\\temp\\x.exe WhoAmI","ProcessId":"12""#)),
+        matched(
+            &c,
+            &ev(
+                r#""Image":"C:\\x\\cmd.exe","CommandLine":"c:\\users\\a\\appdata\\local\\temp\\x.exe WhoAmI","ProcessId":"12""#
+            )
+        ),
         vec!["ends", "glob", "cased", "notfilter", "isnull"]
     );
     assert_eq!(
-        matched(&c, &ev(r#""CommandLine":"powershell \u2013nop -EncodedCommand SQBFAFgAIAAo vssadmin""#)),
+        matched(
+            &c,
+            &ev(r#""CommandLine":"powershell \u2013nop -EncodedCommand SQBFAFgAIAAo vssadmin""#)
+        ),
         vec!["re", "oneof", "windash"]
     );
     // Another logsource: nothing of process_creation may run.
@@ -104,7 +126,10 @@ fn modifiers_and_wildcards() {
     .is_empty());
     // Security 4688 with the mapped field name.
     assert_eq!(
-        matched(&c, r#"{"Channel":"Security","EventID":"4688","NewProcessName":"C:\\Windows\\System32\\cmd.exe"}"#),
+        matched(
+            &c,
+            r#"{"Channel":"Security","EventID":"4688","NewProcessName":"C:\\Windows\\System32\\cmd.exe"}"#
+        ),
         vec!["eq", "ends", "notfilter", "isnull"]
     );
 }
@@ -118,9 +143,18 @@ fn indicators_are_found_in_profile_fields() {
     let mut idx = EventIndex::new();
     let mut s = c.new_scratch();
     for (event, want) in [
-        (r#"{"QueryName":"cdn.Evil.Example","DestinationIp":"203.0.113.9"}"#, 2),
-        (r#"{"Hashes":"MD5=00,SHA256=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#, 1),
-        (r#"{"QueryName":"example","DestinationIp":"203.0.113.99"}"#, 0),
+        (
+            r#"{"QueryName":"cdn.Evil.Example","DestinationIp":"203.0.113.9"}"#,
+            2,
+        ),
+        (
+            r#"{"Hashes":"MD5=00,SHA256=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#,
+            1,
+        ),
+        (
+            r#"{"QueryName":"example","DestinationIp":"203.0.113.99"}"#,
+            0,
+        ),
     ] {
         let e = Event::parse(event.as_bytes(), &mut idx).unwrap();
         c.match_event(&e, &mut s);
@@ -131,23 +165,49 @@ fn indicators_are_found_in_profile_fields() {
 #[test]
 fn unsupported_features_are_errors_for_that_rule_only() {
     let rules = [
-        rule("ok", "  sel:\n    Image|endswith: '\\cmd.exe'\n  condition: sel"),
-        rule("b64", "  sel:\n    CommandLine|base64offset|contains: 'http'\n  condition: sel"),
-        rule("badre", "  sel:\n    CommandLine|re: '(?<=x)y'\n  condition: sel"),
-        rule("ok", "  sel:\n    Image|endswith: '\\cmd.exe'\n  condition: sel"),
+        rule(
+            "ok",
+            "  sel:\n    Image|endswith: '\\cmd.exe'\n  condition: sel",
+        ),
+        rule(
+            "b64",
+            "  sel:\n    CommandLine|base64offset|contains: 'http'\n  condition: sel",
+        ),
+        rule(
+            "badre",
+            "  sel:\n    CommandLine|re: '(?<=x)y'\n  condition: sel",
+        ),
+        rule(
+            "ok",
+            "  sel:\n    Image|endswith: '\\cmd.exe'\n  condition: sel",
+        ),
     ]
     .concat();
     let (rules, _) = parse_sigma_source("r.yml", &rules);
-    let (compiled, diags) = CompiledRules::compile(&rules, &[], &profile(), &MatchConfig::default());
+    let (compiled, diags) =
+        CompiledRules::compile(&rules, &[], &profile(), &MatchConfig::default());
     assert_eq!(compiled.stats().rules, 1);
-    let codes: Vec<&str> = diags.iter().filter(|d| d.is_error()).map(|d| d.code).collect();
-    assert_eq!(codes, vec!["unsupported-modifier", "bad-regex", "duplicate-id"]);
+    let codes: Vec<&str> = diags
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.code)
+        .collect();
+    assert_eq!(
+        codes,
+        vec!["unsupported-modifier", "bad-regex", "duplicate-id"]
+    );
 }
 
 #[test]
 fn no_allocation_shape_scratch_is_reused() {
     // The scratch keeps its buffers between events; matching twice gives the same answer.
-    let c = compile(&rule("ends", "  sel:\n    Image|endswith: '\\cmd.exe'\n  condition: sel"), "");
+    let c = compile(
+        &rule(
+            "ends",
+            "  sel:\n    Image|endswith: '\\cmd.exe'\n  condition: sel",
+        ),
+        "",
+    );
     let mut s = c.new_scratch();
     let mut idx = EventIndex::new();
     let raw = ev(r#""Image":"C:\\cmd.exe""#);

@@ -138,7 +138,11 @@ pub fn parse_policy(file: &str, text: &str) -> Result<EscalationPolicy, Diagnost
         return Err(e);
     }
     let Some(doc) = docs.into_iter().next() else {
-        return Err(Diagnostic::error(Location::line(file, 1), "empty", "policy file is empty"));
+        return Err(Diagnostic::error(
+            Location::line(file, 1),
+            "empty",
+            "policy file is empty",
+        ));
     };
     let parsed: PolicyFile = serde_yaml::from_value(doc.value.clone()).map_err(|e| {
         // serde_yaml::from_value loses positions; find the key it names, if any.
@@ -148,17 +152,28 @@ pub fn parse_policy(file: &str, text: &str) -> Result<EscalationPolicy, Diagnost
             .nth(1)
             .map(|k| doc.locate(&format!("{k}:")))
             .unwrap_or_else(|| doc.start());
-        Diagnostic::error(loc, "bad-policy", format!("invalid escalation policy: {msg}"))
+        Diagnostic::error(
+            loc,
+            "bad-policy",
+            format!("invalid escalation policy: {msg}"),
+        )
     })?;
     if parsed.version != 1 {
         return Err(Diagnostic::error(
             doc.locate("version:"),
             "bad-policy",
-            format!("unsupported policy version {} (this Tocsin reads version 1)", parsed.version),
+            format!(
+                "unsupported policy version {} (this Tocsin reads version 1)",
+                parsed.version
+            ),
         ));
     }
     if parsed.window.0 <= 0 {
-        return Err(Diagnostic::error(doc.locate("window:"), "bad-policy", "window must be positive"));
+        return Err(Diagnostic::error(
+            doc.locate("window:"),
+            "bad-policy",
+            "window must be positive",
+        ));
     }
     for (key, v) in [
         ("candidate:", parsed.candidate.min_organisations),
@@ -167,7 +182,14 @@ pub fn parse_policy(file: &str, text: &str) -> Result<EscalationPolicy, Diagnost
         ("cross_sector:", parsed.cross_sector.min_sectors),
     ] {
         if v == 0 {
-            return Err(Diagnostic::error(doc.locate(key), "bad-policy", format!("{} thresholds must be at least 1", key.trim_end_matches(':'))));
+            return Err(Diagnostic::error(
+                doc.locate(key),
+                "bad-policy",
+                format!(
+                    "{} thresholds must be at least 1",
+                    key.trim_end_matches(':')
+                ),
+            ));
         }
     }
     if parsed.warning.min_organisations < parsed.candidate.min_organisations {
@@ -183,7 +205,10 @@ pub fn parse_policy(file: &str, text: &str) -> Result<EscalationPolicy, Diagnost
             return Err(Diagnostic::error(
                 doc.locate(&format!("severity: {}", rule.severity)),
                 "bad-policy",
-                format!("unknown severity '{}' (expected low, medium, high, critical)", rule.severity),
+                format!(
+                    "unknown severity '{}' (expected low, medium, high, critical)",
+                    rule.severity
+                ),
             ));
         };
         let level = match &rule.when.min_level {
@@ -202,7 +227,11 @@ pub fn parse_policy(file: &str, text: &str) -> Result<EscalationPolicy, Diagnost
         severity.push((rule.when, s, level));
     }
     if severity.is_empty() {
-        return Err(Diagnostic::error(doc.locate("severity:"), "bad-policy", "at least one severity rule is needed"));
+        return Err(Diagnostic::error(
+            doc.locate("severity:"),
+            "bad-policy",
+            "at least one severity rule is needed",
+        ));
     }
     Ok(EscalationPolicy {
         window: parsed.window,
@@ -230,11 +259,20 @@ mod tests {
         assert_eq!(p.severity.len(), 2);
         assert_eq!(p.severity[0].1, Severity::Critical);
 
-        let e = parse_policy("e.yaml", &POLICY.replace("severity: critical", "severity: dire")).unwrap_err();
+        let e = parse_policy(
+            "e.yaml",
+            &POLICY.replace("severity: critical", "severity: dire"),
+        )
+        .unwrap_err();
         assert_eq!(e.location.line, 10, "{e}");
-        let e = parse_policy("e.yaml", &POLICY.replace("window: 6h", "window: six hours")).unwrap_err();
+        let e =
+            parse_policy("e.yaml", &POLICY.replace("window: 6h", "window: six hours")).unwrap_err();
         assert!(e.message.contains("duration"), "{e}");
-        let e = parse_policy("e.yaml", &POLICY.replace("cross_border: true,", "cross_borders: true,")).unwrap_err();
+        let e = parse_policy(
+            "e.yaml",
+            &POLICY.replace("cross_border: true,", "cross_borders: true,"),
+        )
+        .unwrap_err();
         assert!(e.message.contains("cross_borders"), "{e}");
     }
 }

@@ -41,7 +41,10 @@ pub fn normalise(kind: IndicatorType, raw: &str) -> Option<String> {
             IpAddr::V6(a) => Some(a.to_string()),
             IpAddr::V4(_) => None,
         },
-        IndicatorType::Md5 | IndicatorType::Sha1 | IndicatorType::Sha256 | IndicatorType::Sha512 => {
+        IndicatorType::Md5
+        | IndicatorType::Sha1
+        | IndicatorType::Sha256
+        | IndicatorType::Sha512 => {
             let want = match kind {
                 IndicatorType::Md5 => 32,
                 IndicatorType::Sha1 => 40,
@@ -59,7 +62,8 @@ pub fn normalise(kind: IndicatorType, raw: &str) -> Option<String> {
                 && d.split('.').all(|l| {
                     !l.is_empty()
                         && l.len() <= 63
-                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                 });
             valid.then_some(d)
         }
@@ -71,7 +75,11 @@ pub fn normalise(kind: IndicatorType, raw: &str) -> Option<String> {
 pub fn infer_type(v: &str) -> Option<IndicatorType> {
     let v = v.trim();
     if let Ok(ip) = v.parse::<IpAddr>() {
-        return Some(if ip.is_ipv4() { IndicatorType::Ipv4 } else { IndicatorType::Ipv6 });
+        return Some(if ip.is_ipv4() {
+            IndicatorType::Ipv4
+        } else {
+            IndicatorType::Ipv6
+        });
     }
     if v.contains("://") {
         return Some(IndicatorType::Url);
@@ -89,7 +97,11 @@ pub fn infer_type(v: &str) -> Option<IndicatorType> {
 }
 
 /// Parse a plain list. `default_feed` names the feed when no `#! feed:` header does.
-pub fn parse_plain_list(file: &str, text: &str, default_feed: &str) -> (Vec<Indicator>, Vec<Diagnostic>) {
+pub fn parse_plain_list(
+    file: &str,
+    text: &str,
+    default_feed: &str,
+) -> (Vec<Indicator>, Vec<Diagnostic>) {
     let mut feed = default_feed.to_owned();
     let mut tlp = Tlp::Green;
     let mut out = Vec::new();
@@ -99,7 +111,11 @@ pub fn parse_plain_list(file: &str, text: &str, default_feed: &str) -> (Vec<Indi
         let line = line.trim();
         if let Some(header) = line.strip_prefix("#!") {
             let Some((key, value)) = header.split_once(':') else {
-                problems.push(Diagnostic::error(location, "bad-header", format!("header '{line}' is not 'key: value'")));
+                problems.push(Diagnostic::error(
+                    location,
+                    "bad-header",
+                    format!("header '{line}' is not 'key: value'"),
+                ));
                 continue;
             };
             match key.trim() {
@@ -129,7 +145,11 @@ pub fn parse_plain_list(file: &str, text: &str, default_feed: &str) -> (Vec<Indi
         let kind = match declared.or_else(|| infer_type(value)) {
             Some(k) => k,
             None => {
-                problems.push(Diagnostic::error(location, "bad-indicator", format!("cannot tell the type of '{value}'; write it as 'TYPE VALUE'")));
+                problems.push(Diagnostic::error(
+                    location,
+                    "bad-indicator",
+                    format!("cannot tell the type of '{value}'; write it as 'TYPE VALUE'"),
+                ));
                 continue;
             }
         };
@@ -160,7 +180,9 @@ mod tests {
         let text = "#! feed: cert-x\n#! tlp: amber\n# comment\n203.0.113.7\nEvil.Example.\nsha256 ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789\ndomain: c2.test # trailing\n2001:db8::1\nnot a thing\nipv4 300.1.1.1\n";
         let (iocs, problems) = parse_plain_list("f.txt", text, "f");
         assert_eq!(iocs.len(), 5, "{iocs:?}");
-        assert!(iocs.iter().all(|i| i.feed == "cert-x" && i.tlp == Tlp::Amber));
+        assert!(iocs
+            .iter()
+            .all(|i| i.feed == "cert-x" && i.tlp == Tlp::Amber));
         assert_eq!(iocs[1].value, "evil.example");
         assert_eq!(iocs[2].kind, IndicatorType::Sha256);
         assert!(iocs[2].value.starts_with("abcdef"));

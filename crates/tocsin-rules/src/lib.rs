@@ -6,6 +6,10 @@
 //! [`Diagnostic`]s that name the file, line, rule id and title. A bad rule never stops the
 //! rest from loading. Compiling rules into a matcher is `tocsin-match`'s job.
 
+// Parse errors are `Diagnostic`s (file, line, rule id and title, message): large, but built
+// only when a rule is bad, never on a per-event path. Boxing them would only add noise.
+#![allow(clippy::result_large_err)]
+
 pub mod diagnostic;
 pub mod escalation;
 pub mod ioc;

@@ -161,7 +161,11 @@ fn alternatives(
                     Value::String(s) => s,
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => b.to_string(),
-                    _ => return Err(format!("logsource '{name}': field '{field}' must equal a scalar")),
+                    _ => {
+                        return Err(format!(
+                            "logsource '{name}': field '{field}' must equal a scalar"
+                        ))
+                    }
                 };
                 eqs.push((field, v));
             }
@@ -179,7 +183,11 @@ pub fn parse_profile(file: &str, text: &str) -> Result<Profile, Diagnostic> {
         return Err(e);
     }
     let Some(doc) = docs.into_iter().next() else {
-        return Err(Diagnostic::error(Location::line(file, 1), "empty", "profile file is empty"));
+        return Err(Diagnostic::error(
+            Location::line(file, 1),
+            "empty",
+            "profile file is empty",
+        ));
     };
     let parsed: ProfileFile = serde_yaml::from_value(doc.value.clone()).map_err(|e| {
         Diagnostic::error(doc.start(), "bad-profile", format!("invalid profile: {e}"))
@@ -205,13 +213,21 @@ pub fn parse_profile(file: &str, text: &str) -> Result<Profile, Diagnostic> {
     Ok(Profile {
         name: parsed.name,
         context: parsed.context.unwrap_or_default(),
-        fields: parsed.fields.into_iter().map(|(k, v)| (k, v.into_vec())).collect(),
+        fields: parsed
+            .fields
+            .into_iter()
+            .map(|(k, v)| (k, v.into_vec()))
+            .collect(),
         categories: alternatives(parsed.logsources.category).map_err(bad)?,
         products: alternatives(parsed.logsources.product).map_err(bad)?,
         services: alternatives(parsed.logsources.service).map_err(bad)?,
         indicator_fields,
         hash_list_fields: parsed.indicators.hash_lists,
-        entity_fields: parsed.entities.into_iter().map(|(k, v)| (k, v.into_vec())).collect(),
+        entity_fields: parsed
+            .entities
+            .into_iter()
+            .map(|(k, v)| (k, v.into_vec()))
+            .collect(),
     })
 }
 

@@ -71,11 +71,8 @@ pub fn documents<'a>(file: &'a str, text: &'a str) -> (Vec<YamlDocument<'a>>, Ve
     let mut pieces = Vec::new();
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let bare = line.trim_end();
-        if bare == "---" || bare.starts_with("--- ") {
-            pieces.push((start_line, &text[start_byte..offset]));
-            start_byte = offset + line.len();
-            start_line = i + 2;
-        } else if bare == "..." {
+        // `---` starts a document, `...` ends one; both split the file here.
+        if bare == "---" || bare.starts_with("--- ") || bare == "..." {
             pieces.push((start_line, &text[start_byte..offset]));
             start_byte = offset + line.len();
             start_line = i + 2;

@@ -1,1 +1,267 @@
-fn main() {}
+//! `tocsin`: the command line. Wiring only: the work is in the library crates.
+//!
+//! Exit codes (documented in the README):
+//! - 0: success (dead-lettered events do not change it; they are reported);
+//! - 1: a runtime failure (unreadable input, unwritable output, ...);
+//! - 2: bad usage (unknown flag, missing value);
+//! - 3: the rule set has errors and `--strict` was given (or `rules check` found errors).
+
+mod demo;
+mod gen;
+mod input;
+mod load;
+mod pipeline;
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+
+use tocsin_correlate::{Correlator, CorrelatorConfig};
+use tocsin_match::MatchConfig;
+
+use crate::load::RuleSources;
+use crate::pipeline::{DeadLetterSink, Pipeline};
+
+#[derive(Parser)]
+#[command(
+    name = "tocsin",
+    version,
+    about = "Streaming security-event correlation: Sigma rules and indicators in, cross-sector early warnings out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the embedded pipeline: JSON lines in (files, .gz, stdin), early warnings out.
+    Run(RunArgs),
+    /// Generate a realistic workload as JSON lines (background activity plus the exercise campaign).
+    Gen(GenArgs),
+    /// Run the NIGHTGLASS exercise campaign end to end and print the warnings it raises.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Clone)]
+struct RuleArgs {
+    /// Rules directory or files (Sigma rules, profiles/, iocs/, escalation.yaml). Repeatable.
+    #[arg(long = "rules", value_name = "DIR")]
+    rules: Vec<PathBuf>,
+    /// Field-mapping profile to use (by name; default: sysmon, else the first loaded).
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// Treat any rule error as fatal (exit code 3).
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    rules: RuleArgs,
+    /// Input files (JSON lines, optionally gzip-compressed) or `-` for stdin. Repeatable.
+    #[arg(long = "input", value_name = "FILE|-", default_value = "-")]
+    input: Vec<String>,
+    /// Where early warnings go (JSON lines); `-` is stdout.
+    #[arg(long, value_name = "FILE|-", default_value = "-")]
+    output: String,
+    /// Also write every detection (JSON lines) here.
+    #[arg(long, value_name = "FILE")]
+    detections: Option<PathBuf>,
+    /// Write undecodable events here (JSON lines with source, line, reason, payload).
+    /// Without it, their count and first reasons go to stderr.
+    #[arg(long = "dead-letter", value_name = "FILE")]
+    dead_letter: Option<PathBuf>,
+    /// Largest event accepted, in bytes; longer lines are dead-lettered.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    max_event_bytes: usize,
+    /// Mark every warning as exercise traffic.
+    #[arg(long)]
+    exercise: bool,
+    /// Print nothing on stderr but errors.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Number of background events.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Random seed: the same seed gives the same bytes.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output file; `-` is stdout.
+    #[arg(long, value_name = "FILE|-", default_value = "-")]
+    output: String,
+    /// Leave the exercise campaign out (background only).
+    #[arg(long)]
+    no_campaign: bool,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Random seed for the background workload.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of background events.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Write the warnings (JSON lines, every version) here.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Rules to use instead of the ones built into the binary.
+    #[arg(long = "rules", value_name = "DIR")]
+    rules: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => run(a),
+        Command::Gen(a) => gen_cmd(a),
+        Command::Demo(a) => demo::demo(a.seed, a.events, a.output, &a.rules),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tocsin: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Open an output: `-` is stdout.
+fn create_output(path: &str) -> Result<Box<dyn Write>> {
+    if path == "-" {
+        Ok(Box::new(BufWriter::with_capacity(
+            256 * 1024,
+            io::stdout().lock(),
+        )))
+    } else {
+        let f = File::create(path).with_context(|| format!("cannot create {path}"))?;
+        Ok(Box::new(BufWriter::with_capacity(256 * 1024, f)))
+    }
+}
+
+/// Load and compile rules, print diagnostics; `Err(code)` when `--strict` fails.
+pub(crate) fn prepare_rules(
+    args: &RuleArgs,
+    quiet: bool,
+) -> Result<std::result::Result<(RuleSources, tocsin_match::CompiledRules), ExitCode>> {
+    let mut sources = if args.rules.is_empty() {
+        RuleSources::embedded()
+    } else {
+        RuleSources::load(&args.rules)?
+    };
+    let profile = sources.profile(args.profile.as_deref())?;
+    let compiled = sources.compile(&profile, &MatchConfig::default());
+    for d in &sources.diagnostics.0 {
+        if d.is_error() || !quiet {
+            eprintln!("{d}");
+        }
+    }
+    let errors = sources.diagnostics.error_count();
+    if !quiet {
+        let s = compiled.stats();
+        eprintln!(
+            "tocsin: loaded {} Sigma rules ({} routes, {} literals, {} regexes), {} indicators, profile '{}'; {} errors, {} warnings",
+            s.rules,
+            s.routes,
+            s.atoms,
+            s.regexes,
+            s.indicators,
+            profile.name,
+            errors,
+            sources.diagnostics.warning_count()
+        );
+    }
+    if args.strict && errors > 0 {
+        eprintln!("tocsin: {errors} rule errors and --strict: stopping");
+        return Ok(Err(ExitCode::from(3)));
+    }
+    Ok(Ok((sources, compiled)))
+}
+
+fn run(a: RunArgs) -> Result<ExitCode> {
+    let (sources, compiled) = match prepare_rules(&a.rules, a.quiet)? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let mut policy = sources.policy.clone().unwrap_or_default();
+    policy.exercise |= a.exercise;
+    let correlator = Correlator::new(CorrelatorConfig {
+        policy,
+        ..CorrelatorConfig::default()
+    });
+    let detections = match &a.detections {
+        Some(p) => Some(create_output(&p.to_string_lossy())?),
+        None => None,
+    };
+    let dead_letters = match &a.dead_letter {
+        Some(p) => DeadLetterSink::Writer(create_output(&p.to_string_lossy())?),
+        None => DeadLetterSink::Summary(Vec::new()),
+    };
+    let mut pipeline = Pipeline::new(
+        &compiled,
+        correlator,
+        a.max_event_bytes,
+        create_output(&a.output)?,
+        detections,
+        dead_letters,
+    );
+    for name in &a.input {
+        let mut reader = input::open(name)?;
+        pipeline.process_source(name, &mut *reader)?;
+    }
+    let (stats, first_dead, latest, correlator) = pipeline.finish()?;
+    if !a.quiet || stats.dead_letters > 0 {
+        eprintln!(
+            "tocsin: {} events ({} MB) in {:.2} s ({:.0} events/s): {} detections, {} warning versions ({} warnings), {} dead letters",
+            stats.events,
+            stats.bytes / 1_000_000,
+            stats.seconds,
+            stats.events as f64 / stats.seconds.max(1e-9),
+            stats.detections,
+            stats.warning_versions,
+            latest.len(),
+            stats.dead_letters
+        );
+        let c = correlator.stats();
+        if c.late
+            + c.duplicates
+            + c.incomplete_context
+            + c.withheld
+            + stats.missing_time
+            + stats.bad_context
+            > 0
+            && !a.quiet
+        {
+            eprintln!(
+                "tocsin: correlation: {} late, {} duplicates, {} without full context, {} withheld above TLP ceiling; {} events without time, {} with invalid context",
+                c.late, c.duplicates, c.incomplete_context, c.withheld, stats.missing_time, stats.bad_context
+            );
+        }
+        for reason in &first_dead {
+            eprintln!("tocsin: dead letter: {reason}");
+        }
+        if a.dead_letter.is_none() && stats.dead_letters > first_dead.len() as u64 {
+            eprintln!(
+                "tocsin: ... and {} more dead letters (use --dead-letter FILE to keep them)",
+                stats.dead_letters - first_dead.len() as u64
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gen_cmd(a: GenArgs) -> Result<ExitCode> {
+    let mut out = create_output(&a.output)?;
+    gen::generate(&mut out, a.events, a.seed, !a.no_campaign)?;
+    Ok(ExitCode::SUCCESS)
+}

