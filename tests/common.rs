@@ -1,0 +1,61 @@
+//! Helpers shared by the integration tests: run the real binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn tocsin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tocsin"))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.stdin(Stdio::null()).output().expect("run tocsin");
+    assert!(
+        out.status.success(),
+        "tocsin failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).expect("read output");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect()
+}
+
+/// The latest version of each warning, by id.
+pub fn latest_versions(
+    warnings: &[serde_json::Value],
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut latest = std::collections::BTreeMap::new();
+    for w in warnings {
+        let id = w["warning_id"].as_str().unwrap().to_owned();
+        let v = w["version"].as_u64().unwrap();
+        let keep = latest
+            .get(&id)
+            .map(|old: &serde_json::Value| old["version"].as_u64().unwrap() < v)
+            .unwrap_or(true);
+        if keep {
+            latest.insert(id, w.clone());
+        }
+    }
+    latest
+}
+
+pub fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect()
+}

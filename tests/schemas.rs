@@ -1,0 +1,99 @@
+//! The JSON Schemas in schemas/ accept their examples and the binary's real output, and
+//! reject documents that break the contract.
+
+mod common;
+
+use common::*;
+
+fn validator(name: &str) -> jsonschema::Validator {
+    let text = std::fs::read_to_string(repo().join("schemas").join(name)).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+fn assert_valid(v: &jsonschema::Validator, doc: &serde_json::Value, what: &str) {
+    let errors: Vec<String> = v
+        .iter_errors(doc)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{what}: {errors:?}");
+}
+
+#[test]
+fn examples_are_valid() {
+    let det = validator("detection.schema.json");
+    let ew = validator("early-warning.schema.json");
+    for (v, file) in [
+        (&det, "detection-sigma.json"),
+        (&det, "detection-indicator.json"),
+        (&ew, "early-warning.json"),
+    ] {
+        let text = std::fs::read_to_string(repo().join("schemas/examples").join(file)).unwrap();
+        assert_valid(v, &serde_json::from_str(&text).unwrap(), file);
+    }
+}
+
+#[test]
+fn real_output_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("e.jsonl");
+    run_ok(
+        tocsin()
+            .args(["gen", "--events", "20000", "--seed", "5", "--output"])
+            .arg(&events),
+    );
+    let w = dir.path().join("w.jsonl");
+    let d = dir.path().join("d.jsonl");
+    run_ok(
+        tocsin()
+            .args(["run", "--quiet", "--input"])
+            .arg(&events)
+            .arg("--output")
+            .arg(&w)
+            .arg("--detections")
+            .arg(&d),
+    );
+    let det = validator("detection.schema.json");
+    let ew = validator("early-warning.schema.json");
+    let detections = json_lines(&d);
+    let warnings = json_lines(&w);
+    assert!(detections.len() > 20 && warnings.len() >= 4);
+    for x in &detections {
+        assert_valid(&det, x, "detection");
+    }
+    for x in &warnings {
+        assert_valid(&ew, x, "warning");
+    }
+}
+
+#[test]
+fn contract_violations_are_rejected() {
+    let ew = validator("early-warning.schema.json");
+    let text = std::fs::read_to_string(repo().join("schemas/examples/early-warning.json")).unwrap();
+    let good: serde_json::Value = serde_json::from_str(&text).unwrap();
+    type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+    let mutations: Vec<(&str, Mutation)> = vec![
+        (
+            "unknown sector",
+            Box::new(|w| w["affected"]["sectors"][0] = "bakery".into()),
+        ),
+        (
+            "lower-case member state",
+            Box::new(|w| w["affected"]["member_states"][0] = "de".into()),
+        ),
+        ("TLP 1.0 label", Box::new(|w| w["tlp"] = "WHITE".into())),
+        (
+            "missing cross_border",
+            Box::new(|w| {
+                w.as_object_mut().unwrap().remove("cross_border");
+            }),
+        ),
+        ("extra field", Box::new(|w| w["surprise"] = true.into())),
+        ("version 0", Box::new(|w| w["version"] = 0.into())),
+    ];
+    for (what, mutate) in mutations {
+        let mut doc = good.clone();
+        mutate(&mut doc);
+        assert!(!ew.is_valid(&doc), "{what} was accepted");
+    }
+}
