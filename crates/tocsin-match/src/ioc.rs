@@ -161,12 +161,17 @@ pub fn each_listed_hash(text: &str, mut each: impl FnMut(IndicatorType, &str)) {
         let Some((algo, value)) = part.split_once('=') else {
             continue;
         };
-        let kind = match algo.trim().to_ascii_uppercase().as_str() {
-            "MD5" => IndicatorType::Md5,
-            "SHA1" => IndicatorType::Sha1,
-            "SHA256" => IndicatorType::Sha256,
-            "SHA512" => IndicatorType::Sha512,
-            _ => continue,
+        let algo = algo.trim();
+        let kind = if algo.eq_ignore_ascii_case("SHA256") {
+            IndicatorType::Sha256
+        } else if algo.eq_ignore_ascii_case("SHA1") {
+            IndicatorType::Sha1
+        } else if algo.eq_ignore_ascii_case("MD5") {
+            IndicatorType::Md5
+        } else if algo.eq_ignore_ascii_case("SHA512") {
+            IndicatorType::Sha512
+        } else {
+            continue;
         };
         each(kind, value.trim());
     }
