@@ -39,9 +39,9 @@ fn repo_rules() -> (
     for entry in std::fs::read_dir(root.join("sigma")).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        let (r, d) = parse_sigma_source(&path.display().to_string(), &text);
-        assert_eq!(d.error_count(), 0);
-        rules.extend(r);
+        let src = parse_sigma_source(&path.display().to_string(), &text);
+        assert_eq!(src.diagnostics.error_count(), 0);
+        rules.extend(src.rules);
     }
     let iocs_text = std::fs::read_to_string(root.join("iocs/cert-eu-sample.txt")).unwrap();
     let (iocs, _) = parse_plain_list("iocs", &iocs_text, "sample");
@@ -62,9 +62,9 @@ fn synthetic_rules(n: usize) -> Vec<SigmaRule> {
             "title: synthetic {i}\nid: synthetic-{i}\nlogsource: {{category: process_creation, product: windows}}\ndetection:\n  sel_img:\n    Image|endswith: '\\tool{i}.exe'\n  sel_cli:\n    CommandLine|contains: ['--opt-{i}-x', 'payload{i}.bin']\n  condition: all of sel_*\n---\n"
         ));
     }
-    let (rules, d) = parse_sigma_source("synthetic.yml", &text);
-    assert_eq!(d.error_count(), 0);
-    rules
+    let src = parse_sigma_source("synthetic.yml", &text);
+    assert_eq!(src.diagnostics.error_count(), 0);
+    src.rules
 }
 
 fn count_matches(compiled: &CompiledRules, events: &[Vec<u8>], unfiltered: bool) -> u64 {
@@ -108,7 +108,7 @@ fn bench(c: &mut Criterion) {
         let mut all = rules.clone();
         all.extend(synthetic_rules(extra));
         let (compiled, diags) =
-            CompiledRules::compile(&all, &iocs, &profile, &MatchConfig::default());
+            CompiledRules::compile(&all, &[], &iocs, &profile, &MatchConfig::default());
         assert!(diags.iter().all(|d| !d.is_error()));
         let expected = count_matches(&compiled, &events, true);
         assert!(expected > 100);

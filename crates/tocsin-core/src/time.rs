@@ -102,6 +102,21 @@ impl Timestamp {
         self.0
     }
 
+    /// The UTC civil date and time: (year, month, day, hour, minute, second).
+    pub fn civil(self) -> (i64, u32, u32, u32, u32, u32) {
+        let secs = self.0.div_euclid(1000);
+        let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+        let sod = secs.rem_euclid(86_400);
+        (
+            y,
+            m,
+            d,
+            (sod / 3600) as u32,
+            ((sod / 60) % 60) as u32,
+            (sod % 60) as u32,
+        )
+    }
+
     /// This instant plus a duration.
     pub fn plus(self, d: DurationMs) -> Self {
         Timestamp(self.0.saturating_add(d.0))
@@ -236,6 +251,18 @@ fn parse_text(b: &[u8]) -> Option<Timestamp> {
     Some(Timestamp(base.0 + millis - offset_minutes * 60_000))
 }
 
+/// The ISO 8601 week number (1–53) of a civil date.
+pub fn iso_week(year: i64, month: u32, day: u32) -> u32 {
+    let days = days_from_civil(year, month, day);
+    // 1970-01-01 was a Thursday; ISO weekday 1 = Monday.
+    let weekday = (days + 3).rem_euclid(7) + 1;
+    // The Thursday of this week decides the week-based year.
+    let thursday = days - weekday + 4;
+    let (ty, _, _) = civil_from_days(thursday);
+    let jan1 = days_from_civil(ty, 1, 1);
+    ((thursday - jan1) / 7 + 1) as u32
+}
+
 fn is_leap(y: i64) -> bool {
     (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
 }
@@ -306,6 +333,18 @@ mod tests {
             assert_eq!(Timestamp::parse(&t.to_string()).unwrap(), t);
         }
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn iso_weeks() {
+        assert_eq!(iso_week(2026, 1, 1), 1);
+        assert_eq!(iso_week(2021, 1, 3), 53);
+        assert_eq!(iso_week(2024, 12, 30), 1);
+        assert_eq!(iso_week(2026, 3, 2), 10);
+        assert_eq!(
+            Timestamp::from_civil(2026, 3, 2, 8, 5, 9).civil(),
+            (2026, 3, 2, 8, 5, 9)
+        );
     }
 
     #[test]

@@ -27,7 +27,9 @@ use regex_automata::util::syntax;
 
 use tocsin_core::{Level, Taxonomy, Tlp};
 use tocsin_rules::sigma::{Condition, FieldTest, Modifier, SigmaString, SigmaValue, StrPart};
-use tocsin_rules::{Diagnostic, Indicator, Location, Profile, RouteCondition, SigmaRule};
+use tocsin_rules::{
+    Diagnostic, Indicator, Location, Profile, RouteCondition, SigmaFilter, SigmaRule,
+};
 
 use crate::glob::{Glob, GlobPart};
 use crate::ioc::IocTable;
@@ -39,6 +41,10 @@ pub struct MatchConfig {
     pub regex_size_limit: usize,
     /// Most rules loaded; the rest are reported and skipped.
     pub max_rules: usize,
+    /// Values of `%placeholder%`s for the `expand` modifier (name without `%`).
+    pub placeholders: BTreeMap<String, Vec<String>>,
+    /// Most values one Sigma value may expand into (windash, base64offset, placeholders).
+    pub max_expansions: usize,
 }
 
 impl Default for MatchConfig {
@@ -46,6 +52,8 @@ impl Default for MatchConfig {
         MatchConfig {
             regex_size_limit: 1 << 20,
             max_rules: 100_000,
+            placeholders: BTreeMap::new(),
+            max_expansions: 4096,
         }
     }
 }
@@ -56,6 +64,8 @@ pub type RuleIdx = u32;
 pub type AtomId = u32;
 /// Index of a field slot.
 pub type FieldSlot = u32;
+/// The pseudo field slot of keyword (field-less) searches: every value of the event.
+pub(crate) const KEYWORD_SLOT: FieldSlot = u32::MAX;
 
 /// Hit bits recorded per atom and event.
 pub(crate) const HIT_ANY: u8 = 1;
@@ -74,10 +84,43 @@ pub(crate) struct Atom {
 /// Numeric comparison.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum CmpOp {
+    Eq,
     Lt,
     Lte,
     Gt,
     Gte,
+}
+
+impl CmpOp {
+    pub(crate) fn holds(self, got: f64, want: f64) -> bool {
+        match self {
+            CmpOp::Eq => got == want,
+            CmpOp::Lt => got < want,
+            CmpOp::Lte => got <= want,
+            CmpOp::Gt => got > want,
+            CmpOp::Gte => got >= want,
+        }
+    }
+}
+
+/// How a `fieldref` compares the two fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefMode {
+    Equals,
+    Contains,
+    StartsWith,
+    EndsWith,
+}
+
+/// Which part of a timestamp a time modifier extracts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimePart {
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
 }
 
 /// How one value is checked against a field.
@@ -100,8 +143,20 @@ pub(crate) enum ValueTest {
     Cmp { op: CmpOp, value: f64 },
     /// An address in a CIDR range.
     Cidr { network: IpAddr, prefix: u8 },
-    /// One of several expansions (windash variants).
+    /// One of several expansions (windash, base64offset, placeholders).
     Any(Vec<ValueTest>),
+    /// Compare with another field of the same event.
+    FieldRef {
+        field: FieldSlot,
+        mode: RefMode,
+        cased: bool,
+    },
+    /// A part of the field's timestamp, compared with a number.
+    TimePart {
+        part: TimePart,
+        op: CmpOp,
+        value: f64,
+    },
 }
 
 /// One `field|modifiers: values` test.
@@ -332,37 +387,11 @@ impl Builder<'_> {
 
     fn compile_test(&mut self, t: &FieldTest, route: u32) -> Result<Test, RuleProblem> {
         let key = t.key();
-        let Some(field) = &t.field else {
-            return Err(problem(
-                "unsupported",
-                "keyword (field-less) searches are not supported yet",
-            ));
+        let slot = match &t.field {
+            Some(field) => self.slot(field),
+            None => KEYWORD_SLOT,
         };
-        for m in &t.modifiers {
-            use Modifier::*;
-            if matches!(
-                m,
-                Base64
-                    | Base64Offset
-                    | Utf16Le
-                    | Utf16Be
-                    | Utf16
-                    | Expand
-                    | FieldRef
-                    | Minute
-                    | Hour
-                    | Day
-                    | Week
-                    | Month
-                    | Year
-            ) {
-                return Err(problem(
-                    "unsupported-modifier",
-                    format!("modifier '{}' in '{key}' is not supported yet", m.name()),
-                ));
-            }
-        }
-        let slot = self.slot(field);
+        let keyword = slot == KEYWORD_SLOT;
         let cased = t.has(Modifier::Cased);
         let mut test = Test {
             field: slot,
@@ -372,19 +401,36 @@ impl Builder<'_> {
             exists: None,
             key: key.clone(),
         };
+        if keyword
+            && t.modifiers.iter().any(|m| {
+                !matches!(
+                    m,
+                    Modifier::All
+                        | Modifier::Cased
+                        | Modifier::Contains
+                        | Modifier::Re
+                        | Modifier::ReIgnoreCase
+                        | Modifier::ReMultiLine
+                        | Modifier::ReDotAll
+                )
+            })
+        {
+            return Err(problem(
+                "bad-modifier-chain",
+                format!("'{key}': keyword searches take only all, cased, contains and re"),
+            ));
+        }
         if t.has(Modifier::Exists) {
-            match t.values.as_slice() {
-                [SigmaValue::Bool(b)] => {
+            return match t.values.as_slice() {
+                [SigmaValue::Bool(b)] if !keyword => {
                     test.exists = Some(*b);
-                    return Ok(test);
+                    Ok(test)
                 }
-                _ => {
-                    return Err(problem(
-                        "bad-value",
-                        format!("'{key}': exists takes true or false"),
-                    ))
-                }
-            }
+                _ => Err(problem(
+                    "bad-value",
+                    format!("'{key}': exists takes true or false"),
+                )),
+            };
         }
         let cmp = t.modifiers.iter().find_map(|m| match m {
             Modifier::Lt => Some(CmpOp::Lt),
@@ -393,8 +439,42 @@ impl Builder<'_> {
             Modifier::Gte => Some(CmpOp::Gte),
             _ => None,
         });
+        let time_part = t.modifiers.iter().find_map(|m| match m {
+            Modifier::Minute => Some(TimePart::Minute),
+            Modifier::Hour => Some(TimePart::Hour),
+            Modifier::Day => Some(TimePart::Day),
+            Modifier::Week => Some(TimePart::Week),
+            Modifier::Month => Some(TimePart::Month),
+            Modifier::Year => Some(TimePart::Year),
+            _ => None,
+        });
+        let ref_mode = if t.has(Modifier::Contains) {
+            RefMode::Contains
+        } else if t.has(Modifier::StartsWith) {
+            RefMode::StartsWith
+        } else if t.has(Modifier::EndsWith) {
+            RefMode::EndsWith
+        } else {
+            RefMode::Equals
+        };
         for v in &t.values {
-            let vt = if let Some(op) = cmp {
+            let vt = if let Some(part) = time_part {
+                match v {
+                    SigmaValue::Number { value, .. } => ValueTest::TimePart {
+                        part,
+                        op: cmp.unwrap_or(CmpOp::Eq),
+                        value: *value,
+                    },
+                    _ => {
+                        return Err(problem(
+                            "bad-value",
+                            format!(
+                                "'{key}': a time-part modifier compares with a number, got {v}"
+                            ),
+                        ))
+                    }
+                }
+            } else if let Some(op) = cmp {
                 match v {
                     SigmaValue::Number { value, .. } => ValueTest::Cmp { op, value: *value },
                     _ => {
@@ -419,6 +499,22 @@ impl Builder<'_> {
                     )
                 })?;
                 ValueTest::Cidr { network, prefix }
+            } else if t.has(Modifier::FieldRef) {
+                let name = match v {
+                    SigmaValue::String(s) => s.as_literal().map(str::to_owned),
+                    _ => None,
+                };
+                let Some(name) = name.filter(|n| !n.is_empty()) else {
+                    return Err(problem(
+                        "bad-value",
+                        format!("'{key}': fieldref names a field, got {v}"),
+                    ));
+                };
+                ValueTest::FieldRef {
+                    field: self.slot(&name),
+                    mode: ref_mode,
+                    cased,
+                }
             } else if t.has(Modifier::Re) {
                 let SigmaValue::String(s) = v else {
                     return Err(problem("bad-value", format!("'{key}': re needs a string")));
@@ -446,6 +542,12 @@ impl Builder<'_> {
                 ValueTest::Regex(self.regexes.len() as u32 - 1)
             } else {
                 let s = match v {
+                    SigmaValue::Null if keyword => {
+                        return Err(problem(
+                            "bad-value",
+                            format!("'{key}': null is not a keyword"),
+                        ))
+                    }
                     SigmaValue::Null => {
                         test.values.push(ValueTest::Null);
                         continue;
@@ -454,14 +556,10 @@ impl Builder<'_> {
                     SigmaValue::Number { text, .. } => SigmaString::literal(text),
                     SigmaValue::Bool(b) => SigmaString::literal(if *b { "true" } else { "false" }),
                 };
-                let variants = if t.has(Modifier::Windash) {
-                    windash_variants(&s)
-                } else {
-                    vec![s]
-                };
+                let variants = self.transform(t, &key, s)?;
                 let mut tests = Vec::new();
                 for mut s in variants {
-                    if t.has(Modifier::Contains) {
+                    if keyword || t.has(Modifier::Contains) {
                         s.star_before();
                         s.star_after();
                     } else if t.has(Modifier::StartsWith) {
@@ -480,6 +578,114 @@ impl Builder<'_> {
             test.values.push(vt);
         }
         Ok(test)
+    }
+
+    /// Apply the value-changing modifiers, in the order written: placeholders (`expand`),
+    /// `windash`, UTF-16 encodings, `base64` / `base64offset`.
+    fn transform(
+        &self,
+        t: &FieldTest,
+        key: &str,
+        value: SigmaString,
+    ) -> Result<Vec<SigmaString>, RuleProblem> {
+        enum Form {
+            Text(SigmaString),
+            Bytes(Vec<u8>),
+        }
+        let literal_of = |s: &SigmaString, m: Modifier| -> Result<String, RuleProblem> {
+            s.as_literal().map(str::to_owned).ok_or_else(|| {
+                problem(
+                    "bad-value",
+                    format!(
+                        "'{key}': '{s}' has wildcards, which '{}' cannot encode",
+                        m.name()
+                    ),
+                )
+            })
+        };
+        let mut forms = vec![Form::Text(value)];
+        if t.has(Modifier::Expand) {
+            let mut expanded = Vec::new();
+            for f in forms {
+                let Form::Text(s) = f else { continue };
+                for e in
+                    expand_placeholders(&s, &self.config.placeholders, self.config.max_expansions)
+                        .map_err(|m| problem("unknown-placeholder", format!("'{key}': {m}")))?
+                {
+                    expanded.push(Form::Text(e));
+                }
+            }
+            forms = expanded;
+        }
+        for &m in &t.modifiers {
+            forms = match m {
+                Modifier::Windash => forms
+                    .into_iter()
+                    .flat_map(|f| match f {
+                        Form::Text(s) => windash_variants(&s).into_iter().map(Form::Text).collect(),
+                        b => vec![b],
+                    })
+                    .collect(),
+                Modifier::Utf16Le | Modifier::Utf16Be | Modifier::Utf16 => {
+                    let mut out = Vec::new();
+                    for f in forms {
+                        let Form::Text(s) = f else { continue };
+                        let text = literal_of(&s, m)?;
+                        let mut bytes = Vec::new();
+                        if m == Modifier::Utf16 {
+                            bytes.extend_from_slice(&[0xFF, 0xFE]);
+                        }
+                        for unit in text.encode_utf16() {
+                            let pair = if m == Modifier::Utf16Be {
+                                unit.to_be_bytes()
+                            } else {
+                                unit.to_le_bytes()
+                            };
+                            bytes.extend_from_slice(&pair);
+                        }
+                        out.push(Form::Bytes(bytes));
+                    }
+                    out
+                }
+                Modifier::Base64 | Modifier::Base64Offset => {
+                    let mut out = Vec::new();
+                    for f in forms {
+                        let bytes = match f {
+                            Form::Text(s) => literal_of(&s, m)?.into_bytes(),
+                            Form::Bytes(b) => b,
+                        };
+                        if m == Modifier::Base64 {
+                            out.push(Form::Text(SigmaString::literal(&base64(&bytes))));
+                        } else {
+                            for v in base64_offsets(&bytes) {
+                                out.push(Form::Text(SigmaString::literal(&v)));
+                            }
+                        }
+                    }
+                    out
+                }
+                _ => forms,
+            };
+            if forms.len() > self.config.max_expansions {
+                return Err(problem(
+                    "limit",
+                    format!(
+                        "'{key}': expands into more than {} values",
+                        self.config.max_expansions
+                    ),
+                ));
+            }
+        }
+        forms
+            .into_iter()
+            .map(|f| match f {
+                Form::Text(s) => Ok(s),
+                Form::Bytes(_) => Err(problem(
+                    "bad-modifier-chain",
+                    format!("'{key}': UTF-16 bytes must be base64-encoded to be matched"),
+                )),
+            })
+            .collect()
     }
 
     fn string_test(
@@ -546,6 +752,206 @@ fn windash_variants(s: &SigmaString) -> Vec<SigmaString> {
             v
         })
         .collect()
+}
+
+/// Standard Base64 (RFC 4648) with padding.
+pub(crate) fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+/// The three `base64offset` variants: the value's Base64 text as it appears when the value
+/// starts at offset 0, 1 or 2 of a Base64-encoded blob, with the characters that depend on
+/// the surrounding bytes cut off (the algorithm of the Sigma reference implementation).
+pub(crate) fn base64_offsets(value: &[u8]) -> Vec<String> {
+    const START: [usize; 3] = [0, 2, 3];
+    const END_CUT: [usize; 3] = [0, 3, 2];
+    (0..3)
+        .map(|i| {
+            let mut shifted = vec![b' '; i];
+            shifted.extend_from_slice(value);
+            let encoded = base64(&shifted);
+            let cut = END_CUT[(value.len() + i) % 3];
+            let end = encoded.len().saturating_sub(cut);
+            encoded.get(START[i]..end).unwrap_or_default().to_owned()
+        })
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// Replace `%name%` placeholders in the literal parts by each of their values.
+fn expand_placeholders(
+    s: &SigmaString,
+    table: &BTreeMap<String, Vec<String>>,
+    limit: usize,
+) -> Result<Vec<SigmaString>, String> {
+    let mut out = vec![SigmaString::default()];
+    for part in &s.parts {
+        let StrPart::Literal(lit) = part else {
+            for o in &mut out {
+                o.parts.push(part.clone());
+            }
+            continue;
+        };
+        // Split the literal into text and placeholder names.
+        let mut pieces: Vec<Result<&str, &str>> = Vec::new();
+        let mut rest = lit.as_str();
+        while let Some(start) = rest.find('%') {
+            match rest[start + 1..].find('%') {
+                Some(len)
+                    if len > 0
+                        && rest[start + 1..start + 1 + len]
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+                {
+                    pieces.push(Ok(&rest[..start]));
+                    pieces.push(Err(&rest[start + 1..start + 1 + len]));
+                    rest = &rest[start + 2 + len..];
+                }
+                _ => {
+                    pieces.push(Ok(&rest[..start + 1]));
+                    rest = &rest[start + 1..];
+                }
+            }
+        }
+        pieces.push(Ok(rest));
+        for piece in pieces {
+            match piece {
+                Ok(text) if text.is_empty() => {}
+                Ok(text) => {
+                    for o in &mut out {
+                        push_literal(o, text);
+                    }
+                }
+                Err(name) => {
+                    let values = table.get(name).ok_or_else(|| {
+                        format!(
+                            "placeholder %{name}% has no values (define it in placeholders.yaml)"
+                        )
+                    })?;
+                    let mut next = Vec::new();
+                    for o in &out {
+                        for v in values {
+                            // A placeholder value may itself hold wildcards.
+                            let mut e = o.clone();
+                            for p in SigmaString::parse(v).parts {
+                                match p {
+                                    StrPart::Literal(l) => push_literal(&mut e, &l),
+                                    p => e.parts.push(p),
+                                }
+                            }
+                            next.push(e);
+                        }
+                    }
+                    if next.len() > limit {
+                        return Err(format!("placeholders expand into more than {limit} values"));
+                    }
+                    out = next;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn push_literal(s: &mut SigmaString, text: &str) {
+    if let Some(StrPart::Literal(last)) = s.parts.last_mut() {
+        last.push_str(text);
+    } else {
+        s.parts.push(StrPart::Literal(text.to_owned()));
+    }
+}
+
+/// Apply global filters: each filtered rule gets the filter's selections and its condition
+/// becomes `rule and not filter`. Returns the rules to compile and diagnostics for filters
+/// that name rules which are not loaded or whose logsource does not cover them.
+pub fn apply_filters(
+    rules: &[SigmaRule],
+    filters: &[SigmaFilter],
+) -> (Vec<SigmaRule>, Vec<Diagnostic>) {
+    let mut out: Vec<SigmaRule> = rules.to_vec();
+    let mut diags = Vec::new();
+    for f in filters {
+        let tag = |d: Diagnostic| d.for_rule(f.id.as_deref(), Some(&f.title));
+        for target in &f.rules {
+            let found: Vec<usize> = out
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| &r.id == target || r.name.as_deref() == Some(target.as_str()))
+                .map(|(i, _)| i)
+                .collect();
+            if found.is_empty() {
+                diags.push(tag(Diagnostic::warning(
+                    f.location.clone(),
+                    "filter-target-missing",
+                    format!("filter names rule '{target}', which is not loaded"),
+                )));
+            }
+            for i in found {
+                let rule = &mut out[i];
+                let covers = [
+                    (&f.logsource.category, &rule.logsource.category),
+                    (&f.logsource.product, &rule.logsource.product),
+                    (&f.logsource.service, &rule.logsource.service),
+                ]
+                .iter()
+                .all(|(fv, rv)| fv.is_none() || fv == rv);
+                if !covers {
+                    diags.push(tag(Diagnostic::warning(
+                        f.location.clone(),
+                        "filter-logsource",
+                        format!(
+                            "filter's logsource does not cover rule '{target}'; not applied to it"
+                        ),
+                    )));
+                    continue;
+                }
+                let offset = rule.selections.len();
+                for sel in &f.selections {
+                    let mut sel = sel.clone();
+                    sel.name = format!(
+                        "_filter[{}].{}",
+                        f.id.as_deref().unwrap_or(&f.title),
+                        sel.name
+                    );
+                    rule.selections.push(sel);
+                }
+                let filter_cond = shift(&f.condition, offset);
+                let own = std::mem::replace(&mut rule.condition, Condition::And(vec![]));
+                rule.condition = Condition::And(vec![own, Condition::Not(Box::new(filter_cond))]);
+            }
+        }
+    }
+    (out, diags)
+}
+
+fn shift(c: &Condition, by: usize) -> Condition {
+    match c {
+        Condition::Selection(i) => Condition::Selection(i + by),
+        Condition::Not(x) => Condition::Not(Box::new(shift(x, by))),
+        Condition::And(xs) => Condition::And(xs.iter().map(|x| shift(x, by)).collect()),
+        Condition::Or(xs) => Condition::Or(xs.iter().map(|x| shift(x, by)).collect()),
+        Condition::AnyOf(xs) => Condition::AnyOf(xs.iter().map(|x| x + by).collect()),
+        Condition::AllOf(xs) => Condition::AllOf(xs.iter().map(|x| x + by).collect()),
+    }
 }
 
 pub(crate) fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
@@ -666,10 +1072,13 @@ impl CompiledRules {
     /// reported (file:line, id, title) and skipped.
     pub fn compile(
         rules: &[SigmaRule],
+        filters: &[SigmaFilter],
         indicators: &[Indicator],
         profile: &Profile,
         config: &MatchConfig,
     ) -> (CompiledRules, Vec<Diagnostic>) {
+        let (filtered, mut diags) = apply_filters(rules, filters);
+        let rules = &filtered;
         let mut b = Builder {
             profile,
             config,
@@ -683,7 +1092,6 @@ impl CompiledRules {
             routes: Vec::new(),
             route_index: BTreeMap::new(),
         };
-        let mut diags = Vec::new();
         let mut compiled: Vec<CompiledRule> = Vec::new();
         let mut seen_ids: HashMap<&str, &Location> = HashMap::new();
         for rule in rules {
@@ -877,6 +1285,38 @@ mod tests {
         assert!(in_cidr("2001:db8:1::1".parse().unwrap(), n, p));
         assert!(!in_cidr("10.2.3.4".parse().unwrap(), n, p));
         assert!(parse_cidr("10.0.0.0/33").is_none());
+    }
+
+    #[test]
+    fn base64_variants_match_the_reference_algorithm() {
+        // Known values from the Sigma specification's examples and pySigma.
+        assert_eq!(base64(b"http://"), "aHR0cDovLw==");
+        assert_eq!(
+            base64_offsets(b"http://"),
+            vec!["aHR0cDovL", "h0dHA6Ly", "odHRwOi8v"]
+        );
+        let wide: Vec<u8> = "cmd".encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+        assert_eq!(base64(&wide), "YwBtAGQA");
+    }
+
+    #[test]
+    fn placeholders_expand_with_wildcards() {
+        let mut table = BTreeMap::new();
+        table.insert(
+            "Servers".to_owned(),
+            vec!["srv-*".to_owned(), "dc01".to_owned()],
+        );
+        let s = SigmaString::parse("host %Servers% x");
+        let out = expand_placeholders(&s, &table, 100).unwrap();
+        let texts: Vec<String> = out.iter().map(|s| s.to_string()).collect();
+        assert_eq!(texts, vec!["host srv-* x", "host dc01 x"]);
+        assert!(expand_placeholders(&SigmaString::parse("%Nope%"), &table, 100).is_err());
+        assert_eq!(
+            expand_placeholders(&SigmaString::parse("100%"), &table, 100)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

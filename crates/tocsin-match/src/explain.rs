@@ -68,7 +68,12 @@ impl CompiledRules {
             for alt in &sel.alternatives {
                 let mut tests = Vec::new();
                 for t in alt {
-                    let paths = &self.fields[t.field as usize];
+                    let no_paths: &[String] = &[];
+                    let paths = if t.field == crate::compile::KEYWORD_SLOT {
+                        no_paths
+                    } else {
+                        &self.fields[t.field as usize]
+                    };
                     let value = paths.iter().find_map(|p| {
                         event.get(p).map(|v| {
                             (

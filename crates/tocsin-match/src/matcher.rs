@@ -19,8 +19,8 @@ use tocsin_core::{Event, FieldValue, IndicatorType, ValueKind};
 use tocsin_rules::sigma::Condition;
 
 use crate::compile::{
-    in_cidr, CmpOp, CompiledRules, CompiledSelection, RuleIdx, Test, ValueTest, HIT_ANY, HIT_END,
-    HIT_START, HIT_WHOLE,
+    in_cidr, CompiledRules, CompiledSelection, RefMode, RuleIdx, Test, TimePart, ValueTest,
+    HIT_ANY, HIT_END, HIT_START, HIT_WHOLE, KEYWORD_SLOT,
 };
 use crate::ioc::each_listed_hash;
 
@@ -79,7 +79,63 @@ fn field_value<'a>(event: &Event<'a>, paths: &[String]) -> Option<FieldValue<'a>
     paths.iter().find_map(|p| event.get(p))
 }
 
+/// The parts of the scratch space a scan writes (borrowed apart from the text buffer).
+struct ScanState<'s> {
+    atom_bits: &'s mut [u8],
+    touched: &'s mut Vec<u32>,
+    candidate_mark: &'s mut [bool],
+    candidates: &'s mut Vec<RuleIdx>,
+}
+
+fn scratch_parts<'s>(
+    atom_bits: &'s mut [u8],
+    touched: &'s mut Vec<u32>,
+    candidate_mark: &'s mut [bool],
+    candidates: &'s mut Vec<RuleIdx>,
+) -> ScanState<'s> {
+    ScanState {
+        atom_bits,
+        touched,
+        candidate_mark,
+        candidates,
+    }
+}
+
 impl CompiledRules {
+    /// Run one field's automaton over `hay`, recording atom hits and candidate rules.
+    fn scan(&self, scanner: &crate::compile::Scanner, hay: &[u8], st: ScanState<'_>) {
+        for m in scanner.automaton.find_overlapping_iter(hay) {
+            let (start, end) = (m.start(), m.end());
+            for &a in &scanner.pattern_atoms[m.pattern().as_usize()] {
+                let atom = &self.atoms[a as usize];
+                if atom.cased && hay[start..end] != *atom.bytes {
+                    continue;
+                }
+                let mut bits = HIT_ANY;
+                if start == 0 {
+                    bits |= HIT_START;
+                }
+                if end == hay.len() {
+                    bits |= HIT_END;
+                }
+                if start == 0 && end == hay.len() {
+                    bits |= HIT_WHOLE;
+                }
+                let old = st.atom_bits[a as usize];
+                if old == 0 {
+                    st.touched.push(a);
+                    for &r in &self.atom_rules[a as usize] {
+                        if !st.candidate_mark[r as usize] {
+                            st.candidate_mark[r as usize] = true;
+                            st.candidates.push(r);
+                        }
+                    }
+                }
+                st.atom_bits[a as usize] = old | bits;
+            }
+        }
+    }
+
     /// Fresh scratch space sized for these rules.
     pub fn new_scratch(&self) -> MatchScratch {
         MatchScratch {
@@ -150,43 +206,45 @@ impl CompiledRules {
                 }
             }
             for scanner in &route.scanners {
+                if scanner.field == KEYWORD_SLOT {
+                    // Keyword searches: every value of the event.
+                    for (_, value) in event.members() {
+                        let hay: &[u8] = match value.kind() {
+                            ValueKind::Object | ValueKind::Array => value.raw(),
+                            _ => match value.text(&mut scratch.text_buf) {
+                                Some(t) => t.as_bytes(),
+                                None => continue,
+                            },
+                        };
+                        self.scan(
+                            scanner,
+                            hay,
+                            scratch_parts(
+                                &mut scratch.atom_bits,
+                                &mut scratch.touched,
+                                &mut scratch.candidate_mark,
+                                &mut scratch.candidates,
+                            ),
+                        );
+                    }
+                    continue;
+                }
                 let Some(value) = field_value(event, &self.fields[scanner.field as usize]) else {
                     continue;
                 };
                 let Some(text) = value.text(&mut scratch.text_buf) else {
                     continue;
                 };
-                let hay = text.as_bytes();
-                for m in scanner.automaton.find_overlapping_iter(hay) {
-                    let (start, end) = (m.start(), m.end());
-                    for &a in &scanner.pattern_atoms[m.pattern().as_usize()] {
-                        let atom = &self.atoms[a as usize];
-                        if atom.cased && hay[start..end] != *atom.bytes {
-                            continue;
-                        }
-                        let mut bits = HIT_ANY;
-                        if start == 0 {
-                            bits |= HIT_START;
-                        }
-                        if end == hay.len() {
-                            bits |= HIT_END;
-                        }
-                        if start == 0 && end == hay.len() {
-                            bits |= HIT_WHOLE;
-                        }
-                        let old = scratch.atom_bits[a as usize];
-                        if old == 0 {
-                            scratch.touched.push(a);
-                            for &r in &self.atom_rules[a as usize] {
-                                if !scratch.candidate_mark[r as usize] {
-                                    scratch.candidate_mark[r as usize] = true;
-                                    scratch.candidates.push(r);
-                                }
-                            }
-                        }
-                        scratch.atom_bits[a as usize] = old | bits;
-                    }
-                }
+                self.scan(
+                    scanner,
+                    text.as_bytes(),
+                    scratch_parts(
+                        &mut scratch.atom_bits,
+                        &mut scratch.touched,
+                        &mut scratch.candidate_mark,
+                        &mut scratch.candidates,
+                    ),
+                );
             }
         }
 
@@ -298,15 +356,30 @@ impl CompiledRules {
         event: &Event<'_>,
         scratch: &mut MatchScratch,
     ) -> bool {
+        if t.field == KEYWORD_SLOT {
+            return if t.all {
+                t.values
+                    .iter()
+                    .all(|v| self.eval_keyword(v, event, scratch))
+            } else {
+                t.values
+                    .iter()
+                    .any(|v| self.eval_keyword(v, event, scratch))
+            };
+        }
         let value = field_value(event, &self.fields[t.field as usize]);
         let present = value.is_some_and(|v| !v.is_null());
         if let Some(want) = t.exists {
             return present == want;
         }
         let hit = if t.all {
-            t.values.iter().all(|v| self.eval_value(v, value, scratch))
+            t.values
+                .iter()
+                .all(|v| self.eval_value(v, value, event, scratch))
         } else {
-            t.values.iter().any(|v| self.eval_value(v, value, scratch))
+            t.values
+                .iter()
+                .any(|v| self.eval_value(v, value, event, scratch))
         };
         if t.negate {
             present && !hit
@@ -315,10 +388,22 @@ impl CompiledRules {
         }
     }
 
+    /// A keyword value holds when any value of the event matches it.
+    fn eval_keyword(&self, v: &ValueTest, event: &Event<'_>, scratch: &mut MatchScratch) -> bool {
+        match v {
+            ValueTest::Atom { atom, need } => scratch.atom_bits[*atom as usize] & need == *need,
+            ValueTest::Any(vs) => vs.iter().any(|v| self.eval_keyword(v, event, scratch)),
+            _ => event
+                .members()
+                .any(|(_, value)| self.eval_value(v, Some(value), event, scratch)),
+        }
+    }
+
     fn eval_value(
         &self,
         v: &ValueTest,
         value: Option<FieldValue<'_>>,
+        event: &Event<'_>,
         scratch: &mut MatchScratch,
     ) -> bool {
         match v {
@@ -348,16 +433,30 @@ impl CompiledRules {
                     .search_with(&mut regex_caches[*i as usize], &Input::new(text))
                     .is_some()
             }
-            ValueTest::Cmp { op, value: want } => {
-                let Some(got) = value.and_then(|v| v.as_f64()) else {
+            ValueTest::Cmp { op, value: want } => value
+                .and_then(|v| v.as_f64())
+                .is_some_and(|got| op.holds(got, *want)),
+            ValueTest::TimePart {
+                part,
+                op,
+                value: want,
+            } => value
+                .and_then(|v| time_part(v, *part, &mut scratch.verify_buf))
+                .is_some_and(|got| op.holds(got as f64, *want)),
+            ValueTest::FieldRef { field, mode, cased } => {
+                let Some(v) = value else { return false };
+                let Some(other) = field_value(event, &self.fields[*field as usize]) else {
                     return false;
                 };
-                match op {
-                    CmpOp::Lt => got < *want,
-                    CmpOp::Lte => got <= *want,
-                    CmpOp::Gt => got > *want,
-                    CmpOp::Gte => got >= *want,
-                }
+                let MatchScratch {
+                    verify_buf,
+                    text_buf,
+                    ..
+                } = scratch;
+                let (Some(a), Some(b)) = (v.text(verify_buf), other.text(text_buf)) else {
+                    return false;
+                };
+                ref_matches(a.as_bytes(), b.as_bytes(), *mode, *cased)
             }
             ValueTest::Cidr { network, prefix } => value
                 .and_then(|v| v.text(&mut scratch.verify_buf))
@@ -369,7 +468,7 @@ impl CompiledRules {
                         .ok()
                 })
                 .is_some_and(|ip| in_cidr(ip, *network, *prefix)),
-            ValueTest::Any(vs) => vs.iter().any(|v| self.eval_value(v, value, scratch)),
+            ValueTest::Any(vs) => vs.iter().any(|v| self.eval_value(v, value, event, scratch)),
         }
     }
 
@@ -381,4 +480,60 @@ impl CompiledRules {
         let (kind, paths) = &self.indicator_fields[hit.field as usize];
         (Some(*kind), &paths[hit.path as usize])
     }
+}
+
+fn eq_bytes(a: &[u8], b: &[u8], cased: bool) -> bool {
+    if cased {
+        a == b
+    } else {
+        a.eq_ignore_ascii_case(b)
+    }
+}
+
+/// `fieldref`: compare a field's text `a` with the referenced field's text `b`.
+fn ref_matches(a: &[u8], b: &[u8], mode: RefMode, cased: bool) -> bool {
+    match mode {
+        RefMode::Equals => eq_bytes(a, b, cased),
+        RefMode::StartsWith => a.len() >= b.len() && eq_bytes(&a[..b.len()], b, cased),
+        RefMode::EndsWith => a.len() >= b.len() && eq_bytes(&a[a.len() - b.len()..], b, cased),
+        RefMode::Contains => {
+            b.is_empty()
+                || (a.len() >= b.len() && a.windows(b.len()).any(|w| eq_bytes(w, b, cased)))
+        }
+    }
+}
+
+/// Extract a part of a timestamp field without time-zone conversion: the digits as written
+/// for `YYYY-MM-DD[T ]HH:MM...` text, UTC for epoch numbers.
+fn time_part(v: FieldValue<'_>, part: TimePart, buf: &mut String) -> Option<u32> {
+    let text = v.text(buf)?.trim();
+    let b = text.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        let s = b.get(r)?;
+        if s.iter().all(u8::is_ascii_digit) {
+            std::str::from_utf8(s).ok()?.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (y, mo, d, h, mi) = if b.len() >= 16 && b[4] == b'-' && b[7] == b'-' && b[13] == b':' {
+        (
+            digits(0..4)?,
+            digits(5..7)?,
+            digits(8..10)?,
+            digits(11..13)?,
+            digits(14..16)?,
+        )
+    } else {
+        let (y, mo, d, h, mi, _) = tocsin_core::Timestamp::parse(text).ok()?.civil();
+        (y as u32, mo, d, h, mi)
+    };
+    Some(match part {
+        TimePart::Minute => mi,
+        TimePart::Hour => h,
+        TimePart::Day => d,
+        TimePart::Month => mo,
+        TimePart::Year => y,
+        TimePart::Week => tocsin_core::time::iso_week(y as i64, mo, d),
+    })
 }

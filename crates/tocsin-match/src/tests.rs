@@ -37,11 +37,17 @@ fn rule(id: &str, detection: &str) -> String {
 }
 
 fn compile(rules: &str, iocs: &str) -> CompiledRules {
-    let (rules, diags) = parse_sigma_source("r.yml", rules);
-    assert_eq!(diags.error_count(), 0, "{diags:?}");
+    let src = parse_sigma_source("r.yml", rules);
+    assert_eq!(src.diagnostics.error_count(), 0, "{:?}", src.diagnostics);
+    let rules = src.rules;
     let (iocs, _) = parse_plain_list("i.txt", iocs, "feed");
-    let (compiled, diags) =
-        CompiledRules::compile(&rules, &iocs, &profile(), &MatchConfig::default());
+    let (compiled, diags) = CompiledRules::compile(
+        &rules,
+        &src.filters,
+        &iocs,
+        &profile(),
+        &MatchConfig::default(),
+    );
     assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
     compiled
 }
@@ -135,6 +141,143 @@ fn modifiers_and_wildcards() {
 }
 
 #[test]
+fn encodings_keywords_fieldref_time_parts_placeholders() {
+    let rules = [
+        rule(
+            "b64off",
+            "  sel:\n    CommandLine|base64offset|contains: 'http://'\n  condition: sel",
+        ),
+        rule(
+            "wide",
+            "  sel:\n    CommandLine|wide|base64offset|contains: 'cmd'\n  condition: sel",
+        ),
+        rule(
+            "b64",
+            "  sel:\n    CommandLine|base64: 'secret'\n  condition: sel",
+        ),
+        rule(
+            "kw",
+            "  keywords:\n    - 'mimikatz'\n    - 'sekurlsa'\n  condition: keywords",
+        ),
+        rule(
+            "kwall",
+            "  keywords:\n    '|all':\n      - 'lsass'\n      - 'dump'\n  condition: keywords",
+        ),
+        rule(
+            "ref",
+            "  sel:\n    ParentImage|fieldref: Image\n  condition: sel",
+        ),
+        rule(
+            "refends",
+            "  sel:\n    CommandLine|fieldref|endswith: Image\n  condition: sel",
+        ),
+        rule(
+            "night",
+            "  sel:\n    UtcTime|hour|gte: 22\n  condition: sel",
+        ),
+        rule(
+            "march",
+            "  sel:\n    UtcTime|month: 3\n    UtcTime|week: 10\n  condition: sel",
+        ),
+        rule(
+            "admins",
+            "  sel:\n    User|expand: '%Admins%'\n  condition: sel",
+        ),
+    ]
+    .concat();
+    let src = parse_sigma_source("r.yml", &rules);
+    assert_eq!(src.diagnostics.error_count(), 0, "{:?}", src.diagnostics);
+    let mut config = MatchConfig::default();
+    config.placeholders.insert(
+        "Admins".into(),
+        vec!["ACME\\adm_*".into(), "ACME\\root".into()],
+    );
+    let (c, diags) = CompiledRules::compile(&src.rules, &[], &[], &profile(), &config);
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+    assert_eq!(c.stats().rules, 10);
+    // "http://evil" base64-encoded after two bytes of padding: contains the offset-2 variant.
+    let blob = "QUJodHRwOi8vZXZpbA==";
+    assert_eq!(
+        matched(&c, &ev(&format!(r#""CommandLine":"powershell -e {blob}""#))),
+        vec!["b64off"]
+    );
+    // "cmd" as UTF-16LE, base64: "YwBtAGQA".
+    assert_eq!(
+        matched(&c, &ev(r#""CommandLine":"x YwBtAGQAIAAvAGMA y""#)),
+        vec!["wide"]
+    );
+    assert_eq!(matched(&c, &ev(r#""CommandLine":"c2VjcmV0""#)), vec!["b64"]);
+    assert_eq!(
+        matched(&c, &ev(r#""CommandLine":"c2VjcmV0 x""#)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        matched(&c, &ev(r#""Payload":"Invoke-Mimikatz -DumpCreds""#)),
+        vec!["kw"]
+    );
+    assert_eq!(
+        matched(&c, &ev(r#""A":"LSASS access","B":"memory dump""#)),
+        vec!["kwall"]
+    );
+    assert_eq!(
+        matched(&c, &ev(r#""A":"lsass only""#)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        matched(
+            &c,
+            &ev(r#""Image":"C:\\a.exe","ParentImage":"c:\\A.EXE","CommandLine":"run C:\\a.exe""#)
+        ),
+        vec!["ref", "refends"]
+    );
+    assert_eq!(
+        matched(&c, &ev(r#""UtcTime":"2026-03-02 23:10:00.000""#)),
+        vec!["night", "march"]
+    );
+    assert_eq!(
+        matched(&c, &ev(r#""UtcTime":"2026-03-09 08:10:00.000""#)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        matched(&c, &ev(r#""User":"acme\\adm_bob""#)),
+        vec!["admins"]
+    );
+    assert_eq!(
+        matched(&c, &ev(r#""User":"acme\\bob""#)),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn global_filters_suppress_matches_of_the_rules_they_name() {
+    let text = [
+        rule("whoami", "  sel:\n    Image|endswith: '\\whoami.exe'\n  condition: sel"),
+        "title: Admins may run whoami\nid: f1\nlogsource: {category: process_creation, product: windows}\nfilter:\n  rules: [whoami, not-loaded]\n  selection:\n    User|startswith: 'ACME\\adm_'\n  condition: selection\n".to_owned(),
+    ]
+    .concat();
+    let src = parse_sigma_source("r.yml", &text);
+    assert_eq!(src.filters.len(), 1);
+    let (c, diags) = CompiledRules::compile(
+        &src.rules,
+        &src.filters,
+        &[],
+        &profile(),
+        &MatchConfig::default(),
+    );
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert_eq!(diags[0].code, "filter-target-missing");
+    assert_eq!(
+        matched(&c, &ev(r#""Image":"C:\\whoami.exe","User":"ACME\\bob""#)),
+        vec!["whoami"]
+    );
+    assert!(matched(
+        &c,
+        &ev(r#""Image":"C:\\whoami.exe","User":"ACME\\adm_bob""#)
+    )
+    .is_empty());
+}
+
+#[test]
 fn indicators_are_found_in_profile_fields() {
     let c = compile(
         "",
@@ -170,8 +313,8 @@ fn unsupported_features_are_errors_for_that_rule_only() {
             "  sel:\n    Image|endswith: '\\cmd.exe'\n  condition: sel",
         ),
         rule(
-            "b64",
-            "  sel:\n    CommandLine|base64offset|contains: 'http'\n  condition: sel",
+            "expand",
+            "  sel:\n    User|expand: '%Nope%'\n  condition: sel",
         ),
         rule(
             "badre",
@@ -183,9 +326,9 @@ fn unsupported_features_are_errors_for_that_rule_only() {
         ),
     ]
     .concat();
-    let (rules, _) = parse_sigma_source("r.yml", &rules);
+    let rules = parse_sigma_source("r.yml", &rules).rules;
     let (compiled, diags) =
-        CompiledRules::compile(&rules, &[], &profile(), &MatchConfig::default());
+        CompiledRules::compile(&rules, &[], &[], &profile(), &MatchConfig::default());
     assert_eq!(compiled.stats().rules, 1);
     let codes: Vec<&str> = diags
         .iter()
@@ -194,7 +337,7 @@ fn unsupported_features_are_errors_for_that_rule_only() {
         .collect();
     assert_eq!(
         codes,
-        vec!["unsupported-modifier", "bad-regex", "duplicate-id"]
+        vec!["unknown-placeholder", "bad-regex", "duplicate-id"]
     );
 }
 
@@ -233,9 +376,9 @@ proptest! {
         let list: Vec<String> = values.iter().map(|v| format!("'{}'", v.replace('\'', "''"))).collect();
         let cond = if negate { "sel and not other" } else { "sel or other" };
         let r = rule("p", &format!("  sel:\n    CommandLine{m}: [{}]\n  other:\n    Image|contains: 'b*c'\n  condition: {cond}", list.join(", ")));
-        let (rules, diags) = parse_sigma_source("r.yml", &r);
-        prop_assume!(diags.error_count() == 0);
-        let (c, _) = CompiledRules::compile(&rules, &[], &profile(), &MatchConfig::default());
+        let src = parse_sigma_source("r.yml", &r);
+        prop_assume!(src.diagnostics.error_count() == 0);
+        let (c, _) = CompiledRules::compile(&src.rules, &[], &[], &profile(), &MatchConfig::default());
         let event = format!("{{{SYSMON},\"CommandLine\":{},\"Image\":{}}}", serde_json_string(&field_text), serde_json_string(&field_text));
         let _ = matched(&c, &event);
     }

@@ -63,13 +63,14 @@ fn matching_non_detecting_events_allocates_nothing() {
         "whoami_discovery.yml",
         "executable_in_temp.yml",
     ] {
-        let (r, d) = parse_sigma_source(name, &repo_file(&format!("sigma/{name}")));
-        assert_eq!(d.error_count(), 0);
-        rules.extend(r);
+        let src = parse_sigma_source(name, &repo_file(&format!("sigma/{name}")));
+        assert_eq!(src.diagnostics.error_count(), 0);
+        rules.extend(src.rules);
     }
     let (iocs, _) = parse_plain_list("iocs", &repo_file("iocs/cert-eu-sample.txt"), "sample");
     let profile = parse_profile("sysmon.yaml", &repo_file("profiles/sysmon.yaml")).unwrap();
-    let (compiled, _) = CompiledRules::compile(&rules, &iocs, &profile, &MatchConfig::default());
+    let (compiled, _) =
+        CompiledRules::compile(&rules, &[], &iocs, &profile, &MatchConfig::default());
 
     // Events that exercise every kind of test (literals, globs, regexes, indicator
     // lookups with escaped strings) without matching.

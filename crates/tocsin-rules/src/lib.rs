@@ -13,6 +13,7 @@
 pub mod diagnostic;
 pub mod escalation;
 pub mod ioc;
+pub mod placeholders;
 pub mod profile;
 pub mod sigma;
 pub mod yaml;
@@ -20,21 +21,35 @@ pub mod yaml;
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity};
 pub use escalation::{parse_policy, EscalationPolicy};
 pub use ioc::{parse_plain_list, Indicator};
+pub use placeholders::parse_placeholders;
 pub use profile::{parse_profile, Profile, RouteCondition};
-pub use sigma::{SigmaDocument, SigmaRule};
+pub use sigma::{SigmaDocument, SigmaFilter, SigmaRule};
 
-/// All Sigma rules of one source file, with the diagnostics of the ones that failed.
-pub fn parse_sigma_source(file: &str, text: &str) -> (Vec<SigmaRule>, Diagnostics) {
+/// What one Sigma source file holds.
+#[derive(Debug, Default)]
+pub struct SigmaSource {
+    /// Detection rules.
+    pub rules: Vec<SigmaRule>,
+    /// Global filters.
+    pub filters: Vec<SigmaFilter>,
+    /// Problems; the documents they concern were skipped (errors) or loaded (warnings).
+    pub diagnostics: Diagnostics,
+}
+
+/// Parse every YAML document of one Sigma source file.
+pub fn parse_sigma_source(file: &str, text: &str) -> SigmaSource {
     let (docs, problems) = yaml::documents(file, text);
-    let mut diags = Diagnostics(problems);
-    let mut rules = Vec::new();
+    let mut out = SigmaSource {
+        diagnostics: Diagnostics(problems),
+        ..SigmaSource::default()
+    };
     for doc in &docs {
         match sigma::parse_document(doc) {
             Ok((SigmaDocument::Rule(rule), warnings)) => {
-                diags.extend(warnings);
-                rules.push(*rule);
+                out.diagnostics.extend(warnings);
+                out.rules.push(*rule);
             }
-            Ok((SigmaDocument::Correlation { id, location }, _)) => diags.push(
+            Ok((SigmaDocument::Correlation { id, location }, _)) => out.diagnostics.push(
                 Diagnostic::warning(
                     location,
                     "unsupported-correlation",
@@ -42,18 +57,11 @@ pub fn parse_sigma_source(file: &str, text: &str) -> (Vec<SigmaRule>, Diagnostic
                 )
                 .for_rule(id.as_deref(), None),
             ),
-            Ok((SigmaDocument::Filter { id, location }, _)) => diags.push(
-                Diagnostic::warning(
-                    location,
-                    "unsupported-filter",
-                    "Sigma global filters are not supported yet; this document is skipped",
-                )
-                .for_rule(id.as_deref(), None),
-            ),
-            Err(d) => diags.push(d),
+            Ok((SigmaDocument::Filter(filter), _)) => out.filters.push(*filter),
+            Err(d) => out.diagnostics.push(d),
         }
     }
-    (rules, diags)
+    out
 }
 
 #[cfg(test)]
@@ -85,12 +93,24 @@ mod tests {
     }
 
     #[test]
+    fn filters_are_parsed() {
+        let text = "title: Filter admins\nlogsource: {category: process_creation, product: windows}\nfilter:\n  rules: [r1, some_name]\n  selection:\n    User|startswith: adm_\n  condition: selection\n";
+        let src = parse_sigma_source("mf_admins.yml", text);
+        assert_eq!(src.diagnostics.error_count(), 0, "{:?}", src.diagnostics);
+        assert_eq!(src.filters.len(), 1);
+        assert_eq!(src.filters[0].rules, vec!["r1", "some_name"]);
+        assert_eq!(src.filters[0].selections[0].name, "selection");
+        let bad = parse_sigma_source("mf.yml", "title: F\nlogsource: {product: windows}\nfilter:\n  selection: {User: x}\n  condition: selection\n");
+        assert_eq!(bad.diagnostics.0[0].code, "bad-filter");
+    }
+
+    #[test]
     fn one_bad_rule_does_not_stop_the_others() {
         let text = format!("{RULE}---\ntitle: broken\nid: r2\nlogsource: {{product: windows}}\ndetection:\n  sel:\n    A|bogus: x\n  condition: sel\n---\n{}", RULE.replace("id: r1", "id: r3"));
-        let (rules, diags) = parse_sigma_source("multi.yml", &text);
-        assert_eq!(rules.len(), 2);
-        assert_eq!(diags.error_count(), 1);
-        let d = &diags.0[0];
+        let src = parse_sigma_source("multi.yml", &text);
+        assert_eq!(src.rules.len(), 2);
+        assert_eq!(src.diagnostics.error_count(), 1);
+        let d = &src.diagnostics.0[0];
         assert_eq!(d.rule_id.as_deref(), Some("r2"));
         assert_eq!(d.location.line, 14);
         assert!(d.to_string().starts_with("multi.yml:14:"), "{d}");

@@ -15,13 +15,16 @@ use anyhow::{bail, Context as _, Result};
 
 use tocsin_match::{CompiledRules, MatchConfig};
 use tocsin_rules::{
-    parse_plain_list, parse_policy, parse_profile, parse_sigma_source, Diagnostic, Diagnostics,
-    EscalationPolicy, Indicator, Location, Profile, SigmaRule,
+    parse_placeholders, parse_plain_list, parse_policy, parse_profile, parse_sigma_source,
+    Diagnostic, Diagnostics, EscalationPolicy, Indicator, Location, Profile, SigmaFilter,
+    SigmaRule,
 };
 
 /// Everything read from rule sources.
 pub struct RuleSources {
     pub sigma: Vec<SigmaRule>,
+    pub filters: Vec<SigmaFilter>,
+    pub placeholders: std::collections::BTreeMap<String, Vec<String>>,
     pub indicators: Vec<Indicator>,
     pub profiles: Vec<Profile>,
     pub policy: Option<EscalationPolicy>,
@@ -70,6 +73,7 @@ const EMBEDDED: &[(&str, &str)] = &[
 ];
 
 enum Kind {
+    Placeholders,
     Profile,
     Policy,
     Iocs,
@@ -86,7 +90,9 @@ fn classify(rel: &Path) -> Kind {
         .and_then(|c| c.as_os_str().to_str())
         .unwrap_or_default();
     let yaml = matches!(ext, "yml" | "yaml");
-    if first == "profiles" && yaml {
+    if name == "placeholders.yaml" || name == "placeholders.yml" {
+        Kind::Placeholders
+    } else if first == "profiles" && yaml {
         Kind::Profile
     } else if name == "escalation.yaml" || name == "escalation.yml" {
         Kind::Policy
@@ -107,6 +113,8 @@ impl RuleSources {
     fn empty() -> Self {
         RuleSources {
             sigma: Vec::new(),
+            filters: Vec::new(),
+            placeholders: Default::default(),
             indicators: Vec::new(),
             profiles: Vec::new(),
             policy: None,
@@ -133,10 +141,15 @@ impl RuleSources {
                 self.diagnostics.extend(diags);
             }
             Kind::Sigma => {
-                let (rules, diags) = parse_sigma_source(display, text);
-                self.sigma.extend(rules);
-                self.diagnostics.extend(diags.0);
+                let src = parse_sigma_source(display, text);
+                self.sigma.extend(src.rules);
+                self.filters.extend(src.filters);
+                self.diagnostics.extend(src.diagnostics.0);
             }
+            Kind::Placeholders => match parse_placeholders(display, text) {
+                Ok(p) => self.placeholders.extend(p),
+                Err(d) => self.diagnostics.push(d),
+            },
             Kind::Other => self.files -= 1,
         }
     }
@@ -238,8 +251,15 @@ impl RuleSources {
 
     /// Compile; compile diagnostics are added to `self.diagnostics`.
     pub fn compile(&mut self, profile: &Profile, config: &MatchConfig) -> CompiledRules {
-        let (compiled, diags) =
-            CompiledRules::compile(&self.sigma, &self.indicators, profile, config);
+        let mut config = config.clone();
+        config.placeholders.extend(self.placeholders.clone());
+        let (compiled, diags) = CompiledRules::compile(
+            &self.sigma,
+            &self.filters,
+            &self.indicators,
+            profile,
+            &config,
+        );
         self.diagnostics.extend(diags);
         compiled
     }

@@ -142,12 +142,28 @@ pub enum SigmaDocument {
         location: Location,
     },
     /// A global filter (`filter:` document).
-    Filter {
-        /// Its id, when present.
-        id: Option<String>,
-        /// Where it is.
-        location: Location,
-    },
+    Filter(Box<SigmaFilter>),
+}
+
+/// A Sigma global filter: extra conditions that suppress matches of the rules it names
+/// (by id or name). The filtered rule matches when its own condition holds and the filter's
+/// condition does not (`rule and not filter`), as pySigma applies them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SigmaFilter {
+    /// `id`, when present.
+    pub id: Option<String>,
+    /// `title`.
+    pub title: String,
+    /// `logsource`; the filter applies only to rules whose logsource it covers.
+    pub logsource: LogSource,
+    /// `filter.rules`: ids or names of the rules to filter.
+    pub rules: Vec<String>,
+    /// The filter's selections.
+    pub selections: Vec<Selection>,
+    /// The filter's condition over its selections.
+    pub condition: Condition,
+    /// Where it starts.
+    pub location: Location,
 }
 
 fn str_field<'v>(map: &'v serde_yaml::Mapping, key: &str) -> Option<&'v str> {
@@ -194,13 +210,7 @@ pub fn parse_document(
         ));
     }
     if map.contains_key("filter") && !map.contains_key("detection") {
-        return Ok((
-            SigmaDocument::Filter {
-                id,
-                location: doc.start(),
-            },
-            vec![],
-        ));
+        return parse_filter(doc, map).map(|f| (SigmaDocument::Filter(Box::new(f)), vec![]));
     }
     let mut warnings = Vec::new();
     let Some(title) = title.clone() else {
@@ -235,27 +245,7 @@ pub fn parse_document(
         },
         Some(_) => Level::Medium,
     };
-    let logsource = match map.get("logsource") {
-        Some(Value::Mapping(ls)) => LogSource {
-            category: str_field(ls, "category").map(str::to_ascii_lowercase),
-            product: str_field(ls, "product").map(str::to_ascii_lowercase),
-            service: str_field(ls, "service").map(str::to_ascii_lowercase),
-        },
-        None => {
-            return Err(tag(Diagnostic::error(
-                doc.start(),
-                "missing-logsource",
-                "rule has no 'logsource'",
-            )))
-        }
-        Some(_) => {
-            return Err(tag(Diagnostic::error(
-                doc.locate("logsource:"),
-                "bad-logsource",
-                "'logsource' must be a mapping of category/product/service",
-            )))
-        }
-    };
+    let logsource = parse_logsource(doc, map).map_err(tag)?;
     let taxonomy = match str_field(map, "taxonomy") {
         None => None,
         Some(t) => match t.parse::<Taxonomy>() {
@@ -276,102 +266,7 @@ pub fn parse_document(
             "rule has no 'detection' mapping",
         )));
     };
-    let mut selections = Vec::new();
-    let mut condition_texts = Vec::new();
-    for (key, value) in detection {
-        let Some(name) = key.as_str() else {
-            return Err(tag(Diagnostic::error(
-                doc.locate("detection:"),
-                "bad-selection",
-                "selection names must be strings",
-            )));
-        };
-        if name == "condition" {
-            match value {
-                Value::String(s) => condition_texts.push(s.clone()),
-                Value::Sequence(xs) => {
-                    for x in xs {
-                        match x.as_str() {
-                            Some(s) => condition_texts.push(s.to_owned()),
-                            None => {
-                                return Err(tag(Diagnostic::error(
-                                    doc.locate("condition:"),
-                                    "bad-condition",
-                                    "a condition list must hold strings",
-                                )))
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    return Err(tag(Diagnostic::error(
-                        doc.locate("condition:"),
-                        "bad-condition",
-                        "'condition' must be a string or a list of strings",
-                    )))
-                }
-            }
-            continue;
-        }
-        if name == "timeframe" {
-            return Err(tag(Diagnostic::error(
-                doc.locate("timeframe:"),
-                "obsolete",
-                "'timeframe' in a detection is obsolete Sigma 1 syntax; use a correlation rule",
-            )));
-        }
-        let location = doc.locate(&format!("{name}:"));
-        let selection =
-            parse_selection(name, value, location.clone()).map_err(|(loc_key, msg, code)| {
-                let loc = match loc_key {
-                    Some(k) => {
-                        let l = doc.locate(&k);
-                        if l.line >= location.line {
-                            l
-                        } else {
-                            location.clone()
-                        }
-                    }
-                    None => location.clone(),
-                };
-                tag(Diagnostic::error(
-                    loc,
-                    code,
-                    format!("selection '{name}': {msg}"),
-                ))
-            })?;
-        selections.push(selection);
-    }
-    if condition_texts.is_empty() {
-        return Err(tag(Diagnostic::error(
-            doc.locate("detection:"),
-            "missing-condition",
-            "detection has no 'condition'",
-        )));
-    }
-    let names: Vec<String> = selections.iter().map(|s| s.name.clone()).collect();
-    let mut conditions = Vec::new();
-    for text in &condition_texts {
-        match parse_condition(text, &names) {
-            Ok(c) => conditions.push(c),
-            Err(e) => {
-                return Err(tag(Diagnostic::error(
-                    doc.locate("condition:"),
-                    match e {
-                        ConditionError::UnknownSelection(_) => "missing-selection",
-                        ConditionError::Aggregation => "obsolete",
-                        _ => "bad-condition",
-                    },
-                    e.to_string(),
-                )))
-            }
-        }
-    }
-    let condition = if conditions.len() == 1 {
-        conditions.pop().unwrap_or(Condition::Or(vec![]))
-    } else {
-        Condition::Or(conditions)
-    };
+    let (selections, condition) = parse_detection(doc, detection, &["condition"]).map_err(tag)?;
     Ok((
         SigmaDocument::Rule(Box::new(SigmaRule {
             id,
@@ -390,6 +285,176 @@ pub fn parse_document(
         })),
         warnings,
     ))
+}
+
+/// Parse the selections and the condition of a `detection` (or `filter`) mapping. Keys in
+/// `reserved` other than `condition` are skipped (e.g. a filter's `rules`).
+fn parse_detection(
+    doc: &YamlDocument<'_>,
+    detection: &serde_yaml::Mapping,
+    reserved: &[&str],
+) -> Result<(Vec<Selection>, Condition), Diagnostic> {
+    let mut selections = Vec::new();
+    let mut condition_texts = Vec::new();
+    for (key, value) in detection {
+        let Some(name) = key.as_str() else {
+            return Err(Diagnostic::error(
+                doc.locate("detection:"),
+                "bad-selection",
+                "selection names must be strings",
+            ));
+        };
+        if name == "condition" {
+            match value {
+                Value::String(s) => condition_texts.push(s.clone()),
+                Value::Sequence(xs) => {
+                    for x in xs {
+                        match x.as_str() {
+                            Some(s) => condition_texts.push(s.to_owned()),
+                            None => {
+                                return Err(Diagnostic::error(
+                                    doc.locate("condition:"),
+                                    "bad-condition",
+                                    "a condition list must hold strings",
+                                ))
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    return Err(Diagnostic::error(
+                        doc.locate("condition:"),
+                        "bad-condition",
+                        "'condition' must be a string or a list of strings",
+                    ))
+                }
+            }
+            continue;
+        }
+        if reserved.contains(&name) {
+            continue;
+        }
+        if name == "timeframe" {
+            return Err(Diagnostic::error(
+                doc.locate("timeframe:"),
+                "obsolete",
+                "'timeframe' in a detection is obsolete Sigma 1 syntax; use a correlation rule",
+            ));
+        }
+        let location = doc.locate(&format!("{name}:"));
+        let selection =
+            parse_selection(name, value, location.clone()).map_err(|(loc_key, msg, code)| {
+                let loc = match loc_key {
+                    Some(k) => {
+                        let l = doc.locate(&k);
+                        if l.line >= location.line {
+                            l
+                        } else {
+                            location.clone()
+                        }
+                    }
+                    None => location.clone(),
+                };
+                Diagnostic::error(loc, code, format!("selection '{name}': {msg}"))
+            })?;
+        selections.push(selection);
+    }
+    if condition_texts.is_empty() {
+        return Err(Diagnostic::error(
+            doc.locate("detection:"),
+            "missing-condition",
+            "detection has no 'condition'",
+        ));
+    }
+    let names: Vec<String> = selections.iter().map(|s| s.name.clone()).collect();
+    let mut conditions = Vec::new();
+    for text in &condition_texts {
+        match parse_condition(text, &names) {
+            Ok(c) => conditions.push(c),
+            Err(e) => {
+                return Err(Diagnostic::error(
+                    doc.locate("condition:"),
+                    match e {
+                        ConditionError::UnknownSelection(_) => "missing-selection",
+                        ConditionError::Aggregation => "obsolete",
+                        _ => "bad-condition",
+                    },
+                    e.to_string(),
+                ))
+            }
+        }
+    }
+    let condition = if conditions.len() == 1 {
+        conditions.pop().unwrap_or(Condition::Or(vec![]))
+    } else {
+        Condition::Or(conditions)
+    };
+    Ok((selections, condition))
+}
+
+fn parse_logsource(
+    doc: &YamlDocument<'_>,
+    map: &serde_yaml::Mapping,
+) -> Result<LogSource, Diagnostic> {
+    match map.get("logsource") {
+        Some(Value::Mapping(ls)) => Ok(LogSource {
+            category: str_field(ls, "category").map(str::to_ascii_lowercase),
+            product: str_field(ls, "product").map(str::to_ascii_lowercase),
+            service: str_field(ls, "service").map(str::to_ascii_lowercase),
+        }),
+        None => Err(Diagnostic::error(
+            doc.start(),
+            "missing-logsource",
+            "rule has no 'logsource'",
+        )),
+        Some(_) => Err(Diagnostic::error(
+            doc.locate("logsource:"),
+            "bad-logsource",
+            "'logsource' must be a mapping of category/product/service",
+        )),
+    }
+}
+
+fn parse_filter(
+    doc: &YamlDocument<'_>,
+    map: &serde_yaml::Mapping,
+) -> Result<SigmaFilter, Diagnostic> {
+    let id = str_field(map, "id").map(str::to_owned);
+    let title = str_field(map, "title").map(str::to_owned);
+    let tag = |d: Diagnostic| d.for_rule(id.as_deref(), title.as_deref());
+    let Some(title) = title.clone() else {
+        return Err(tag(Diagnostic::error(
+            doc.start(),
+            "missing-title",
+            "filter has no 'title'",
+        )));
+    };
+    let logsource = parse_logsource(doc, map).map_err(tag)?;
+    let Some(Value::Mapping(filter)) = map.get("filter") else {
+        return Err(tag(Diagnostic::error(
+            doc.locate("filter:"),
+            "bad-filter",
+            "'filter' must be a mapping with rules, selections and a condition",
+        )));
+    };
+    let rules = string_list(filter.get("rules"));
+    if rules.is_empty() {
+        return Err(tag(Diagnostic::error(
+            doc.locate("rules:"),
+            "bad-filter",
+            "'filter.rules' must name at least one rule (id or name)",
+        )));
+    }
+    let (selections, condition) = parse_detection(doc, filter, &["rules"]).map_err(tag)?;
+    Ok(SigmaFilter {
+        id,
+        title,
+        logsource,
+        rules,
+        selections,
+        condition,
+        location: doc.start(),
+    })
 }
 
 /// (key to locate, message, code)
@@ -515,10 +580,8 @@ fn parse_map(map: &serde_yaml::Mapping) -> Result<Vec<FieldTest>, SelectionError
 /// Reject modifier chains the specification does not allow.
 fn check_chain(key: &str, mods: &[Modifier]) -> Result<(), String> {
     use Modifier::*;
-    let position_mods = mods
-        .iter()
-        .filter(|m| matches!(m, Contains | StartsWith | EndsWith))
-        .count();
+    let count = |f: &dyn Fn(&Modifier) -> bool| mods.iter().filter(|m| f(m)).count();
+    let position_mods = count(&|m| matches!(m, Contains | StartsWith | EndsWith));
     if position_mods > 1 {
         return Err(format!(
             "'{key}': contains, startswith and endswith exclude each other"
@@ -531,18 +594,65 @@ fn check_chain(key: &str, mods: &[Modifier]) -> Result<(), String> {
                 m.name()
             ));
         }
+        if mods[..i].contains(m) {
+            return Err(format!("'{key}': modifier '{}' appears twice", m.name()));
+        }
     }
-    if mods.contains(&Re) && position_mods > 0 {
+    let has = |m: Modifier| mods.contains(&m);
+    if has(Re) && (position_mods > 0 || has(Windash) || has(Base64) || has(Base64Offset)) {
         return Err(format!(
-            "'{key}': 're' cannot be combined with contains/startswith/endswith"
+            "'{key}': 're' cannot be combined with value-changing modifiers"
         ));
     }
-    let numeric = mods
-        .iter()
-        .filter(|m| matches!(m, Lt | Lte | Gt | Gte))
-        .count();
+    let numeric = count(&|m| matches!(m, Lt | Lte | Gt | Gte));
     if numeric > 1 {
         return Err(format!("'{key}': only one of lt, lte, gt, gte may be used"));
+    }
+    if count(&|m| matches!(m, Base64 | Base64Offset)) > 1 {
+        return Err(format!(
+            "'{key}': base64 and base64offset exclude each other"
+        ));
+    }
+    if count(&|m| matches!(m, Utf16Le | Utf16Be | Utf16)) > 1 {
+        return Err(format!("'{key}': only one UTF-16 encoding may be used"));
+    }
+    if count(&|m| matches!(m, Utf16Le | Utf16Be | Utf16)) == 1
+        && !(has(Base64) || has(Base64Offset))
+    {
+        return Err(format!(
+            "'{key}': utf16/utf16le/utf16be/wide produce bytes that only make sense before base64 or base64offset"
+        ));
+    }
+    if has(Base64Offset) && !has(Contains) {
+        return Err(format!("'{key}': base64offset must be used with contains"));
+    }
+    let time_parts = count(&|m| matches!(m, Minute | Hour | Day | Week | Month | Year));
+    if time_parts > 1 {
+        return Err(format!("'{key}': only one time-part modifier may be used"));
+    }
+    if has(Exists) && mods.len() > 1 {
+        return Err(format!("'{key}': 'exists' takes no other modifier"));
+    }
+    if has(Cidr) && mods.iter().any(|m| !matches!(m, Cidr | Neq)) {
+        return Err(format!("'{key}': 'cidr' combines only with 'neq'"));
+    }
+    if (numeric > 0 || time_parts > 0)
+        && (position_mods > 0 || has(Re) || has(Base64) || has(Base64Offset) || has(Windash))
+    {
+        return Err(format!(
+            "'{key}': numeric and time-part modifiers do not combine with string modifiers"
+        ));
+    }
+    if has(FieldRef)
+        && (has(Re)
+            || has(Base64)
+            || has(Base64Offset)
+            || has(Windash)
+            || has(Cidr)
+            || numeric > 0
+            || time_parts > 0)
+    {
+        return Err(format!("'{key}': 'fieldref' combines only with contains/startswith/endswith, cased, neq and all"));
     }
     Ok(())
 }
