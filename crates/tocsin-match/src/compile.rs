@@ -50,7 +50,7 @@ pub struct MatchConfig {
 impl Default for MatchConfig {
     fn default() -> Self {
         MatchConfig {
-            regex_size_limit: 1 << 20,
+            regex_size_limit: 8 << 20,
             max_rules: 100_000,
             placeholders: BTreeMap::new(),
             max_expansions: 4096,
@@ -519,7 +519,9 @@ impl Builder<'_> {
                 let SigmaValue::String(s) = v else {
                     return Err(problem("bad-value", format!("'{key}': re needs a string")));
                 };
-                let pattern = s.as_literal().unwrap_or_default();
+                let written = s.as_literal().unwrap_or_default();
+                let ascii = pcre_ascii_classes(written);
+                let pattern = ascii.as_str();
                 let syntax = syntax::Config::new()
                     .case_insensitive(t.has(Modifier::ReIgnoreCase))
                     .multi_line(t.has(Modifier::ReMultiLine))
@@ -752,6 +754,51 @@ fn windash_variants(s: &SigmaString) -> Vec<SigmaString> {
             v
         })
         .collect()
+}
+
+/// Sigma regexes are PCRE, where `\w`, `\d` and `\s` are ASCII classes; Rust's are
+/// Unicode (and `\w{1,64}` then compiles to a huge automaton). Outside character classes,
+/// rewrite them to their ASCII forms so both the meaning and the size match PCRE.
+pub(crate) fn pcre_ascii_classes(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut chars = pattern.chars();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(e @ ('w' | 'd' | 's')) if !in_class => {
+                    out.push_str("(?-u:\\");
+                    out.push(e);
+                    out.push(')');
+                }
+                Some(e) => {
+                    out.push('\\');
+                    out.push(e);
+                }
+                None => out.push('\\'),
+            },
+            '[' if !in_class => {
+                in_class = true;
+                out.push(c);
+                // A ']' right after '[' or '[^' is literal.
+                let rest = chars.as_str();
+                if let Some(r) = rest.strip_prefix('^') {
+                    out.push('^');
+                    chars = r.chars();
+                }
+                if chars.as_str().starts_with(']') {
+                    out.push(']');
+                    chars.next();
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Standard Base64 (RFC 4648) with padding.
@@ -1297,6 +1344,13 @@ mod tests {
         );
         let wide: Vec<u8> = "cmd".encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
         assert_eq!(base64(&wide), "YwBtAGQA");
+    }
+
+    #[test]
+    fn pcre_classes_become_ascii_outside_brackets() {
+        assert_eq!(pcre_ascii_classes(r"-k\s\w{1,64}"), r"-k(?-u:\s)(?-u:\w){1,64}");
+        assert_eq!(pcre_ascii_classes(r"[\w.]+\\d"), r"[\w.]+\\d");
+        assert_eq!(pcre_ascii_classes(r"[]\d]\d"), r"[]\d](?-u:\d)");
     }
 
     #[test]
