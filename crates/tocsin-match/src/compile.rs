@@ -239,6 +239,7 @@ pub struct CompiledRules {
     pub(crate) profile: Profile,
     /// Indicator fields resolved: (type, paths).
     pub(crate) indicator_fields: Vec<(tocsin_core::IndicatorType, Vec<String>)>,
+    pub(crate) not_applicable: usize,
 }
 
 impl std::fmt::Debug for CompiledRules {
@@ -268,6 +269,8 @@ pub struct CompileStats {
     pub unfiltered_rules: usize,
     /// Indicators loaded.
     pub indicators: usize,
+    /// Rules set aside because their logsource is not covered by the profile.
+    pub not_applicable: usize,
 }
 
 struct Builder<'p> {
@@ -325,10 +328,10 @@ impl Builder<'_> {
         id
     }
 
-    fn route(&mut self, rule: &SigmaRule) -> (u32, Vec<String>) {
-        let (cond, warnings) = self.profile.route_for(&rule.logsource);
+    fn route(&mut self, rule: &SigmaRule) -> Result<u32, String> {
+        let cond = self.profile.route_for(&rule.logsource)?;
         if let Some(&r) = self.route_index.get(&cond) {
-            return (r, warnings);
+            return Ok(r);
         }
         let id = self.routes.len() as u32;
         let ls = &rule.logsource;
@@ -343,7 +346,7 @@ impl Builder<'_> {
         .join(" ");
         self.routes.push((cond.clone(), description));
         self.route_index.insert(cond, id);
-        (id, warnings)
+        Ok(id)
     }
 
     fn compile_rule(&mut self, rule: &SigmaRule, route: u32) -> Result<CompiledRule, RuleProblem> {
@@ -1140,6 +1143,7 @@ impl CompiledRules {
             route_index: BTreeMap::new(),
         };
         let mut compiled: Vec<CompiledRule> = Vec::new();
+        let mut not_applicable = 0usize;
         let mut seen_ids: HashMap<&str, &Location> = HashMap::new();
         for rule in rules {
             let tag = |d: Diagnostic| d.for_rule(Some(&rule.id), Some(&rule.title));
@@ -1162,14 +1166,18 @@ impl CompiledRules {
                 )));
                 continue;
             }
-            let (route, warnings) = b.route(rule);
-            for w in warnings {
-                diags.push(tag(Diagnostic::warning(
-                    rule.location.clone(),
-                    "unmapped-logsource",
-                    w,
-                )));
-            }
+            let route = match b.route(rule) {
+                Ok(r) => r,
+                Err(why) => {
+                    not_applicable += 1;
+                    diags.push(tag(Diagnostic::warning(
+                        rule.location.clone(),
+                        "not-applicable",
+                        format!("{why}; the rule is set aside for this profile"),
+                    )));
+                    continue;
+                }
+            };
             // Atoms and regexes added by a failing rule stay unused; harmless.
             match b.compile_rule(rule, route) {
                 Ok(c) => {
@@ -1286,6 +1294,7 @@ impl CompiledRules {
                 iocs: IocTable::build(indicators),
                 profile: profile.clone(),
                 indicator_fields,
+                not_applicable,
             },
             diags,
         )
@@ -1300,6 +1309,7 @@ impl CompiledRules {
             regexes: self.regexes.len(),
             unfiltered_rules: self.routes.iter().map(|r| r.always.len()).sum(),
             indicators: self.iocs.len(),
+            not_applicable: self.not_applicable,
         }
     }
 

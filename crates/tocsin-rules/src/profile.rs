@@ -11,8 +11,9 @@
 //! - which fields are checked against which indicator types.
 //!
 //! Logsource dimensions compose as pySigma's pipelines do: the rule's category, product and
-//! service each add their conditions (ANDed); a dimension the profile does not map adds no
-//! condition, with a warning.
+//! service each add their conditions (ANDed). A rule whose logsource names a value the
+//! profile does not map (a Linux rule under a Windows profile) does not apply to this
+//! profile's events and is set aside with a warning, never run on everything.
 
 use std::collections::BTreeMap;
 
@@ -69,10 +70,12 @@ impl Profile {
         }
     }
 
-    /// The event condition for a rule's logsource, plus warnings for unmapped values.
-    pub fn route_for(&self, ls: &LogSource) -> (RouteCondition, Vec<String>) {
+    /// The event condition for a rule's logsource. Every dimension the rule sets must be
+    /// mapped by the profile (an empty list of alternatives means "no condition"); a value
+    /// the profile does not know means the rule is written for events this profile cannot
+    /// recognise, and the error says which.
+    pub fn route_for(&self, ls: &LogSource) -> Result<RouteCondition, String> {
         let mut route = RouteCondition::default();
-        let mut unmapped = Vec::new();
         for (dim, value, table) in [
             ("category", &ls.category, &self.categories),
             ("product", &ls.product, &self.products),
@@ -82,14 +85,16 @@ impl Profile {
             match table.get(value) {
                 Some(alts) if alts.is_empty() => {}
                 Some(alts) => route.dimensions.push(alts.clone()),
-                None => unmapped.push(format!(
-                    "logsource {dim} '{value}' is not mapped by profile '{}': the rule is not restricted by it",
-                    self.name
-                )),
+                None => {
+                    return Err(format!(
+                        "logsource {dim} '{value}' is not covered by profile '{}'",
+                        self.name
+                    ))
+                }
             }
         }
         route.dimensions.sort();
-        (route, unmapped)
+        Ok(route)
     }
 }
 
@@ -261,17 +266,18 @@ indicators:
             product: Some("windows".into()),
             service: None,
         };
-        let (route, warnings) = p.route_for(&ls);
-        assert!(warnings.is_empty());
+        let route = p.route_for(&ls).unwrap();
         assert_eq!(route.dimensions.len(), 1);
         assert_eq!(route.dimensions[0].len(), 2);
         assert_eq!(p.paths_for("Image"), vec!["Image", "NewProcessName"]);
         assert_eq!(p.paths_for("CommandLine"), vec!["CommandLine"]);
-        let (_, warnings) = p.route_for(&LogSource {
-            category: Some("dns_query".into()),
-            ..ls
-        });
-        assert_eq!(warnings.len(), 1);
+        let err = p
+            .route_for(&LogSource {
+                category: Some("dns_query".into()),
+                ..ls
+            })
+            .unwrap_err();
+        assert!(err.contains("dns_query"), "{err}");
         assert!(p.indicator_fields.contains_key(&IndicatorType::Ipv6));
     }
 

@@ -162,7 +162,8 @@ pub(crate) fn prepare_rules(
     let profile = sources.profile(args.profile.as_deref())?;
     let compiled = sources.compile(&profile, &MatchConfig::default());
     for d in &sources.diagnostics.0 {
-        if d.is_error() || !quiet {
+        // Rules for other log sources are normal in a shared corpus: counted, not listed.
+        if d.is_error() || (!quiet && d.code != "not-applicable") {
             eprintln!("{d}");
         }
     }
@@ -170,11 +171,12 @@ pub(crate) fn prepare_rules(
     if !quiet {
         let s = compiled.stats();
         eprintln!(
-            "tocsin: loaded {} Sigma rules ({} routes, {} literals, {} regexes), {} indicators, profile '{}'; {} errors, {} warnings",
+            "tocsin: loaded {} Sigma rules ({} routes, {} literals, {} regexes; {} set aside as not covered by the profile), {} indicators, profile '{}'; {} errors, {} warnings",
             s.rules,
             s.routes,
             s.atoms,
             s.regexes,
+            s.not_applicable,
             s.indicators,
             profile.name,
             errors,
