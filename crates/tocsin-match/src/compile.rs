@@ -209,19 +209,25 @@ pub struct CompiledRule {
 
 /// A route: the event condition of a logsource, and the automata of its rules' fields.
 pub(crate) struct Route {
-    pub condition: Vec<Vec<Vec<(String, String)>>>,
-    pub scanners: Vec<Scanner>,
+    /// AND over dimensions of OR over alternatives of AND of (routing field, value).
+    pub condition: Vec<Vec<Vec<(u32, String)>>>,
     /// Rules evaluated on every event of the route (no prefilter set).
     pub always: Vec<RuleIdx>,
     pub description: String,
 }
 
-/// One field's automaton within a route.
+/// One field's automaton, shared by every route: a field is scanned at most once per event.
 pub(crate) struct Scanner {
     pub field: FieldSlot,
     pub automaton: AhoCorasick,
     /// Pattern id → atoms with those bytes (case-insensitively).
     pub pattern_atoms: Vec<Vec<AtomId>>,
+    /// Routes with rules that test this field; the field is scanned only when one is active.
+    pub routes: Vec<u32>,
+    /// For keyword searches: an automaton over pieces of the keywords that appear verbatim
+    /// in the raw JSON whenever the keyword appears in a value; when it finds nothing in the
+    /// raw event, the value-by-value scan is skipped.
+    pub presence: Option<AhoCorasick>,
 }
 
 /// Rules and indicators compiled for matching. Immutable; share it behind an `Arc` and
@@ -230,11 +236,15 @@ pub struct CompiledRules {
     pub(crate) rules: Vec<CompiledRule>,
     pub(crate) routes: Vec<Route>,
     pub(crate) atoms: Vec<Atom>,
-    /// Atom → rules whose prefilter set contains it.
-    pub(crate) atom_rules: Vec<Vec<RuleIdx>>,
+    /// Atom → (rule, its route) for the rules whose prefilter set contains it.
+    pub(crate) atom_rules: Vec<Vec<(RuleIdx, u32)>>,
+    /// One automaton per field, for all routes.
+    pub(crate) scanners: Vec<Scanner>,
     pub(crate) regexes: Vec<Regex>,
     pub(crate) fields: Vec<Vec<String>>,
     pub(crate) field_names: Vec<String>,
+    /// Event fields that route conditions read; each is read once per event.
+    pub(crate) route_fields: Vec<String>,
     pub(crate) iocs: IocTable,
     pub(crate) profile: Profile,
     /// Indicator fields resolved: (type, paths).
@@ -280,9 +290,9 @@ struct Builder<'p> {
     field_names: Vec<String>,
     field_index: HashMap<String, FieldSlot>,
     atoms: Vec<Atom>,
-    atom_index: HashMap<(u32, FieldSlot, Vec<u8>, bool), AtomId>,
-    /// (route, field) of each atom.
-    atom_home: Vec<(u32, FieldSlot)>,
+    atom_index: HashMap<(FieldSlot, Vec<u8>, bool), AtomId>,
+    /// Field of each atom, and the routes of the rules that use it.
+    atom_home: Vec<(FieldSlot, std::collections::BTreeSet<u32>)>,
     regexes: Vec<Regex>,
     routes: Vec<(RouteCondition, String)>,
     route_index: BTreeMap<RouteCondition, u32>,
@@ -314,8 +324,9 @@ impl Builder<'_> {
     }
 
     fn atom(&mut self, route: u32, field: FieldSlot, bytes: &[u8], cased: bool) -> AtomId {
-        let key = (route, field, bytes.to_vec(), cased);
+        let key = (field, bytes.to_vec(), cased);
         if let Some(&a) = self.atom_index.get(&key) {
+            self.atom_home[a as usize].1.insert(route);
             return a;
         }
         let id = self.atoms.len() as AtomId;
@@ -323,7 +334,7 @@ impl Builder<'_> {
             bytes: bytes.into(),
             cased,
         });
-        self.atom_home.push((route, field));
+        self.atom_home.push((field, [route].into_iter().collect()));
         self.atom_index.insert(key, id);
         id
     }
@@ -804,6 +815,37 @@ pub(crate) fn pcre_ascii_classes(pattern: &str) -> String {
     out
 }
 
+fn build_automaton(patterns: &[Vec<u8>], kind: MatchKind) -> Result<AhoCorasick, aho_corasick::BuildError> {
+    let dfa = AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .match_kind(kind)
+        .kind(if patterns.len() <= 5_000 {
+            Some(AhoCorasickKind::DFA)
+        } else {
+            None
+        })
+        .build(patterns);
+    match dfa {
+        Ok(a) => Ok(a),
+        Err(_) => AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(kind)
+            .build(patterns),
+    }
+}
+
+/// The longest run of a keyword that JSON writers never escape (ASCII letters, digits and
+/// a few safe punctuation marks), so that it appears verbatim in the raw event whenever
+/// the keyword appears in one of its values. Empty when there is no such run.
+fn verbatim_piece(pattern: &[u8]) -> Vec<u8> {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b" .,:;-_=+*!?#$%()[]{}@|~^`".contains(&b);
+    pattern
+        .split(|&b| !safe(b))
+        .max_by_key(|run| run.len())
+        .unwrap_or_default()
+        .to_vec()
+}
+
 /// Standard Base64 (RFC 4648) with padding.
 pub(crate) fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -1193,34 +1235,32 @@ impl CompiledRules {
         }
 
         // Prefilter sets.
-        let mut atom_rules: Vec<Vec<RuleIdx>> = vec![Vec::new(); b.atoms.len()];
+        let mut atom_rules: Vec<Vec<(RuleIdx, u32)>> = vec![Vec::new(); b.atoms.len()];
         let mut always: Vec<Vec<RuleIdx>> = vec![Vec::new(); b.routes.len()];
         for (i, rule) in compiled.iter().enumerate() {
             match need_condition(rule, &rule.condition, &b.atoms) {
                 Some(set) if !set.is_empty() => {
                     for a in set {
-                        atom_rules[a as usize].push(i as RuleIdx);
+                        atom_rules[a as usize].push((i as RuleIdx, rule.route));
                     }
                 }
                 _ => always[rule.route as usize].push(i as RuleIdx),
             }
         }
 
-        // One automaton per (route, field), over the distinct case-folded literals.
-        let mut per_scanner: BTreeMap<(u32, FieldSlot), Vec<AtomId>> = BTreeMap::new();
-        for (a, &(route, field)) in b.atom_home.iter().enumerate() {
-            per_scanner
-                .entry((route, field))
-                .or_default()
-                .push(a as AtomId);
+        // One automaton per field over the distinct case-folded literals of all routes.
+        let mut per_field: BTreeMap<FieldSlot, Vec<AtomId>> = BTreeMap::new();
+        for (a, (field, _)) in b.atom_home.iter().enumerate() {
+            per_field.entry(*field).or_default().push(a as AtomId);
         }
-        let mut route_scanners: Vec<Vec<Scanner>> =
-            (0..b.routes.len()).map(|_| Vec::new()).collect();
-        for ((route, field), atom_ids) in per_scanner {
+        let mut scanners = Vec::new();
+        for (field, atom_ids) in per_field {
             let mut patterns: Vec<Vec<u8>> = Vec::new();
             let mut pattern_atoms: Vec<Vec<AtomId>> = Vec::new();
             let mut by_folded: HashMap<Vec<u8>, usize> = HashMap::new();
+            let mut routes = std::collections::BTreeSet::new();
             for a in atom_ids {
+                routes.extend(b.atom_home[a as usize].1.iter().copied());
                 let folded = b.atoms[a as usize].bytes.to_ascii_lowercase();
                 let p = *by_folded.entry(folded.clone()).or_insert_with(|| {
                     patterns.push(folded);
@@ -1229,50 +1269,77 @@ impl CompiledRules {
                 });
                 pattern_atoms[p].push(a);
             }
-            let automaton = AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .kind(if patterns.len() <= 5_000 {
-                    Some(AhoCorasickKind::DFA)
+            let name = if field == KEYWORD_SLOT {
+                "<keywords>"
+            } else {
+                b.field_names[field as usize].as_str()
+            };
+            let automaton = match build_automaton(&patterns, MatchKind::Standard) {
+                Ok(a) => a,
+                Err(e) => {
+                    diags.push(Diagnostic::error(
+                        Location::line("<compiled rules>", 0),
+                        "automaton",
+                        format!("cannot build the automaton for field '{name}': {e}"),
+                    ));
+                    continue;
+                }
+            };
+            let presence = if field == KEYWORD_SLOT {
+                let pieces: Vec<Vec<u8>> = patterns.iter().map(|p| verbatim_piece(p)).collect();
+                if pieces.iter().all(|p| !p.is_empty()) {
+                    build_automaton(&pieces, MatchKind::LeftmostFirst).ok()
                 } else {
                     None
-                })
-                .build(&patterns);
-            let automaton = match automaton {
-                Ok(a) => a,
-                Err(_) => match AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .build(&patterns)
-                {
-                    Ok(a) => a,
-                    Err(e) => {
-                        diags.push(Diagnostic::error(
-                            Location::line("<compiled rules>", 0),
-                            "automaton",
-                            format!(
-                                "cannot build the automaton for field '{}': {e}",
-                                b.field_names[field as usize]
-                            ),
-                        ));
-                        continue;
-                    }
-                },
+                }
+            } else {
+                None
             };
-            route_scanners[route as usize].push(Scanner {
+            if std::env::var_os("TOCSIN_DEBUG_STATS").is_some() {
+                eprintln!(
+                    "scanner {name}: {} patterns, {:?}, {} bytes, {} routes",
+                    patterns.len(),
+                    automaton.kind(),
+                    automaton.memory_usage(),
+                    routes.len()
+                );
+            }
+            scanners.push(Scanner {
                 field,
                 automaton,
                 pattern_atoms,
+                routes: routes.into_iter().collect(),
+                presence,
             });
         }
+        let mut route_fields: Vec<String> = Vec::new();
+        let mut route_field_index = |name: &str| -> u32 {
+            match route_fields.iter().position(|f| f == name) {
+                Some(i) => i as u32,
+                None => {
+                    route_fields.push(name.to_owned());
+                    route_fields.len() as u32 - 1
+                }
+            }
+        };
         let routes = b
             .routes
             .iter()
-            .zip(route_scanners)
             .zip(always)
-            .map(|(((cond, description), scanners), always)| Route {
-                condition: cond.dimensions.clone(),
-                scanners,
+            .map(|((cond, description), always)| Route {
+                condition: cond
+                    .dimensions
+                    .iter()
+                    .map(|alts| {
+                        alts.iter()
+                            .map(|alt| {
+                                alt.iter()
+                                    .map(|(f, v)| (route_field_index(f), v.clone()))
+                                    .collect()
+                            })
+                            .collect()
+                    })
+                    .collect(),
                 always,
                 description: description.clone(),
             })
@@ -1288,9 +1355,11 @@ impl CompiledRules {
                 routes,
                 atoms: b.atoms,
                 atom_rules,
+                scanners,
                 regexes: b.regexes,
                 fields: b.fields,
                 field_names: b.field_names,
+                route_fields,
                 iocs: IocTable::build(indicators),
                 profile: profile.clone(),
                 indicator_fields,

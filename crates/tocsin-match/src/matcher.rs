@@ -47,6 +47,11 @@ pub struct MatchScratch {
     verify_buf: String,
     norm_buf: String,
     regex_caches: Vec<meta::Cache>,
+    /// Routes whose condition holds for the current event.
+    route_active: Vec<bool>,
+    /// Per routing field: its text in the current event (when present).
+    route_values: Vec<String>,
+    route_present: Vec<bool>,
     /// Counters since creation (for metrics and benches).
     pub stats: ScratchStats,
 }
@@ -60,6 +65,10 @@ pub struct ScratchStats {
     pub candidates: u64,
     /// Rules that matched.
     pub matches: u64,
+    /// Routes whose condition held.
+    pub active_routes: u64,
+    /// Bytes run through an automaton.
+    pub scanned_bytes: u64,
 }
 
 impl MatchScratch {
@@ -85,25 +94,12 @@ struct ScanState<'s> {
     touched: &'s mut Vec<u32>,
     candidate_mark: &'s mut [bool],
     candidates: &'s mut Vec<RuleIdx>,
-}
-
-fn scratch_parts<'s>(
-    atom_bits: &'s mut [u8],
-    touched: &'s mut Vec<u32>,
-    candidate_mark: &'s mut [bool],
-    candidates: &'s mut Vec<RuleIdx>,
-) -> ScanState<'s> {
-    ScanState {
-        atom_bits,
-        touched,
-        candidate_mark,
-        candidates,
-    }
+    route_active: &'s [bool],
 }
 
 impl CompiledRules {
     /// Run one field's automaton over `hay`, recording atom hits and candidate rules.
-    fn scan(&self, scanner: &crate::compile::Scanner, hay: &[u8], st: ScanState<'_>) {
+    fn scan(&self, scanner: &crate::compile::Scanner, hay: &[u8], st: &mut ScanState<'_>) {
         for m in scanner.automaton.find_overlapping_iter(hay) {
             let (start, end) = (m.start(), m.end());
             for &a in &scanner.pattern_atoms[m.pattern().as_usize()] {
@@ -124,8 +120,8 @@ impl CompiledRules {
                 let old = st.atom_bits[a as usize];
                 if old == 0 {
                     st.touched.push(a);
-                    for &r in &self.atom_rules[a as usize] {
-                        if !st.candidate_mark[r as usize] {
+                    for &(r, route) in &self.atom_rules[a as usize] {
+                        if st.route_active[route as usize] && !st.candidate_mark[r as usize] {
                             st.candidate_mark[r as usize] = true;
                             st.candidates.push(r);
                         }
@@ -149,18 +145,32 @@ impl CompiledRules {
             verify_buf: String::new(),
             norm_buf: String::new(),
             regex_caches: self.regexes.iter().map(|r| r.create_cache()).collect(),
+            route_values: vec![String::new(); self.route_fields.len()],
+            route_active: vec![false; self.routes.len()],
+            route_present: vec![false; self.route_fields.len()],
             stats: ScratchStats::default(),
         }
     }
 
-    fn route_matches(&self, route: usize, event: &Event<'_>, buf: &mut String) -> bool {
+    /// Read every routing field of the event once.
+    fn read_route_values(&self, event: &Event<'_>, scratch: &mut MatchScratch) {
+        for (i, path) in self.route_fields.iter().enumerate() {
+            let value = &mut scratch.route_values[i];
+            value.clear();
+            let text = event.get(path).and_then(|v| v.text(&mut scratch.text_buf));
+            scratch.route_present[i] = text.is_some();
+            if let Some(t) = text {
+                value.push_str(t);
+            }
+        }
+    }
+
+    fn route_matches(&self, route: usize, scratch: &MatchScratch) -> bool {
         self.routes[route].condition.iter().all(|alternatives| {
             alternatives.iter().any(|alt| {
-                alt.iter().all(|(path, want)| {
-                    event
-                        .get(path)
-                        .and_then(|v| v.text(buf))
-                        .is_some_and(|t| t.eq_ignore_ascii_case(want))
+                alt.iter().all(|(f, want)| {
+                    scratch.route_present[*f as usize]
+                        && scratch.route_values[*f as usize].eq_ignore_ascii_case(want)
                 })
             })
         })
@@ -194,64 +204,80 @@ impl CompiledRules {
         scratch.ioc_hits.clear();
         scratch.stats.events += 1;
 
+        // 1. Route.
+        self.read_route_values(event, scratch);
         for route_idx in 0..self.routes.len() {
-            if !self.route_matches(route_idx, event, &mut scratch.text_buf) {
+            let active = self.route_matches(route_idx, scratch);
+            scratch.route_active[route_idx] = active;
+            if !active {
                 continue;
             }
-            let route = &self.routes[route_idx];
-            for &r in &route.always {
+            scratch.stats.active_routes += 1;
+            for &r in &self.routes[route_idx].always {
                 if !scratch.candidate_mark[r as usize] {
                     scratch.candidate_mark[r as usize] = true;
                     scratch.candidates.push(r);
                 }
             }
-            for scanner in &route.scanners {
-                if scanner.field == KEYWORD_SLOT {
-                    // Keyword searches: every value of the event.
-                    for (_, value) in event.members() {
-                        let hay: &[u8] = match value.kind() {
-                            ValueKind::Object | ValueKind::Array => value.raw(),
-                            _ => match value.text(&mut scratch.text_buf) {
-                                Some(t) => t.as_bytes(),
-                                None => continue,
-                            },
-                        };
-                        self.scan(
-                            scanner,
-                            hay,
-                            scratch_parts(
-                                &mut scratch.atom_bits,
-                                &mut scratch.touched,
-                                &mut scratch.candidate_mark,
-                                &mut scratch.candidates,
-                            ),
-                        );
-                    }
-                    continue;
-                }
-                let Some(value) = field_value(event, &self.fields[scanner.field as usize]) else {
-                    continue;
-                };
-                let Some(text) = value.text(&mut scratch.text_buf) else {
-                    continue;
-                };
-                self.scan(
-                    scanner,
-                    text.as_bytes(),
-                    scratch_parts(
-                        &mut scratch.atom_bits,
-                        &mut scratch.touched,
-                        &mut scratch.candidate_mark,
-                        &mut scratch.candidates,
-                    ),
-                );
+        }
+
+        // 2. Prefilter: each field that a rule of an active route tests, scanned once.
+        for scanner in &self.scanners {
+            if !scanner.routes.iter().any(|&r| scratch.route_active[r as usize]) {
+                continue;
             }
+            let MatchScratch {
+                text_buf,
+                atom_bits,
+                touched,
+                candidate_mark,
+                candidates,
+                route_active,
+                stats,
+                ..
+            } = &mut *scratch;
+            let mut state = ScanState {
+                atom_bits,
+                touched,
+                candidate_mark,
+                candidates,
+                route_active,
+            };
+            if scanner.field == KEYWORD_SLOT {
+                // Keyword searches look at every value of the event; skip them when no
+                // keyword can be present in the raw bytes at all.
+                if let Some(presence) = &scanner.presence {
+                    if !presence.is_match(event.raw()) {
+                        continue;
+                    }
+                }
+                for (_, value) in event.members() {
+                    let hay: &[u8] = match value.kind() {
+                        ValueKind::Object | ValueKind::Array => value.raw(),
+                        _ => match value.text(text_buf) {
+                            Some(t) => t.as_bytes(),
+                            None => continue,
+                        },
+                    };
+                    stats.scanned_bytes += hay.len() as u64;
+                    self.scan(scanner, hay, &mut state);
+                }
+                continue;
+            }
+            let Some(value) = field_value(event, &self.fields[scanner.field as usize]) else {
+                continue;
+            };
+            let Some(text) = value.text(text_buf) else {
+                continue;
+            };
+            stats.scanned_bytes += text.len() as u64;
+            self.scan(scanner, text.as_bytes(), &mut state);
         }
 
         if verify_all {
             for (r, rule) in self.rules.iter().enumerate() {
                 let active = scratch.candidate_mark.get(r).copied().unwrap_or(false);
-                if !active && self.route_matches(rule.route as usize, event, &mut scratch.text_buf)
+                if !active && self.route_matches(rule.route as usize, scratch)
                 {
                     scratch.candidate_mark[r] = true;
                     scratch.candidates.push(r as RuleIdx);

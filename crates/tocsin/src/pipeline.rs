@@ -291,6 +291,9 @@ impl<'r> Pipeline<'r> {
             DeadLetterSink::Summary(first) => std::mem::take(first),
         };
         self.stats.seconds = self.started.elapsed().as_secs_f64();
+        if std::env::var_os("TOCSIN_DEBUG_STATS").is_some() {
+            eprintln!("{:?}", self.scratch.stats);
+        }
         let mut latest: Vec<EarlyWarning> = self.latest.into_values().collect();
         latest.sort_by(|a, b| {
             a.first_seen
