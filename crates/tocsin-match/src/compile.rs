@@ -290,7 +290,8 @@ struct Builder<'p> {
     field_names: Vec<String>,
     field_index: HashMap<String, FieldSlot>,
     atoms: Vec<Atom>,
-    atom_index: HashMap<(FieldSlot, Vec<u8>, bool), AtomId>,
+    /// (field, route for keyword atoms only, bytes, cased) → atom.
+    atom_index: HashMap<(FieldSlot, Option<u32>, Vec<u8>, bool), AtomId>,
     /// Field of each atom, and the routes of the rules that use it.
     atom_home: Vec<(FieldSlot, std::collections::BTreeSet<u32>)>,
     regexes: Vec<Regex>,
@@ -324,7 +325,10 @@ impl Builder<'_> {
     }
 
     fn atom(&mut self, route: u32, field: FieldSlot, bytes: &[u8], cased: bool) -> AtomId {
-        let key = (field, bytes.to_vec(), cased);
+        // Keyword atoms stay per route: a keyword scan reads the whole event, so its
+        // automaton should hold only the keywords of the routes that are active.
+        let keyword_route = (field == KEYWORD_SLOT).then_some(route);
+        let key = (field, keyword_route, bytes.to_vec(), cased);
         if let Some(&a) = self.atom_index.get(&key) {
             self.atom_home[a as usize].1.insert(route);
             return a;
@@ -843,7 +847,7 @@ fn verbatim_piece(pattern: &[u8]) -> Vec<u8> {
         .split(|&b| !safe(b))
         .max_by_key(|run| run.len())
         .unwrap_or_default()
-        .to_vec()
+        .to_ascii_lowercase()
 }
 
 /// Standard Base64 (RFC 4648) with padding.
@@ -1249,12 +1253,13 @@ impl CompiledRules {
         }
 
         // One automaton per field over the distinct case-folded literals of all routes.
-        let mut per_field: BTreeMap<FieldSlot, Vec<AtomId>> = BTreeMap::new();
-        for (a, (field, _)) in b.atom_home.iter().enumerate() {
-            per_field.entry(*field).or_default().push(a as AtomId);
+        let mut per_field: BTreeMap<(FieldSlot, Option<u32>), Vec<AtomId>> = BTreeMap::new();
+        for (a, (field, routes)) in b.atom_home.iter().enumerate() {
+            let keyword_route = (*field == KEYWORD_SLOT).then(|| routes.first().copied()).flatten();
+            per_field.entry((*field, keyword_route)).or_default().push(a as AtomId);
         }
         let mut scanners = Vec::new();
-        for (field, atom_ids) in per_field {
+        for ((field, _), atom_ids) in per_field {
             let mut patterns: Vec<Vec<u8>> = Vec::new();
             let mut pattern_atoms: Vec<Vec<AtomId>> = Vec::new();
             let mut by_folded: HashMap<Vec<u8>, usize> = HashMap::new();
@@ -1288,7 +1293,13 @@ impl CompiledRules {
             let presence = if field == KEYWORD_SLOT {
                 let pieces: Vec<Vec<u8>> = patterns.iter().map(|p| verbatim_piece(p)).collect();
                 if pieces.iter().all(|p| !p.is_empty()) {
-                    build_automaton(&pieces, MatchKind::LeftmostFirst).ok()
+                    // Case-sensitive over lower-cased pieces: the event is lower-cased
+                    // first, which lets the automaton use its SIMD prefilter (Teddy), which
+                    // ASCII case-insensitivity would rule out.
+                    AhoCorasick::builder()
+                        .match_kind(MatchKind::LeftmostFirst)
+                        .build(&pieces)
+                        .ok()
                 } else {
                     None
                 }

@@ -49,6 +49,8 @@ pub struct MatchScratch {
     regex_caches: Vec<meta::Cache>,
     /// Routes whose condition holds for the current event.
     route_active: Vec<bool>,
+    /// The raw event, lower-cased, for keyword presence checks (filled on demand).
+    lower_event: Vec<u8>,
     /// Per routing field: its text in the current event (when present).
     route_values: Vec<String>,
     route_present: Vec<bool>,
@@ -69,6 +71,8 @@ pub struct ScratchStats {
     pub active_routes: u64,
     /// Bytes run through an automaton.
     pub scanned_bytes: u64,
+    /// Literal hits reported by the automata.
+    pub automaton_hits: u64,
 }
 
 impl MatchScratch {
@@ -95,12 +99,15 @@ struct ScanState<'s> {
     candidate_mark: &'s mut [bool],
     candidates: &'s mut Vec<RuleIdx>,
     route_active: &'s [bool],
+    stats: &'s mut ScratchStats,
 }
 
 impl CompiledRules {
     /// Run one field's automaton over `hay`, recording atom hits and candidate rules.
     fn scan(&self, scanner: &crate::compile::Scanner, hay: &[u8], st: &mut ScanState<'_>) {
+        st.stats.scanned_bytes += hay.len() as u64;
         for m in scanner.automaton.find_overlapping_iter(hay) {
+            st.stats.automaton_hits += 1;
             let (start, end) = (m.start(), m.end());
             for &a in &scanner.pattern_atoms[m.pattern().as_usize()] {
                 let atom = &self.atoms[a as usize];
@@ -147,6 +154,7 @@ impl CompiledRules {
             regex_caches: self.regexes.iter().map(|r| r.create_cache()).collect(),
             route_values: vec![String::new(); self.route_fields.len()],
             route_active: vec![false; self.routes.len()],
+            lower_event: Vec::new(),
             route_present: vec![false; self.route_fields.len()],
             stats: ScratchStats::default(),
         }
@@ -202,6 +210,7 @@ impl CompiledRules {
         scratch.candidates.clear();
         scratch.matched.clear();
         scratch.ioc_hits.clear();
+        scratch.lower_event.clear();
         scratch.stats.events += 1;
 
         // 1. Route.
@@ -228,6 +237,7 @@ impl CompiledRules {
             }
             let MatchScratch {
                 text_buf,
+                lower_event,
                 atom_bits,
                 touched,
                 candidate_mark,
@@ -242,12 +252,16 @@ impl CompiledRules {
                 candidate_mark,
                 candidates,
                 route_active,
+                stats,
             };
             if scanner.field == KEYWORD_SLOT {
                 // Keyword searches look at every value of the event; skip them when no
                 // keyword can be present in the raw bytes at all.
                 if let Some(presence) = &scanner.presence {
-                    if !presence.is_match(event.raw()) {
+                    if lower_event.is_empty() {
+                        lower_event.extend(event.raw().iter().map(u8::to_ascii_lowercase));
+                    }
+                    if !presence.is_match(lower_event.as_slice()) {
                         continue;
                     }
                 }
@@ -259,7 +273,7 @@ impl CompiledRules {
                             None => continue,
                         },
                     };
-                    stats.scanned_bytes += hay.len() as u64;
+                    
                     self.scan(scanner, hay, &mut state);
                 }
                 continue;
@@ -270,7 +284,7 @@ impl CompiledRules {
             let Some(text) = value.text(text_buf) else {
                 continue;
             };
-            stats.scanned_bytes += text.len() as u64;
+            
             self.scan(scanner, text.as_bytes(), &mut state);
         }
 
