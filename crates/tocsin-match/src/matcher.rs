@@ -49,6 +49,13 @@ pub struct MatchScratch {
     regex_caches: Vec<meta::Cache>,
     /// Routes whose condition holds for the current event.
     route_active: Vec<bool>,
+    /// Active routes and the scanners they need, per distinct tuple of routing values
+    /// (an event's channel and event id, typically): routing costs one hash lookup.
+    route_cache: std::collections::HashMap<Box<[u8]>, usize>,
+    route_sets: Vec<RouteSet>,
+    route_key: Vec<u8>,
+    /// Routes marked active for the current event (to clear them for the next).
+    active_list: Vec<u32>,
     /// The raw event, lower-cased, for keyword presence checks (filled on demand).
     lower_event: Vec<u8>,
     /// Per routing field: its text in the current event (when present).
@@ -91,6 +98,17 @@ impl MatchScratch {
 fn field_value<'a>(event: &Event<'a>, paths: &[String]) -> Option<FieldValue<'a>> {
     paths.iter().find_map(|p| event.get(p))
 }
+
+/// What routing decided for one tuple of routing values.
+#[derive(Default)]
+struct RouteSet {
+    routes: Box<[u32]>,
+    scanners: Box<[u32]>,
+}
+
+/// Most distinct routing tuples remembered per scratch; beyond it, routing is computed
+/// without caching (bounded memory against hostile input).
+const ROUTE_CACHE_LIMIT: usize = 4096;
 
 /// The parts of the scratch space a scan writes (borrowed apart from the text buffer).
 struct ScanState<'s> {
@@ -155,6 +173,10 @@ impl CompiledRules {
             route_values: vec![String::new(); self.route_fields.len()],
             route_active: vec![false; self.routes.len()],
             lower_event: Vec::new(),
+            route_cache: std::collections::HashMap::new(),
+            route_sets: Vec::new(),
+            route_key: Vec::new(),
+            active_list: Vec::new(),
             route_present: vec![false; self.route_fields.len()],
             stats: ScratchStats::default(),
         }
@@ -213,28 +235,84 @@ impl CompiledRules {
         scratch.lower_event.clear();
         scratch.stats.events += 1;
 
-        // 1. Route.
+        // 1. Route: which logsources does this event belong to?
         self.read_route_values(event, scratch);
-        for route_idx in 0..self.routes.len() {
-            let active = self.route_matches(route_idx, scratch);
-            scratch.route_active[route_idx] = active;
-            if !active {
-                continue;
+        for &r in &scratch.active_list {
+            scratch.route_active[r as usize] = false;
+        }
+        scratch.active_list.clear();
+        scratch.route_key.clear();
+        for (present, value) in scratch.route_present.iter().zip(&scratch.route_values) {
+            scratch.route_key.push(u8::from(*present));
+            scratch
+                .route_key
+                .extend(value.bytes().map(|b| b.to_ascii_lowercase()));
+            scratch.route_key.push(0);
+        }
+        let idx = match scratch.route_cache.get(scratch.route_key.as_slice()) {
+            Some(&i) => i,
+            None => {
+                let set = self.compute_route_set(scratch);
+                if scratch.route_cache.len() >= ROUTE_CACHE_LIMIT {
+                    self.activate(&set, scratch);
+                    self.scan_fields(event, &set.scanners, scratch);
+                    return self.verify(event, scratch, verify_all);
+                }
+                scratch.route_sets.push(set);
+                let i = scratch.route_sets.len() - 1;
+                scratch
+                    .route_cache
+                    .insert(scratch.route_key.clone().into_boxed_slice(), i);
+                i
             }
+        };
+        // Borrow the set out of the scratch while the rest of it is written (a move of two
+        // boxes, no allocation), then put it back.
+        let set = std::mem::take(&mut scratch.route_sets[idx]);
+        self.activate(&set, scratch);
+        self.scan_fields(event, &set.scanners, scratch);
+        scratch.route_sets[idx] = set;
+        self.verify(event, scratch, verify_all)
+    }
+
+    /// The routes whose condition holds for the current routing values, and the scanners
+    /// (fields) their rules need.
+    fn compute_route_set(&self, scratch: &MatchScratch) -> RouteSet {
+        let routes: Vec<u32> = (0..self.routes.len())
+            .filter(|&r| self.route_matches(r, scratch))
+            .map(|r| r as u32)
+            .collect();
+        let scanners: Vec<u32> = self
+            .scanners
+            .iter()
+            .enumerate()
+            .filter(|(_, sc)| sc.routes.iter().any(|r| routes.binary_search(r).is_ok()))
+            .map(|(i, _)| i as u32)
+            .collect();
+        RouteSet {
+            routes: routes.into_boxed_slice(),
+            scanners: scanners.into_boxed_slice(),
+        }
+    }
+
+    fn activate(&self, set: &RouteSet, scratch: &mut MatchScratch) {
+        for &route_idx in set.routes.iter() {
+            scratch.route_active[route_idx as usize] = true;
+            scratch.active_list.push(route_idx);
             scratch.stats.active_routes += 1;
-            for &r in &self.routes[route_idx].always {
+            for &r in &self.routes[route_idx as usize].always {
                 if !scratch.candidate_mark[r as usize] {
                     scratch.candidate_mark[r as usize] = true;
                     scratch.candidates.push(r);
                 }
             }
         }
+    }
 
-        // 2. Prefilter: each field that a rule of an active route tests, scanned once.
-        for scanner in &self.scanners {
-            if !scanner.routes.iter().any(|&r| scratch.route_active[r as usize]) {
-                continue;
-            }
+    /// 2. Prefilter: each field that a rule of an active route tests, scanned once.
+    fn scan_fields(&self, event: &Event<'_>, scanner_ids: &[u32], scratch: &mut MatchScratch) {
+        for &sid in scanner_ids {
+            let scanner = &self.scanners[sid as usize];
             let MatchScratch {
                 text_buf,
                 lower_event,
@@ -288,6 +366,10 @@ impl CompiledRules {
             self.scan(scanner, text.as_bytes(), &mut state);
         }
 
+    }
+
+    /// 3. Verify the candidates; 4. look indicators up.
+    fn verify(&self, event: &Event<'_>, scratch: &mut MatchScratch, verify_all: bool) {
         if verify_all {
             for (r, rule) in self.rules.iter().enumerate() {
                 let active = scratch.candidate_mark.get(r).copied().unwrap_or(false);
