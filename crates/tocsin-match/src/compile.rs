@@ -299,16 +299,18 @@ struct Builder<'p> {
     route_index: BTreeMap<RouteCondition, u32>,
 }
 
-/// An error for one rule (message and the key to locate).
+/// An error for one rule, with the location of the test that caused it when known.
 struct RuleProblem {
     code: &'static str,
     message: String,
+    location: Option<Location>,
 }
 
 fn problem(code: &'static str, message: impl Into<String>) -> RuleProblem {
     RuleProblem {
         code,
         message: message.into(),
+        location: None,
     }
 }
 
@@ -371,7 +373,11 @@ impl Builder<'_> {
             for alt in &sel.alternatives {
                 let mut tests = Vec::new();
                 for t in alt {
-                    tests.push(self.compile_test(t, route)?);
+                    let compiled = self.compile_test(t, route).map_err(|mut p| {
+                        p.location = p.location.or_else(|| t.location.clone());
+                        p
+                    })?;
+                    tests.push(compiled);
                 }
                 alternatives.push(tests);
             }
@@ -1231,7 +1237,7 @@ impl CompiledRules {
                     compiled.push(c);
                 }
                 Err(p) => diags.push(tag(Diagnostic::error(
-                    rule.location.clone(),
+                    p.location.unwrap_or_else(|| rule.location.clone()),
                     p.code,
                     p.message,
                 ))),

@@ -43,6 +43,28 @@ impl YamlDocument<'_> {
         Location::line(self.file, self.first_line)
     }
 
+    /// The first line at or after file line `from` whose trimmed text starts with `key:`
+    /// (also quoted, or as a list item).
+    pub fn locate_key_from(&self, key: &str, from: usize) -> Option<Location> {
+        let needles = [format!("{key}:"), format!("'{key}':"), format!("\"{key}\":")];
+        for (i, line) in self.text.lines().enumerate() {
+            if self.first_line + i < from {
+                continue;
+            }
+            let trimmed = line.trim_start();
+            let trimmed = trimmed.strip_prefix("- ").unwrap_or(trimmed);
+            if needles.iter().any(|n| trimmed.starts_with(n.as_str())) {
+                let indent = line.len() - trimmed.len();
+                return Some(Location {
+                    file: self.file.to_owned(),
+                    line: self.first_line + i,
+                    column: indent + 1,
+                });
+            }
+        }
+        None
+    }
+
     /// The location of this document's first line.
     pub fn start(&self) -> Location {
         Location::line(self.file, self.first_line)

@@ -39,6 +39,8 @@ pub struct FieldTest {
     pub modifiers: Vec<Modifier>,
     /// The values (ORed, or ANDed with `all`).
     pub values: Vec<SigmaValue>,
+    /// Where the key is written, when it could be found.
+    pub location: Option<Location>,
 }
 
 impl FieldTest {
@@ -357,6 +359,22 @@ fn parse_detection(
                 };
                 Diagnostic::error(loc, code, format!("selection '{name}': {msg}"))
             })?;
+        let mut selection = selection;
+        // Pin each test to the line of its key, scanning forward through the selection.
+        let mut cursor = location.line;
+        for alt in &mut selection.alternatives {
+            for t in alt.iter_mut() {
+                let key = t.key();
+                let key = if key.is_empty() { "keywords".to_owned() } else { key };
+                match doc.locate_key_from(&key, cursor) {
+                    Some(l) => {
+                        cursor = l.line;
+                        t.location = Some(l);
+                    }
+                    None => t.location = Some(location.clone()),
+                }
+            }
+        }
         selections.push(selection);
     }
     if condition_texts.is_empty() {
@@ -489,12 +507,14 @@ fn parse_selection(
                 field: None,
                 modifiers: vec![],
                 values,
+                location: None,
             }]]
         }
         Value::String(_) | Value::Number(_) => vec![vec![FieldTest {
             field: None,
             modifiers: vec![],
             values: vec![scalar(value, &[]).map_err(|m| (None, m, "bad-value"))?],
+            location: None,
         }]],
         _ => {
             return Err((
@@ -572,6 +592,7 @@ fn parse_map(map: &serde_yaml::Mapping) -> Result<Vec<FieldTest>, SelectionError
             field,
             modifiers,
             values,
+            location: None,
         });
     }
     Ok(tests)
