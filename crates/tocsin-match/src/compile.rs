@@ -825,7 +825,10 @@ pub(crate) fn pcre_ascii_classes(pattern: &str) -> String {
     out
 }
 
-fn build_automaton(patterns: &[Vec<u8>], kind: MatchKind) -> Result<AhoCorasick, aho_corasick::BuildError> {
+fn build_automaton(
+    patterns: &[Vec<u8>],
+    kind: MatchKind,
+) -> Result<AhoCorasick, aho_corasick::BuildError> {
     let dfa = AhoCorasick::builder()
         .ascii_case_insensitive(true)
         .match_kind(kind)
@@ -937,7 +940,7 @@ fn expand_placeholders(
         pieces.push(Ok(rest));
         for piece in pieces {
             match piece {
-                Ok(text) if text.is_empty() => {}
+                Ok("") => {}
                 Ok(text) => {
                     for o in &mut out {
                         push_literal(o, text);
@@ -1261,8 +1264,13 @@ impl CompiledRules {
         // One automaton per field over the distinct case-folded literals of all routes.
         let mut per_field: BTreeMap<(FieldSlot, Option<u32>), Vec<AtomId>> = BTreeMap::new();
         for (a, (field, routes)) in b.atom_home.iter().enumerate() {
-            let keyword_route = (*field == KEYWORD_SLOT).then(|| routes.first().copied()).flatten();
-            per_field.entry((*field, keyword_route)).or_default().push(a as AtomId);
+            let keyword_route = (*field == KEYWORD_SLOT)
+                .then(|| routes.first().copied())
+                .flatten();
+            per_field
+                .entry((*field, keyword_route))
+                .or_default()
+                .push(a as AtomId);
         }
         let mut scanners = Vec::new();
         for ((field, _), atom_ids) in per_field {
@@ -1444,7 +1452,10 @@ mod tests {
 
     #[test]
     fn pcre_classes_become_ascii_outside_brackets() {
-        assert_eq!(pcre_ascii_classes(r"-k\s\w{1,64}"), r"-k(?-u:\s)(?-u:\w){1,64}");
+        assert_eq!(
+            pcre_ascii_classes(r"-k\s\w{1,64}"),
+            r"-k(?-u:\s)(?-u:\w){1,64}"
+        );
         assert_eq!(pcre_ascii_classes(r"[\w.]+\\d"), r"[\w.]+\\d");
         assert_eq!(pcre_ascii_classes(r"[]\d]\d"), r"[]\d](?-u:\d)");
     }

@@ -159,7 +159,7 @@ impl std::fmt::Display for Explanation {
                 }
                 for t in alt {
                     let shown = match &t.value {
-                        Some((path, v)) => format!("{path} = {v:?}"),
+                        Some((path, v)) => format!("{path} = '{v}'"),
                         None => "field absent".to_owned(),
                     };
                     let _ = writeln!(

@@ -351,7 +351,7 @@ impl CompiledRules {
                             None => continue,
                         },
                     };
-                    
+
                     self.scan(scanner, hay, &mut state);
                 }
                 continue;
@@ -362,10 +362,9 @@ impl CompiledRules {
             let Some(text) = value.text(text_buf) else {
                 continue;
             };
-            
+
             self.scan(scanner, text.as_bytes(), &mut state);
         }
-
     }
 
     /// 3. Verify the candidates; 4. look indicators up.
@@ -373,8 +372,7 @@ impl CompiledRules {
         if verify_all {
             for (r, rule) in self.rules.iter().enumerate() {
                 let active = scratch.candidate_mark.get(r).copied().unwrap_or(false);
-                if !active && self.route_matches(rule.route as usize, scratch)
-                {
+                if !active && self.route_matches(rule.route as usize, scratch) {
                     scratch.candidate_mark[r] = true;
                     scratch.candidates.push(r as RuleIdx);
                 }

@@ -46,7 +46,11 @@ impl YamlDocument<'_> {
     /// The first line at or after file line `from` whose trimmed text starts with `key:`
     /// (also quoted, or as a list item).
     pub fn locate_key_from(&self, key: &str, from: usize) -> Option<Location> {
-        let needles = [format!("{key}:"), format!("'{key}':"), format!("\"{key}\":")];
+        let needles = [
+            format!("{key}:"),
+            format!("'{key}':"),
+            format!("\"{key}\":"),
+        ];
         for (i, line) in self.text.lines().enumerate() {
             if self.first_line + i < from {
                 continue;

@@ -90,7 +90,9 @@ fn classify(rel: &Path) -> Kind {
         .and_then(|c| c.as_os_str().to_str())
         .unwrap_or_default();
     let yaml = matches!(ext, "yml" | "yaml");
-    if name == "placeholders.yaml" || name == "placeholders.yml" {
+    if crate::author::is_test_file(rel) {
+        Kind::Other
+    } else if name == "placeholders.yaml" || name == "placeholders.yml" {
         Kind::Placeholders
     } else if first == "profiles" && yaml {
         Kind::Profile

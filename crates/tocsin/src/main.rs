@@ -6,6 +6,7 @@
 //! - 2: bad usage (unknown flag, missing value);
 //! - 3: the rule set has errors and `--strict` was given (or `rules check` found errors).
 
+mod author;
 mod demo;
 mod gen;
 mod input;
@@ -45,6 +46,51 @@ enum Command {
     Gen(GenArgs),
     /// Run the NIGHTGLASS exercise campaign end to end and print the warnings it raises.
     Demo(DemoArgs),
+    /// Rule authoring: check rule sets, run rule test cases.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Match events against rules and print detections, or explain why rules matched.
+    Match(MatchArgs),
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Load rules and report every error and warning with file:line:column, rule id and
+    /// title. Exit code 3 when there are errors.
+    Check {
+        /// Rule files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Field-mapping profile (default: sysmon, else the first loaded).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: author::Format,
+    },
+    /// Run the rule test cases (`*.tests.yml`, see rules/README.md) found under the paths
+    /// against the rules loaded from them. Exit code 1 when a case fails.
+    Test {
+        /// Rule files or directories (with their test files).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Field-mapping profile.
+        #[arg(long)]
+        profile: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct MatchArgs {
+    #[command(flatten)]
+    rules: RuleArgs,
+    /// Input files (JSON lines, optionally gzip) or `-` for stdin.
+    #[arg(long = "input", value_name = "FILE|-", default_value = "-")]
+    input: Vec<String>,
+    /// For each detection: which selection, field, modifiers and value matched, and how the
+    /// condition evaluated.
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(Args, Clone)]
@@ -126,10 +172,36 @@ fn main() -> ExitCode {
         Command::Run(a) => run(a),
         Command::Gen(a) => gen_cmd(a),
         Command::Demo(a) => demo::demo(a.seed, a.events, a.output, &a.rules),
+        Command::Rules(RulesCommand::Check {
+            paths,
+            profile,
+            format,
+        }) => author::check(&paths, profile.as_deref(), format),
+        Command::Rules(RulesCommand::Test { paths, profile }) => {
+            author::test(&paths, profile.as_deref())
+        }
+        Command::Match(a) => match prepare_rules(&a.rules, true) {
+            Ok(Ok((_, compiled))) => author::match_events(&compiled, &a.input, a.explain),
+            Ok(Err(code)) => Ok(code),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(code) => code,
         Err(e) => {
+            // A closed pipe (`tocsin ... | head`) is the reader's choice, not a failure.
+            let broken_pipe = e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .map(io::Error::kind)
+                    .or_else(|| {
+                        c.downcast_ref::<serde_json::Error>()
+                            .and_then(serde_json::Error::io_error_kind)
+                    })
+                    == Some(io::ErrorKind::BrokenPipe)
+            });
+            if broken_pipe {
+                return ExitCode::SUCCESS;
+            }
             eprintln!("tocsin: error: {e:#}");
             ExitCode::from(1)
         }

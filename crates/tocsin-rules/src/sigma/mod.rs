@@ -365,7 +365,11 @@ fn parse_detection(
         for alt in &mut selection.alternatives {
             for t in alt.iter_mut() {
                 let key = t.key();
-                let key = if key.is_empty() { "keywords".to_owned() } else { key };
+                let key = if key.is_empty() {
+                    "keywords".to_owned()
+                } else {
+                    key
+                };
                 match doc.locate_key_from(&key, cursor) {
                     Some(l) => {
                         cursor = l.line;
