@@ -35,6 +35,10 @@ pub struct RuleSources {
 /// The rules directory shipped with Tocsin, embedded at build time.
 const EMBEDDED: &[(&str, &str)] = &[
     (
+        "profiles/ecs.yaml",
+        include_str!("../../../rules/profiles/ecs.yaml"),
+    ),
+    (
         "profiles/sysmon.yaml",
         include_str!("../../../rules/profiles/sysmon.yaml"),
     ),
