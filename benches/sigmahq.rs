@@ -1,0 +1,143 @@
+//! Matching throughput with 10, 100, 1,000 and all SigmaHQ Windows rules over the real
+//! OTRF events (`TOCSIN_TEST_DATA`, see ../shared/data), and compile time of the full set.
+//! Without the data it falls back to the `tocsin gen` workload and our own rules only.
+//!
+//! Every measurement checks its answer: the number of (event, rule) matches must equal the
+//! count from exhaustive evaluation (every rule of every active route, no prefilter),
+//! computed once per rule set. Run: `cargo bench --bench sigmahq`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+use tocsin_core::{Event, EventIndex};
+use tocsin_match::{CompiledRules, MatchConfig};
+use tocsin_rules::{parse_profile, parse_sigma_source, Profile, SigmaRule};
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else if p.extension().is_some_and(|x| x == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+fn profile() -> Profile {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/profiles/sysmon.yaml");
+    parse_profile("sysmon.yaml", &std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// (events, windows rules, label)
+fn inputs() -> (Vec<Vec<u8>>, Vec<SigmaRule>, &'static str) {
+    if let Some(data) = std::env::var_os("TOCSIN_TEST_DATA").map(PathBuf::from) {
+        let mut files = Vec::new();
+        let mut gz = Vec::new();
+        collect_gz(&data.join("events/otrf"), &mut gz);
+        gz.sort();
+        let mut events = Vec::new();
+        for f in gz {
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(std::fs::File::open(f).unwrap())
+                .read_to_string(&mut text)
+                .unwrap();
+            events.extend(text.lines().filter(|l| !l.is_empty()).map(|l| l.as_bytes().to_vec()));
+        }
+        for d in ["rules/windows", "rules-emerging-threats", "rules-threat-hunting/windows"] {
+            walk(&data.join("sigma").join(d), &mut files);
+        }
+        files.sort();
+        let mut rules = Vec::new();
+        for f in files {
+            let src = parse_sigma_source(&f.display().to_string(), &std::fs::read_to_string(&f).unwrap());
+            rules.extend(src.rules.into_iter().filter(|r| r.logsource.product.as_deref() == Some("windows")));
+        }
+        // A deterministic order that does not cluster by folder (so "the first 100 rules"
+        // is a fair sample of the corpus).
+        rules.sort_by_key(|r| tocsin_core::id::IdHasher::new("bench").part(r.id.as_bytes()).digest());
+        (events, rules, "SigmaHQ windows rules over OTRF events")
+    } else {
+        eprintln!("TOCSIN_TEST_DATA not set: falling back to the tocsin gen workload and rules/");
+        let out = Command::new(env!("CARGO_BIN_EXE_tocsin"))
+            .args(["gen", "--events", "100000", "--seed", "1"])
+            .output()
+            .unwrap();
+        let events = out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+        let mut files = Vec::new();
+        walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/sigma"), &mut files);
+        let mut rules = Vec::new();
+        for f in files {
+            rules.extend(parse_sigma_source("r", &std::fs::read_to_string(&f).unwrap()).rules);
+        }
+        (events, rules, "rules/ over the gen workload")
+    }
+}
+
+fn collect_gz(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            collect_gz(&p, out);
+        } else if p.to_string_lossy().ends_with(".jsonl.gz") {
+            out.push(p);
+        }
+    }
+}
+
+fn count(compiled: &CompiledRules, events: &[Vec<u8>], unfiltered: bool) -> u64 {
+    let mut scratch = compiled.new_scratch();
+    let mut index = EventIndex::new();
+    let mut n = 0;
+    for e in events {
+        let ev = Event::parse(e, &mut index).unwrap();
+        if unfiltered {
+            compiled.match_event_unfiltered(&ev, &mut scratch);
+        } else {
+            compiled.match_event(&ev, &mut scratch);
+        }
+        n += scratch.matched().len() as u64;
+    }
+    n
+}
+
+fn bench(c: &mut Criterion) {
+    let (events, rules, label) = inputs();
+    let profile = profile();
+    eprintln!("{label}: {} events, {} rules", events.len(), rules.len());
+    let mut group = c.benchmark_group("sigmahq");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(events.len() as u64));
+    let mut sizes: Vec<usize> = [10, 100, 1000].into_iter().filter(|&n| n < rules.len()).collect();
+    sizes.push(rules.len());
+    for n in sizes {
+        let (compiled, _) = CompiledRules::compile(&rules[..n], &[], &[], &profile, &MatchConfig::default());
+        let expected = count(&compiled, &events, true);
+        eprintln!("{n} rules ({} compiled): {expected} matches expected", compiled.stats().rules);
+        group.bench_function(format!("match/{n}-rules"), |b| {
+            b.iter(|| {
+                let got = count(&compiled, &events, false);
+                assert_eq!(got, expected, "prefiltered matching disagrees with exhaustive evaluation");
+                got
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("sigmahq-compile");
+    group.sample_size(10);
+    group.bench_function(format!("compile/{}-rules", rules.len()), |b| {
+        b.iter(|| {
+            let (compiled, _) = CompiledRules::compile(&rules, &[], &[], &profile, &MatchConfig::default());
+            assert!(compiled.stats().rules > 0);
+            compiled.stats().rules
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
