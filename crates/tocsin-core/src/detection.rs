@@ -112,6 +112,10 @@ pub enum IndicatorType {
     Sha512,
     /// A URL.
     Url,
+    /// An e-mail address.
+    Email,
+    /// A file name (matched against the last path component of file and image fields).
+    Filename,
 }
 
 impl IndicatorType {
@@ -126,6 +130,8 @@ impl IndicatorType {
             IndicatorType::Sha256 => "sha256",
             IndicatorType::Sha512 => "sha512",
             IndicatorType::Url => "url",
+            IndicatorType::Email => "email",
+            IndicatorType::Filename => "filename",
         }
     }
 
@@ -139,7 +145,9 @@ impl IndicatorType {
             "sha1" | "sha-1" => IndicatorType::Sha1,
             "sha256" | "sha-256" => IndicatorType::Sha256,
             "sha512" | "sha-512" => IndicatorType::Sha512,
-            "url" | "uri" => IndicatorType::Url,
+            "url" | "uri" | "link" => IndicatorType::Url,
+            "email" | "email-src" | "email-dst" | "email-addr" => IndicatorType::Email,
+            "filename" | "file-name" => IndicatorType::Filename,
             _ => return None,
         })
     }

@@ -31,7 +31,7 @@ pub struct IndicatorEntry {
 pub struct IocTable {
     entries: Vec<IndicatorEntry>,
     ips: HashMap<IpAddr, Vec<u32>>,
-    strings: [HashMap<Box<str>, Vec<u32>>; 6],
+    strings: [HashMap<Box<str>, Vec<u32>>; 8],
 }
 
 fn string_slot(kind: IndicatorType) -> Option<usize> {
@@ -42,6 +42,8 @@ fn string_slot(kind: IndicatorType) -> Option<usize> {
         IndicatorType::Sha256 => 3,
         IndicatorType::Sha512 => 4,
         IndicatorType::Url => 5,
+        IndicatorType::Email => 6,
+        IndicatorType::Filename => 7,
         IndicatorType::Ipv4 | IndicatorType::Ipv6 => return None,
     })
 }

@@ -19,12 +19,22 @@ use crate::diagnostic::{Diagnostic, Location};
 pub struct Indicator {
     /// Its type.
     pub kind: IndicatorType,
-    /// Its normalised value.
+    /// Its normalised value (for IP ranges, `address/prefix`).
     pub value: String,
     /// The feed it came from.
     pub feed: String,
     /// Its TLP.
     pub tlp: Tlp,
+    /// Its id in the source (MISP attribute uuid, STIX indicator id), when it has one.
+    pub source_id: Option<String>,
+    /// Not valid before this time, when known.
+    pub valid_from: Option<tocsin_core::Timestamp>,
+    /// Expired after this time: events later than it do not match.
+    pub valid_until: Option<tocsin_core::Timestamp>,
+    /// Confidence 0–100, when the source gives one.
+    pub confidence: Option<u8>,
+    /// Tags from the source (MISP tags, STIX labels).
+    pub tags: Vec<String>,
     /// Where it was read.
     pub location: Location,
 }
@@ -68,6 +78,13 @@ pub fn normalise(kind: IndicatorType, raw: &str) -> Option<String> {
             valid.then_some(d)
         }
         IndicatorType::Url => (!v.is_empty() && v.contains("://")).then(|| v.to_owned()),
+        IndicatorType::Email => {
+            let (local, domain) = v.rsplit_once('@')?;
+            let domain = normalise(IndicatorType::Domain, domain)?;
+            (!local.is_empty()).then(|| format!("{}@{domain}", local.to_ascii_lowercase()))
+        }
+        IndicatorType::Filename => (!v.is_empty() && !v.contains(['/', '\\']))
+            .then(|| v.to_ascii_lowercase()),
     }
 }
 
@@ -159,6 +176,11 @@ pub fn parse_plain_list(
                 value: v,
                 feed: feed.clone(),
                 tlp,
+                source_id: None,
+                valid_from: None,
+                valid_until: None,
+                confidence: None,
+                tags: Vec::new(),
                 location,
             }),
             None => problems.push(Diagnostic::error(
