@@ -45,20 +45,39 @@ fn inputs() -> (Vec<Vec<u8>>, Vec<SigmaRule>, &'static str) {
             flate2::read::GzDecoder::new(std::fs::File::open(f).unwrap())
                 .read_to_string(&mut text)
                 .unwrap();
-            events.extend(text.lines().filter(|l| !l.is_empty()).map(|l| l.as_bytes().to_vec()));
+            events.extend(
+                text.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(|l| l.as_bytes().to_vec()),
+            );
         }
-        for d in ["rules/windows", "rules-emerging-threats", "rules-threat-hunting/windows"] {
+        for d in [
+            "rules/windows",
+            "rules-emerging-threats",
+            "rules-threat-hunting/windows",
+        ] {
             walk(&data.join("sigma").join(d), &mut files);
         }
         files.sort();
         let mut rules = Vec::new();
         for f in files {
-            let src = parse_sigma_source(&f.display().to_string(), &std::fs::read_to_string(&f).unwrap());
-            rules.extend(src.rules.into_iter().filter(|r| r.logsource.product.as_deref() == Some("windows")));
+            let src = parse_sigma_source(
+                &f.display().to_string(),
+                &std::fs::read_to_string(&f).unwrap(),
+            );
+            rules.extend(
+                src.rules
+                    .into_iter()
+                    .filter(|r| r.logsource.product.as_deref() == Some("windows")),
+            );
         }
         // A deterministic order that does not cluster by folder (so "the first 100 rules"
         // is a fair sample of the corpus).
-        rules.sort_by_key(|r| tocsin_core::id::IdHasher::new("bench").part(r.id.as_bytes()).digest());
+        rules.sort_by_key(|r| {
+            tocsin_core::id::IdHasher::new("bench")
+                .part(r.id.as_bytes())
+                .digest()
+        });
         (events, rules, "SigmaHQ windows rules over OTRF events")
     } else {
         eprintln!("TOCSIN_TEST_DATA not set: falling back to the tocsin gen workload and rules/");
@@ -66,9 +85,17 @@ fn inputs() -> (Vec<Vec<u8>>, Vec<SigmaRule>, &'static str) {
             .args(["gen", "--events", "100000", "--seed", "1"])
             .output()
             .unwrap();
-        let events = out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+        let events = out
+            .stdout
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
         let mut files = Vec::new();
-        walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/sigma"), &mut files);
+        walk(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/sigma"),
+            &mut files,
+        );
         let mut rules = Vec::new();
         for f in files {
             rules.extend(parse_sigma_source("r", &std::fs::read_to_string(&f).unwrap()).rules);
@@ -111,16 +138,26 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("sigmahq");
     group.sample_size(10);
     group.throughput(Throughput::Elements(events.len() as u64));
-    let mut sizes: Vec<usize> = [10, 100, 1000].into_iter().filter(|&n| n < rules.len()).collect();
+    let mut sizes: Vec<usize> = [10, 100, 1000]
+        .into_iter()
+        .filter(|&n| n < rules.len())
+        .collect();
     sizes.push(rules.len());
     for n in sizes {
-        let (compiled, _) = CompiledRules::compile(&rules[..n], &[], &[], &profile, &MatchConfig::default());
+        let (compiled, _) =
+            CompiledRules::compile(&rules[..n], &[], &[], &profile, &MatchConfig::default());
         let expected = count(&compiled, &events, true);
-        eprintln!("{n} rules ({} compiled): {expected} matches expected", compiled.stats().rules);
+        eprintln!(
+            "{n} rules ({} compiled): {expected} matches expected",
+            compiled.stats().rules
+        );
         group.bench_function(format!("match/{n}-rules"), |b| {
             b.iter(|| {
                 let got = count(&compiled, &events, false);
-                assert_eq!(got, expected, "prefiltered matching disagrees with exhaustive evaluation");
+                assert_eq!(
+                    got, expected,
+                    "prefiltered matching disagrees with exhaustive evaluation"
+                );
                 got
             })
         });
@@ -131,7 +168,8 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function(format!("compile/{}-rules", rules.len()), |b| {
         b.iter(|| {
-            let (compiled, _) = CompiledRules::compile(&rules, &[], &[], &profile, &MatchConfig::default());
+            let (compiled, _) =
+                CompiledRules::compile(&rules, &[], &[], &profile, &MatchConfig::default());
             assert!(compiled.stats().rules > 0);
             compiled.stats().rules
         })

@@ -37,7 +37,11 @@ fn ecs_and_sysmon_shapes_give_the_same_detections() {
             .lines()
             .map(|l| {
                 let d: serde_json::Value = serde_json::from_str(l).unwrap();
-                format!("{}@{}", d["rule"]["id"].as_str().unwrap(), d["source"]["position"])
+                format!(
+                    "{}@{}",
+                    d["rule"]["id"].as_str().unwrap(),
+                    d["source"]["position"]
+                )
             })
             .collect()
     };
@@ -46,5 +50,7 @@ fn ecs_and_sysmon_shapes_give_the_same_detections() {
     assert_eq!(from_sysmon.len(), 3, "{from_sysmon:?}");
     assert_eq!(from_sysmon, from_ecs);
     // And a profile does not recognise the other shape's events.
-    assert!(rules_of(&ecs, "sysmon").iter().all(|r| r.starts_with("ioc:")));
+    assert!(rules_of(&ecs, "sysmon")
+        .iter()
+        .all(|r| r.starts_with("ioc:")));
 }

@@ -105,10 +105,20 @@ fn every_sigmahq_rule_loads() {
         }
     }
     let started = std::time::Instant::now();
-    let (compiled, diags) = CompiledRules::compile(&corpus.rules, &corpus.filters, &[], &profile, &MatchConfig::default());
+    let (compiled, diags) = CompiledRules::compile(
+        &corpus.rules,
+        &corpus.filters,
+        &[],
+        &profile,
+        &MatchConfig::default(),
+    );
     let compile_seconds = started.elapsed().as_secs_f64();
     let mut rejected: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for d in corpus.parse_errors.iter().chain(diags.iter().filter(|d| d.is_error())) {
+    for d in corpus
+        .parse_errors
+        .iter()
+        .chain(diags.iter().filter(|d| d.is_error()))
+    {
         rejected.entry(d.code).or_default().push(d.to_string());
     }
     let report = serde_json::json!({
@@ -132,23 +142,46 @@ fn every_sigmahq_rule_loads() {
         .filter(|(code, _)| !ALLOWED_REJECTIONS.contains(code))
         .flat_map(|(_, v)| v)
         .collect();
-    assert!(unexpected.is_empty(), "rules rejected that use only specified features:\n{unexpected:#?}");
-    assert!(compiled.stats().rules > 3500, "suspiciously few rules: {}", compiled.stats().rules);
-    assert_eq!(compiled.stats().rules + rejected.values().map(Vec::len).sum::<usize>(), corpus.rules.len());
+    assert!(
+        unexpected.is_empty(),
+        "rules rejected that use only specified features:\n{unexpected:#?}"
+    );
+    assert!(
+        compiled.stats().rules > 3500,
+        "suspiciously few rules: {}",
+        compiled.stats().rules
+    );
+    assert_eq!(
+        compiled.stats().rules + rejected.values().map(Vec::len).sum::<usize>(),
+        corpus.rules.len()
+    );
 }
 
 #[test]
 fn sigmahq_regression_events_trigger_their_rules() {
     let Some(data) = test_data() else { return };
     let corpus = load_corpus(&data);
-    let (compiled, _) = CompiledRules::compile(&corpus.rules, &corpus.filters, &[], &sysmon_profile(), &MatchConfig::default());
-    let by_id: BTreeMap<&str, u32> = compiled.rules().iter().enumerate().map(|(i, r)| (r.id.as_str(), i as u32)).collect();
+    let (compiled, _) = CompiledRules::compile(
+        &corpus.rules,
+        &corpus.filters,
+        &[],
+        &sysmon_profile(),
+        &MatchConfig::default(),
+    );
+    let by_id: BTreeMap<&str, u32> = compiled
+        .rules()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.as_str(), i as u32))
+        .collect();
     let all_ids: BTreeSet<&str> = corpus.rules.iter().map(|r| r.id.as_str()).collect();
 
     let mut text = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(data.join("sigma-regression/labeled_events.jsonl.gz")).unwrap())
-        .read_to_string(&mut text)
-        .unwrap();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(data.join("sigma-regression/labeled_events.jsonl.gz")).unwrap(),
+    )
+    .read_to_string(&mut text)
+    .unwrap();
     // SigmaHQ's regression data holds, per rule, the events of one sample (an EVTX file);
     // the rule must trigger on at least one of them (some are context events of the same
     // sample). So expectations are grouped by (rule, sample).
@@ -167,7 +200,9 @@ fn sigmahq_regression_events_trigger_their_rules() {
             match by_id.get(id) {
                 Some(r) => {
                     let hit = scratch.matched().contains(r);
-                    *samples.entry((id.to_owned(), sample.clone())).or_insert(false) |= hit;
+                    *samples
+                        .entry((id.to_owned(), sample.clone()))
+                        .or_insert(false) |= hit;
                 }
                 None if all_ids.contains(id) => {
                     not_applicable.insert(id.to_owned());
@@ -191,5 +226,8 @@ fn sigmahq_regression_events_trigger_their_rules() {
     );
     eprintln!("SigmaHQ regression samples: {checked} (rule, sample) pairs checked, {} missed; {not_applicable} rules outside the sysmon profile, {unknown} rules not in the corpus", missed.len());
     assert!(checked > 150, "too few samples checked: {checked}");
-    assert!(missed.is_empty(), "labelled events that did not trigger their rule:\n{missed:#?}");
+    assert!(
+        missed.is_empty(),
+        "labelled events that did not trigger their rule:\n{missed:#?}"
+    );
 }

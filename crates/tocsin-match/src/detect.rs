@@ -88,16 +88,16 @@ impl CompiledRules {
         for hit in scratch.ioc_hits() {
             let entry = self.iocs.entry(hit.indicator);
             let (_, field) = self.ioc_hit_field(hit);
-            by_feed
-                .entry(&entry.feed)
-                .or_default()
-                .push(MatchedIndicator {
+            // Each feed's listing counts only while it is valid at the event's time.
+            for p in entry.provenance.iter().filter(|p| p.valid_at(event_time)) {
+                by_feed.entry(&p.feed).or_default().push(MatchedIndicator {
                     kind: entry.kind,
                     value: entry.value.clone(),
-                    feed: entry.feed.clone(),
-                    tlp: entry.tlp,
+                    feed: p.feed.clone(),
+                    tlp: p.tlp,
                     field: field.to_owned(),
                 });
+            }
         }
         for (feed, mut indicators) in by_feed {
             indicators.sort();

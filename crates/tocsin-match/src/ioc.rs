@@ -1,37 +1,69 @@
 //! Indicator lookups: constant cost in the number of indicators.
 //!
-//! Indicators are stored in one hash table per type, keyed by the normalised value (IP
-//! addresses as parsed addresses). An event field is normalised into the scratch buffer and
-//! looked up once; a domain is also looked up at each parent (`a.b.evil.example` finds
-//! `evil.example`), so the cost is the number of labels, never the number of indicators.
-//! Duplicates across feeds are kept once per feed, so provenance (feed, TLP) travels with
-//! every hit.
+//! Each distinct (type, normalised value) is stored once, with the provenance of every feed
+//! that listed it (feed, TLP, source id, validity, confidence), so duplicates across feeds
+//! are merged and every hit can still say where it came from and how it may be shared.
+//!
+//! Lookups are hash lookups, never scans:
+//! - addresses: one hash table of exact addresses, and for CIDR ranges one table per prefix
+//!   length present (longest prefix first), so the cost is the number of distinct prefix
+//!   lengths, not of ranges;
+//! - domains: the value and each parent (`a.b.evil.example` finds `evil.example`);
+//! - hashes, e-mail addresses, file names (the last path component of the field), URLs
+//!   (normalised first): exact.
+//!
+//! Expiry is checked when a detection is built, against the event's time.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use tocsin_core::{IndicatorType, Tlp};
+use tocsin_core::{IndicatorType, Timestamp, Tlp};
 use tocsin_rules::Indicator;
 
-/// One loaded indicator.
+/// Where one feed listed an indicator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    /// Feed name.
+    pub feed: String,
+    /// TLP under which that feed shared it.
+    pub tlp: Tlp,
+    /// Id in the source (MISP attribute, STIX indicator).
+    pub source_id: Option<String>,
+    /// Not valid before.
+    pub valid_from: Option<Timestamp>,
+    /// Not valid after.
+    pub valid_until: Option<Timestamp>,
+    /// Confidence 0–100.
+    pub confidence: Option<u8>,
+}
+
+impl Provenance {
+    /// Whether this listing is valid at event time `t`.
+    pub fn valid_at(&self, t: Timestamp) -> bool {
+        self.valid_from.is_none_or(|f| t >= f) && self.valid_until.is_none_or(|u| t <= u)
+    }
+}
+
+/// One distinct indicator and every feed that listed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndicatorEntry {
     /// Type.
     pub kind: IndicatorType,
-    /// Normalised value.
+    /// Normalised value (`address/prefix` for ranges).
     pub value: String,
-    /// Feed.
-    pub feed: String,
-    /// TLP.
-    pub tlp: Tlp,
+    /// Feeds that listed it.
+    pub provenance: Vec<Provenance>,
 }
 
-/// The indicator tables.
+/// The indicator tables. Immutable once built.
 #[derive(Debug, Default)]
 pub struct IocTable {
     entries: Vec<IndicatorEntry>,
-    ips: HashMap<IpAddr, Vec<u32>>,
-    strings: [HashMap<Box<str>, Vec<u32>>; 8],
+    exact_ips: HashMap<IpAddr, u32>,
+    /// (prefix length, masked network → entry), longest prefix first.
+    v4_ranges: Vec<(u8, HashMap<u32, u32>)>,
+    v6_ranges: Vec<(u8, HashMap<u128, u32>)>,
+    strings: [HashMap<Box<str>, u32>; 8],
 }
 
 fn string_slot(kind: IndicatorType) -> Option<usize> {
@@ -48,38 +80,95 @@ fn string_slot(kind: IndicatorType) -> Option<usize> {
     })
 }
 
+fn mask_v4(a: u32, prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        a & (u32::MAX << (32 - prefix))
+    }
+}
+
+fn mask_v6(a: u128, prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        a & (u128::MAX << (128 - prefix))
+    }
+}
+
 impl IocTable {
-    /// Build from parsed indicators; exact duplicates (same type, value and feed) are merged.
+    /// Build from parsed indicators. The same (type, value) from several feeds becomes one
+    /// entry with several provenances; a feed listing it twice keeps its first listing.
     pub fn build(indicators: &[Indicator]) -> Self {
         let mut table = IocTable::default();
-        let mut seen: HashMap<(IndicatorType, &str, &str), ()> = HashMap::new();
+        let mut index: HashMap<(IndicatorType, String), u32> = HashMap::new();
+        let mut v4: HashMap<u8, HashMap<u32, u32>> = HashMap::new();
+        let mut v6: HashMap<u8, HashMap<u128, u32>> = HashMap::new();
         for ind in indicators {
-            if seen.insert((ind.kind, &ind.value, &ind.feed), ()).is_some() {
+            let provenance = Provenance {
+                feed: ind.feed.clone(),
+                tlp: ind.tlp,
+                source_id: ind.source_id.clone(),
+                valid_from: ind.valid_from,
+                valid_until: ind.valid_until,
+                confidence: ind.confidence,
+            };
+            if let Some(&id) = index.get(&(ind.kind, ind.value.clone())) {
+                let entry = &mut table.entries[id as usize];
+                if !entry.provenance.iter().any(|p| p.feed == provenance.feed) {
+                    entry.provenance.push(provenance);
+                }
                 continue;
             }
             let id = table.entries.len() as u32;
+            let registered = match string_slot(ind.kind) {
+                Some(slot) => {
+                    table.strings[slot].insert(ind.value.clone().into_boxed_str(), id);
+                    true
+                }
+                None => match ind.value.split_once('/') {
+                    None => match ind.value.parse::<IpAddr>() {
+                        Ok(ip) => {
+                            table.exact_ips.insert(ip, id);
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                    Some((addr, prefix)) => match (addr.parse::<IpAddr>(), prefix.parse::<u8>()) {
+                        (Ok(IpAddr::V4(a)), Ok(p)) if p <= 32 => {
+                            v4.entry(p)
+                                .or_default()
+                                .insert(mask_v4(u32::from(a), p), id);
+                            true
+                        }
+                        (Ok(IpAddr::V6(a)), Ok(p)) if p <= 128 => {
+                            v6.entry(p)
+                                .or_default()
+                                .insert(mask_v6(u128::from(a), p), id);
+                            true
+                        }
+                        _ => false,
+                    },
+                },
+            };
+            if !registered {
+                continue;
+            }
+            index.insert((ind.kind, ind.value.clone()), id);
             table.entries.push(IndicatorEntry {
                 kind: ind.kind,
                 value: ind.value.clone(),
-                feed: ind.feed.clone(),
-                tlp: ind.tlp,
+                provenance: vec![provenance],
             });
-            match string_slot(ind.kind) {
-                None => {
-                    if let Ok(ip) = ind.value.parse::<IpAddr>() {
-                        table.ips.entry(ip).or_default().push(id);
-                    }
-                }
-                Some(slot) => table.strings[slot]
-                    .entry(ind.value.clone().into_boxed_str())
-                    .or_default()
-                    .push(id),
-            }
         }
+        table.v4_ranges = v4.into_iter().collect();
+        table.v4_ranges.sort_by(|a, b| b.0.cmp(&a.0));
+        table.v6_ranges = v6.into_iter().collect();
+        table.v6_ranges.sort_by(|a, b| b.0.cmp(&a.0));
         table
     }
 
-    /// Number of distinct indicators (per feed).
+    /// Number of distinct indicators.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -94,8 +183,20 @@ impl IocTable {
         &self.entries[id as usize]
     }
 
-    /// Look `text` up as a value of `kind`; call `hit` with each matching indicator id.
-    /// `buf` is scratch space for normalisation.
+    /// Whether any indicator of this type is loaded (lets callers skip reading fields).
+    pub fn has_type(&self, kind: IndicatorType) -> bool {
+        match string_slot(kind) {
+            Some(slot) => !self.strings[slot].is_empty(),
+            None => {
+                !self.exact_ips.is_empty()
+                    || !self.v4_ranges.is_empty()
+                    || !self.v6_ranges.is_empty()
+            }
+        }
+    }
+
+    /// Look `text` up as a value of `kind`; call `hit` with each matching entry id. `buf`
+    /// is scratch space for normalisation (no allocation once it has grown).
     pub fn lookup(
         &self,
         kind: IndicatorType,
@@ -104,25 +205,56 @@ impl IocTable {
         mut hit: impl FnMut(u32),
     ) {
         let text = text.trim();
-        if text.is_empty() {
+        if text.is_empty() || !self.has_type(kind) {
             return;
         }
         match kind {
             IndicatorType::Ipv4 | IndicatorType::Ipv6 => {
-                if self.ips.is_empty() {
-                    return;
-                }
                 // Sysmon writes IPv4-mapped IPv6 as ::ffff:a.b.c.d; compare the IPv4 form.
                 let text = text.strip_prefix("::ffff:").unwrap_or(text);
-                if let Ok(ip) = text.parse::<IpAddr>() {
-                    let matches_kind = matches!(
-                        (kind, ip),
-                        (IndicatorType::Ipv4, IpAddr::V4(_)) | (IndicatorType::Ipv6, IpAddr::V6(_))
-                    );
-                    if matches_kind {
-                        if let Some(ids) = self.ips.get(&ip) {
-                            ids.iter().copied().for_each(&mut hit);
+                let Ok(ip) = text.parse::<IpAddr>() else {
+                    return;
+                };
+                if !matches!(
+                    (kind, ip),
+                    (IndicatorType::Ipv4, IpAddr::V4(_)) | (IndicatorType::Ipv6, IpAddr::V6(_))
+                ) {
+                    return;
+                }
+                // Longest prefix wins: an exact address first, then ranges from the most
+                // specific prefix down.
+                if let Some(&id) = self.exact_ips.get(&ip) {
+                    hit(id);
+                    return;
+                }
+                match ip {
+                    IpAddr::V4(a) => {
+                        let a = u32::from(a);
+                        for (p, table) in &self.v4_ranges {
+                            if let Some(&id) = table.get(&mask_v4(a, *p)) {
+                                hit(id);
+                                return;
+                            }
                         }
+                    }
+                    IpAddr::V6(a) => {
+                        let a = u128::from(a);
+                        for (p, table) in &self.v6_ranges {
+                            if let Some(&id) = table.get(&mask_v6(a, *p)) {
+                                hit(id);
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            IndicatorType::Url => {
+                // URLs are compared in their normalised form (scheme and host case, default
+                // ports, percent-encoding), as the feeds' values were.
+                let map = &self.strings[5];
+                if let Some(norm) = tocsin_rules::ioc::normalise(IndicatorType::Url, text) {
+                    if let Some(&id) = map.get(norm.as_str()) {
+                        hit(id);
                     }
                 }
             }
@@ -131,25 +263,28 @@ impl IocTable {
                     return;
                 };
                 let map = &self.strings[slot];
-                if map.is_empty() {
-                    return;
-                }
                 buf.clear();
-                buf.push_str(text);
+                let value = if kind == IndicatorType::Filename {
+                    // The last path component of a path field.
+                    text.rsplit(['\\', '/']).next().unwrap_or(text)
+                } else {
+                    text
+                };
+                buf.push_str(value);
                 buf.make_ascii_lowercase();
                 if kind == IndicatorType::Domain {
                     let mut d = buf.trim_end_matches('.');
                     loop {
-                        if let Some(ids) = map.get(d) {
-                            ids.iter().copied().for_each(&mut hit);
+                        if let Some(&id) = map.get(d) {
+                            hit(id);
                         }
                         match d.find('.') {
                             Some(i) if d[i + 1..].contains('.') => d = &d[i + 1..],
                             _ => break,
                         }
                     }
-                } else if let Some(ids) = map.get(buf.as_str()) {
-                    ids.iter().copied().for_each(&mut hit);
+                } else if let Some(&id) = map.get(buf.as_str()) {
+                    hit(id);
                 }
             }
         }
@@ -184,38 +319,78 @@ mod tests {
     use super::*;
     use tocsin_rules::parse_plain_list;
 
+    fn hits(t: &IocTable, k: IndicatorType, v: &str) -> Vec<String> {
+        let mut buf = String::new();
+        let mut out = Vec::new();
+        t.lookup(k, v, &mut buf, |id| out.push(t.entry(id).value.clone()));
+        out
+    }
+
     #[test]
-    fn lookups_by_type_with_parent_domains() {
-        let (iocs, _) = parse_plain_list(
+    fn lookups_by_type_with_parent_domains_and_ranges() {
+        let (mut iocs, _) = parse_plain_list(
             "f",
             "evil.example\n203.0.113.9\n2001:db8::9\nsha256 aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\nevil.example\n",
             "feed",
         );
+        let (other, _) = parse_plain_list("g", "evil.example\n", "other-feed");
+        iocs.extend(other);
+        let mut range = iocs[1].clone();
+        range.value = "198.51.100.0/24".into();
+        iocs.push(range.clone());
+        range.value = "198.51.100.128/25".into();
+        iocs.push(range);
         let t = IocTable::build(&iocs);
-        assert_eq!(t.len(), 4);
-        let mut buf = String::new();
-        let mut hits = Vec::new();
-        for (k, v) in [
-            (IndicatorType::Domain, "A.B.Evil.Example."),
-            (IndicatorType::Domain, "notevil.example"),
-            (IndicatorType::Domain, "example"),
-            (IndicatorType::Ipv4, "::ffff:203.0.113.9"),
-            (IndicatorType::Ipv6, "2001:0db8::9"),
-            (IndicatorType::Ipv4, "203.0.113.10"),
-            (
-                IndicatorType::Sha256,
-                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-            ),
-        ] {
-            let mut n = 0;
-            t.lookup(k, v, &mut buf, |_| n += 1);
-            hits.push(n);
-        }
-        assert_eq!(hits, vec![1, 0, 0, 1, 1, 0, 1]);
+        assert_eq!(t.len(), 6);
+        assert_eq!(
+            t.entry(0).provenance.len(),
+            2,
+            "merged provenance across feeds"
+        );
+        assert_eq!(
+            hits(&t, IndicatorType::Domain, "A.B.Evil.Example."),
+            ["evil.example"]
+        );
+        assert!(hits(&t, IndicatorType::Domain, "notevil.example").is_empty());
+        assert!(hits(&t, IndicatorType::Domain, "example").is_empty());
+        assert_eq!(
+            hits(&t, IndicatorType::Ipv4, "::ffff:203.0.113.9"),
+            ["203.0.113.9"]
+        );
+        assert_eq!(
+            hits(&t, IndicatorType::Ipv6, "2001:0db8::9"),
+            ["2001:db8::9"]
+        );
+        assert!(hits(&t, IndicatorType::Ipv4, "203.0.113.10").is_empty());
+        assert_eq!(
+            hits(&t, IndicatorType::Ipv4, "198.51.100.7"),
+            ["198.51.100.0/24"]
+        );
+        assert_eq!(
+            hits(&t, IndicatorType::Ipv4, "198.51.100.200"),
+            ["198.51.100.128/25"],
+            "longest prefix"
+        );
+        assert_eq!(hits(&t, IndicatorType::Sha256, &"A".repeat(64)).len(), 1);
         let mut found = Vec::new();
         each_listed_hash("SHA1=AB,MD5=CD,SHA256=EF,IMPHASH=00", |k, v| {
             found.push((k, v.to_owned()))
         });
         assert_eq!(found.len(), 3);
+    }
+
+    #[test]
+    fn validity_windows() {
+        let p = Provenance {
+            feed: "f".into(),
+            tlp: Tlp::Green,
+            source_id: None,
+            valid_from: Some(Timestamp(100)),
+            valid_until: Some(Timestamp(200)),
+            confidence: None,
+        };
+        assert!(!p.valid_at(Timestamp(99)));
+        assert!(p.valid_at(Timestamp(150)));
+        assert!(!p.valid_at(Timestamp(201)));
     }
 }

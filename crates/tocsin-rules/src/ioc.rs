@@ -83,8 +83,9 @@ pub fn normalise(kind: IndicatorType, raw: &str) -> Option<String> {
             let domain = normalise(IndicatorType::Domain, domain)?;
             (!local.is_empty()).then(|| format!("{}@{domain}", local.to_ascii_lowercase()))
         }
-        IndicatorType::Filename => (!v.is_empty() && !v.contains(['/', '\\']))
-            .then(|| v.to_ascii_lowercase()),
+        IndicatorType::Filename => {
+            (!v.is_empty() && !v.contains(['/', '\\'])).then(|| v.to_ascii_lowercase())
+        }
     }
 }
 

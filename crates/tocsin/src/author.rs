@@ -274,14 +274,24 @@ pub fn match_events(
                 for hit in scratch.ioc_hits() {
                     let e = compiled.indicators().entry(hit.indicator);
                     let (_, field) = compiled.ioc_hit_field(hit);
-                    writeln!(
-                        out,
-                        "{name}:{line_no}: indicator {} {} from feed {} ({}) in field {field}",
-                        e.kind.as_str(),
-                        e.value,
-                        e.feed,
-                        e.tlp
-                    )?;
+                    for p in &e.provenance {
+                        let validity = match (p.valid_from, p.valid_until) {
+                            (None, None) => String::new(),
+                            (from, until) => format!(
+                                ", valid {} to {}",
+                                from.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+                                until.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
+                            ),
+                        };
+                        writeln!(
+                            out,
+                            "{name}:{line_no}: indicator {} {} from feed {} ({}{validity}) in field {field}",
+                            e.kind.as_str(),
+                            e.value,
+                            p.feed,
+                            p.tlp
+                        )?;
+                    }
                 }
             } else {
                 let ctx = EventContext::extract(&event, &compiled.profile().context);
