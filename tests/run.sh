@@ -13,6 +13,22 @@ if [ -z "${TOCSIN_TEST_DATA:-}" ] && [ -d ../shared/data ]; then
 fi
 echo "tests/run.sh: TOCSIN_TEST_DATA=${TOCSIN_TEST_DATA:-<unset: tests that need it say so and skip>}"
 
+# The reference Sigma implementation for tests/reference.rs (pySigma with its SQLite
+# backend, pinned), installed once into a cache outside the clone.
+if [ -n "${TOCSIN_TEST_DATA:-}" ] && [ -z "${TOCSIN_PYSIGMA_PYTHON:-}" ]; then
+    venv="${XDG_CACHE_HOME:-$HOME/.cache}/tocsin/pysigma-2.0.1-sqlite-2.1.1"
+    if ! "$venv/bin/python" -c 'import sigma.backends.sqlite' 2>/dev/null; then
+        echo "== installing pySigma into $venv"
+        rm -rf "$venv"
+        if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q 'pysigma==2.0.1' 'pysigma-backend-sqlite==2.1.1'; }; then
+            echo "tests/run.sh: could not install pySigma; the reference comparison will say it is skipped"
+        fi
+    fi
+    if "$venv/bin/python" -c 'import sigma.backends.sqlite' 2>/dev/null; then
+        export TOCSIN_PYSIGMA_PYTHON="$venv/bin/python"
+    fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 

@@ -56,6 +56,8 @@ TABLE = "logs"  # the backend's default table name ("SELECT * FROM logs WHERE ..
 FULLTEXT_COLUMN = "_fulltext"
 # Joins the values in FULLTEXT_COLUMN. Keywords never contain it, so a keyword without
 # wildcards cannot match across two values, and REGEXP tests each value on its own.
+# Known limit: a keyword with an inner wildcard ('mimi*katz') is a LIKE whose '%' can span
+# two values; Sigma (and Tocsin) test each value separately.
 VALUE_SEPARATOR = "\x1e"
 
 

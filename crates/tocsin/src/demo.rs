@@ -27,6 +27,8 @@ pub fn demo(
         rules: rules.to_vec(),
         profile: None,
         strict: true,
+        iocs: Vec::new(),
+        iocs_format: None,
     };
     let (sources, compiled) = match prepare_rules(&args, true)? {
         Ok(x) => x,
@@ -44,8 +46,9 @@ pub fn demo(
         Some(p) => create_output(&p.to_string_lossy())?,
         None => Box::new(io::sink()),
     };
+    let stats_of_rules = compiled.stats();
     let mut pipeline = Pipeline::new(
-        &compiled,
+        std::sync::Arc::new(compiled),
         correlator,
         1 << 20,
         warnings_out,
@@ -56,7 +59,7 @@ pub fn demo(
     let (stats, _, latest, correlator) = pipeline.finish()?;
 
     let mut out = io::stdout().lock();
-    writeln!(out, "NIGHTGLASS exercise (seed {seed}): {written} events from {} organisations, {} rules, {} indicators", gen::ORGS.len(), compiled.stats().rules, compiled.stats().indicators)?;
+    writeln!(out, "NIGHTGLASS exercise (seed {seed}): {written} events from {} organisations, {} rules, {} indicators", gen::ORGS.len(), stats_of_rules.rules, stats_of_rules.indicators)?;
     writeln!(
         out,
         "processed in {:.2} s ({:.0} events/s); {} detections ({} not correlated: no shared indicator or campaign); {} warning versions",

@@ -1,80 +1,79 @@
-//! Loading a rules directory from disk (the I/O the library crates leave to the binary).
+//! Loading rule sources from disk (the I/O the library crates leave to the binary).
 //!
 //! Layout of a rules directory (see rules/README.md):
 //! - `profiles/*.yaml` — field-mapping profiles;
 //! - `escalation.yaml` — the escalation policy;
-//! - `iocs/**` (`*.txt`, `*.ioc`, `*.list`) — plain indicator lists;
-//! - every other `*.yml` / `*.yaml` — Sigma rules (several documents per file allowed).
+//! - `iocs/**` — indicator feeds: plain lists (`*.txt`, `*.ioc`, `*.list`), CSV, MISP event
+//!   exports and STIX 2.1 bundles (`*.json`, format detected), and MISP feed directories (a
+//!   directory with a `manifest.json`);
+//! - `placeholders.yaml` — values of `%placeholders%` for `expand`;
+//! - `*.tests.yml` — rule test cases (for `tocsin rules test`, not loaded as rules);
+//! - every other `*.yml` / `*.yaml` — Sigma rules and filters.
+//!
+//! Feeds may also be given with `--iocs PATH...`. On a reload, a file that fails as a whole
+//! (invalid YAML or JSON, unreadable) keeps the last version that loaded ([`LastGood`]), so a
+//! broken update never empties a rule set or a feed.
 //!
 //! The rules shipped in the repository are also embedded in the binary, so that `tocsin
 //! demo` works from any directory.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 
 use tocsin_match::{CompiledRules, MatchConfig};
 use tocsin_rules::{
-    parse_placeholders, parse_plain_list, parse_policy, parse_profile, parse_sigma_source,
-    Diagnostic, Diagnostics, EscalationPolicy, Indicator, Location, Profile, SigmaFilter,
-    SigmaRule,
+    parse_placeholders, parse_policy, parse_profile, parse_sigma_source, Diagnostic,
+    Diagnostics, EscalationPolicy, Indicator, Location, Profile, SigmaFilter, SigmaRule,
 };
 
+use crate::feeds::FeedFormat;
+
 /// Everything read from rule sources.
+#[derive(Default)]
 pub struct RuleSources {
     pub sigma: Vec<SigmaRule>,
     pub filters: Vec<SigmaFilter>,
-    pub placeholders: std::collections::BTreeMap<String, Vec<String>>,
+    pub placeholders: BTreeMap<String, Vec<String>>,
     pub indicators: Vec<Indicator>,
     pub profiles: Vec<Profile>,
     pub policy: Option<EscalationPolicy>,
     pub diagnostics: Diagnostics,
     pub files: usize,
+    /// Forced format for feeds (`--iocs-format`); detected when `None`.
+    pub feed_format: Option<FeedFormat>,
+}
+
+/// The text of the last version of each source that loaded, by path.
+pub type LastGood = HashMap<String, String>;
+
+/// What one file contributed.
+#[derive(Debug, Clone, Copy, Default)]
+struct FileOutcome {
+    items: usize,
+    errors: usize,
+}
+
+macro_rules! embedded {
+    ($($rel:literal),* $(,)?) => {
+        &[$(($rel, include_str!(concat!("../../../rules/", $rel)))),*]
+    };
 }
 
 /// The rules directory shipped with Tocsin, embedded at build time.
-const EMBEDDED: &[(&str, &str)] = &[
-    (
-        "profiles/ecs.yaml",
-        include_str!("../../../rules/profiles/ecs.yaml"),
-    ),
-    (
-        "profiles/sysmon.yaml",
-        include_str!("../../../rules/profiles/sysmon.yaml"),
-    ),
-    (
-        "escalation.yaml",
-        include_str!("../../../rules/escalation.yaml"),
-    ),
-    (
-        "iocs/cert-eu-sample.txt",
-        include_str!("../../../rules/iocs/cert-eu-sample.txt"),
-    ),
-    (
-        "sigma/office_spawns_powershell.yml",
-        include_str!("../../../rules/sigma/office_spawns_powershell.yml"),
-    ),
-    (
-        "sigma/encoded_powershell.yml",
-        include_str!("../../../rules/sigma/encoded_powershell.yml"),
-    ),
-    (
-        "sigma/shadow_copy_deletion.yml",
-        include_str!("../../../rules/sigma/shadow_copy_deletion.yml"),
-    ),
-    (
-        "sigma/nightglass_ransom_note.yml",
-        include_str!("../../../rules/sigma/nightglass_ransom_note.yml"),
-    ),
-    (
-        "sigma/whoami_discovery.yml",
-        include_str!("../../../rules/sigma/whoami_discovery.yml"),
-    ),
-    (
-        "sigma/executable_in_temp.yml",
-        include_str!("../../../rules/sigma/executable_in_temp.yml"),
-    ),
-];
+const EMBEDDED: &[(&str, &str)] = embedded!(
+    "profiles/ecs.yaml",
+    "profiles/sysmon.yaml",
+    "escalation.yaml",
+    "iocs/cert-eu-sample.txt",
+    "sigma/office_spawns_powershell.yml",
+    "sigma/encoded_powershell.yml",
+    "sigma/shadow_copy_deletion.yml",
+    "sigma/nightglass_ransom_note.yml",
+    "sigma/whoami_discovery.yml",
+    "sigma/executable_in_temp.yml",
+);
 
 enum Kind {
     Placeholders,
@@ -103,7 +102,7 @@ fn classify(rel: &Path) -> Kind {
     } else if name == "escalation.yaml" || name == "escalation.yml" {
         Kind::Policy
     } else if first == "iocs" || matches!(ext, "ioc" | "list") {
-        if matches!(ext, "txt" | "ioc" | "list") {
+        if matches!(ext, "txt" | "ioc" | "list" | "csv" | "json") {
             Kind::Iocs
         } else {
             Kind::Other
@@ -116,68 +115,102 @@ fn classify(rel: &Path) -> Kind {
 }
 
 impl RuleSources {
-    fn empty() -> Self {
-        RuleSources {
-            sigma: Vec::new(),
-            filters: Vec::new(),
-            placeholders: Default::default(),
-            indicators: Vec::new(),
-            profiles: Vec::new(),
-            policy: None,
-            diagnostics: Diagnostics::default(),
-            files: 0,
-        }
-    }
-
-    fn add(&mut self, rel: &Path, display: &str, text: &str) {
+    fn add(&mut self, rel: &Path, display: &str, text: &str) -> FileOutcome {
         self.files += 1;
-        match classify(rel) {
+        let errors_before = self.diagnostics.error_count();
+        let items = match classify(rel) {
             Kind::Profile => match parse_profile(display, text) {
-                Ok(p) => self.profiles.push(p),
-                Err(d) => self.diagnostics.push(d),
+                Ok(p) => {
+                    self.profiles.push(p);
+                    1
+                }
+                Err(d) => {
+                    self.diagnostics.push(d);
+                    0
+                }
             },
             Kind::Policy => match parse_policy(display, text) {
-                Ok(p) => self.policy = Some(p),
-                Err(d) => self.diagnostics.push(d),
+                Ok(p) => {
+                    self.policy = Some(p);
+                    1
+                }
+                Err(d) => {
+                    self.diagnostics.push(d);
+                    0
+                }
             },
             Kind::Iocs => {
                 let feed = rel.file_stem().and_then(|s| s.to_str()).unwrap_or("feed");
-                let (iocs, diags) = parse_plain_list(display, text, feed);
+                let (iocs, diags) =
+                    crate::feeds::parse_feed_text(display, text, self.feed_format, feed);
+                let n = iocs.len();
                 self.indicators.extend(iocs);
                 self.diagnostics.extend(diags);
+                n
             }
             Kind::Sigma => {
                 let src = parse_sigma_source(display, text);
+                let n = src.rules.len() + src.filters.len();
                 self.sigma.extend(src.rules);
                 self.filters.extend(src.filters);
                 self.diagnostics.extend(src.diagnostics.0);
+                n
             }
             Kind::Placeholders => match parse_placeholders(display, text) {
-                Ok(p) => self.placeholders.extend(p),
-                Err(d) => self.diagnostics.push(d),
+                Ok(p) => {
+                    let n = p.len();
+                    self.placeholders.extend(p);
+                    n
+                }
+                Err(d) => {
+                    self.diagnostics.push(d);
+                    0
+                }
             },
-            Kind::Other => self.files -= 1,
+            Kind::Other => {
+                self.files -= 1;
+                0
+            }
+        };
+        FileOutcome {
+            items,
+            errors: self.diagnostics.error_count() - errors_before,
         }
     }
 
     /// The rules embedded in the binary.
     pub fn embedded() -> Self {
-        let mut s = RuleSources::empty();
+        let mut s = RuleSources::default();
         for (rel, text) in EMBEDDED {
-            s.add(Path::new(rel), &format!("<embedded>/rules/{rel}"), text);
+            let _ = s.add(Path::new(rel), &format!("<embedded>/rules/{rel}"), text);
         }
         s
     }
 
     /// Load rule sources from files and directories (recursively, in sorted order).
     pub fn load(paths: &[PathBuf]) -> Result<Self> {
-        let mut s = RuleSources::empty();
-        for root in paths {
+        Self::load_all(paths, &[], None, &mut LastGood::new())
+    }
+
+    /// Load rules from `rule_paths` and feeds from `feed_paths` (files, directories, MISP
+    /// feed directories). A source that now fails as a whole falls back to its text in
+    /// `last_good`; every source that loads is remembered there.
+    pub fn load_all(
+        rule_paths: &[PathBuf],
+        feed_paths: &[PathBuf],
+        feed_format: Option<FeedFormat>,
+        last_good: &mut LastGood,
+    ) -> Result<Self> {
+        let mut s = RuleSources {
+            feed_format,
+            ..RuleSources::default()
+        };
+        for root in rule_paths {
             let meta = std::fs::metadata(root)
                 .with_context(|| format!("cannot read rules path {}", root.display()))?;
             if meta.is_file() {
                 let rel = root.file_name().map(PathBuf::from).unwrap_or_default();
-                s.add_file(root, &rel);
+                s.add_file(root, &rel, last_good);
                 continue;
             }
             let mut files = Vec::new();
@@ -185,14 +218,38 @@ impl RuleSources {
             files.sort();
             for f in files {
                 let rel = f.strip_prefix(root).unwrap_or(&f).to_path_buf();
-                s.add_file(&f, &rel);
+                if f.is_dir() {
+                    s.add_misp_feed_dir(&f, last_good);
+                } else {
+                    s.add_file(&f, &rel, last_good);
+                }
+            }
+        }
+        for root in feed_paths {
+            let meta = std::fs::metadata(root)
+                .with_context(|| format!("cannot read indicator feed {}", root.display()))?;
+            let mut files = Vec::new();
+            if meta.is_dir() && !root.join("manifest.json").is_file() {
+                walk(root, &mut files)?;
+                files.sort();
+            } else {
+                files.push(root.clone());
+            }
+            for f in files {
+                if f.is_dir() {
+                    s.add_misp_feed_dir(&f, last_good);
+                } else {
+                    let rel = Path::new("iocs").join(f.file_name().unwrap_or_default());
+                    s.add_file(&f, &rel, last_good);
+                }
             }
         }
         if s.files == 0 {
             bail!(
                 "no rule files found in {}",
-                paths
+                rule_paths
                     .iter()
+                    .chain(feed_paths)
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -201,26 +258,141 @@ impl RuleSources {
         Ok(s)
     }
 
-    fn add_file(&mut self, path: &Path, rel: &Path) {
-        let display = path.display().to_string();
-        match std::fs::read(path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => self.add(rel, &display, &text),
-                Err(e) => self.diagnostics.push(Diagnostic::error(
-                    Location::line(&display, 1),
-                    "encoding",
-                    format!(
-                        "file is not UTF-8 (invalid byte at offset {})",
-                        e.utf8_error().valid_up_to()
-                    ),
-                )),
-            },
+    /// A MISP feed directory: `manifest.json` plus one JSON file per event.
+    fn add_misp_feed_dir(&mut self, dir: &Path, last_good: &mut LastGood) {
+        let display = dir.display().to_string();
+        let mut files = Vec::new();
+        match std::fs::read_dir(dir) {
+            Ok(entries) => {
+                for p in entries.flatten().map(|e| e.path()) {
+                    if p.extension().is_some_and(|x| x == "json") {
+                        match std::fs::read_to_string(&p) {
+                            Ok(text) => files.push((p.display().to_string(), text)),
+                            Err(e) => self.diagnostics.push(Diagnostic::error(
+                                Location::line(&p.display().to_string(), 0),
+                                "io",
+                                format!("cannot read: {e}"),
+                            )),
+                        }
+                    }
+                }
+            }
             Err(e) => self.diagnostics.push(Diagnostic::error(
                 Location::line(&display, 0),
                 "io",
-                format!("cannot read: {e}"),
+                format!("cannot list: {e}"),
             )),
         }
+        files.sort();
+        self.files += 1;
+        let feed = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("misp-feed");
+        let (iocs, diags) = crate::feeds::parse_misp_dir(&files, feed);
+        let failed = iocs.is_empty() && diags.iter().any(Diagnostic::is_error);
+        let key = format!("{display}/");
+        self.diagnostics.extend(diags);
+        if failed {
+            if let Some(previous) = last_good.get(&key) {
+                let previous_files: Vec<(String, String)> =
+                    serde_json::from_str(previous).unwrap_or_default();
+                let (old, _) = crate::feeds::parse_misp_dir(&previous_files, feed);
+                self.diagnostics.push(Diagnostic::warning(
+                    Location::line(&display, 0),
+                    "kept-previous",
+                    format!(
+                        "feed failed to load; keeping its previous version ({} indicators)",
+                        old.len()
+                    ),
+                ));
+                self.indicators.extend(old);
+            }
+            return;
+        }
+        if let Ok(snapshot) = serde_json::to_string(&files) {
+            last_good.insert(key, snapshot);
+        }
+        self.indicators.extend(iocs);
+    }
+
+    fn add_file(&mut self, path: &Path, rel: &Path, last_good: &mut LastGood) {
+        let display = path.display().to_string();
+        let text = match std::fs::read(path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.diagnostics.push(Diagnostic::error(
+                        Location::line(&display, 1),
+                        "encoding",
+                        format!(
+                            "file is not UTF-8 (invalid byte at offset {})",
+                            e.utf8_error().valid_up_to()
+                        ),
+                    ));
+                    return self.fall_back(rel, &display, last_good);
+                }
+            },
+            Err(e) => {
+                self.diagnostics.push(Diagnostic::error(
+                    Location::line(&display, 0),
+                    "io",
+                    format!("cannot read: {e}"),
+                ));
+                return self.fall_back(rel, &display, last_good);
+            }
+        };
+        // Parse into a scratch set first, so that a file that fails as a whole can be
+        // replaced by its previous version.
+        let mut attempt = RuleSources {
+            feed_format: self.feed_format,
+            ..RuleSources::default()
+        };
+        let outcome = attempt.add(rel, &display, &text);
+        let failed_whole = outcome.items == 0 && outcome.errors > 0;
+        if failed_whole && last_good.get(&display).is_some_and(|old| *old != text) {
+            self.diagnostics.extend(attempt.diagnostics.0);
+            return self.fall_back(rel, &display, last_good);
+        }
+        if !failed_whole {
+            last_good.insert(display, text);
+        }
+        self.absorb(attempt);
+    }
+
+    /// Load the last good version of a source, if there is one, with a warning.
+    fn fall_back(&mut self, rel: &Path, display: &str, last_good: &LastGood) {
+        let Some(old) = last_good.get(display) else {
+            return;
+        };
+        let mut previous = RuleSources {
+            feed_format: self.feed_format,
+            ..RuleSources::default()
+        };
+        let outcome = previous.add(rel, display, old);
+        self.diagnostics.push(Diagnostic::warning(
+            Location::line(display, 0),
+            "kept-previous",
+            format!(
+                "this version failed to load; keeping the previous version ({} items)",
+                outcome.items
+            ),
+        ));
+        previous.diagnostics = Diagnostics::default();
+        self.absorb(previous);
+    }
+
+    fn absorb(&mut self, other: RuleSources) {
+        self.sigma.extend(other.sigma);
+        self.filters.extend(other.filters);
+        self.placeholders.extend(other.placeholders);
+        self.indicators.extend(other.indicators);
+        self.profiles.extend(other.profiles);
+        if other.policy.is_some() {
+            self.policy = other.policy;
+        }
+        self.diagnostics.extend(other.diagnostics.0);
+        self.files += other.files;
     }
 
     /// Pick the profile: by name, else `sysmon`, else the first, else an empty profile
@@ -271,6 +443,8 @@ impl RuleSources {
     }
 }
 
+/// Files under `dir`, recursively; a directory holding a `manifest.json` (a MISP feed) is
+/// listed as one entry instead of being entered.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let entry = entry?;
@@ -280,7 +454,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
             continue;
         }
         if entry.file_type()?.is_dir() {
-            walk(&path, out)?;
+            if path.join("manifest.json").is_file() {
+                out.push(path);
+            } else {
+                walk(&path, out)?;
+            }
         } else {
             out.push(path);
         }

@@ -8,10 +8,12 @@
 
 mod author;
 mod demo;
+mod feeds;
 mod gen;
 mod input;
 mod load;
 mod pipeline;
+mod reload;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -22,7 +24,6 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 
 use tocsin_correlate::{Correlator, CorrelatorConfig};
-use tocsin_match::MatchConfig;
 
 use crate::load::RuleSources;
 use crate::pipeline::{DeadLetterSink, Pipeline};
@@ -104,6 +105,24 @@ struct RuleArgs {
     /// Treat any rule error as fatal (exit code 3).
     #[arg(long)]
     strict: bool,
+    /// Indicator feeds: files (plain lists, CSV, MISP event JSON, STIX 2.1 bundles) and MISP
+    /// feed directories. Repeatable; added to the feeds in the rules' iocs/ folder.
+    #[arg(long = "iocs", value_name = "PATH", num_args = 1..)]
+    iocs: Vec<PathBuf>,
+    /// Force the format of the feeds instead of detecting it.
+    #[arg(long = "iocs-format", value_enum, value_name = "FORMAT")]
+    iocs_format: Option<feeds::FeedFormat>,
+}
+
+impl RuleArgs {
+    fn spec(&self) -> reload::RuleSpec {
+        reload::RuleSpec {
+            rules: self.rules.clone(),
+            iocs: self.iocs.clone(),
+            iocs_format: self.iocs_format,
+            profile: self.profile.clone(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -129,6 +148,13 @@ struct RunArgs {
     /// Mark every warning as exercise traffic.
     #[arg(long)]
     exercise: bool,
+    /// Reload rules and feeds when their files change (checked every --watch-interval
+    /// seconds). SIGHUP always reloads. The old set serves until the new one is ready.
+    #[arg(long)]
+    watch: bool,
+    /// Seconds between two checks of the rule and feed files with --watch.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    watch_interval: f64,
     /// Print nothing on stderr but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -226,13 +252,17 @@ pub(crate) fn prepare_rules(
     args: &RuleArgs,
     quiet: bool,
 ) -> Result<std::result::Result<(RuleSources, tocsin_match::CompiledRules), ExitCode>> {
-    let mut sources = if args.rules.is_empty() {
-        RuleSources::embedded()
-    } else {
-        RuleSources::load(&args.rules)?
-    };
-    let profile = sources.profile(args.profile.as_deref())?;
-    let compiled = sources.compile(&profile, &MatchConfig::default());
+    prepare_rules_with(args, quiet, &mut load::LastGood::new())
+}
+
+/// [`prepare_rules`], remembering each source that loaded (for later reloads).
+pub(crate) fn prepare_rules_with(
+    args: &RuleArgs,
+    quiet: bool,
+    last_good: &mut load::LastGood,
+) -> Result<std::result::Result<(RuleSources, tocsin_match::CompiledRules), ExitCode>> {
+    let (sources, compiled) = args.spec().load(last_good)?;
+    let profile_name = compiled.profile().name.clone();
     for d in &sources.diagnostics.0 {
         // Rules for other log sources are normal in a shared corpus: counted, not listed.
         if d.is_error() || (!quiet && d.code != "not-applicable") {
@@ -250,7 +280,7 @@ pub(crate) fn prepare_rules(
             s.regexes,
             s.not_applicable,
             s.indicators,
-            profile.name,
+            profile_name,
             errors,
             sources.diagnostics.warning_count()
         );
@@ -263,10 +293,18 @@ pub(crate) fn prepare_rules(
 }
 
 fn run(a: RunArgs) -> Result<ExitCode> {
-    let (sources, compiled) = match prepare_rules(&a.rules, a.quiet)? {
+    let mut last_good = load::LastGood::new();
+    let (sources, compiled) = match prepare_rules_with(&a.rules, a.quiet, &mut last_good)? {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
+    // SIGHUP reloads in every run; --watch also polls the files.
+    let reloads = reload::spawn(
+        a.rules.spec(),
+        last_good,
+        a.watch.then(|| std::time::Duration::from_secs_f64(a.watch_interval.max(0.1))),
+        a.quiet,
+    )?;
     let mut policy = sources.policy.clone().unwrap_or_default();
     policy.exercise |= a.exercise;
     let correlator = Correlator::new(CorrelatorConfig {
@@ -282,13 +320,14 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         None => DeadLetterSink::Summary(Vec::new()),
     };
     let mut pipeline = Pipeline::new(
-        &compiled,
+        std::sync::Arc::new(compiled),
         correlator,
         a.max_event_bytes,
         create_output(&a.output)?,
         detections,
         dead_letters,
-    );
+    )
+    .with_reloads(reloads);
     for name in &a.input {
         let mut reader = input::open(name)?;
         pipeline.process_source(name, &mut *reader)?;

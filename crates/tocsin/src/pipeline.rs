@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
@@ -51,13 +53,16 @@ pub struct RunStats {
     pub detections: u64,
     pub warning_versions: u64,
     pub missing_time: u64,
+    pub reloads: u64,
     pub bad_context: u64,
     pub seconds: f64,
 }
 
 /// The pipeline state.
-pub struct Pipeline<'r> {
-    rules: &'r CompiledRules,
+pub struct Pipeline {
+    rules: Arc<CompiledRules>,
+    /// New rule sets from the reloader, swapped in between two events.
+    reloads: Option<Receiver<Arc<CompiledRules>>>,
     context_fields: ContextFields,
     scratch: MatchScratch,
     index: EventIndex,
@@ -99,9 +104,9 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-impl<'r> Pipeline<'r> {
+impl Pipeline {
     pub fn new(
-        rules: &'r CompiledRules,
+        rules: Arc<CompiledRules>,
         correlator: Correlator,
         max_event_bytes: usize,
         warnings_out: Box<dyn Write>,
@@ -112,6 +117,7 @@ impl<'r> Pipeline<'r> {
             context_fields: rules.profile().context.clone(),
             scratch: rules.new_scratch(),
             rules,
+            reloads: None,
             index: EventIndex::new(),
             correlator,
             max_event_bytes,
@@ -126,6 +132,27 @@ impl<'r> Pipeline<'r> {
             json: Vec::with_capacity(4096),
             stats: RunStats::default(),
             started: Instant::now(),
+        }
+    }
+
+    /// Take new rule sets from `reloads`: each is swapped in atomically between two events,
+    /// so every event is matched by exactly one rule set, old or new.
+    pub fn with_reloads(mut self, reloads: Receiver<Arc<CompiledRules>>) -> Self {
+        self.reloads = Some(reloads);
+        self
+    }
+
+    fn take_reload(&mut self) {
+        let Some(rx) = &self.reloads else { return };
+        let mut newest = None;
+        while let Ok(r) = rx.try_recv() {
+            newest = Some(r);
+        }
+        if let Some(rules) = newest {
+            self.scratch = rules.new_scratch();
+            self.context_fields = rules.profile().context.clone();
+            self.rules = rules;
+            self.stats.reloads += 1;
         }
     }
 
@@ -206,6 +233,7 @@ impl<'r> Pipeline<'r> {
     }
 
     fn process_event(&mut self, source: &str, line_no: u64, bytes: &[u8]) -> Result<()> {
+        self.take_reload();
         self.stats.events += 1;
         self.stats.bytes += bytes.len() as u64;
         let event = match Event::parse(bytes, &mut self.index) {

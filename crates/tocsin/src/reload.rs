@@ -1,0 +1,137 @@
+//! Hot reload of rules and indicator feeds: `--watch` and SIGHUP.
+//!
+//! A background thread waits for a trigger — SIGHUP, or (with `--watch`) a change in the
+//! size or modification time of any rule or feed file — then loads and compiles the whole set
+//! again while the old one keeps serving. Only a complete new set is handed over, through a
+//! channel that the pipeline polls between two events, so each event is matched by exactly
+//! one set. A source that fails to load as a whole keeps its previous version
+//! ([`crate::load::LastGood`]); rule errors are reported and the rest of the new set is used.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Result;
+
+use tocsin_match::{CompiledRules, MatchConfig};
+
+use crate::feeds::FeedFormat;
+use crate::load::{LastGood, RuleSources};
+
+/// What to load, and how.
+#[derive(Clone)]
+pub struct RuleSpec {
+    /// Rule directories or files; empty means the rules built into the binary.
+    pub rules: Vec<PathBuf>,
+    /// Extra feeds (`--iocs`).
+    pub iocs: Vec<PathBuf>,
+    /// Forced feed format.
+    pub iocs_format: Option<FeedFormat>,
+    /// Profile name.
+    pub profile: Option<String>,
+}
+
+impl RuleSpec {
+    /// Load and compile everything. Diagnostics are in the returned sources.
+    pub fn load(&self, last_good: &mut LastGood) -> Result<(RuleSources, CompiledRules)> {
+        let mut sources = if self.rules.is_empty() {
+            let mut s = RuleSources::embedded();
+            if !self.iocs.is_empty() {
+                let feeds = RuleSources::load_all(&[], &self.iocs, self.iocs_format, last_good)?;
+                s.indicators.extend(feeds.indicators);
+                s.diagnostics.extend(feeds.diagnostics.0);
+                s.files += feeds.files;
+            }
+            s
+        } else {
+            RuleSources::load_all(&self.rules, &self.iocs, self.iocs_format, last_good)?
+        };
+        let profile = sources.profile(self.profile.as_deref())?;
+        let compiled = sources.compile(&profile, &MatchConfig::default());
+        Ok((sources, compiled))
+    }
+
+    /// (path, size, mtime) of every source file, to notice changes.
+    fn fingerprint(&self) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+        let mut out = Vec::new();
+        for root in self.rules.iter().chain(&self.iocs) {
+            collect(root, &mut out);
+        }
+        out.sort();
+        out
+    }
+}
+
+fn collect(path: &Path, out: &mut Vec<(PathBuf, u64, Option<SystemTime>)>) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        out.push((path.to_path_buf(), u64::MAX, None));
+        return;
+    };
+    if meta.is_dir() {
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for e in entries.flatten() {
+                collect(&e.path(), out);
+            }
+        }
+    } else {
+        out.push((path.to_path_buf(), meta.len(), meta.modified().ok()));
+    }
+}
+
+/// Start the reloader. New rule sets arrive on the returned channel. With `watch`, files are
+/// polled at that interval; SIGHUP always triggers a reload.
+pub fn spawn(spec: RuleSpec, mut last_good: LastGood, watch: Option<Duration>, quiet: bool) -> Result<Receiver<Arc<CompiledRules>>> {
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("tocsin-reload".into())
+        .spawn(move || {
+            let mut seen = spec.fingerprint();
+            let mut last_poll = Instant::now();
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let signalled = hangup.swap(false, Ordering::SeqCst);
+                let mut changed = false;
+                if let Some(interval) = watch {
+                    if last_poll.elapsed() >= interval {
+                        last_poll = Instant::now();
+                        let now = spec.fingerprint();
+                        if now != seen {
+                            seen = now;
+                            changed = true;
+                        }
+                    }
+                }
+                if !signalled && !changed {
+                    continue;
+                }
+                let started = Instant::now();
+                match spec.load(&mut last_good) {
+                    Ok((sources, compiled)) => {
+                        for d in &sources.diagnostics.0 {
+                            if d.is_error() || (!quiet && d.code == "kept-previous") {
+                                eprintln!("{d}");
+                            }
+                        }
+                        let s = compiled.stats();
+                        eprintln!(
+                            "tocsin: reloaded ({}): {} rules, {} indicators, {} errors, in {:.2} s",
+                            if signalled { "SIGHUP" } else { "files changed" },
+                            s.rules,
+                            s.indicators,
+                            sources.diagnostics.error_count(),
+                            started.elapsed().as_secs_f64()
+                        );
+                        if tx.send(Arc::new(compiled)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => eprintln!("tocsin: reload failed, keeping the current rules: {e:#}"),
+                }
+            }
+        })?;
+    Ok(rx)
+}
