@@ -82,7 +82,12 @@ fn collect(path: &Path, out: &mut Vec<(PathBuf, u64, Option<SystemTime>)>) {
 
 /// Start the reloader. New rule sets arrive on the returned channel. With `watch`, files are
 /// polled at that interval; SIGHUP always triggers a reload.
-pub fn spawn(spec: RuleSpec, mut last_good: LastGood, watch: Option<Duration>, quiet: bool) -> Result<Receiver<Arc<CompiledRules>>> {
+pub fn spawn(
+    spec: RuleSpec,
+    mut last_good: LastGood,
+    watch: Option<Duration>,
+    quiet: bool,
+) -> Result<Receiver<Arc<CompiledRules>>> {
     let hangup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))?;
     let (tx, rx) = mpsc::channel();
@@ -117,17 +122,20 @@ pub fn spawn(spec: RuleSpec, mut last_good: LastGood, watch: Option<Duration>, q
                             }
                         }
                         let s = compiled.stats();
+                        let errors = sources.diagnostics.error_count();
+                        // Hand the set over first, then say so: whoever reads the message
+                        // may rely on the next event being matched by the new set.
+                        if tx.send(Arc::new(compiled)).is_err() {
+                            return;
+                        }
                         eprintln!(
                             "tocsin: reloaded ({}): {} rules, {} indicators, {} errors, in {:.2} s",
                             if signalled { "SIGHUP" } else { "files changed" },
                             s.rules,
                             s.indicators,
-                            sources.diagnostics.error_count(),
+                            errors,
                             started.elapsed().as_secs_f64()
                         );
-                        if tx.send(Arc::new(compiled)).is_err() {
-                            return;
-                        }
                     }
                     Err(e) => eprintln!("tocsin: reload failed, keeping the current rules: {e:#}"),
                 }

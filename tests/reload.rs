@@ -1,0 +1,155 @@
+//! Hot reload: rules and feeds are swapped between two events, so that no event is lost or
+//! matched twice, and each event is matched by exactly one set (old or new).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+fn event(n: u32) -> String {
+    let domain = if n % 2 == 0 {
+        "x.first.example"
+    } else {
+        "x.second.example"
+    };
+    format!(
+        r#"{{"EventID":22,"Channel":"Microsoft-Windows-Sysmon/Operational","QueryName":"{domain}","n":{n},"organisation":"Org {n}"}}"#
+    )
+}
+
+fn rules_dir(iocs: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
+    std::fs::create_dir_all(dir.path().join("iocs")).unwrap();
+    std::fs::copy(
+        repo().join("rules/profiles/sysmon.yaml"),
+        dir.path().join("profiles/sysmon.yaml"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("iocs/watch.txt"), iocs).unwrap();
+    dir
+}
+
+/// Spawn `tocsin run` reading stdin; stderr lines arrive on the channel.
+fn spawn(
+    rules: &std::path::Path,
+    detections: &std::path::Path,
+    extra: &[&str],
+) -> (Child, mpsc::Receiver<String>) {
+    let mut child = tocsin()
+        .args(["run", "--rules"])
+        .arg(rules)
+        .args(["--input", "-", "--output", "-", "--detections"])
+        .arg(detections)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+    panic!("no stderr line containing {needle:?} within 20 s");
+}
+
+/// Feed 200 events around a reload and check the switch.
+fn check_reload(args: &[&str], cause: &str, trigger: impl FnOnce(&Child, &std::path::Path)) {
+    let rules = rules_dir("domain first.example\n");
+    let work = tempfile::tempdir().unwrap();
+    let detections = work.path().join("d.jsonl");
+    let (mut child, rx) = spawn(rules.path(), &detections, args);
+    let mut stdin = child.stdin.take().unwrap();
+    for n in 0..100 {
+        writeln!(stdin, "{}", event(n)).unwrap();
+    }
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(
+        rules.path().join("iocs/watch.txt"),
+        "domain second.example\n",
+    )
+    .unwrap();
+    trigger(&child, rules.path());
+    let line = wait_for(&rx, "reloaded");
+    assert!(line.contains("1 indicators"), "{line}");
+    assert!(line.contains(cause), "{line}");
+    for n in 100..200 {
+        writeln!(stdin, "{}", event(n)).unwrap();
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let summary = wait_for(&rx, " events (");
+    assert!(
+        summary.contains("tocsin: 200 events"),
+        "no event lost: {summary}"
+    );
+
+    let detected: Vec<u32> = json_lines(&detections)
+        .iter()
+        .map(|d| {
+            let org = d["context"]["organisation"].as_str().unwrap();
+            org.trim_start_matches("Org ").parse().unwrap()
+        })
+        .collect();
+    let unique: std::collections::BTreeSet<u32> = detected.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        detected.len(),
+        "an event was matched twice: {detected:?}"
+    );
+    // One switch point s: the old set (first.example) matched the even events before s, the
+    // new one (second.example) the odd events from s on; nothing else.
+    let consistent = |s: u32| -> bool {
+        let expected: Vec<u32> = (0..200)
+            .filter(|n| (n % 2 == 0 && *n < s) || (n % 2 == 1 && *n >= s))
+            .collect();
+        detected == expected
+    };
+    let switch = (1..=101).find(|&s| consistent(s));
+    assert!(
+        switch.is_some(),
+        "no single switch point explains the detections: {detected:?}"
+    );
+}
+
+#[test]
+fn watch_reloads_between_events() {
+    check_reload(
+        &["--watch", "--watch-interval", "0.2"],
+        "files changed",
+        |_, _| {},
+    );
+}
+
+#[test]
+fn sighup_reloads_between_events() {
+    check_reload(&[], "SIGHUP", |child, _| {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    });
+}
