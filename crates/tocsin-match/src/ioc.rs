@@ -162,9 +162,9 @@ impl IocTable {
             });
         }
         table.v4_ranges = v4.into_iter().collect();
-        table.v4_ranges.sort_by(|a, b| b.0.cmp(&a.0));
+        table.v4_ranges.sort_by_key(|r| std::cmp::Reverse(r.0));
         table.v6_ranges = v6.into_iter().collect();
-        table.v6_ranges.sort_by(|a, b| b.0.cmp(&a.0));
+        table.v6_ranges.sort_by_key(|r| std::cmp::Reverse(r.0));
         table
     }
 
