@@ -97,6 +97,119 @@ pub enum Audience {
     Strategic,
 }
 
+/// Permissible Actions Protocol: what recipients may do with the information.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+pub enum Pap {
+    /// No restriction.
+    #[serde(rename = "CLEAR")]
+    Clear,
+    /// Active actions allowed (block, ping).
+    #[serde(rename = "GREEN")]
+    #[default]
+    Green,
+    /// Passive cross-checks only.
+    #[serde(rename = "AMBER")]
+    Amber,
+    /// Non-detectable actions only.
+    #[serde(rename = "RED")]
+    Red,
+}
+
+impl Pap {
+    /// The MISP tag (`PAP:GREEN`).
+    pub fn misp_tag(self) -> &'static str {
+        match self {
+            Pap::Clear => "PAP:CLEAR",
+            Pap::Green => "PAP:GREEN",
+            Pap::Amber => "PAP:AMBER",
+            Pap::Red => "PAP:RED",
+        }
+    }
+}
+
+/// Root cause categories of the EU cybersecurity incident taxonomy (NIS Cooperation Group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RootCause {
+    /// System failures.
+    SystemFailures,
+    /// Natural phenomena.
+    NaturalPhenomena,
+    /// Human errors.
+    HumanErrors,
+    /// Malicious actions (NIS2's "unlawful or malicious acts").
+    MaliciousActions,
+    /// Third-party failures.
+    ThirdPartyFailures,
+}
+
+/// Technical severity of the threat (EU taxonomy `nature-severity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThreatSeverity {
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+}
+
+/// Real-world impact severity (EU taxonomy `impact-severity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImpactSeverity {
+    /// No impact.
+    White,
+    /// Minor.
+    Green,
+    /// Large.
+    Yellow,
+    /// Very large.
+    Red,
+}
+
+/// Prognosis for the next hours (EU taxonomy `impact-outlook`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outlook {
+    /// Improving.
+    Improving,
+    /// Stable.
+    Stable,
+    /// Worsening.
+    Worsening,
+}
+
+/// The EU cybersecurity incident taxonomy's dimensions for a warning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EuTaxonomy {
+    /// Root cause category.
+    pub root_cause: RootCause,
+    /// Severity of the threat.
+    pub threat_severity: ThreatSeverity,
+    /// Severity of the impact.
+    pub impact_severity: ImpactSeverity,
+    /// Outlook.
+    pub outlook: Outlook,
+}
+
+/// Stage of the NIS2 Article 23 reporting chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReportingStage {
+    /// Art. 23(4)(a): within 24 h.
+    EarlyWarning,
+    /// Art. 23(4)(b): within 72 h.
+    IncidentNotification,
+    /// Art. 23(4)(c): on request.
+    IntermediateReport,
+    /// Art. 23(4)(d): within one month of the notification.
+    FinalReport,
+}
+
 /// Sectors, member states and organisations affected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Affected {
@@ -144,6 +257,8 @@ pub struct TimelineEntry {
 /// NIS2 Article 23 reporting clock, counted from awareness (the first detection).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportingClock {
+    /// The stage this warning serves.
+    pub stage: ReportingStage,
     /// When the first detection was seen (event time).
     pub aware_at: Timestamp,
     /// Early warning due: 24 h after awareness.
@@ -159,6 +274,7 @@ impl ReportingClock {
     pub fn from_awareness(aware_at: Timestamp) -> Self {
         let h = 3_600_000;
         ReportingClock {
+            stage: ReportingStage::EarlyWarning,
             aware_at,
             early_warning_due: Timestamp(aware_at.0 + 24 * h),
             notification_due: Timestamp(aware_at.0 + 72 * h),
@@ -203,6 +319,8 @@ pub struct EarlyWarning {
     /// Reference Security Incident Taxonomy class and type.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub taxonomy: Option<Taxonomy>,
+    /// The EU cybersecurity incident taxonomy's dimensions.
+    pub eu_taxonomy: EuTaxonomy,
     /// Severity from the escalation policy.
     pub severity: Severity,
     /// NIS2 Art. 23(4)(a): suspected to be caused by unlawful or malicious acts.
@@ -237,4 +355,6 @@ pub struct EarlyWarning {
     pub reporting: ReportingClock,
     /// TLP of the whole warning: the most restrictive of its inputs.
     pub tlp: Tlp,
+    /// What recipients may do with it.
+    pub pap: Pap,
 }

@@ -22,9 +22,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tocsin_core::id::{incident_id, warning_id};
 use tocsin_core::{
-    Affected, Audience, Detection, DetectionKind, EarlyWarning, IncidentCandidate,
-    IndicatorSighting, IndicatorType, Level, ReportingClock, RuleSummary, Severity, TimelineEntry,
-    Timestamp, Tlp, WarningIndicator, WarningRule, WarningStatus, EARLY_WARNING_SCHEMA,
+    Affected, Audience, Detection, DetectionKind, EarlyWarning, EuTaxonomy, ImpactSeverity,
+    IncidentCandidate, IndicatorSighting, IndicatorType, Level, Outlook, Pap, ReportingClock,
+    RootCause, RuleSummary, Severity, ThreatSeverity, TimelineEntry, Timestamp, Tlp,
+    WarningIndicator, WarningRule, WarningStatus, EARLY_WARNING_SCHEMA,
 };
 use tocsin_rules::EscalationPolicy;
 
@@ -374,6 +375,36 @@ impl Correlator {
             recommended_actions,
             reporting: ReportingClock::from_awareness(c.first_seen),
             tlp: c.tlp,
+            pap: Pap::Green,
+            eu_taxonomy: EuTaxonomy {
+                root_cause: if state.suspected_malicious {
+                    RootCause::MaliciousActions
+                } else {
+                    RootCause::SystemFailures
+                },
+                threat_severity: match c.max_level {
+                    Level::Critical | Level::High => ThreatSeverity::High,
+                    Level::Medium => ThreatSeverity::Medium,
+                    _ => ThreatSeverity::Low,
+                },
+                impact_severity: match severity {
+                    Severity::Critical => ImpactSeverity::Red,
+                    Severity::High => ImpactSeverity::Yellow,
+                    Severity::Medium => ImpactSeverity::Green,
+                    Severity::Low => ImpactSeverity::White,
+                },
+                outlook: match status {
+                    WarningStatus::New | WarningStatus::Escalated => Outlook::Worsening,
+                    WarningStatus::Update => {
+                        if c.last_seen.0 - c.first_seen.0 < self.config.policy.window.0 / 2 {
+                            Outlook::Worsening
+                        } else {
+                            Outlook::Stable
+                        }
+                    }
+                    WarningStatus::Closed => Outlook::Improving,
+                },
+            },
         }
     }
 }
