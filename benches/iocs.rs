@@ -27,10 +27,23 @@ fn indicator_list(n: usize) -> String {
         x ^= x << 17;
         let _ = match i % 4 {
             // 100.64.0.0/10 (shared address space): never in the workload.
-            0 => writeln!(s, "ipv4 100.{}.{}.{}", 64 + (x % 64), (x >> 8) % 256, (x >> 16) % 256),
+            0 => writeln!(
+                s,
+                "ipv4 100.{}.{}.{}",
+                64 + (x % 64),
+                (x >> 8) % 256,
+                (x >> 16) % 256
+            ),
             1 => writeln!(s, "ipv4 100.{}.{}.0/24", 64 + (x % 64), (x >> 8) % 256),
             2 => writeln!(s, "domain h{:x}.bad.test", x),
-            _ => writeln!(s, "sha256 {:016x}{:016x}{:016x}{:016x}", x, x.rotate_left(7), x.rotate_left(19), x.rotate_left(31)),
+            _ => writeln!(
+                s,
+                "sha256 {:016x}{:016x}{:016x}{:016x}",
+                x,
+                x.rotate_left(7),
+                x.rotate_left(19),
+                x.rotate_left(31)
+            ),
         };
     }
     s
@@ -38,7 +51,11 @@ fn indicator_list(n: usize) -> String {
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -47,8 +64,17 @@ fn bench(c: &mut Criterion) {
         .args(["gen", "--events", "100000", "--seed", "1"])
         .output()
         .unwrap();
-    let events: Vec<Vec<u8>> = out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
-    let profile_text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/profiles/sysmon.yaml")).unwrap();
+    let events: Vec<Vec<u8>> = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    let profile_text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rules/profiles/sysmon.yaml"
+    ))
+    .unwrap();
     let profile = parse_profile("sysmon.yaml", &profile_text).unwrap();
 
     let mut group = c.benchmark_group("iocs");
@@ -60,7 +86,8 @@ fn bench(c: &mut Criterion) {
         let started = Instant::now();
         let (iocs, diags) = parse_plain_list("bench.txt", &text, "bench");
         assert!(diags.is_empty(), "{:?}", &diags[..diags.len().min(3)]);
-        let (compiled, _) = CompiledRules::compile(&[], &[], &iocs, &profile, &MatchConfig::default());
+        let (compiled, _) =
+            CompiledRules::compile(&[], &[], &iocs, &profile, &MatchConfig::default());
         let load = started.elapsed();
         drop(iocs);
         let resident = resident_bytes().saturating_sub(before);

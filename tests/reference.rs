@@ -15,7 +15,11 @@ use tocsin_core::{Event, EventIndex};
 use tocsin_match::{CompiledRules, MatchConfig};
 use tocsin_rules::{parse_profile, parse_sigma_source};
 
-const RULE_DIRS: [&str; 3] = ["rules/windows", "rules-emerging-threats", "rules-threat-hunting/windows"];
+const RULE_DIRS: [&str; 3] = [
+    "rules/windows",
+    "rules-emerging-threats",
+    "rules-threat-hunting/windows",
+];
 
 fn walk(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
@@ -48,7 +52,9 @@ fn tocsin_agrees_with_pysigma_sqlite_on_sigmahq_windows_rules() {
     let mut events_file = std::fs::File::create(&events_path).unwrap();
     for f in &gz {
         let mut text = String::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(f).unwrap()).read_to_string(&mut text).unwrap();
+        flate2::read::GzDecoder::new(std::fs::File::open(f).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
         events_file.write_all(text.as_bytes()).unwrap();
         if !text.ends_with('\n') {
             events_file.write_all(b"\n").unwrap();
@@ -63,10 +69,14 @@ fn tocsin_agrees_with_pysigma_sqlite_on_sigmahq_windows_rules() {
     for d in RULE_DIRS {
         cmd.arg("--rules").arg(data.join("sigma").join(d));
     }
-    cmd.arg("--events").arg(&events_path).arg("--output").arg(&reference_path);
+    cmd.arg("--events")
+        .arg(&events_path)
+        .arg("--output")
+        .arg(&reference_path);
     let status = cmd.status().expect("run the pySigma reference script");
     assert!(status.success(), "the reference script failed");
-    let reference: serde_json::Value = serde_json::from_slice(&std::fs::read(&reference_path).unwrap()).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&reference_path).unwrap()).unwrap();
     let mut theirs: BTreeSet<(String, u64)> = BTreeSet::new();
     for (id, lines) in reference["matches"].as_object().unwrap() {
         for l in lines.as_array().unwrap() {
@@ -82,10 +92,21 @@ fn tocsin_agrees_with_pysigma_sqlite_on_sigmahq_windows_rules() {
     files.sort();
     let mut rules = Vec::new();
     for f in &files {
-        let src = parse_sigma_source(&f.display().to_string(), &std::fs::read_to_string(f).unwrap());
-        rules.extend(src.rules.into_iter().filter(|r| r.logsource.product.as_deref() == Some("windows")));
+        let src = parse_sigma_source(
+            &f.display().to_string(),
+            &std::fs::read_to_string(f).unwrap(),
+        );
+        rules.extend(
+            src.rules
+                .into_iter()
+                .filter(|r| r.logsource.product.as_deref() == Some("windows")),
+        );
     }
-    let profile = parse_profile("sysmon.yaml", &std::fs::read_to_string(repo.join("rules/profiles/sysmon.yaml")).unwrap()).unwrap();
+    let profile = parse_profile(
+        "sysmon.yaml",
+        &std::fs::read_to_string(repo.join("rules/profiles/sysmon.yaml")).unwrap(),
+    )
+    .unwrap();
     let (compiled, _) = CompiledRules::compile(&rules, &[], &[], &profile, &MatchConfig::default());
     let ours_rules: BTreeSet<String> = compiled.rules().iter().map(|r| r.id.clone()).collect();
     // The rules the reference evaluated: every Windows rule it did not set aside or fail on.
@@ -94,17 +115,34 @@ fn tocsin_agrees_with_pysigma_sqlite_on_sigmahq_windows_rules() {
         .unwrap()
         .iter()
         .filter_map(|v| v.as_str().map(str::to_owned))
-        .chain(reference["conversion_errors"].as_object().unwrap().keys().cloned())
-        .chain(reference["query_errors"].as_object().unwrap().keys().cloned())
+        .chain(
+            reference["conversion_errors"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned(),
+        )
+        .chain(
+            reference["query_errors"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned(),
+        )
         .collect();
-    let reference_rules: BTreeSet<String> =
-        rules.iter().map(|r| r.id.clone()).filter(|id| !skipped.contains(id)).collect();
+    let reference_rules: BTreeSet<String> = rules
+        .iter()
+        .map(|r| r.id.clone())
+        .filter(|id| !skipped.contains(id))
+        .collect();
     let mut ours: BTreeSet<(String, u64)> = BTreeSet::new();
     let text = std::fs::read_to_string(&events_path).unwrap();
     let mut scratch = compiled.new_scratch();
     let mut index = EventIndex::new();
     for (i, line) in text.lines().enumerate() {
-        let Ok(event) = Event::parse(line.as_bytes(), &mut index) else { continue };
+        let Ok(event) = Event::parse(line.as_bytes(), &mut index) else {
+            continue;
+        };
         compiled.match_event(&event, &mut scratch);
         for &r in scratch.matched() {
             ours.insert((compiled.rules()[r as usize].id.clone(), i as u64 + 1));
@@ -113,8 +151,16 @@ fn tocsin_agrees_with_pysigma_sqlite_on_sigmahq_windows_rules() {
 
     // Compare on the rules both sides evaluated.
     let common: BTreeSet<&String> = ours_rules.intersection(&reference_rules).collect();
-    let only_ours: Vec<&(String, u64)> = ours.iter().filter(|(id, _)| common.contains(id)).filter(|m| !theirs.contains(*m)).collect();
-    let only_theirs: Vec<&(String, u64)> = theirs.iter().filter(|(id, _)| common.contains(id)).filter(|m| !ours.contains(*m)).collect();
+    let only_ours: Vec<&(String, u64)> = ours
+        .iter()
+        .filter(|(id, _)| common.contains(id))
+        .filter(|m| !theirs.contains(*m))
+        .collect();
+    let only_theirs: Vec<&(String, u64)> = theirs
+        .iter()
+        .filter(|(id, _)| common.contains(id))
+        .filter(|m| !ours.contains(*m))
+        .collect();
     let mut by_rule: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for (id, _) in &only_ours {
         by_rule.entry(id).or_default().0 += 1;
@@ -134,7 +180,11 @@ fn tocsin_agrees_with_pysigma_sqlite_on_sigmahq_windows_rules() {
     });
     let dir = repo.join("target/conformance");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("reference.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("reference.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
     eprintln!(
         "pySigma reference: {} rules compared, {} matches (Tocsin) vs {} (reference); {} only in Tocsin, {} only in the reference",
         common.len(),
@@ -143,7 +193,11 @@ fn tocsin_agrees_with_pysigma_sqlite_on_sigmahq_windows_rules() {
         only_ours.len(),
         only_theirs.len()
     );
-    assert!(common.len() > 2500, "too few rules compared: {}", common.len());
+    assert!(
+        common.len() > 2500,
+        "too few rules compared: {}",
+        common.len()
+    );
     assert!(ours.len() > 500, "too few matches: {}", ours.len());
     assert!(
         only_ours.is_empty() && only_theirs.is_empty(),

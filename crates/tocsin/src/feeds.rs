@@ -17,7 +17,12 @@ pub enum FeedFormat {
 }
 
 /// Parse one feed file.
-pub fn parse_feed_text(display: &str, text: &str, format: Option<FeedFormat>, feed: &str) -> (Vec<Indicator>, Vec<Diagnostic>) {
+pub fn parse_feed_text(
+    display: &str,
+    text: &str,
+    format: Option<FeedFormat>,
+    feed: &str,
+) -> (Vec<Indicator>, Vec<Diagnostic>) {
     let _ = format;
     parse_plain_list(display, text, feed)
 }

@@ -24,8 +24,8 @@ use anyhow::{bail, Context as _, Result};
 
 use tocsin_match::{CompiledRules, MatchConfig};
 use tocsin_rules::{
-    parse_placeholders, parse_policy, parse_profile, parse_sigma_source, Diagnostic,
-    Diagnostics, EscalationPolicy, Indicator, Location, Profile, SigmaFilter, SigmaRule,
+    parse_placeholders, parse_policy, parse_profile, parse_sigma_source, Diagnostic, Diagnostics,
+    EscalationPolicy, Indicator, Location, Profile, SigmaFilter, SigmaRule,
 };
 
 use crate::feeds::FeedFormat;

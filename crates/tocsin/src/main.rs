@@ -302,7 +302,8 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     let reloads = reload::spawn(
         a.rules.spec(),
         last_good,
-        a.watch.then(|| std::time::Duration::from_secs_f64(a.watch_interval.max(0.1))),
+        a.watch
+            .then(|| std::time::Duration::from_secs_f64(a.watch_interval.max(0.1))),
         a.quiet,
     )?;
     let mut policy = sources.policy.clone().unwrap_or_default();
