@@ -8,7 +8,7 @@
 //! (lower case; domains without a trailing dot) so that lookups are exact hash lookups.
 //! Bad lines are reported with file:line and skipped; the rest loads.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tocsin_core::{IndicatorType, Tlp};
 
@@ -40,17 +40,25 @@ pub struct Indicator {
 }
 
 /// Normalise a value of a given type; `None` if it is not a valid value of that type.
+///
+/// Feeds spell the same indicator many ways, and the matcher only does exact hash lookups, so
+/// every value is brought to one canonical text here:
+/// - IPv4/IPv6: the canonical address text; a CIDR range `address/prefix` keeps its prefix,
+///   with the bits beyond it zeroed (`203.0.113.9/24` → `203.0.113.0/24`); a full-length
+///   prefix (`/32`, `/128`) is the plain address.
+/// - domains: IDNA to ASCII (punycode, UTS #46 mapping, so also lower case), no trailing dot.
+/// - URLs: parsed as WHATWG URLs (scheme and host lower case, IDNA host, default ports
+///   dropped, empty path → `/`, dot segments resolved), then percent-encoding normalised
+///   (unreserved characters decoded, the hex of the rest in upper case). The path, query and
+///   fragment keep their case: they are case-sensitive.
+/// - hashes: lower-case hex of the algorithm's length.
+/// - e-mail addresses: domain as above; the local part lower case too, because the matcher
+///   compares lower-cased event values.
+/// - file names: lower case, no path separators.
 pub fn normalise(kind: IndicatorType, raw: &str) -> Option<String> {
     let v = raw.trim();
     match kind {
-        IndicatorType::Ipv4 => match v.parse::<IpAddr>().ok()? {
-            IpAddr::V4(a) => Some(a.to_string()),
-            IpAddr::V6(_) => None,
-        },
-        IndicatorType::Ipv6 => match v.parse::<IpAddr>().ok()? {
-            IpAddr::V6(a) => Some(a.to_string()),
-            IpAddr::V4(_) => None,
-        },
+        IndicatorType::Ipv4 | IndicatorType::Ipv6 => normalise_ip(kind, v),
         IndicatorType::Md5
         | IndicatorType::Sha1
         | IndicatorType::Sha256
@@ -64,29 +72,135 @@ pub fn normalise(kind: IndicatorType, raw: &str) -> Option<String> {
             (v.len() == want && v.bytes().all(|b| b.is_ascii_hexdigit()))
                 .then(|| v.to_ascii_lowercase())
         }
-        IndicatorType::Domain => {
-            let d = v.trim_end_matches('.').to_ascii_lowercase();
-            let valid = !d.is_empty()
-                && d.len() <= 253
-                && d.contains('.')
-                && d.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.len() <= 63
-                        && l.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                });
-            valid.then_some(d)
-        }
-        IndicatorType::Url => (!v.is_empty() && v.contains("://")).then(|| v.to_owned()),
+        IndicatorType::Domain => normalise_domain(v),
+        IndicatorType::Url => normalise_url(v),
         IndicatorType::Email => {
             let (local, domain) = v.rsplit_once('@')?;
-            let domain = normalise(IndicatorType::Domain, domain)?;
-            (!local.is_empty()).then(|| format!("{}@{domain}", local.to_ascii_lowercase()))
+            let domain = normalise_domain(domain)?;
+            (!local.is_empty() && !local.contains(char::is_whitespace))
+                .then(|| format!("{}@{domain}", local.to_ascii_lowercase()))
         }
         IndicatorType::Filename => {
             (!v.is_empty() && !v.contains(['/', '\\'])).then(|| v.to_ascii_lowercase())
         }
     }
+}
+
+/// An address, or a CIDR range with its host bits zeroed, of the family `kind` names.
+fn normalise_ip(kind: IndicatorType, v: &str) -> Option<String> {
+    let (address, prefix) = match v.split_once('/') {
+        Some((address, prefix)) => {
+            // `u8::from_str` would accept `+8`; a prefix is plain digits.
+            if prefix.is_empty() || prefix.len() > 3 || !prefix.bytes().all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            (address, Some(prefix.parse::<u8>().ok()?))
+        }
+        None => (v, None),
+    };
+    match (kind, address.parse::<IpAddr>().ok()?) {
+        (IndicatorType::Ipv4, IpAddr::V4(a)) => match prefix {
+            None | Some(32) => Some(a.to_string()),
+            Some(p) if p < 32 => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0);
+                Some(format!("{}/{p}", Ipv4Addr::from(u32::from(a) & mask)))
+            }
+            Some(_) => None,
+        },
+        (IndicatorType::Ipv6, IpAddr::V6(a)) => match prefix {
+            None | Some(128) => Some(a.to_string()),
+            Some(p) if p < 128 => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(p)).unwrap_or(0);
+                Some(format!("{}/{p}", Ipv6Addr::from(u128::from(a) & mask)))
+            }
+            Some(_) => None,
+        },
+        _ => None,
+    }
+}
+
+/// A host name as the DNS sees it: IDNA to ASCII, lower case, without the root's dot.
+fn normalise_domain(v: &str) -> Option<String> {
+    let v = v.strip_suffix('.').unwrap_or(v);
+    // UTS #46 maps (lower case, full-width forms, ideographic full stops) and encodes
+    // non-ASCII labels as punycode; it also rejects malformed `xn--` labels.
+    let ascii = idna::domain_to_ascii_cow(v.as_bytes(), idna::AsciiDenyList::URL).ok()?;
+    let d = ascii
+        .strip_suffix('.')
+        .unwrap_or(&ascii)
+        .to_ascii_lowercase();
+    let valid = !d.is_empty()
+        && d.len() <= 253
+        && d.contains('.')
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    valid.then_some(d)
+}
+
+/// A URL in one canonical spelling (see [`normalise`]).
+fn normalise_url(v: &str) -> Option<String> {
+    // Indicator URLs name a network location; `mailto:x` or `data:…` are not matchable ones.
+    if !v.contains("://") {
+        return None;
+    }
+    let mut url = url::Url::parse(v).ok()?;
+    // Special schemes (http, https, ftp, ws, wss, file) already have a lower-case, IDNA host;
+    // other schemes keep an opaque host as written.
+    if let Some(url::Host::Domain(host)) = url.host() {
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            let lower = host.to_ascii_lowercase();
+            url.set_host(Some(&lower)).ok()?;
+        }
+    }
+    let text = url.as_str();
+    let path_at = url::Position::BeforePath;
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&url[..path_at]);
+    push_normalised_percent_encoding(&mut out, &url[path_at..]);
+    Some(out)
+}
+
+/// Append `text` with every `%XX` of an unreserved character (RFC 3986 §2.3) decoded and
+/// every other `%XX` in upper-case hex, so that equivalent URLs compare equal.
+fn push_normalised_percent_encoding(out: &mut String, text: &str) {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', h, l]) => hex_value(*h).zip(hex_value(*l)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match escaped {
+            Some(byte) if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) => {
+                out.push(char::from(byte));
+                i += 3;
+            }
+            Some(byte) => {
+                out.push_str(&format!("%{byte:02X}"));
+                i += 3;
+            }
+            None => {
+                // Copy up to the next `%` in one piece; `%` is ASCII, so this never splits a
+                // UTF-8 sequence.
+                let from = if bytes[i] == b'%' { i + 1 } else { i };
+                let next = text[from..].find('%').map_or(text.len(), |n| from + n);
+                out.push_str(&text[i..next]);
+                i = next;
+            }
+        }
+    }
+}
+
+/// The value of one hex digit.
+fn hex_value(b: u8) -> Option<u8> {
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// Infer the type of an untyped value.

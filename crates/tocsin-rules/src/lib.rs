@@ -12,6 +12,7 @@
 
 pub mod diagnostic;
 pub mod escalation;
+pub mod feeds;
 pub mod ioc;
 pub mod placeholders;
 pub mod profile;
@@ -20,9 +21,14 @@ pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity};
 pub use escalation::{parse_policy, EscalationPolicy};
+pub use feeds::{
+    detect_format, parse_feed, parse_misp_feed, CsvColumn, CsvOptions, FeedFormat, FeedLimits,
+    FeedOptions,
+};
 pub use ioc::{parse_plain_list, Indicator};
 pub use placeholders::parse_placeholders;
 pub use profile::{parse_profile, Profile, RouteCondition};
+pub use sigma::correlation::{CorrelationRule, CorrelationType};
 pub use sigma::{SigmaDocument, SigmaFilter, SigmaRule};
 
 /// What one Sigma source file holds.
@@ -32,6 +38,8 @@ pub struct SigmaSource {
     pub rules: Vec<SigmaRule>,
     /// Global filters.
     pub filters: Vec<SigmaFilter>,
+    /// Correlation rules.
+    pub correlations: Vec<sigma::correlation::CorrelationRule>,
     /// Problems; the documents they concern were skipped (errors) or loaded (warnings).
     pub diagnostics: Diagnostics,
 }
@@ -49,14 +57,10 @@ pub fn parse_sigma_source(file: &str, text: &str) -> SigmaSource {
                 out.diagnostics.extend(warnings);
                 out.rules.push(*rule);
             }
-            Ok((SigmaDocument::Correlation { id, location }, _)) => out.diagnostics.push(
-                Diagnostic::warning(
-                    location,
-                    "unsupported-correlation",
-                    "Sigma correlation rules are not supported yet; this document is skipped",
-                )
-                .for_rule(id.as_deref(), None),
-            ),
+            Ok((SigmaDocument::Correlation(c), warnings)) => {
+                out.diagnostics.extend(warnings);
+                out.correlations.push(*c);
+            }
             Ok((SigmaDocument::Filter(filter), _)) => out.filters.push(*filter),
             Err(d) => out.diagnostics.push(d),
         }

@@ -8,6 +8,7 @@
 //! (tocsin-match), which reports unsupported features the same way.
 
 pub mod condition;
+pub mod correlation;
 pub mod value;
 
 use serde_yaml::Value;
@@ -135,14 +136,8 @@ impl SigmaRule {
 pub enum SigmaDocument {
     /// A detection rule.
     Rule(Box<SigmaRule>),
-    /// A correlation rule (parsed by the correlation issue; recognised here so that it is
-    /// not mistaken for a broken detection rule).
-    Correlation {
-        /// Its id, when present.
-        id: Option<String>,
-        /// Where it is.
-        location: Location,
-    },
+    /// A correlation rule.
+    Correlation(Box<correlation::CorrelationRule>),
     /// A global filter (`filter:` document).
     Filter(Box<SigmaFilter>),
 }
@@ -203,13 +198,8 @@ pub fn parse_document(
     let title = str_field(map, "title").map(str::to_owned);
     let tag = |d: Diagnostic| d.for_rule(id.as_deref(), title.as_deref());
     if map.contains_key("correlation") {
-        return Ok((
-            SigmaDocument::Correlation {
-                id,
-                location: doc.start(),
-            },
-            vec![],
-        ));
+        return correlation::parse_correlation(doc)
+            .map(|(c, warnings)| (SigmaDocument::Correlation(Box::new(c)), warnings));
     }
     if map.contains_key("filter") && !map.contains_key("detection") {
         return parse_filter(doc, map).map(|f| (SigmaDocument::Filter(Box::new(f)), vec![]));
