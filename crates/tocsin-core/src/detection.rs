@@ -216,4 +216,33 @@ pub struct Detection {
     /// Where the event was read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceRef>,
+    /// Event field values that Sigma correlation rules group or aggregate by (`group-by`
+    /// and `condition.field`, by the names the correlation rules use).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// False for detections that only feed correlation rules (`generate: false`): they are
+    /// correlated but not published on their own.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub standalone: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// The correlation key of a Sigma correlation rule's group: `correlation:<id>:<values>`,
+/// the group-by values joined by U+001F (unit separator).
+pub fn correlation_rule_key(correlation_id: &str, group_values: &[&str]) -> String {
+    let mut key = format!("correlation:{correlation_id}:");
+    for (i, v) in group_values.iter().enumerate() {
+        if i > 0 {
+            key.push('\u{1f}');
+        }
+        key.push_str(v);
+    }
+    key
 }

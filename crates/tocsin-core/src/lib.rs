@@ -23,8 +23,8 @@ pub mod warning;
 
 pub use context::{Context, ContextFields, EventContext};
 pub use detection::{
-    Detection, DetectionKind, Entity, IndicatorType, Level, MatchedIndicator, RuleRef, SourceRef,
-    DETECTION_SCHEMA,
+    correlation_rule_key, Detection, DetectionKind, Entity, IndicatorType, Level, MatchedIndicator,
+    RuleRef, SourceRef, DETECTION_SCHEMA,
 };
 pub use event::{DecodeError, Event, EventIndex, FieldValue, ValueKind};
 pub use incident::{IncidentCandidate, IndicatorSighting, RuleSummary};

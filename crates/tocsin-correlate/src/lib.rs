@@ -18,6 +18,10 @@
 //!
 //! Invariant: no I/O. The same code runs in `tocsin run`, the Kafka workers and benches.
 
+pub mod misp;
+pub mod sigma_correlations;
+pub mod stix;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tocsin_core::id::{incident_id, warning_id};
@@ -27,7 +31,9 @@ use tocsin_core::{
     RootCause, RuleSummary, Severity, ThreatSeverity, TimelineEntry, Timestamp, Tlp,
     WarningIndicator, WarningRule, WarningStatus, EARLY_WARNING_SCHEMA,
 };
-use tocsin_rules::EscalationPolicy;
+use tocsin_rules::{CorrelationRule, EscalationPolicy};
+
+use crate::sigma_correlations::CorrelationRules;
 
 /// Limits and rendering choices.
 #[derive(Debug, Clone)]
@@ -44,6 +50,12 @@ pub struct CorrelatorConfig {
     /// The audience's TLP ceiling: indicators above it are dropped, and a warning whose
     /// candidate is above it is withheld (and counted).
     pub tlp_ceiling: Tlp,
+    /// Sigma correlation rules.
+    pub correlation_rules: Vec<CorrelationRule>,
+    /// How far behind the latest event time a detection may arrive and still count.
+    pub allowed_lateness: tocsin_core::DurationMs,
+    /// Most groups the correlation rules hold at once (the oldest is evicted beyond).
+    pub max_correlation_groups: usize,
 }
 
 impl Default for CorrelatorConfig {
@@ -54,6 +66,9 @@ impl Default for CorrelatorConfig {
             max_detections_per_key: 10_000,
             audience: Audience::Technical,
             tlp_ceiling: Tlp::Amber,
+            correlation_rules: Vec::new(),
+            allowed_lateness: tocsin_core::DurationMs(0),
+            max_correlation_groups: 1_000_000,
         }
     }
 }
@@ -105,6 +120,9 @@ struct KeyState {
 /// The correlator. Feed it detections with [`Correlator::push`].
 pub struct Correlator {
     config: CorrelatorConfig,
+    sigma: CorrelationRules,
+    /// Correlation detections produced and not yet taken by the caller.
+    derived: Vec<Detection>,
     keys: HashMap<String, KeyState>,
     watermark: Timestamp,
     stats: CorrelatorStats,
@@ -124,6 +142,12 @@ impl Correlator {
     /// A correlator with this configuration.
     pub fn new(config: CorrelatorConfig) -> Self {
         Correlator {
+            sigma: CorrelationRules::new(
+                &config.correlation_rules,
+                config.allowed_lateness,
+                config.max_correlation_groups,
+            ),
+            derived: Vec::new(),
             config,
             keys: HashMap::new(),
             watermark: Timestamp(i64::MIN),
@@ -155,7 +179,33 @@ impl Correlator {
     }
 
     /// Merge one detection; warnings it causes (new versions) are appended to `out`.
+    /// Detections that Sigma correlation rules produce meanwhile are merged too, and kept
+    /// for [`Correlator::take_derived`].
     pub fn push(&mut self, d: &Detection, out: &mut Vec<EarlyWarning>) {
+        self.push_at_depth(d, out, 0);
+    }
+
+    /// Correlation detections produced since the last call (for the detections output).
+    pub fn take_derived(&mut self) -> Vec<Detection> {
+        std::mem::take(&mut self.derived)
+    }
+
+    /// End of input: judge the correlation windows still open.
+    pub fn finish(&mut self, out: &mut Vec<EarlyWarning>) {
+        let mut fired = Vec::new();
+        self.sigma.finish(&mut fired);
+        for f in fired {
+            self.derived.push(f.clone());
+            self.push_at_depth(&f, out, 1);
+        }
+    }
+
+    /// Counters of the Sigma correlation rules.
+    pub fn correlation_rule_stats(&self) -> sigma_correlations::CorrelationRuleStats {
+        self.sigma.stats()
+    }
+
+    fn push_at_depth(&mut self, d: &Detection, out: &mut Vec<EarlyWarning>, depth: usize) {
         self.stats.detections += 1;
         if d.event_time > self.watermark {
             self.watermark = d.event_time;
@@ -170,8 +220,20 @@ impl Correlator {
         if !complete {
             self.stats.incomplete_context += 1;
         }
+        let mut fired = Vec::new();
         for key in &d.correlation_keys {
-            self.merge(key, d, complete, out);
+            if key.starts_with("correlation:") {
+                self.sigma.push(key, d, &mut fired);
+            } else if d.standalone {
+                self.merge(key, d, complete, out);
+            }
+        }
+        for f in fired {
+            self.derived.push(f.clone());
+            // Chains of correlations are bounded (the specification's examples chain two).
+            if depth < 10 {
+                self.push_at_depth(&f, out, depth + 1);
+            }
         }
     }
 

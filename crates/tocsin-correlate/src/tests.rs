@@ -44,6 +44,8 @@ fn det(id: &str, org: &str, sector: &str, ms: &str, at: i64, tlp: Tlp) -> Detect
         correlation_keys: vec!["indicator:domain:c2.example".into()],
         tlp,
         source: None,
+        fields: Default::default(),
+        standalone: true,
     }
 }
 
@@ -186,4 +188,257 @@ fn same_input_same_output() {
         serde_json::to_string(&out).unwrap()
     };
     assert_eq!(run(), run());
+}
+
+mod sigma_correlation_rules {
+    use std::collections::BTreeMap;
+
+    use tocsin_core::{
+        correlation_rule_key, Context, Detection, DetectionKind, Level, RuleRef, Timestamp, Tlp,
+        DETECTION_SCHEMA,
+    };
+    use tocsin_rules::{parse_sigma_source, CorrelationRule};
+
+    use crate::{Correlator, CorrelatorConfig};
+
+    const MIN: i64 = 60_000;
+
+    fn correlation(yaml: &str) -> CorrelationRule {
+        let src = parse_sigma_source("c.yml", yaml);
+        assert_eq!(src.diagnostics.error_count(), 0, "{:?}", src.diagnostics);
+        src.correlations.into_iter().next().unwrap()
+    }
+
+    /// A detection of `rule` at minute `at`, grouped for `c` by `group`, with `fields`.
+    fn det(c: &CorrelationRule, rule: &str, at: i64, fields: &[(&str, &str)]) -> Detection {
+        let fields: BTreeMap<String, String> = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let values: Vec<&str> = c
+            .group_by
+            .iter()
+            .map(|g| fields.get(g).map(String::as_str).unwrap_or_default())
+            .collect();
+        Detection {
+            schema: DETECTION_SCHEMA.into(),
+            id: format!("det-{rule}-{at}-{:?}", fields),
+            kind: DetectionKind::Sigma,
+            rule: RuleRef {
+                id: rule.into(),
+                title: rule.into(),
+                level: Level::Low,
+            },
+            event_time: Timestamp(1_772_438_400_000 + at * MIN),
+            context: Context {
+                organisation: Some("Org A".into()),
+                sector: Some(tocsin_core::Sector::Health),
+                member_state: Some("DE".parse().unwrap()),
+                sensor: None,
+            },
+            entities: vec![],
+            indicators: vec![],
+            taxonomy: None,
+            attack: vec![],
+            tags: vec![],
+            correlation_keys: vec![correlation_rule_key(&c.id, &values)],
+            tlp: Tlp::Green,
+            source: None,
+            fields,
+            standalone: false,
+        }
+    }
+
+    fn run(rules: &[CorrelationRule], detections: &[Detection]) -> Vec<Detection> {
+        let mut c = Correlator::new(CorrelatorConfig {
+            correlation_rules: rules.to_vec(),
+            ..CorrelatorConfig::default()
+        });
+        let mut warnings = Vec::new();
+        let mut out = Vec::new();
+        for d in detections {
+            c.push(d, &mut warnings);
+            out.extend(c.take_derived());
+        }
+        c.finish(&mut warnings);
+        out.extend(c.take_derived());
+        out
+    }
+
+    #[test]
+    fn event_count_fires_once_per_burst_and_resets() {
+        let c = correlation("title: Brute force\nid: bf\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 10m\n  condition: {gte: 5}\nlevel: high\n");
+        let mut ds = Vec::new();
+        for i in 0..12 {
+            ds.push(det(&c, "failed_logon", i, &[("IpAddress", "10.0.0.9")]));
+        }
+        // Another source never reaches 5 within 10 minutes.
+        for i in 0..6 {
+            ds.push(det(
+                &c,
+                "failed_logon",
+                100 + i * 3,
+                &[("IpAddress", "10.0.0.7")],
+            ));
+        }
+        let out = run(&[c], &ds);
+        assert_eq!(out.len(), 2, "{out:#?}");
+        assert!(out
+            .iter()
+            .all(|d| d.kind == DetectionKind::Correlation && d.rule.id == "bf"));
+        assert_eq!(out[0].fields["IpAddress"], "10.0.0.9");
+        assert_eq!(out[0].fields["event_count"], "5");
+        assert_eq!(out[0].rule.level, Level::High);
+        assert_eq!(
+            out[0].event_time.0 - out[0].event_time.0 % MIN,
+            1_772_438_400_000 + 4 * MIN
+        );
+    }
+
+    #[test]
+    fn value_count_and_upper_bounds_wait_for_the_window() {
+        let spray = correlation("title: Spray\nid: spray\ncorrelation:\n  type: value_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 1h\n  condition: {field: TargetUserName, gte: 3}\n");
+        let quiet = correlation("title: Quiet host\nid: quiet\ncorrelation:\n  type: event_count\n  rules: [heartbeat]\n  group-by: [Host]\n  timespan: 1h\n  condition: {lt: 3}\n");
+        let ds = vec![
+            det(
+                &spray,
+                "failed_logon",
+                0,
+                &[("IpAddress", "a"), ("TargetUserName", "u1")],
+            ),
+            det(
+                &spray,
+                "failed_logon",
+                1,
+                &[("IpAddress", "a"), ("TargetUserName", "u1")],
+            ),
+            det(
+                &spray,
+                "failed_logon",
+                2,
+                &[("IpAddress", "a"), ("TargetUserName", "u2")],
+            ),
+            det(&quiet, "heartbeat", 5, &[("Host", "h1")]),
+            det(&quiet, "heartbeat", 6, &[("Host", "h2")]),
+            det(&quiet, "heartbeat", 7, &[("Host", "h2")]),
+            det(&quiet, "heartbeat", 8, &[("Host", "h2")]),
+            det(
+                &spray,
+                "failed_logon",
+                3,
+                &[("IpAddress", "a"), ("TargetUserName", "u3")],
+            ),
+        ];
+        let out = run(&[spray, quiet], &ds);
+        let ids: Vec<(&str, &str)> = out
+            .iter()
+            .map(|d| {
+                (
+                    d.rule.id.as_str(),
+                    d.fields.values().next().unwrap().as_str(),
+                )
+            })
+            .collect();
+        // spray fires on the third distinct user; quiet judges h1 (1 < 3) at the end, not h2 (3).
+        assert_eq!(out.len(), 2, "{ids:?}");
+        assert_eq!(out[0].rule.id, "spray");
+        assert_eq!(out[0].fields["value_count"], "3");
+        assert_eq!(out[1].rule.id, "quiet");
+        assert_eq!(out[1].fields["Host"], "h1");
+    }
+
+    #[test]
+    fn temporal_ordered_sum_avg_percentile_and_chaining() {
+        let recon = correlation("title: Recon\nid: recon\nname: recon_sequence\ncorrelation:\n  type: temporal_ordered\n  rules: [whoami, net_user, ipconfig]\n  group-by: [Host]\n  timespan: 5m\n");
+        let any = correlation("title: Recon any order\nid: recon_any\ncorrelation:\n  type: temporal\n  rules: [whoami, net_user, ipconfig]\n  group-by: [Host]\n  timespan: 5m\n");
+        let exfil = correlation("title: Exfil\nid: exfil\ncorrelation:\n  type: value_sum\n  rules: [upload]\n  group-by: [Host]\n  timespan: 1h\n  condition: {field: Bytes, gt: 1000}\n");
+        let avg = correlation("title: Big avg\nid: avg\ncorrelation:\n  type: value_avg\n  rules: [upload]\n  group-by: [Host]\n  timespan: 1h\n  condition: {field: Bytes, gte: 400}\n");
+        let rare = correlation("title: Rare process\nid: rare\ncorrelation:\n  type: value_percentile\n  rules: [proc]\n  group-by: [Host]\n  timespan: 1h\n  condition: {field: Image, lte: 10}\n");
+        let chained = correlation("title: Recon then exfil\nid: chain\ncorrelation:\n  type: temporal\n  rules: [recon_sequence, exfil]\n  group-by: [Host]\n  timespan: 1h\n");
+        let h = [("Host", "ws1")];
+        let mut ds = vec![
+            // Out of order: ipconfig first does not complete the ordered sequence...
+            det(&recon, "ipconfig", 0, &h),
+            det(&recon, "whoami", 1, &h),
+            det(&recon, "net_user", 2, &h),
+            // ...until ipconfig comes again after net_user.
+            det(&recon, "ipconfig", 3, &h),
+            det(&exfil, "upload", 10, &[("Host", "ws1"), ("Bytes", "600")]),
+            det(&exfil, "upload", 11, &[("Host", "ws1"), ("Bytes", "500")]),
+        ];
+        // The temporal (any order) rule sees the same detections under its own key.
+        for d in ds.clone().iter().take(4) {
+            let mut d = d.clone();
+            d.correlation_keys = vec![correlation_rule_key("recon_any", &["ws1"])];
+            ds.push(d);
+        }
+        // A copy of the uploads for the average rule.
+        for d in ds.clone().iter().filter(|d| d.rule.id == "upload") {
+            let mut d = d.clone();
+            d.correlation_keys = vec![correlation_rule_key("avg", &["ws1"])];
+            ds.push(d);
+        }
+        for i in 0..20 {
+            let image = if i == 7 {
+                "C:\\Temp\\odd.exe"
+            } else {
+                "C:\\Windows\\explorer.exe"
+            };
+            ds.push(det(
+                &rare,
+                "proc",
+                20 + i,
+                &[("Host", "ws1"), ("Image", image)],
+            ));
+        }
+        ds.sort_by_key(|d| d.event_time);
+        let out = run(&[recon, any, exfil, avg, rare, chained], &ds);
+        let fired: Vec<&str> = out.iter().map(|d| d.rule.id.as_str()).collect();
+        assert!(fired.contains(&"recon_any"), "{fired:?}");
+        assert_eq!(
+            out.iter().filter(|d| d.rule.id == "recon").count(),
+            1,
+            "{fired:?}"
+        );
+        let recon_det = out.iter().find(|d| d.rule.id == "recon").unwrap();
+        assert_eq!(
+            recon_det.event_time.0 % (60 * MIN) / MIN,
+            3,
+            "fires at the second ipconfig"
+        );
+        let sum = out.iter().find(|d| d.rule.id == "exfil").unwrap();
+        assert_eq!(sum.fields["value_sum"], "1100");
+        // gte is a lower bound: the average fires as soon as it holds (600 on the first).
+        let mean = out.iter().find(|d| d.rule.id == "avg").unwrap();
+        assert_eq!(mean.fields["value_avg"], "600");
+        let rare_hits: Vec<&Detection> = out.iter().filter(|d| d.rule.id == "rare").collect();
+        assert_eq!(rare_hits.len(), 1, "{fired:?}");
+        assert_eq!(rare_hits[0].fields["Image"], "C:\\Temp\\odd.exe");
+        assert_eq!(rare_hits[0].fields["value_percent"], "5");
+        // recon (by name) and exfil together in one hour: the chained rule fires; recon's
+        // own detection is consumed by a generate:false chain, so it is not standalone.
+        assert!(fired.contains(&"chain"), "{fired:?}");
+        assert!(!recon_det.standalone);
+        assert!(
+            out.iter()
+                .find(|d| d.rule.id == "chain")
+                .unwrap()
+                .standalone
+        );
+    }
+
+    #[test]
+    fn late_detections_are_counted_not_merged() {
+        let c = correlation("title: Count\nid: cnt\ncorrelation:\n  type: event_count\n  rules: [r]\n  group-by: [Host]\n  timespan: 10m\n  condition: {gte: 3}\n");
+        let mut corr = Correlator::new(CorrelatorConfig {
+            correlation_rules: vec![c.clone()],
+            ..CorrelatorConfig::default()
+        });
+        let mut w = Vec::new();
+        for at in [100, 101, 40] {
+            corr.push(&det(&c, "r", at, &[("Host", "h")]), &mut w);
+        }
+        assert_eq!(corr.correlation_rule_stats().late, 1);
+        assert!(corr.take_derived().is_empty());
+    }
 }

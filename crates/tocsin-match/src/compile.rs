@@ -202,9 +202,28 @@ pub struct CompiledRule {
     pub tlp: Tlp,
     /// Where the rule is defined.
     pub location: Location,
+    /// `name`, by which correlation rules may refer to it.
+    pub name: Option<String>,
+    /// Correlation rules that use this rule's detections, with the event fields they need.
+    pub correlation_uses: Vec<CorrelationUse>,
+    /// Whether its detections are published on their own: false when every correlation
+    /// rule that refers to it has `generate: false` (the specification's default).
+    pub standalone: bool,
     pub(crate) selections: Vec<CompiledSelection>,
     pub(crate) condition: Condition,
     pub(crate) route: u32,
+}
+
+/// One correlation rule's use of a detection rule: which event fields to copy into the
+/// detection (`group-by`, after aliases, and `condition.field`).
+#[derive(Debug, Clone)]
+pub struct CorrelationUse {
+    /// The correlation rule's id.
+    pub correlation_id: String,
+    /// (group-by name as the correlation writes it, event paths to read).
+    pub group_fields: Vec<(String, Vec<String>)>,
+    /// (condition field name, event paths to read).
+    pub value_fields: Vec<(String, Vec<String>)>,
 }
 
 /// A route: the event condition of a logsource, and the automata of its rules' fields.
@@ -403,6 +422,9 @@ impl Builder<'_> {
             taxonomy: rule.taxonomy,
             tlp,
             location: rule.location.clone(),
+            name: rule.name.clone(),
+            correlation_uses: Vec::new(),
+            standalone: true,
             selections,
             condition: rule.condition.clone(),
             route,
@@ -1392,6 +1414,70 @@ impl CompiledRules {
             },
             diags,
         )
+    }
+
+    /// Register Sigma correlation rules: every detection rule they refer to (by id or name)
+    /// learns which event fields to copy into its detections and which correlation key to
+    /// give them. References to rules that are not loaded (and are not other correlations,
+    /// `known_correlations`) are reported.
+    pub fn attach_correlations(
+        &mut self,
+        correlations: &[tocsin_rules::CorrelationRule],
+    ) -> Vec<Diagnostic> {
+        let mut diags = Vec::new();
+        let correlation_names: std::collections::HashSet<&str> = correlations
+            .iter()
+            .flat_map(|c| std::iter::once(c.id.as_str()).chain(c.name.as_deref()))
+            .collect();
+        for c in correlations {
+            for reference in &c.rules {
+                let targets: Vec<usize> = self
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| {
+                        &r.id == reference || r.name.as_deref() == Some(reference.as_str())
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                if targets.is_empty() && !correlation_names.contains(reference.as_str()) {
+                    diags.push(
+                        Diagnostic::warning(
+                            c.location.clone(),
+                            "correlation-target-missing",
+                            format!("correlation refers to rule '{reference}', which is not loaded (or not applicable to this profile)"),
+                        )
+                        .for_rule(Some(&c.id), Some(&c.title)),
+                    );
+                }
+                for i in targets {
+                    let (rule_id, rule_name) =
+                        (self.rules[i].id.clone(), self.rules[i].name.clone());
+                    let field = |name: &str| -> (String, Vec<String>) {
+                        let event_field = c.field_for(name, &rule_id, rule_name.as_deref());
+                        (name.to_owned(), self.profile.paths_for(event_field))
+                    };
+                    let usage = CorrelationUse {
+                        correlation_id: c.id.clone(),
+                        group_fields: c.group_by.iter().map(|g| field(g)).collect(),
+                        value_fields: c.condition.fields.iter().map(|f| field(f)).collect(),
+                    };
+                    let rule = &mut self.rules[i];
+                    rule.correlation_uses.push(usage);
+                    // Standalone unless every referring correlation says generate: false.
+                    let referring_generate = correlations
+                        .iter()
+                        .filter(|cc| {
+                            cc.rules
+                                .iter()
+                                .any(|r| *r == rule.id || Some(r.as_str()) == rule.name.as_deref())
+                        })
+                        .any(|cc| cc.generate);
+                    rule.standalone = referring_generate;
+                }
+            }
+        }
+        diags
     }
 
     /// Counts for reports and benches.

@@ -58,6 +58,30 @@ impl CompiledRules {
         let entities = self.entities(event);
         for &r in scratch.matched() {
             let rule = &self.rules[r as usize];
+            let mut correlation_keys: Vec<String> = rule
+                .campaigns
+                .iter()
+                .map(|c| format!("campaign:{c}"))
+                .collect();
+            let mut fields = std::collections::BTreeMap::new();
+            for usage in &rule.correlation_uses {
+                let mut values = Vec::with_capacity(usage.group_fields.len());
+                for (name, paths) in usage.group_fields.iter().chain(&usage.value_fields) {
+                    // A missing field groups as the empty value (as SQL's NULL group would).
+                    let v = paths
+                        .iter()
+                        .find_map(|p| event.get(p).and_then(|v| v.to_text()))
+                        .unwrap_or_default();
+                    fields.insert(name.clone(), v);
+                }
+                for (name, _) in &usage.group_fields {
+                    values.push(fields.get(name).map(String::as_str).unwrap_or_default());
+                }
+                correlation_keys.push(tocsin_core::correlation_rule_key(
+                    &usage.correlation_id,
+                    &values,
+                ));
+            }
             out.push(Detection {
                 schema: DETECTION_SCHEMA.to_owned(),
                 id: detection_id(&rule.id, event.raw()),
@@ -74,13 +98,11 @@ impl CompiledRules {
                 taxonomy: rule.taxonomy,
                 attack: rule.attack.clone(),
                 tags: rule.tags.clone(),
-                correlation_keys: rule
-                    .campaigns
-                    .iter()
-                    .map(|c| format!("campaign:{c}"))
-                    .collect(),
+                correlation_keys,
                 tlp: rule.tlp,
                 source: source.cloned(),
+                fields,
+                standalone: rule.standalone,
             });
         }
         // One indicator detection per feed, listing every indicator of that feed found.
@@ -126,6 +148,8 @@ impl CompiledRules {
                 correlation_keys,
                 tlp,
                 source: source.cloned(),
+                fields: Default::default(),
+                standalone: true,
             });
         }
     }

@@ -24,7 +24,9 @@ pub mod glob;
 pub mod ioc;
 pub mod matcher;
 
-pub use compile::{CompileStats, CompiledRule, CompiledRules, MatchConfig, RuleIdx};
+pub use compile::{
+    CompileStats, CompiledRule, CompiledRules, CorrelationUse, MatchConfig, RuleIdx,
+};
 pub use detect::indicator_key;
 pub use explain::Explanation;
 pub use ioc::IocTable;

@@ -40,6 +40,7 @@ pub fn demo(
     policy.exercise = true;
     let correlator = Correlator::new(CorrelatorConfig {
         policy,
+        correlation_rules: sources.correlations.clone(),
         ..CorrelatorConfig::default()
     });
     let warnings_out: Box<dyn Write> = match &output {

@@ -24,8 +24,9 @@ use anyhow::{bail, Context as _, Result};
 
 use tocsin_match::{CompiledRules, MatchConfig};
 use tocsin_rules::{
-    parse_placeholders, parse_policy, parse_profile, parse_sigma_source, Diagnostic, Diagnostics,
-    EscalationPolicy, Indicator, Location, Profile, SigmaFilter, SigmaRule,
+    parse_placeholders, parse_policy, parse_profile, parse_sigma_source, CorrelationRule,
+    Diagnostic, Diagnostics, EscalationPolicy, Indicator, Location, Profile, SigmaFilter,
+    SigmaRule,
 };
 
 use crate::feeds::FeedFormat;
@@ -35,6 +36,7 @@ use crate::feeds::FeedFormat;
 pub struct RuleSources {
     pub sigma: Vec<SigmaRule>,
     pub filters: Vec<SigmaFilter>,
+    pub correlations: Vec<CorrelationRule>,
     pub placeholders: BTreeMap<String, Vec<String>>,
     pub indicators: Vec<Indicator>,
     pub profiles: Vec<Profile>,
@@ -150,9 +152,10 @@ impl RuleSources {
             }
             Kind::Sigma => {
                 let src = parse_sigma_source(display, text);
-                let n = src.rules.len() + src.filters.len();
+                let n = src.rules.len() + src.filters.len() + src.correlations.len();
                 self.sigma.extend(src.rules);
                 self.filters.extend(src.filters);
+                self.correlations.extend(src.correlations);
                 self.diagnostics.extend(src.diagnostics.0);
                 n
             }
@@ -385,6 +388,7 @@ impl RuleSources {
     fn absorb(&mut self, other: RuleSources) {
         self.sigma.extend(other.sigma);
         self.filters.extend(other.filters);
+        self.correlations.extend(other.correlations);
         self.placeholders.extend(other.placeholders);
         self.indicators.extend(other.indicators);
         self.profiles.extend(other.profiles);
@@ -431,13 +435,15 @@ impl RuleSources {
     pub fn compile(&mut self, profile: &Profile, config: &MatchConfig) -> CompiledRules {
         let mut config = config.clone();
         config.placeholders.extend(self.placeholders.clone());
-        let (compiled, diags) = CompiledRules::compile(
+        let (mut compiled, diags) = CompiledRules::compile(
             &self.sigma,
             &self.filters,
             &self.indicators,
             profile,
             &config,
         );
+        self.diagnostics.extend(diags);
+        let diags = compiled.attach_correlations(&self.correlations);
         self.diagnostics.extend(diags);
         compiled
     }

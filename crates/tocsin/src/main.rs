@@ -310,6 +310,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     policy.exercise |= a.exercise;
     let correlator = Correlator::new(CorrelatorConfig {
         policy,
+        correlation_rules: sources.correlations.clone(),
         ..CorrelatorConfig::default()
     });
     let detections = match &a.detections {

@@ -285,15 +285,40 @@ impl Pipeline {
         self.stats.detections += self.detections.len() as u64;
         self.warnings.clear();
         for d in &self.detections {
-            if let Some(out) = &mut self.detections_out {
-                self.json.clear();
-                serde_json::to_writer(&mut self.json, d)?;
-                self.json.push(b'\n');
-                out.write_all(&self.json)?;
+            if d.standalone {
+                if let Some(out) = &mut self.detections_out {
+                    self.json.clear();
+                    serde_json::to_writer(&mut self.json, d)?;
+                    self.json.push(b'\n');
+                    out.write_all(&self.json)?;
+                }
             }
             self.correlator.push(d, &mut self.warnings);
         }
-        for w in &self.warnings {
+        self.write_derived()?;
+        self.write_warnings()
+    }
+
+    /// Write the detections that correlation rules produced (and count them).
+    fn write_derived(&mut self) -> Result<()> {
+        for d in self.correlator.take_derived() {
+            self.stats.detections += 1;
+            if !d.standalone {
+                continue;
+            }
+            if let Some(out) = &mut self.detections_out {
+                self.json.clear();
+                serde_json::to_writer(&mut self.json, &d)?;
+                self.json.push(b'\n');
+                out.write_all(&self.json)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_warnings(&mut self) -> Result<()> {
+        for i in 0..self.warnings.len() {
+            let w = &self.warnings[i];
             self.json.clear();
             serde_json::to_writer(&mut self.json, w)?;
             self.json.push(b'\n');
@@ -307,6 +332,11 @@ impl Pipeline {
     /// Flush outputs; return the counters, the dead-letter summary and the latest version
     /// of each warning.
     pub fn finish(mut self) -> Result<(RunStats, Vec<String>, Vec<EarlyWarning>, Correlator)> {
+        // Correlation windows still open at the end of the input are judged now.
+        self.warnings.clear();
+        self.correlator.finish(&mut self.warnings);
+        self.write_derived()?;
+        self.write_warnings()?;
         self.warnings_out.flush()?;
         if let Some(d) = &mut self.detections_out {
             d.flush()?;

@@ -1,0 +1,521 @@
+//! Sigma correlation rules, evaluated over detections in event time.
+//!
+//! The match stage gives every detection of a rule that a correlation refers to the key
+//! `correlation:<correlation id>:<group-by values>` and copies the `group-by` and
+//! `condition.field` values into `Detection::fields`, so this engine never reads events.
+//! Per key it keeps the detections of the last `timespan`:
+//!
+//! - conditions with lower bounds only (`gt`, `gte`) — and `temporal` / `temporal_ordered` —
+//!   are checked on every arrival over a sliding window and fire as soon as they hold;
+//! - conditions with an upper bound (`lt`, `lte`, `eq`, `neq`, ranges) and
+//!   `value_percentile` can only be judged on a complete window: the window opens at the
+//!   first detection of the group and is judged when the watermark (latest event time
+//!   minus the allowed lateness) passes its end, or at the end of the input.
+//!
+//! After firing, a group starts afresh (no alert storms from one burst). A detection older
+//! than its group's open window minus the allowed lateness is counted as late, never merged
+//! silently. A firing is a detection of kind `correlation`, which can itself feed other
+//! correlation rules (chaining, bounded depth) and the cross-organisation correlator.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use tocsin_core::id::IdHasher;
+use tocsin_core::{
+    correlation_rule_key, Detection, DetectionKind, DurationMs, Entity, RuleRef, Timestamp, Tlp,
+    DETECTION_SCHEMA,
+};
+use tocsin_rules::{CorrelationRule, CorrelationType};
+
+/// Counters of the correlation-rule engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CorrelationRuleStats {
+    /// Detections received under a correlation key.
+    pub received: u64,
+    /// Correlation detections produced.
+    pub fired: u64,
+    /// Detections too old for their group's window.
+    pub late: u64,
+    /// Detections under a key of an unknown correlation rule.
+    pub unknown: u64,
+    /// Groups evicted for the group limit.
+    pub evicted: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Item {
+    time: Timestamp,
+    /// Position of the matched rule in the correlation's `rules`.
+    position: usize,
+    value: Option<String>,
+    tlp: Tlp,
+    detection: Detection,
+}
+
+#[derive(Debug, Clone)]
+struct Group {
+    correlation: String,
+    /// Start of the open window (window-close mode).
+    window_start: Option<Timestamp>,
+    items: VecDeque<Item>,
+    last_seen: Timestamp,
+}
+
+/// The engine: correlation rules and their per-group windows.
+#[derive(Debug)]
+pub struct CorrelationRules {
+    rules: HashMap<String, CorrelationRule>,
+    /// Correlation id → ids of the correlations that refer to it (chaining).
+    consumers: HashMap<String, Vec<String>>,
+    groups: HashMap<String, Group>,
+    watermark: Timestamp,
+    allowed_lateness: DurationMs,
+    max_groups: usize,
+    stats: CorrelationRuleStats,
+}
+
+fn aggregate_label(kind: CorrelationType) -> &'static str {
+    match kind {
+        CorrelationType::EventCount => "event_count",
+        CorrelationType::ValueCount => "value_count",
+        CorrelationType::Temporal | CorrelationType::TemporalOrdered => "rules_matched",
+        CorrelationType::ValueSum => "value_sum",
+        CorrelationType::ValueAvg => "value_avg",
+        CorrelationType::ValuePercentile => "value_percent",
+    }
+}
+
+impl CorrelationRules {
+    /// An engine for these rules.
+    pub fn new(rules: &[CorrelationRule], allowed_lateness: DurationMs, max_groups: usize) -> Self {
+        let mut consumers: HashMap<String, Vec<String>> = HashMap::new();
+        for c in rules {
+            for r in &c.rules {
+                if let Some(target) = rules
+                    .iter()
+                    .find(|t| &t.id == r || t.name.as_deref() == Some(r.as_str()))
+                {
+                    consumers
+                        .entry(target.id.clone())
+                        .or_default()
+                        .push(c.id.clone());
+                }
+            }
+        }
+        CorrelationRules {
+            rules: rules.iter().map(|r| (r.id.clone(), r.clone())).collect(),
+            consumers,
+            groups: HashMap::new(),
+            watermark: Timestamp(i64::MIN),
+            allowed_lateness,
+            max_groups,
+            stats: CorrelationRuleStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> CorrelationRuleStats {
+        self.stats
+    }
+
+    /// Live groups.
+    pub fn live_groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// The correlation keys a correlation detection of `correlation_id` gets, so that
+    /// correlations that refer to it can group it.
+    fn consumer_keys(
+        &self,
+        correlation_id: &str,
+        fields: &BTreeMap<String, String>,
+    ) -> Vec<String> {
+        let mut keys = Vec::new();
+        for consumer in self.consumers.get(correlation_id).into_iter().flatten() {
+            if let Some(c) = self.rules.get(consumer) {
+                let values: Vec<&str> = c
+                    .group_by
+                    .iter()
+                    .map(|g| fields.get(g).map(String::as_str).unwrap_or_default())
+                    .collect();
+                keys.push(correlation_rule_key(&c.id, &values));
+            }
+        }
+        keys
+    }
+
+    /// Whether detections of `correlation_id` only feed other correlations.
+    fn consumed_only(&self, correlation_id: &str) -> bool {
+        match self.consumers.get(correlation_id) {
+            None => false,
+            Some(cs) => cs
+                .iter()
+                .all(|c| self.rules.get(c).is_some_and(|r| !r.generate)),
+        }
+    }
+
+    /// Feed one detection under one `correlation:` key; firings are appended to `out`.
+    pub fn push(&mut self, key: &str, d: &Detection, out: &mut Vec<Detection>) {
+        self.stats.received += 1;
+        if d.event_time > self.watermark {
+            self.watermark = d.event_time;
+        }
+        let Some(rest) = key.strip_prefix("correlation:") else {
+            return;
+        };
+        let correlation_id = rest.split(':').next().unwrap_or_default().to_owned();
+        let Some(rule) = self.rules.get(&correlation_id) else {
+            self.stats.unknown += 1;
+            return;
+        };
+        let Some(position) = rule
+            .rules
+            .iter()
+            .position(|r| *r == d.rule.id || self.name_matches(r, d))
+        else {
+            self.stats.unknown += 1;
+            return;
+        };
+        let value = rule
+            .condition
+            .fields
+            .iter()
+            .map(|f| d.fields.get(f).cloned().unwrap_or_default())
+            .reduce(|a, b| format!("{a}\u{1f}{b}"));
+        let eager = is_eager(rule);
+        let timespan = rule.timespan;
+        if !self.groups.contains_key(key) && self.groups.len() >= self.max_groups {
+            self.evict_oldest();
+        }
+        let group = self.groups.entry(key.to_owned()).or_insert_with(|| Group {
+            correlation: correlation_id.clone(),
+            window_start: None,
+            items: VecDeque::new(),
+            last_seen: d.event_time,
+        });
+        group.last_seen = group.last_seen.max(d.event_time);
+        let item = Item {
+            time: d.event_time,
+            position,
+            value,
+            tlp: d.tlp,
+            detection: d.clone(),
+        };
+        if eager {
+            // Sliding window ending at the newest detection.
+            let newest = group
+                .items
+                .back()
+                .map(|i| i.time)
+                .unwrap_or(item.time)
+                .max(item.time);
+            if item.time.0 < newest.0 - timespan.0 - self.allowed_lateness.0 {
+                self.stats.late += 1;
+                return;
+            }
+            insert_sorted(&mut group.items, item);
+            let horizon = newest.0 - timespan.0;
+            while group.items.front().is_some_and(|i| i.time.0 < horizon) {
+                group.items.pop_front();
+            }
+            let rule = &self.rules[&correlation_id];
+            if let Some(aggregate) = evaluate(rule, &group.items) {
+                let items: Vec<Item> = group.items.drain(..).collect();
+                let fired = self.fire(&correlation_id, key, &items, aggregate, None);
+                out.extend(fired);
+            }
+        } else {
+            let start = *group.window_start.get_or_insert(item.time);
+            if item.time.0 < start.0 - self.allowed_lateness.0 {
+                self.stats.late += 1;
+                return;
+            }
+            if item.time.0 > start.0 + timespan.0 {
+                // The arrival is past the window: judge it, then open a new one.
+                let items: Vec<Item> = group.items.drain(..).collect();
+                group.window_start = Some(item.time);
+                group.items.push_back(item);
+                out.extend(self.judge(&correlation_id, key, &items));
+            } else {
+                insert_sorted(&mut group.items, item);
+            }
+        }
+        self.close_expired(out);
+    }
+
+    fn name_matches(&self, reference: &str, d: &Detection) -> bool {
+        // A detection of a correlation rule carries the correlation's id; references may use
+        // the correlation's name.
+        d.kind == DetectionKind::Correlation
+            && self
+                .rules
+                .get(&d.rule.id)
+                .is_some_and(|c| c.name.as_deref() == Some(reference))
+    }
+
+    /// Judge every window-close group whose window ended before the watermark.
+    fn close_expired(&mut self, out: &mut Vec<Detection>) {
+        let watermark = self.watermark.0.saturating_sub(self.allowed_lateness.0);
+        let due: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| {
+                g.window_start.is_some_and(|s| {
+                    self.rules
+                        .get(&g.correlation)
+                        .is_some_and(|r| s.0 + r.timespan.0 < watermark)
+                })
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            if let Some(group) = self.groups.remove(&key) {
+                let items: Vec<Item> = group.items.into_iter().collect();
+                out.extend(self.judge(&group.correlation, &key, &items));
+            }
+        }
+    }
+
+    /// End of input: judge every open window.
+    pub fn finish(&mut self, out: &mut Vec<Detection>) {
+        let keys: Vec<String> = self.groups.keys().cloned().collect();
+        let mut keys = keys;
+        keys.sort();
+        for key in keys {
+            if let Some(group) = self.groups.remove(&key) {
+                if group.window_start.is_some() {
+                    let items: Vec<Item> = group.items.into_iter().collect();
+                    out.extend(self.judge(&group.correlation, &key, &items));
+                }
+            }
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some(key) = self
+            .groups
+            .iter()
+            .min_by_key(|(_, g)| g.last_seen)
+            .map(|(k, _)| k.clone())
+        {
+            self.groups.remove(&key);
+            self.stats.evicted += 1;
+        }
+    }
+
+    /// Judge a complete window.
+    fn judge(&mut self, correlation_id: &str, key: &str, items: &[Item]) -> Vec<Detection> {
+        let Some(rule) = self.rules.get(correlation_id) else {
+            return Vec::new();
+        };
+        if items.is_empty() {
+            return Vec::new();
+        }
+        if rule.kind == CorrelationType::ValuePercentile {
+            // The share of the group's events that carry each value.
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for i in items {
+                *counts
+                    .entry(i.value.as_deref().unwrap_or_default())
+                    .or_default() += 1;
+            }
+            let total = items.len() as f64;
+            let qualifying: Vec<(String, f64)> = counts
+                .iter()
+                .map(|(v, n)| (v.to_string(), *n as f64 * 100.0 / total))
+                .filter(|(_, share)| rule.condition.holds(*share))
+                .collect();
+            let mut out = Vec::new();
+            for (value, share) in qualifying {
+                let with_value: Vec<Item> = items
+                    .iter()
+                    .filter(|i| i.value.as_deref().unwrap_or_default() == value)
+                    .cloned()
+                    .collect();
+                out.extend(self.fire(correlation_id, key, &with_value, share, Some(value)));
+            }
+            return out;
+        }
+        match evaluate(rule, &items.iter().cloned().collect()) {
+            Some(aggregate) => self.fire(correlation_id, key, items, aggregate, None),
+            None => Vec::new(),
+        }
+    }
+
+    /// Build the correlation detection for a firing.
+    fn fire(
+        &mut self,
+        correlation_id: &str,
+        key: &str,
+        items: &[Item],
+        aggregate: f64,
+        value: Option<String>,
+    ) -> Vec<Detection> {
+        let Some(rule) = self.rules.get(correlation_id) else {
+            return Vec::new();
+        };
+        let (Some(first), Some(last)) = (items.first(), items.iter().max_by_key(|i| i.time)) else {
+            return Vec::new();
+        };
+        self.stats.fired += 1;
+        let mut fields: BTreeMap<String, String> = BTreeMap::new();
+        for g in &rule.group_by {
+            fields.insert(
+                g.clone(),
+                first.detection.fields.get(g).cloned().unwrap_or_default(),
+            );
+        }
+        if let (Some(v), Some(f)) = (&value, rule.condition.fields.first()) {
+            fields.insert(f.clone(), v.clone());
+        }
+        fields.insert(
+            aggregate_label(rule.kind).to_owned(),
+            format_number(aggregate),
+        );
+        let mut correlation_keys: Vec<String> = rule
+            .tags
+            .iter()
+            .filter_map(|t| t.strip_prefix("campaign."))
+            .map(|c| format!("campaign:{c}"))
+            .collect();
+        correlation_keys.extend(self.consumer_keys(correlation_id, &fields));
+        let mut hasher = IdHasher::new("correlation-detection")
+            .part(correlation_id.as_bytes())
+            .part(key.as_bytes())
+            .part(&first.time.0.to_le_bytes());
+        if let Some(v) = &value {
+            hasher = hasher.part(v.as_bytes());
+        }
+        let attack = rule
+            .tags
+            .iter()
+            .filter_map(|t| t.strip_prefix("attack."))
+            .filter(|t| {
+                t.len() >= 5
+                    && t.starts_with(['t', 'T'])
+                    && t[1..5].bytes().all(|b| b.is_ascii_digit())
+            })
+            .map(|t| t.to_ascii_uppercase())
+            .collect();
+        let rules_seen: BTreeSet<usize> = items.iter().map(|i| i.position).collect();
+        let entities = rule
+            .group_by
+            .iter()
+            .filter_map(|g| {
+                fields.get(g).filter(|v| !v.is_empty()).map(|v| Entity {
+                    kind: g.clone(),
+                    value: v.clone(),
+                })
+            })
+            .collect();
+        let _ = rules_seen;
+        vec![Detection {
+            schema: DETECTION_SCHEMA.to_owned(),
+            id: hasher.finish("det"),
+            kind: DetectionKind::Correlation,
+            rule: RuleRef {
+                id: rule.id.clone(),
+                title: rule.title.clone(),
+                level: rule.level,
+            },
+            event_time: last.time,
+            context: last.detection.context.clone(),
+            entities,
+            indicators: items
+                .iter()
+                .flat_map(|i| i.detection.indicators.iter().cloned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            taxonomy: items.iter().find_map(|i| i.detection.taxonomy),
+            attack,
+            tags: rule.tags.clone(),
+            correlation_keys,
+            tlp: items.iter().map(|i| i.tlp).max().unwrap_or(Tlp::Clear),
+            source: None,
+            fields,
+            standalone: !self.consumed_only(correlation_id),
+        }]
+    }
+}
+
+fn format_number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+fn is_eager(rule: &CorrelationRule) -> bool {
+    match rule.kind {
+        CorrelationType::Temporal | CorrelationType::TemporalOrdered => true,
+        CorrelationType::ValuePercentile => false,
+        _ => rule.condition.is_eager(),
+    }
+}
+
+fn insert_sorted(items: &mut VecDeque<Item>, item: Item) {
+    let at = items.partition_point(|i| i.time <= item.time);
+    items.insert(at, item);
+}
+
+/// The aggregate of a window when the rule's condition holds on it.
+fn evaluate(rule: &CorrelationRule, items: &VecDeque<Item>) -> Option<f64> {
+    let numbers = || {
+        items
+            .iter()
+            .filter_map(|i| i.value.as_deref()?.trim().parse::<f64>().ok())
+    };
+    let aggregate = match rule.kind {
+        CorrelationType::EventCount => items.len() as f64,
+        CorrelationType::ValueCount => items
+            .iter()
+            .filter_map(|i| i.value.as_deref())
+            .filter(|v| !v.is_empty())
+            .collect::<BTreeSet<_>>()
+            .len() as f64,
+        CorrelationType::ValueSum => numbers().sum(),
+        CorrelationType::ValueAvg => {
+            let (sum, n) = numbers().fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+            if n == 0 {
+                return None;
+            }
+            sum / n as f64
+        }
+        CorrelationType::Temporal => items
+            .iter()
+            .map(|i| i.position)
+            .collect::<BTreeSet<_>>()
+            .len() as f64,
+        CorrelationType::TemporalOrdered => ordered_prefix(rule, items) as f64,
+        CorrelationType::ValuePercentile => return None,
+    };
+    rule.condition.holds(aggregate).then_some(aggregate)
+}
+
+/// The length of the longest prefix of `rules` matched in order, within the timespan.
+fn ordered_prefix(rule: &CorrelationRule, items: &VecDeque<Item>) -> usize {
+    let n = rule.rules.len();
+    let mut best = 0;
+    for (s, start) in items.iter().enumerate() {
+        if start.position != 0 {
+            continue;
+        }
+        let mut next = 1;
+        let mut last = start.time;
+        for i in items.iter().skip(s + 1) {
+            if next == n || i.time.0 - start.time.0 > rule.timespan.0 {
+                break;
+            }
+            if i.position == next && i.time >= last {
+                next += 1;
+                last = i.time;
+            }
+        }
+        best = best.max(next);
+        if best == n {
+            break;
+        }
+    }
+    best
+}
