@@ -314,8 +314,12 @@ fn report_markdown(w: &EarlyWarning) -> String {
         }
     }
     if !w.affected.member_states.is_empty() {
-        let member_states: Vec<&str> =
-            w.affected.member_states.iter().map(|m| m.as_str()).collect();
+        let member_states: Vec<&str> = w
+            .affected
+            .member_states
+            .iter()
+            .map(|m| m.as_str())
+            .collect();
         text.push_str(&format!(
             "\n## Member states\n\n{}\n",
             member_states.join(", ")

@@ -49,13 +49,12 @@ pub const INCIDENT_CORE_EXTENSION_ID: &str =
 /// Fixed, so that consumers see one producer across all bundles. It equals the
 /// version-4-shaped UUID of the digest of `("tocsin.stix", "producer-identity")` (a unit
 /// test checks it).
-pub const TOCSIN_IDENTITY_ID: &str = "identity--1c9b6d06-07ed-4a5e-a8d2-d2f2d8b2b0a7";
+pub const TOCSIN_IDENTITY_ID: &str = "identity--6703c585-4101-4620-9e04-8f0afcced4d5";
 
 /// The Tocsin extension definition that declares the `x_tocsin_*` top-level properties.
 ///
 /// Fixed, like [`TOCSIN_IDENTITY_ID`]; derived from `("tocsin.stix", "extension-definition")`.
-pub const TOCSIN_EXTENSION_ID: &str =
-    "extension-definition--6b1c47d4-2b59-4d7f-9c2a-4f0e6a7c9a51";
+pub const TOCSIN_EXTENSION_ID: &str = "extension-definition--157e1624-b4d7-4896-9d62-458155462600";
 
 /// The largest `count` a STIX 2.1 sighting may carry.
 pub const STIX_SIGHTING_COUNT_MAX: u64 = 999_999_999;
@@ -175,12 +174,6 @@ pub(crate) fn uuid_v4_shaped(digest: u128) -> String {
     )
 }
 
-/// The id of an object shared by every bundle (producer identity, extension definition).
-fn shared_object_id(object_type: &str, key: &str) -> String {
-    let digest = IdHasher::new("tocsin.stix").part(key.as_bytes()).digest();
-    format!("{object_type}--{}", uuid_v4_shaped(digest))
-}
-
 /// A JSON value for something whose `Serialize` is derived over plain enums and structs,
 /// which cannot fail; `Null` keeps the renderer total all the same.
 fn serialized<T: Serialize>(value: &T) -> Value {
@@ -297,9 +290,22 @@ impl<'w> BundleBuilder<'w> {
                 identities and indicators of an early warning: the NIS2 Article 23 flags \
                 and reporting clock, the RSIT and EU incident taxonomies, PAP, the exact \
                 NIS2 sector keys and the feeds of each indicator.",
-            "schema": "The x_tocsin_* properties carry the fields of the Tocsin early-warning \
-                contract tocsin.early-warning/v1 (schemas/early-warning.schema.json in the \
-                Tocsin repository) under the same names and with the same JSON types.",
+            "schema": "Plain-text definition. On the incident, x_tocsin_warning_id, \
+                x_tocsin_incident_id, x_tocsin_version, x_tocsin_status, x_tocsin_audience, \
+                x_tocsin_severity, x_tocsin_suspected_malicious, x_tocsin_cross_border, \
+                x_tocsin_cross_sector, x_tocsin_exercise, x_tocsin_correlation_key, \
+                x_tocsin_first_seen, x_tocsin_last_seen, x_tocsin_detection_count, \
+                x_tocsin_reporting, x_tocsin_eu_taxonomy, x_tocsin_pap, x_tocsin_rules and \
+                x_tocsin_recommended_actions are the fields of the same name, without the \
+                prefix, of the Tocsin early-warning contract tocsin.early-warning/v1 \
+                (schemas/early-warning.schema.json in the Tocsin repository), with the same \
+                JSON types; x_tocsin_organisation_count, x_tocsin_nis2_sectors and \
+                x_tocsin_member_states are its affected.organisation_count, affected.sectors \
+                and affected.member_states; x_tocsin_rsit_class and x_tocsin_rsit_type are \
+                its taxonomy.class and taxonomy.type (RSIT machine values). On an identity, \
+                x_tocsin_nis2_sector is the organisation's NIS2 sector key (the MISP \
+                nis2:impact-sectors-impacted value) and x_tocsin_nis2_annex its Annex, I or \
+                II. On an indicator, x_tocsin_feeds lists the feeds that listed it.",
             "version": TOCSIN_EXTENSION_VERSION,
             "extension_types": ["toplevel-property-extension"],
             "extension_properties": TOCSIN_PROPERTIES,
@@ -428,7 +434,12 @@ impl<'w> BundleBuilder<'w> {
         );
         Self::uses_tocsin_properties(&mut incident);
         let sectors: Vec<&str> = w.affected.sectors.iter().map(|s| s.slug()).collect();
-        let member_states: Vec<&str> = w.affected.member_states.iter().map(|m| m.as_str()).collect();
+        let member_states: Vec<&str> = w
+            .affected
+            .member_states
+            .iter()
+            .map(|m| m.as_str())
+            .collect();
         let tocsin_properties = [
             ("x_tocsin_warning_id", json!(w.warning_id)),
             ("x_tocsin_incident_id", json!(w.incident_id)),
@@ -454,10 +465,7 @@ impl<'w> BundleBuilder<'w> {
             ("x_tocsin_eu_taxonomy", serialized(&w.eu_taxonomy)),
             ("x_tocsin_pap", serialized(&w.pap)),
             ("x_tocsin_rules", serialized(&w.rules)),
-            (
-                "x_tocsin_recommended_actions",
-                json!(w.recommended_actions),
-            ),
+            ("x_tocsin_recommended_actions", json!(w.recommended_actions)),
         ];
         for (name, value) in tocsin_properties {
             incident.insert(name.into(), value);
@@ -659,7 +667,12 @@ fn incident_description(w: &EarlyWarning) -> String {
         .iter()
         .map(|s| format!("{} (Annex {})", s.display_name(), s.annex()))
         .collect();
-    let member_states: Vec<&str> = w.affected.member_states.iter().map(|m| m.as_str()).collect();
+    let member_states: Vec<&str> = w
+        .affected
+        .member_states
+        .iter()
+        .map(|m| m.as_str())
+        .collect();
     let mut text = String::new();
     if w.exercise {
         text.push_str("EXERCISE - not a real warning.\n\n");
@@ -705,6 +718,12 @@ fn incident_description(w: &EarlyWarning) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The id of an object shared by every bundle, as the pinned constants were derived.
+    fn shared_object_id(object_type: &str, key: &str) -> String {
+        let digest = IdHasher::new("tocsin.stix").part(key.as_bytes()).digest();
+        format!("{object_type}--{}", uuid_v4_shaped(digest))
+    }
 
     #[test]
     fn shared_ids_are_the_pinned_ones() {

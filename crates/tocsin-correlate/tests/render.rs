@@ -1,0 +1,920 @@
+//! The STIX 2.1 and MISP renderings of a hand-built early warning.
+//!
+//! The warning is what the correlator gives a technical audience for a cross-border,
+//! cross-sector campaign: three organisations in two member states and two sectors, and
+//! indicators of every type under three TLP labels. The tests check the structure each
+//! format requires (object types and counts, references that resolve, the pinned TLP 2.0
+//! marking ids, valid MISP category/type pairs), determinism, and — when a Python with the
+//! OASIS `stix2-validator` is named by `TOCSIN_STIX_VALIDATOR_PYTHON` — validity according
+//! to that independent validator.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::{json, Value};
+use tocsin_core::{
+    Affected, Audience, EarlyWarning, EuTaxonomy, ImpactSeverity, IndicatorType, Outlook, Pap,
+    ReportingClock, RootCause, Severity, Taxonomy, TaxonomyType, ThreatSeverity, TimelineEntry,
+    Timestamp, Tlp, WarningIndicator, WarningRule, WarningStatus, EARLY_WARNING_SCHEMA,
+};
+use tocsin_correlate::{misp, stix};
+
+/// The TLP 2.0 marking-definition ids, pinned from
+/// `oasis-open/cti-stix-common-objects:extension-definition-specifications/tlp-2.0`
+/// (`coordination.md` §3), not from `Tlp::stix_marking_id`.
+const PINNED_TLP_2_0_MARKINGS: [(&str, &str, &str); 5] = [
+    (
+        "TLP:CLEAR",
+        "clear",
+        "marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487",
+    ),
+    (
+        "TLP:GREEN",
+        "green",
+        "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb",
+    ),
+    (
+        "TLP:AMBER",
+        "amber",
+        "marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421",
+    ),
+    (
+        "TLP:AMBER+STRICT",
+        "amber+strict",
+        "marking-definition--939a9414-2ddd-4d32-a0cd-375ea402b003",
+    ),
+    (
+        "TLP:RED",
+        "red",
+        "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1",
+    ),
+];
+
+const MD5: &str = "44d88612fea8a8f36de82e1278abb02f";
+const SHA1: &str = "3395856ce81f2b7382dee72602f798b642f14140";
+const SHA256: &str = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f";
+const SHA512: &str = "cc805d5fab1fd71a4ab352a9c533e65fb2d5b885518f4e565e68847223b8e6b8\
+                      5cb48f3afad842726d99239c9e36505c64b0dc9a061d9e507d833277ada336ab";
+
+fn at(hour: u32, minute: u32) -> Timestamp {
+    Timestamp::from_civil(2026, 3, 2, hour, minute, 0)
+}
+
+fn indicator(kind: IndicatorType, value: &str, tlp: Tlp, feeds: &[&str]) -> WarningIndicator {
+    WarningIndicator {
+        kind,
+        value: value.to_owned(),
+        tlp,
+        feeds: feeds.iter().map(|feed| (*feed).to_owned()).collect(),
+    }
+}
+
+fn timeline_entry(
+    minute: u32,
+    organisation: &str,
+    sector: &str,
+    member_state: &str,
+) -> TimelineEntry {
+    TimelineEntry {
+        time: at(8, minute),
+        organisation: Some(organisation.to_owned()),
+        sector: Some(sector.parse().expect("sector")),
+        member_state: Some(member_state.parse().expect("member state")),
+    }
+}
+
+/// A technical-audience warning: 3 organisations, 2 member states, 2 sectors, 11 indicators
+/// of every type under TLP:CLEAR, GREEN and AMBER, exercise traffic.
+fn campaign_warning() -> EarlyWarning {
+    let first_seen = at(8, 0);
+    EarlyWarning {
+        schema: EARLY_WARNING_SCHEMA.to_owned(),
+        warning_id: "ew-6f1d2c3b4a5968778695a4b3c2d1e0f1".to_owned(),
+        incident_id: "inc-0a1b2c3d4e5f60718293a4b5c6d7e8f9".to_owned(),
+        version: 2,
+        status: WarningStatus::Escalated,
+        issued_at: at(9, 30),
+        exercise: true,
+        audience: Audience::Technical,
+        headline: "Domain c2.example seen at 3 organisations in 2 sectors (energy, health) \
+                   across 2 member states (DE, FR)"
+            .to_owned(),
+        taxonomy: Some(Taxonomy::new(TaxonomyType::C2Server)),
+        eu_taxonomy: EuTaxonomy {
+            root_cause: RootCause::MaliciousActions,
+            threat_severity: ThreatSeverity::High,
+            impact_severity: ImpactSeverity::Yellow,
+            outlook: Outlook::Worsening,
+        },
+        severity: Severity::High,
+        suspected_malicious: true,
+        cross_border: true,
+        cross_sector: true,
+        correlation_key: "indicator:domain:c2.example".to_owned(),
+        first_seen,
+        last_seen: at(9, 30),
+        affected: Affected {
+            sectors: vec![
+                "energy".parse().expect("energy"),
+                "health".parse().expect("health"),
+            ],
+            member_states: vec!["DE".parse().expect("DE"), "FR".parse().expect("FR")],
+            organisation_count: 3,
+            organisations: vec![
+                "Klinikum Nord".to_owned(),
+                "Réseau Sud".to_owned(),
+                "Stadtwerke Ost".to_owned(),
+            ],
+        },
+        detection_count: 17,
+        rules: vec![WarningRule {
+            id: "ioc:cert-eu".to_owned(),
+            title: "Indicator from feed cert-eu".to_owned(),
+            detections: 17,
+        }],
+        attack: vec!["T1071.004".to_owned(), "T1568".to_owned()],
+        indicators: vec![
+            indicator(
+                IndicatorType::Domain,
+                "c2.example",
+                Tlp::Green,
+                &["cert-eu"],
+            ),
+            indicator(
+                IndicatorType::Ipv4,
+                "198.51.100.7",
+                Tlp::Green,
+                &["cert-eu", "misp"],
+            ),
+            indicator(
+                IndicatorType::Ipv4,
+                "203.0.113.0/24",
+                Tlp::Clear,
+                &["abuse"],
+            ),
+            indicator(
+                IndicatorType::Ipv6,
+                "2001:db8::dead:beef",
+                Tlp::Amber,
+                &["misp"],
+            ),
+            indicator(
+                IndicatorType::Url,
+                "http://c2.example/gate.php?id=1",
+                Tlp::Amber,
+                &["misp"],
+            ),
+            indicator(IndicatorType::Md5, MD5, Tlp::Clear, &["abuse"]),
+            indicator(IndicatorType::Sha1, SHA1, Tlp::Clear, &["abuse"]),
+            indicator(IndicatorType::Sha256, SHA256, Tlp::Green, &["cert-eu"]),
+            indicator(IndicatorType::Sha512, SHA512, Tlp::Green, &["cert-eu"]),
+            indicator(
+                IndicatorType::Email,
+                "invoice@c2.example",
+                Tlp::Amber,
+                &["misp"],
+            ),
+            indicator(
+                IndicatorType::Filename,
+                "invoice's.pdf.exe",
+                Tlp::Amber,
+                &["misp"],
+            ),
+        ],
+        timeline: vec![
+            timeline_entry(0, "Klinikum Nord", "health", "DE"),
+            timeline_entry(40, "Réseau Sud", "energy", "FR"),
+            timeline_entry(55, "Stadtwerke Ost", "energy", "DE"),
+        ],
+        recommended_actions: vec![
+            "Block domain c2.example at the perimeter and on endpoints".to_owned(),
+            "Hunt for c2.example in logs of the last 30 days and report sightings to your CSIRT"
+                .to_owned(),
+        ],
+        reporting: ReportingClock::from_awareness(first_seen),
+        tlp: Tlp::Amber,
+        pap: Pap::Green,
+    }
+}
+
+fn objects(bundle: &Value) -> &Vec<Value> {
+    bundle["objects"].as_array().expect("objects is an array")
+}
+
+fn objects_of_type<'b>(bundle: &'b Value, object_type: &str) -> Vec<&'b Value> {
+    objects(bundle)
+        .iter()
+        .filter(|object| object["type"] == object_type)
+        .collect()
+}
+
+fn str_of<'v>(value: &'v Value, key: &str) -> &'v str {
+    value[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} is not a string in {value}"))
+}
+
+/// Every `*_ref` and `*_refs` value anywhere inside `value`, with the key that holds it.
+fn collect_refs<'v>(value: &'v Value, refs: &mut Vec<(String, &'v str)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, member) in map {
+                if key.ends_with("_ref") {
+                    if let Some(id) = member.as_str() {
+                        refs.push((key.clone(), id));
+                    }
+                } else if key.ends_with("_refs") {
+                    for id in member.as_array().into_iter().flatten() {
+                        refs.push((key.clone(), id.as_str().unwrap_or("<not a string>")));
+                    }
+                }
+                collect_refs(member, refs);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_refs(item, refs)),
+        _ => {}
+    }
+}
+
+fn is_v4_shaped_uuid(uuid: &str) -> bool {
+    let groups: Vec<&str> = uuid.split('-').collect();
+    groups.iter().map(|group| group.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
+        && uuid
+            .chars()
+            .all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c))
+        && groups[2].starts_with('4')
+        && matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b')
+}
+
+#[test]
+fn bundle_has_the_expected_objects() {
+    let w = campaign_warning();
+    let bundle = stix::to_bundle(&w);
+    assert_eq!(bundle["type"], "bundle");
+    assert!(
+        bundle.get("spec_version").is_none(),
+        "a 2.1 bundle has none"
+    );
+    let bundle_id = str_of(&bundle, "id");
+    assert!(
+        bundle_id
+            .strip_prefix("bundle--")
+            .is_some_and(is_v4_shaped_uuid),
+        "{bundle_id}"
+    );
+
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for object in objects(&bundle) {
+        *counts.entry(str_of(object, "type")).or_default() += 1;
+    }
+    let indicators = w.indicators.len();
+    let expected = BTreeMap::from([
+        // CLEAR (shared objects, indicators), GREEN (indicators), AMBER (the warning).
+        ("marking-definition", 3),
+        ("extension-definition", 1),
+        // The producer and the three organisations.
+        ("identity", 4),
+        ("location", 2),
+        ("incident", 1),
+        ("indicator", indicators),
+        ("sighting", indicators),
+        // 3 located-at, 3 + 2 related-to, one indicates per indicator.
+        ("relationship", 3 + 3 + 2 + indicators),
+    ]);
+    assert_eq!(counts, expected);
+
+    let producer: Vec<&Value> = objects_of_type(&bundle, "identity")
+        .into_iter()
+        .filter(|identity| identity["identity_class"] == "system")
+        .collect();
+    assert_eq!(producer.len(), 1);
+    assert_eq!(producer[0]["id"], stix::TOCSIN_IDENTITY_ID);
+    assert_eq!(producer[0]["name"], "Tocsin");
+
+    let organisations: BTreeMap<&str, &Value> = objects_of_type(&bundle, "identity")
+        .into_iter()
+        .filter(|identity| identity["identity_class"] == "organization")
+        .map(|identity| (str_of(identity, "name"), identity))
+        .collect();
+    assert_eq!(
+        organisations.keys().copied().collect::<Vec<_>>(),
+        ["Klinikum Nord", "Réseau Sud", "Stadtwerke Ost"]
+    );
+    assert_eq!(
+        organisations["Klinikum Nord"]["sectors"],
+        json!(["healthcare"])
+    );
+    assert_eq!(
+        organisations["Klinikum Nord"]["x_tocsin_nis2_sector"],
+        "health"
+    );
+    assert_eq!(organisations["Réseau Sud"]["sectors"], json!(["energy"]));
+    assert_eq!(
+        organisations["Stadtwerke Ost"]["x_tocsin_nis2_sector"],
+        "energy"
+    );
+    assert_eq!(organisations["Stadtwerke Ost"]["x_tocsin_nis2_annex"], "I");
+
+    let countries: BTreeSet<&str> = objects_of_type(&bundle, "location")
+        .into_iter()
+        .map(|location| str_of(location, "country"))
+        .collect();
+    assert_eq!(countries, BTreeSet::from(["DE", "FR"]));
+
+    // Organisations are located in their member states.
+    let location_country: BTreeMap<&str, &str> = objects_of_type(&bundle, "location")
+        .into_iter()
+        .map(|location| (str_of(location, "id"), str_of(location, "country")))
+        .collect();
+    let organisation_name: BTreeMap<&str, &str> = organisations
+        .iter()
+        .map(|(name, identity)| (str_of(identity, "id"), *name))
+        .collect();
+    let located: BTreeSet<(&str, &str)> = objects_of_type(&bundle, "relationship")
+        .into_iter()
+        .filter(|relationship| relationship["relationship_type"] == "located-at")
+        .map(|relationship| {
+            (
+                organisation_name[str_of(relationship, "source_ref")],
+                location_country[str_of(relationship, "target_ref")],
+            )
+        })
+        .collect();
+    assert_eq!(
+        located,
+        BTreeSet::from([
+            ("Klinikum Nord", "DE"),
+            ("Réseau Sud", "FR"),
+            ("Stadtwerke Ost", "DE")
+        ])
+    );
+}
+
+#[test]
+fn incident_carries_incident_core_and_tocsin_properties() {
+    let w = campaign_warning();
+    let bundle = stix::to_bundle(&w);
+    let incidents = objects_of_type(&bundle, "incident");
+    let incident = incidents[0];
+    assert_eq!(incident["name"], w.headline.as_str());
+    assert!(str_of(incident, "description").starts_with("EXERCISE"));
+    let core = &incident["extensions"][stix::INCIDENT_CORE_EXTENSION_ID];
+    assert_eq!(
+        core,
+        &json!({
+            "extension_type": "property-extension",
+            "determination": "suspected",
+            "investigation_status": "open",
+        })
+    );
+    assert_eq!(
+        incident["extensions"][stix::TOCSIN_EXTENSION_ID]["extension_type"],
+        "toplevel-property-extension"
+    );
+    assert_eq!(incident["x_tocsin_warning_id"], w.warning_id.as_str());
+    assert_eq!(incident["x_tocsin_version"], 2);
+    assert_eq!(incident["x_tocsin_status"], "escalated");
+    assert_eq!(incident["x_tocsin_severity"], "high");
+    assert_eq!(incident["x_tocsin_suspected_malicious"], true);
+    assert_eq!(incident["x_tocsin_cross_border"], true);
+    assert_eq!(incident["x_tocsin_cross_sector"], true);
+    assert_eq!(incident["x_tocsin_exercise"], true);
+    assert_eq!(
+        incident["x_tocsin_correlation_key"],
+        "indicator:domain:c2.example"
+    );
+    assert_eq!(incident["x_tocsin_rsit_class"], "malicious-code");
+    assert_eq!(incident["x_tocsin_rsit_type"], "c2-server");
+    assert_eq!(incident["x_tocsin_pap"], "GREEN");
+    assert_eq!(
+        incident["x_tocsin_nis2_sectors"],
+        json!(["energy", "health"])
+    );
+    assert_eq!(incident["x_tocsin_member_states"], json!(["DE", "FR"]));
+    assert_eq!(
+        incident["x_tocsin_eu_taxonomy"],
+        json!({
+            "root_cause": "malicious-actions",
+            "threat_severity": "high",
+            "impact_severity": "yellow",
+            "outlook": "worsening",
+        })
+    );
+    let reporting = &incident["x_tocsin_reporting"];
+    assert_eq!(reporting["stage"], "early-warning");
+    assert_eq!(reporting["aware_at"], "2026-03-02T08:00:00.000Z");
+    assert_eq!(reporting["early_warning_due"], "2026-03-03T08:00:00.000Z");
+    assert_eq!(reporting["notification_due"], "2026-03-05T08:00:00.000Z");
+    assert_eq!(
+        incident["external_references"],
+        json!([
+            {"source_name": "mitre-attack", "external_id": "T1071.004"},
+            {"source_name": "mitre-attack", "external_id": "T1568"},
+        ])
+    );
+
+    // Every x_tocsin_* property used anywhere is declared by the Tocsin extension.
+    let declared: BTreeSet<&str> = stix::TOCSIN_PROPERTIES.iter().copied().collect();
+    let extension = objects_of_type(&bundle, "extension-definition")[0];
+    assert_eq!(
+        extension["extension_properties"],
+        json!(stix::TOCSIN_PROPERTIES)
+    );
+    for object in objects(&bundle) {
+        let map = object.as_object().expect("object");
+        let custom: Vec<&String> = map.keys().filter(|k| k.starts_with("x_")).collect();
+        for key in &custom {
+            assert!(declared.contains(key.as_str()), "{key} is not declared");
+        }
+        if !custom.is_empty() {
+            assert_eq!(
+                object["extensions"][stix::TOCSIN_EXTENSION_ID]["extension_type"],
+                "toplevel-property-extension",
+                "{} uses x_tocsin_* without the extension",
+                object["id"]
+            );
+        }
+    }
+}
+
+#[test]
+fn investigation_status_follows_the_warning_status() {
+    for (status, expected) in [
+        (WarningStatus::New, "new"),
+        (WarningStatus::Update, "open"),
+        (WarningStatus::Escalated, "open"),
+        (WarningStatus::Closed, "closed"),
+    ] {
+        let mut w = campaign_warning();
+        w.status = status;
+        let bundle = stix::to_bundle(&w);
+        let incident = objects_of_type(&bundle, "incident")[0];
+        assert_eq!(
+            incident["extensions"][stix::INCIDENT_CORE_EXTENSION_ID]["investigation_status"],
+            expected
+        );
+    }
+}
+
+#[test]
+fn indicators_have_patterns_markings_and_sightings() {
+    let w = campaign_warning();
+    let bundle = stix::to_bundle(&w);
+    let patterns: BTreeMap<&str, (&str, &Value)> = objects_of_type(&bundle, "indicator")
+        .into_iter()
+        .map(|indicator| {
+            assert_eq!(indicator["pattern_type"], "stix");
+            assert_eq!(indicator["indicator_types"], json!(["malicious-activity"]));
+            assert_eq!(indicator["valid_from"], "2026-03-02T08:00:00.000Z");
+            (
+                str_of(indicator, "pattern"),
+                (str_of(indicator, "id"), &indicator["object_marking_refs"]),
+            )
+        })
+        .collect();
+    let green = json!([Tlp::Green.stix_marking_id()]);
+    let clear = json!([Tlp::Clear.stix_marking_id()]);
+    let amber = json!([Tlp::Amber.stix_marking_id()]);
+    let expected = [
+        ("[domain-name:value = 'c2.example']", &green),
+        ("[ipv4-addr:value = '198.51.100.7']", &green),
+        ("[ipv4-addr:value = '203.0.113.0/24']", &clear),
+        ("[ipv6-addr:value = '2001:db8::dead:beef']", &amber),
+        ("[url:value = 'http://c2.example/gate.php?id=1']", &amber),
+        (
+            "[file:hashes.MD5 = '44d88612fea8a8f36de82e1278abb02f']",
+            &clear,
+        ),
+        (
+            "[file:hashes.'SHA-1' = '3395856ce81f2b7382dee72602f798b642f14140']",
+            &clear,
+        ),
+        ("[email-addr:value = 'invoice@c2.example']", &amber),
+        (r"[file:name = 'invoice\'s.pdf.exe']", &amber),
+    ];
+    for (pattern, marking) in expected {
+        let (_, refs) = patterns
+            .get(pattern)
+            .unwrap_or_else(|| panic!("no indicator with {pattern}: {patterns:#?}"));
+        assert_eq!(*refs, marking, "{pattern}");
+    }
+    assert!(patterns.contains_key(format!("[file:hashes.'SHA-256' = '{SHA256}']").as_str()));
+    assert!(patterns.contains_key(format!("[file:hashes.'SHA-512' = '{SHA512}']").as_str()));
+
+    let organisation_ids: BTreeSet<&str> = objects_of_type(&bundle, "identity")
+        .into_iter()
+        .filter(|identity| identity["identity_class"] == "organization")
+        .map(|identity| str_of(identity, "id"))
+        .collect();
+    let indicator_ids: BTreeSet<&str> = patterns.values().map(|(id, _)| *id).collect();
+    let sighted: BTreeSet<&str> = objects_of_type(&bundle, "sighting")
+        .into_iter()
+        .map(|sighting| {
+            assert_eq!(sighting["count"], 17);
+            assert_eq!(sighting["first_seen"], "2026-03-02T08:00:00.000Z");
+            assert_eq!(sighting["last_seen"], "2026-03-02T09:30:00.000Z");
+            let where_sighted: BTreeSet<&str> = sighting["where_sighted_refs"]
+                .as_array()
+                .expect("where_sighted_refs")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert_eq!(where_sighted, organisation_ids);
+            str_of(sighting, "sighting_of_ref")
+        })
+        .collect();
+    assert_eq!(sighted, indicator_ids);
+
+    let incident_id = str_of(objects_of_type(&bundle, "incident")[0], "id");
+    let indicating: BTreeSet<&str> = objects_of_type(&bundle, "relationship")
+        .into_iter()
+        .filter(|relationship| relationship["relationship_type"] == "indicates")
+        .map(|relationship| {
+            assert_eq!(relationship["target_ref"], incident_id);
+            str_of(relationship, "source_ref")
+        })
+        .collect();
+    assert_eq!(indicating, indicator_ids);
+}
+
+#[test]
+fn every_reference_resolves_within_the_bundle() {
+    let bundle = stix::to_bundle(&campaign_warning());
+    let mut ids = BTreeSet::new();
+    for object in objects(&bundle) {
+        assert!(
+            ids.insert(str_of(object, "id")),
+            "duplicate id {}",
+            object["id"]
+        );
+    }
+    let mut refs = Vec::new();
+    for object in objects(&bundle) {
+        collect_refs(object, &mut refs);
+    }
+    assert!(refs.len() > 50, "only {} references", refs.len());
+    for (key, id) in refs {
+        assert!(ids.contains(id), "{key} {id} is not in the bundle");
+    }
+}
+
+#[test]
+fn objects_have_the_common_properties() {
+    let w = campaign_warning();
+    let bundle = stix::to_bundle(&w);
+    let issued_at = w.issued_at.to_string();
+    assert_eq!(issued_at, "2026-03-02T09:30:00.000Z");
+    let shared = [stix::TOCSIN_IDENTITY_ID, stix::TOCSIN_EXTENSION_ID];
+    for object in objects(&bundle) {
+        let object_type = str_of(object, "type");
+        let id = str_of(object, "id");
+        assert_eq!(object["spec_version"], "2.1", "{id}");
+        let uuid = id
+            .strip_prefix(object_type)
+            .and_then(|rest| rest.strip_prefix("--"))
+            .unwrap_or_else(|| panic!("{id} does not start with {object_type}--"));
+        assert!(is_v4_shaped_uuid(uuid), "{id}");
+        if object_type == "marking-definition" {
+            continue;
+        }
+        let refs = object["object_marking_refs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{id} has no object_marking_refs"));
+        assert_eq!(refs.len(), 1, "{id}");
+        if shared.contains(&id) {
+            assert_eq!(refs[0], Tlp::Clear.stix_marking_id(), "{id}");
+            continue;
+        }
+        assert_eq!(object["created"], issued_at.as_str(), "{id}");
+        assert_eq!(object["modified"], issued_at.as_str(), "{id}");
+        assert_eq!(object["created_by_ref"], stix::TOCSIN_IDENTITY_ID, "{id}");
+        if object_type != "indicator" {
+            // The warning is AMBER and no indicator is stricter.
+            assert_eq!(refs[0], Tlp::Amber.stix_marking_id(), "{id}");
+        }
+    }
+}
+
+#[test]
+fn tlp_2_0_markings_are_the_pinned_ones() {
+    // Under TLP:RED with an indicator of every label, the bundle needs all five.
+    let mut w = campaign_warning();
+    w.tlp = Tlp::Red;
+    let labels = [
+        Tlp::Clear,
+        Tlp::Green,
+        Tlp::Amber,
+        Tlp::AmberStrict,
+        Tlp::Red,
+    ];
+    for (indicator, tlp) in w.indicators.iter_mut().zip(labels.iter().cycle()) {
+        indicator.tlp = *tlp;
+    }
+    let bundle = stix::to_bundle(&w);
+    let markings = objects_of_type(&bundle, "marking-definition");
+    assert_eq!(markings.len(), 5);
+    for (marking, (name, level, id)) in markings.iter().zip(PINNED_TLP_2_0_MARKINGS) {
+        let expected = json!({
+            "type": "marking-definition",
+            "spec_version": "2.1",
+            "id": id,
+            "created": "2022-10-01T00:00:00.000Z",
+            "name": name,
+            "extensions": {
+                "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d": {
+                    "extension_type": "property-extension",
+                    "tlp_2_0": level,
+                }
+            }
+        });
+        assert_eq!(*marking, &expected);
+    }
+
+    // The AMBER warning uses three labels and carries exactly those.
+    let bundle = stix::to_bundle(&campaign_warning());
+    let carried: Vec<&str> = objects_of_type(&bundle, "marking-definition")
+        .into_iter()
+        .map(|marking| str_of(marking, "id"))
+        .collect();
+    assert_eq!(
+        carried,
+        [
+            PINNED_TLP_2_0_MARKINGS[0].2,
+            PINNED_TLP_2_0_MARKINGS[1].2,
+            PINNED_TLP_2_0_MARKINGS[2].2
+        ]
+    );
+}
+
+#[test]
+fn renderings_are_deterministic() {
+    let first = serde_json::to_string(&stix::to_bundle(&campaign_warning())).expect("json");
+    let second = serde_json::to_string(&stix::to_bundle(&campaign_warning())).expect("json");
+    assert_eq!(first, second);
+    let first = serde_json::to_string(&misp::to_event(&campaign_warning())).expect("json");
+    let second = serde_json::to_string(&misp::to_event(&campaign_warning())).expect("json");
+    assert_eq!(first, second);
+
+    // Another version is another set of STIX objects (apart from the shared ones)…
+    let mut next = campaign_warning();
+    next.version = 3;
+    let ids = |bundle: &Value| -> BTreeSet<String> {
+        objects(bundle)
+            .iter()
+            .map(|object| str_of(object, "id").to_owned())
+            .collect()
+    };
+    let v2 = stix::to_bundle(&campaign_warning());
+    let v3 = stix::to_bundle(&next);
+    assert_ne!(v2["id"], v3["id"]);
+    let common: BTreeSet<String> = ids(&v2).intersection(&ids(&v3)).cloned().collect();
+    let marking_ids: BTreeSet<String> = PINNED_TLP_2_0_MARKINGS[..3]
+        .iter()
+        .map(|(_, _, id)| (*id).to_owned())
+        .chain([
+            stix::TOCSIN_IDENTITY_ID.to_owned(),
+            stix::TOCSIN_EXTENSION_ID.to_owned(),
+        ])
+        .collect();
+    assert_eq!(common, marking_ids);
+
+    // …but the same MISP event and attributes, so that MISP updates them in place.
+    let event_v2 = misp::to_event(&campaign_warning());
+    let event_v3 = misp::to_event(&next);
+    assert_eq!(event_v2["Event"]["uuid"], event_v3["Event"]["uuid"]);
+    assert_eq!(
+        event_v2["Event"]["Attribute"]
+            .as_array()
+            .expect("attributes")
+            .iter()
+            .map(|attribute| &attribute["uuid"])
+            .collect::<Vec<_>>(),
+        event_v3["Event"]["Attribute"]
+            .as_array()
+            .expect("attributes")
+            .iter()
+            .map(|attribute| &attribute["uuid"])
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn sighting_count_is_capped_and_where_sighted_falls_back_to_member_states() {
+    let mut w = campaign_warning();
+    w.detection_count = 5_000_000_000;
+    // What an operational rendering would name: no organisations.
+    w.affected.organisations.clear();
+    for entry in &mut w.timeline {
+        entry.organisation = None;
+    }
+    let bundle = stix::to_bundle(&w);
+    assert!(objects_of_type(&bundle, "identity")
+        .iter()
+        .all(|identity| identity["identity_class"] == "system"));
+    let location_ids: BTreeSet<&str> = objects_of_type(&bundle, "location")
+        .into_iter()
+        .map(|location| str_of(location, "id"))
+        .collect();
+    for sighting in objects_of_type(&bundle, "sighting") {
+        assert_eq!(sighting["count"], stix::STIX_SIGHTING_COUNT_MAX);
+        let where_sighted: BTreeSet<&str> = sighting["where_sighted_refs"]
+            .as_array()
+            .expect("where_sighted_refs")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(where_sighted, location_ids);
+    }
+}
+
+#[test]
+fn misp_event_has_the_expected_tags_and_attributes() {
+    let w = campaign_warning();
+    let rendered = misp::to_event(&w);
+    let event = &rendered["Event"];
+    assert!(is_v4_shaped_uuid(str_of(event, "uuid")));
+    assert_eq!(event["info"], w.headline.as_str());
+    assert_eq!(event["date"], "2026-03-02");
+    assert_eq!(
+        event["timestamp"],
+        (w.issued_at.millis() / 1000).to_string().as_str()
+    );
+    assert_eq!(event["published"], false);
+    assert_eq!(event["threat_level_id"], "1");
+    assert_eq!(event["analysis"], "1");
+    assert_eq!(event["distribution"], "0");
+    assert_eq!(event["sharing_group_id"], "0");
+
+    let tags: Vec<&str> = event["Tag"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .map(|tag| str_of(tag, "name"))
+        .collect();
+    for expected in [
+        "tlp:amber",
+        "PAP:GREEN",
+        "rsit:malicious-code=\"c2-server\"",
+        "nis2:impact-sectors-impacted=\"energy\"",
+        "nis2:impact-sectors-impacted=\"health\"",
+        "nis2:nature-root-cause=\"malicious-actions\"",
+        "nis2:nature-severity=\"high\"",
+        "nis2:impact-severity=\"yellow\"",
+        "nis2:impact-outlook=\"worsening\"",
+        "tocsin:exercise",
+    ] {
+        assert!(tags.contains(&expected), "{expected} missing from {tags:?}");
+    }
+    assert!(!tags.iter().any(|tag| tag.starts_with("misp-galaxy:")));
+    assert!(!tags.contains(&"tlp:white"));
+
+    // (type, category, value, tlp tag)
+    let attributes: Vec<(&str, &str, &str, &str)> = event["Attribute"]
+        .as_array()
+        .expect("attributes")
+        .iter()
+        .map(|attribute| {
+            assert_eq!(attribute["to_ids"], true);
+            assert!(is_v4_shaped_uuid(str_of(attribute, "uuid")));
+            let tags = attribute["Tag"].as_array().expect("attribute tags");
+            assert_eq!(tags.len(), 1);
+            (
+                str_of(attribute, "type"),
+                str_of(attribute, "category"),
+                str_of(attribute, "value"),
+                str_of(&tags[0], "name"),
+            )
+        })
+        .collect();
+    let network = "Network activity";
+    let payload = "Payload delivery";
+    assert_eq!(
+        attributes,
+        [
+            ("domain", network, "c2.example", "tlp:green"),
+            ("ip-dst", network, "198.51.100.7", "tlp:green"),
+            ("ip-dst", network, "203.0.113.0/24", "tlp:clear"),
+            ("ip-dst", network, "2001:db8::dead:beef", "tlp:amber"),
+            (
+                "url",
+                network,
+                "http://c2.example/gate.php?id=1",
+                "tlp:amber"
+            ),
+            ("md5", payload, MD5, "tlp:clear"),
+            ("sha1", payload, SHA1, "tlp:clear"),
+            ("sha256", payload, SHA256, "tlp:green"),
+            ("sha512", payload, SHA512, "tlp:green"),
+            ("email-src", network, "invoice@c2.example", "tlp:amber"),
+            ("filename", payload, "invoice's.pdf.exe", "tlp:amber"),
+        ]
+    );
+}
+
+#[test]
+fn misp_enums_follow_severity_status_and_tlp() {
+    let mut w = campaign_warning();
+    w.severity = Severity::Low;
+    w.status = WarningStatus::Closed;
+    w.tlp = Tlp::Green;
+    w.exercise = false;
+    w.suspected_malicious = false;
+    w.headline = format!("line one\nline two {}", "x".repeat(300));
+    let rendered = misp::to_event(&w);
+    let event = &rendered["Event"];
+    assert_eq!(event["threat_level_id"], "3");
+    assert_eq!(event["analysis"], "2");
+    assert_eq!(event["distribution"], "1");
+    let info = str_of(event, "info");
+    assert!(!info.contains('\n'));
+    assert_eq!(info.chars().count(), misp::MISP_INFO_MAX_CHARS);
+    let tags: Vec<&str> = event["Tag"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .map(|tag| str_of(tag, "name"))
+        .collect();
+    assert!(tags.contains(&"tlp:green"));
+    assert!(!tags.contains(&misp::EXERCISE_TAG));
+    assert!(!tags
+        .iter()
+        .any(|tag| tag.starts_with("nis2:nature-root-cause")));
+    w.severity = Severity::Medium;
+    assert_eq!(misp::to_event(&w)["Event"]["threat_level_id"], "2");
+    w.severity = Severity::Critical;
+    assert_eq!(misp::to_event(&w)["Event"]["threat_level_id"], "1");
+}
+
+/// Runs `tests/reference/validate_stix.py` with the Python named by
+/// `TOCSIN_STIX_VALIDATOR_PYTHON`; skipped (and says so) without it.
+#[test]
+fn stix_bundle_passes_the_oasis_validator() {
+    let Some(python) = std::env::var_os("TOCSIN_STIX_VALIDATOR_PYTHON") else {
+        println!(
+            "SKIPPED stix_bundle_passes_the_oasis_validator: set TOCSIN_STIX_VALIDATOR_PYTHON to \
+             a Python with the stix2-validator package (python3 -m venv /tmp/stixval && \
+             /tmp/stixval/bin/pip install stix2-validator) to run it"
+        );
+        return;
+    };
+    let script: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "..",
+        "tests",
+        "reference",
+        "validate_stix.py",
+    ]
+    .iter()
+    .collect();
+    let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tocsin-stix-validator");
+    std::fs::create_dir_all(&directory).expect("create the temporary directory");
+
+    // The campaign warning, and the same under TLP:RED with every label and no organisations.
+    let mut restricted = campaign_warning();
+    restricted.tlp = Tlp::Red;
+    restricted.affected.organisations.clear();
+    for entry in &mut restricted.timeline {
+        entry.organisation = None;
+    }
+    let labels = [
+        Tlp::Clear,
+        Tlp::Green,
+        Tlp::Amber,
+        Tlp::AmberStrict,
+        Tlp::Red,
+    ];
+    for (indicator, tlp) in restricted.indicators.iter_mut().zip(labels.iter().cycle()) {
+        indicator.tlp = *tlp;
+    }
+    let mut files = Vec::new();
+    for (name, warning) in [("campaign", campaign_warning()), ("restricted", restricted)] {
+        let path = directory.join(format!("{name}.json"));
+        let text = serde_json::to_string_pretty(&stix::to_bundle(&warning)).expect("json");
+        std::fs::write(&path, text).expect("write the bundle");
+        files.push(path);
+    }
+
+    let output = Command::new(&python)
+        .arg(&script)
+        .args(&files)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {python:?} {}: {error}", script.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        output.status.success(),
+        "stix2-validator found errors ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    for file in &files {
+        assert!(
+            stdout.contains(&format!("{}: valid STIX 2.1", file.display())),
+            "no verdict for {}:\n{stdout}",
+            file.display()
+        );
+    }
+}
