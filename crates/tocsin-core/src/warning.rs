@@ -252,6 +252,10 @@ pub struct TimelineEntry {
     /// Its member state, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub member_state: Option<MemberState>,
+    /// Detections from this organisation.
+    pub detections: u64,
+    /// The most restrictive TLP of this organisation's detections.
+    pub tlp: Tlp,
 }
 
 /// NIS2 Article 23 reporting clock, counted from awareness (the first detection).
@@ -290,6 +294,8 @@ pub struct WarningRule {
     pub id: String,
     /// Rule title.
     pub title: String,
+    /// Rule level.
+    pub level: crate::detection::Level,
     /// Detections it contributed.
     pub detections: u64,
 }

@@ -18,6 +18,7 @@
 //!
 //! Invariant: no I/O. The same code runs in `tocsin run`, the Kafka workers and benches.
 
+pub mod audience;
 pub mod misp;
 pub mod sigma_correlations;
 pub mod stix;
@@ -31,6 +32,7 @@ use tocsin_core::{
     RootCause, RuleSummary, Severity, ThreatSeverity, TimelineEntry, Timestamp, Tlp,
     WarningIndicator, WarningRule, WarningStatus, EARLY_WARNING_SCHEMA,
 };
+use tocsin_core::{MemberState, Sector};
 use tocsin_rules::{CorrelationRule, EscalationPolicy};
 
 use crate::sigma_correlations::CorrelationRules;
@@ -45,11 +47,6 @@ pub struct CorrelatorConfig {
     pub max_keys: usize,
     /// Most detection ids remembered per key for de-duplication.
     pub max_detections_per_key: usize,
-    /// The audience warnings are rendered for.
-    pub audience: Audience,
-    /// The audience's TLP ceiling: indicators above it are dropped, and a warning whose
-    /// candidate is above it is withheld (and counted).
-    pub tlp_ceiling: Tlp,
     /// Sigma correlation rules.
     pub correlation_rules: Vec<CorrelationRule>,
     /// How far behind the latest event time a detection may arrive and still count.
@@ -64,8 +61,6 @@ impl Default for CorrelatorConfig {
             policy: EscalationPolicy::default(),
             max_keys: 1_000_000,
             max_detections_per_key: 10_000,
-            audience: Audience::Technical,
-            tlp_ceiling: Tlp::Amber,
             correlation_rules: Vec::new(),
             allowed_lateness: tocsin_core::DurationMs(0),
             max_correlation_groups: 1_000_000,
@@ -290,30 +285,13 @@ impl Correlator {
     }
 
     fn severity(&self, c: &IncidentCandidate) -> Severity {
-        let p = &self.config.policy;
-        let cross_border = c.member_states.len() as u32 >= p.cross_border_min_member_states;
-        let cross_sector = c.sectors.len() as u32 >= p.cross_sector_min_sectors;
-        let essential = c.sectors.iter().any(|s| s.is_high_criticality());
-        let mut sev = p
-            .severity
-            .iter()
-            .find(|(w, _, level)| {
-                w.cross_border.is_none_or(|b| b == cross_border)
-                    && w.cross_sector.is_none_or(|b| b == cross_sector)
-                    && w.essential_sector.is_none_or(|b| b == essential)
-                    && w.min_organisations
-                        .is_none_or(|n| c.organisations.len() as u32 >= n)
-                    && w.min_sectors.is_none_or(|n| c.sectors.len() as u32 >= n)
-                    && w.min_member_states
-                        .is_none_or(|n| c.member_states.len() as u32 >= n)
-                    && level.is_none_or(|l| c.max_level >= l)
-            })
-            .map(|(_, s, _)| *s)
-            .unwrap_or(Severity::Medium);
-        if p.essential_sector_raises_severity && essential {
-            sev = sev.raised();
-        }
-        sev
+        severity_for(
+            &self.config.policy,
+            c.organisations.len(),
+            &c.sectors,
+            c.member_states.len(),
+            c.max_level,
+        )
     }
 
     fn maybe_warn(&mut self, key: &str, at: Timestamp) -> Option<EarlyWarning> {
@@ -338,13 +316,6 @@ impl Correlator {
             Some((v, last)) if severity > last.severity => (v + 1, WarningStatus::Escalated),
             Some((v, _)) => (v + 1, WarningStatus::Update),
         };
-        if c.tlp > self.config.tlp_ceiling {
-            self.stats.withheld += 1;
-            if let Some(s) = self.keys.get_mut(key) {
-                s.issued = Some((version, fp));
-            }
-            return None;
-        }
         let warning = self.render(state, version, status, severity, at);
         self.stats.warnings += 1;
         if let Some(s) = self.keys.get_mut(key) {
@@ -363,13 +334,14 @@ impl Correlator {
     ) -> EarlyWarning {
         let p = &self.config.policy;
         let c = &state.candidate;
-        let technical = self.config.audience == Audience::Technical;
+        // The canonical rendering: everything, each part with its TLP. Audiences and
+        // recipients get redacted renderings of it (`audience::render`).
+        let technical = true;
         let cross_border = c.member_states.len() as u32 >= p.cross_border_min_member_states;
         let cross_sector = c.sectors.len() as u32 >= p.cross_sector_min_sectors;
         let indicators: Vec<WarningIndicator> = if technical {
             c.indicators
                 .values()
-                .filter(|i| i.tlp.permits(self.config.tlp_ceiling))
                 .map(|i| WarningIndicator {
                     kind: i.kind,
                     value: i.value.clone(),
@@ -401,8 +373,13 @@ impl Correlator {
             status,
             issued_at,
             exercise: p.exercise,
-            audience: self.config.audience,
-            headline: headline(c),
+            audience: Audience::Technical,
+            headline: headline_for(
+                &c.correlation_key,
+                c.organisations.len(),
+                &c.sectors,
+                &c.member_states,
+            ),
             taxonomy: c.taxonomy,
             severity,
             suspected_malicious: state.suspected_malicious,
@@ -428,6 +405,7 @@ impl Correlator {
                 .map(|r| WarningRule {
                     id: r.id.clone(),
                     title: r.title.clone(),
+                    level: r.level,
                     detections: r.detections,
                 })
                 .collect(),
@@ -517,10 +495,14 @@ fn absorb(state: &mut KeyState, d: &Detection, complete: bool) {
             organisation: Some(org.clone()),
             sector: d.context.sector,
             member_state: d.context.member_state,
+            detections: 0,
+            tlp: Tlp::Clear,
         });
         if d.event_time < entry.time {
             entry.time = d.event_time;
         }
+        entry.detections += 1;
+        entry.tlp = entry.tlp.max(d.tlp);
     }
     if let Some(s) = d.context.sector {
         c.sectors.insert(s);
@@ -582,13 +564,19 @@ fn key_subject(key: &str) -> String {
     }
 }
 
-fn headline(c: &IncidentCandidate) -> String {
-    let sectors: Vec<&str> = c.sectors.iter().map(|s| s.slug()).collect();
-    let states: Vec<&str> = c.member_states.iter().map(|m| m.as_str()).collect();
+/// The one-line headline of a warning from its key and breadth.
+pub(crate) fn headline_for(
+    key: &str,
+    organisations: usize,
+    sectors: &BTreeSet<Sector>,
+    member_states: &BTreeSet<MemberState>,
+) -> String {
+    let sectors: Vec<&str> = sectors.iter().map(|s| s.slug()).collect();
+    let states: Vec<&str> = member_states.iter().map(|m| m.as_str()).collect();
     format!(
         "{} seen at {} organisations in {} sector{} ({}) across {} member state{} ({})",
-        key_subject(&c.correlation_key),
-        c.organisations.len(),
+        key_subject(key),
+        organisations,
         sectors.len(),
         if sectors.len() == 1 { "" } else { "s" },
         sectors.join(", "),
@@ -596,6 +584,40 @@ fn headline(c: &IncidentCandidate) -> String {
         if states.len() == 1 { "" } else { "s" },
         states.join(", "),
     )
+}
+
+/// The severity the escalation policy gives a candidate of this breadth (first matching
+/// rule; one step more when an NIS2 Annex I sector is affected and the policy says so).
+pub(crate) fn severity_for(
+    p: &EscalationPolicy,
+    organisations: usize,
+    sectors: &BTreeSet<Sector>,
+    member_states: usize,
+    max_level: Level,
+) -> Severity {
+    let cross_border = member_states as u32 >= p.cross_border_min_member_states;
+    let cross_sector = sectors.len() as u32 >= p.cross_sector_min_sectors;
+    let essential = sectors.iter().any(|s| s.is_high_criticality());
+    let mut sev = p
+        .severity
+        .iter()
+        .find(|(w, _, level)| {
+            w.cross_border.is_none_or(|b| b == cross_border)
+                && w.cross_sector.is_none_or(|b| b == cross_sector)
+                && w.essential_sector.is_none_or(|b| b == essential)
+                && w.min_organisations
+                    .is_none_or(|n| organisations as u32 >= n)
+                && w.min_sectors.is_none_or(|n| sectors.len() as u32 >= n)
+                && w.min_member_states
+                    .is_none_or(|n| member_states as u32 >= n)
+                && level.is_none_or(|l| max_level >= l)
+        })
+        .map(|(_, s, _)| *s)
+        .unwrap_or(Severity::Medium);
+    if p.essential_sector_raises_severity && essential {
+        sev = sev.raised();
+    }
+    sev
 }
 
 fn key_actions(key: &str) -> Vec<String> {

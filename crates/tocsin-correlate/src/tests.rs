@@ -6,6 +6,7 @@ use tocsin_core::{
 };
 
 use crate::{Correlator, CorrelatorConfig};
+use tocsin_core::Audience;
 
 const H: i64 = 3_600_000;
 
@@ -158,13 +159,152 @@ fn windows_expire_late_detections_are_counted_and_red_is_withheld() {
     assert_eq!(c.stats().late, 1);
     assert_eq!(out.len(), 2);
 
-    // A TLP:RED input is never rendered for the technical audience (ceiling AMBER).
+    // The canonical warning carries the TLP:RED organisation; no AMBER rendering may: with
+    // it removed, one organisation is left, which is no warning at all.
     let mut c = Correlator::new(CorrelatorConfig::default());
     let mut out = Vec::new();
     c.push(&det("r1", "A", "health", "DE", 0, Tlp::Red), &mut out);
     c.push(&det("r2", "B", "energy", "FR", 1, Tlp::Green), &mut out);
-    assert!(out.is_empty());
-    assert_eq!(c.stats().withheld, 1);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].tlp, Tlp::Red);
+    let policy = tocsin_rules::EscalationPolicy::default();
+    for audience in [
+        Audience::Technical,
+        Audience::Operational,
+        Audience::Strategic,
+    ] {
+        assert!(crate::audience::render(&out[0], audience, Tlp::AmberStrict, &policy).is_none());
+    }
+    assert!(crate::audience::render(&out[0], Audience::Technical, Tlp::Red, &policy).is_some());
+}
+
+#[test]
+fn audiences_redact_and_recipients_route() {
+    let mut c = Correlator::new(CorrelatorConfig::default());
+    let mut out = Vec::new();
+    c.push(&det("a", "Klinik", "health", "DE", 0, Tlp::Green), &mut out);
+    c.push(&det("b", "Grid", "energy", "FR", 1, Tlp::Green), &mut out);
+    c.push(
+        &det(
+            "c",
+            "Secret Ministry",
+            "public-administration",
+            "IT",
+            2,
+            Tlp::Red,
+        ),
+        &mut out,
+    );
+    let canonical = out.last().unwrap();
+    let policy = tocsin_rules::EscalationPolicy::default();
+    let tech =
+        crate::audience::render(canonical, Audience::Technical, Tlp::Amber, &policy).unwrap();
+    let json = serde_json::to_string(&tech).unwrap();
+    assert!(
+        !json.contains("Secret Ministry")
+            && !json.contains("\"IT\"")
+            && !json.contains("public-administration")
+    );
+    assert_eq!(tech.affected.organisation_count, 2);
+    assert_eq!(tech.tlp, Tlp::Green);
+    // The indicator also came in under TLP:RED, so it is RED (most restrictive input).
+    assert!(tech.indicators.is_empty());
+    assert!(
+        tech.correlation_key.contains("redacted-"),
+        "{}",
+        tech.correlation_key
+    );
+    let ops =
+        crate::audience::render(canonical, Audience::Operational, Tlp::Green, &policy).unwrap();
+    let json = serde_json::to_string(&ops).unwrap();
+    assert!(
+        ops.indicators.is_empty() && !json.contains("c2.example") && !json.contains("Klinik"),
+        "{json}"
+    );
+    assert!(ops
+        .correlation_key
+        .starts_with("indicator:domain:redacted-"));
+    let strategic = crate::audience::render(canonical, Audience::Strategic, Tlp::Clear, &policy);
+    assert!(
+        strategic.is_none(),
+        "GREEN inputs never reach a CLEAR rendering"
+    );
+
+    let recipients = crate::audience::parse_recipients(
+        "recipients.yaml",
+        "recipients:\n  - {id: 'csirt:DE', audience: technical, tlp: AMBER, member_states: [DE]}\n  - {id: 'csirt:AT', audience: technical, tlp: AMBER, member_states: [AT]}\n  - {id: 'csirt:ES', audience: technical, tlp: AMBER, member_states: [ES], cross_border: true}\n  - {id: coordination-centre, audience: technical, tlp: RED, all: true}\n",
+    )
+    .unwrap();
+    let got: Vec<(&str, u32)> = recipients
+        .iter()
+        .filter_map(|r| {
+            r.rendering(canonical, &policy)
+                .map(|w| (r.id.as_str(), w.affected.organisation_count))
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![("csirt:DE", 2), ("csirt:ES", 2), ("coordination-centre", 3)]
+    );
+    assert_eq!(recipients[0].slug(), "csirt.de");
+    let err = crate::audience::parse_recipients(
+        "r.yaml",
+        "recipients:\n  - {id: x, audience: technical, tlp: AMBER}\n",
+    )
+    .unwrap_err();
+    assert!(err.message.contains("would receive nothing"), "{err}");
+}
+
+mod redaction_properties {
+    use proptest::prelude::*;
+    use tocsin_core::{Audience, Tlp};
+
+    use super::det;
+    use crate::{Correlator, CorrelatorConfig};
+
+    fn tlp(i: u8) -> Tlp {
+        Tlp::ALL[(i % 5) as usize]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        #[test]
+        fn no_rendering_carries_anything_above_its_ceiling(
+            orgs in proptest::collection::vec((0u8..5, 0u8..3, 0u8..4), 2..8),
+            audience in 0u8..3,
+            ceiling in 0u8..5,
+        ) {
+            let sectors = ["health", "energy", "banking"];
+            let states = ["DE", "FR", "IT", "AT"];
+            let mut c = Correlator::new(CorrelatorConfig::default());
+            let mut out = Vec::new();
+            for (i, (t, s, m)) in orgs.iter().enumerate() {
+                c.push(&det(&format!("d{i}"), &format!("Org-{i}-{}", tlp(*t).label()), sectors[*s as usize], states[*m as usize], i as i64 * 1000, tlp(*t)), &mut out);
+            }
+            let audience = [Audience::Technical, Audience::Operational, Audience::Strategic][audience as usize];
+            let ceiling = tlp(ceiling);
+            let policy = tocsin_rules::EscalationPolicy::default();
+            for w in &out {
+                let Some(r) = crate::audience::render(w, audience, ceiling, &policy) else { continue };
+                prop_assert!(r.tlp.permits(ceiling));
+                prop_assert!(r.indicators.iter().all(|i| i.tlp.permits(ceiling)));
+                prop_assert!(r.timeline.iter().all(|e| e.tlp.permits(ceiling)));
+                let json = serde_json::to_string(&r).unwrap();
+                for (i, (t, _, _)) in orgs.iter().enumerate() {
+                    if !tlp(*t).permits(ceiling) {
+                        let name = format!("Org-{i}-{}", tlp(*t).label());
+                        prop_assert!(!json.contains(&name), "{} leaked into {}", name, json);
+                    }
+                }
+                if audience != Audience::Technical {
+                    prop_assert!(!json.contains("Org-"), "organisation names in a non-technical rendering");
+                    prop_assert!(!json.contains("c2.example"), "indicator value in a non-technical rendering");
+                }
+                let visible = orgs.iter().filter(|(t, _, _)| tlp(*t).permits(ceiling)).count();
+                prop_assert_eq!(r.affected.organisation_count as usize, visible.min(r.affected.organisation_count as usize));
+            }
+        }
+    }
 }
 
 #[test]

@@ -81,6 +81,8 @@ fn timeline_entry(
         organisation: Some(organisation.to_owned()),
         sector: Some(sector.parse().expect("sector")),
         member_state: Some(member_state.parse().expect("member state")),
+        detections: 5,
+        tlp: tocsin_core::Tlp::Green,
     }
 }
 
@@ -131,6 +133,7 @@ fn campaign_warning() -> EarlyWarning {
         rules: vec![WarningRule {
             id: "ioc:cert-eu".to_owned(),
             title: "Indicator from feed cert-eu".to_owned(),
+            level: tocsin_core::Level::High,
             detections: 17,
         }],
         attack: vec!["T1071.004".to_owned(), "T1568".to_owned()],

@@ -1480,6 +1480,22 @@ impl CompiledRules {
         diags
     }
 
+    /// Replace references to detection rules by `name` with their ids in `correlations`
+    /// (the correlator sees detections by rule id). References to other correlations stay.
+    pub fn resolve_rule_names(&self, correlations: &mut [tocsin_rules::CorrelationRule]) {
+        for c in correlations {
+            for reference in &mut c.rules {
+                if let Some(rule) = self
+                    .rules
+                    .iter()
+                    .find(|r| r.name.as_deref() == Some(reference.as_str()))
+                {
+                    *reference = rule.id.clone();
+                }
+            }
+        }
+    }
+
     /// Counts for reports and benches.
     pub fn stats(&self) -> CompileStats {
         CompileStats {

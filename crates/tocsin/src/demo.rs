@@ -52,7 +52,10 @@ pub fn demo(
         std::sync::Arc::new(compiled),
         correlator,
         1 << 20,
-        warnings_out,
+        crate::pipeline::WarningOutputs::technical(
+            warnings_out,
+            sources.policy.clone().unwrap_or_default(),
+        ),
         None,
         DeadLetterSink::Summary(Vec::new()),
     );

@@ -41,6 +41,7 @@ pub struct RuleSources {
     pub indicators: Vec<Indicator>,
     pub profiles: Vec<Profile>,
     pub policy: Option<EscalationPolicy>,
+    pub recipients: Vec<tocsin_correlate::audience::Recipient>,
     pub diagnostics: Diagnostics,
     pub files: usize,
     /// Forced format for feeds (`--iocs-format`); detected when `None`.
@@ -68,6 +69,7 @@ const EMBEDDED: &[(&str, &str)] = embedded!(
     "profiles/ecs.yaml",
     "profiles/sysmon.yaml",
     "escalation.yaml",
+    "recipients.yaml",
     "iocs/cert-eu-sample.txt",
     "sigma/office_spawns_powershell.yml",
     "sigma/encoded_powershell.yml",
@@ -78,6 +80,7 @@ const EMBEDDED: &[(&str, &str)] = embedded!(
 );
 
 enum Kind {
+    Recipients,
     Placeholders,
     Profile,
     Policy,
@@ -97,6 +100,8 @@ fn classify(rel: &Path) -> Kind {
     let yaml = matches!(ext, "yml" | "yaml");
     if crate::author::is_test_file(rel) {
         Kind::Other
+    } else if name == "recipients.yaml" || name == "recipients.yml" {
+        Kind::Recipients
     } else if name == "placeholders.yaml" || name == "placeholders.yml" {
         Kind::Placeholders
     } else if first == "profiles" && yaml {
@@ -159,6 +164,17 @@ impl RuleSources {
                 self.diagnostics.extend(src.diagnostics.0);
                 n
             }
+            Kind::Recipients => match tocsin_correlate::audience::parse_recipients(display, text) {
+                Ok(r) => {
+                    let n = r.len();
+                    self.recipients = r;
+                    n
+                }
+                Err(d) => {
+                    self.diagnostics.push(d);
+                    0
+                }
+            },
             Kind::Placeholders => match parse_placeholders(display, text) {
                 Ok(p) => {
                     let n = p.len();
@@ -395,6 +411,9 @@ impl RuleSources {
         if other.policy.is_some() {
             self.policy = other.policy;
         }
+        if !other.recipients.is_empty() {
+            self.recipients = other.recipients;
+        }
         self.diagnostics.extend(other.diagnostics.0);
         self.files += other.files;
     }
@@ -445,6 +464,7 @@ impl RuleSources {
         self.diagnostics.extend(diags);
         let diags = compiled.attach_correlations(&self.correlations);
         self.diagnostics.extend(diags);
+        compiled.resolve_rule_names(&mut self.correlations);
         compiled
     }
 }

@@ -148,6 +148,20 @@ struct RunArgs {
     /// Mark every warning as exercise traffic.
     #[arg(long)]
     exercise: bool,
+    /// Which rendering --output carries: technical (CSIRTs: indicators), operational (impact
+    /// by sector and member state) or strategic (a situation summary).
+    #[arg(long, value_enum, default_value = "technical")]
+    audience: AudienceArg,
+    /// TLP ceiling of --output: nothing above it is written (default: AMBER for technical,
+    /// GREEN otherwise; CLEAR with strategic gives the public summary).
+    #[arg(long = "tlp-ceiling", value_name = "TLP")]
+    tlp_ceiling: Option<tocsin_core::Tlp>,
+    /// Format of --output.
+    #[arg(long = "warning-format", value_enum, default_value = "json")]
+    warning_format: pipeline::WarningFormat,
+    /// Write each recipient's warnings (rules/recipients.yaml) to DIR/<recipient>.jsonl.
+    #[arg(long = "recipients-out", value_name = "DIR")]
+    recipients_out: Option<PathBuf>,
     /// Reload rules and feeds when their files change (checked every --watch-interval
     /// seconds). SIGHUP always reloads. The old set serves until the new one is ready.
     #[arg(long)]
@@ -158,6 +172,24 @@ struct RunArgs {
     /// Print nothing on stderr but errors.
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// `--audience`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AudienceArg {
+    Technical,
+    Operational,
+    Strategic,
+}
+
+impl From<AudienceArg> for tocsin_core::Audience {
+    fn from(a: AudienceArg) -> Self {
+        match a {
+            AudienceArg::Technical => tocsin_core::Audience::Technical,
+            AudienceArg::Operational => tocsin_core::Audience::Operational,
+            AudienceArg::Strategic => tocsin_core::Audience::Strategic,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -321,11 +353,30 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         Some(p) => DeadLetterSink::Writer(create_output(&p.to_string_lossy())?),
         None => DeadLetterSink::Summary(Vec::new()),
     };
+    let audience: tocsin_core::Audience = a.audience.into();
+    let mut recipients = Vec::new();
+    if let Some(dir) = &a.recipients_out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for r in &sources.recipients {
+            let path = dir.join(format!("{}.jsonl", r.slug()));
+            recipients.push((r.clone(), create_output(&path.to_string_lossy())?));
+        }
+    }
+    let outputs = pipeline::WarningOutputs {
+        out: create_output(&a.output)?,
+        audience,
+        ceiling: a
+            .tlp_ceiling
+            .unwrap_or_else(|| tocsin_correlate::audience::default_ceiling(audience)),
+        format: a.warning_format,
+        recipients,
+        policy: sources.policy.clone().unwrap_or_default(),
+    };
     let mut pipeline = Pipeline::new(
         std::sync::Arc::new(compiled),
         correlator,
         a.max_event_bytes,
-        create_output(&a.output)?,
+        outputs,
         detections,
         dead_letters,
     )
@@ -358,8 +409,8 @@ fn run(a: RunArgs) -> Result<ExitCode> {
             && !a.quiet
         {
             eprintln!(
-                "tocsin: correlation: {} late, {} duplicates, {} without full context, {} withheld above TLP ceiling; {} events without time, {} with invalid context",
-                c.late, c.duplicates, c.incomplete_context, c.withheld, stats.missing_time, stats.bad_context
+                "tocsin: correlation: {} late, {} duplicates, {} without full context, {} warning versions withheld from --output by its TLP ceiling; {} events without time, {} with invalid context",
+                c.late, c.duplicates, c.incomplete_context, stats.withheld, stats.missing_time, stats.bad_context
             );
         }
         for reason in &first_dead {

@@ -14,12 +14,15 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
+use tocsin_core::{Audience, Tlp};
 use tocsin_core::{
     ContextFields, DecodeError, Detection, EarlyWarning, Event, EventContext, EventIndex,
     SourceRef, Timestamp,
 };
-use tocsin_correlate::Correlator;
+use tocsin_correlate::audience::{self, Recipient};
+use tocsin_correlate::{misp, stix, Correlator};
 use tocsin_match::{CompiledRules, MatchScratch};
+use tocsin_rules::EscalationPolicy;
 
 use crate::input::{read_line, Line};
 
@@ -44,6 +47,48 @@ struct DeadLetter<'a> {
     truncated: bool,
 }
 
+/// How warnings are written: which rendering goes to the main output, in which format, and
+/// which recipients get their own files.
+pub struct WarningOutputs {
+    /// The main output.
+    pub out: Box<dyn Write>,
+    /// Its audience.
+    pub audience: Audience,
+    /// Its TLP ceiling.
+    pub ceiling: Tlp,
+    /// Its format.
+    pub format: WarningFormat,
+    /// Recipients with their own output (one JSON line per warning version they receive).
+    pub recipients: Vec<(Recipient, Box<dyn Write>)>,
+    /// The escalation policy (renderings recompute breadth and severity with it).
+    pub policy: EscalationPolicy,
+}
+
+impl WarningOutputs {
+    /// The technical rendering, as JSON, to `out`.
+    pub fn technical(out: Box<dyn Write>, policy: EscalationPolicy) -> Self {
+        WarningOutputs {
+            out,
+            audience: Audience::Technical,
+            ceiling: audience::default_ceiling(Audience::Technical),
+            format: WarningFormat::Json,
+            recipients: Vec::new(),
+            policy,
+        }
+    }
+}
+
+/// The format of rendered warnings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WarningFormat {
+    /// `tocsin.early-warning/v1` JSON, one per line.
+    Json,
+    /// A STIX 2.1 bundle per warning version, one per line.
+    Stix,
+    /// A MISP event per warning version, one per line.
+    Misp,
+}
+
 /// Counters of a run.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct RunStats {
@@ -52,6 +97,8 @@ pub struct RunStats {
     pub dead_letters: u64,
     pub detections: u64,
     pub warning_versions: u64,
+    /// Warning versions with no rendering for the main output's audience and ceiling.
+    pub withheld: u64,
     pub missing_time: u64,
     pub reloads: u64,
     pub bad_context: u64,
@@ -68,7 +115,7 @@ pub struct Pipeline {
     index: EventIndex,
     correlator: Correlator,
     max_event_bytes: usize,
-    warnings_out: Box<dyn Write>,
+    outputs: WarningOutputs,
     detections_out: Option<Box<dyn Write>>,
     dead_letters: DeadLetterSink,
     detections: Vec<Detection>,
@@ -109,7 +156,7 @@ impl Pipeline {
         rules: Arc<CompiledRules>,
         correlator: Correlator,
         max_event_bytes: usize,
-        warnings_out: Box<dyn Write>,
+        outputs: WarningOutputs,
         detections_out: Option<Box<dyn Write>>,
         dead_letters: DeadLetterSink,
     ) -> Self {
@@ -121,7 +168,7 @@ impl Pipeline {
             index: EventIndex::new(),
             correlator,
             max_event_bytes,
-            warnings_out,
+            outputs,
             detections_out,
             dead_letters,
             detections: Vec::new(),
@@ -318,13 +365,28 @@ impl Pipeline {
 
     fn write_warnings(&mut self) -> Result<()> {
         for i in 0..self.warnings.len() {
-            let w = &self.warnings[i];
+            let canonical = &self.warnings[i];
+            let o = &mut self.outputs;
+            for (recipient, out) in &mut o.recipients {
+                if let Some(r) = recipient.rendering(canonical, &o.policy) {
+                    serde_json::to_writer(&mut *out, &r)?;
+                    out.write_all(b"\n")?;
+                }
+            }
+            let Some(w) = audience::render(canonical, o.audience, o.ceiling, &o.policy) else {
+                self.stats.withheld += 1;
+                continue;
+            };
             self.json.clear();
-            serde_json::to_writer(&mut self.json, w)?;
+            match o.format {
+                WarningFormat::Json => serde_json::to_writer(&mut self.json, &w)?,
+                WarningFormat::Stix => serde_json::to_writer(&mut self.json, &stix::to_bundle(&w))?,
+                WarningFormat::Misp => serde_json::to_writer(&mut self.json, &misp::to_event(&w))?,
+            }
             self.json.push(b'\n');
-            self.warnings_out.write_all(&self.json)?;
+            o.out.write_all(&self.json)?;
             self.stats.warning_versions += 1;
-            self.latest.insert(w.warning_id.clone(), w.clone());
+            self.latest.insert(w.warning_id.clone(), w);
         }
         Ok(())
     }
@@ -337,7 +399,10 @@ impl Pipeline {
         self.correlator.finish(&mut self.warnings);
         self.write_derived()?;
         self.write_warnings()?;
-        self.warnings_out.flush()?;
+        self.outputs.out.flush()?;
+        for (_, out) in &mut self.outputs.recipients {
+            out.flush()?;
+        }
         if let Some(d) = &mut self.detections_out {
             d.flush()?;
         }

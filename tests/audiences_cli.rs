@@ -1,0 +1,91 @@
+//! Audiences, TLP ceilings, formats and recipients through `tocsin run`.
+
+mod common;
+
+use common::*;
+
+fn events(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("events.jsonl");
+    run_ok(
+        tocsin()
+            .args(["gen", "--events", "5000", "--seed", "2", "--output"])
+            .arg(&p),
+    );
+    p
+}
+
+#[test]
+fn audiences_formats_and_recipients() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = events(dir.path());
+    let run = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let out = dir.path().join("out.jsonl");
+        run_ok(
+            tocsin()
+                .args(["run", "--quiet", "--rules"])
+                .arg(repo().join("rules"))
+                .arg("--input")
+                .arg(&input)
+                .arg("--output")
+                .arg(&out)
+                .args(extra),
+        );
+        json_lines(&out)
+    };
+    let technical = run(&[]);
+    assert!(!technical.is_empty());
+    assert!(technical.iter().all(|w| w["audience"] == "technical"));
+    assert!(technical
+        .iter()
+        .any(|w| !w["indicators"].as_array().unwrap().is_empty()));
+
+    let operational = run(&["--audience", "operational"]);
+    assert_eq!(operational.len(), technical.len());
+    for w in &operational {
+        let text = w.to_string();
+        assert!(w["indicators"].as_array().unwrap().is_empty());
+        assert!(
+            !text.contains("invoice-viewer.example") && !text.contains("203.0.113.47"),
+            "{text}"
+        );
+        assert!(!text.contains("Klinikum"), "no organisation names: {text}");
+    }
+    // GREEN inputs never reach a CLEAR rendering: the public summary is empty here.
+    assert!(run(&["--audience", "strategic", "--tlp-ceiling", "CLEAR"]).is_empty());
+
+    let stix = run(&["--warning-format", "stix"]);
+    assert_eq!(stix.len(), technical.len());
+    assert!(stix.iter().all(|b| b["type"] == "bundle"));
+    let types: std::collections::BTreeSet<&str> = stix[0]["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["type"].as_str().unwrap())
+        .collect();
+    for t in [
+        "incident",
+        "indicator",
+        "sighting",
+        "identity",
+        "marking-definition",
+        "relationship",
+    ] {
+        assert!(types.contains(t), "{t} missing from {types:?}");
+    }
+    let misp = run(&["--warning-format", "misp"]);
+    assert!(misp.iter().all(|e| e["Event"]["info"].as_str().is_some()));
+
+    // Recipients: one file each, every warning that touches them, never above their TLP.
+    let rdir = dir.path().join("recipients");
+    run(&["--recipients-out", rdir.to_str().unwrap()]);
+    let de = json_lines(&rdir.join("csirt.de.jsonl"));
+    let public = json_lines(&rdir.join("public-summary.jsonl"));
+    let operational_file = json_lines(&rdir.join("operational.jsonl"));
+    let centre = json_lines(&rdir.join("coordination-centre.jsonl"));
+    assert_eq!(centre.len(), technical.len());
+    assert!(!de.is_empty() && de.len() <= centre.len());
+    assert!(public.is_empty());
+    assert!(operational_file
+        .iter()
+        .all(|w| w["audience"] == "operational"));
+}

@@ -1,0 +1,98 @@
+//! Sigma correlation rules end to end through `tocsin run`: base rules, a correlation over
+//! them, and the detections published.
+
+mod common;
+
+use common::*;
+
+const FAILED_LOGON: &str = "title: Failed logon\nid: failed-logon\nname: failed_logon\nlogsource:\n  product: windows\n  service: security\ndetection:\n  selection:\n    EventID: 4625\n  condition: selection\nlevel: low\n";
+const BRUTE_FORCE: &str = "title: Password guessing from one address\nid: brute-force\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 10m\n  condition: {gte: 5}\nlevel: high\n";
+const SPRAY: &str = "title: Password spraying\nid: spray\ncorrelation:\n  type: value_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 10m\n  condition: {field: TargetUserName, gte: 3}\n  generate: true\nlevel: high\n";
+
+#[test]
+fn correlations_fire_and_generate_decides_what_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
+    std::fs::copy(
+        repo().join("rules/profiles/sysmon.yaml"),
+        dir.path().join("profiles/sysmon.yaml"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("failed_logon.yml"), FAILED_LOGON).unwrap();
+    std::fs::write(
+        dir.path().join("brute_force.yml"),
+        format!("{BRUTE_FORCE}---\n{SPRAY}"),
+    )
+    .unwrap();
+    let input = dir.path().join("e.jsonl");
+    let mut lines = String::new();
+    for i in 0..6 {
+        // One address tries one user six times within six minutes.
+        lines.push_str(&format!(
+            "{{\"Channel\":\"Security\",\"EventID\":4625,\"IpAddress\":\"10.1.1.1\",\"TargetUserName\":\"alice\",\"@timestamp\":\"2026-03-02T08:0{i}:00Z\"}}\n"
+        ));
+    }
+    for (i, user) in ["bob", "carol", "dave"].iter().enumerate() {
+        // Another tries three users.
+        lines.push_str(&format!(
+            "{{\"Channel\":\"Security\",\"EventID\":4625,\"IpAddress\":\"10.2.2.2\",\"TargetUserName\":\"{user}\",\"@timestamp\":\"2026-03-02T09:0{i}:00Z\"}}\n"
+        ));
+    }
+    std::fs::write(&input, lines).unwrap();
+    let dets = dir.path().join("d.jsonl");
+    run_ok(
+        tocsin()
+            .args(["run", "--quiet", "--rules"])
+            .arg(dir.path())
+            .arg("--input")
+            .arg(&input)
+            .arg("--detections")
+            .arg(&dets),
+    );
+    let detections = json_lines(&dets);
+    let summary: Vec<(String, String)> = detections
+        .iter()
+        .map(|d| {
+            (
+                d["rule"]["id"].as_str().unwrap().to_owned(),
+                d["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // spray has generate: true, so the failed logons are published (9); brute force fires
+    // once for 10.1.1.1 (at the fifth attempt); spray fires once for 10.2.2.2.
+    let count = |id: &str| summary.iter().filter(|(r, _)| r == id).count();
+    assert_eq!(count("failed-logon"), 9, "{summary:?}");
+    assert_eq!(count("brute-force"), 1, "{summary:?}");
+    assert_eq!(count("spray"), 1, "{summary:?}");
+    let bf = detections
+        .iter()
+        .find(|d| d["rule"]["id"] == "brute-force")
+        .unwrap();
+    assert_eq!(bf["kind"], "correlation");
+    assert_eq!(bf["fields"]["IpAddress"], "10.1.1.1");
+    assert_eq!(bf["fields"]["event_count"], "5");
+    assert_eq!(bf["event_time"], "2026-03-02T08:04:00.000Z");
+    let spray = detections
+        .iter()
+        .find(|d| d["rule"]["id"] == "spray")
+        .unwrap();
+    assert_eq!(spray["fields"]["IpAddress"], "10.2.2.2");
+
+    // Without the generate: true correlation, the base detections only feed brute force.
+    std::fs::write(dir.path().join("brute_force.yml"), BRUTE_FORCE).unwrap();
+    run_ok(
+        tocsin()
+            .args(["run", "--quiet", "--rules"])
+            .arg(dir.path())
+            .arg("--input")
+            .arg(&input)
+            .arg("--detections")
+            .arg(&dets),
+    );
+    let ids: Vec<String> = json_lines(&dets)
+        .iter()
+        .map(|d| d["rule"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, vec!["brute-force"]);
+}
