@@ -111,11 +111,11 @@ impl CompiledRules {
             let entry = self.iocs.entry(hit.indicator);
             let (_, field) = self.ioc_hit_field(hit);
             // Each feed's listing counts only while it is valid at the event's time.
-            for p in entry.provenance.iter().filter(|p| p.valid_at(event_time)) {
-                by_feed.entry(&p.feed).or_default().push(MatchedIndicator {
+            for p in entry.provenance().filter(|p| p.valid_at(event_time)) {
+                by_feed.entry(p.feed).or_default().push(MatchedIndicator {
                     kind: entry.kind,
-                    value: entry.value.clone(),
-                    feed: p.feed.clone(),
+                    value: entry.value.to_owned(),
+                    feed: p.feed.to_owned(),
                     tlp: p.tlp,
                     field: field.to_owned(),
                 });

@@ -15,20 +15,21 @@
 //! Expiry is checked when a detection is built, against the event's time.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::IpAddr;
 
 use tocsin_core::{IndicatorType, Timestamp, Tlp};
 use tocsin_rules::Indicator;
 
-/// Where one feed listed an indicator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Provenance {
+/// Where one feed listed an indicator (a view into the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Provenance<'a> {
     /// Feed name.
-    pub feed: String,
+    pub feed: &'a str,
     /// TLP under which that feed shared it.
     pub tlp: Tlp,
     /// Id in the source (MISP attribute, STIX indicator).
-    pub source_id: Option<String>,
+    pub source_id: Option<&'a str>,
     /// Not valid before.
     pub valid_from: Option<Timestamp>,
     /// Not valid after.
@@ -37,33 +38,109 @@ pub struct Provenance {
     pub confidence: Option<u8>,
 }
 
-impl Provenance {
+impl Provenance<'_> {
     /// Whether this listing is valid at event time `t`.
     pub fn valid_at(&self, t: Timestamp) -> bool {
         self.valid_from.is_none_or(|f| t >= f) && self.valid_until.is_none_or(|u| t <= u)
     }
 }
 
-/// One distinct indicator and every feed that listed it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndicatorEntry {
+/// One distinct indicator (a view into the table).
+#[derive(Debug, Clone, Copy)]
+pub struct IndicatorEntry<'a> {
+    table: &'a IocTable,
+    id: u32,
     /// Type.
     pub kind: IndicatorType,
     /// Normalised value (`address/prefix` for ranges).
-    pub value: String,
-    /// Feeds that listed it.
-    pub provenance: Vec<Provenance>,
+    pub value: &'a str,
+}
+
+impl<'a> IndicatorEntry<'a> {
+    /// Every feed that listed it.
+    pub fn provenance(&self) -> impl Iterator<Item = Provenance<'a>> + 'a {
+        let table = self.table;
+        let mut next = table.entries[self.id as usize].first_provenance;
+        std::iter::from_fn(move || {
+            let r = table.provenance.get(next as usize)?;
+            next = r.next;
+            Some(Provenance {
+                feed: &table.feeds[r.feed as usize],
+                tlp: r.tlp,
+                source_id: r.source_id.as_deref(),
+                valid_from: (r.valid_from != i64::MIN).then_some(Timestamp(r.valid_from)),
+                valid_until: (r.valid_until != i64::MAX).then_some(Timestamp(r.valid_until)),
+                confidence: r.confidence,
+            })
+        })
+    }
+}
+
+/// Compact storage: one record per distinct indicator, provenance in a shared array linked
+/// per indicator, feed names interned. About 150 bytes per indicator in all.
+#[derive(Debug)]
+struct Entry {
+    value: Box<str>,
+    kind: IndicatorType,
+    first_provenance: u32,
+    /// Next entry whose value has the same 64-bit hash (collisions are chained).
+    next_same_hash: u32,
+}
+
+#[derive(Debug)]
+struct ProvenanceRecord {
+    feed: u32,
+    next: u32,
+    /// `i64::MIN` when unbounded.
+    valid_from: i64,
+    /// `i64::MAX` when unbounded.
+    valid_until: i64,
+    source_id: Option<Box<str>>,
+    tlp: Tlp,
+    confidence: Option<u8>,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// A hasher for keys that are already 64-bit hashes.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type HashIndex = HashMap<u64, u32, BuildHasherDefault<PassThrough>>;
+
+fn value_hash(kind: IndicatorType, value: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    (kind as u8).hash(&mut h);
+    value.hash(&mut h);
+    h.finish()
 }
 
 /// The indicator tables. Immutable once built.
 #[derive(Debug, Default)]
 pub struct IocTable {
-    entries: Vec<IndicatorEntry>,
+    feeds: Vec<Box<str>>,
+    entries: Vec<Entry>,
+    provenance: Vec<ProvenanceRecord>,
     exact_ips: HashMap<IpAddr, u32>,
     /// (prefix length, masked network → entry), longest prefix first.
     v4_ranges: Vec<(u8, HashMap<u32, u32>)>,
     v6_ranges: Vec<(u8, HashMap<u128, u32>)>,
-    strings: [HashMap<Box<str>, u32>; 8],
+    /// Value hash → first entry, per string type.
+    strings: [HashIndex; 8],
 }
 
 fn string_slot(kind: IndicatorType) -> Option<usize> {
@@ -96,76 +173,131 @@ fn mask_v6(a: u128, prefix: u8) -> u128 {
     }
 }
 
+/// Where an indicator lives in the lookup structures.
+enum Slot {
+    String(usize, u64),
+    Ip(IpAddr),
+    V4(u8, u32),
+    V6(u8, u128),
+}
+
 impl IocTable {
     /// Build from parsed indicators. The same (type, value) from several feeds becomes one
     /// entry with several provenances; a feed listing it twice keeps its first listing.
     pub fn build(indicators: &[Indicator]) -> Self {
         let mut table = IocTable::default();
-        let mut index: HashMap<(IndicatorType, String), u32> = HashMap::new();
+        let mut feed_ids: HashMap<&str, u32> = HashMap::new();
         let mut v4: HashMap<u8, HashMap<u32, u32>> = HashMap::new();
         let mut v6: HashMap<u8, HashMap<u128, u32>> = HashMap::new();
         for ind in indicators {
-            let provenance = Provenance {
-                feed: ind.feed.clone(),
-                tlp: ind.tlp,
-                source_id: ind.source_id.clone(),
-                valid_from: ind.valid_from,
-                valid_until: ind.valid_until,
-                confidence: ind.confidence,
-            };
-            if let Some(&id) = index.get(&(ind.kind, ind.value.clone())) {
-                let entry = &mut table.entries[id as usize];
-                if !entry.provenance.iter().any(|p| p.feed == provenance.feed) {
-                    entry.provenance.push(provenance);
-                }
-                continue;
-            }
-            let id = table.entries.len() as u32;
-            let registered = match string_slot(ind.kind) {
-                Some(slot) => {
-                    table.strings[slot].insert(ind.value.clone().into_boxed_str(), id);
-                    true
-                }
+            let slot = match string_slot(ind.kind) {
+                Some(s) => Slot::String(s, value_hash(ind.kind, &ind.value)),
                 None => match ind.value.split_once('/') {
                     None => match ind.value.parse::<IpAddr>() {
-                        Ok(ip) => {
-                            table.exact_ips.insert(ip, id);
-                            true
-                        }
-                        Err(_) => false,
+                        Ok(ip) => Slot::Ip(ip),
+                        Err(_) => continue,
                     },
                     Some((addr, prefix)) => match (addr.parse::<IpAddr>(), prefix.parse::<u8>()) {
                         (Ok(IpAddr::V4(a)), Ok(p)) if p <= 32 => {
-                            v4.entry(p)
-                                .or_default()
-                                .insert(mask_v4(u32::from(a), p), id);
-                            true
+                            Slot::V4(p, mask_v4(u32::from(a), p))
                         }
                         (Ok(IpAddr::V6(a)), Ok(p)) if p <= 128 => {
-                            v6.entry(p)
-                                .or_default()
-                                .insert(mask_v6(u128::from(a), p), id);
-                            true
+                            Slot::V6(p, mask_v6(u128::from(a), p))
                         }
-                        _ => false,
+                        _ => continue,
                     },
                 },
             };
-            if !registered {
-                continue;
-            }
-            index.insert((ind.kind, ind.value.clone()), id);
-            table.entries.push(IndicatorEntry {
-                kind: ind.kind,
-                value: ind.value.clone(),
-                provenance: vec![provenance],
+            let existing = match &slot {
+                Slot::String(s, h) => table.find_string(*s, *h, ind.kind, &ind.value),
+                Slot::Ip(ip) => table.exact_ips.get(ip).copied(),
+                Slot::V4(p, n) => v4.get(p).and_then(|m| m.get(n)).copied(),
+                Slot::V6(p, n) => v6.get(p).and_then(|m| m.get(n)).copied(),
+            };
+            let feed = match feed_ids.get(ind.feed.as_str()) {
+                Some(&f) => f,
+                None => {
+                    table.feeds.push(ind.feed.as_str().into());
+                    let f = table.feeds.len() as u32 - 1;
+                    feed_ids.insert(&ind.feed, f);
+                    f
+                }
+            };
+            let id = match existing {
+                Some(id) => {
+                    // One listing per feed.
+                    let mut p = table.entries[id as usize].first_provenance;
+                    let mut listed = false;
+                    while let Some(r) = table.provenance.get(p as usize) {
+                        if r.feed == feed {
+                            listed = true;
+                            break;
+                        }
+                        p = r.next;
+                    }
+                    if listed {
+                        continue;
+                    }
+                    id
+                }
+                None => {
+                    let id = table.entries.len() as u32;
+                    let mut next_same_hash = NONE;
+                    match slot {
+                        Slot::String(s, h) => {
+                            if let Some(first) = table.strings[s].insert(h, id) {
+                                next_same_hash = first;
+                            }
+                        }
+                        Slot::Ip(ip) => {
+                            table.exact_ips.insert(ip, id);
+                        }
+                        Slot::V4(p, n) => {
+                            v4.entry(p).or_default().insert(n, id);
+                        }
+                        Slot::V6(p, n) => {
+                            v6.entry(p).or_default().insert(n, id);
+                        }
+                    }
+                    table.entries.push(Entry {
+                        value: ind.value.as_str().into(),
+                        kind: ind.kind,
+                        first_provenance: NONE,
+                        next_same_hash,
+                    });
+                    id
+                }
+            };
+            let entry = &mut table.entries[id as usize];
+            table.provenance.push(ProvenanceRecord {
+                feed,
+                next: entry.first_provenance,
+                valid_from: ind.valid_from.map_or(i64::MIN, |t| t.0),
+                valid_until: ind.valid_until.map_or(i64::MAX, |t| t.0),
+                source_id: ind.source_id.as_deref().map(Into::into),
+                tlp: ind.tlp,
+                confidence: ind.confidence,
             });
+            entry.first_provenance = table.provenance.len() as u32 - 1;
         }
         table.v4_ranges = v4.into_iter().collect();
         table.v4_ranges.sort_by_key(|r| std::cmp::Reverse(r.0));
         table.v6_ranges = v6.into_iter().collect();
         table.v6_ranges.sort_by_key(|r| std::cmp::Reverse(r.0));
+        table.entries.shrink_to_fit();
+        table.provenance.shrink_to_fit();
         table
+    }
+
+    fn find_string(&self, slot: usize, hash: u64, kind: IndicatorType, value: &str) -> Option<u32> {
+        let mut id = *self.strings[slot].get(&hash)?;
+        while let Some(e) = self.entries.get(id as usize) {
+            if e.kind == kind && &*e.value == value {
+                return Some(id);
+            }
+            id = e.next_same_hash;
+        }
+        None
     }
 
     /// Number of distinct indicators.
@@ -179,8 +311,14 @@ impl IocTable {
     }
 
     /// The entry with this id.
-    pub fn entry(&self, id: u32) -> &IndicatorEntry {
-        &self.entries[id as usize]
+    pub fn entry(&self, id: u32) -> IndicatorEntry<'_> {
+        let e = &self.entries[id as usize];
+        IndicatorEntry {
+            table: self,
+            id,
+            kind: e.kind,
+            value: &e.value,
+        }
     }
 
     /// Whether any indicator of this type is loaded (lets callers skip reading fields).
@@ -251,9 +389,8 @@ impl IocTable {
             IndicatorType::Url => {
                 // URLs are compared in their normalised form (scheme and host case, default
                 // ports, percent-encoding), as the feeds' values were.
-                let map = &self.strings[5];
                 if let Some(norm) = tocsin_rules::ioc::normalise(IndicatorType::Url, text) {
-                    if let Some(&id) = map.get(norm.as_str()) {
+                    if let Some(id) = self.find_string(5, value_hash(kind, &norm), kind, &norm) {
                         hit(id);
                     }
                 }
@@ -262,7 +399,6 @@ impl IocTable {
                 let Some(slot) = string_slot(kind) else {
                     return;
                 };
-                let map = &self.strings[slot];
                 buf.clear();
                 let value = if kind == IndicatorType::Filename {
                     // The last path component of a path field.
@@ -275,7 +411,7 @@ impl IocTable {
                 if kind == IndicatorType::Domain {
                     let mut d = buf.trim_end_matches('.');
                     loop {
-                        if let Some(&id) = map.get(d) {
+                        if let Some(id) = self.find_string(slot, value_hash(kind, d), kind, d) {
                             hit(id);
                         }
                         match d.find('.') {
@@ -283,7 +419,7 @@ impl IocTable {
                             _ => break,
                         }
                     }
-                } else if let Some(&id) = map.get(buf.as_str()) {
+                } else if let Some(id) = self.find_string(slot, value_hash(kind, buf), kind, buf) {
                     hit(id);
                 }
             }
@@ -322,7 +458,7 @@ mod tests {
     fn hits(t: &IocTable, k: IndicatorType, v: &str) -> Vec<String> {
         let mut buf = String::new();
         let mut out = Vec::new();
-        t.lookup(k, v, &mut buf, |id| out.push(t.entry(id).value.clone()));
+        t.lookup(k, v, &mut buf, |id| out.push(t.entry(id).value.to_owned()));
         out
     }
 
@@ -382,7 +518,7 @@ mod tests {
     #[test]
     fn validity_windows() {
         let p = Provenance {
-            feed: "f".into(),
+            feed: "f",
             tlp: Tlp::Green,
             source_id: None,
             valid_from: Some(Timestamp(100)),

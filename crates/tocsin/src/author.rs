@@ -274,7 +274,7 @@ pub fn match_events(
                 for hit in scratch.ioc_hits() {
                     let e = compiled.indicators().entry(hit.indicator);
                     let (_, field) = compiled.ioc_hit_field(hit);
-                    for p in &e.provenance {
+                    for p in e.provenance() {
                         let validity = match (p.valid_from, p.valid_until) {
                             (None, None) => String::new(),
                             (from, until) => format!(

@@ -50,6 +50,9 @@ impl RuleSpec {
         };
         let profile = sources.profile(self.profile.as_deref())?;
         let compiled = sources.compile(&profile, &MatchConfig::default());
+        // The compiled tables hold the indicators now; the parsed list (hundreds of bytes per
+        // indicator) is not kept.
+        sources.indicators = Vec::new();
         Ok((sources, compiled))
     }
 
