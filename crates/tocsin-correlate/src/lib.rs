@@ -69,7 +69,7 @@ impl Default for CorrelatorConfig {
 }
 
 /// Counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CorrelatorStats {
     /// Detections received.
     pub detections: u64,
@@ -94,7 +94,7 @@ pub struct CorrelatorStats {
 }
 
 /// What makes a warning change material.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Fingerprint {
     organisations: usize,
     sectors: usize,
@@ -104,12 +104,45 @@ struct Fingerprint {
     severity: Severity,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct KeyState {
     candidate: IncidentCandidate,
     seen: HashSet<String>,
     timeline: BTreeMap<String, TimelineEntry>,
     suspected_malicious: bool,
     issued: Option<(u32, Fingerprint)>,
+}
+
+/// The snapshot format this version writes and reads.
+pub const SNAPSHOT_FORMAT: &str = "tocsin.correlator-state/v1";
+
+/// Why a snapshot cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Not a snapshot, or damaged.
+    #[error("invalid correlator snapshot: {0}")]
+    Invalid(String),
+    /// Written by a version whose format this one does not read.
+    #[error("correlator snapshot format {0:?} is not {SNAPSHOT_FORMAT:?}")]
+    Version(String),
+}
+
+#[derive(serde::Serialize)]
+struct SnapshotRef<'a> {
+    format: &'a str,
+    watermark_ms: i64,
+    stats: CorrelatorStats,
+    keys: Vec<(&'a String, &'a KeyState)>,
+    sigma: sigma_correlations::SigmaState,
+}
+
+#[derive(serde::Deserialize)]
+struct SnapshotOwned {
+    format: String,
+    watermark_ms: i64,
+    stats: CorrelatorStats,
+    keys: Vec<(String, KeyState)>,
+    sigma: sigma_correlations::SigmaState,
 }
 
 /// The correlator. Feed it detections with [`Correlator::push`].
@@ -148,6 +181,37 @@ impl Correlator {
             watermark: Timestamp(i64::MIN),
             stats: CorrelatorStats::default(),
         }
+    }
+
+    /// The whole state as bytes, in a versioned format ([`SNAPSHOT_FORMAT`]): windows,
+    /// warnings issued, Sigma correlation groups, watermark and counters. Restoring it and
+    /// replaying the rest of the input gives the same warnings as an uninterrupted run.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut keys: Vec<(&String, &KeyState)> = self.keys.iter().collect();
+        keys.sort_by(|a, b| a.0.cmp(b.0));
+        let snapshot = SnapshotRef {
+            format: SNAPSHOT_FORMAT,
+            watermark_ms: self.watermark.0,
+            stats: self.stats,
+            keys,
+            sigma: self.sigma.snapshot_state(),
+        };
+        serde_json::to_vec(&snapshot).unwrap_or_default()
+    }
+
+    /// A correlator with `config` and the state of `bytes` (from [`Correlator::snapshot`]).
+    pub fn restore(config: CorrelatorConfig, bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let snapshot: SnapshotOwned =
+            serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        if snapshot.format != SNAPSHOT_FORMAT {
+            return Err(SnapshotError::Version(snapshot.format));
+        }
+        let mut c = Correlator::new(config);
+        c.watermark = Timestamp(snapshot.watermark_ms);
+        c.stats = snapshot.stats;
+        c.keys = snapshot.keys.into_iter().collect();
+        c.sigma.restore_state(snapshot.sigma);
+        Ok(c)
     }
 
     /// Counters so far.

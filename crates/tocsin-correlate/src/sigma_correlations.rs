@@ -27,7 +27,7 @@ use tocsin_core::{
 use tocsin_rules::{CorrelationRule, CorrelationType};
 
 /// Counters of the correlation-rule engine.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CorrelationRuleStats {
     /// Detections received under a correlation key.
     pub received: u64,
@@ -41,7 +41,7 @@ pub struct CorrelationRuleStats {
     pub evicted: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Item {
     time: Timestamp,
     /// Position of the matched rule in the correlation's `rules`.
@@ -51,13 +51,21 @@ struct Item {
     detection: Detection,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Group {
     correlation: String,
     /// Start of the open window (window-close mode).
     window_start: Option<Timestamp>,
     items: VecDeque<Item>,
     last_seen: Timestamp,
+}
+
+/// The engine's state, for snapshots: groups (sorted by key), watermark, counters.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SigmaState {
+    groups: Vec<(String, Group)>,
+    watermark_ms: i64,
+    stats: CorrelationRuleStats,
 }
 
 /// The engine: correlation rules and their per-group windows.
@@ -110,6 +118,28 @@ impl CorrelationRules {
             max_groups,
             stats: CorrelationRuleStats::default(),
         }
+    }
+
+    /// The state to snapshot.
+    pub fn snapshot_state(&self) -> SigmaState {
+        let mut groups: Vec<(String, Group)> = self
+            .groups
+            .iter()
+            .map(|(k, g)| (k.clone(), g.clone()))
+            .collect();
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        SigmaState {
+            groups,
+            watermark_ms: self.watermark.0,
+            stats: self.stats,
+        }
+    }
+
+    /// Take over a snapshot's state.
+    pub fn restore_state(&mut self, state: SigmaState) {
+        self.groups = state.groups.into_iter().collect();
+        self.watermark = Timestamp(state.watermark_ms);
+        self.stats = state.stats;
     }
 
     /// Counters.
@@ -267,6 +297,8 @@ impl CorrelationRules {
             })
             .map(|(k, _)| k.clone())
             .collect();
+        let mut due = due;
+        due.sort();
         for key in due {
             if let Some(group) = self.groups.remove(&key) {
                 let items: Vec<Item> = group.items.into_iter().collect();

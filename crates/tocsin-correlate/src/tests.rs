@@ -582,3 +582,86 @@ mod sigma_correlation_rules {
         assert!(corr.take_derived().is_empty());
     }
 }
+
+mod snapshots {
+    use proptest::prelude::*;
+    use tocsin_core::{correlation_rule_key, Tlp};
+    use tocsin_rules::parse_sigma_source;
+
+    use super::det;
+    use crate::{Correlator, CorrelatorConfig};
+
+    fn config() -> CorrelatorConfig {
+        let src = parse_sigma_source(
+            "c.yml",
+            "title: Burst\nid: burst\ncorrelation:\n  type: event_count\n  rules: [ioc:cert]\n  group-by: [Host]\n  timespan: 30m\n  condition: {gte: 3}\n---\ntitle: Few\nid: few\ncorrelation:\n  type: event_count\n  rules: [ioc:cert]\n  group-by: [Host]\n  timespan: 1h\n  condition: {lt: 2}\n",
+        );
+        CorrelatorConfig {
+            correlation_rules: src.correlations,
+            ..CorrelatorConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Restoring a snapshot and replaying the rest gives the same warnings and correlation
+        /// detections as an uninterrupted run.
+        #[test]
+        fn restore_then_replay_equals_uninterrupted(
+            inputs in proptest::collection::vec((0u8..4, 0u8..3, 0u8..3, 0i64..600, 0u8..3), 1..40),
+            split in 0usize..40,
+        ) {
+            let orgs = ["A", "B", "C", "D"];
+            let sectors = ["health", "energy", "banking"];
+            let states = ["DE", "FR", "IT"];
+            let detections: Vec<_> = inputs
+                .iter()
+                .enumerate()
+                .map(|(i, (o, s, m, minute, host))| {
+                    let mut d = det(&format!("d{i}"), orgs[*o as usize], sectors[*s as usize], states[*m as usize], minute * 60_000, Tlp::Green);
+                    let host = format!("h{host}");
+                    d.fields.insert("Host".into(), host.clone());
+                    d.correlation_keys.push(correlation_rule_key("burst", &[&host]));
+                    d.correlation_keys.push(correlation_rule_key("few", &[&host]));
+                    d
+                })
+                .collect();
+            let split = split.min(detections.len());
+            let run = |c: &mut Correlator, ds: &[tocsin_core::Detection], out: &mut Vec<String>| {
+                for d in ds {
+                    let mut w = Vec::new();
+                    c.push(d, &mut w);
+                    out.extend(w.iter().map(|w| serde_json::to_string(w).unwrap()));
+                    out.extend(c.take_derived().iter().map(|d| serde_json::to_string(d).unwrap()));
+                }
+            };
+            let finish = |c: &mut Correlator, out: &mut Vec<String>| {
+                let mut w = Vec::new();
+                c.finish(&mut w);
+                out.extend(w.iter().map(|w| serde_json::to_string(w).unwrap()));
+                out.extend(c.take_derived().iter().map(|d| serde_json::to_string(d).unwrap()));
+            };
+            let mut whole = Vec::new();
+            let mut a = Correlator::new(config());
+            run(&mut a, &detections, &mut whole);
+            finish(&mut a, &mut whole);
+
+            let mut resumed = Vec::new();
+            let mut b = Correlator::new(config());
+            run(&mut b, &detections[..split], &mut resumed);
+            let bytes = b.snapshot();
+            drop(b);
+            let mut c = Correlator::restore(config(), &bytes).unwrap();
+            run(&mut c, &detections[split..], &mut resumed);
+            finish(&mut c, &mut resumed);
+            prop_assert_eq!(whole, resumed);
+        }
+    }
+
+    #[test]
+    fn bad_snapshots_are_errors() {
+        assert!(Correlator::restore(CorrelatorConfig::default(), b"not json").is_err());
+        let err = Correlator::restore(CorrelatorConfig::default(), br#"{"format":"tocsin.correlator-state/v0","watermark_ms":0,"stats":{},"keys":[],"sigma":{}}"#);
+        assert!(err.is_err());
+    }
+}
