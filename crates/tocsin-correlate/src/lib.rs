@@ -89,6 +89,10 @@ pub struct CorrelatorStats {
     pub refused_keys: u64,
     /// Warning versions issued.
     pub warnings: u64,
+    /// Updates held back by the update interval (issued later, merged).
+    pub deferred: u64,
+    /// Warnings closed after their quiet period.
+    pub closed: u64,
     /// Warning versions withheld because the candidate's TLP is above the ceiling.
     pub withheld: u64,
 }
@@ -111,6 +115,12 @@ struct KeyState {
     timeline: BTreeMap<String, TimelineEntry>,
     suspected_malicious: bool,
     issued: Option<(u32, Fingerprint)>,
+    /// Event time of the last version issued.
+    #[serde(default)]
+    last_issued_at: Option<Timestamp>,
+    /// A material change was held back by the update interval.
+    #[serde(default)]
+    pending: bool,
 }
 
 /// The snapshot format this version writes and reads.
@@ -249,8 +259,61 @@ impl Correlator {
         std::mem::take(&mut self.derived)
     }
 
-    /// End of input: judge the correlation windows still open.
+    /// Close the warnings whose key saw no detection for `closed_after` (event time): a final
+    /// version with status `closed`, and the key's state is dropped. Runs when the watermark
+    /// moves, in key order so that output is deterministic.
+    fn close_quiet(&mut self, out: &mut Vec<EarlyWarning>) {
+        let quiet = self.config.policy.closed_after.0;
+        let watermark = self.watermark.0;
+        let mut due: Vec<String> = self
+            .keys
+            .iter()
+            .filter(|(_, s)| {
+                s.issued.is_some() && s.candidate.last_seen.0.saturating_add(quiet) < watermark
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        due.sort();
+        for key in due {
+            if let Some(state) = self.keys.remove(&key) {
+                let Some((v, fp)) = &state.issued else {
+                    continue;
+                };
+                let at = Timestamp(state.candidate.last_seen.0.saturating_add(quiet));
+                out.push(self.render(&state, v + 1, WarningStatus::Closed, fp.severity, at));
+                self.stats.warnings += 1;
+                self.stats.closed += 1;
+            }
+        }
+    }
+
+    /// End of input: judge the correlation windows still open, and issue the updates that
+    /// the update interval held back. (Warnings are not closed: the end of a file is not a
+    /// quiet period.)
     pub fn finish(&mut self, out: &mut Vec<EarlyWarning>) {
+        let mut pending: Vec<String> = self
+            .keys
+            .iter()
+            .filter(|(_, s)| s.pending)
+            .map(|(k, _)| k.clone())
+            .collect();
+        pending.sort();
+        for key in pending {
+            if let Some(state) = self.keys.get_mut(&key) {
+                state.last_issued_at = None;
+            }
+            let at = self
+                .keys
+                .get(&key)
+                .map(|s| s.candidate.last_seen)
+                .unwrap_or(self.watermark);
+            if let Some(w) = self.maybe_warn(&key, at) {
+                out.push(w);
+            }
+        }
         let mut fired = Vec::new();
         self.sigma.finish(&mut fired);
         for f in fired {
@@ -268,6 +331,7 @@ impl Correlator {
         self.stats.detections += 1;
         if d.event_time > self.watermark {
             self.watermark = d.event_time;
+            self.close_quiet(out);
         }
         if d.correlation_keys.is_empty() {
             self.stats.unkeyed += 1;
@@ -321,7 +385,15 @@ impl Correlator {
             None => false,
         };
         if expired {
-            self.keys.remove(key);
+            // The window is over: its warning, if any, is closed before a new one opens.
+            if let Some(state) = self.keys.remove(key) {
+                if let Some((v, fp)) = &state.issued {
+                    let at = Timestamp(state.candidate.window_start.0 + window.0);
+                    out.push(self.render(&state, v + 1, WarningStatus::Closed, fp.severity, at));
+                    self.stats.warnings += 1;
+                    self.stats.closed += 1;
+                }
+            }
         }
         if !self.keys.contains_key(key) {
             if !self.make_room() {
@@ -380,10 +452,25 @@ impl Correlator {
             Some((v, last)) if severity > last.severity => (v + 1, WarningStatus::Escalated),
             Some((v, _)) => (v + 1, WarningStatus::Update),
         };
+        // Rate limit: an update within the interval waits for the next detection after it
+        // (or the closing); escalations are never held back.
+        if status == WarningStatus::Update
+            && state
+                .last_issued_at
+                .is_some_and(|t| at.0 - t.0 < p.min_update_interval.0)
+        {
+            self.stats.deferred += 1;
+            if let Some(s) = self.keys.get_mut(key) {
+                s.pending = true;
+            }
+            return None;
+        }
         let warning = self.render(state, version, status, severity, at);
         self.stats.warnings += 1;
         if let Some(s) = self.keys.get_mut(key) {
             s.issued = Some((version, fp));
+            s.last_issued_at = Some(at);
+            s.pending = false;
         }
         Some(warning)
     }
@@ -539,6 +626,8 @@ fn new_state(key: &str, start: Timestamp) -> KeyState {
         timeline: BTreeMap::new(),
         suspected_malicious: false,
         issued: None,
+        last_issued_at: None,
+        pending: false,
     }
 }
 

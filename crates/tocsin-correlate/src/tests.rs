@@ -146,18 +146,21 @@ fn windows_expire_late_detections_are_counted_and_red_is_withheld() {
     c.push(&det("a1", "A", "health", "DE", 0, Tlp::Green), &mut out);
     c.push(&det("a2", "B", "health", "DE", H, Tlp::Green), &mut out);
     assert_eq!(out.len(), 1);
-    // 7 h later: the 6 h window is over, a new incident with a new id starts.
+    // 7 h later: the 6 h window is over; its warning is closed and a new incident with a
+    // new id starts.
     c.push(&det("b1", "A", "health", "DE", 7 * H, Tlp::Green), &mut out);
     c.push(&det("b2", "C", "health", "AT", 8 * H, Tlp::Green), &mut out);
-    assert_eq!(out.len(), 2);
-    assert_ne!(out[0].warning_id, out[1].warning_id);
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[1].status, WarningStatus::Closed);
+    assert_eq!(out[1].warning_id, out[0].warning_id);
+    assert_ne!(out[0].warning_id, out[2].warning_id);
     // Far older than the current window: late.
     c.push(
         &det("old", "D", "energy", "FR", -2 * H, Tlp::Green),
         &mut out,
     );
     assert_eq!(c.stats().late, 1);
-    assert_eq!(out.len(), 2);
+    assert_eq!(out.len(), 3);
 
     // The canonical warning carries the TLP:RED organisation; no AMBER rendering may: with
     // it removed, one organisation is left, which is no warning at all.
@@ -305,6 +308,50 @@ mod redaction_properties {
             }
         }
     }
+}
+
+#[test]
+fn warnings_close_after_quiet_and_updates_are_rate_limited() {
+    let mut policy = tocsin_rules::EscalationPolicy::default();
+    policy.closed_after = tocsin_core::DurationMs(2 * H);
+    policy.min_update_interval = tocsin_core::DurationMs(30 * 60_000);
+    policy.window = tocsin_core::DurationMs(24 * H);
+    let mut c = Correlator::new(CorrelatorConfig {
+        policy,
+        ..CorrelatorConfig::default()
+    });
+    let mut out = Vec::new();
+    c.push(&det("a", "A", "health", "DE", 0, Tlp::Green), &mut out);
+    c.push(&det("b", "B", "health", "FR", 60_000, Tlp::Green), &mut out);
+    // Two more organisations within 30 minutes: held back (same severity).
+    c.push(
+        &det("c", "C", "health", "AT", 2 * 60_000, Tlp::Green),
+        &mut out,
+    );
+    c.push(
+        &det("d", "D", "health", "BE", 3 * 60_000, Tlp::Green),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(c.stats().deferred, 2);
+    // The next detection after the interval carries the accumulated change.
+    c.push(
+        &det("e", "D", "health", "BE", 40 * 60_000, Tlp::Green),
+        &mut out,
+    );
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1].version, 2);
+    assert_eq!(out[1].affected.organisation_count, 4);
+    // Another key's detection 3 hours later moves event time past the quiet period.
+    let mut other = det("x", "X", "energy", "IT", 4 * H, Tlp::Green);
+    other.correlation_keys = vec!["indicator:domain:other.example".into()];
+    c.push(&other, &mut out);
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[2].status, WarningStatus::Closed);
+    assert_eq!(out[2].version, 3);
+    assert_eq!(out[2].warning_id, out[0].warning_id);
+    assert_eq!(out[2].eu_taxonomy.outlook, tocsin_core::Outlook::Improving);
+    assert_eq!(c.stats().closed, 1);
 }
 
 #[test]

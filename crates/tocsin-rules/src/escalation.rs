@@ -90,6 +90,10 @@ struct PolicyFile {
     recommended_actions: Vec<String>,
     #[serde(default)]
     exercise: bool,
+    #[serde(default)]
+    closed_after: Option<DurationMs>,
+    #[serde(default)]
+    min_update_interval: Option<DurationMs>,
 }
 
 /// The validated policy.
@@ -113,6 +117,10 @@ pub struct EscalationPolicy {
     pub recommended_actions: Vec<String>,
     /// Mark every warning as exercise traffic.
     pub exercise: bool,
+    /// A warning with no new detection for this long (event time) is closed.
+    pub closed_after: DurationMs,
+    /// Updates of a warning come at most this often; escalations and closings come at once.
+    pub min_update_interval: DurationMs,
 }
 
 impl Default for EscalationPolicy {
@@ -127,6 +135,8 @@ impl Default for EscalationPolicy {
             severity: vec![(When::default(), Severity::Medium, None)],
             recommended_actions: Vec::new(),
             exercise: false,
+            closed_after: DurationMs(24 * 3_600_000),
+            min_update_interval: DurationMs(0),
         }
     }
 }
@@ -243,6 +253,8 @@ pub fn parse_policy(file: &str, text: &str) -> Result<EscalationPolicy, Diagnost
         severity,
         recommended_actions: parsed.recommended_actions,
         exercise: parsed.exercise,
+        closed_after: parsed.closed_after.unwrap_or(DurationMs(24 * 3_600_000)),
+        min_update_interval: parsed.min_update_interval.unwrap_or(DurationMs(0)),
     })
 }
 
