@@ -312,10 +312,12 @@ mod redaction_properties {
 
 #[test]
 fn warnings_close_after_quiet_and_updates_are_rate_limited() {
-    let mut policy = tocsin_rules::EscalationPolicy::default();
-    policy.closed_after = tocsin_core::DurationMs(2 * H);
-    policy.min_update_interval = tocsin_core::DurationMs(30 * 60_000);
-    policy.window = tocsin_core::DurationMs(24 * H);
+    let policy = tocsin_rules::EscalationPolicy {
+        closed_after: tocsin_core::DurationMs(2 * H),
+        min_update_interval: tocsin_core::DurationMs(30 * 60_000),
+        window: tocsin_core::DurationMs(24 * H),
+        ..Default::default()
+    };
     let mut c = Correlator::new(CorrelatorConfig {
         policy,
         ..CorrelatorConfig::default()

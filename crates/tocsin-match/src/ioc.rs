@@ -479,7 +479,7 @@ mod tests {
         let t = IocTable::build(&iocs);
         assert_eq!(t.len(), 6);
         assert_eq!(
-            t.entry(0).provenance.len(),
+            t.entry(0).provenance().count(),
             2,
             "merged provenance across feeds"
         );
