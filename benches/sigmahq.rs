@@ -21,7 +21,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let p = e.unwrap().path();
         if p.is_dir() {
             walk(&p, out);
-        } else if p.extension().is_some_and(|x| x == "yml") {
+        } else if p.extension().is_some_and(|x| x == "yml")
+            && !p.to_string_lossy().ends_with(".tests.yml")
+        {
             out.push(p);
         }
     }

@@ -29,6 +29,21 @@ if [ -n "${TOCSIN_TEST_DATA:-}" ] && [ -z "${TOCSIN_PYSIGMA_PYTHON:-}" ]; then
     fi
 fi
 
+# The OASIS STIX 2.1 validator, for the test that validates rendered warnings.
+if [ -z "${TOCSIN_STIX_VALIDATOR_PYTHON:-}" ]; then
+    venv="${XDG_CACHE_HOME:-$HOME/.cache}/tocsin/stix2-validator-3.3"
+    if ! "$venv/bin/python" -c 'import stix2validator' 2>/dev/null; then
+        echo "== installing stix2-validator into $venv"
+        rm -rf "$venv"
+        if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q 'stix2-validator==3.3.2'; }; then
+            echo "tests/run.sh: could not install stix2-validator; the STIX validation test will say it is skipped"
+        fi
+    fi
+    if "$venv/bin/python" -c 'import stix2validator' 2>/dev/null; then
+        export TOCSIN_STIX_VALIDATOR_PYTHON="$venv/bin/python"
+    fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 

@@ -65,6 +65,7 @@ pub fn render(
         &sectors,
         member_states.len(),
         max_level,
+        r.taxonomy.map(|t| t.class),
     );
     r.indicators.retain(|i| i.tlp.permits(ceiling));
     let technical = audience == Audience::Technical;

@@ -111,7 +111,8 @@ struct Fingerprint {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct KeyState {
     candidate: IncidentCandidate,
-    seen: HashSet<String>,
+    /// Detection ids merged, as 128-bit digests (16 bytes each, no allocation per id).
+    seen: HashSet<u128>,
     timeline: BTreeMap<String, TimelineEntry>,
     suspected_malicious: bool,
     issued: Option<(u32, Fingerprint)>,
@@ -141,6 +142,7 @@ pub enum SnapshotError {
 struct SnapshotRef<'a> {
     format: &'a str,
     watermark_ms: i64,
+    next_sweep_ms: i64,
     stats: CorrelatorStats,
     keys: Vec<(&'a String, &'a KeyState)>,
     sigma: sigma_correlations::SigmaState,
@@ -150,9 +152,27 @@ struct SnapshotRef<'a> {
 struct SnapshotOwned {
     format: String,
     watermark_ms: i64,
+    #[serde(default = "min_time")]
+    next_sweep_ms: i64,
     stats: CorrelatorStats,
     keys: Vec<(String, KeyState)>,
     sigma: sigma_correlations::SigmaState,
+}
+
+/// A detection id as 128 bits: Tocsin ids are `det-<32 hex digits>`; any other id is hashed.
+fn id_digest(id: &str) -> u128 {
+    id.strip_prefix("det-")
+        .filter(|h| h.len() == 32)
+        .and_then(|h| u128::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| {
+            tocsin_core::id::IdHasher::new("foreign-detection-id")
+                .part(id.as_bytes())
+                .digest()
+        })
+}
+
+fn min_time() -> i64 {
+    i64::MIN
 }
 
 /// The correlator. Feed it detections with [`Correlator::push`].
@@ -163,6 +183,8 @@ pub struct Correlator {
     derived: Vec<Detection>,
     keys: HashMap<String, KeyState>,
     watermark: Timestamp,
+    /// Event time at which the next sweep for quiet warnings is due.
+    next_sweep: Timestamp,
     stats: CorrelatorStats,
 }
 
@@ -189,6 +211,7 @@ impl Correlator {
             config,
             keys: HashMap::new(),
             watermark: Timestamp(i64::MIN),
+            next_sweep: Timestamp(i64::MIN),
             stats: CorrelatorStats::default(),
         }
     }
@@ -202,6 +225,7 @@ impl Correlator {
         let snapshot = SnapshotRef {
             format: SNAPSHOT_FORMAT,
             watermark_ms: self.watermark.0,
+            next_sweep_ms: self.next_sweep.0,
             stats: self.stats,
             keys,
             sigma: self.sigma.snapshot_state(),
@@ -218,6 +242,7 @@ impl Correlator {
         }
         let mut c = Correlator::new(config);
         c.watermark = Timestamp(snapshot.watermark_ms);
+        c.next_sweep = Timestamp(snapshot.next_sweep_ms);
         c.stats = snapshot.stats;
         c.keys = snapshot.keys.into_iter().collect();
         c.sigma.restore_state(snapshot.sigma);
@@ -331,7 +356,13 @@ impl Correlator {
         self.stats.detections += 1;
         if d.event_time > self.watermark {
             self.watermark = d.event_time;
-            self.close_quiet(out);
+            // Sweeping every key costs O(keys): do it when event time has moved by a
+            // twentieth of the quiet period (at most an hour) since the last sweep.
+            let step = (self.config.policy.closed_after.0 / 20).clamp(1, 3_600_000);
+            if self.watermark.0 >= self.next_sweep.0 {
+                self.next_sweep = Timestamp(self.watermark.0.saturating_add(step));
+                self.close_quiet(out);
+            }
         }
         if d.correlation_keys.is_empty() {
             self.stats.unkeyed += 1;
@@ -406,12 +437,13 @@ impl Correlator {
         let Some(state) = self.keys.get_mut(key) else {
             return;
         };
-        if state.seen.contains(&d.id) {
+        let id = id_digest(&d.id);
+        if state.seen.contains(&id) {
             self.stats.duplicates += 1;
             return;
         }
         if state.seen.len() < max_seen {
-            state.seen.insert(d.id.clone());
+            state.seen.insert(id);
         }
         self.stats.merged += 1;
         absorb(state, d, complete);
@@ -427,6 +459,7 @@ impl Correlator {
             &c.sectors,
             c.member_states.len(),
             c.max_level,
+            c.taxonomy.map(|t| t.class),
         )
     }
 
@@ -747,6 +780,7 @@ pub(crate) fn severity_for(
     sectors: &BTreeSet<Sector>,
     member_states: usize,
     max_level: Level,
+    taxonomy_class: Option<tocsin_core::TaxonomyClass>,
 ) -> Severity {
     let cross_border = member_states as u32 >= p.cross_border_min_member_states;
     let cross_sector = sectors.len() as u32 >= p.cross_sector_min_sectors;
@@ -764,6 +798,9 @@ pub(crate) fn severity_for(
                 && w.min_member_states
                     .is_none_or(|n| member_states as u32 >= n)
                 && level.is_none_or(|l| max_level >= l)
+                && w.taxonomy_class
+                    .as_deref()
+                    .is_none_or(|want| taxonomy_class.is_some_and(|have| have.slug() == want))
         })
         .map(|(_, s, _)| *s)
         .unwrap_or(Severity::Medium);

@@ -357,6 +357,76 @@ fn warnings_close_after_quiet_and_updates_are_rate_limited() {
 }
 
 #[test]
+fn slow_campaign_over_days_with_a_long_window() {
+    let policy = tocsin_rules::EscalationPolicy {
+        window: tocsin_core::DurationMs(4 * 24 * H),
+        closed_after: tocsin_core::DurationMs(5 * 24 * H),
+        ..Default::default()
+    };
+    let mut c = Correlator::new(CorrelatorConfig {
+        policy,
+        ..CorrelatorConfig::default()
+    });
+    let mut out = Vec::new();
+    // One organisation a day, three member states, over three days.
+    c.push(
+        &det("d1", "Hospital", "health", "DE", 0, Tlp::Green),
+        &mut out,
+    );
+    c.push(
+        &det("d2", "Grid", "energy", "FR", 24 * H, Tlp::Green),
+        &mut out,
+    );
+    c.push(
+        &det(
+            "d3",
+            "Ministry",
+            "public-administration",
+            "IT",
+            48 * H,
+            Tlp::Green,
+        ),
+        &mut out,
+    );
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].warning_id, out[1].warning_id);
+    assert_eq!(out[1].affected.member_states.len(), 3);
+    assert_eq!(out[1].last_seen.0 - out[1].first_seen.0, 48 * H);
+}
+
+#[test]
+fn skewed_clocks_and_out_of_order_arrivals() {
+    let mut c = Correlator::new(CorrelatorConfig::default());
+    let mut out = Vec::new();
+    // Organisation B's sensor runs two hours ahead, so its detection arrives "from the
+    // future"; A's arrives later with an earlier time. Both fall in one 6 h window.
+    c.push(&det("b", "B", "energy", "FR", 3 * H, Tlp::Green), &mut out);
+    c.push(&det("a", "A", "health", "DE", H, Tlp::Green), &mut out);
+    assert_eq!(out.len(), 1);
+    let w = &out[0];
+    assert_eq!(
+        w.first_seen,
+        Timestamp(t0().0 + H),
+        "first seen is the earliest event time"
+    );
+    assert_eq!(
+        w.timeline[0].organisation.as_deref(),
+        Some("A"),
+        "timeline in event-time order"
+    );
+    assert_eq!(
+        w.issued_at,
+        Timestamp(t0().0 + H),
+        "issued at the completing detection's time"
+    );
+    // The same two detections again (a re-delivery) change nothing.
+    c.push(&det("b", "B", "energy", "FR", 3 * H, Tlp::Green), &mut out);
+    c.push(&det("a", "A", "health", "DE", H, Tlp::Green), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(c.stats().duplicates, 2);
+}
+
+#[test]
 fn same_input_same_output() {
     let run = || {
         let mut c = Correlator::new(CorrelatorConfig::default());
@@ -713,4 +783,65 @@ mod snapshots {
         let err = Correlator::restore(CorrelatorConfig::default(), br#"{"format":"tocsin.correlator-state/v0","watermark_ms":0,"stats":{},"keys":[],"sigma":{}}"#);
         assert!(err.is_err());
     }
+}
+
+#[test]
+fn interleaved_keys_each_warn_on_their_second_organisation() {
+    let mut c = Correlator::new(CorrelatorConfig::default());
+    let mk = |k: usize, org: &str, n: i64| {
+        let mut d = det(
+            &format!("det-{k}-{org}"),
+            org,
+            "health",
+            "DE",
+            n,
+            Tlp::Green,
+        );
+        d.correlation_keys = vec![format!("indicator:domain:h{k}.bad.test")];
+        d
+    };
+    let mut total = 0;
+    for k in 0..1000usize {
+        let mut out = Vec::new();
+        c.push(&mk(k, "Org A", k as i64), &mut out);
+        assert!(out.is_empty());
+        c.push(&mk(k, "Org B", k as i64 + 1), &mut out);
+        assert_eq!(out.len(), 1, "key {k}");
+        total += 1;
+    }
+    assert_eq!(total, 1000);
+}
+
+#[test]
+fn severity_thresholds_per_taxonomy_class() {
+    let policy = tocsin_rules::parse_policy(
+        "e.yaml",
+        "version: 1\nwindow: 6h\ncandidate: {min_organisations: 2}\nwarning: {min_organisations: 2}\ncross_border: {min_member_states: 2}\ncross_sector: {min_sectors: 2}\nseverity:\n  - when: {taxonomy_class: availability}\n    severity: critical\n  - severity: low\n",
+    )
+    .unwrap();
+    let run = |taxonomy: tocsin_core::Taxonomy| {
+        let mut c = Correlator::new(CorrelatorConfig {
+            policy: policy.clone(),
+            ..CorrelatorConfig::default()
+        });
+        let mut out = Vec::new();
+        for (i, org) in ["A", "B"].iter().enumerate() {
+            let mut d = det(&format!("d{i}"), org, "banking", "DE", i as i64, Tlp::Green);
+            d.taxonomy = Some(taxonomy);
+            c.push(&d, &mut out);
+        }
+        out[0].severity
+    };
+    assert_eq!(
+        run(tocsin_core::Taxonomy::new(tocsin_core::TaxonomyType::Ddos)),
+        Severity::Critical
+    );
+    assert_eq!(
+        run(tocsin_core::Taxonomy::new(
+            tocsin_core::TaxonomyType::InfectedSystem
+        )),
+        Severity::Low
+    );
+    let bad = tocsin_rules::parse_policy("e.yaml", "version: 1\nwindow: 6h\ncandidate: {min_organisations: 2}\nwarning: {min_organisations: 2}\ncross_border: {min_member_states: 2}\ncross_sector: {min_sectors: 2}\nseverity:\n  - when: {taxonomy_class: mischief}\n    severity: low\n");
+    assert_eq!(bad.unwrap_err().location.line, 8);
 }

@@ -37,6 +37,10 @@ pub struct When {
     /// At least one detection of at least this rule level.
     #[serde(default)]
     pub min_level: Option<String>,
+    /// The candidate's Reference Security Incident Taxonomy class (e.g. `malicious-code`):
+    /// thresholds per taxonomy class.
+    #[serde(default)]
+    pub taxonomy_class: Option<String>,
 }
 
 /// One severity rule.
@@ -94,6 +98,8 @@ struct PolicyFile {
     closed_after: Option<DurationMs>,
     #[serde(default)]
     min_update_interval: Option<DurationMs>,
+    #[serde(default)]
+    allowed_lateness: Option<DurationMs>,
 }
 
 /// The validated policy.
@@ -121,6 +127,9 @@ pub struct EscalationPolicy {
     pub closed_after: DurationMs,
     /// Updates of a warning come at most this often; escalations and closings come at once.
     pub min_update_interval: DurationMs,
+    /// How far behind the latest event time a detection may arrive and still count in the
+    /// windows of Sigma correlation rules; later ones are counted as late.
+    pub allowed_lateness: DurationMs,
 }
 
 impl Default for EscalationPolicy {
@@ -137,6 +146,7 @@ impl Default for EscalationPolicy {
             exercise: false,
             closed_after: DurationMs(24 * 3_600_000),
             min_update_interval: DurationMs(0),
+            allowed_lateness: DurationMs(0),
         }
     }
 }
@@ -213,7 +223,7 @@ pub fn parse_policy(file: &str, text: &str) -> Result<EscalationPolicy, Diagnost
     for rule in parsed.severity {
         let Some(s) = Severity::parse(&rule.severity) else {
             return Err(Diagnostic::error(
-                doc.locate(&format!("severity: {}", rule.severity)),
+                doc.locate_text(&format!("severity: {}", rule.severity)),
                 "bad-policy",
                 format!(
                     "unknown severity '{}' (expected low, medium, high, critical)",
@@ -234,6 +244,15 @@ pub fn parse_policy(file: &str, text: &str) -> Result<EscalationPolicy, Diagnost
                 }
             },
         };
+        if let Some(class) = &rule.when.taxonomy_class {
+            if class.parse::<tocsin_core::TaxonomyClass>().is_err() {
+                return Err(Diagnostic::error(
+                    doc.locate_text(&format!("taxonomy_class: {class}")),
+                    "bad-policy",
+                    format!("unknown taxonomy class '{class}' (Reference Security Incident Taxonomy machine names, e.g. malicious-code, intrusions, availability)"),
+                ));
+            }
+        }
         severity.push((rule.when, s, level));
     }
     if severity.is_empty() {
@@ -255,6 +274,7 @@ pub fn parse_policy(file: &str, text: &str) -> Result<EscalationPolicy, Diagnost
         exercise: parsed.exercise,
         closed_after: parsed.closed_after.unwrap_or(DurationMs(24 * 3_600_000)),
         min_update_interval: parsed.min_update_interval.unwrap_or(DurationMs(0)),
+        allowed_lateness: parsed.allowed_lateness.unwrap_or(DurationMs(0)),
     })
 }
 

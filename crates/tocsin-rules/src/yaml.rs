@@ -69,6 +69,21 @@ impl YamlDocument<'_> {
         None
     }
 
+    /// The first line that contains `needle` anywhere (for keys in flow mappings such as
+    /// `when: {taxonomy_class: x}`), else the document start.
+    pub fn locate_text(&self, needle: &str) -> Location {
+        for (i, line) in self.text.lines().enumerate() {
+            if let Some(col) = line.find(needle) {
+                return Location {
+                    file: self.file.to_owned(),
+                    line: self.first_line + i,
+                    column: col + 1,
+                };
+            }
+        }
+        Location::line(self.file, self.first_line)
+    }
+
     /// The location of this document's first line.
     pub fn start(&self) -> Location {
         Location::line(self.file, self.first_line)
@@ -149,6 +164,17 @@ pub fn documents<'a>(file: &'a str, text: &'a str) -> (Vec<YamlDocument<'a>>, Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversized_sources_are_refused_with_a_clear_error() {
+        let big = "a: 1\n".repeat(MAX_SOURCE_BYTES / 5 + 10);
+        let (docs, problems) = documents("huge.yml", &big);
+        assert!(docs.is_empty());
+        assert_eq!(problems[0].code, "too-large");
+        assert!(problems[0]
+            .to_string()
+            .starts_with("huge.yml:1: error[too-large]"));
+    }
 
     #[test]
     fn splits_documents_and_reports_errors_with_file_lines() {

@@ -41,6 +41,11 @@ pub fn demo(
     let correlator = Correlator::new(CorrelatorConfig {
         policy,
         correlation_rules: sources.correlations.clone(),
+        allowed_lateness: sources
+            .policy
+            .as_ref()
+            .map(|p| p.allowed_lateness)
+            .unwrap_or_default(),
         ..CorrelatorConfig::default()
     });
     let warnings_out: Box<dyn Write> = match &output {

@@ -356,6 +356,11 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     let correlator = Correlator::new(CorrelatorConfig {
         policy,
         correlation_rules: sources.correlations.clone(),
+        allowed_lateness: sources
+            .policy
+            .as_ref()
+            .map(|p| p.allowed_lateness)
+            .unwrap_or_default(),
         ..CorrelatorConfig::default()
     });
     let detections = match &a.detections {
