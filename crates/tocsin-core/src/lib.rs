@@ -11,6 +11,7 @@
 
 pub mod context;
 pub mod detection;
+pub mod encoding;
 pub mod event;
 pub mod id;
 pub mod incident;

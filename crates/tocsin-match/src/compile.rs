@@ -33,6 +33,7 @@ use tocsin_rules::{
 
 use crate::glob::{Glob, GlobPart};
 use crate::ioc::IocTable;
+use tocsin_core::encoding::base64;
 
 /// Limits applied while compiling.
 #[derive(Debug, Clone)]
@@ -879,30 +880,6 @@ fn verbatim_piece(pattern: &[u8]) -> Vec<u8> {
         .max_by_key(|run| run.len())
         .unwrap_or_default()
         .to_ascii_lowercase()
-}
-
-/// Standard Base64 (RFC 4648) with padding.
-pub(crate) fn base64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if c.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
 }
 
 /// The three `base64offset` variants: the value's Base64 text as it appears when the value

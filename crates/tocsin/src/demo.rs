@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use tocsin_core::EarlyWarning;
-use tocsin_correlate::{Correlator, CorrelatorConfig};
+use tocsin_correlate::Correlator;
 
 use crate::pipeline::{DeadLetterSink, Pipeline};
 use crate::{create_output, gen, prepare_rules, RuleArgs};
@@ -38,16 +38,7 @@ pub fn demo(
     let written = gen::generate(&mut workload, events, seed, true)?;
     let mut policy = sources.policy.clone().unwrap_or_default();
     policy.exercise = true;
-    let correlator = Correlator::new(CorrelatorConfig {
-        policy,
-        correlation_rules: sources.correlations.clone(),
-        allowed_lateness: sources
-            .policy
-            .as_ref()
-            .map(|p| p.allowed_lateness)
-            .unwrap_or_default(),
-        ..CorrelatorConfig::default()
-    });
+    let correlator = Correlator::new(crate::correlator_config(&sources, policy));
     let warnings_out: Box<dyn Write> = match &output {
         Some(p) => create_output(&p.to_string_lossy())?,
         None => Box::new(io::sink()),

@@ -279,6 +279,19 @@ fn create_output(path: &str) -> Result<Box<dyn Write>> {
     }
 }
 
+/// The correlator's configuration for loaded rule sources and a policy.
+pub(crate) fn correlator_config(
+    sources: &RuleSources,
+    policy: tocsin_rules::EscalationPolicy,
+) -> CorrelatorConfig {
+    CorrelatorConfig {
+        allowed_lateness: policy.allowed_lateness,
+        policy,
+        correlation_rules: sources.correlations.clone(),
+        ..CorrelatorConfig::default()
+    }
+}
+
 /// Load and compile rules, print diagnostics; `Err(code)` when `--strict` fails.
 pub(crate) fn prepare_rules(
     args: &RuleArgs,
@@ -353,16 +366,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     )?;
     let mut policy = sources.policy.clone().unwrap_or_default();
     policy.exercise |= a.exercise;
-    let correlator = Correlator::new(CorrelatorConfig {
-        policy,
-        correlation_rules: sources.correlations.clone(),
-        allowed_lateness: sources
-            .policy
-            .as_ref()
-            .map(|p| p.allowed_lateness)
-            .unwrap_or_default(),
-        ..CorrelatorConfig::default()
-    });
+    let correlator = Correlator::new(correlator_config(&sources, policy));
     let detections = match &a.detections {
         Some(p) => Some(create_output(&p.to_string_lossy())?),
         None => None,

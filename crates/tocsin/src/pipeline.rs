@@ -128,29 +128,6 @@ pub struct Pipeline {
     started: Instant,
 }
 
-fn base64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if c.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
-}
-
 impl Pipeline {
     pub fn new(
         rules: Arc<CompiledRules>,
@@ -266,7 +243,7 @@ impl Pipeline {
                     bytes: total,
                     payload: text,
                     payload_base64: if text.is_none() {
-                        Some(base64(payload))
+                        Some(tocsin_core::encoding::base64(payload))
                     } else {
                         None
                     },
@@ -424,21 +401,5 @@ impl Pipeline {
                 .then(a.warning_id.cmp(&b.warning_id))
         });
         Ok((self.stats, first, latest, self.correlator))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(super::base64(i.as_bytes()), o);
-        }
     }
 }
