@@ -12,6 +12,7 @@ mod feeds;
 mod gen;
 mod input;
 mod load;
+mod metrics;
 mod pipeline;
 mod reload;
 
@@ -166,6 +167,9 @@ struct RunArgs {
     /// seconds). SIGHUP always reloads. The old set serves until the new one is ready.
     #[arg(long)]
     watch: bool,
+    /// Serve Prometheus metrics on /metrics, and /healthz and /readyz, at ADDR:PORT.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<String>,
     /// Seconds between two checks of the rule and feed files with --watch.
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     watch_interval: f64,
@@ -351,6 +355,17 @@ pub(crate) fn prepare_rules_with(
 }
 
 fn run(a: RunArgs) -> Result<ExitCode> {
+    let metrics = match &a.listen {
+        Some(addr) => {
+            let m = metrics::Metrics::new()?;
+            let local = m.serve(addr)?;
+            if !a.quiet {
+                eprintln!("tocsin: serving /metrics, /healthz and /readyz on {local}");
+            }
+            Some(m)
+        }
+        None => None,
+    };
     let mut last_good = load::LastGood::new();
     let (sources, compiled) = match prepare_rules_with(&a.rules, a.quiet, &mut last_good)? {
         Ok(x) => x,
@@ -363,6 +378,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         a.watch
             .then(|| std::time::Duration::from_secs_f64(a.watch_interval.max(0.1))),
         a.quiet,
+        metrics.clone(),
     )?;
     let mut policy = sources.policy.clone().unwrap_or_default();
     policy.exercise |= a.exercise;
@@ -403,6 +419,9 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         dead_letters,
     )
     .with_reloads(reloads);
+    if let Some(m) = &metrics {
+        pipeline = pipeline.with_metrics(std::sync::Arc::clone(m));
+    }
     for name in &a.input {
         let mut reader = input::open(name)?;
         pipeline.process_source(name, &mut *reader)?;

@@ -25,6 +25,7 @@ use tocsin_match::{CompiledRules, MatchScratch};
 use tocsin_rules::EscalationPolicy;
 
 use crate::input::{read_line, Line};
+use crate::metrics::Metrics;
 
 /// Where undecodable lines go.
 pub enum DeadLetterSink {
@@ -126,6 +127,7 @@ pub struct Pipeline {
     json: Vec<u8>,
     stats: RunStats,
     started: Instant,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Pipeline {
@@ -156,7 +158,20 @@ impl Pipeline {
             json: Vec::with_capacity(4096),
             stats: RunStats::default(),
             started: Instant::now(),
+            metrics: None,
         }
+    }
+
+    /// Count what happens in `metrics` (Prometheus).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        metrics.rules_loaded.set(self.rules.stats().rules as i64);
+        metrics
+            .indicators_loaded
+            .set(self.rules.stats().indicators as i64);
+        metrics.rule_set_version.set(1);
+        metrics.set_ready(true);
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Take new rule sets from `reloads`: each is swapped in atomically between two events,
@@ -177,12 +192,22 @@ impl Pipeline {
             self.context_fields = rules.profile().context.clone();
             self.rules = rules;
             self.stats.reloads += 1;
+            if let Some(m) = &self.metrics {
+                m.rules_loaded.set(self.rules.stats().rules as i64);
+                m.indicators_loaded
+                    .set(self.rules.stats().indicators as i64);
+                m.rule_set_version.inc();
+            }
         }
     }
 
     /// Process every line of one source.
     pub fn process_source(&mut self, name: &str, reader: &mut dyn BufRead) -> Result<()> {
         let mut line_no = 0u64;
+        let events_counter = self
+            .metrics
+            .as_ref()
+            .map(|m| m.events.with_label_values(&[name]));
         let mut line = std::mem::take(&mut self.line);
         let result = loop {
             match read_line(reader, &mut line, self.max_event_bytes) {
@@ -195,7 +220,19 @@ impl Pipeline {
                                 // Blank lines in JSON-lines input are separators, not events.
                                 continue;
                             }
+                            let timed = self.metrics.is_some() && line_no % 64 == 0;
+                            let t = timed.then(Instant::now);
                             self.process_event(name, line_no, &line)?;
+                            if let (Some(c), Some(m)) = (&events_counter, &self.metrics) {
+                                c.inc();
+                                m.bytes.inc_by(line.len() as u64);
+                                if let Some(t) = t {
+                                    m.event_seconds.observe(t.elapsed().as_secs_f64());
+                                }
+                                if line_no % 1024 == 0 {
+                                    self.publish_correlator_gauges();
+                                }
+                            }
                         }
                         Line::Oversized { total } => {
                             self.stats.events += 1;
@@ -228,6 +265,18 @@ impl Pipeline {
         truncated: bool,
     ) -> Result<()> {
         self.stats.dead_letters += 1;
+        if let Some(m) = &self.metrics {
+            let kind = if truncated {
+                "too-large"
+            } else if reason.contains("UTF-8") {
+                "invalid-utf8"
+            } else if reason.contains("not a JSON object") {
+                "not-an-object"
+            } else {
+                "invalid-json"
+            };
+            m.dead_letters.with_label_values(&[kind]).inc();
+        }
         match &mut self.dead_letters {
             DeadLetterSink::Summary(first) => {
                 if first.len() < 5 {
@@ -307,6 +356,14 @@ impl Pipeline {
             &mut self.detections,
         );
         self.stats.detections += self.detections.len() as u64;
+        if let Some(m) = &self.metrics {
+            for d in &self.detections {
+                m.detections.with_label_values(&[d.rule.id.as_str()]).inc();
+                for i in &d.indicators {
+                    m.indicator_hits.with_label_values(&[i.feed.as_str()]).inc();
+                }
+            }
+        }
         self.warnings.clear();
         for d in &self.detections {
             if d.standalone {
@@ -321,6 +378,17 @@ impl Pipeline {
         }
         self.write_derived()?;
         self.write_warnings()
+    }
+
+    /// Copy the correlator's gauges and counters into the metrics.
+    fn publish_correlator_gauges(&self) {
+        let Some(m) = &self.metrics else { return };
+        let c = self.correlator.stats();
+        m.correlation_keys.set(self.correlator.live_keys() as i64);
+        m.evictions
+            .inc_by(c.evicted.saturating_sub(m.evictions.get()));
+        let late = c.late + self.correlator.correlation_rule_stats().late;
+        m.late.inc_by(late.saturating_sub(m.late.get()));
     }
 
     /// Write the detections that correlation rules produced (and count them).
@@ -363,6 +431,16 @@ impl Pipeline {
             self.json.push(b'\n');
             o.out.write_all(&self.json)?;
             self.stats.warning_versions += 1;
+            if let Some(m) = &self.metrics {
+                let status = serde_json::to_value(w.status).ok();
+                let audience = serde_json::to_value(w.audience).ok();
+                m.warnings
+                    .with_label_values(&[
+                        status.as_ref().and_then(|v| v.as_str()).unwrap_or("?"),
+                        audience.as_ref().and_then(|v| v.as_str()).unwrap_or("?"),
+                    ])
+                    .inc();
+            }
             self.latest.insert(w.warning_id.clone(), w);
         }
         Ok(())

@@ -90,6 +90,7 @@ pub fn spawn(
     mut last_good: LastGood,
     watch: Option<Duration>,
     quiet: bool,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 ) -> Result<Receiver<Arc<CompiledRules>>> {
     let hangup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))?;
@@ -131,6 +132,10 @@ pub fn spawn(
                         if tx.send(Arc::new(compiled)).is_err() {
                             return;
                         }
+                        if let Some(m) = &metrics {
+                            let outcome = if errors > 0 { "errors" } else { "success" };
+                            m.reloads.with_label_values(&[outcome]).inc();
+                        }
                         eprintln!(
                             "tocsin: reloaded ({}): {} rules, {} indicators, {} errors, in {:.2} s",
                             if signalled { "SIGHUP" } else { "files changed" },
@@ -140,7 +145,12 @@ pub fn spawn(
                             started.elapsed().as_secs_f64()
                         );
                     }
-                    Err(e) => eprintln!("tocsin: reload failed, keeping the current rules: {e:#}"),
+                    Err(e) => {
+                        if let Some(m) = &metrics {
+                            m.reloads.with_label_values(&["failure"]).inc();
+                        }
+                        eprintln!("tocsin: reload failed, keeping the current rules: {e:#}");
+                    }
                 }
             }
         })?;

@@ -1,0 +1,144 @@
+//! `tocsin run --listen`: /metrics moves as events flow; /healthz and /readyz answer.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+fn get(port: u16, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+fn metric(body: &str, name_and_labels: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_move_as_events_flow() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("e.jsonl");
+    run_ok(
+        tocsin()
+            .args(["gen", "--events", "3000", "--seed", "4", "--output"])
+            .arg(&events),
+    );
+    let text = std::fs::read_to_string(&events).unwrap();
+    let (first, rest) = text.split_at(text.len() / 2);
+    let cut = first.rfind('\n').unwrap() + 1;
+    let (first, rest) = (&text[..cut], format!("{}{rest}", &first[cut..]));
+
+    let mut child = tocsin()
+        .args([
+            "run",
+            "--quiet",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--rules",
+        ])
+        .arg(repo().join("rules"))
+        .args(["--input", "-", "--output", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Wait for the listener.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "no listener");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(port, "/healthz").0, "HTTP/1.1 200 OK");
+    // Not ready (503) while the rules load, then ready.
+    loop {
+        let status = get(port, "/readyz").0;
+        if status == "HTTP/1.1 200 OK" {
+            break;
+        }
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(get(port, "/nope").0.contains("404"));
+
+    stdin.write_all(first.as_bytes()).unwrap();
+    stdin.write_all(b"{broken\n").unwrap();
+    stdin.flush().unwrap();
+    let read_events = |body: &str| metric(body, "tocsin_events_total{source=\"-\"}");
+    let mut before = String::new();
+    for _ in 0..100 {
+        before = get(port, "/metrics").1;
+        if read_events(&before) >= (first.lines().count() + 1) as f64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        read_events(&before),
+        (first.lines().count() + 1) as f64,
+        "{before}"
+    );
+    assert_eq!(
+        metric(
+            &before,
+            "tocsin_dead_letters_total{reason=\"invalid-json\"}"
+        ),
+        1.0
+    );
+    assert_eq!(metric(&before, "tocsin_rules_loaded"), 6.0);
+    assert_eq!(metric(&before, "tocsin_rule_set_version"), 1.0);
+
+    stdin.write_all(rest.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let after = loop {
+        let body = get(port, "/metrics").1;
+        if read_events(&body) >= (text.lines().count() + 1) as f64 {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        metric(&after, "tocsin_indicator_hits_total{feed=\"sample-cert\"}") > 0.0,
+        "{after}"
+    );
+    assert!(
+        metric(
+            &after,
+            "tocsin_warnings_total{audience=\"technical\",status=\"new\"}"
+        ) >= 1.0,
+        "{after}"
+    );
+    assert!(after.contains("tocsin_event_processing_seconds_bucket"));
+    // Label values come from the rule set, never from events.
+    for line in after
+        .lines()
+        .filter(|l| l.starts_with("tocsin_detections_total{"))
+    {
+        let rule = line.split('"').nth(1).unwrap();
+        assert!(rule.starts_with("ioc:") || rule.contains('-'), "{line}");
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
