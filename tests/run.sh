@@ -44,6 +44,37 @@ if [ -z "${TOCSIN_STIX_VALIDATOR_PYTHON:-}" ]; then
     fi
 fi
 
+# The Kafka-compatible test broker (Tansu, Apache-2.0), installed once into a cache outside
+# the clone and started on a free loopback port for this run only, with in-memory storage.
+# Tests that need a broker read its address from TOCSIN_KAFKA_BOOTSTRAP, and tests that start
+# their own (e.g. durable storage across a restart) find the binary in TOCSIN_TANSU.
+if [ -z "${TOCSIN_KAFKA_BOOTSTRAP:-}" ]; then
+    tools="${XDG_CACHE_HOME:-$HOME/.cache}/tocsin/tools"
+    tansu="$tools/bin/tansu"
+    if [ ! -x "$tansu" ]; then
+        echo "== installing tansu 0.6.0 into $tools (once; 10-20 minutes on 2 cores)"
+        cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --root "$tools"
+    fi
+    export TOCSIN_TANSU="$tansu"
+    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    broker_log="$(mktemp -t tocsin-tansu.XXXXXX.log)"
+    "$tansu" broker --silent \
+        --listener-url "tcp://127.0.0.1:$port" \
+        --advertised-listener-url "tcp://127.0.0.1:$port" \
+        --storage-engine "memory://tansu/" >"$broker_log" 2>&1 &
+    broker_pid=$!
+    trap 'kill "$broker_pid" 2>/dev/null; wait "$broker_pid" 2>/dev/null || true' EXIT
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+        if ! kill -0 "$broker_pid" 2>/dev/null; then
+            echo "tests/run.sh: the test broker exited; its log:"; cat "$broker_log"; exit 1
+        fi
+        sleep 0.1
+    done
+    export TOCSIN_KAFKA_BOOTSTRAP="127.0.0.1:$port"
+    echo "== test broker: tansu on $TOCSIN_KAFKA_BOOTSTRAP (pid $broker_pid, log $broker_log)"
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 

@@ -15,6 +15,7 @@ mod load;
 mod metrics;
 mod pipeline;
 mod reload;
+mod worker;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -53,6 +54,26 @@ enum Command {
     Rules(RulesCommand),
     /// Match events against rules and print detections, or explain why rules matched.
     Match(MatchArgs),
+    /// Kafka workers (consumer groups; at-least-once delivery).
+    #[command(subcommand)]
+    Worker(WorkerCommand),
+    /// Kafka topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+}
+
+#[derive(Subcommand)]
+enum WorkerCommand {
+    /// Consume event topics, match, produce detections keyed by correlation key; dead-letter
+    /// what cannot be decoded.
+    Match(worker::MatchWorkerArgs),
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create the event, detection, changelog, warning and dead-letter topics (existing
+    /// topics are left as they are).
+    Create(worker::TopicsCreateArgs),
 }
 
 #[derive(Subcommand)]
@@ -247,6 +268,8 @@ fn main() -> ExitCode {
             Ok(Err(code)) => Ok(code),
             Err(e) => Err(e),
         },
+        Command::Worker(WorkerCommand::Match(a)) => worker::match_worker(a),
+        Command::Topics(TopicsCommand::Create(a)) => worker::topics_create(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,57 @@
+//! Kafka edges of the Tocsin workers, and the only crate that links rdkafka.
+//!
+//! The workers' logic (decode, match, correlate) lives in the I/O-free crates; this crate
+//! moves bytes between them and a Kafka cluster with the delivery guarantee the workers
+//! promise: **at least once, end to end**. The rule that gives it is simple and lives in
+//! [`source::Source`] and [`sink::Sink`]: a worker polls a bounded batch, produces every
+//! message derived from it, waits until the producer has acknowledged all of them
+//! ([`sink::Sink::flush`]), and only then commits the batch's offsets
+//! ([`source::Source::commit`]). A worker killed anywhere in between restarts from the last
+//! commit and produces some messages again; those repeats carry the same deterministic ids
+//! (detection id, warning id and version), so consumers deduplicate them.
+//!
+//! - [`settings`]: bootstrap servers and librdkafka passthrough settings, with secrets redacted.
+//! - [`topics`]: the topic layout of DESIGN.md and `tocsin topics create`.
+//! - [`source`]: a consumer-group member with manual offset commits.
+//! - [`sink`]: an idempotent producer with bounded queueing (backpressure) and acknowledged flushes.
+//! - [`dead_letter`]: the headers a dead letter carries.
+
+pub mod dead_letter;
+pub mod settings;
+pub mod sink;
+pub mod source;
+pub mod topics;
+
+pub use settings::KafkaSettings;
+
+/// Errors of the Kafka edges. Messages never contain secret settings.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// librdkafka refused the client configuration.
+    #[error("cannot create the Kafka {client} client for {bootstrap}: {source}")]
+    Client {
+        client: &'static str,
+        bootstrap: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A consumer operation failed.
+    #[error("Kafka consumer: {action}: {source}")]
+    Consumer {
+        action: &'static str,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A produced message was not acknowledged.
+    #[error("Kafka producer: {count} message(s) not acknowledged; first error: {first}")]
+    Delivery { count: u64, first: String },
+    /// The producer could not flush before the deadline.
+    #[error("Kafka producer: {0}")]
+    Producer(#[source] rdkafka::error::KafkaError),
+    /// A topic could not be created.
+    #[error("cannot create topic {topic}: {reason}")]
+    CreateTopic { topic: String, reason: String },
+    /// An admin request failed.
+    #[error("Kafka admin request failed: {0}")]
+    Admin(#[source] rdkafka::error::KafkaError),
+}

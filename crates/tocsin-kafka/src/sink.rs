@@ -1,0 +1,165 @@
+//! An idempotent producer whose flush says whether everything arrived.
+//!
+//! Every delivery report is counted: [`Sink::flush`] waits until librdkafka's queue is empty
+//! and fails if any message since the previous flush was not acknowledged, so the worker
+//! does not commit the offsets those messages came from. The queue is bounded
+//! (`queue.buffering.max.messages` / `.kbytes`); when it is full, [`Sink::send`] waits for
+//! room, which stops the worker from fetching more: that is the backpressure.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+
+use crate::{KafkaError, KafkaSettings};
+
+/// Counts delivery reports.
+#[derive(Default)]
+pub struct DeliveryReports {
+    acknowledged: AtomicU64,
+    failed: AtomicU64,
+    first_failure: Mutex<Option<String>>,
+}
+
+/// The producer's context: a shared handle on the counters.
+#[derive(Clone)]
+pub struct Reports(Arc<DeliveryReports>);
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.0.acknowledged.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self
+                    .0
+                    .first_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// The producer side of a worker.
+pub struct Sink {
+    producer: ThreadedProducer<Reports>,
+    reports: Arc<DeliveryReports>,
+    /// Time spent waiting for queue room (backpressure), for metrics.
+    pub blocked: Duration,
+}
+
+/// Producer defaults; any of them can be overridden by the passthrough settings.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("linger.ms", "5"),
+    ("compression.type", "lz4"),
+    ("queue.buffering.max.messages", "100000"),
+    ("queue.buffering.max.kbytes", "65536"),
+];
+
+impl Sink {
+    /// A producer for `settings`.
+    pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+        let mut with_defaults = settings.clone();
+        for (k, v) in DEFAULTS {
+            with_defaults
+                .client
+                .entry((*k).to_owned())
+                .or_insert_with(|| (*v).to_owned());
+        }
+        let reports = Arc::new(DeliveryReports::default());
+        let producer = with_defaults
+            .client_config(&[])
+            .create_with_context(Reports(reports.clone()))
+            .map_err(|source| KafkaError::Client {
+                client: "producer",
+                bootstrap: settings.bootstrap.clone(),
+                source,
+            })?;
+        Ok(Sink {
+            producer,
+            reports,
+            blocked: Duration::ZERO,
+        })
+    }
+
+    /// Queue one message with `headers` (name, value); waits while the queue is full.
+    pub fn send(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<(), KafkaError> {
+        let headers = (!headers.is_empty()).then(|| {
+            headers.iter().fold(
+                OwnedHeaders::new_with_capacity(headers.len()),
+                |h, (key, value)| {
+                    h.insert(Header {
+                        key,
+                        value: Some(*value),
+                    })
+                },
+            )
+        });
+        let mut record = BaseRecord::to(topic).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    let t = Instant::now();
+                    std::thread::sleep(Duration::from_millis(5));
+                    self.blocked += t.elapsed();
+                    record = back;
+                }
+                Err((e, _)) => return Err(KafkaError::Producer(e)),
+            }
+        }
+    }
+
+    /// Wait until every queued message is acknowledged (or `timeout` passes); fail if any
+    /// message since the previous flush was not.
+    pub fn flush(&mut self, timeout: Duration) -> Result<u64, KafkaError> {
+        self.producer.flush(timeout).map_err(KafkaError::Producer)?;
+        let failed = self.reports.failed.swap(0, Ordering::Relaxed);
+        let acknowledged = self.reports.acknowledged.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            let first = self
+                .reports
+                .first_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_default();
+            return Err(KafkaError::Delivery {
+                count: failed,
+                first,
+            });
+        }
+        Ok(acknowledged)
+    }
+
+    /// Messages queued and not yet acknowledged.
+    pub fn in_flight(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+}

@@ -1,0 +1,163 @@
+//! A consumer-group member whose offsets move only when the worker says so.
+//!
+//! Auto-commit is off. The worker calls [`Source::poll`] to get a message (borrowed: the
+//! payload is not copied), [`Source::done`] once every message derived from it has been
+//! handed to the sink, and, after the sink's acknowledged flush, [`Source::commit`] to commit
+//! the highest done offset of each partition. A crash before the commit means the batch is
+//! read again by whoever owns the partition next: at least once, never lost.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::{KafkaError, KafkaSettings};
+
+/// A consumer with manual, explicit offset commits.
+pub struct Source {
+    consumer: BaseConsumer,
+    /// (topic, partition, next offset to read) of messages done since the last commit.
+    /// A cell, because messages borrow the consumer while they are marked done.
+    pending: RefCell<Vec<(String, i32, i64)>>,
+}
+
+impl Source {
+    /// Join `group` and subscribe to `topics`. A group with no committed offset starts at the
+    /// earliest message, so nothing published before the first worker started is skipped.
+    pub fn subscribe(
+        settings: &KafkaSettings,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Self, KafkaError> {
+        let consumer: BaseConsumer = settings
+            .client_config(&[
+                ("group.id", group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("enable.partition.eof", "false"),
+            ])
+            .create()
+            .map_err(|source| KafkaError::Client {
+                client: "consumer",
+                bootstrap: settings.bootstrap.clone(),
+                source,
+            })?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|source| KafkaError::Consumer {
+                action: "subscribe",
+                source,
+            })?;
+        Ok(Source {
+            consumer,
+            pending: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// The next message, waiting at most `timeout`. Errors are returned, not retried:
+    /// librdkafka reconnects by itself and most errors are transient.
+    pub fn poll(&self, timeout: Duration) -> Option<Result<Received<'_>, KafkaError>> {
+        self.consumer.poll(timeout).map(|r| {
+            r.map(|msg| Received { msg })
+                .map_err(|source| KafkaError::Consumer {
+                    action: "poll",
+                    source,
+                })
+        })
+    }
+
+    /// Mark `(topic, partition, offset)` as done: everything derived from it is in the sink.
+    pub fn done(&self, topic: &str, partition: i32, offset: i64) {
+        let mut pending = self.pending.borrow_mut();
+        match pending
+            .iter_mut()
+            .find(|(t, p, _)| *p == partition && t == topic)
+        {
+            Some(entry) => entry.2 = entry.2.max(offset + 1),
+            None => pending.push((topic.to_owned(), partition, offset + 1)),
+        }
+    }
+
+    /// Mark a message as done.
+    pub fn done_message(&self, m: &Received<'_>) {
+        self.done(m.topic(), m.partition(), m.offset());
+    }
+
+    /// Whether any done offset waits for a commit.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.borrow().is_empty()
+    }
+
+    /// Commit the done offsets (synchronously). Call only after the sink's flush succeeded.
+    /// A commit can fail after a rebalance took the partition away; the new owner then reads
+    /// those messages again, which at-least-once allows.
+    pub fn commit(&mut self) -> Result<(), KafkaError> {
+        let pending = std::mem::take(self.pending.get_mut());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::with_capacity(pending.len());
+        for (topic, partition, next) in &pending {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .map_err(|source| KafkaError::Consumer {
+                    action: "commit",
+                    source,
+                })?;
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|source| KafkaError::Consumer {
+                action: "commit",
+                source,
+            })
+    }
+}
+
+/// A message as the worker sees it: borrowed from librdkafka's buffer, not copied.
+pub struct Received<'a> {
+    msg: BorrowedMessage<'a>,
+}
+
+impl Received<'_> {
+    /// The value; an empty slice for a null value.
+    pub fn payload(&self) -> &[u8] {
+        self.msg.payload().unwrap_or_default()
+    }
+
+    /// The key.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.msg.key()
+    }
+
+    pub fn topic(&self) -> &str {
+        self.msg.topic()
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.msg.partition()
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.msg.offset()
+    }
+
+    /// The message timestamp (create or log-append time), in epoch milliseconds.
+    pub fn timestamp_millis(&self) -> Option<i64> {
+        self.msg.timestamp().to_millis()
+    }
+
+    /// The value of the last header called `name`, if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let headers = self.msg.headers()?;
+        headers
+            .iter()
+            .filter(|h| h.key == name)
+            .last()
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+}

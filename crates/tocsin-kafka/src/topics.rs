@@ -1,0 +1,156 @@
+//! The topic layout (DESIGN.md) and `tocsin topics create`.
+//!
+//! | topic | key | partitions | config |
+//! |---|---|---|---|
+//! | event topics (`tocsin.events` by default) | sensor's choice | `partitions` | — |
+//! | `tocsin.detections` | correlation key | `partitions` | — |
+//! | `tocsin.correlate-state` | correlation key | same as detections (co-partitioned) | `cleanup.policy=compact` |
+//! | `tocsin.warnings.{technical,operational,strategic}` and per-recipient topics | warning id | `partitions` | — |
+//! | `tocsin.dead-letter` | original key | 1 | 14 days retention |
+//!
+//! The changelog must have exactly as many partitions as the detections topic: a correlate
+//! worker restores partition *p* of the state from partition *p* of the changelog.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{KafkaError, KafkaSettings};
+
+/// The default event topic.
+pub const EVENTS: &str = "tocsin.events";
+/// Detections, keyed by correlation key.
+pub const DETECTIONS: &str = "tocsin.detections";
+/// The correlators' compacted state changelog.
+pub const CORRELATE_STATE: &str = "tocsin.correlate-state";
+/// Undecodable input, with the reason in headers.
+pub const DEAD_LETTER: &str = "tocsin.dead-letter";
+/// The per-audience warning topics.
+pub const WARNINGS: [&str; 3] = [
+    "tocsin.warnings.technical",
+    "tocsin.warnings.operational",
+    "tocsin.warnings.strategic",
+];
+
+/// The warning topic of one recipient: the id lowercased, with characters Kafka does not
+/// allow in topic names turned into dots (`csirt:DE` → `tocsin.warnings.csirt.de`).
+pub fn recipient_topic(recipient_id: &str) -> String {
+    let id: String = recipient_id
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '.' | '_' | '-') => c,
+            _ => '.',
+        })
+        .collect();
+    format!("tocsin.warnings.{id}")
+}
+
+/// One topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPlan {
+    pub name: String,
+    pub partitions: i32,
+    pub configs: Vec<(&'static str, String)>,
+}
+
+/// The whole layout: `event_topics`, the detections/changelog pair, the audience topics,
+/// `recipient_topics` and the dead-letter topic.
+pub fn layout(
+    event_topics: &[String],
+    recipient_topics: &[String],
+    partitions: i32,
+) -> Vec<TopicPlan> {
+    let plain = |name: &str| TopicPlan {
+        name: name.to_owned(),
+        partitions,
+        configs: Vec::new(),
+    };
+    let mut plan: Vec<TopicPlan> = event_topics.iter().map(|t| plain(t)).collect();
+    plan.push(plain(DETECTIONS));
+    plan.push(TopicPlan {
+        name: CORRELATE_STATE.to_owned(),
+        partitions,
+        configs: vec![("cleanup.policy", "compact".to_owned())],
+    });
+    plan.extend(WARNINGS.iter().map(|t| plain(t)));
+    plan.extend(recipient_topics.iter().map(|t| plain(t)));
+    plan.push(TopicPlan {
+        name: DEAD_LETTER.to_owned(),
+        partitions: 1,
+        configs: vec![("retention.ms", (14 * 24 * 3600 * 1000u64).to_string())],
+    });
+    plan
+}
+
+/// What happened to one planned topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    AlreadyExists,
+}
+
+/// Create the planned topics (replication factor 1 unless `replication` says otherwise);
+/// topics that exist already are reported, not an error.
+pub fn create(
+    settings: &KafkaSettings,
+    plan: &[TopicPlan],
+    replication: i32,
+    timeout: Duration,
+) -> Result<Vec<(String, Created)>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> =
+        settings
+            .client_config(&[])
+            .create()
+            .map_err(|source| KafkaError::Client {
+                client: "admin",
+                bootstrap: settings.bootstrap.clone(),
+                source,
+            })?;
+    let new: Vec<NewTopic<'_>> = plan
+        .iter()
+        .map(|p| {
+            p.configs.iter().fold(
+                NewTopic::new(&p.name, p.partitions, TopicReplication::Fixed(replication)),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(timeout));
+    let results = futures_executor::block_on(admin.create_topics(&new, &options))
+        .map_err(KafkaError::Admin)?;
+    let mut out = Vec::with_capacity(results.len());
+    for r in results {
+        match r {
+            Ok(name) => out.push((name, Created::Created)),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                out.push((name, Created::AlreadyExists))
+            }
+            Err((topic, code)) => {
+                return Err(KafkaError::CreateTopic {
+                    topic,
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changelog_is_compacted_and_copartitioned_with_detections() {
+        let plan = layout(&[EVENTS.to_owned()], &[recipient_topic("csirt:DE")], 6);
+        let get = |n: &str| plan.iter().find(|p| p.name == n).unwrap();
+        assert_eq!(get(DETECTIONS).partitions, get(CORRELATE_STATE).partitions);
+        assert!(get(CORRELATE_STATE)
+            .configs
+            .contains(&("cleanup.policy", "compact".to_owned())));
+        assert!(plan.iter().any(|p| p.name == "tocsin.warnings.csirt.de"));
+        assert_eq!(plan.len(), 1 + 2 + 3 + 1 + 1);
+    }
+}

@@ -1,0 +1,294 @@
+//! The match worker against a real Kafka-compatible broker (Tansu, started by tests/run.sh;
+//! its address comes in TOCSIN_KAFKA_BOOTSTRAP).
+//!
+//! One scenario, end to end through real `tocsin` processes: create the topics, publish a
+//! generated workload plus poison messages, run `tocsin worker match`, and check that every
+//! detection `tocsin match` finds offline arrives on `tocsin.detections` (same ids), that each
+//! poison message is on `tocsin.dead-letter` with its reason and origin, that SIGTERM gives a
+//! clean exit 0, and that a restarted worker of the same group reads nothing again (the
+//! offsets were committed).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{repo, run_ok, tocsin};
+use tocsin_kafka::sink::Sink;
+use tocsin_kafka::source::Source;
+use tocsin_kafka::KafkaSettings;
+
+fn bootstrap() -> Option<String> {
+    let b = std::env::var("TOCSIN_KAFKA_BOOTSTRAP").ok();
+    if b.is_none() {
+        eprintln!(
+            "SKIPPED: TOCSIN_KAFKA_BOOTSTRAP is not set; tests/run.sh installs and starts the test broker"
+        );
+    }
+    b
+}
+
+fn unique() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    format!("{}-{t}", std::process::id())
+}
+
+fn terminate(mut child: Child) -> (std::process::ExitStatus, String) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read as _;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status, err);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker did not stop within 60 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn spawn_worker(bootstrap: &str, topic: &str, group: &str) -> Child {
+    tocsin()
+        .args(["worker", "match", "--bootstrap", bootstrap, "--rules"])
+        .arg(repo().join("rules"))
+        .args(["--input-topic", topic, "--group", group])
+        .args(["--max-event-bytes", "65536", "--batch-ms", "100"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tocsin worker match")
+}
+
+#[test]
+fn match_worker_delivers_every_detection_and_dead_letters_poison() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let id = unique();
+    let topic = format!("test.events.{id}");
+    let dir = tempfile::tempdir().unwrap();
+
+    // Topics: created once, reported as existing the second time.
+    let create = || {
+        let out = run_ok(
+            tocsin()
+                .args(["topics", "create", "--bootstrap", &bootstrap])
+                .args(["--input-topic", &topic, "--partitions", "3"]),
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = create();
+    assert!(first.contains(&format!("created\t{topic}")), "{first}");
+    assert!(
+        first.contains("tocsin.correlate-state") && first.contains("tocsin.dead-letter"),
+        "{first}"
+    );
+    let second = create();
+    assert!(second.contains(&format!("exists\t{topic}")), "{second}");
+
+    // The workload and what offline matching finds in it.
+    let events = dir.path().join("events.jsonl");
+    run_ok(
+        tocsin()
+            .args(["gen", "--events", "3000", "--seed", "7", "--output"])
+            .arg(&events),
+    );
+    let offline = run_ok(
+        tocsin()
+            .args(["match", "--rules"])
+            .arg(repo().join("rules"))
+            .arg("--input")
+            .arg(&events),
+    );
+    let expected: BTreeSet<String> = String::from_utf8(offline.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        expected.len() > 20,
+        "the workload should match: {}",
+        expected.len()
+    );
+    // The line of the first detection, for the probe at the end.
+    let first: serde_json::Value =
+        serde_json::from_slice(offline.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let probe_line = first["source"]["position"].as_u64().unwrap() as usize;
+
+    // Publish it, with poison messages in the middle.
+    let settings = KafkaSettings::new(bootstrap.clone());
+    let mut sink = Sink::new(&settings).unwrap();
+    let text = std::fs::read_to_string(&events).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let oversized = format!("{{\"pad\":\"{}\"}}", "x".repeat(100_000));
+    let poison: Vec<(&str, Vec<u8>)> = vec![
+        ("invalid-json", b"{\"EventID\": 1, ".to_vec()),
+        ("invalid-utf8", b"{\"EventID\": \"\xff\xfe\"}".to_vec()),
+        ("too-large", oversized.into_bytes()),
+        (
+            "missing-context",
+            b"{\"EventID\": 1, \"Image\": \"C:\\\\x.exe\"}".to_vec(),
+        ),
+    ];
+    for (i, line) in lines.iter().enumerate() {
+        sink.send(&topic, None, line.as_bytes(), &[]).unwrap();
+        if i % 700 == 0 && i / 700 < poison.len() {
+            let (_, bytes) = &poison[i / 700];
+            sink.send(&topic, Some(b"poison"), bytes, &[]).unwrap();
+        }
+    }
+    sink.flush(Duration::from_secs(60)).unwrap();
+
+    let group = format!("test-match-{id}");
+    let worker = spawn_worker(&bootstrap, &topic, &group);
+
+    // Read the outputs until everything expected has arrived.
+    let reader = Source::subscribe(
+        &settings,
+        &format!("test-reader-{id}"),
+        &[
+            "tocsin.detections".to_owned(),
+            "tocsin.dead-letter".to_owned(),
+        ],
+    )
+    .unwrap();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut dead: Vec<(String, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while (expected.iter().any(|e| !seen.contains_key(e)) || dead.len() < poison.len())
+        && Instant::now() < deadline
+    {
+        let Some(m) = reader.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.unwrap();
+        if m.topic() == "tocsin.dead-letter" {
+            if m.header("tocsin.dead-letter.source-topic") == Some(topic.as_str()) {
+                assert!(m.header("tocsin.dead-letter.source-offset").is_some());
+                assert!(m.header("tocsin.dead-letter.source-partition").is_some());
+                dead.push((
+                    m.header("tocsin.dead-letter.kind").unwrap().to_owned(),
+                    m.header("tocsin.dead-letter.reason").unwrap().to_owned(),
+                ));
+            }
+            continue;
+        }
+        let d: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
+        if !d["source"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(&topic)
+        {
+            continue;
+        }
+        // Keyed by correlation key: the message key is one of the detection's keys.
+        let key = std::str::from_utf8(m.key().unwrap()).unwrap();
+        let keys: Vec<&str> = d["correlation_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        assert!(
+            keys.is_empty() || keys.contains(&key),
+            "key {key} not in {keys:?}"
+        );
+        *seen
+            .entry(d["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let (status, stderr) = terminate(worker);
+    assert!(status.success(), "worker exit {status}: {stderr}");
+
+    let missing: Vec<&String> = expected.iter().filter(|e| !seen.contains_key(*e)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} detections never arrived; worker said:\n{stderr}",
+        missing.len(),
+        expected.len()
+    );
+    let unexpected: Vec<&String> = seen.keys().filter(|k| !expected.contains(*k)).collect();
+    assert!(
+        unexpected.is_empty(),
+        "detections offline matching does not find: {unexpected:?}"
+    );
+    let mut kinds: Vec<&str> = dead.iter().map(|(k, _)| k.as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            "invalid-json",
+            "invalid-utf8",
+            "missing-context",
+            "too-large"
+        ],
+        "{dead:?}"
+    );
+    assert!(
+        dead.iter()
+            .any(|(k, r)| k == "too-large" && r.contains("65536")),
+        "{dead:?}"
+    );
+
+    // Everything was committed: a new member of the group reads only what comes next. One
+    // new matching event (a matched line with one more field, so new bytes and a new id)
+    // shows that the restarted worker has its partitions before it is stopped.
+    let again = spawn_worker(&bootstrap, &topic, &group);
+    let probe = format!("{{\"probe\":\"{id}\",{}", &lines[probe_line - 1][1..]);
+    sink.send(&topic, None, probe.as_bytes(), &[]).unwrap();
+    sink.flush(Duration::from_secs(60)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut probe_seen = false;
+    while !probe_seen && Instant::now() < deadline {
+        let Some(m) = reader.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.unwrap();
+        if m.topic() != "tocsin.detections" {
+            continue;
+        }
+        let d: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
+        if d["source"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(&topic)
+        {
+            let id = d["id"].as_str().unwrap();
+            assert!(
+                !expected.contains(id),
+                "detection {id} delivered again after a commit"
+            );
+            probe_seen = true;
+        }
+    }
+    let (status, stderr) = terminate(again);
+    assert!(
+        probe_seen,
+        "the restarted worker never matched the probe event:\n{stderr}"
+    );
+    assert!(status.success(), "restarted worker exit {status}: {stderr}");
+    assert!(
+        stderr.contains("match worker stopped: 1 messages"),
+        "the restarted worker should read exactly the probe:\n{stderr}"
+    );
+}
