@@ -29,12 +29,15 @@ fn bootstrap() -> Option<String> {
     b
 }
 
+/// A name no other test of this run (nor an earlier run on the same broker) uses.
 fn unique() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis();
-    format!("{}-{t}", std::process::id())
+    format!("{}-{t}-{n}", std::process::id())
 }
 
 fn terminate(mut child: Child) -> (std::process::ExitStatus, String) {
@@ -64,11 +67,16 @@ fn terminate(mut child: Child) -> (std::process::ExitStatus, String) {
 }
 
 fn spawn_worker(bootstrap: &str, topic: &str, group: &str) -> Child {
+    spawn_worker_with(bootstrap, topic, group, &[])
+}
+
+fn spawn_worker_with(bootstrap: &str, topic: &str, group: &str, extra: &[&str]) -> Child {
     tocsin()
         .args(["worker", "match", "--bootstrap", bootstrap, "--rules"])
         .arg(repo().join("rules"))
         .args(["--input-topic", topic, "--group", group])
         .args(["--max-event-bytes", "65536", "--batch-ms", "100"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -45,7 +45,11 @@ pub enum KafkaError {
     /// A produced message was not acknowledged.
     #[error("Kafka producer: {count} message(s) not acknowledged; first error: {first}")]
     Delivery { count: u64, first: String },
-    /// The producer could not flush before the deadline.
+    /// Messages were still unacknowledged when the flush timeout passed (the broker is slow
+    /// or away; librdkafka keeps them and retries).
+    #[error("Kafka producer: {in_flight} message(s) not yet acknowledged")]
+    FlushTimeout { in_flight: i32 },
+    /// The producer failed.
     #[error("Kafka producer: {0}")]
     Producer(#[source] rdkafka::error::KafkaError),
     /// A topic could not be created.

@@ -136,10 +136,18 @@ impl Sink {
         }
     }
 
-    /// Wait until every queued message is acknowledged (or `timeout` passes); fail if any
-    /// message since the previous flush was not.
+    /// Wait until every queued message is acknowledged (or `timeout` passes:
+    /// [`KafkaError::FlushTimeout`], the messages stay queued); fail if any message since the
+    /// previous flush was not acknowledged. Returns the number acknowledged.
     pub fn flush(&mut self, timeout: Duration) -> Result<u64, KafkaError> {
-        self.producer.flush(timeout).map_err(KafkaError::Producer)?;
+        if let Err(e) = self.producer.flush(timeout) {
+            return Err(match e.rdkafka_error_code() {
+                Some(RDKafkaErrorCode::OperationTimedOut) => KafkaError::FlushTimeout {
+                    in_flight: self.producer.in_flight_count(),
+                },
+                _ => KafkaError::Producer(e),
+            });
+        }
         let failed = self.reports.failed.swap(0, Ordering::Relaxed);
         let acknowledged = self.reports.acknowledged.swap(0, Ordering::Relaxed);
         if failed > 0 {

@@ -165,6 +165,10 @@ pub fn match_worker(a: MatchWorkerArgs) -> Result<std::process::ExitCode> {
     let mut m = MatchState::new(compiled, a.max_event_bytes);
     let mut stats = WorkerStats::default();
     let batch_window = Duration::from_millis(a.batch_ms);
+    let shutdown = Duration::from_secs(a.shutdown_deadline);
+    let mut stop_deadline = None;
+    let mut poll_errors = 0u64;
+    let mut last_error_report = None;
     while !stop.load(Ordering::Relaxed) {
         let opened = Instant::now();
         let mut in_batch = 0u64;
@@ -175,7 +179,12 @@ pub fn match_worker(a: MatchWorkerArgs) -> Result<std::process::ExitCode> {
             let msg = match polled {
                 Ok(msg) => msg,
                 Err(e) => {
-                    eprintln!("tocsin: {e}");
+                    // librdkafka reconnects by itself; say so at most every 10 s.
+                    poll_errors += 1;
+                    if last_error_report.is_none_or(|t: Instant| t.elapsed().as_secs() >= 10) {
+                        eprintln!("tocsin: {e} ({poll_errors} consumer error(s) so far; retrying)");
+                        last_error_report = Some(Instant::now());
+                    }
                     continue;
                 }
             };
@@ -189,9 +198,7 @@ pub fn match_worker(a: MatchWorkerArgs) -> Result<std::process::ExitCode> {
         }
         if source.has_pending() {
             // Every derived message acknowledged, then (and only then) the offsets.
-            stats.produced += sink
-                .flush(Duration::from_secs(a.shutdown_deadline.max(30)))
-                .context("waiting for the broker to acknowledge the batch's output; offsets not committed")?;
+            stats.produced += acknowledged(&mut sink, &stop, &mut stop_deadline, shutdown)?;
             if let Err(e) = source.commit() {
                 eprintln!(
                     "tocsin: {e} (the batch will be read again by the partition's next owner)"
@@ -200,9 +207,7 @@ pub fn match_worker(a: MatchWorkerArgs) -> Result<std::process::ExitCode> {
             stats.batches += 1;
         }
     }
-    stats.produced += sink
-        .flush(Duration::from_secs(a.shutdown_deadline))
-        .context("draining the producer at shutdown")?;
+    stats.produced += acknowledged(&mut sink, &stop, &mut stop_deadline, shutdown)?;
     source.commit().context("committing at shutdown")?;
     if !a.quiet {
         eprintln!(
@@ -211,6 +216,54 @@ pub fn match_worker(a: MatchWorkerArgs) -> Result<std::process::ExitCode> {
         );
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Wait until the broker has acknowledged everything queued. While the broker is away,
+/// librdkafka keeps the messages and retries them (up to `message.timeout.ms`, then they
+/// fail and so does the worker, whose uncommitted batch is read again after its restart);
+/// meanwhile the worker fetches nothing more. After a stop signal it waits at most
+/// `shutdown`.
+fn acknowledged(
+    sink: &mut Sink,
+    stop: &AtomicBool,
+    stop_deadline: &mut Option<Instant>,
+    shutdown: Duration,
+) -> Result<u64> {
+    let mut waiting_since = None;
+    loop {
+        match sink.flush(Duration::from_secs(1)) {
+            Ok(n) => {
+                if let Some(since) = waiting_since {
+                    eprintln!(
+                        "tocsin: the broker acknowledged again after {:.1} s; resuming",
+                        Instant::elapsed(&since).as_secs_f64()
+                    );
+                }
+                return Ok(n);
+            }
+            Err(tocsin_kafka::KafkaError::FlushTimeout { in_flight }) => {
+                if waiting_since.is_none() {
+                    eprintln!(
+                        "tocsin: waiting for the broker to acknowledge {in_flight} message(s); fetching paused, offsets not committed"
+                    );
+                    waiting_since = Some(Instant::now());
+                }
+                if stop.load(Ordering::Relaxed) {
+                    let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + shutdown);
+                    if Instant::now() >= deadline {
+                        anyhow::bail!(
+                            "shutdown deadline passed with {in_flight} message(s) unacknowledged; their offsets are not committed and will be read again"
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                return Err(e).context(
+                    "the broker did not acknowledge the batch's output; offsets not committed",
+                )
+            }
+        }
+    }
 }
 
 /// The matching state of one worker: rules and reusable buffers.
