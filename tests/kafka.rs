@@ -67,16 +67,11 @@ fn terminate(mut child: Child) -> (std::process::ExitStatus, String) {
 }
 
 fn spawn_worker(bootstrap: &str, topic: &str, group: &str) -> Child {
-    spawn_worker_with(bootstrap, topic, group, &[])
-}
-
-fn spawn_worker_with(bootstrap: &str, topic: &str, group: &str, extra: &[&str]) -> Child {
     tocsin()
         .args(["worker", "match", "--bootstrap", bootstrap, "--rules"])
         .arg(repo().join("rules"))
         .args(["--input-topic", topic, "--group", group])
         .args(["--max-event-bytes", "65536", "--batch-ms", "100"])
-        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

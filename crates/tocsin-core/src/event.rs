@@ -52,6 +52,21 @@ pub enum DecodeError {
     TooDeep,
 }
 
+impl DecodeError {
+    /// A stable label for dead letters and metrics: `invalid-utf8`, `empty`, `not-an-object`
+    /// or `invalid-json`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::InvalidUtf8 { .. } => "invalid-utf8",
+            DecodeError::Empty => "empty",
+            DecodeError::NotAnObject => "not-an-object",
+            DecodeError::Syntax { .. } | DecodeError::Truncated { .. } | DecodeError::TooDeep => {
+                "invalid-json"
+            }
+        }
+    }
+}
+
 /// The JSON type of a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueKind {

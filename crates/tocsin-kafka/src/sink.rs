@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::RDKafkaErrorCode;
@@ -56,8 +56,6 @@ impl ProducerContext for Reports {
 pub struct Sink {
     producer: ThreadedProducer<Reports>,
     reports: Arc<DeliveryReports>,
-    /// Time spent waiting for queue room (backpressure), for metrics.
-    pub blocked: Duration,
 }
 
 /// Producer defaults; any of them can be overridden by the passthrough settings.
@@ -89,11 +87,7 @@ impl Sink {
                 bootstrap: settings.bootstrap.clone(),
                 source,
             })?;
-        Ok(Sink {
-            producer,
-            reports,
-            blocked: Duration::ZERO,
-        })
+        Ok(Sink { producer, reports })
     }
 
     /// Queue one message with `headers` (name, value); waits while the queue is full.
@@ -126,9 +120,7 @@ impl Sink {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    let t = Instant::now();
                     std::thread::sleep(Duration::from_millis(5));
-                    self.blocked += t.elapsed();
                     record = back;
                 }
                 Err((e, _)) => return Err(KafkaError::Producer(e)),
@@ -164,10 +156,5 @@ impl Sink {
             });
         }
         Ok(acknowledged)
-    }
-
-    /// Messages queued and not yet acknowledged.
-    pub fn in_flight(&self) -> i32 {
-        self.producer.in_flight_count()
     }
 }

@@ -70,8 +70,9 @@ impl Source {
         })
     }
 
-    /// Mark `(topic, partition, offset)` as done: everything derived from it is in the sink.
-    pub fn done(&self, topic: &str, partition: i32, offset: i64) {
+    /// Mark a message as done: everything derived from it is in the sink.
+    pub fn done(&self, m: &Received<'_>) {
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
         let mut pending = self.pending.borrow_mut();
         match pending
             .iter_mut()
@@ -80,11 +81,6 @@ impl Source {
             Some(entry) => entry.2 = entry.2.max(offset + 1),
             None => pending.push((topic.to_owned(), partition, offset + 1)),
         }
-    }
-
-    /// Mark a message as done.
-    pub fn done_message(&self, m: &Received<'_>) {
-        self.done(m.topic(), m.partition(), m.offset());
     }
 
     /// Whether any done offset waits for a commit.

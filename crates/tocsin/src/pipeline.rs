@@ -16,8 +16,7 @@ use serde::Serialize;
 
 use tocsin_core::{Audience, Tlp};
 use tocsin_core::{
-    ContextFields, DecodeError, Detection, EarlyWarning, Event, EventContext, EventIndex,
-    SourceRef, Timestamp,
+    ContextFields, Detection, EarlyWarning, Event, EventContext, EventIndex, SourceRef, Timestamp,
 };
 use tocsin_correlate::audience::{self, Recipient};
 use tocsin_correlate::{misp, stix, Correlator};
@@ -241,7 +240,7 @@ impl Pipeline {
                                 "event of {total} bytes exceeds the limit of {} bytes (--max-event-bytes)",
                                 self.max_event_bytes
                             );
-                            self.dead_letter(name, line_no, reason, total, &line, true)?;
+                            self.dead_letter(name, line_no, "too-large", reason, total, &line)?;
                         }
                     }
                 }
@@ -255,26 +254,19 @@ impl Pipeline {
         result
     }
 
+    /// Record an undecodable line; a `too-large` line's payload is its truncated prefix.
     fn dead_letter(
         &mut self,
         source: &str,
         line: u64,
+        kind: &'static str,
         reason: String,
         total: u64,
         payload: &[u8],
-        truncated: bool,
     ) -> Result<()> {
+        let truncated = kind == "too-large";
         self.stats.dead_letters += 1;
         if let Some(m) = &self.metrics {
-            let kind = if truncated {
-                "too-large"
-            } else if reason.contains("UTF-8") {
-                "invalid-utf8"
-            } else if reason.contains("not a JSON object") {
-                "not-an-object"
-            } else {
-                "invalid-json"
-            };
             m.dead_letters.with_label_values(&[kind]).inc();
         }
         match &mut self.dead_letters {
@@ -312,13 +304,12 @@ impl Pipeline {
         let event = match Event::parse(bytes, &mut self.index) {
             Ok(e) => e,
             Err(e) => {
-                let reason = match e {
-                    DecodeError::InvalidUtf8 { .. }
-                    | DecodeError::NotAnObject
-                    | DecodeError::Empty => e.to_string(),
-                    _ => format!("invalid JSON: {e}"),
+                let reason = match e.kind() {
+                    "invalid-json" => format!("invalid JSON: {e}"),
+                    _ => e.to_string(),
                 };
-                return self.dead_letter(source, line_no, reason, bytes.len() as u64, bytes, false);
+                let total = bytes.len() as u64;
+                return self.dead_letter(source, line_no, e.kind(), reason, total, bytes);
             }
         };
         self.rules.match_event(&event, &mut self.scratch);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use tocsin_core::{DecodeError, Detection, Event, EventContext, EventIndex, SourceRef, Timestamp};
+use tocsin_core::{Detection, Event, EventContext, EventIndex, SourceRef, Timestamp};
 use tocsin_kafka::dead_letter;
 use tocsin_kafka::sink::Sink;
 use tocsin_kafka::source::{Received, Source};
@@ -191,7 +191,7 @@ pub fn match_worker(a: MatchWorkerArgs) -> Result<std::process::ExitCode> {
             in_batch += 1;
             stats.messages += 1;
             m.process(&msg, &mut sink, &mut stats)?;
-            source.done_message(&msg);
+            source.done(&msg);
             if stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -274,7 +274,6 @@ struct MatchState {
     detections: Vec<Detection>,
     json: Vec<u8>,
     max_event_bytes: usize,
-    source_name: String,
 }
 
 impl MatchState {
@@ -286,7 +285,6 @@ impl MatchState {
             detections: Vec::new(),
             json: Vec::with_capacity(4096),
             max_event_bytes,
-            source_name: String::new(),
         }
     }
 
@@ -312,15 +310,7 @@ impl MatchState {
         }
         let event = match Event::parse(payload, &mut self.index) {
             Ok(e) => e,
-            Err(e) => {
-                let kind = match e {
-                    DecodeError::InvalidUtf8 { .. } => "invalid-utf8",
-                    DecodeError::NotAnObject => "not-an-object",
-                    DecodeError::Empty => "empty",
-                    _ => "invalid-json",
-                };
-                return reject(kind, &e.to_string());
-            }
+            Err(e) => return reject(e.kind(), &e.to_string()),
         };
         let mut ctx = EventContext::extract(&event, &self.rules.profile().context);
         // Headers set by the ingest gateway name the tenant and win over the event's fields.
@@ -355,16 +345,10 @@ impl MatchState {
         // Event time, else the time the sensor produced the message.
         let time = ctx
             .time
-            .or_else(|| {
-                msg.timestamp_millis()
-                    .and_then(|ms| Timestamp::from_epoch_number(ms as f64))
-            })
+            .or_else(|| msg.timestamp_millis().map(Timestamp))
             .unwrap_or_default();
-        self.source_name.clear();
-        use std::fmt::Write as _;
-        let _ = write!(self.source_name, "{}/{}", msg.topic(), msg.partition());
         let source_ref = SourceRef {
-            name: self.source_name.clone(),
+            name: format!("{}/{}", msg.topic(), msg.partition()),
             position: msg.offset() as u64,
         };
         self.detections.clear();
