@@ -212,10 +212,15 @@ fn match_worker_delivers_every_detection_and_dead_letters_poison() {
             .iter()
             .map(|k| k.as_str().unwrap())
             .collect();
-        assert!(
-            keys.is_empty() || keys.contains(&key),
-            "key {key} not in {keys:?}"
-        );
+        if keys.is_empty() {
+            assert_eq!(
+                key,
+                d["id"].as_str().unwrap(),
+                "a detection without keys is keyed by its id"
+            );
+        } else {
+            assert!(keys.contains(&key), "key {key} not in {keys:?}");
+        }
         *seen
             .entry(d["id"].as_str().unwrap().to_owned())
             .or_default() += 1;

@@ -112,11 +112,16 @@ fn metrics_move_as_events_flow() {
 
     stdin.write_all(rest.as_bytes()).unwrap();
     stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let after = loop {
         let body = get(port, "/metrics").1;
         if read_events(&body) >= (text.lines().count() + 1) as f64 {
             break body;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rest of the input was never counted:\n{body}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(
@@ -132,12 +137,25 @@ fn metrics_move_as_events_flow() {
     );
     assert!(after.contains("tocsin_event_processing_seconds_bucket"));
     // Label values come from the rule set, never from events.
-    for line in after
+    let rule_ids: Vec<String> = std::fs::read_dir(repo().join("rules/sigma"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("id: ").map(str::to_owned))
+        })
+        .collect();
+    let detection_lines: Vec<&str> = after
         .lines()
         .filter(|l| l.starts_with("tocsin_detections_total{"))
-    {
+        .collect();
+    assert!(!detection_lines.is_empty(), "{after}");
+    for line in detection_lines {
         let rule = line.split('"').nth(1).unwrap();
-        assert!(rule.starts_with("ioc:") || rule.contains('-'), "{line}");
+        assert!(
+            rule.starts_with("ioc:") || rule_ids.iter().any(|id| id == rule),
+            "{line} is not a rule of rules/sigma"
+        );
     }
     drop(stdin);
     assert!(child.wait().unwrap().success());

@@ -41,7 +41,7 @@ impl KafkaSettings {
 
     /// A librdkafka configuration: the passthrough properties, then `bootstrap.servers`, then
     /// `overrides` (what the worker itself needs, e.g. manual commits).
-    pub fn client_config(&self, overrides: &[(&str, &str)]) -> ClientConfig {
+    pub(crate) fn client_config(&self, overrides: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         for (k, v) in &self.client {
             c.set(k, v);

@@ -19,7 +19,7 @@ use crate::{KafkaError, KafkaSettings};
 
 /// Counts delivery reports.
 #[derive(Default)]
-pub struct DeliveryReports {
+struct DeliveryReports {
     acknowledged: AtomicU64,
     failed: AtomicU64,
     first_failure: Mutex<Option<String>>,
@@ -27,7 +27,7 @@ pub struct DeliveryReports {
 
 /// The producer's context: a shared handle on the counters.
 #[derive(Clone)]
-pub struct Reports(Arc<DeliveryReports>);
+struct Reports(Arc<DeliveryReports>);
 
 impl ClientContext for Reports {}
 

@@ -1,9 +1,12 @@
 //! The embedded pipeline: JSON lines in, detections and early warnings out, in one process.
 //!
-//! Per line, top to bottom: decode (validate and index the JSON) → context → match (route,
-//! prefilter, verify, indicators) → detections → correlate → warnings. A line that cannot
-//! be decoded goes to the dead-letter sink with its source, line number and reason; the
-//! run goes on. The same library code runs in the Kafka workers; only the edges differ.
+//! Per line, top to bottom: decode (validate and index the JSON) → match (route, prefilter,
+//! verify, indicators) → only for a match: context → detections → correlate → warnings. A
+//! line that cannot be decoded goes to the dead-letter sink with its source, line number and
+//! reason; the run goes on. The Kafka match worker (`worker.rs`) calls the same library
+//! steps; it differs at the edges and in two rules of its own: a message without sector,
+//! member state and organisation is dead-lettered, and a missing event time falls back to
+//! the message timestamp.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
