@@ -51,8 +51,8 @@ pub fn render(
         .min()
         .unwrap_or(w.first_seen);
     r.reporting = tocsin_core::ReportingClock::from_awareness(r.first_seen);
-    r.cross_border = member_states.len() as u32 >= policy.cross_border_min_member_states;
-    r.cross_sector = sectors.len() as u32 >= policy.cross_sector_min_sectors;
+    r.cross_border = policy.is_cross_border(member_states.len());
+    r.cross_sector = policy.is_cross_sector(sectors.len());
     let max_level = r
         .rules
         .iter()

@@ -520,33 +520,24 @@ impl Correlator {
         let c = &state.candidate;
         // The canonical rendering: everything, each part with its TLP. Audiences and
         // recipients get redacted renderings of it (`audience::render`).
-        let technical = true;
-        let cross_border = c.member_states.len() as u32 >= p.cross_border_min_member_states;
-        let cross_sector = c.sectors.len() as u32 >= p.cross_sector_min_sectors;
-        let indicators: Vec<WarningIndicator> = if technical {
-            c.indicators
-                .values()
-                .map(|i| WarningIndicator {
-                    kind: i.kind,
-                    value: i.value.clone(),
-                    tlp: i.tlp,
-                    feeds: i.feeds.iter().cloned().collect(),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let cross_border = p.is_cross_border(c.member_states.len());
+        let cross_sector = p.is_cross_sector(c.sectors.len());
+        let indicators: Vec<WarningIndicator> = c
+            .indicators
+            .values()
+            .map(|i| WarningIndicator {
+                kind: i.kind,
+                value: i.value.clone(),
+                tlp: i.tlp,
+                feeds: i.feeds.iter().cloned().collect(),
+            })
+            .collect();
         let mut timeline: Vec<TimelineEntry> = state.timeline.values().cloned().collect();
         timeline.sort_by(|a, b| {
             a.time
                 .cmp(&b.time)
                 .then(a.organisation.cmp(&b.organisation))
         });
-        if !technical {
-            for e in &mut timeline {
-                e.organisation = None;
-            }
-        }
         let mut recommended_actions = key_actions(&c.correlation_key);
         recommended_actions.extend(p.recommended_actions.iter().cloned());
         EarlyWarning {
@@ -576,11 +567,7 @@ impl Correlator {
                 sectors: c.sectors.iter().copied().collect(),
                 member_states: c.member_states.iter().copied().collect(),
                 organisation_count: c.organisations.len() as u32,
-                organisations: if technical {
-                    c.organisations.keys().cloned().collect()
-                } else {
-                    Vec::new()
-                },
+                organisations: c.organisations.keys().cloned().collect(),
             },
             detection_count: c.detection_count,
             rules: c
@@ -782,8 +769,8 @@ pub(crate) fn severity_for(
     max_level: Level,
     taxonomy_class: Option<tocsin_core::TaxonomyClass>,
 ) -> Severity {
-    let cross_border = member_states as u32 >= p.cross_border_min_member_states;
-    let cross_sector = sectors.len() as u32 >= p.cross_sector_min_sectors;
+    let cross_border = p.is_cross_border(member_states);
+    let cross_sector = p.is_cross_sector(sectors.len());
     let essential = sectors.iter().any(|s| s.is_high_criticality());
     let mut sev = p
         .severity

@@ -248,7 +248,7 @@ impl CorrelationRules {
                 group.items.pop_front();
             }
             let rule = &self.rules[&correlation_id];
-            if let Some(aggregate) = evaluate(rule, &group.items) {
+            if let Some(aggregate) = evaluate(rule, group.items.make_contiguous()) {
                 let items: Vec<Item> = group.items.drain(..).collect();
                 let fired = self.fire(&correlation_id, key, &items, aggregate, None);
                 out.extend(fired);
@@ -367,7 +367,7 @@ impl CorrelationRules {
             }
             return out;
         }
-        match evaluate(rule, &items.iter().cloned().collect()) {
+        match evaluate(rule, items) {
             Some(aggregate) => self.fire(correlation_id, key, items, aggregate, None),
             None => Vec::new(),
         }
@@ -428,7 +428,6 @@ impl CorrelationRules {
             })
             .map(|t| t.to_ascii_uppercase())
             .collect();
-        let rules_seen: BTreeSet<usize> = items.iter().map(|i| i.position).collect();
         let entities = rule
             .group_by
             .iter()
@@ -439,7 +438,6 @@ impl CorrelationRules {
                 })
             })
             .collect();
-        let _ = rules_seen;
         vec![Detection {
             schema: DETECTION_SCHEMA.to_owned(),
             id: hasher.finish("det"),
@@ -492,7 +490,7 @@ fn insert_sorted(items: &mut VecDeque<Item>, item: Item) {
 }
 
 /// The aggregate of a window when the rule's condition holds on it.
-fn evaluate(rule: &CorrelationRule, items: &VecDeque<Item>) -> Option<f64> {
+fn evaluate(rule: &CorrelationRule, items: &[Item]) -> Option<f64> {
     let numbers = || {
         items
             .iter()
@@ -526,7 +524,7 @@ fn evaluate(rule: &CorrelationRule, items: &VecDeque<Item>) -> Option<f64> {
 }
 
 /// The length of the longest prefix of `rules` matched in order, within the timespan.
-fn ordered_prefix(rule: &CorrelationRule, items: &VecDeque<Item>) -> usize {
+fn ordered_prefix(rule: &CorrelationRule, items: &[Item]) -> usize {
     let n = rule.rules.len();
     let mut best = 0;
     for (s, start) in items.iter().enumerate() {

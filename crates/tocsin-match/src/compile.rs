@@ -262,7 +262,6 @@ pub struct CompiledRules {
     pub(crate) scanners: Vec<Scanner>,
     pub(crate) regexes: Vec<Regex>,
     pub(crate) fields: Vec<Vec<String>>,
-    pub(crate) field_names: Vec<String>,
     /// Event fields that route conditions read; each is read once per event.
     pub(crate) route_fields: Vec<String>,
     pub(crate) iocs: IocTable,
@@ -1382,7 +1381,6 @@ impl CompiledRules {
                 scanners,
                 regexes: b.regexes,
                 fields: b.fields,
-                field_names: b.field_names,
                 route_fields,
                 iocs: IocTable::build(indicators),
                 profile: profile.clone(),

@@ -108,11 +108,6 @@ impl CompiledRules {
             selections,
         }
     }
-
-    /// The Sigma field names the rules read (for `rules check` reports).
-    pub fn field_names(&self) -> &[String] {
-        &self.field_names
-    }
 }
 
 fn render_condition(c: &Condition, names: &[&str]) -> String {

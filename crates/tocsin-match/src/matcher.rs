@@ -403,6 +403,10 @@ impl CompiledRules {
             ..
         } = scratch;
         for (fi, (kind, paths)) in self.indicator_fields.iter().enumerate() {
+            if !self.iocs.has_type(*kind) {
+                // No indicator of this type is loaded: do not read (or unescape) its fields.
+                continue;
+            }
             for (pi, path) in paths.iter().enumerate() {
                 let Some(text) = event.get(path).and_then(|v| v.text(text_buf)) else {
                     continue;

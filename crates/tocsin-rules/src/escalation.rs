@@ -132,6 +132,18 @@ pub struct EscalationPolicy {
     pub allowed_lateness: DurationMs,
 }
 
+impl EscalationPolicy {
+    /// Whether an incident touching `member_states` member states counts as cross-border.
+    pub fn is_cross_border(&self, member_states: usize) -> bool {
+        member_states as u64 >= u64::from(self.cross_border_min_member_states)
+    }
+
+    /// Whether an incident touching `sectors` sectors counts as cross-sector.
+    pub fn is_cross_sector(&self, sectors: usize) -> bool {
+        sectors as u64 >= u64::from(self.cross_sector_min_sectors)
+    }
+}
+
 impl Default for EscalationPolicy {
     fn default() -> Self {
         EscalationPolicy {

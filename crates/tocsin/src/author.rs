@@ -293,7 +293,7 @@ pub fn match_events(
                         )?;
                     }
                 }
-            } else {
+            } else if !scratch.matched().is_empty() || !scratch.ioc_hits().is_empty() {
                 let ctx = EventContext::extract(&event, &compiled.profile().context);
                 let source = SourceRef {
                     name: name.clone(),
