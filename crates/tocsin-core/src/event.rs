@@ -338,9 +338,18 @@ fn key_equals(raw: &[u8], m: &Member, name: &[u8]) -> bool {
     if !m.key_escaped {
         return key == name;
     }
-    let mut buf = String::new();
-    unescape_into(key, &mut buf);
-    buf.as_bytes() == name
+    // Compare piece by piece as the key unescapes: no allocation on this lookup path.
+    let mut rest = name;
+    let mut equal = true;
+    unescape_pieces(key, |piece| {
+        if equal {
+            match rest.strip_prefix(piece.as_bytes()) {
+                Some(r) => rest = r,
+                None => equal = false,
+            }
+        }
+    });
+    equal && rest.is_empty()
 }
 
 /// Search an already validated object (`{...}` text) for `path`, descending into nested
@@ -462,25 +471,32 @@ impl<'a> FieldValue<'a> {
 
 /// Append the unescaped form of a validated JSON string body to `out`.
 fn unescape_into(raw: &[u8], out: &mut String) {
+    unescape_pieces(raw, |piece| out.push_str(piece));
+}
+
+/// Hand the unescaped form of a validated JSON string body to `emit`, piece by piece
+/// (runs of plain text and single unescaped characters), without allocating.
+fn unescape_pieces(raw: &[u8], mut emit: impl FnMut(&str)) {
+    let mut char_buf = [0u8; 4];
     let mut i = 0;
     while i < raw.len() {
         let Some(rel) = memchr::memchr(b'\\', &raw[i..]) else {
-            out.push_str(std::str::from_utf8(&raw[i..]).unwrap_or_default());
+            emit(std::str::from_utf8(&raw[i..]).unwrap_or_default());
             return;
         };
-        out.push_str(std::str::from_utf8(&raw[i..i + rel]).unwrap_or_default());
+        emit(std::str::from_utf8(&raw[i..i + rel]).unwrap_or_default());
         i += rel + 1;
         let Some(&esc) = raw.get(i) else { return };
         i += 1;
-        match esc {
-            b'"' => out.push('"'),
-            b'\\' => out.push('\\'),
-            b'/' => out.push('/'),
-            b'b' => out.push('\u{8}'),
-            b'f' => out.push('\u{c}'),
-            b'n' => out.push('\n'),
-            b'r' => out.push('\r'),
-            b't' => out.push('\t'),
+        let c = match esc {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
             b'u' => {
                 let hi = hex4(raw.get(i..i + 4));
                 i += 4;
@@ -499,10 +515,11 @@ fn unescape_into(raw: &[u8], out: &mut String) {
                     Some(cp) => char::from_u32(cp),
                     None => None,
                 };
-                out.push(c.unwrap_or('\u{FFFD}'));
+                c.unwrap_or('\u{FFFD}')
             }
-            _ => out.push('\u{FFFD}'),
-        }
+            _ => '\u{FFFD}',
+        };
+        emit(c.encode_utf8(&mut char_buf));
     }
 }
 
@@ -782,6 +799,12 @@ mod tests {
         assert_eq!(text(event.get("b")).as_deref(), Some("2"));
         assert_eq!(text(event.get("c")).as_deref(), Some("4"));
         assert!(event.get("d").is_none());
+        // An escaped key equals a name only as a whole: not a prefix, not a longer name.
+        let raw = br#"{"Image\\x": 1}"#;
+        let event = Event::parse(raw, &mut index).unwrap();
+        assert_eq!(text(event.get("Image\\x")).as_deref(), Some("1"));
+        assert!(event.get("Image").is_none());
+        assert!(event.get("Image\\xy").is_none());
     }
 
     #[test]

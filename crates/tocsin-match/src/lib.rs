@@ -13,7 +13,8 @@
 //! rules whose literals hit are verified. The cost grows with the number of hits, not with
 //! the number of rules. The compile pipeline is documented in [`compile`].
 //!
-//! Invariants: no I/O; nothing allocated per event on the no-detection path; a rule that
+//! Invariants: no I/O; nothing allocated per event on the no-detection path (except URL
+//! fields when URL indicators are loaded: `url::Url` parsing allocates); a rule that
 //! uses something the matcher cannot evaluate exactly is rejected with a diagnostic, never
 //! approximated.
 
