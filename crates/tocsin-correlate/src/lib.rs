@@ -304,14 +304,18 @@ impl Correlator {
         due.sort();
         for key in due {
             if let Some(state) = self.keys.remove(&key) {
-                let Some((v, fp)) = &state.issued else {
-                    continue;
-                };
                 let at = Timestamp(state.candidate.last_seen.0.saturating_add(quiet));
-                out.push(self.render(&state, v + 1, WarningStatus::Closed, fp.severity, at));
-                self.stats.warnings += 1;
-                self.stats.closed += 1;
+                self.close(&state, at, out);
             }
+        }
+    }
+
+    /// Issue the closing version of a key's warning (if one was issued) dated `at`.
+    fn close(&mut self, state: &KeyState, at: Timestamp, out: &mut Vec<EarlyWarning>) {
+        if let Some((v, fp)) = &state.issued {
+            out.push(self.render(state, v + 1, WarningStatus::Closed, fp.severity, at));
+            self.stats.warnings += 1;
+            self.stats.closed += 1;
         }
     }
 
@@ -418,12 +422,8 @@ impl Correlator {
         if expired {
             // The window is over: its warning, if any, is closed before a new one opens.
             if let Some(state) = self.keys.remove(key) {
-                if let Some((v, fp)) = &state.issued {
-                    let at = Timestamp(state.candidate.window_start.0 + window.0);
-                    out.push(self.render(&state, v + 1, WarningStatus::Closed, fp.severity, at));
-                    self.stats.warnings += 1;
-                    self.stats.closed += 1;
-                }
+                let at = Timestamp(state.candidate.window_start.0 + window.0);
+                self.close(&state, at, out);
             }
         }
         if !self.keys.contains_key(key) {

@@ -230,7 +230,9 @@ fn outlook_value(outlook: Outlook) -> &'static str {
 }
 
 /// The indicators without repeats of the same (type, value), in order.
-fn unique_indicators(indicators: &[WarningIndicator]) -> impl Iterator<Item = &WarningIndicator> {
+pub(crate) fn unique_indicators(
+    indicators: &[WarningIndicator],
+) -> impl Iterator<Item = &WarningIndicator> {
     let mut seen = BTreeSet::new();
     indicators
         .iter()

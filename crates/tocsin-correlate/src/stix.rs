@@ -493,11 +493,7 @@ impl<'w> BundleBuilder<'w> {
         } else {
             organisations.iter().map(|o| o.id.as_str()).collect()
         };
-        let mut seen = BTreeSet::new();
-        for indicator in &w.indicators {
-            if !seen.insert((indicator.kind, indicator.value.as_str())) {
-                continue;
-            }
+        for indicator in crate::misp::unique_indicators(&w.indicators) {
             let key = format!("{}:{}", indicator.kind.as_str(), indicator.value);
             let indicator_id = self.push_indicator(&key, indicator);
             // A sighting or relationship reveals the indicator it names, so it is marked

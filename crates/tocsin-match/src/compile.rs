@@ -32,7 +32,7 @@ use tocsin_rules::{
 };
 
 use crate::glob::{Glob, GlobPart};
-use crate::ioc::IocTable;
+use crate::ioc::{mask_v4, mask_v6, IocTable};
 use tocsin_core::encoding::base64;
 
 /// Limits applied while compiling.
@@ -1075,20 +1075,10 @@ pub(crate) fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
 pub(crate) fn in_cidr(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
     match (ip, network) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - prefix)
-            };
-            (u32::from(a) & mask) == (u32::from(n) & mask)
+            mask_v4(u32::from(a), prefix) == mask_v4(u32::from(n), prefix)
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - prefix)
-            };
-            (u128::from(a) & mask) == (u128::from(n) & mask)
+            mask_v6(u128::from(a), prefix) == mask_v6(u128::from(n), prefix)
         }
         _ => false,
     }

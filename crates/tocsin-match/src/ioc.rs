@@ -157,7 +157,8 @@ fn string_slot(kind: IndicatorType) -> Option<usize> {
     })
 }
 
-fn mask_v4(a: u32, prefix: u8) -> u32 {
+/// `a` with all but its first `prefix` bits cleared.
+pub(crate) fn mask_v4(a: u32, prefix: u8) -> u32 {
     if prefix == 0 {
         0
     } else {
@@ -165,7 +166,8 @@ fn mask_v4(a: u32, prefix: u8) -> u32 {
     }
 }
 
-fn mask_v6(a: u128, prefix: u8) -> u128 {
+/// `a` with all but its first `prefix` bits cleared.
+pub(crate) fn mask_v6(a: u128, prefix: u8) -> u128 {
     if prefix == 0 {
         0
     } else {
