@@ -45,7 +45,11 @@ if [ -z "${TOCSIN_STIX_VALIDATOR_PYTHON:-}" ]; then
 fi
 
 # The Kafka-compatible test broker (Tansu, Apache-2.0), installed once into a cache outside
-# the clone and started on a free loopback port for this run only, with in-memory storage.
+# the clone and started on a free loopback port for this run only. Storage is SQLite in a
+# temporary directory, not `memory://`: Tansu 0.6.0's memory (dynostore) engine answers a
+# fetch from an offset inside a record batch with the *next* batch, so a consumer resuming
+# from a committed offset mid-batch silently skips the rest of that batch. The SQLite engine
+# stores records one by one and resumes exactly.
 # Tests that need a broker read its address from TOCSIN_KAFKA_BOOTSTRAP, and tests that start
 # their own (e.g. durable storage across a restart) find the binary in TOCSIN_TANSU.
 if [ -z "${TOCSIN_KAFKA_BOOTSTRAP:-}" ]; then
@@ -58,12 +62,14 @@ if [ -z "${TOCSIN_KAFKA_BOOTSTRAP:-}" ]; then
     export TOCSIN_TANSU="$tansu"
     port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     broker_log="$(mktemp -t tocsin-tansu.XXXXXX.log)"
-    "$tansu" broker --silent \
+    broker_dir="$(mktemp -d -t tocsin-tansu.XXXXXX)"
+    # Tansu reads `sqlite://NAME` relative to its working directory.
+    (cd "$broker_dir" && exec "$tansu" broker --silent \
         --listener-url "tcp://127.0.0.1:$port" \
         --advertised-listener-url "tcp://127.0.0.1:$port" \
-        --storage-engine "memory://tansu/" >"$broker_log" 2>&1 &
+        --storage-engine "sqlite://tansu.db" >"$broker_log" 2>&1) &
     broker_pid=$!
-    trap 'kill "$broker_pid" 2>/dev/null; wait "$broker_pid" 2>/dev/null || true' EXIT
+    trap 'kill "$broker_pid" 2>/dev/null; wait "$broker_pid" 2>/dev/null || true; rm -rf "$broker_dir"' EXIT
     for _ in $(seq 1 100); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
         if ! kill -0 "$broker_pid" 2>/dev/null; then
