@@ -276,7 +276,18 @@ impl Correlator {
     /// Detections that Sigma correlation rules produce meanwhile are merged too, and kept
     /// for [`Correlator::take_derived`].
     pub fn push(&mut self, d: &Detection, out: &mut Vec<EarlyWarning>) {
-        self.push_at_depth(d, out, 0);
+        self.push_at_depth(d, None, out, 0);
+    }
+
+    /// Merge one detection under one of its correlation keys only: the partitioned form of
+    /// [`Correlator::push`], for a worker that owns some partitions of a topic keyed by
+    /// correlation key (a detection with several keys arrives once per key, each copy where
+    /// its key lives). Detections that Sigma correlation rules produce are *not* merged here,
+    /// since their keys may live elsewhere; they wait in [`Correlator::take_derived`] for the
+    /// caller to route them like any other detection. A `key` that is not one of the
+    /// detection's keys (a keyless detection routed by its id) counts as unkeyed.
+    pub fn push_keyed(&mut self, d: &Detection, key: &str, out: &mut Vec<EarlyWarning>) {
+        self.push_at_depth(d, Some(key), out, 0);
     }
 
     /// Correlation detections produced since the last call (for the detections output).
@@ -347,7 +358,7 @@ impl Correlator {
         self.sigma.finish(&mut fired);
         for f in fired {
             self.derived.push(f.clone());
-            self.push_at_depth(&f, out, 1);
+            self.push_at_depth(&f, None, out, 1);
         }
     }
 
@@ -356,7 +367,15 @@ impl Correlator {
         self.sigma.stats()
     }
 
-    fn push_at_depth(&mut self, d: &Detection, out: &mut Vec<EarlyWarning>, depth: usize) {
+    /// Merge `d` under its keys, or under `only` that key (partitioned: derived detections
+    /// are then left to the caller instead of merged).
+    fn push_at_depth(
+        &mut self,
+        d: &Detection,
+        only: Option<&str>,
+        out: &mut Vec<EarlyWarning>,
+        depth: usize,
+    ) {
         self.stats.detections += 1;
         if d.event_time > self.watermark {
             self.watermark = d.event_time;
@@ -368,7 +387,11 @@ impl Correlator {
                 self.close_quiet(out);
             }
         }
-        if d.correlation_keys.is_empty() {
+        let keyed = match only {
+            None => !d.correlation_keys.is_empty(),
+            Some(k) => d.correlation_keys.iter().any(|c| c == k),
+        };
+        if !keyed {
             self.stats.unkeyed += 1;
             return;
         }
@@ -380,17 +403,24 @@ impl Correlator {
         }
         let mut fired = Vec::new();
         for key in &d.correlation_keys {
+            if only.is_some_and(|k| k != key) {
+                continue;
+            }
             if key.starts_with("correlation:") {
                 self.sigma.push(key, d, &mut fired);
             } else if d.standalone {
                 self.merge(key, d, complete, out);
             }
         }
+        if only.is_some() {
+            self.derived.extend(fired);
+            return;
+        }
         for f in fired {
             self.derived.push(f.clone());
             // Chains of correlations are bounded (the specification's examples chain two).
             if depth < 10 {
-                self.push_at_depth(&f, out, depth + 1);
+                self.push_at_depth(&f, None, out, depth + 1);
             }
         }
     }

@@ -524,6 +524,43 @@ mod sigma_correlation_rules {
         out
     }
 
+    /// As [`run`], the way the correlate workers do it: `n` correlators, each owning the keys
+    /// that hash to it, fed one copy of a detection per key; derived detections go back
+    /// through the same routing instead of being merged where they fired.
+    fn run_partitioned(
+        rules: &[CorrelationRule],
+        detections: &[Detection],
+        n: usize,
+    ) -> Vec<Detection> {
+        let mut parts: Vec<Correlator> = (0..n)
+            .map(|_| {
+                Correlator::new(CorrelatorConfig {
+                    correlation_rules: rules.to_vec(),
+                    ..CorrelatorConfig::default()
+                })
+            })
+            .collect();
+        let owner = |key: &str| key.bytes().map(usize::from).sum::<usize>() % n;
+        let mut warnings = Vec::new();
+        let mut out = Vec::new();
+        let mut queue: std::collections::VecDeque<Detection> = detections.iter().cloned().collect();
+        while let Some(d) = queue.pop_front() {
+            for key in &d.correlation_keys {
+                let p = &mut parts[owner(key)];
+                p.push_keyed(&d, key, &mut warnings);
+                for f in p.take_derived() {
+                    out.push(f.clone());
+                    queue.push_front(f);
+                }
+            }
+        }
+        for p in &mut parts {
+            p.finish(&mut warnings);
+            out.extend(p.take_derived());
+        }
+        out
+    }
+
     #[test]
     fn event_count_fires_once_per_burst_and_resets() {
         let c = correlation("title: Brute force\nid: bf\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 10m\n  condition: {gte: 5}\nlevel: high\n");
@@ -651,7 +688,18 @@ mod sigma_correlation_rules {
             ));
         }
         ds.sort_by_key(|d| d.event_time);
-        let out = run(&[recon, any, exfil, avg, rare, chained], &ds);
+        let rules = [recon, any, exfil, avg, rare, chained];
+        let out = run(&rules, &ds);
+        // Partitioned by key, with derived detections routed back, the same rules fire.
+        let ids = |v: &[Detection]| {
+            let mut ids: Vec<String> = v
+                .iter()
+                .map(|d| format!("{} {}", d.rule.id, d.id))
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(&run_partitioned(&rules, &ds, 3)), ids(&out));
         let fired: Vec<&str> = out.iter().map(|d| d.rule.id.as_str()).collect();
         assert!(fired.contains(&"recon_any"), "{fired:?}");
         assert_eq!(
