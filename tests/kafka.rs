@@ -460,3 +460,227 @@ fn match_workers_lose_nothing_when_killed_or_rebalanced() {
         repeats
     );
 }
+
+/// A configuration file naming this scenario's own topics, so that scenarios sharing the
+/// broker do not read each other's detections and warnings.
+fn scenario_config(dir: &std::path::Path, bootstrap: &str, id: &str) -> std::path::PathBuf {
+    let path = dir.join("tocsin.toml");
+    let rules = repo().join("rules");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[kafka]
+bootstrap = "{bootstrap}"
+
+[kafka.client]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"max.poll.interval.ms" = "20000"
+
+[topics]
+events = ["test.{id}.events"]
+detections = "test.{id}.detections"
+correlate_state = "test.{id}.state"
+dead_letter = "test.{id}.dead-letter"
+warnings_prefix = "test.{id}.warnings"
+
+[rules]
+paths = ["{}"]
+
+[match]
+group = "test-{id}-match"
+batch = 200
+batch_ms = 100
+
+[correlate]
+group = "test-{id}-correlate"
+batch = 100
+batch_ms = 100
+"#,
+            rules.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn spawn_configured(config: &std::path::Path, worker: &str) -> Child {
+    tocsin()
+        .args(["worker", worker, "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tocsin worker")
+}
+
+/// Warning versions read from a topic: (id, version) → every delivery's bytes.
+fn read_warnings(
+    reader: &Source,
+    seen: &mut BTreeMap<(String, u64), Vec<Vec<u8>>>,
+    for_at_most: Duration,
+) {
+    let until = Instant::now() + for_at_most;
+    while Instant::now() < until {
+        let Some(m) = reader.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m.unwrap();
+        let w: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
+        let id = w["warning_id"].as_str().unwrap().to_owned();
+        assert_eq!(m.key(), Some(id.as_bytes()), "warnings are keyed by id");
+        assert_eq!(
+            m.header("tocsin.warning.version"),
+            Some(w["version"].to_string().as_str())
+        );
+        seen.entry((id, w["version"].as_u64().unwrap()))
+            .or_default()
+            .push(m.payload().to_vec());
+    }
+}
+
+/// The latest version of each warning `tocsin run` issues offline for `events`.
+fn offline_final_warnings(events: &std::path::Path) -> BTreeMap<String, serde_json::Value> {
+    let out = run_ok(
+        tocsin()
+            .args(["run", "-q", "--rules"])
+            .arg(repo().join("rules"))
+            .arg("--input")
+            .arg(events),
+    );
+    let mut last = BTreeMap::new();
+    for l in String::from_utf8(out.stdout).unwrap().lines() {
+        let w: serde_json::Value = serde_json::from_str(l).unwrap();
+        last.insert(w["warning_id"].as_str().unwrap().to_owned(), w);
+    }
+    last
+}
+
+/// Fault test (b), and the correlate worker end to end: events → `worker match` →
+/// detections → `worker correlate` → warnings, with the correlate worker killed with SIGKILL
+/// after the first warnings and restarted. Every warning `tocsin run` issues offline must
+/// arrive at its final version, byte for byte; repeats must be byte-identical copies of a
+/// version; and the restarted worker must have restored its partitions' state from the
+/// changelog (a restart from scratch would issue the versions again from 1 and skip none).
+#[test]
+fn correlate_worker_restores_state_after_kill_and_issues_every_warning() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let id = unique();
+    let dir = tempfile::tempdir().unwrap();
+    let config = scenario_config(dir.path(), &bootstrap, &id);
+    let check = run_ok(tocsin().args(["config", "check"]).arg(&config));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("ok"));
+    run_ok(
+        tocsin()
+            .args(["topics", "create", "--partitions", "3", "--config"])
+            .arg(&config)
+            .arg("--recipients")
+            .arg(repo().join("rules/recipients.yaml")),
+    );
+    let events = dir.path().join("events.jsonl");
+    run_ok(
+        tocsin()
+            .args(["gen", "--events", "20000", "--seed", "7", "--output"])
+            .arg(&events),
+    );
+    let expected = offline_final_warnings(&events);
+    assert!(
+        expected.len() >= 3,
+        "the workload should warn: {expected:?}"
+    );
+
+    // One event partition, so that each key's detections keep the file's order (as offline).
+    let settings = KafkaSettings::new(bootstrap.clone());
+    let mut sink = Sink::new(&settings).unwrap();
+    let text = std::fs::read_to_string(&events).unwrap();
+    for line in text.lines() {
+        sink.send_to(
+            &format!("test.{id}.events"),
+            Some(0),
+            None,
+            line.as_bytes(),
+            &[],
+        )
+        .unwrap();
+    }
+    sink.flush(Duration::from_secs(60)).unwrap();
+
+    let reader = Source::subscribe(
+        &settings,
+        &format!("test-{id}-reader"),
+        &[format!("test.{id}.warnings.technical")],
+    )
+    .unwrap();
+    let matcher = spawn_configured(&config, "match");
+    let mut correlator = spawn_configured(&config, "correlate");
+    let mut seen = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.len() < 3 && Instant::now() < deadline {
+        read_warnings(&reader, &mut seen, Duration::from_millis(200));
+    }
+    assert!(seen.len() >= 3, "no warnings before the kill: {seen:?}");
+    correlator.kill().unwrap();
+    correlator.wait().unwrap();
+    let restarted = spawn_configured(&config, "correlate");
+    let complete = |seen: &BTreeMap<(String, u64), Vec<Vec<u8>>>| {
+        expected
+            .iter()
+            .all(|(id, w)| seen.contains_key(&(id.clone(), w["version"].as_u64().unwrap())))
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !complete(&seen) && Instant::now() < deadline {
+        read_warnings(&reader, &mut seen, Duration::from_millis(500));
+    }
+    // Late repeats, if any, arrive now.
+    read_warnings(&reader, &mut seen, Duration::from_secs(2));
+    let (status, restarted_err) = terminate(restarted);
+    assert!(
+        status.success(),
+        "correlate worker exit {status}: {restarted_err}"
+    );
+    let (status, matcher_err) = terminate(matcher);
+    assert!(
+        status.success(),
+        "match worker exit {status}: {matcher_err}"
+    );
+
+    for (wid, w) in &expected {
+        let version = w["version"].as_u64().unwrap();
+        let got = seen.get(&(wid.clone(), version)).unwrap_or_else(|| {
+            panic!(
+                "warning {wid} version {version} never arrived; restarted worker:\n{restarted_err}"
+            )
+        });
+        let got: serde_json::Value = serde_json::from_slice(&got[0]).unwrap();
+        assert_eq!(&got, w, "final version of {wid} differs from offline");
+        let newest = seen.keys().filter(|(i, _)| i == wid).map(|(_, v)| *v).max();
+        assert_eq!(
+            newest,
+            Some(version),
+            "{wid}: a version beyond offline's final"
+        );
+    }
+    for ((wid, version), copies) in &seen {
+        assert!(expected.contains_key(wid), "unexpected warning {wid}");
+        assert!(
+            copies.iter().all(|c| c == &copies[0]),
+            "{wid} v{version} delivered with different contents"
+        );
+    }
+    assert!(
+        restarted_err.contains("state restored up to offset")
+            && !restarted_err
+                .lines()
+                .filter(|l| l.contains("state restored up to offset"))
+                .all(|l| l.contains("offset 0 ")),
+        "the restarted worker restored no state:\n{restarted_err}"
+    );
+    let repeats: usize = seen.values().map(|c| c.len() - 1).sum();
+    eprintln!(
+        "fault test (b): {} warning versions, {} repeated deliveries; restarted worker: {}",
+        seen.len(),
+        repeats,
+        restarted_err.lines().last().unwrap_or("")
+    );
+}

@@ -8,11 +8,12 @@
 
 use crate::sink::Sink;
 use crate::source::Received;
-use crate::{topics, KafkaError};
+use crate::KafkaError;
 
-/// Send `msg` (its first `keep` bytes) to the dead-letter topic with `kind` and `reason`.
+/// Send `msg` (its first `keep` bytes) to the dead-letter `topic` with `kind` and `reason`.
 pub fn send(
     sink: &mut Sink,
+    topic: &str,
     msg: &Received<'_>,
     kind: &str,
     reason: &str,
@@ -33,7 +34,7 @@ pub fn send(
         headers.push(("tocsin.dead-letter.truncated", "true"));
     }
     sink.send(
-        topics::DEAD_LETTER,
+        topic,
         msg.key(),
         &payload[..payload.len().min(keep)],
         &headers,

@@ -15,7 +15,9 @@
 //! - [`source`]: a consumer-group member with manual offset commits.
 //! - [`sink`]: an idempotent producer with bounded queueing (backpressure) and acknowledged flushes.
 //! - [`dead_letter`]: the headers a dead letter carries.
+//! - [`changelog`]: the correlators' state records, written per batch and restored on assignment.
 
+pub mod changelog;
 pub mod dead_letter;
 pub mod settings;
 pub mod sink;
@@ -55,6 +57,13 @@ pub enum KafkaError {
     /// A topic could not be created.
     #[error("cannot create topic {topic}: {reason}")]
     CreateTopic { topic: String, reason: String },
+    /// A partition's correlator state could not be restored from the changelog.
+    #[error("cannot restore state from {changelog} partition {partition}: {reason}")]
+    Restore {
+        changelog: String,
+        partition: i32,
+        reason: String,
+    },
     /// An admin request failed.
     #[error("Kafka admin request failed: {0}")]
     Admin(#[source] rdkafka::error::KafkaError),

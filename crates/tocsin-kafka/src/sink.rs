@@ -66,6 +66,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("compression.type", "lz4"),
     ("queue.buffering.max.messages", "100000"),
     ("queue.buffering.max.kbytes", "65536"),
+    // A correlator's state record can be larger than the 1 MB default.
+    ("message.max.bytes", "16777216"),
 ];
 
 impl Sink {
@@ -90,10 +92,23 @@ impl Sink {
         Ok(Sink { producer, reports })
     }
 
-    /// Queue one message with `headers` (name, value); waits while the queue is full.
+    /// Queue one message with `headers` (name, value); waits while the queue is full. The
+    /// partition is the key's (librdkafka's default partitioner).
     pub fn send(
         &mut self,
         topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<(), KafkaError> {
+        self.send_to(topic, None, key, payload, headers)
+    }
+
+    /// As [`Sink::send`], to an explicit `partition` when one is given.
+    pub fn send_to(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
         key: Option<&[u8]>,
         payload: &[u8],
         headers: &[(&str, &str)],
@@ -115,6 +130,9 @@ impl Sink {
         }
         if let Some(h) = headers {
             record = record.headers(h);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
         }
         loop {
             match self.producer.send(record) {

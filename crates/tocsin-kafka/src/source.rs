@@ -7,17 +7,41 @@
 //! read again by whoever owns the partition next: at least once, never lost.
 
 use std::cell::RefCell;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::{KafkaError, KafkaSettings};
 
+/// Records the partitions a rebalance takes away, for the worker to drop their state.
+/// librdkafka calls it inside [`Source::poll`], on the worker's thread.
+#[derive(Default)]
+pub struct Rebalances {
+    revoked: Mutex<Vec<(String, i32)>>,
+}
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+            revoked.extend(
+                list.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition())),
+            );
+        }
+    }
+}
+
 /// A consumer with manual, explicit offset commits.
 pub struct Source {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Rebalances>,
     /// (topic, partition, next offset to read) of messages done since the last commit.
     /// A cell, because messages borrow the consumer while they are marked done.
     pending: RefCell<Vec<(String, i32, i64)>>,
@@ -31,7 +55,7 @@ impl Source {
         group: &str,
         topics: &[String],
     ) -> Result<Self, KafkaError> {
-        let consumer: BaseConsumer = settings
+        let consumer: BaseConsumer<Rebalances> = settings
             .client_config(&[
                 ("group.id", group),
                 ("enable.auto.commit", "false"),
@@ -39,7 +63,7 @@ impl Source {
                 ("auto.offset.reset", "earliest"),
                 ("enable.partition.eof", "false"),
             ])
-            .create()
+            .create_with_context(Rebalances::default())
             .map_err(|source| KafkaError::Client {
                 client: "consumer",
                 bootstrap: settings.bootstrap.clone(),
@@ -81,6 +105,19 @@ impl Source {
             Some(entry) => entry.2 = entry.2.max(offset + 1),
             None => pending.push((topic.to_owned(), partition, offset + 1)),
         }
+    }
+
+    /// The partitions taken away by rebalances since the last call (the worker's state for
+    /// them is stale from now on: their next owner restores it).
+    pub fn take_revoked(&self) -> Vec<(String, i32)> {
+        std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
     }
 
     /// Whether any done offset waits for a commit.

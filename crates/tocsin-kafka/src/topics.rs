@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | event topics (`tocsin.events` by default) | sensor's choice | `partitions` | — |
 //! | `tocsin.detections` | correlation key | `partitions` | — |
-//! | `tocsin.correlate-state` | correlation key | same as detections (co-partitioned) | `cleanup.policy=compact` |
+//! | `tocsin.correlate-state` | `GROUP/TOPIC/PARTITION` | same as detections (co-partitioned) | `cleanup.policy=compact`, 16 MB records |
 //! | `tocsin.warnings.{technical,operational,strategic}` and per-recipient topics | warning id | `partitions` | — |
 //! | `tocsin.dead-letter` | original key | 1 | 14 days retention |
 //!
@@ -27,24 +27,62 @@ pub const DETECTIONS: &str = "tocsin.detections";
 pub const CORRELATE_STATE: &str = "tocsin.correlate-state";
 /// Undecodable input, with the reason in headers.
 pub const DEAD_LETTER: &str = "tocsin.dead-letter";
-/// The per-audience warning topics.
-pub const WARNINGS: [&str; 3] = [
-    "tocsin.warnings.technical",
-    "tocsin.warnings.operational",
-    "tocsin.warnings.strategic",
-];
+/// The prefix of the warning topics: `tocsin.warnings.technical`, `….csirt.de`.
+pub const WARNINGS_PREFIX: &str = "tocsin.warnings";
 
-/// The warning topic of one recipient: the id lowercased, with characters Kafka does not
-/// allow in topic names turned into dots (`csirt:DE` → `tocsin.warnings.csirt.de`).
-pub fn recipient_topic(recipient_id: &str) -> String {
-    let id: String = recipient_id
-        .chars()
-        .map(|c| match c.to_ascii_lowercase() {
-            c @ ('a'..='z' | '0'..='9' | '.' | '_' | '-') => c,
-            _ => '.',
-        })
-        .collect();
-    format!("tocsin.warnings.{id}")
+/// The names of the topics the workers write and the correlate worker reads, so that one
+/// cluster can host several deployments (and the tests one set per scenario). The defaults
+/// are DESIGN.md's names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicNames {
+    /// Event topics the match workers consume.
+    pub events: Vec<String>,
+    /// Detections, keyed by correlation key.
+    pub detections: String,
+    /// The correlators' compacted state changelog (as many partitions as `detections`).
+    pub correlate_state: String,
+    /// Dead letters.
+    pub dead_letter: String,
+    /// Prefix of the per-audience and per-recipient warning topics.
+    pub warnings_prefix: String,
+}
+
+impl Default for TopicNames {
+    fn default() -> Self {
+        TopicNames {
+            events: vec![EVENTS.to_owned()],
+            detections: DETECTIONS.to_owned(),
+            correlate_state: CORRELATE_STATE.to_owned(),
+            dead_letter: DEAD_LETTER.to_owned(),
+            warnings_prefix: WARNINGS_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl TopicNames {
+    /// The warning topic of an audience (`technical`, `operational`, `strategic`).
+    pub fn audience_topic(&self, audience: &str) -> String {
+        format!("{}.{audience}", self.warnings_prefix)
+    }
+
+    /// The three audience topics.
+    pub fn audience_topics(&self) -> [String; 3] {
+        ["technical", "operational", "strategic"].map(|a| self.audience_topic(a))
+    }
+
+    /// The warning topic of one recipient: the id lowercased, with characters Kafka does not
+    /// allow in topic names turned into dots (`csirt:DE` → `tocsin.warnings.csirt.de`).
+    pub fn recipient_topic(&self, recipient_id: &str) -> String {
+        let id: String = recipient_id
+            .chars()
+            .map(|c| match c.to_ascii_lowercase() {
+                c @ ('a'..='z' | '0'..='9' | '.' | '_' | '-') => c,
+                _ => '.',
+            })
+            .collect();
+        format!("{}.{id}", self.warnings_prefix)
+    }
 }
 
 /// One topic to create.
@@ -55,29 +93,29 @@ pub struct TopicPlan {
     pub configs: Vec<(&'static str, String)>,
 }
 
-/// The whole layout: `event_topics`, the detections/changelog pair, the audience topics,
+/// The whole layout: the event topics, the detections/changelog pair, the audience topics,
 /// `recipient_topics` and the dead-letter topic.
-pub fn layout(
-    event_topics: &[String],
-    recipient_topics: &[String],
-    partitions: i32,
-) -> Vec<TopicPlan> {
+pub fn layout(names: &TopicNames, recipient_topics: &[String], partitions: i32) -> Vec<TopicPlan> {
     let plain = |name: &str| TopicPlan {
         name: name.to_owned(),
         partitions,
         configs: Vec::new(),
     };
-    let mut plan: Vec<TopicPlan> = event_topics.iter().map(|t| plain(t)).collect();
-    plan.push(plain(DETECTIONS));
+    let mut plan: Vec<TopicPlan> = names.events.iter().map(|t| plain(t)).collect();
+    plan.push(plain(&names.detections));
     plan.push(TopicPlan {
-        name: CORRELATE_STATE.to_owned(),
+        name: names.correlate_state.clone(),
         partitions,
-        configs: vec![("cleanup.policy", "compact".to_owned())],
+        configs: vec![
+            ("cleanup.policy", "compact".to_owned()),
+            // One record holds a partition's whole correlator state.
+            ("max.message.bytes", "16777216".to_owned()),
+        ],
     });
-    plan.extend(WARNINGS.iter().map(|t| plain(t)));
+    plan.extend(names.audience_topics().iter().map(|t| plain(t)));
     plan.extend(recipient_topics.iter().map(|t| plain(t)));
     plan.push(TopicPlan {
-        name: DEAD_LETTER.to_owned(),
+        name: names.dead_letter.clone(),
         partitions: 1,
         configs: vec![("retention.ms", (14 * 24 * 3600 * 1000u64).to_string())],
     });
@@ -108,30 +146,29 @@ pub fn create(
                 bootstrap: settings.bootstrap.clone(),
                 source,
             })?;
-    let new: Vec<NewTopic<'_>> = plan
-        .iter()
-        .map(|p| {
-            p.configs.iter().fold(
-                NewTopic::new(&p.name, p.partitions, TopicReplication::Fixed(replication)),
-                |t, (k, v)| t.set(k, v),
-            )
-        })
-        .collect();
     let options = AdminOptions::new().operation_timeout(Some(timeout));
-    let results = futures_executor::block_on(admin.create_topics(&new, &options))
-        .map_err(KafkaError::Admin)?;
-    let mut out = Vec::with_capacity(results.len());
-    for r in results {
-        match r {
-            Ok(name) => out.push((name, Created::Created)),
-            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                out.push((name, Created::AlreadyExists))
-            }
-            Err((topic, code)) => {
-                return Err(KafkaError::CreateTopic {
-                    topic,
-                    reason: code.to_string(),
-                })
+    let mut out = Vec::with_capacity(plan.len());
+    // One request per topic: Tansu 0.6.0 answers a request for many topics (16 here) with
+    // a response librdkafka cannot parse, after creating them.
+    for p in plan {
+        let topic = p.configs.iter().fold(
+            NewTopic::new(&p.name, p.partitions, TopicReplication::Fixed(replication)),
+            |t, (k, v)| t.set(k, v),
+        );
+        let results = futures_executor::block_on(admin.create_topics([&topic], &options))
+            .map_err(KafkaError::Admin)?;
+        for r in results {
+            match r {
+                Ok(name) => out.push((name, Created::Created)),
+                Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    out.push((name, Created::AlreadyExists))
+                }
+                Err((topic, code)) => {
+                    return Err(KafkaError::CreateTopic {
+                        topic,
+                        reason: code.to_string(),
+                    })
+                }
             }
         }
     }
@@ -144,7 +181,8 @@ mod tests {
 
     #[test]
     fn changelog_is_compacted_and_copartitioned_with_detections() {
-        let plan = layout(&[EVENTS.to_owned()], &[recipient_topic("csirt:DE")], 6);
+        let names = TopicNames::default();
+        let plan = layout(&names, &[names.recipient_topic("csirt:DE")], 6);
         let get = |n: &str| plan.iter().find(|p| p.name == n).unwrap();
         assert_eq!(get(DETECTIONS).partitions, get(CORRELATE_STATE).partitions);
         assert!(get(CORRELATE_STATE)

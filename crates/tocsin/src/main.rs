@@ -7,6 +7,7 @@
 //! - 3: the rule set has errors and `--strict` was given (or `rules check` found errors).
 
 mod author;
+mod config;
 mod demo;
 mod feeds;
 mod gen;
@@ -60,6 +61,27 @@ enum Command {
     /// Kafka topics.
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// The workers' configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file (with the TOCSIN_… environment applied); exit 2 if invalid.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Print the configuration a worker would run with, secrets redacted.
+    Print {
+        /// The TOML file (default: none, TOCSIN_CONFIG if set).
+        #[arg(env = "TOCSIN_CONFIG")]
+        file: Option<PathBuf>,
+        /// Apply the TOCSIN_… environment variables (without it: the file over the defaults).
+        #[arg(long)]
+        effective: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -67,6 +89,11 @@ enum WorkerCommand {
     /// Consume event topics, match, produce detections keyed by correlation key; dead-letter
     /// what cannot be decoded.
     Match(worker::MatchWorkerArgs),
+    /// Consume detections, correlate them per partition (state in the changelog), produce
+    /// early warnings per audience and recipient.
+    Correlate(worker::CorrelateWorkerArgs),
+    /// Both workers in one process.
+    All(worker::AllWorkerArgs),
 }
 
 #[derive(Subcommand)]
@@ -269,6 +296,31 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Worker(WorkerCommand::Match(a)) => worker::match_worker(a),
+        Command::Worker(WorkerCommand::Correlate(a)) => worker::correlate_worker(a),
+        Command::Worker(WorkerCommand::All(a)) => worker::all_worker(a),
+        Command::Config(ConfigCommand::Check { file }) => {
+            match config::Config::load(Some(&file), &config::process_env()) {
+                Ok(_) => {
+                    println!("{}: ok", file.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("tocsin: {e:#}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        Command::Config(ConfigCommand::Print { file, effective }) => {
+            let env = if effective {
+                config::process_env()
+            } else {
+                Vec::new()
+            };
+            config::Config::load(file.as_deref(), &env).map(|c| {
+                print!("{}", c.to_redacted_toml());
+                ExitCode::SUCCESS
+            })
+        }
         Command::Topics(TopicsCommand::Create(a)) => worker::topics_create(a),
     };
     match result {

@@ -1,0 +1,352 @@
+//! The workers' configuration: one TOML file, every setting overridable by an environment
+//! variable, and the common ones by flags (flags and their variables win over the file,
+//! the file over the defaults).
+//!
+//! Environment variables are named after the file's keys: `TOCSIN_<SECTION>_<KEY>` in upper
+//! case (`TOCSIN_MATCH_BATCH_MS`, `TOCSIN_TOPICS_DETECTIONS`; lists are comma-separated).
+//! librdkafka properties go under `[kafka.client]`, or in `TOCSIN_KAFKA_CLIENT_<NAME>` with
+//! the dots written as underscores (`TOCSIN_KAFKA_CLIENT_SASL_PASSWORD` → `sasl.password`),
+//! which is how a Kubernetes Secret reaches the worker. Secret values are printed as
+//! `<redacted>` by `tocsin config print` and never appear in errors.
+//!
+//! Unknown keys are errors (a misspelt setting must not be silently ignored), reported with
+//! the file and the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use tocsin_kafka::topics::TopicNames;
+use tocsin_kafka::KafkaSettings;
+
+/// The whole file.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaSection,
+    pub topics: TopicNames,
+    pub rules: RulesSection,
+    #[serde(rename = "match")]
+    pub matching: MatchSection,
+    pub correlate: CorrelateSection,
+    pub worker: WorkerSection,
+}
+
+/// `[kafka]`: where the cluster is and the librdkafka passthrough.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSection {
+    /// `HOST:PORT[,HOST:PORT…]`.
+    pub bootstrap: String,
+    /// librdkafka properties (`security.protocol`, `ssl.*`, `sasl.*`, …), passed through.
+    pub client: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection {
+            bootstrap: "127.0.0.1:9092".into(),
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[rules]`: what the workers load.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesSection {
+    /// Rules directories or files.
+    pub paths: Vec<PathBuf>,
+    /// Extra indicator feeds.
+    pub iocs: Vec<PathBuf>,
+    /// Field-mapping profile (default: sysmon, else the first loaded).
+    pub profile: String,
+    /// Any rule error stops the worker.
+    pub strict: bool,
+}
+
+impl Default for RulesSection {
+    fn default() -> Self {
+        RulesSection {
+            paths: vec![PathBuf::from("rules")],
+            iocs: Vec::new(),
+            profile: String::new(),
+            strict: false,
+        }
+    }
+}
+
+/// `[match]`: the match workers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatchSection {
+    /// Consumer group.
+    pub group: String,
+    /// Largest event accepted; larger messages are dead-lettered.
+    pub max_event_bytes: u64,
+    /// Messages per batch (one flush and one commit per batch).
+    pub batch: u64,
+    /// Longest a batch stays open, in milliseconds.
+    pub batch_ms: u64,
+}
+
+impl Default for MatchSection {
+    fn default() -> Self {
+        MatchSection {
+            group: "tocsin-match".into(),
+            max_event_bytes: 1024 * 1024,
+            batch: 2000,
+            batch_ms: 200,
+        }
+    }
+}
+
+/// `[correlate]`: the correlate workers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorrelateSection {
+    /// Consumer group.
+    pub group: String,
+    /// Detections per batch (one state record per touched partition, one commit).
+    pub batch: u64,
+    /// Longest a batch stays open, in milliseconds.
+    pub batch_ms: u64,
+    /// Longest the restore of one partition's state may take, in seconds.
+    pub restore_timeout_s: u64,
+}
+
+impl Default for CorrelateSection {
+    fn default() -> Self {
+        CorrelateSection {
+            group: "tocsin-correlate".into(),
+            batch: 5000,
+            batch_ms: 500,
+            restore_timeout_s: 60,
+        }
+    }
+}
+
+/// `[worker]`: process-wide settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSection {
+    /// How long shutdown may take to drain and commit, in seconds.
+    pub shutdown_deadline_s: u64,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        WorkerSection {
+            shutdown_deadline_s: 30,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults, then `file` (if any), then `TOCSIN_…` variables from `env`.
+    pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Config> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))?
+            }
+            None => toml::Table::new(),
+        };
+        let origin = file.map_or("the environment".to_owned(), |p| p.display().to_string());
+        apply_env(&mut table, env)?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
+        config
+            .validate()
+            .with_context(|| format!("invalid configuration in {origin}"))?;
+        Ok(config)
+    }
+
+    /// Values no worker can run with.
+    pub fn validate(&self) -> Result<()> {
+        if self.kafka.bootstrap.trim().is_empty() {
+            bail!("kafka.bootstrap is empty");
+        }
+        for (name, v) in [
+            ("match.batch", self.matching.batch),
+            ("match.batch_ms", self.matching.batch_ms),
+            ("match.max_event_bytes", self.matching.max_event_bytes),
+            ("correlate.batch", self.correlate.batch),
+            ("correlate.batch_ms", self.correlate.batch_ms),
+        ] {
+            if v == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        if self.topics.events.is_empty() {
+            bail!("topics.events is empty: the match workers need an event topic");
+        }
+        if self.matching.group.is_empty() || self.correlate.group.is_empty() {
+            bail!("consumer group names must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The Kafka connection settings.
+    pub fn kafka_settings(&self) -> KafkaSettings {
+        let mut s = KafkaSettings::new(self.kafka.bootstrap.clone());
+        s.client = self.kafka.client.clone();
+        s
+    }
+
+    /// The effective configuration as TOML, secret values redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        for (k, v) in shown.kafka.client.iter_mut() {
+            if tocsin_kafka::settings::is_secret(k) {
+                *v = "<redacted>".into();
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_default()
+    }
+}
+
+/// `TOCSIN_<SECTION>_<KEY>` variables into `table`, typed like the default of the key.
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<()> {
+    let defaults = toml::Table::try_from(Config::default()).expect("defaults serialize");
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("TOCSIN_") else {
+            continue;
+        };
+        if let Some(property) = rest.strip_prefix("KAFKA_CLIENT_") {
+            let key = property.to_ascii_lowercase().replace('_', ".");
+            section(table, "kafka")?
+                .entry("client")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .context("kafka.client must be a table")?
+                .insert(key, toml::Value::String(value.clone()));
+            continue;
+        }
+        for (sec_name, sec) in &defaults {
+            let Some(sec) = sec.as_table() else { continue };
+            let prefix = format!("{}_", sec_name.to_ascii_uppercase());
+            let Some(key_upper) = rest.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some((key, default)) = sec
+                .iter()
+                .find(|(k, _)| k.to_ascii_uppercase() == key_upper)
+            else {
+                continue;
+            };
+            let typed = match default {
+                toml::Value::Integer(_) => {
+                    toml::Value::Integer(value.trim().parse().map_err(|_| {
+                        anyhow::anyhow!("{name}: expected a whole number, got '{value}'")
+                    })?)
+                }
+                toml::Value::Boolean(_) => {
+                    toml::Value::Boolean(value.trim().parse().map_err(|_| {
+                        anyhow::anyhow!("{name}: expected true or false, got '{value}'")
+                    })?)
+                }
+                toml::Value::Array(_) => toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_owned()))
+                        .collect(),
+                ),
+                _ => toml::Value::String(value.clone()),
+            };
+            section(table, sec_name)?.insert(key.clone(), typed);
+        }
+    }
+    Ok(())
+}
+
+fn section<'a>(table: &'a mut toml::Table, name: &str) -> Result<&'a mut toml::Table> {
+    table
+        .entry(name)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .with_context(|| format!("[{name}] must be a table"))
+}
+
+/// The `TOCSIN_…` variables of this process.
+pub fn process_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("TOCSIN_"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn file_then_environment_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tocsin.toml");
+        std::fs::write(
+            &path,
+            "[kafka]\nbootstrap = \"10.0.0.1:9092\"\n[kafka.client]\n\"security.protocol\" = \"SASL_SSL\"\n[match]\nbatch = 100\n[topics]\nevents = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            &env(&[
+                ("TOCSIN_MATCH_BATCH_MS", "50"),
+                ("TOCSIN_TOPICS_EVENTS", "x, y"),
+                ("TOCSIN_KAFKA_CLIENT_SASL_PASSWORD", "hunter2"),
+                ("TOCSIN_UNRELATED", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.bootstrap, "10.0.0.1:9092");
+        assert_eq!(c.matching.batch, 100);
+        assert_eq!(c.matching.batch_ms, 50);
+        assert_eq!(c.topics.events, ["x", "y"]);
+        assert_eq!(c.kafka.client["sasl.password"], "hunter2");
+        assert_eq!(c.kafka.client["security.protocol"], "SASL_SSL");
+        assert_eq!(c.correlate, CorrelateSection::default());
+        let shown = c.to_redacted_toml();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        // What is printed loads back.
+        let again: Config = toml::from_str(&shown).unwrap();
+        assert_eq!(again.matching, c.matching);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[match]\nbatchh = 1\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&path), &[]).unwrap_err());
+        assert!(e.contains("bad.toml") && e.contains("batchh"), "{e}");
+        std::fs::write(&path, "[match]\nbatch = 0\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&path), &[]).unwrap_err());
+        assert!(e.contains("match.batch must be at least 1"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::load(None, &env(&[("TOCSIN_MATCH_BATCH", "many")])).unwrap_err()
+        );
+        assert!(
+            e.contains("TOCSIN_MATCH_BATCH") && e.contains("many"),
+            "{e}"
+        );
+        std::fs::write(&path, "[match\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&path), &[]).unwrap_err());
+        assert!(e.contains("bad.toml"), "{e}");
+    }
+}

@@ -1,0 +1,384 @@
+//! `tocsin worker correlate`: detections in, early warnings out.
+//!
+//! The detections topic is keyed by correlation key, so everything about one key is in one
+//! partition, and a worker holds one [`Correlator`] per partition it owns: partitions move
+//! between workers with their state and nothing else. A detection is merged under the key
+//! of its message only ([`Correlator::push_keyed`]): the match worker sent one copy per key.
+//! Detections that Sigma correlation rules derive are published back to the detections
+//! topic, once per key, so they reach the partitions that own their keys.
+//!
+//! Per batch: merge → produce the warnings (one rendering per audience topic, and one per
+//! concerned recipient) and derived detections → wait for their acknowledgement → write each
+//! touched partition's state to the changelog ([`tocsin_kafka::changelog`]) → wait → commit.
+//! When a partition arrives (first message after an assignment), its state is restored from
+//! the changelog and the detections the state already includes are skipped. A revoked
+//! partition's state is written at the end of the batch in hand and then dropped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+use tocsin_core::{Audience, Detection, EarlyWarning};
+use tocsin_correlate::audience::{self, Recipient};
+use tocsin_correlate::{Correlator, CorrelatorConfig, SNAPSHOT_FORMAT};
+use tocsin_kafka::changelog::{self, StateKey};
+use tocsin_kafka::sink::Sink;
+use tocsin_kafka::source::{Received, Source};
+use tocsin_kafka::{dead_letter, KafkaSettings};
+use tocsin_rules::EscalationPolicy;
+
+use super::{
+    acknowledged, publish_detection, rule_args, stop_on_signals, ErrorReporter, WorkerArgs,
+};
+use crate::config::Config;
+use crate::load::RuleSources;
+
+/// `tocsin worker correlate`.
+#[derive(Args)]
+pub struct CorrelateWorkerArgs {
+    #[command(flatten)]
+    common: WorkerArgs,
+    /// Consumer group. Config `correlate.group`.
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
+    /// Detections per batch. Config `correlate.batch`.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: Option<u64>,
+    /// Longest a batch stays open, in milliseconds. Config `correlate.batch_ms`.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    batch_ms: Option<u64>,
+}
+
+pub fn main(a: CorrelateWorkerArgs) -> Result<std::process::ExitCode> {
+    let mut c = a.common.resolve()?;
+    if let Some(g) = &a.group {
+        c.correlate.group = g.clone();
+    }
+    if let Some(b) = a.batch {
+        c.correlate.batch = b;
+    }
+    if let Some(b) = a.batch_ms {
+        c.correlate.batch_ms = b;
+    }
+    let (sources, _) = match crate::prepare_rules(&rule_args(&c), a.common.quiet)? {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let stop = stop_on_signals()?;
+    run(&c, &sources, &stop, a.common.quiet)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Counters of a correlate worker, printed on exit.
+#[derive(Default, Debug)]
+struct CorrelateStats {
+    messages: u64,
+    /// Messages below a restored state's offset (already in the state).
+    skipped: u64,
+    warnings: u64,
+    derived: u64,
+    produced: u64,
+    dead_letters: u64,
+    restored: u64,
+    state_records: u64,
+    batches: u64,
+}
+
+/// One owned partition: its correlator and the first offset its state does not include.
+struct Partition {
+    correlator: Correlator,
+    next_offset: i64,
+    dirty: bool,
+}
+
+/// Where warnings go.
+struct Outputs {
+    policy: EscalationPolicy,
+    audiences: Vec<(Audience, tocsin_core::Tlp, String)>,
+    recipients: Vec<(Recipient, String)>,
+    detections_topic: String,
+    dead_letter_topic: String,
+}
+
+/// Run until `stop`; returns after the last batch is committed.
+pub fn run(c: &Config, sources: &RuleSources, stop: &AtomicBool, quiet: bool) -> Result<()> {
+    let settings = c.kafka_settings();
+    let cfg = &c.correlate;
+    let policy = sources.policy.clone().unwrap_or_default();
+    let correlator_config = crate::correlator_config(sources, policy.clone());
+    let outputs = Outputs {
+        audiences: [
+            Audience::Technical,
+            Audience::Operational,
+            Audience::Strategic,
+        ]
+        .into_iter()
+        .map(|a| {
+            let name = serde_json::to_value(a)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            (
+                a,
+                audience::default_ceiling(a),
+                c.topics.audience_topic(&name),
+            )
+        })
+        .collect(),
+        recipients: sources
+            .recipients
+            .iter()
+            .map(|r| (r.clone(), c.topics.recipient_topic(&r.id)))
+            .collect(),
+        policy,
+        detections_topic: c.topics.detections.clone(),
+        dead_letter_topic: c.topics.dead_letter.clone(),
+    };
+    let topic = c.topics.detections.clone();
+    let mut source = Source::subscribe(&settings, &cfg.group, std::slice::from_ref(&topic))
+        .with_context(|| format!("connecting to {settings}"))?;
+    let mut sink = Sink::new(&settings)?;
+    if !quiet {
+        eprintln!(
+            "tocsin: correlate worker in group '{}' consuming {} (state in {}) from {}",
+            cfg.group, topic, c.topics.correlate_state, settings
+        );
+    }
+    let restore_timeout = Duration::from_secs(c.correlate.restore_timeout_s);
+    let mut parts: HashMap<i32, Partition> = HashMap::new();
+    let mut stats = CorrelateStats::default();
+    let batch_window = Duration::from_millis(cfg.batch_ms);
+    let shutdown = Duration::from_secs(c.worker.shutdown_deadline_s);
+    let mut stop_deadline = None;
+    let mut errors = ErrorReporter::default();
+    let mut warnings = Vec::new();
+    let mut json = Vec::with_capacity(4096);
+    let state_key = |partition| StateKey {
+        group: cfg.group.clone(),
+        topic: topic.clone(),
+        partition,
+    };
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let opened = Instant::now();
+        let mut in_batch = 0u64;
+        let mut revoked = Vec::new();
+        while !stopping && in_batch < cfg.batch && opened.elapsed() < batch_window {
+            let Some(polled) = source.poll(Duration::from_millis(50)) else {
+                revoked.extend(source.take_revoked());
+                if !revoked.is_empty() {
+                    break;
+                }
+                continue;
+            };
+            let msg = match polled {
+                Ok(msg) => msg,
+                Err(e) => {
+                    errors.report(&e);
+                    continue;
+                }
+            };
+            in_batch += 1;
+            stats.messages += 1;
+            let partition = msg.partition();
+            let part = match parts.entry(partition) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let p = restore(
+                        &settings,
+                        c,
+                        &state_key(partition),
+                        &correlator_config,
+                        restore_timeout,
+                    )?;
+                    stats.restored += 1;
+                    if !quiet {
+                        eprintln!(
+                            "tocsin: partition {partition} of {topic}: state restored up to offset {} ({} live keys)",
+                            p.next_offset,
+                            p.correlator.live_keys()
+                        );
+                    }
+                    e.insert(p)
+                }
+            };
+            if msg.offset() < part.next_offset {
+                stats.skipped += 1;
+            } else {
+                warnings.clear();
+                process(
+                    &msg,
+                    part,
+                    &outputs,
+                    &mut sink,
+                    &mut warnings,
+                    &mut json,
+                    &mut stats,
+                )?;
+                part.next_offset = msg.offset() + 1;
+                part.dirty = true;
+            }
+            source.done(&msg);
+            revoked.extend(source.take_revoked());
+            if !revoked.is_empty() || stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        let dirty = parts.values().any(|p| p.dirty);
+        if source.has_pending() || dirty {
+            // Warnings and derived detections first: a state must never claim a version
+            // that was not delivered.
+            stats.produced += acknowledged(&mut sink, stop, &mut stop_deadline, shutdown)?;
+            let mut touched: Vec<(&i32, &mut Partition)> =
+                parts.iter_mut().filter(|(_, p)| p.dirty).collect();
+            touched.sort_by_key(|(p, _)| **p);
+            for (p, part) in touched {
+                changelog::write(
+                    &mut sink,
+                    &c.topics.correlate_state,
+                    &state_key(*p),
+                    part.next_offset,
+                    SNAPSHOT_FORMAT,
+                    &part.correlator.snapshot(),
+                )?;
+                part.dirty = false;
+                stats.state_records += 1;
+            }
+            stats.produced += acknowledged(&mut sink, stop, &mut stop_deadline, shutdown)?;
+            if let Err(e) = source.commit() {
+                eprintln!(
+                    "tocsin: {e} (the batch will be read again by the partition's next owner; its state records say which detections to skip)"
+                );
+            }
+            stats.batches += 1;
+        }
+        for (_, p) in &revoked {
+            parts.remove(p);
+        }
+        if stopping {
+            break;
+        }
+    }
+    if !quiet {
+        eprintln!(
+            "tocsin: correlate worker stopped: {} messages, {} skipped as already in restored state, {} warning versions, {} derived detections, {} produced, {} dead letters, {} partitions restored, {} state records, {} batches",
+            stats.messages,
+            stats.skipped,
+            stats.warnings,
+            stats.derived,
+            stats.produced,
+            stats.dead_letters,
+            stats.restored,
+            stats.state_records,
+            stats.batches
+        );
+    }
+    Ok(())
+}
+
+/// The state of one partition from the changelog, or a fresh correlator.
+fn restore(
+    settings: &KafkaSettings,
+    c: &Config,
+    key: &StateKey,
+    config: &CorrelatorConfig,
+    timeout: Duration,
+) -> Result<Partition> {
+    let record = changelog::restore(settings, &c.topics.correlate_state, key, timeout)?;
+    let (correlator, next_offset) = match record {
+        Some(r) => (
+            Correlator::restore(config.clone(), &r.state).with_context(|| {
+                format!(
+                    "the state of partition {} in {} cannot be read",
+                    key.partition, c.topics.correlate_state
+                )
+            })?,
+            r.next_offset,
+        ),
+        None => (Correlator::new(config.clone()), 0),
+    };
+    Ok(Partition {
+        correlator,
+        next_offset,
+        dirty: false,
+    })
+}
+
+/// Merge one detection message and produce what it causes.
+fn process(
+    msg: &Received<'_>,
+    part: &mut Partition,
+    out: &Outputs,
+    sink: &mut Sink,
+    warnings: &mut Vec<EarlyWarning>,
+    json: &mut Vec<u8>,
+    stats: &mut CorrelateStats,
+) -> Result<()> {
+    let d: Detection = match serde_json::from_slice(msg.payload()) {
+        Ok(d) => d,
+        Err(e) => {
+            stats.dead_letters += 1;
+            let reason = format!("not a Tocsin detection: {e}");
+            dead_letter::send(
+                sink,
+                &out.dead_letter_topic,
+                msg,
+                "invalid-detection",
+                &reason,
+                usize::MAX,
+            )?;
+            return Ok(());
+        }
+    };
+    // The match worker keys each copy by one correlation key (a keyless detection by its id).
+    let key = msg
+        .key()
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .unwrap_or(&d.id);
+    part.correlator.push_keyed(&d, key, warnings);
+    for f in part.correlator.take_derived() {
+        stats.derived += 1;
+        publish_detection(sink, &out.detections_topic, &f, json)?;
+    }
+    for w in warnings.iter() {
+        stats.warnings += 1;
+        publish_warning(sink, out, w, json)?;
+    }
+    Ok(())
+}
+
+/// One rendering per audience topic and per concerned recipient, keyed by warning id, with
+/// the version and status in headers (so consumers can deduplicate without parsing).
+fn publish_warning(
+    sink: &mut Sink,
+    out: &Outputs,
+    w: &EarlyWarning,
+    json: &mut Vec<u8>,
+) -> Result<()> {
+    let version = w.version.to_string();
+    let status = serde_json::to_value(w.status)?;
+    let headers = [
+        ("tocsin.warning.version", version.as_str()),
+        ("tocsin.warning.status", status.as_str().unwrap_or("")),
+    ];
+    let renderings = out
+        .audiences
+        .iter()
+        .filter_map(|(a, ceiling, topic)| {
+            audience::render(w, *a, *ceiling, &out.policy).map(|r| (r, topic))
+        })
+        .chain(
+            out.recipients
+                .iter()
+                .filter_map(|(r, topic)| r.rendering(w, &out.policy).map(|w| (w, topic))),
+        );
+    for (rendering, topic) in renderings {
+        json.clear();
+        serde_json::to_writer(&mut *json, &rendering)?;
+        sink.send(topic, Some(w.warning_id.as_bytes()), json, &headers)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! Kafka workers and `tocsin topics create`: the same matching and correlation code as
+//! `tocsin run`, with Kafka at the edges.
+//!
+//! - [`matching`]: `worker match`, events in, detections out (keyed by correlation key).
+//! - [`correlating`]: `worker correlate`, detections in, warnings out, one correlator per
+//!   detections partition with its state in the changelog.
+//! - `worker all` runs both in one process (two threads), for small deployments.
+//!
+//! Every worker follows the same delivery rule: a batch's offsets are committed only after
+//! everything derived from the batch is acknowledged by the producer ([`acknowledged`]).
+//! Settings come from the configuration ([`crate::config`]); the flags here override it.
+
+mod correlating;
+mod matching;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+use tocsin_kafka::sink::Sink;
+use tocsin_kafka::topics;
+
+use crate::config::{self, Config};
+use crate::RuleArgs;
+
+pub use correlating::CorrelateWorkerArgs;
+pub use matching::MatchWorkerArgs;
+
+/// The configuration file and the connection flags (shared by the workers and `topics
+/// create`).
+#[derive(Args, Clone)]
+pub struct ConnectArgs {
+    /// Configuration file (TOML; `tocsin config print` shows every setting). Env TOCSIN_CONFIG.
+    #[arg(long, value_name = "FILE", env = "TOCSIN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Bootstrap servers, `HOST:PORT[,HOST:PORT…]` (config `kafka.bootstrap`, env
+    /// TOCSIN_KAFKA_BOOTSTRAP).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub bootstrap: Option<String>,
+    /// A librdkafka client property, passed through (e.g. `security.protocol=SASL_SSL`,
+    /// `sasl.mechanism=SCRAM-SHA-512`, `ssl.ca.location=…`). Repeatable. Secret values are
+    /// never printed.
+    #[arg(long = "kafka", value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!(
+            "expected KEY=VALUE, got '{}'",
+            s.split('=').next().unwrap_or("")
+        )),
+    }
+}
+
+impl ConnectArgs {
+    /// The configuration: defaults, file, environment, then these flags.
+    pub fn resolve(&self) -> Result<Config> {
+        let mut c = Config::load(self.config.as_deref(), &config::process_env())?;
+        if let Some(b) = &self.bootstrap {
+            c.kafka.bootstrap = b.clone();
+        }
+        c.kafka.client.extend(self.properties.iter().cloned());
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Flags every worker takes.
+#[derive(Args, Clone)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Rules directory or files (Sigma rules, profiles/, iocs/, escalation.yaml,
+    /// recipients.yaml). Repeatable. Config `rules.paths`.
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rules: Vec<PathBuf>,
+    /// Indicator feeds added to those in the rules' iocs/ folder. Config `rules.iocs`.
+    #[arg(long = "iocs", value_name = "PATH", num_args = 1..)]
+    pub iocs: Vec<PathBuf>,
+    /// Field-mapping profile. Config `rules.profile`.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Any rule error stops the worker (exit code 3). Config `rules.strict`.
+    #[arg(long)]
+    pub strict: bool,
+    /// Event topics to consume. Repeatable. Config `topics.events`.
+    #[arg(long = "input-topic", value_name = "NAME")]
+    pub input_topics: Vec<String>,
+    /// Detections topic. Config `topics.detections`.
+    #[arg(long, value_name = "NAME")]
+    pub detections_topic: Option<String>,
+    /// Correlator state changelog. Config `topics.correlate_state`.
+    #[arg(long, value_name = "NAME")]
+    pub state_topic: Option<String>,
+    /// Dead-letter topic. Config `topics.dead_letter`.
+    #[arg(long, value_name = "NAME")]
+    pub dead_letter_topic: Option<String>,
+    /// Prefix of the warning topics (`PREFIX.technical`, `PREFIX.csirt.de`). Config
+    /// `topics.warnings_prefix`.
+    #[arg(long, value_name = "PREFIX")]
+    pub warnings_prefix: Option<String>,
+    /// How long shutdown may take to drain and commit, in seconds. Config
+    /// `worker.shutdown_deadline_s`.
+    #[arg(long, value_name = "SECONDS")]
+    pub shutdown_deadline: Option<u64>,
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl WorkerArgs {
+    /// The configuration with these flags applied.
+    pub fn resolve(&self) -> Result<Config> {
+        let mut c = self.connect.resolve()?;
+        if !self.rules.is_empty() {
+            c.rules.paths = self.rules.clone();
+        }
+        c.rules.iocs.extend(self.iocs.iter().cloned());
+        if let Some(p) = &self.profile {
+            c.rules.profile = p.clone();
+        }
+        c.rules.strict |= self.strict;
+        if !self.input_topics.is_empty() {
+            c.topics.events = self.input_topics.clone();
+        }
+        for (flag, field) in [
+            (&self.detections_topic, &mut c.topics.detections),
+            (&self.state_topic, &mut c.topics.correlate_state),
+            (&self.dead_letter_topic, &mut c.topics.dead_letter),
+            (&self.warnings_prefix, &mut c.topics.warnings_prefix),
+        ] {
+            if let Some(v) = flag {
+                *field = v.clone();
+            }
+        }
+        if let Some(s) = self.shutdown_deadline {
+            c.worker.shutdown_deadline_s = s;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// The rule flags `prepare_rules` takes, from the configuration.
+fn rule_args(c: &Config) -> RuleArgs {
+    RuleArgs {
+        rules: c.rules.paths.clone(),
+        profile: (!c.rules.profile.is_empty()).then(|| c.rules.profile.clone()),
+        strict: c.rules.strict,
+        iocs: c.rules.iocs.clone(),
+        iocs_format: None,
+    }
+}
+
+/// A flag set by SIGTERM and SIGINT.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
+
+/// `tocsin worker all`.
+#[derive(Args)]
+pub struct AllWorkerArgs {
+    #[command(flatten)]
+    common: WorkerArgs,
+    /// Consumer group of the match side. Config `match.group`.
+    #[arg(long, value_name = "NAME")]
+    match_group: Option<String>,
+    /// Consumer group of the correlate side. Config `correlate.group`.
+    #[arg(long, value_name = "NAME")]
+    correlate_group: Option<String>,
+}
+
+pub fn match_worker(a: MatchWorkerArgs) -> Result<std::process::ExitCode> {
+    matching::main(a)
+}
+
+pub fn correlate_worker(a: CorrelateWorkerArgs) -> Result<std::process::ExitCode> {
+    correlating::main(a)
+}
+
+/// Both workers in one process: matching on a thread, correlation on the main thread. A
+/// failure of either stops both.
+pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
+    let mut c = a.common.resolve()?;
+    if let Some(g) = &a.match_group {
+        c.matching.group = g.clone();
+    }
+    if let Some(g) = &a.correlate_group {
+        c.correlate.group = g.clone();
+    }
+    let (sources, compiled) = match crate::prepare_rules(&rule_args(&c), a.common.quiet)? {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let stop = stop_on_signals()?;
+    let quiet = a.common.quiet;
+    std::thread::scope(|scope| {
+        let matcher = scope.spawn(|| {
+            let r = matching::run(&c, compiled, &stop, quiet);
+            if r.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            r
+        });
+        let correlated = correlating::run(&c, &sources, &stop, quiet);
+        if correlated.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let matched = matcher
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the match thread panicked")));
+        matched.and(correlated)
+    })?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `tocsin topics create`.
+#[derive(Args)]
+pub struct TopicsCreateArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Event topics to create. Repeatable. Config `topics.events`.
+    #[arg(long = "input-topic", value_name = "NAME")]
+    input_topics: Vec<String>,
+    /// Partitions of the event, detection, changelog and warning topics.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Replication factor.
+    #[arg(long, default_value_t = 1)]
+    replication: i32,
+    /// Recipients table (rules/recipients.yaml format): one warning topic per recipient.
+    #[arg(long, value_name = "FILE")]
+    recipients: Option<PathBuf>,
+}
+
+pub fn topics_create(a: TopicsCreateArgs) -> Result<std::process::ExitCode> {
+    let mut c = a.connect.resolve()?;
+    if !a.input_topics.is_empty() {
+        c.topics.events = a.input_topics.clone();
+    }
+    let mut recipient_topics = Vec::new();
+    if let Some(path) = &a.recipients {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let recipients =
+            tocsin_correlate::audience::parse_recipients(&path.display().to_string(), &text)
+                .map_err(|d| anyhow::anyhow!("{d}"))?;
+        recipient_topics.extend(recipients.iter().map(|r| c.topics.recipient_topic(&r.id)));
+    }
+    let plan = topics::layout(&c.topics, &recipient_topics, a.partitions);
+    let settings = c.kafka_settings();
+    let created = topics::create(&settings, &plan, a.replication, Duration::from_secs(30))
+        .with_context(|| format!("creating topics on {settings}"))?;
+    for (name, outcome) in created {
+        let what = match outcome {
+            topics::Created::Created => "created",
+            topics::Created::AlreadyExists => "exists",
+        };
+        println!("{what}\t{name}");
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Reports consumer errors at most every 10 s (librdkafka reconnects by itself).
+#[derive(Default)]
+struct ErrorReporter {
+    count: u64,
+    last: Option<Instant>,
+}
+
+impl ErrorReporter {
+    fn report(&mut self, e: &tocsin_kafka::KafkaError) {
+        self.count += 1;
+        if self.last.is_none_or(|t| t.elapsed().as_secs() >= 10) {
+            eprintln!(
+                "tocsin: {e} ({} consumer error(s) so far; retrying)",
+                self.count
+            );
+            self.last = Some(Instant::now());
+        }
+    }
+}
+
+/// Wait until the broker has acknowledged everything queued. While the broker is away,
+/// librdkafka keeps the messages and retries them (up to `message.timeout.ms`, then they
+/// fail and so does the worker, whose uncommitted batch is read again after its restart);
+/// meanwhile the worker fetches nothing more. After a stop signal it waits at most
+/// `shutdown`.
+fn acknowledged(
+    sink: &mut Sink,
+    stop: &AtomicBool,
+    stop_deadline: &mut Option<Instant>,
+    shutdown: Duration,
+) -> Result<u64> {
+    let mut waiting_since = None;
+    loop {
+        match sink.flush(Duration::from_secs(1)) {
+            Ok(n) => {
+                if let Some(since) = waiting_since {
+                    eprintln!(
+                        "tocsin: the broker acknowledged again after {:.1} s; resuming",
+                        Instant::elapsed(&since).as_secs_f64()
+                    );
+                }
+                return Ok(n);
+            }
+            Err(tocsin_kafka::KafkaError::FlushTimeout { in_flight }) => {
+                if waiting_since.is_none() {
+                    eprintln!(
+                        "tocsin: waiting for the broker to acknowledge {in_flight} message(s); fetching paused, offsets not committed"
+                    );
+                    waiting_since = Some(Instant::now());
+                }
+                if stop.load(Ordering::Relaxed) {
+                    let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + shutdown);
+                    if Instant::now() >= deadline {
+                        anyhow::bail!(
+                            "shutdown deadline passed with {in_flight} message(s) unacknowledged; their offsets are not committed and will be read again"
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                return Err(e).context(
+                    "the broker did not acknowledge the batch's output; offsets not committed",
+                )
+            }
+        }
+    }
+}
+
+/// Produce a detection once per correlation key, keyed by the key (a keyless detection
+/// once, keyed by its id), so that each copy lands in the partition that owns its key.
+fn publish_detection(
+    sink: &mut Sink,
+    topic: &str,
+    d: &tocsin_core::Detection,
+    json: &mut Vec<u8>,
+) -> Result<()> {
+    json.clear();
+    serde_json::to_writer(&mut *json, d)?;
+    if d.correlation_keys.is_empty() {
+        sink.send(topic, Some(d.id.as_bytes()), json, &[])?;
+    }
+    for key in &d.correlation_keys {
+        sink.send(topic, Some(key.as_bytes()), json, &[])?;
+    }
+    Ok(())
+}
