@@ -504,8 +504,16 @@ batch_ms = 100
     path
 }
 
+/// `tocsin` reading its settings from the scenario's file only: the test run's
+/// TOCSIN_KAFKA_BOOTSTRAP would override the file's broker.
+fn configured() -> std::process::Command {
+    let mut cmd = tocsin();
+    cmd.env_remove("TOCSIN_KAFKA_BOOTSTRAP");
+    cmd
+}
+
 fn spawn_configured(config: &std::path::Path, worker: &str) -> Child {
-    tocsin()
+    configured()
         .args(["worker", worker, "--config"])
         .arg(config)
         .stdin(Stdio::null())
@@ -526,7 +534,8 @@ fn read_warnings(
         let Some(m) = reader.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let m = m.unwrap();
+        // While the broker is away the reader reports it; librdkafka reconnects.
+        let Ok(m) = m else { continue };
         let w: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
         let id = w["warning_id"].as_str().unwrap().to_owned();
         assert_eq!(m.key(), Some(id.as_bytes()), "warnings are keyed by id");
@@ -569,10 +578,10 @@ fn correlate_worker_restores_state_after_kill_and_issues_every_warning() {
     let id = unique();
     let dir = tempfile::tempdir().unwrap();
     let config = scenario_config(dir.path(), &bootstrap, &id);
-    let check = run_ok(tocsin().args(["config", "check"]).arg(&config));
+    let check = run_ok(configured().args(["config", "check"]).arg(&config));
     assert!(String::from_utf8_lossy(&check.stdout).contains("ok"));
     run_ok(
-        tocsin()
+        configured()
             .args(["topics", "create", "--partitions", "3", "--config"])
             .arg(&config)
             .arg("--recipients")
@@ -645,29 +654,7 @@ fn correlate_worker_restores_state_after_kill_and_issues_every_warning() {
         "match worker exit {status}: {matcher_err}"
     );
 
-    for (wid, w) in &expected {
-        let version = w["version"].as_u64().unwrap();
-        let got = seen.get(&(wid.clone(), version)).unwrap_or_else(|| {
-            panic!(
-                "warning {wid} version {version} never arrived; restarted worker:\n{restarted_err}"
-            )
-        });
-        let got: serde_json::Value = serde_json::from_slice(&got[0]).unwrap();
-        assert_eq!(&got, w, "final version of {wid} differs from offline");
-        let newest = seen.keys().filter(|(i, _)| i == wid).map(|(_, v)| *v).max();
-        assert_eq!(
-            newest,
-            Some(version),
-            "{wid}: a version beyond offline's final"
-        );
-    }
-    for ((wid, version), copies) in &seen {
-        assert!(expected.contains_key(wid), "unexpected warning {wid}");
-        assert!(
-            copies.iter().all(|c| c == &copies[0]),
-            "{wid} v{version} delivered with different contents"
-        );
-    }
+    assert_final_versions(&expected, &seen, &restarted_err);
     assert!(
         restarted_err.contains("state restored up to offset")
             && !restarted_err
@@ -682,5 +669,161 @@ fn correlate_worker_restores_state_after_kill_and_issues_every_warning() {
         seen.len(),
         repeats,
         restarted_err.lines().last().unwrap_or("")
+    );
+}
+
+/// Every warning of `expected` arrived at its final version, identical to offline's; no
+/// version beyond it, no unexpected warning, and repeats are identical copies.
+fn assert_final_versions(
+    expected: &BTreeMap<String, serde_json::Value>,
+    seen: &BTreeMap<(String, u64), Vec<Vec<u8>>>,
+    worker_said: &str,
+) {
+    for (wid, w) in expected {
+        let version = w["version"].as_u64().unwrap();
+        let got = seen.get(&(wid.clone(), version)).unwrap_or_else(|| {
+            panic!("warning {wid} version {version} never arrived; the worker said:\n{worker_said}")
+        });
+        let got: serde_json::Value = serde_json::from_slice(&got[0]).unwrap();
+        assert_eq!(&got, w, "final version of {wid} differs from offline");
+        let newest = seen.keys().filter(|(i, _)| i == wid).map(|(_, v)| *v).max();
+        assert_eq!(
+            newest,
+            Some(version),
+            "{wid}: a version beyond offline's final"
+        );
+    }
+    for ((wid, version), copies) in seen {
+        assert!(expected.contains_key(wid), "unexpected warning {wid}");
+        assert!(
+            copies.iter().all(|c| c == &copies[0]),
+            "{wid} v{version} delivered with different contents"
+        );
+    }
+}
+
+/// A Tansu broker of this test's own, with SQLite storage in `dir`, on `port`.
+fn start_broker(tansu: &str, dir: &std::path::Path, port: u16) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = std::process::Command::new(tansu)
+        .args(["broker", "--silent", "--listener-url", &url])
+        .args(["--advertised-listener-url", &url])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tansu");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+/// Fault tests (d) and (f): `worker all` against a broker with durable (SQLite) storage that
+/// goes away mid-stream for several seconds and comes back. While it is away the worker
+/// keeps running (fetching paused, offsets not committed); afterwards every warning of the
+/// workload arrives at its final version, as offline.
+#[test]
+fn workers_survive_a_broker_restart_with_nothing_lost() {
+    let Some(_) = bootstrap() else { return };
+    let Ok(tansu) = std::env::var("TOCSIN_TANSU") else {
+        eprintln!("SKIPPED: TOCSIN_TANSU is not set; tests/run.sh installs the test broker");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let broker_dir = tempfile::tempdir().unwrap();
+    let mut broker = start_broker(&tansu, broker_dir.path(), port);
+    let bootstrap = format!("127.0.0.1:{port}");
+    let id = unique();
+    let dir = tempfile::tempdir().unwrap();
+    let config = scenario_config(dir.path(), &bootstrap, &id);
+    run_ok(
+        configured()
+            .args(["topics", "create", "--partitions", "3", "--config"])
+            .arg(&config)
+            .arg("--recipients")
+            .arg(repo().join("rules/recipients.yaml")),
+    );
+    let events = dir.path().join("events.jsonl");
+    run_ok(
+        tocsin()
+            .args(["gen", "--events", "20000", "--seed", "7", "--output"])
+            .arg(&events),
+    );
+    let expected = offline_final_warnings(&events);
+    let text = std::fs::read_to_string(&events).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first_half, second_half) = lines.split_at(lines.len() / 2);
+    let publish = |part: &[&str]| {
+        let mut sink = Sink::new(&KafkaSettings::new(bootstrap.clone())).unwrap();
+        for line in part {
+            sink.send_to(
+                &format!("test.{id}.events"),
+                Some(0),
+                None,
+                line.as_bytes(),
+                &[],
+            )
+            .unwrap();
+        }
+        sink.flush(Duration::from_secs(60)).unwrap();
+    };
+    publish(first_half);
+    let mut worker = spawn_configured(&config, "all");
+    let reader = Source::subscribe(
+        &KafkaSettings::new(bootstrap.clone()),
+        &format!("test-{id}-reader"),
+        &[format!("test.{id}.warnings.technical")],
+    )
+    .unwrap();
+    let mut seen = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.is_empty() && Instant::now() < deadline {
+        read_warnings(&reader, &mut seen, Duration::from_millis(200));
+    }
+    assert!(!seen.is_empty(), "no warning before the broker restart");
+
+    // (d)/(f): the broker goes away for 8 s.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(broker.id() as i32, libc::SIGTERM);
+    }
+    broker.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker gave up while the broker was away"
+    );
+    let mut broker = start_broker(&tansu, broker_dir.path(), port);
+    publish(second_half);
+    let complete = |seen: &BTreeMap<(String, u64), Vec<Vec<u8>>>| {
+        expected
+            .iter()
+            .all(|(id, w)| seen.contains_key(&(id.clone(), w["version"].as_u64().unwrap())))
+    };
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !complete(&seen) && Instant::now() < deadline {
+        read_warnings(&reader, &mut seen, Duration::from_millis(500));
+    }
+    read_warnings(&reader, &mut seen, Duration::from_secs(2));
+    let (status, worker_err) = terminate(worker);
+    assert!(status.success(), "worker all exit {status}: {worker_err}");
+    assert_final_versions(&expected, &seen, &worker_err);
+    let _ = broker.kill();
+    let _ = broker.wait();
+    let repeats: usize = seen.values().map(|c| c.len() - 1).sum();
+    eprintln!(
+        "fault test (d)/(f): {} warning versions after an 8 s broker outage, {} repeated deliveries, {} in-process restarts",
+        seen.len(),
+        repeats,
+        worker_err.matches("starting again from the last committed offsets").count()
     );
 }

@@ -31,7 +31,8 @@ use tocsin_kafka::{dead_letter, KafkaSettings};
 use tocsin_rules::EscalationPolicy;
 
 use super::{
-    acknowledged, publish_detection, rule_args, stop_on_signals, ErrorReporter, WorkerArgs,
+    acknowledged, publish_detection, rule_args, stop_on_signals, supervised, ErrorReporter,
+    WorkerArgs,
 };
 use crate::config::Config;
 use crate::load::RuleSources;
@@ -68,7 +69,9 @@ pub fn main(a: CorrelateWorkerArgs) -> Result<std::process::ExitCode> {
         Err(code) => return Ok(code),
     };
     let stop = stop_on_signals()?;
-    run(&c, &sources, &stop, a.common.quiet)?;
+    supervised("correlate", &stop, || {
+        run(&c, &sources, &stop, a.common.quiet)
+    })?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -21,7 +21,8 @@ use tocsin_kafka::source::{Received, Source};
 use tocsin_match::CompiledRules;
 
 use super::{
-    acknowledged, publish_detection, rule_args, stop_on_signals, ErrorReporter, WorkerArgs,
+    acknowledged, publish_detection, rule_args, stop_on_signals, supervised, ErrorReporter,
+    WorkerArgs,
 };
 use crate::config::Config;
 
@@ -65,7 +66,7 @@ pub fn main(a: MatchWorkerArgs) -> Result<std::process::ExitCode> {
         Err(code) => return Ok(code),
     };
     let stop = stop_on_signals()?;
-    run(&c, compiled, &stop, a.common.quiet)?;
+    supervised("match", &stop, || run(&c, &compiled, &stop, a.common.quiet))?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 
@@ -80,7 +81,7 @@ struct MatchStats {
 }
 
 /// Run until `stop`; returns after the last batch is committed.
-pub fn run(c: &Config, compiled: CompiledRules, stop: &AtomicBool, quiet: bool) -> Result<()> {
+pub fn run(c: &Config, compiled: &CompiledRules, stop: &AtomicBool, quiet: bool) -> Result<()> {
     let settings = c.kafka_settings();
     let cfg = &c.matching;
     let mut source = Source::subscribe(&settings, &cfg.group, &c.topics.events)
@@ -147,8 +148,8 @@ pub fn run(c: &Config, compiled: CompiledRules, stop: &AtomicBool, quiet: bool) 
 }
 
 /// The matching state of one worker: rules and reusable buffers.
-struct MatchState {
-    rules: CompiledRules,
+struct MatchState<'a> {
+    rules: &'a CompiledRules,
     scratch: tocsin_match::MatchScratch,
     index: EventIndex,
     detections: Vec<Detection>,
@@ -158,8 +159,8 @@ struct MatchState {
     dead_letter_topic: String,
 }
 
-impl MatchState {
-    fn new(rules: CompiledRules, c: &Config) -> Self {
+impl<'a> MatchState<'a> {
+    fn new(rules: &'a CompiledRules, c: &Config) -> Self {
         MatchState {
             scratch: rules.new_scratch(),
             rules,

@@ -206,13 +206,17 @@ pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
     let quiet = a.common.quiet;
     std::thread::scope(|scope| {
         let matcher = scope.spawn(|| {
-            let r = matching::run(&c, compiled, &stop, quiet);
+            let r = supervised("match", &stop, || {
+                matching::run(&c, &compiled, &stop, quiet)
+            });
             if r.is_err() {
                 stop.store(true, Ordering::Relaxed);
             }
             r
         });
-        let correlated = correlating::run(&c, &sources, &stop, quiet);
+        let correlated = supervised("correlate", &stop, || {
+            correlating::run(&c, &sources, &stop, quiet)
+        });
         if correlated.is_err() {
             stop.store(true, Ordering::Relaxed);
         }
@@ -269,6 +273,39 @@ pub fn topics_create(a: TopicsCreateArgs) -> Result<std::process::ExitCode> {
         println!("{what}\t{name}");
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Run a worker loop, and run it again when the broker failed to acknowledge its output:
+/// a new consumer and producer resume from the last committed offsets (and a correlate
+/// worker from its state records), exactly as a restarted process would, without waiting
+/// for Kubernetes to notice. Other errors (configuration, a state that cannot be read) end
+/// the worker; so does any error after a stop signal.
+fn supervised(name: &str, stop: &AtomicBool, mut run: impl FnMut() -> Result<()>) -> Result<()> {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let Err(e) = run() else { return Ok(()) };
+        let retryable = e.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<tocsin_kafka::KafkaError>(),
+                Some(
+                    tocsin_kafka::KafkaError::Delivery { .. }
+                        | tocsin_kafka::KafkaError::Producer(_)
+                )
+            )
+        });
+        if !retryable || stop.load(Ordering::Relaxed) {
+            return Err(e);
+        }
+        eprintln!(
+            "tocsin: {name} worker: {e:#}; starting again from the last committed offsets in {} s",
+            backoff.as_secs()
+        );
+        let until = Instant::now() + backoff;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
 }
 
 /// Reports consumer errors at most every 10 s (librdkafka reconnects by itself).
