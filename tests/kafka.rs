@@ -513,9 +513,14 @@ fn configured() -> std::process::Command {
 }
 
 fn spawn_configured(config: &std::path::Path, worker: &str) -> Child {
+    spawn_configured_with(config, worker, &[])
+}
+
+fn spawn_configured_with(config: &std::path::Path, worker: &str, extra: &[&str]) -> Child {
     configured()
         .args(["worker", worker, "--config"])
         .arg(config)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -777,7 +782,11 @@ fn workers_survive_a_broker_restart_with_nothing_lost() {
         sink.flush(Duration::from_secs(60)).unwrap();
     };
     publish(first_half);
-    let mut worker = spawn_configured(&config, "all");
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut worker = spawn_configured_with(&config, "all", &["--listen", &listen.to_string()]);
     let reader = Source::subscribe(
         &KafkaSettings::new(bootstrap.clone()),
         &format!("test-{id}-reader"),
@@ -790,6 +799,40 @@ fn workers_survive_a_broker_restart_with_nothing_lost() {
         read_warnings(&reader, &mut seen, Duration::from_millis(200));
     }
     assert!(!seen.is_empty(), "no warning before the broker restart");
+    // The operator's view while the stream flows: ready, and the series move.
+    let events_series = format!("tocsin_events_total{{source=\"test.{id}.events\"}}");
+    let wait_ready = |want: bool, within: Duration| {
+        let until = Instant::now() + within;
+        loop {
+            let (code, body) = http_get(listen, "/readyz");
+            if (code == 200) == want {
+                return body;
+            }
+            assert!(
+                Instant::now() < until,
+                "/readyz stayed {code} ({body}) for {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_ready(true, Duration::from_secs(15));
+    let (_, before) = http_get(listen, "/metrics");
+    let events_before = metric(&before, &events_series).expect("events by source");
+    assert!(events_before > 0.0);
+    for series in [
+        "tocsin_detections_total{rule=",
+        "tocsin_warnings_total{",
+        &format!("tocsin_consumer_lag_messages{{partition=\"0\",topic=\"test.{id}.events\"}}"),
+        "tocsin_broker_reachable",
+        "tocsin_state_records_total",
+        "tocsin_batch_duration_seconds_count{worker=\"correlate\"}",
+        "tocsin_event_to_warning_seconds_count",
+    ] {
+        assert!(
+            metric(&before, series).is_some_and(|v| v > 0.0),
+            "{series} missing or zero:\n{before}"
+        );
+    }
 
     // (d)/(f): the broker goes away for 8 s.
     // SAFETY: kill(2) on our own child's pid.
@@ -797,7 +840,12 @@ fn workers_survive_a_broker_restart_with_nothing_lost() {
         libc::kill(broker.id() as i32, libc::SIGTERM);
     }
     broker.wait().unwrap();
-    std::thread::sleep(Duration::from_secs(8));
+    let outage = Instant::now();
+    // Readiness follows the broker (Kubernetes stops routing to, and KEDA scaling on, a
+    // worker that cannot reach it).
+    let why = wait_ready(false, Duration::from_secs(8));
+    assert!(why.contains("broker"), "{why}");
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(outage.elapsed()));
     assert!(
         worker.try_wait().unwrap().is_none(),
         "the worker gave up while the broker was away"
@@ -814,6 +862,13 @@ fn workers_survive_a_broker_restart_with_nothing_lost() {
         read_warnings(&reader, &mut seen, Duration::from_millis(500));
     }
     read_warnings(&reader, &mut seen, Duration::from_secs(2));
+    wait_ready(true, Duration::from_secs(30));
+    let (_, after) = http_get(listen, "/metrics");
+    let events_after = metric(&after, &events_series).unwrap();
+    assert!(
+        events_after >= lines.len() as f64 && events_after > events_before,
+        "events counted: {events_before} then {events_after}"
+    );
     let (status, worker_err) = terminate(worker);
     assert!(status.success(), "worker all exit {status}: {worker_err}");
     assert_final_versions(&expected, &seen, &worker_err);
@@ -826,4 +881,38 @@ fn workers_survive_a_broker_restart_with_nothing_lost() {
         repeats,
         worker_err.matches("starting again from the last committed offsets").count()
     );
+}
+
+/// `GET path` on a worker's metrics listener: (status code, body).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return (0, "not listening".into());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (code, body)
+}
+
+/// The sum of the samples whose line starts with `prefix` (a name, or a name and labels).
+fn metric(exposition: &str, prefix: &str) -> Option<f64> {
+    let values: Vec<f64> = exposition
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }

@@ -17,14 +17,48 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::{KafkaError, KafkaSettings};
 
-/// Records the partitions a rebalance takes away, for the worker to drop their state.
-/// librdkafka calls it inside [`Source::poll`], on the worker's thread.
+/// What librdkafka tells the consumer on the side: the partitions a rebalance takes away
+/// (for the worker to drop their state), and, from its statistics (every second), whether a
+/// broker is reachable and how far behind each assigned partition is. librdkafka calls it
+/// inside [`Source::poll`], on the worker's thread.
 #[derive(Default)]
 pub struct Rebalances {
     revoked: Mutex<Vec<(String, i32)>>,
+    health: Mutex<Health>,
 }
 
-impl ClientContext for Rebalances {}
+/// The consumer's view of the cluster, from librdkafka's last statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Whether at least one broker connection is up; `None` before the first statistics.
+    pub broker_up: Option<bool>,
+    /// Consumer lag of each assigned partition: (topic, partition, messages behind).
+    pub lag: Vec<(String, i32, i64)>,
+}
+
+impl ClientContext for Rebalances {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let broker_up = statistics
+            .brokers
+            .values()
+            .any(|b| b.source != "internal" && b.state == "UP");
+        let mut lag: Vec<(String, i32, i64)> = statistics
+            .topics
+            .iter()
+            .flat_map(|(topic, t)| {
+                t.partitions
+                    .values()
+                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                    .map(move |p| (topic.clone(), p.partition, p.consumer_lag))
+            })
+            .collect();
+        lag.sort();
+        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = Health {
+            broker_up: Some(broker_up),
+            lag,
+        };
+    }
+}
 
 impl ConsumerContext for Rebalances {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -62,6 +96,7 @@ impl Source {
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("enable.partition.eof", "false"),
+                ("statistics.interval.ms", "1000"),
             ])
             .create_with_context(Rebalances::default())
             .map_err(|source| KafkaError::Client {
@@ -118,6 +153,16 @@ impl Source {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         )
+    }
+
+    /// The cluster as the consumer last saw it (broker reachable, lag per partition).
+    pub fn health(&self) -> Health {
+        self.consumer
+            .context()
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether any done offset waits for a commit.

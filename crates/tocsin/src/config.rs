@@ -134,12 +134,15 @@ impl Default for CorrelateSection {
 pub struct WorkerSection {
     /// How long shutdown may take to drain and commit, in seconds.
     pub shutdown_deadline_s: u64,
+    /// `ADDR:PORT` of `/metrics`, `/healthz` and `/readyz`; empty: no listener.
+    pub listen: String,
 }
 
 impl Default for WorkerSection {
     fn default() -> Self {
         WorkerSection {
             shutdown_deadline_s: 30,
+            listen: String::new(),
         }
     }
 }

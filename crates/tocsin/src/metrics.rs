@@ -1,22 +1,32 @@
 //! Prometheus metrics and health endpoints (`--listen ADDR:PORT`).
 //!
 //! Operators watch Tocsin through `/metrics` (Prometheus text exposition), `/healthz` (the
-//! process is alive) and `/readyz` (rules are loaded). The server is a small thread on a
+//! process is alive) and `/readyz` (rules are loaded; for the workers also: a broker is
+//! reachable and no partition's state is being restored). Readiness is kept per component
+//! (`rules`, `match`, `correlate`): `worker all` is ready when both of its workers are. The server is a small thread on a
 //! blocking listener: it serves a few scrapes a minute and must never compete with matching.
 //! Label sets are bounded: rule ids come from the loaded rule set and feeds from the loaded
 //! feeds, never from event values.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// A component's readiness.
+enum Readiness {
+    Ready,
+    /// Ready until then, unless renewed.
+    ReadyUntil(Instant),
+    NotReady(String),
+}
 
 /// The metrics of one process.
 pub struct Metrics {
@@ -49,7 +59,21 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// Time to process one input line, in seconds (sampled: one line in 64).
     pub event_seconds: Histogram,
-    ready: Arc<AtomicBool>,
+    /// Workers: messages behind the end of each assigned partition.
+    pub consumer_lag: IntGaugeVec,
+    /// Workers: 1 while a broker connection is up.
+    pub broker_reachable: IntGauge,
+    /// Workers: time from opening a batch to committing it, by worker.
+    pub batch_seconds: HistogramVec,
+    /// Wall-clock time from the event time of the detection that issued a warning version
+    /// to the version's publication.
+    pub warning_latency_seconds: Histogram,
+    /// Correlate workers: partition states restored from the changelog.
+    pub state_restores: IntCounter,
+    /// Correlate workers: state records written to the changelog.
+    pub state_records: IntCounter,
+    /// Each component's readiness.
+    readiness: Mutex<BTreeMap<&'static str, Readiness>>,
 }
 
 impl Metrics {
@@ -130,14 +154,106 @@ impl Metrics {
                 &["outcome"],
             )?,
             event_seconds,
-            ready: Arc::new(AtomicBool::new(false)),
+            consumer_lag: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "tocsin_consumer_lag_messages",
+                        "Messages behind the end of each assigned partition (librdkafka statistics).",
+                    ),
+                    &["topic", "partition"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            broker_reachable: gauge(
+                "tocsin_broker_reachable",
+                "1 while the worker has a connection to a broker.",
+            )?,
+            batch_seconds: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "tocsin_batch_duration_seconds",
+                        "Time from opening a batch to committing its offsets, by worker.",
+                    )
+                    .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                    &["worker"],
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            warning_latency_seconds: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tocsin_event_to_warning_seconds",
+                        "Wall-clock time from the event time of the detection that issued a warning version to its publication.",
+                    )
+                    .buckets(vec![0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0]),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            state_restores: counter(
+                "tocsin_state_restores_total",
+                "Partition states restored from the changelog.",
+            )?,
+            state_records: counter(
+                "tocsin_state_records_total",
+                "Correlator state records written to the changelog.",
+            )?,
+            readiness: Mutex::new(BTreeMap::from([(
+                "rules",
+                Readiness::NotReady("rules not loaded".to_owned()),
+            )])),
             registry,
         }))
     }
 
     /// Mark the process ready (rules loaded) or not.
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
+        self.set_readiness("rules", (!ready).then(|| "rules not loaded".to_owned()));
+    }
+
+    /// Set why `component` is not ready (`None`: it is ready).
+    pub fn set_readiness(&self, component: &'static str, not_ready: Option<String>) {
+        self.set(
+            component,
+            not_ready.map_or(Readiness::Ready, Readiness::NotReady),
+        );
+    }
+
+    /// `component` is ready for `valid_for` unless it says so again: a worker blocked on an
+    /// unreachable broker (in a commit, say) stops saying so and turns not ready by itself.
+    pub fn set_ready_for(&self, component: &'static str, valid_for: Duration) {
+        self.set(component, Readiness::ReadyUntil(Instant::now() + valid_for));
+    }
+
+    fn set(&self, component: &'static str, r: Readiness) {
+        self.readiness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(component, r);
+    }
+
+    /// `Err(reasons)` while any component is not ready.
+    pub fn readiness(&self) -> Result<(), String> {
+        let r = self.readiness.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let reasons: Vec<String> = r
+            .iter()
+            .filter_map(|(c, r)| match r {
+                Readiness::Ready => None,
+                Readiness::ReadyUntil(t) if *t > now => None,
+                Readiness::ReadyUntil(_) => Some(format!(
+                    "{c}: no word from the broker for a while (a request to it is waiting)"
+                )),
+                Readiness::NotReady(why) => Some(format!("{c}: {why}")),
+            })
+            .collect();
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons.join("; "))
+        }
     }
 
     /// The text exposition of every metric.
@@ -180,14 +296,14 @@ impl Metrics {
         let (status, content_type, body) = match path {
             "/metrics" => ("200 OK", "text/plain; version=0.0.4", self.render()),
             "/healthz" => ("200 OK", "text/plain", b"ok\n".to_vec()),
-            "/readyz" if self.ready.load(Ordering::SeqCst) => {
-                ("200 OK", "text/plain", b"ready\n".to_vec())
-            }
-            "/readyz" => (
-                "503 Service Unavailable",
-                "text/plain",
-                b"not ready: rules not loaded\n".to_vec(),
-            ),
+            "/readyz" => match self.readiness() {
+                Ok(()) => ("200 OK", "text/plain", b"ready\n".to_vec()),
+                Err(why) => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    format!("not ready: {why}\n").into_bytes(),
+                ),
+            },
             _ => ("404 Not Found", "text/plain", b"not found\n".to_vec()),
         };
         let mut stream = stream;

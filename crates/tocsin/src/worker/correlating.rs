@@ -31,11 +31,12 @@ use tocsin_kafka::{dead_letter, KafkaSettings};
 use tocsin_rules::EscalationPolicy;
 
 use super::{
-    acknowledged, publish_detection, rule_args, stop_on_signals, supervised, ErrorReporter,
-    WorkerArgs,
+    acknowledged, publish_detection, rule_args, serve_metrics, stop_on_signals, supervised,
+    ClusterView, ErrorReporter, WorkerArgs,
 };
 use crate::config::Config;
 use crate::load::RuleSources;
+use crate::metrics::Metrics;
 
 /// `tocsin worker correlate`.
 #[derive(Args)]
@@ -64,13 +65,15 @@ pub fn main(a: CorrelateWorkerArgs) -> Result<std::process::ExitCode> {
     if let Some(b) = a.batch_ms {
         c.correlate.batch_ms = b;
     }
-    let (sources, _) = match crate::prepare_rules(&rule_args(&c), a.common.quiet)? {
+    let (sources, compiled) = match crate::prepare_rules(&rule_args(&c), a.common.quiet)? {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
     let stop = stop_on_signals()?;
+    let metrics = serve_metrics(&c, &compiled, a.common.quiet)?;
+    drop(compiled);
     supervised("correlate", &stop, || {
-        run(&c, &sources, &stop, a.common.quiet)
+        run(&c, &sources, metrics.as_deref(), &stop, a.common.quiet)
     })?;
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -107,7 +110,13 @@ struct Outputs {
 }
 
 /// Run until `stop`; returns after the last batch is committed.
-pub fn run(c: &Config, sources: &RuleSources, stop: &AtomicBool, quiet: bool) -> Result<()> {
+pub fn run(
+    c: &Config,
+    sources: &RuleSources,
+    metrics: Option<&Metrics>,
+    stop: &AtomicBool,
+    quiet: bool,
+) -> Result<()> {
     let settings = c.kafka_settings();
     let cfg = &c.correlate;
     let policy = sources.policy.clone().unwrap_or_default();
@@ -159,6 +168,8 @@ pub fn run(c: &Config, sources: &RuleSources, stop: &AtomicBool, quiet: bool) ->
     let mut errors = ErrorReporter::default();
     let mut warnings = Vec::new();
     let mut json = Vec::with_capacity(4096);
+    let mut view = ClusterView::new("correlate", metrics);
+    let readiness = metrics.map(|m| (m, "correlate"));
     let state_key = |partition| StateKey {
         group: cfg.group.clone(),
         topic: topic.clone(),
@@ -190,6 +201,12 @@ pub fn run(c: &Config, sources: &RuleSources, stop: &AtomicBool, quiet: bool) ->
             let part = match parts.entry(partition) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
+                    if let Some(m) = metrics {
+                        m.set_readiness(
+                            "correlate",
+                            Some(format!("restoring the state of partition {partition}")),
+                        );
+                    }
                     let p = restore(
                         &settings,
                         c,
@@ -198,6 +215,10 @@ pub fn run(c: &Config, sources: &RuleSources, stop: &AtomicBool, quiet: bool) ->
                         restore_timeout,
                     )?;
                     stats.restored += 1;
+                    if let Some(m) = metrics {
+                        m.state_restores.inc();
+                        m.set_readiness("correlate", None);
+                    }
                     if !quiet {
                         eprintln!(
                             "tocsin: partition {partition} of {topic}: state restored up to offset {} ({} live keys)",
@@ -220,6 +241,7 @@ pub fn run(c: &Config, sources: &RuleSources, stop: &AtomicBool, quiet: bool) ->
                     &mut warnings,
                     &mut json,
                     &mut stats,
+                    metrics,
                 )?;
                 part.next_offset = msg.offset() + 1;
                 part.dirty = true;
@@ -234,7 +256,8 @@ pub fn run(c: &Config, sources: &RuleSources, stop: &AtomicBool, quiet: bool) ->
         if source.has_pending() || dirty {
             // Warnings and derived detections first: a state must never claim a version
             // that was not delivered.
-            stats.produced += acknowledged(&mut sink, stop, &mut stop_deadline, shutdown)?;
+            stats.produced +=
+                acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness)?;
             let mut touched: Vec<(&i32, &mut Partition)> =
                 parts.iter_mut().filter(|(_, p)| p.dirty).collect();
             touched.sort_by_key(|(p, _)| **p);
@@ -249,18 +272,36 @@ pub fn run(c: &Config, sources: &RuleSources, stop: &AtomicBool, quiet: bool) ->
                 )?;
                 part.dirty = false;
                 stats.state_records += 1;
+                if let Some(m) = metrics {
+                    m.state_records.inc();
+                }
             }
-            stats.produced += acknowledged(&mut sink, stop, &mut stop_deadline, shutdown)?;
+            stats.produced +=
+                acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness)?;
             if let Err(e) = source.commit() {
                 eprintln!(
                     "tocsin: {e} (the batch will be read again by the partition's next owner; its state records say which detections to skip)"
                 );
             }
             stats.batches += 1;
+            if let Some(m) = metrics {
+                m.batch_seconds
+                    .with_label_values(&["correlate"])
+                    .observe(opened.elapsed().as_secs_f64());
+            }
         }
         for (_, p) in &revoked {
             parts.remove(p);
         }
+        if let Some(m) = metrics {
+            m.correlation_keys.set(
+                parts
+                    .values()
+                    .map(|p| p.correlator.live_keys() as i64)
+                    .sum(),
+            );
+        }
+        view.observe(metrics, &source);
         if stopping {
             break;
         }
@@ -311,6 +352,7 @@ fn restore(
 }
 
 /// Merge one detection message and produce what it causes.
+#[allow(clippy::too_many_arguments)] // the worker loop's state, passed apart for borrowing
 fn process(
     msg: &Received<'_>,
     part: &mut Partition,
@@ -319,11 +361,17 @@ fn process(
     warnings: &mut Vec<EarlyWarning>,
     json: &mut Vec<u8>,
     stats: &mut CorrelateStats,
+    metrics: Option<&Metrics>,
 ) -> Result<()> {
     let d: Detection = match serde_json::from_slice(msg.payload()) {
         Ok(d) => d,
         Err(e) => {
             stats.dead_letters += 1;
+            if let Some(m) = metrics {
+                m.dead_letters
+                    .with_label_values(&["invalid-detection"])
+                    .inc();
+            }
             let reason = format!("not a Tocsin detection: {e}");
             dead_letter::send(
                 sink,
@@ -341,14 +389,21 @@ fn process(
         .key()
         .and_then(|k| std::str::from_utf8(k).ok())
         .unwrap_or(&d.id);
+    let before = part.correlator.stats();
     part.correlator.push_keyed(&d, key, warnings);
+    if let Some(m) = metrics {
+        let after = part.correlator.stats();
+        m.late.inc_by(after.late.saturating_sub(before.late));
+        m.evictions
+            .inc_by(after.evicted.saturating_sub(before.evicted));
+    }
     for f in part.correlator.take_derived() {
         stats.derived += 1;
         publish_detection(sink, &out.detections_topic, &f, json)?;
     }
     for w in warnings.iter() {
         stats.warnings += 1;
-        publish_warning(sink, out, w, json)?;
+        publish_warning(sink, out, w, json, metrics)?;
     }
     Ok(())
 }
@@ -360,7 +415,17 @@ fn publish_warning(
     out: &Outputs,
     w: &EarlyWarning,
     json: &mut Vec<u8>,
+    metrics: Option<&Metrics>,
 ) -> Result<()> {
+    if let Some(m) = metrics {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if now_ms >= w.issued_at.0 {
+            m.warning_latency_seconds
+                .observe((now_ms - w.issued_at.0) as f64 / 1000.0);
+        }
+    }
     let version = w.version.to_string();
     let status = serde_json::to_value(w.status)?;
     let headers = [
@@ -382,6 +447,15 @@ fn publish_warning(
         json.clear();
         serde_json::to_writer(&mut *json, &rendering)?;
         sink.send(topic, Some(w.warning_id.as_bytes()), json, &headers)?;
+        if let Some(m) = metrics {
+            let audience = serde_json::to_value(rendering.audience)?;
+            m.warnings
+                .with_label_values(&[
+                    status.as_str().unwrap_or(""),
+                    audience.as_str().unwrap_or(""),
+                ])
+                .inc();
+        }
     }
     Ok(())
 }

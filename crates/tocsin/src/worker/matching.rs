@@ -21,10 +21,11 @@ use tocsin_kafka::source::{Received, Source};
 use tocsin_match::CompiledRules;
 
 use super::{
-    acknowledged, publish_detection, rule_args, stop_on_signals, supervised, ErrorReporter,
-    WorkerArgs,
+    acknowledged, publish_detection, rule_args, serve_metrics, stop_on_signals, supervised,
+    ClusterView, ErrorReporter, WorkerArgs,
 };
 use crate::config::Config;
+use crate::metrics::Metrics;
 
 /// `tocsin worker match`.
 #[derive(Args)]
@@ -66,7 +67,10 @@ pub fn main(a: MatchWorkerArgs) -> Result<std::process::ExitCode> {
         Err(code) => return Ok(code),
     };
     let stop = stop_on_signals()?;
-    supervised("match", &stop, || run(&c, &compiled, &stop, a.common.quiet))?;
+    let metrics = serve_metrics(&c, &compiled, a.common.quiet)?;
+    supervised("match", &stop, || {
+        run(&c, &compiled, metrics.as_deref(), &stop, a.common.quiet)
+    })?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 
@@ -81,7 +85,13 @@ struct MatchStats {
 }
 
 /// Run until `stop`; returns after the last batch is committed.
-pub fn run(c: &Config, compiled: &CompiledRules, stop: &AtomicBool, quiet: bool) -> Result<()> {
+pub fn run(
+    c: &Config,
+    compiled: &CompiledRules,
+    metrics: Option<&Metrics>,
+    stop: &AtomicBool,
+    quiet: bool,
+) -> Result<()> {
     let settings = c.kafka_settings();
     let cfg = &c.matching;
     let mut source = Source::subscribe(&settings, &cfg.group, &c.topics.events)
@@ -95,7 +105,9 @@ pub fn run(c: &Config, compiled: &CompiledRules, stop: &AtomicBool, quiet: bool)
             settings
         );
     }
-    let mut m = MatchState::new(compiled, c);
+    let mut m = MatchState::new(compiled, c, metrics);
+    let mut view = ClusterView::new("match", metrics);
+    let readiness = metrics.map(|m| (m, "match"));
     let mut stats = MatchStats::default();
     let batch_window = Duration::from_millis(cfg.batch_ms);
     let shutdown = Duration::from_secs(c.worker.shutdown_deadline_s);
@@ -125,18 +137,25 @@ pub fn run(c: &Config, compiled: &CompiledRules, stop: &AtomicBool, quiet: bool)
         }
         if source.has_pending() {
             // Every derived message acknowledged, then (and only then) the offsets.
-            stats.produced += acknowledged(&mut sink, stop, &mut stop_deadline, shutdown)?;
+            stats.produced +=
+                acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness)?;
             if let Err(e) = source.commit() {
                 eprintln!(
                     "tocsin: {e} (the batch will be read again by the partition's next owner)"
                 );
             }
             stats.batches += 1;
+            if let Some(m) = metrics {
+                m.batch_seconds
+                    .with_label_values(&["match"])
+                    .observe(opened.elapsed().as_secs_f64());
+            }
         }
         // This worker keeps no state per partition: revocations need no action.
         source.take_revoked();
+        view.observe(metrics, &source);
     }
-    stats.produced += acknowledged(&mut sink, stop, &mut stop_deadline, shutdown)?;
+    stats.produced += acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness)?;
     source.commit().context("committing at shutdown")?;
     if !quiet {
         eprintln!(
@@ -157,10 +176,11 @@ struct MatchState<'a> {
     max_event_bytes: usize,
     detections_topic: String,
     dead_letter_topic: String,
+    metrics: Option<&'a Metrics>,
 }
 
 impl<'a> MatchState<'a> {
-    fn new(rules: &'a CompiledRules, c: &Config) -> Self {
+    fn new(rules: &'a CompiledRules, c: &Config, metrics: Option<&'a Metrics>) -> Self {
         MatchState {
             scratch: rules.new_scratch(),
             rules,
@@ -170,6 +190,7 @@ impl<'a> MatchState<'a> {
             max_event_bytes: usize::try_from(c.matching.max_event_bytes).unwrap_or(usize::MAX),
             detections_topic: c.topics.detections.clone(),
             dead_letter_topic: c.topics.dead_letter.clone(),
+            metrics,
         }
     }
 
@@ -181,8 +202,16 @@ impl<'a> MatchState<'a> {
     ) -> Result<()> {
         let payload = msg.payload();
         let keep = self.max_event_bytes;
+        if let Some(m) = self.metrics {
+            m.events.with_label_values(&[msg.topic()]).inc();
+            m.bytes.inc_by(payload.len() as u64);
+        }
+        let metrics = self.metrics;
         let mut reject = |kind: &'static str, reason: &str| -> Result<()> {
             stats.dead_letters += 1;
+            if let Some(m) = metrics {
+                m.dead_letters.with_label_values(&[kind]).inc();
+            }
             Ok(dead_letter::send(
                 sink,
                 &self.dead_letter_topic,
@@ -255,6 +284,12 @@ impl<'a> MatchState<'a> {
         stats.detections += self.detections.len() as u64;
         for d in &self.detections {
             publish_detection(sink, &self.detections_topic, d, &mut self.json)?;
+            if let Some(m) = self.metrics {
+                m.detections.with_label_values(&[d.rule.id.as_str()]).inc();
+                for i in &d.indicators {
+                    m.indicator_hits.with_label_values(&[i.feed.as_str()]).inc();
+                }
+            }
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ use tocsin_kafka::sink::Sink;
 use tocsin_kafka::topics;
 
 use crate::config::{self, Config};
+use crate::metrics::Metrics;
 use crate::RuleArgs;
 
 pub use correlating::CorrelateWorkerArgs;
@@ -109,6 +110,9 @@ pub struct WorkerArgs {
     /// `worker.shutdown_deadline_s`.
     #[arg(long, value_name = "SECONDS")]
     pub shutdown_deadline: Option<u64>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` on `ADDR:PORT`. Config `worker.listen`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
@@ -142,6 +146,9 @@ impl WorkerArgs {
         if let Some(s) = self.shutdown_deadline {
             c.worker.shutdown_deadline_s = s;
         }
+        if let Some(l) = &self.listen {
+            c.worker.listen = l.clone();
+        }
         c.validate()?;
         Ok(c)
     }
@@ -155,6 +162,74 @@ fn rule_args(c: &Config) -> RuleArgs {
         strict: c.rules.strict,
         iocs: c.rules.iocs.clone(),
         iocs_format: None,
+    }
+}
+
+/// The metrics listener of `worker.listen`, if set; ready once the rules are loaded (the
+/// workers add their own conditions).
+fn serve_metrics(
+    c: &Config,
+    rules: &tocsin_match::CompiledRules,
+    quiet: bool,
+) -> Result<Option<Arc<Metrics>>> {
+    if c.worker.listen.is_empty() {
+        return Ok(None);
+    }
+    let m = Metrics::new()?;
+    let local = m.serve(&c.worker.listen)?;
+    if !quiet {
+        eprintln!("tocsin: serving /metrics, /healthz and /readyz on {local}");
+    }
+    let s = rules.stats();
+    m.rules_loaded.set(s.rules as i64);
+    m.indicators_loaded.set(s.indicators as i64);
+    m.rule_set_version.set(1);
+    m.set_ready(true);
+    Ok(Some(m))
+}
+
+/// What a worker's consumer last saw of the cluster, into the metrics: broker reachable,
+/// lag per assigned partition (series of partitions no longer assigned are removed), and
+/// the worker's readiness.
+struct ClusterView {
+    component: &'static str,
+    shown: Vec<(String, String)>,
+}
+
+impl ClusterView {
+    fn new(component: &'static str, m: Option<&Metrics>) -> Self {
+        if let Some(m) = m {
+            m.set_readiness(component, Some("connecting to the broker".into()));
+        }
+        ClusterView {
+            component,
+            shown: Vec::new(),
+        }
+    }
+
+    fn observe(&mut self, m: Option<&Metrics>, source: &tocsin_kafka::source::Source) {
+        let Some(m) = m else { return };
+        let h = source.health();
+        m.broker_reachable.set(i64::from(h.broker_up == Some(true)));
+        let now: Vec<(String, String)> = h
+            .lag
+            .iter()
+            .map(|(t, p, _)| (t.clone(), p.to_string()))
+            .collect();
+        for (t, p) in self.shown.iter().filter(|s| !now.contains(s)) {
+            let _ = m.consumer_lag.remove_label_values(&[t, p]);
+        }
+        for ((t, p), (_, _, lag)) in now.iter().zip(&h.lag) {
+            m.consumer_lag.with_label_values(&[t, p]).set(*lag);
+        }
+        self.shown = now;
+        match h.broker_up {
+            // Statistics come every second and this runs every batch window (or after a
+            // blocking request returns): five seconds without renewal means stuck.
+            Some(true) => m.set_ready_for(self.component, Duration::from_secs(5)),
+            Some(false) => m.set_readiness(self.component, Some("no broker reachable".into())),
+            None => m.set_readiness(self.component, Some("connecting to the broker".into())),
+        }
     }
 }
 
@@ -204,10 +279,12 @@ pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
     };
     let stop = stop_on_signals()?;
     let quiet = a.common.quiet;
+    let metrics = serve_metrics(&c, &compiled, quiet)?;
+    let m = metrics.as_deref();
     std::thread::scope(|scope| {
         let matcher = scope.spawn(|| {
             let r = supervised("match", &stop, || {
-                matching::run(&c, &compiled, &stop, quiet)
+                matching::run(&c, &compiled, m, &stop, quiet)
             });
             if r.is_err() {
                 stop.store(true, Ordering::Relaxed);
@@ -215,7 +292,7 @@ pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
             r
         });
         let correlated = supervised("correlate", &stop, || {
-            correlating::run(&c, &sources, &stop, quiet)
+            correlating::run(&c, &sources, m, &stop, quiet)
         });
         if correlated.is_err() {
             stop.store(true, Ordering::Relaxed);
@@ -338,6 +415,7 @@ fn acknowledged(
     stop: &AtomicBool,
     stop_deadline: &mut Option<Instant>,
     shutdown: Duration,
+    readiness: Option<(&Metrics, &'static str)>,
 ) -> Result<u64> {
     let mut waiting_since = None;
     loop {
@@ -357,6 +435,15 @@ fn acknowledged(
                         "tocsin: waiting for the broker to acknowledge {in_flight} message(s); fetching paused, offsets not committed"
                     );
                     waiting_since = Some(Instant::now());
+                }
+                if let Some((m, component)) = readiness {
+                    m.set_readiness(
+                        component,
+                        Some(format!(
+                            "waiting for the broker to acknowledge {in_flight} message(s)"
+                        )),
+                    );
+                    m.broker_reachable.set(0);
                 }
                 if stop.load(Ordering::Relaxed) {
                     let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + shutdown);

@@ -1,0 +1,337 @@
+//! Through a real broker (#7): how many events per second one match worker gets through, and
+//! how long an event takes to become a detection and a warning at a steady rate.
+//!
+//! Not criterion: the unit of work is a whole broker round trip, measured once per run over
+//! a large workload. `benches/kafka.sh` starts a Tansu broker (SQLite storage, loopback) and
+//! runs this with TOCSIN_KAFKA_BOOTSTRAP set; the figures go to benches/RESULTS.md.
+//!
+//! 1. Throughput: `TOCSIN_BENCH_EVENTS` generated events (default 200,000) are published to
+//!    one partition first, then one `tocsin worker match` starts. Every detection carries the
+//!    offset of its event, so the rate is (last offset − first offset) / (arrival of the
+//!    last − arrival of the first): group join and rule loading are not counted. The run
+//!    checks that the ids equal those `tocsin match` finds offline.
+//! 2. Latency: `tocsin worker all` runs, and the campaign workload (20,048 events) is
+//!    published at `TOCSIN_BENCH_RATE` events/s (default 2,000). Event → detection: arrival
+//!    of the detection minus the moment its event was handed to the producer. Event →
+//!    warning: the same for the event whose detection issued the warning version (the
+//!    detection whose event time is the version's `issued_at`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tocsin_kafka::sink::Sink;
+use tocsin_kafka::source::Source;
+use tocsin_kafka::KafkaSettings;
+
+fn tocsin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tocsin"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn run_ok(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.stdin(Stdio::null()).output().expect("run tocsin");
+    assert!(
+        out.status.success(),
+        "tocsin failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A configuration naming this run's own topics.
+fn config(dir: &Path, bootstrap: &str, id: &str) -> PathBuf {
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[kafka]\nbootstrap = \"{bootstrap}\"\n[topics]\nevents = [\"bench.{id}.events\"]\ndetections = \"bench.{id}.detections\"\ncorrelate_state = \"bench.{id}.state\"\ndead_letter = \"bench.{id}.dead-letter\"\nwarnings_prefix = \"bench.{id}.warnings\"\n[rules]\npaths = [\"{}\"]\n[match]\ngroup = \"bench-{id}-match\"\n[correlate]\ngroup = \"bench-{id}-correlate\"\n",
+            repo().join("rules").display()
+        ),
+    )
+    .unwrap();
+    run_ok(
+        tocsin()
+            .env_remove("TOCSIN_KAFKA_BOOTSTRAP")
+            .args(["topics", "create", "--partitions", "3", "--config"])
+            .arg(&path)
+            .arg("--recipients")
+            .arg(repo().join("rules/recipients.yaml")),
+    );
+    path
+}
+
+fn spawn(config: &Path, worker: &str) -> Child {
+    tocsin()
+        .env_remove("TOCSIN_KAFKA_BOOTSTRAP")
+        .args(["worker", worker, "-q", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start worker")
+}
+
+fn stop(mut child: Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "worker exit {status}");
+}
+
+fn gen(dir: &Path, events: u64, seed: u64) -> (PathBuf, Vec<String>) {
+    let path = dir.join(format!("events-{events}-{seed}.jsonl"));
+    run_ok(
+        tocsin()
+            .args([
+                "gen",
+                "--events",
+                &events.to_string(),
+                "--seed",
+                &seed.to_string(),
+            ])
+            .arg("--output")
+            .arg(&path),
+    );
+    let lines = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (path, lines)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn summary(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "{name}: n={} p50={:.0} ms p99={:.0} ms max={:.0} ms",
+        ms.len(),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        ms.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+fn throughput(bootstrap: &str, dir: &Path) {
+    let n = env_or("TOCSIN_BENCH_EVENTS", 200_000);
+    let id = format!("tp{}", std::process::id());
+    let cfg = config(dir, bootstrap, &id);
+    let (path, lines) = gen(dir, n, 3);
+    let expected: BTreeSet<String> = String::from_utf8(run_ok(
+        tocsin()
+            .args(["match", "--rules"])
+            .arg(repo().join("rules"))
+            .arg("--input")
+            .arg(&path),
+    ))
+    .unwrap()
+    .lines()
+    .map(|l| {
+        serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    })
+    .collect();
+    let settings = KafkaSettings::new(bootstrap);
+    let mut sink = Sink::new(&settings).unwrap();
+    let topic = format!("bench.{id}.events");
+    let published = Instant::now();
+    for l in &lines {
+        sink.send_to(&topic, Some(0), None, l.as_bytes(), &[])
+            .unwrap();
+    }
+    sink.flush(Duration::from_secs(300)).unwrap();
+    println!(
+        "published {} events to one partition in {:.1} s",
+        lines.len(),
+        published.elapsed().as_secs_f64()
+    );
+    let reader = Source::subscribe(
+        &settings,
+        &format!("bench-{id}-reader"),
+        &[format!("bench.{id}.detections")],
+    )
+    .unwrap();
+    let worker = spawn(&cfg, "match");
+    let started = Instant::now();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    // (arrival, event offset) of the detections of the lowest and the highest offset.
+    let mut first: Option<(Instant, u64)> = None;
+    let mut last: Option<(Instant, u64)> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen.len() < expected.len() && Instant::now() < deadline {
+        let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let d: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
+        let now = Instant::now();
+        let pos = d["source"]["position"].as_u64().unwrap();
+        seen.insert(d["id"].as_str().unwrap().to_owned());
+        if first.is_none_or(|(_, p)| pos < p) {
+            first = Some((now, pos));
+        }
+        if last.is_none_or(|(_, p)| pos > p) {
+            last = Some((now, pos));
+        }
+    }
+    stop(worker);
+    assert_eq!(
+        seen, expected,
+        "the worker's detections differ from offline matching"
+    );
+    let ((t0, p0), (t1, p1)) = (first.unwrap(), last.unwrap());
+    let secs = t1.duration_since(t0).as_secs_f64();
+    println!(
+        "match worker throughput: {} events in {:.2} s = {:.0} events/s ({} detections, all equal to offline; {:.1} s from start to the last detection)",
+        p1 - p0,
+        secs,
+        (p1 - p0) as f64 / secs,
+        seen.len(),
+        t1.duration_since(started).as_secs_f64()
+    );
+}
+
+fn latency(bootstrap: &str, dir: &Path) {
+    let rate = env_or("TOCSIN_BENCH_RATE", 2000);
+    let id = format!("lat{}", std::process::id());
+    let cfg = config(dir, bootstrap, &id);
+    let (path, lines) = gen(dir, 20_000, 7);
+    let expected_versions = String::from_utf8(run_ok(
+        tocsin()
+            .args(["run", "-q", "--rules"])
+            .arg(repo().join("rules"))
+            .arg("--input")
+            .arg(&path),
+    ))
+    .unwrap()
+    .lines()
+    .count();
+    let settings = KafkaSettings::new(bootstrap);
+    let reader = Source::subscribe(
+        &settings,
+        &format!("bench-{id}-reader"),
+        &[
+            format!("bench.{id}.detections"),
+            format!("bench.{id}.warnings.technical"),
+        ],
+    )
+    .unwrap();
+    let worker = spawn(&cfg, "all");
+    // Let the worker join its groups before the clock starts.
+    let warm = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < warm {
+        let _ = reader.poll(Duration::from_millis(100));
+    }
+    let mut sink = Sink::new(&settings).unwrap();
+    let topic = format!("bench.{id}.events");
+    let mut sent_at: Vec<Instant> = Vec::with_capacity(lines.len());
+    let mut detection_at: HashMap<String, (Instant, u64, String)> = HashMap::new();
+    let mut warning_at: BTreeMap<(String, u64), (Instant, String)> = BTreeMap::new();
+    let read = |reader: &Source,
+                detection_at: &mut HashMap<String, (Instant, u64, String)>,
+                warning_at: &mut BTreeMap<(String, u64), (Instant, String)>| {
+        while let Some(Ok(m)) = reader.poll(Duration::ZERO) {
+            let v: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
+            let now = Instant::now();
+            if m.topic().ends_with(".detections") {
+                detection_at
+                    .entry(v["id"].as_str().unwrap().to_owned())
+                    .or_insert((
+                        now,
+                        v["source"]["position"].as_u64().unwrap(),
+                        v["event_time"].as_str().unwrap().to_owned(),
+                    ));
+            } else {
+                warning_at
+                    .entry((
+                        v["warning_id"].as_str().unwrap().to_owned(),
+                        v["version"].as_u64().unwrap(),
+                    ))
+                    .or_insert((now, v["issued_at"].as_str().unwrap().to_owned()));
+            }
+        }
+    };
+    let start = Instant::now();
+    for (i, l) in lines.iter().enumerate() {
+        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        while Instant::now() < due {
+            read(&reader, &mut detection_at, &mut warning_at);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        sent_at.push(Instant::now());
+        sink.send_to(&topic, Some(0), None, l.as_bytes(), &[])
+            .unwrap();
+    }
+    sink.flush(Duration::from_secs(60)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while warning_at.len() < expected_versions && Instant::now() < deadline {
+        read(&reader, &mut detection_at, &mut warning_at);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop(worker);
+    assert_eq!(
+        warning_at.len(),
+        expected_versions,
+        "warning versions missing"
+    );
+    let ms =
+        |later: Instant, earlier: Instant| later.duration_since(earlier).as_secs_f64() * 1000.0;
+    let det: Vec<f64> = detection_at
+        .values()
+        .map(|(t, pos, _)| ms(*t, sent_at[*pos as usize]))
+        .collect();
+    let mut by_time: HashMap<&str, u64> = HashMap::new();
+    for (_, pos, time) in detection_at.values() {
+        let e = by_time.entry(time.as_str()).or_insert(*pos);
+        *e = (*e).min(*pos);
+    }
+    let warn: Vec<f64> = warning_at
+        .values()
+        .filter_map(|(t, issued)| {
+            by_time
+                .get(issued.as_str())
+                .map(|pos| ms(*t, sent_at[*pos as usize]))
+        })
+        .collect();
+    println!(
+        "steady rate {rate} events/s for {:.1} s ({} events), worker all with default batches (match 200 ms, correlate 500 ms):",
+        lines.len() as f64 / rate as f64,
+        lines.len()
+    );
+    summary("  event -> detection", det);
+    summary("  event -> warning", warn);
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is taken.
+    let Ok(bootstrap) = std::env::var("TOCSIN_KAFKA_BOOTSTRAP") else {
+        eprintln!("SKIPPED: TOCSIN_KAFKA_BOOTSTRAP is not set; run benches/kafka.sh");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    throughput(&bootstrap, dir.path());
+    latency(&bootstrap, dir.path());
+}
