@@ -5,6 +5,7 @@
 #
 #   benches/kafka.sh                                  # 200,000 events, 2,000 events/s
 #   TOCSIN_BENCH_EVENTS=1000000 TOCSIN_BENCH_RATE=5000 benches/kafka.sh
+#   TOCSIN_BENCH_STORAGE=memory://tansu/ benches/kafka.sh    # Tansu's in-memory engine
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tansu="${TOCSIN_TANSU:-${XDG_CACHE_HOME:-$HOME/.cache}/tocsin/tools/bin/tansu}"
@@ -17,7 +18,7 @@ dir="$(mktemp -d -t tocsin-bench-broker.XXXXXX)"
 (cd "$dir" && exec "$tansu" broker --silent \
     --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine "sqlite://tansu.db") &
+    --storage-engine "${TOCSIN_BENCH_STORAGE:-sqlite://tansu.db}") &
 broker=$!
 trap 'kill "$broker" 2>/dev/null; wait "$broker" 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 1 100); do

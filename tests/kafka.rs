@@ -916,3 +916,98 @@ fn metric(exposition: &str, prefix: &str) -> Option<f64> {
         .collect();
     (!values.is_empty()).then(|| values.iter().sum())
 }
+
+/// A child process killed when the test ends, even by a panic: a failed assertion must not
+/// leave workers or brokers behind.
+struct Reaped(Option<Child>);
+
+impl Reaped {
+    fn take(mut self) -> Child {
+        self.0.take().expect("child present")
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// SIGTERM with the broker gone: the worker cannot commit nor leave its group, and still
+/// exits within its shutdown deadline (plus the watchdog's grace), so Kubernetes never has
+/// to SIGKILL it.
+#[test]
+fn worker_stops_within_its_deadline_when_the_broker_is_gone() {
+    let Some(_) = bootstrap() else { return };
+    let Ok(tansu) = std::env::var("TOCSIN_TANSU") else {
+        eprintln!("SKIPPED: TOCSIN_TANSU is not set; tests/run.sh installs the test broker");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let broker_dir = tempfile::tempdir().unwrap();
+    let broker = Reaped(Some(start_broker(&tansu, broker_dir.path(), port)));
+    let id = unique();
+    let dir = tempfile::tempdir().unwrap();
+    let config = scenario_config(dir.path(), &format!("127.0.0.1:{port}"), &id);
+    run_ok(
+        configured()
+            .args(["topics", "create", "--partitions", "3", "--config"])
+            .arg(&config)
+            .arg("--recipients")
+            .arg(repo().join("rules/recipients.yaml")),
+    );
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let worker = Reaped(Some(spawn_configured_with(
+        &config,
+        "all",
+        &["--listen", &listen.to_string(), "--shutdown-deadline", "2"],
+    )));
+    let until = Instant::now() + Duration::from_secs(30);
+    while http_get(listen, "/readyz").0 != 200 {
+        assert!(Instant::now() < until, "the worker never became ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Work in flight: events flowing when the broker goes.
+    let events = dir.path().join("events.jsonl");
+    run_ok(
+        tocsin()
+            .args(["gen", "--events", "5000", "--seed", "5", "--output"])
+            .arg(&events),
+    );
+    let mut sink = Sink::new(&KafkaSettings::new(format!("127.0.0.1:{port}"))).unwrap();
+    for line in std::fs::read_to_string(&events).unwrap().lines() {
+        sink.send(&format!("test.{id}.events"), None, line.as_bytes(), &[])
+            .unwrap();
+    }
+    sink.flush(Duration::from_secs(60)).unwrap();
+    let series = format!("tocsin_events_total{{source=\"test.{id}.events\"}}");
+    while metric(&http_get(listen, "/metrics").1, &series).unwrap_or(0.0) < 1.0 {
+        assert!(Instant::now() < until, "no event consumed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(broker);
+    std::thread::sleep(Duration::from_secs(1));
+    let stopped = Instant::now();
+    let (status, err) = terminate(worker.take());
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "SIGTERM took {took:?} with the broker gone:\n{err}"
+    );
+    // Exit 0 if librdkafka gave up on the commit by itself, 1 if the watchdog ended it.
+    assert!(
+        status.code().is_some(),
+        "killed by a signal, not exited: {status}\n{err}"
+    );
+    eprintln!("stopped {took:?} after SIGTERM with the broker gone: {status}");
+}

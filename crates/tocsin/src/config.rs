@@ -97,7 +97,9 @@ impl Default for MatchSection {
         MatchSection {
             group: "tocsin-match".into(),
             max_event_bytes: 1024 * 1024,
-            batch: 2000,
+            // A batch holds no messages (only offsets): its size sets how often the worker
+            // flushes and commits, a broker round trip each. The window bounds latency.
+            batch: 20_000,
             batch_ms: 200,
         }
     }
@@ -121,7 +123,7 @@ impl Default for CorrelateSection {
     fn default() -> Self {
         CorrelateSection {
             group: "tocsin-correlate".into(),
-            batch: 5000,
+            batch: 20_000,
             batch_ms: 500,
             restore_timeout_s: 60,
         }

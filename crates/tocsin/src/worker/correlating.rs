@@ -69,7 +69,7 @@ pub fn main(a: CorrelateWorkerArgs) -> Result<std::process::ExitCode> {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
-    let stop = stop_on_signals()?;
+    let stop = stop_on_signals(&c)?;
     let metrics = serve_metrics(&c, &compiled, a.common.quiet)?;
     drop(compiled);
     supervised("correlate", &stop, || {

@@ -66,7 +66,7 @@ pub fn main(a: MatchWorkerArgs) -> Result<std::process::ExitCode> {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
-    let stop = stop_on_signals()?;
+    let stop = stop_on_signals(&c)?;
     let metrics = serve_metrics(&c, &compiled, a.common.quiet)?;
     supervised("match", &stop, || {
         run(&c, &compiled, metrics.as_deref(), &stop, a.common.quiet)

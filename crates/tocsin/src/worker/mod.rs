@@ -233,12 +233,30 @@ impl ClusterView {
     }
 }
 
-/// A flag set by SIGTERM and SIGINT.
-fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+/// A flag set by SIGTERM and SIGINT, and a watchdog that ends the process if shutdown takes
+/// longer than `worker.shutdown_deadline_s` (plus a 5 s grace for the last commit): with the
+/// broker away, a commit or leaving the group can block indefinitely inside librdkafka. An
+/// exit by the watchdog has code 1; the offsets not committed are read again after a restart.
+fn stop_on_signals(c: &Config) -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
+    let deadline = Duration::from_secs(c.worker.shutdown_deadline_s) + Duration::from_secs(5);
+    let watched = Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name("tocsin-shutdown-watchdog".into())
+        .spawn(move || {
+            while !watched.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(deadline);
+            eprintln!(
+                "tocsin: shutdown took longer than {} s (the broker is unreachable?); exiting with the last batch uncommitted: it will be read again",
+                deadline.as_secs()
+            );
+            std::process::exit(1);
+        })?;
     Ok(stop)
 }
 
@@ -277,7 +295,7 @@ pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
-    let stop = stop_on_signals()?;
+    let stop = stop_on_signals(&c)?;
     let quiet = a.common.quiet;
     let metrics = serve_metrics(&c, &compiled, quiet)?;
     let m = metrics.as_deref();
