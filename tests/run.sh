@@ -89,3 +89,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+# The deployment material, offline: kustomize renders, Kubernetes schemas, yamllint, PromQL
+# (installs its pinned Python tools once into ~/.cache/tocsin/venv-deploy).
+echo "== deploy/validate.sh"
+TOCSIN_BIN="$PWD/target/debug/tocsin" deploy/validate.sh

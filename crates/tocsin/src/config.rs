@@ -65,6 +65,11 @@ pub struct RulesSection {
     pub profile: String,
     /// Any rule error stops the worker.
     pub strict: bool,
+    /// Seconds between checks of the rule and feed files for changes (a ConfigMap update);
+    /// 0: only on SIGHUP. The match workers reload Sigma rules and indicator feeds without a
+    /// restart; the correlate workers read the policy, correlation rules and recipients at
+    /// start.
+    pub watch_s: u64,
 }
 
 impl Default for RulesSection {
@@ -74,6 +79,7 @@ impl Default for RulesSection {
             iocs: Vec::new(),
             profile: String::new(),
             strict: false,
+            watch_s: 10,
         }
     }
 }

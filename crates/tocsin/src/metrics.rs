@@ -103,7 +103,7 @@ impl Metrics {
             .buckets(vec![1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3, 1e-2]),
         )?;
         registry.register(Box::new(event_seconds.clone()))?;
-        Ok(Arc::new(Metrics {
+        let m = Arc::new(Metrics {
             events: counter_vec(
                 "tocsin_events_total",
                 "Events read, by source.",
@@ -205,7 +205,29 @@ impl Metrics {
                 Readiness::NotReady("rules not loaded".to_owned()),
             )])),
             registry,
-        }))
+        });
+        // Known label values start at zero, so that rate() and alerts see them from the
+        // first scrape (Prometheus' advice), and dashboards find every series.
+        for outcome in ["success", "errors", "failure"] {
+            m.reloads.with_label_values(&[outcome]);
+        }
+        for reason in [
+            "invalid-utf8",
+            "empty",
+            "not-an-object",
+            "invalid-json",
+            "too-large",
+            "missing-context",
+            "invalid-detection",
+        ] {
+            m.dead_letters.with_label_values(&[reason]);
+        }
+        for status in ["new", "update", "escalated", "closed"] {
+            for audience in ["technical", "operational", "strategic"] {
+                m.warnings.with_label_values(&[status, audience]);
+            }
+        }
+        Ok(m)
     }
 
     /// Mark the process ready (rules loaded) or not.

@@ -31,8 +31,8 @@ use tocsin_kafka::{dead_letter, KafkaSettings};
 use tocsin_rules::EscalationPolicy;
 
 use super::{
-    acknowledged, publish_detection, rule_args, serve_metrics, stop_on_signals, supervised,
-    ClusterView, ErrorReporter, WorkerArgs,
+    acknowledged, publish_detection, rule_args, rules_loaded, serve_metrics, stop_on_signals,
+    supervised, ClusterView, ErrorReporter, WorkerArgs,
 };
 use crate::config::Config;
 use crate::load::RuleSources;
@@ -70,7 +70,10 @@ pub fn main(a: CorrelateWorkerArgs) -> Result<std::process::ExitCode> {
         Err(code) => return Ok(code),
     };
     let stop = stop_on_signals(&c)?;
-    let metrics = serve_metrics(&c, &compiled, a.common.quiet)?;
+    let metrics = serve_metrics(&c, a.common.quiet)?;
+    if let Some(m) = &metrics {
+        rules_loaded(m, &compiled);
+    }
     drop(compiled);
     supervised("correlate", &stop, || {
         run(&c, &sources, metrics.as_deref(), &stop, a.common.quiet)
@@ -169,6 +172,9 @@ pub fn run(
     let mut warnings = Vec::new();
     let mut json = Vec::with_capacity(4096);
     let mut view = ClusterView::new("correlate", metrics);
+    if let Some(m) = metrics {
+        m.batch_seconds.with_label_values(&["correlate"]);
+    }
     let readiness = metrics.map(|m| (m, "correlate"));
     let state_key = |partition| StateKey {
         group: cfg.group.clone(),

@@ -9,6 +9,7 @@
 //! batch in hand, and exits 0.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -21,8 +22,8 @@ use tocsin_kafka::source::{Received, Source};
 use tocsin_match::CompiledRules;
 
 use super::{
-    acknowledged, publish_detection, rule_args, serve_metrics, stop_on_signals, supervised,
-    ClusterView, ErrorReporter, WorkerArgs,
+    acknowledged, publish_detection, rules_loaded, serve_metrics, stop_on_signals, supervised,
+    ClusterView, ErrorReporter, LiveRules, WorkerArgs,
 };
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -62,14 +63,17 @@ pub fn main(a: MatchWorkerArgs) -> Result<std::process::ExitCode> {
     if let Some(g) = &a.group {
         m.group = g.clone();
     }
-    let (_, compiled) = match crate::prepare_rules(&rule_args(&c), a.common.quiet)? {
+    let metrics = serve_metrics(&c, a.common.quiet)?;
+    let (_, mut live) = match LiveRules::load(&c, a.common.quiet, metrics.clone())? {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
+    if let Some(m) = &metrics {
+        rules_loaded(m, &live.current);
+    }
     let stop = stop_on_signals(&c)?;
-    let metrics = serve_metrics(&c, &compiled, a.common.quiet)?;
     supervised("match", &stop, || {
-        run(&c, &compiled, metrics.as_deref(), &stop, a.common.quiet)
+        run(&c, &mut live, metrics.as_deref(), &stop, a.common.quiet)
     })?;
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -82,12 +86,13 @@ struct MatchStats {
     produced: u64,
     dead_letters: u64,
     batches: u64,
+    reloads: u64,
 }
 
 /// Run until `stop`; returns after the last batch is committed.
 pub fn run(
     c: &Config,
-    compiled: &CompiledRules,
+    live: &mut LiveRules,
     metrics: Option<&Metrics>,
     stop: &AtomicBool,
     quiet: bool,
@@ -105,8 +110,11 @@ pub fn run(
             settings
         );
     }
-    let mut m = MatchState::new(compiled, c, metrics);
+    let mut m = MatchState::new(Arc::clone(&live.current), c, metrics);
     let mut view = ClusterView::new("match", metrics);
+    if let Some(m) = metrics {
+        m.batch_seconds.with_label_values(&["match"]);
+    }
     let readiness = metrics.map(|m| (m, "match"));
     let mut stats = MatchStats::default();
     let batch_window = Duration::from_millis(cfg.batch_ms);
@@ -153,14 +161,19 @@ pub fn run(
         }
         // This worker keeps no state per partition: revocations need no action.
         source.take_revoked();
+        // A reloaded rule set takes over between two batches.
+        if let Some(rules) = live.take_newest() {
+            m.use_rules(rules);
+            stats.reloads += 1;
+        }
         view.observe(metrics, &source);
     }
     stats.produced += acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness)?;
     source.commit().context("committing at shutdown")?;
     if !quiet {
         eprintln!(
-            "tocsin: match worker stopped: {} messages, {} detections, {} produced, {} dead letters, {} batches",
-            stats.messages, stats.detections, stats.produced, stats.dead_letters, stats.batches
+            "tocsin: match worker stopped: {} messages, {} detections, {} produced, {} dead letters, {} batches, {} rule reloads",
+            stats.messages, stats.detections, stats.produced, stats.dead_letters, stats.batches, stats.reloads
         );
     }
     Ok(())
@@ -168,7 +181,7 @@ pub fn run(
 
 /// The matching state of one worker: rules and reusable buffers.
 struct MatchState<'a> {
-    rules: &'a CompiledRules,
+    rules: Arc<CompiledRules>,
     scratch: tocsin_match::MatchScratch,
     index: EventIndex,
     detections: Vec<Detection>,
@@ -180,7 +193,7 @@ struct MatchState<'a> {
 }
 
 impl<'a> MatchState<'a> {
-    fn new(rules: &'a CompiledRules, c: &Config, metrics: Option<&'a Metrics>) -> Self {
+    fn new(rules: Arc<CompiledRules>, c: &Config, metrics: Option<&'a Metrics>) -> Self {
         MatchState {
             scratch: rules.new_scratch(),
             rules,
@@ -192,6 +205,18 @@ impl<'a> MatchState<'a> {
             dead_letter_topic: c.topics.dead_letter.clone(),
             metrics,
         }
+    }
+
+    /// Match with `rules` from now on.
+    fn use_rules(&mut self, rules: Arc<CompiledRules>) {
+        self.scratch = rules.new_scratch();
+        if let Some(m) = self.metrics {
+            let s = rules.stats();
+            m.rules_loaded.set(s.rules as i64);
+            m.indicators_loaded.set(s.indicators as i64);
+            m.rule_set_version.inc();
+        }
+        self.rules = rules;
     }
 
     fn process(

@@ -165,13 +165,54 @@ fn rule_args(c: &Config) -> RuleArgs {
     }
 }
 
+/// The rule set a match worker uses, and the reloads that replace it (SIGHUP, and file
+/// changes every `rules.watch_s`). It outlives the worker loop's in-process restarts.
+pub struct LiveRules {
+    current: Arc<tocsin_match::CompiledRules>,
+    updates: std::sync::mpsc::Receiver<Arc<tocsin_match::CompiledRules>>,
+}
+
+impl LiveRules {
+    /// Load the rules of `c` (diagnostics printed) and start watching them. `Err(code)`
+    /// when `rules.strict` fails.
+    fn load(
+        c: &Config,
+        quiet: bool,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<std::result::Result<(crate::load::RuleSources, Self), std::process::ExitCode>> {
+        let args = rule_args(c);
+        let mut last_good = crate::load::LastGood::new();
+        let (sources, compiled) = match crate::prepare_rules_with(&args, quiet, &mut last_good)? {
+            Ok(r) => r,
+            Err(code) => return Ok(Err(code)),
+        };
+        let watch = (c.rules.watch_s > 0).then(|| Duration::from_secs(c.rules.watch_s));
+        let updates = crate::reload::spawn(args.spec(), last_good, watch, quiet, metrics)?;
+        Ok(Ok((
+            sources,
+            LiveRules {
+                current: Arc::new(compiled),
+                updates,
+            },
+        )))
+    }
+
+    /// The newest reloaded set, if one arrived since the last call.
+    fn take_newest(&mut self) -> Option<Arc<tocsin_match::CompiledRules>> {
+        let mut newest = None;
+        while let Ok(r) = self.updates.try_recv() {
+            newest = Some(r);
+        }
+        if let Some(r) = &newest {
+            self.current = Arc::clone(r);
+        }
+        newest
+    }
+}
+
 /// The metrics listener of `worker.listen`, if set; ready once the rules are loaded (the
 /// workers add their own conditions).
-fn serve_metrics(
-    c: &Config,
-    rules: &tocsin_match::CompiledRules,
-    quiet: bool,
-) -> Result<Option<Arc<Metrics>>> {
+fn serve_metrics(c: &Config, quiet: bool) -> Result<Option<Arc<Metrics>>> {
     if c.worker.listen.is_empty() {
         return Ok(None);
     }
@@ -180,12 +221,17 @@ fn serve_metrics(
     if !quiet {
         eprintln!("tocsin: serving /metrics, /healthz and /readyz on {local}");
     }
+    Ok(Some(m))
+}
+
+/// The rule set is loaded: say so in the metrics (the workers add their own conditions to
+/// readiness).
+fn rules_loaded(m: &Metrics, rules: &tocsin_match::CompiledRules) {
     let s = rules.stats();
     m.rules_loaded.set(s.rules as i64);
     m.indicators_loaded.set(s.indicators as i64);
     m.rule_set_version.set(1);
     m.set_ready(true);
-    Ok(Some(m))
 }
 
 /// What a worker's consumer last saw of the cluster, into the metrics: broker reachable,
@@ -291,18 +337,21 @@ pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
     if let Some(g) = &a.correlate_group {
         c.correlate.group = g.clone();
     }
-    let (sources, compiled) = match crate::prepare_rules(&rule_args(&c), a.common.quiet)? {
+    let quiet = a.common.quiet;
+    let metrics = serve_metrics(&c, quiet)?;
+    let (sources, mut live) = match LiveRules::load(&c, quiet, metrics.clone())? {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
+    if let Some(m) = &metrics {
+        rules_loaded(m, &live.current);
+    }
     let stop = stop_on_signals(&c)?;
-    let quiet = a.common.quiet;
-    let metrics = serve_metrics(&c, &compiled, quiet)?;
     let m = metrics.as_deref();
     std::thread::scope(|scope| {
         let matcher = scope.spawn(|| {
             let r = supervised("match", &stop, || {
-                matching::run(&c, &compiled, m, &stop, quiet)
+                matching::run(&c, &mut live, m, &stop, quiet)
             });
             if r.is_err() {
                 stop.store(true, Ordering::Relaxed);
