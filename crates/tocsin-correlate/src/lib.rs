@@ -122,6 +122,10 @@ struct KeyState {
     /// A material change was held back by the update interval.
     #[serde(default)]
     pending: bool,
+    /// End of the key's previous window: older detections belonged to it (a redelivered
+    /// copy, say) and are late here, not new.
+    #[serde(default)]
+    not_before: Option<Timestamp>,
 }
 
 /// The snapshot format this version writes and reads.
@@ -160,7 +164,7 @@ struct SnapshotOwned {
 }
 
 /// A detection id as 128 bits: Tocsin ids are `det-<32 hex digits>`; any other id is hashed.
-fn id_digest(id: &str) -> u128 {
+pub(crate) fn id_digest(id: &str) -> u128 {
     id.strip_prefix("det-")
         .filter(|h| h.len() == 32)
         .and_then(|h| u128::from_str_radix(h, 16).ok())
@@ -442,18 +446,23 @@ impl Correlator {
         let window = self.config.policy.window;
         let t = d.event_time;
         let expired = match self.keys.get(key) {
-            Some(s) if t.0 < s.candidate.window_start.0 - window.0 => {
+            Some(s)
+                if t.0 < s.candidate.window_start.0 - window.0
+                    || s.not_before.is_some_and(|nb| t < nb) =>
+            {
                 self.stats.late += 1;
                 return;
             }
             Some(s) => t.0 >= s.candidate.window_start.0 + window.0,
             None => false,
         };
+        let mut not_before = None;
         if expired {
             // The window is over: its warning, if any, is closed before a new one opens.
             if let Some(state) = self.keys.remove(key) {
                 let at = Timestamp(state.candidate.window_start.0 + window.0);
                 self.close(&state, at, out);
+                not_before = Some(at);
             }
         }
         if !self.keys.contains_key(key) {
@@ -461,7 +470,9 @@ impl Correlator {
                 self.stats.refused_keys += 1;
                 return;
             }
-            self.keys.insert(key.to_owned(), new_state(key, t));
+            let mut state = new_state(key, t);
+            state.not_before = not_before;
+            self.keys.insert(key.to_owned(), state);
         }
         let max_seen = self.config.max_detections_per_key;
         let Some(state) = self.keys.get_mut(key) else {
@@ -678,6 +689,7 @@ fn new_state(key: &str, start: Timestamp) -> KeyState {
         issued: None,
         last_issued_at: None,
         pending: false,
+        not_before: None,
     }
 }
 

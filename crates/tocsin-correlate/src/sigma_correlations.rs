@@ -39,6 +39,9 @@ pub struct CorrelationRuleStats {
     pub unknown: u64,
     /// Groups evicted for the group limit.
     pub evicted: u64,
+    /// Repeats of a detection id the group has seen (redeliveries), ignored.
+    #[serde(default)]
+    pub duplicates: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -58,7 +61,14 @@ struct Group {
     window_start: Option<Timestamp>,
     items: VecDeque<Item>,
     last_seen: Timestamp,
+    /// Digests of the latest detection ids the group took (at most [`RECENT_IDS`]), so that
+    /// a redelivered detection is not counted twice, even after its window fired.
+    #[serde(default)]
+    recent: VecDeque<u128>,
 }
+
+/// How many detection ids a group remembers for de-duplication.
+const RECENT_IDS: usize = 4096;
 
 /// The engine's state, for snapshots: groups (sorted by key), watermark, counters.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -221,7 +231,17 @@ impl CorrelationRules {
             window_start: None,
             items: VecDeque::new(),
             last_seen: d.event_time,
+            recent: VecDeque::new(),
         });
+        let digest = crate::id_digest(&d.id);
+        if group.recent.contains(&digest) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if group.recent.len() >= RECENT_IDS {
+            group.recent.pop_front();
+        }
+        group.recent.push_back(digest);
         group.last_seen = group.last_seen.max(d.event_time);
         let item = Item {
             time: d.event_time,
@@ -326,7 +346,8 @@ impl CorrelationRules {
         if let Some(key) = self
             .groups
             .iter()
-            .min_by_key(|(_, g)| g.last_seen)
+            // Ties broken by key: the same input evicts the same group in every process.
+            .min_by(|(ka, a), (kb, b)| a.last_seen.cmp(&b.last_seen).then_with(|| ka.cmp(kb)))
             .map(|(k, _)| k.clone())
         {
             self.groups.remove(&key);

@@ -161,6 +161,11 @@ fn windows_expire_late_detections_are_counted_and_red_is_withheld() {
     );
     assert_eq!(c.stats().late, 1);
     assert_eq!(out.len(), 3);
+    // A redelivered copy of the closed window's detection (at-least-once delivery): it
+    // belongs to that window, so it is late here, not a new organisation of this one.
+    c.push(&det("a2", "B", "health", "DE", H, Tlp::Green), &mut out);
+    assert_eq!(c.stats().late, 2);
+    assert_eq!(out.len(), 3);
 
     // The canonical warning carries the TLP:RED organisation; no AMBER rendering may: with
     // it removed, one organisation is left, which is no warning at all.
@@ -577,6 +582,10 @@ mod sigma_correlation_rules {
                 &[("IpAddress", "10.0.0.7")],
             ));
         }
+        // Redelivered copies (same ids) after the burst fired change nothing.
+        let mut again = ds.clone();
+        again.extend(ds.iter().take(12).cloned());
+        assert_eq!(run(std::slice::from_ref(&c), &again).len(), 2);
         let out = run(&[c], &ds);
         assert_eq!(out.len(), 2, "{out:#?}");
         assert!(out

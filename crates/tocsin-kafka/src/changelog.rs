@@ -95,9 +95,18 @@ pub fn restore(
             bootstrap: settings.bootstrap.clone(),
             source,
         })?;
-    let (low, high) = consumer
-        .fetch_watermarks(changelog, key.partition, timeout)
-        .map_err(fail("read changelog watermarks"))?;
+    let deadline = Instant::now() + timeout;
+    // Right after a broker restart the partition may have no leader yet: retry until the
+    // deadline.
+    let (low, high) = loop {
+        match consumer.fetch_watermarks(changelog, key.partition, Duration::from_secs(5)) {
+            Ok(w) => break w,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(fail("read changelog watermarks")(e));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    };
     if high <= low {
         return Ok(None);
     }
@@ -106,7 +115,6 @@ pub fn restore(
         .map_err(fail("assign changelog"))?;
     consumer.assign(&list).map_err(fail("assign changelog"))?;
     let wanted = key.record_key();
-    let deadline = Instant::now() + timeout;
     let mut best: Option<StateRecord> = None;
     let mut position = low;
     while position < high {
@@ -120,7 +128,8 @@ pub fn restore(
         let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let m = polled.map_err(fail("read changelog"))?;
+        // Consumer errors are transient here (librdkafka retries); the deadline bounds them.
+        let Ok(m) = polled else { continue };
         position = m.offset() + 1;
         if m.key() != Some(wanted.as_bytes()) {
             continue;

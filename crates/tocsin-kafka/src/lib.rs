@@ -44,9 +44,14 @@ pub enum KafkaError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
-    /// A produced message was not acknowledged.
+    /// A produced message was not acknowledged. `permanent`: the broker refused it for a
+    /// reason a retry cannot fix (too large, unknown topic or partition, not authorised).
     #[error("Kafka producer: {count} message(s) not acknowledged; first error: {first}")]
-    Delivery { count: u64, first: String },
+    Delivery {
+        count: u64,
+        first: String,
+        permanent: bool,
+    },
     /// Messages were still unacknowledged when the flush timeout passed (the broker is slow
     /// or away; librdkafka keeps them and retries).
     #[error("Kafka producer: {in_flight} message(s) not yet acknowledged")]
@@ -67,4 +72,49 @@ pub enum KafkaError {
     /// An admin request failed.
     #[error("Kafka admin request failed: {0}")]
     Admin(#[source] rdkafka::error::KafkaError),
+    /// The topics do not have the layout the workers need.
+    #[error("{0}")]
+    Layout(String),
+}
+
+impl KafkaError {
+    /// Whether starting again from the last committed offsets may succeed: the broker was
+    /// away or refused for a while. Refusals a retry cannot fix (a message too large, a topic
+    /// that does not exist, missing authorisation, a wrong topic layout) are not transient:
+    /// retrying them would only deliver the same batch's output again and again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            KafkaError::Delivery { permanent, .. } => !permanent,
+            KafkaError::Producer(e) => !e.rdkafka_error_code().is_some_and(is_permanent),
+            KafkaError::FlushTimeout { .. } | KafkaError::Restore { .. } => true,
+            KafkaError::Consumer { source, .. } => {
+                !source.rdkafka_error_code().is_some_and(is_permanent)
+            }
+            KafkaError::Client { .. }
+            | KafkaError::CreateTopic { .. }
+            | KafkaError::Admin(_)
+            | KafkaError::Layout(_) => false,
+        }
+    }
+}
+
+/// Error codes a retry cannot fix.
+pub(crate) fn is_permanent(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::MessageSizeTooLarge
+            | C::InvalidMessageSize
+            | C::UnknownTopicOrPartition
+            | C::UnknownTopic
+            | C::UnknownPartition
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::GroupAuthorizationFailed
+            | C::SaslAuthenticationFailed
+            | C::Authentication
+            | C::InvalidConfig
+            | C::MessageBatchTooLarge
+            | C::InvalidRecord
+    )
 }

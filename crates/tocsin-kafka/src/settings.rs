@@ -28,6 +28,7 @@ pub fn is_secret(key: &str) -> bool {
         || k == "ssl.key.pem"
         || k == "ssl_key"
         || k.contains("token")
+        || k.starts_with("sasl.oauthbearer")
 }
 
 impl KafkaSettings {

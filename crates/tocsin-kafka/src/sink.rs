@@ -22,6 +22,8 @@ use crate::{KafkaError, KafkaSettings};
 struct DeliveryReports {
     acknowledged: AtomicU64,
     failed: AtomicU64,
+    /// A failure a retry cannot fix was seen since the last flush.
+    permanent: std::sync::atomic::AtomicBool,
     first_failure: Mutex<Option<String>>,
 }
 
@@ -41,6 +43,9 @@ impl ProducerContext for Reports {
             }
             Err((e, _)) => {
                 self.0.failed.fetch_add(1, Ordering::Relaxed);
+                if e.rdkafka_error_code().is_some_and(crate::is_permanent) {
+                    self.0.permanent.store(true, Ordering::Relaxed);
+                }
                 let mut first = self
                     .0
                     .first_failure
@@ -171,6 +176,7 @@ impl Sink {
             return Err(KafkaError::Delivery {
                 count: failed,
                 first,
+                permanent: self.reports.permanent.swap(false, Ordering::Relaxed),
             });
         }
         Ok(acknowledged)

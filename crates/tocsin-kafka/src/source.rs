@@ -186,12 +186,50 @@ impl Source {
                     source,
                 })?;
         }
-        self.consumer
+        let result = self
+            .consumer
             .commit(&tpl, CommitMode::Sync)
             .map_err(|source| KafkaError::Consumer {
                 action: "commit",
                 source,
-            })
+            });
+        if result.is_err() {
+            // Keep what is still ours for the next commit (a partition that gets no more
+            // messages would otherwise stay uncommitted, and look lagging, until a restart).
+            let assigned = self.consumer.assignment().ok();
+            let mut kept = self.pending.borrow_mut();
+            for entry in pending {
+                let ours = assigned
+                    .as_ref()
+                    .is_some_and(|a| a.find_partition(&entry.0, entry.1).is_some());
+                if ours && !kept.iter().any(|(t, p, _)| *p == entry.1 && *t == entry.0) {
+                    kept.push(entry);
+                }
+            }
+        }
+        result
+    }
+
+    /// How many partitions `topic` has, from the cluster's metadata.
+    pub fn partition_count(&self, topic: &str, timeout: Duration) -> Result<usize, KafkaError> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|source| KafkaError::Consumer {
+                action: "read topic metadata",
+                source,
+            })?;
+        let t = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .ok_or_else(|| {
+                KafkaError::Layout(format!(
+                    "topic {topic} does not exist (create the topics first: tocsin topics create)"
+                ))
+            })?;
+        Ok(t.partitions().len())
     }
 }
 

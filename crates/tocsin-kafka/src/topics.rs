@@ -110,6 +110,11 @@ pub fn layout(names: &TopicNames, recipient_topics: &[String], partitions: i32) 
             ("cleanup.policy", "compact".to_owned()),
             // One record holds a partition's whole correlator state.
             ("max.message.bytes", "16777216".to_owned()),
+            // A record per batch and partition: roll segments often and compact eagerly, so
+            // that a restore reads little more than the latest record of each partition.
+            ("segment.ms", "600000".to_owned()),
+            ("min.cleanable.dirty.ratio", "0.1".to_owned()),
+            ("delete.retention.ms", "3600000".to_owned()),
         ],
     });
     plan.extend(names.audience_topics().iter().map(|t| plain(t)));

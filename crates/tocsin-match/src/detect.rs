@@ -125,10 +125,14 @@ impl CompiledRules {
             indicators.sort();
             let rule_id = format!("ioc:{feed}");
             let tlp = indicators.iter().map(|i| i.tlp).max().unwrap_or(Tlp::Clear);
-            let correlation_keys = indicators
+            // The same indicator found in two fields is one key (one copy on the detections
+            // topic, not two).
+            let mut correlation_keys: Vec<String> = indicators
                 .iter()
                 .map(|i| indicator_key(i.kind, &i.value))
                 .collect();
+            correlation_keys.sort();
+            correlation_keys.dedup();
             out.push(Detection {
                 schema: DETECTION_SCHEMA.to_owned(),
                 id: detection_id(&rule_id, event.raw()),

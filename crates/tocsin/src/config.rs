@@ -156,26 +156,61 @@ impl Default for WorkerSection {
 }
 
 impl Config {
-    /// The defaults, then `file` (if any), then `TOCSIN_…` variables from `env`.
+    /// The defaults, then `file` (if any), then `TOCSIN_…` variables from `env`. Not yet
+    /// validated: flags may still change it ([`Config::validate`]).
     pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Config> {
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))?
+                // The position and the message, not toml's snippet of the line: the line
+                // may hold a password.
+                text.parse::<toml::Table>().map_err(|e| {
+                    let (line, column) = e.span().map_or((0, 0), |span| {
+                        let before = &text[..span.start.min(text.len())];
+                        let line = before.matches('\n').count() + 1;
+                        let column = before.rsplit('\n').next().map_or(0, str::len) + 1;
+                        (line, column)
+                    });
+                    anyhow::anyhow!("{}:{line}:{column}: {}", path.display(), e.message())
+                })?
             }
             None => toml::Table::new(),
         };
         let origin = file.map_or("the environment".to_owned(), |p| p.display().to_string());
         apply_env(&mut table, env)?;
-        let config: Config = toml::Value::Table(table)
+        // librdkafka properties are strings; numbers and booleans are accepted as written
+        // (`"linger.ms" = 5`), and no type error can echo a secret's value.
+        if let Some(client) = table
+            .get_mut("kafka")
+            .and_then(|k| k.as_table_mut())
+            .and_then(|k| k.get_mut("client"))
+            .and_then(|c| c.as_table_mut())
+        {
+            for (key, value) in client.iter_mut() {
+                *value = match value {
+                    toml::Value::String(_) => continue,
+                    toml::Value::Integer(i) => toml::Value::String(i.to_string()),
+                    toml::Value::Float(f) => toml::Value::String(f.to_string()),
+                    toml::Value::Boolean(b) => toml::Value::String(b.to_string()),
+                    _ => bail!(
+                        "{origin}: kafka.client.{key}: expected a string, a number or a boolean"
+                    ),
+                };
+            }
+        }
+        toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
-        config
-            .validate()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.to_string().trim()))
+    }
+
+    /// [`Config::load`] and [`Config::validate`], for `tocsin config check`.
+    pub fn load_checked(file: Option<&Path>, env: &[(String, String)]) -> Result<Config> {
+        let c = Config::load(file, env)?;
+        let origin = file.map_or("the environment".to_owned(), |p| p.display().to_string());
+        c.validate()
             .with_context(|| format!("invalid configuration in {origin}"))?;
-        Ok(config)
+        Ok(c)
     }
 
     /// Values no worker can run with.
@@ -189,6 +224,10 @@ impl Config {
             ("match.max_event_bytes", self.matching.max_event_bytes),
             ("correlate.batch", self.correlate.batch),
             ("correlate.batch_ms", self.correlate.batch_ms),
+            (
+                "correlate.restore_timeout_s",
+                self.correlate.restore_timeout_s,
+            ),
         ] {
             if v == 0 {
                 bail!("{name} must be at least 1");
@@ -249,7 +288,15 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<()> {
                 .iter()
                 .find(|(k, _)| k.to_ascii_uppercase() == key_upper)
             else {
-                continue;
+                // A misspelt setting must not be ignored silently.
+                let known: Vec<String> = sec
+                    .keys()
+                    .map(|k| format!("TOCSIN_{prefix}{}", k.to_ascii_uppercase()))
+                    .collect();
+                bail!(
+                    "{name}: no such setting in [{sec_name}]; known: {}",
+                    known.join(", ")
+                );
             };
             let typed = match default {
                 toml::Value::Integer(_) => {
@@ -346,8 +393,25 @@ mod tests {
         let e = format!("{:#}", Config::load(Some(&path), &[]).unwrap_err());
         assert!(e.contains("bad.toml") && e.contains("batchh"), "{e}");
         std::fs::write(&path, "[match]\nbatch = 0\n").unwrap();
-        let e = format!("{:#}", Config::load(Some(&path), &[]).unwrap_err());
+        let e = format!("{:#}", Config::load_checked(Some(&path), &[]).unwrap_err());
         assert!(e.contains("match.batch must be at least 1"), "{e}");
+        // A syntax error names the place, not the line's text (it may hold a secret).
+        std::fs::write(&path, "[kafka.client]\n\"sasl.password\" = \"hunter2\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&path), &[]).unwrap_err());
+        assert!(e.contains("bad.toml:2:") && !e.contains("hunter2"), "{e}");
+        // Numbers are fine for librdkafka properties.
+        std::fs::write(&path, "[kafka.client]\n\"linger.ms\" = 5\n").unwrap();
+        let c = Config::load(Some(&path), &[]).unwrap();
+        assert_eq!(c.kafka.client["linger.ms"], "5");
+        // A misspelt variable is an error.
+        let e = format!(
+            "{:#}",
+            Config::load(None, &env(&[("TOCSIN_MATCH_BATCHMS", "5")])).unwrap_err()
+        );
+        assert!(
+            e.contains("TOCSIN_MATCH_BATCHMS") && e.contains("TOCSIN_MATCH_BATCH_MS"),
+            "{e}"
+        );
         let e = format!(
             "{:#}",
             Config::load(None, &env(&[("TOCSIN_MATCH_BATCH", "many")])).unwrap_err()

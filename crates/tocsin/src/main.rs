@@ -299,7 +299,7 @@ fn main() -> ExitCode {
         Command::Worker(WorkerCommand::Correlate(a)) => worker::correlate_worker(a),
         Command::Worker(WorkerCommand::All(a)) => worker::all_worker(a),
         Command::Config(ConfigCommand::Check { file }) => {
-            match config::Config::load(Some(&file), &config::process_env()) {
+            match config::Config::load_checked(Some(&file), &config::process_env()) {
                 Ok(_) => {
                     println!("{}: ok", file.display());
                     Ok(ExitCode::SUCCESS)

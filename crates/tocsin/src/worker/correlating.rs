@@ -155,6 +155,19 @@ pub fn run(
     let topic = c.topics.detections.clone();
     let mut source = Source::subscribe(&settings, &cfg.group, std::slice::from_ref(&topic))
         .with_context(|| format!("connecting to {settings}"))?;
+    // A worker restores partition p of the detections from partition p of the changelog.
+    let timeout = Duration::from_secs(30);
+    let (detections, states) = (
+        source.partition_count(&topic, timeout)?,
+        source.partition_count(&c.topics.correlate_state, timeout)?,
+    );
+    if detections != states {
+        return Err(tocsin_kafka::KafkaError::Layout(format!(
+            "{topic} has {detections} partitions but the changelog {} has {states}: they must be equal (tocsin topics create makes them so)",
+            c.topics.correlate_state
+        ))
+        .into());
+    }
     let mut sink = Sink::new(&settings)?;
     if !quiet {
         eprintln!(
@@ -223,7 +236,7 @@ pub fn run(
                     stats.restored += 1;
                     if let Some(m) = metrics {
                         m.state_restores.inc();
-                        m.set_readiness("correlate", None);
+                        m.set_ready_for("correlate", Duration::from_secs(5));
                     }
                     if !quiet {
                         eprintln!(
@@ -442,18 +455,19 @@ fn publish_warning(
         .audiences
         .iter()
         .filter_map(|(a, ceiling, topic)| {
-            audience::render(w, *a, *ceiling, &out.policy).map(|r| (r, topic))
+            audience::render(w, *a, *ceiling, &out.policy).map(|r| (r, topic, true))
         })
         .chain(
             out.recipients
                 .iter()
-                .filter_map(|(r, topic)| r.rendering(w, &out.policy).map(|w| (w, topic))),
+                .filter_map(|(r, topic)| r.rendering(w, &out.policy).map(|w| (w, topic, false))),
         );
-    for (rendering, topic) in renderings {
+    for (rendering, topic, audience_topic) in renderings {
         json.clear();
         serde_json::to_writer(&mut *json, &rendering)?;
         sink.send(topic, Some(w.warning_id.as_bytes()), json, &headers)?;
-        if let Some(m) = metrics {
+        // Counted once per audience topic (recipient copies are the same versions).
+        if let (Some(m), true) = (metrics, audience_topic) {
             let audience = serde_json::to_value(rendering.audience)?;
             m.warnings
                 .with_label_values(&[

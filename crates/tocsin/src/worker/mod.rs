@@ -60,14 +60,14 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 }
 
 impl ConnectArgs {
-    /// The configuration: defaults, file, environment, then these flags.
+    /// The configuration: defaults, file, environment, then these flags (not yet validated:
+    /// the command's own flags come next).
     pub fn resolve(&self) -> Result<Config> {
         let mut c = Config::load(self.config.as_deref(), &config::process_env())?;
         if let Some(b) = &self.bootstrap {
             c.kafka.bootstrap = b.clone();
         }
         c.kafka.client.extend(self.properties.iter().cloned());
-        c.validate()?;
         Ok(c)
     }
 }
@@ -350,6 +350,7 @@ pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
     let m = metrics.as_deref();
     std::thread::scope(|scope| {
         let matcher = scope.spawn(|| {
+            let _guard = StopOnPanic(&stop);
             let r = supervised("match", &stop, || {
                 matching::run(&c, &mut live, m, &stop, quiet)
             });
@@ -358,6 +359,7 @@ pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
             }
             r
         });
+        let _guard = StopOnPanic(&stop);
         let correlated = supervised("correlate", &stop, || {
             correlating::run(&c, &sources, m, &stop, quiet)
         });
@@ -396,6 +398,7 @@ pub fn topics_create(a: TopicsCreateArgs) -> Result<std::process::ExitCode> {
     if !a.input_topics.is_empty() {
         c.topics.events = a.input_topics.clone();
     }
+    c.validate()?;
     let mut recipient_topics = Vec::new();
     if let Some(path) = &a.recipients {
         let text = std::fs::read_to_string(path)
@@ -427,18 +430,19 @@ pub fn topics_create(a: TopicsCreateArgs) -> Result<std::process::ExitCode> {
 fn supervised(name: &str, stop: &AtomicBool, mut run: impl FnMut() -> Result<()>) -> Result<()> {
     let mut backoff = Duration::from_secs(1);
     loop {
+        let started = Instant::now();
         let Err(e) = run() else { return Ok(()) };
-        let retryable = e.chain().any(|cause| {
-            matches!(
-                cause.downcast_ref::<tocsin_kafka::KafkaError>(),
-                Some(
-                    tocsin_kafka::KafkaError::Delivery { .. }
-                        | tocsin_kafka::KafkaError::Producer(_)
-                )
-            )
+        let transient = e.chain().any(|cause| {
+            cause
+                .downcast_ref::<tocsin_kafka::KafkaError>()
+                .is_some_and(tocsin_kafka::KafkaError::is_transient)
         });
-        if !retryable || stop.load(Ordering::Relaxed) {
+        if !transient || stop.load(Ordering::Relaxed) {
             return Err(e);
+        }
+        // A run that lasted a while was a recovery: the next failure starts the backoff anew.
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(1);
         }
         eprintln!(
             "tocsin: {name} worker: {e:#}; starting again from the last committed offsets in {} s",
@@ -449,6 +453,19 @@ fn supervised(name: &str, stop: &AtomicBool, mut run: impl FnMut() -> Result<()>
             std::thread::sleep(Duration::from_millis(100));
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Sets the stop flag when dropped during a panic, so that the other half of `worker all`
+/// ends too instead of running on beside a dead thread (and `/healthz` says the truth once
+/// the process is gone).
+struct StopOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -510,7 +527,6 @@ fn acknowledged(
                             "waiting for the broker to acknowledge {in_flight} message(s)"
                         )),
                     );
-                    m.broker_reachable.set(0);
                 }
                 if stop.load(Ordering::Relaxed) {
                     let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + shutdown);
