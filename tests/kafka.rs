@@ -1091,10 +1091,18 @@ fn match_worker_picks_up_a_new_rule_without_a_restart() {
         .unwrap()
         .local_addr()
         .unwrap();
+    // JSON logs this time, and a secret that must not appear in them.
     let worker = Reaped(Some(spawn_configured_with(
         &config,
         "match",
-        &["--listen", &listen.to_string()],
+        &[
+            "--listen",
+            &listen.to_string(),
+            "--log-format",
+            "json",
+            "--kafka",
+            "sasl.password=hunter2-do-not-print",
+        ],
     )));
     let reader = Source::subscribe(
         &KafkaSettings::new(bootstrap.clone()),
@@ -1160,5 +1168,37 @@ fn match_worker_picks_up_a_new_rule_without_a_restart() {
     );
     let (status, err) = terminate(worker.take());
     assert!(status.success(), "{err}");
-    assert!(err.contains("1 rule reloads"), "{err}");
+    assert!(!err.contains("hunter2"), "a secret in the logs:\n{err}");
+    // One JSON object per line, each with its level, message and the worker's span.
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{err}");
+    for l in &lines {
+        assert!(l["level"].is_string() && l["message"].is_string(), "{l}");
+    }
+    let stopped = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("match worker stopped")
+        })
+        .unwrap_or_else(|| panic!("no stop line:\n{err}"));
+    assert_eq!(stopped["reloads"], 1, "{stopped}");
+    assert_eq!(stopped["span"]["kind"], "match", "{stopped}");
+    assert_eq!(
+        stopped["span"]["group"],
+        format!("test-{id}-match"),
+        "{stopped}"
+    );
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("reloaded (files changed)")),
+        "the reload is logged:\n{err}"
+    );
 }

@@ -144,6 +144,8 @@ pub struct WorkerSection {
     pub shutdown_deadline_s: u64,
     /// `ADDR:PORT` of `/metrics`, `/healthz` and `/readyz`; empty: no listener.
     pub listen: String,
+    /// `text` or `json`.
+    pub log_format: crate::logging::LogFormat,
 }
 
 impl Default for WorkerSection {
@@ -151,6 +153,7 @@ impl Default for WorkerSection {
         WorkerSection {
             shutdown_deadline_s: 30,
             listen: String::new(),
+            log_format: crate::logging::LogFormat::Text,
         }
     }
 }

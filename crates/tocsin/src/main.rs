@@ -13,6 +13,7 @@ mod feeds;
 mod gen;
 mod input;
 mod load;
+mod logging;
 mod metrics;
 mod pipeline;
 mod reload;
@@ -339,7 +340,11 @@ fn main() -> ExitCode {
             if broken_pipe {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("tocsin: error: {e:#}");
+            if logging::structured() {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("tocsin: error: {e:#}");
+            }
             ExitCode::from(1)
         }
     }
@@ -403,13 +408,13 @@ pub(crate) fn prepare_rules_with(
     for d in &sources.diagnostics.0 {
         // Rules for other log sources are normal in a shared corpus: counted, not listed.
         if d.is_error() || (!quiet && d.code != "not-applicable") {
-            eprintln!("{d}");
+            logging::warn(&d.to_string());
         }
     }
     let errors = sources.diagnostics.error_count();
     if !quiet {
         let s = compiled.stats();
-        eprintln!(
+        logging::say(&format!(
             "tocsin: loaded {} Sigma rules ({} routes, {} literals, {} regexes; {} set aside as not covered by the profile), {} indicators, profile '{}'; {} errors, {} warnings",
             s.rules,
             s.routes,
@@ -420,10 +425,12 @@ pub(crate) fn prepare_rules_with(
             profile_name,
             errors,
             sources.diagnostics.warning_count()
-        );
+        ));
     }
     if args.strict && errors > 0 {
-        eprintln!("tocsin: {errors} rule errors and --strict: stopping");
+        logging::warn(&format!(
+            "tocsin: {errors} rule errors and --strict: stopping"
+        ));
         return Ok(Err(ExitCode::from(3)));
     }
     Ok(Ok((sources, compiled)))

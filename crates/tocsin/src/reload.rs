@@ -122,7 +122,7 @@ pub fn spawn(
                     Ok((sources, compiled)) => {
                         for d in &sources.diagnostics.0 {
                             if d.is_error() || (!quiet && d.code == "kept-previous") {
-                                eprintln!("{d}");
+                                crate::logging::warn(&d.to_string());
                             }
                         }
                         let s = compiled.stats();
@@ -136,20 +136,22 @@ pub fn spawn(
                             let outcome = if errors > 0 { "errors" } else { "success" };
                             m.reloads.with_label_values(&[outcome]).inc();
                         }
-                        eprintln!(
+                        crate::logging::say(&format!(
                             "tocsin: reloaded ({}): {} rules, {} indicators, {} errors, in {:.2} s",
                             if signalled { "SIGHUP" } else { "files changed" },
                             s.rules,
                             s.indicators,
                             errors,
                             started.elapsed().as_secs_f64()
-                        );
+                        ));
                     }
                     Err(e) => {
                         if let Some(m) = &metrics {
                             m.reloads.with_label_values(&["failure"]).inc();
                         }
-                        eprintln!("tocsin: reload failed, keeping the current rules: {e:#}");
+                        crate::logging::warn(&format!(
+                            "tocsin: reload failed, keeping the current rules: {e:#}"
+                        ));
                     }
                 }
             }

@@ -32,7 +32,7 @@ use tocsin_rules::EscalationPolicy;
 
 use super::{
     acknowledged, publish_detection, rule_args, rules_loaded, serve_metrics, stop_on_signals,
-    supervised, ClusterView, ErrorReporter, WorkerArgs,
+    supervised, worker_span, ClusterView, ErrorReporter, WorkerArgs,
 };
 use crate::config::Config;
 use crate::load::RuleSources;
@@ -75,6 +75,7 @@ pub fn main(a: CorrelateWorkerArgs) -> Result<std::process::ExitCode> {
         rules_loaded(m, &compiled);
     }
     drop(compiled);
+    let _span = worker_span("correlate", &c.correlate.group).entered();
     supervised("correlate", &stop, || {
         run(&c, &sources, metrics.as_deref(), &stop, a.common.quiet)
     })?;
@@ -170,9 +171,15 @@ pub fn run(
     }
     let mut sink = Sink::new(&settings)?;
     if !quiet {
-        eprintln!(
-            "tocsin: correlate worker in group '{}' consuming {} (state in {}) from {}",
-            cfg.group, topic, c.topics.correlate_state, settings
+        tracing::info!(
+            topic = %topic,
+            changelog = %c.topics.correlate_state,
+            kafka = %settings,
+            "correlate worker in group '{}' consuming {} (state in {}) from {}",
+            cfg.group,
+            topic,
+            c.topics.correlate_state,
+            settings
         );
     }
     let restore_timeout = Duration::from_secs(c.correlate.restore_timeout_s);
@@ -239,8 +246,11 @@ pub fn run(
                         m.set_ready_for("correlate", Duration::from_secs(5));
                     }
                     if !quiet {
-                        eprintln!(
-                            "tocsin: partition {partition} of {topic}: state restored up to offset {} ({} live keys)",
+                        tracing::info!(
+                            partition,
+                            next_offset = p.next_offset,
+                            live_keys = p.correlator.live_keys(),
+                            "partition {partition} of {topic}: state restored up to offset {} ({} live keys)",
                             p.next_offset,
                             p.correlator.live_keys()
                         );
@@ -298,8 +308,9 @@ pub fn run(
             stats.produced +=
                 acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness)?;
             if let Err(e) = source.commit() {
-                eprintln!(
-                    "tocsin: {e} (the batch will be read again by the partition's next owner; its state records say which detections to skip)"
+                tracing::warn!(
+                    error = %e,
+                    "commit failed: {e} (the batch will be read again by the partition's next owner; its state records say which detections to skip)"
                 );
             }
             stats.batches += 1;
@@ -326,8 +337,17 @@ pub fn run(
         }
     }
     if !quiet {
-        eprintln!(
-            "tocsin: correlate worker stopped: {} messages, {} skipped as already in restored state, {} warning versions, {} derived detections, {} produced, {} dead letters, {} partitions restored, {} state records, {} batches",
+        tracing::info!(
+            messages = stats.messages,
+            skipped = stats.skipped,
+            warnings = stats.warnings,
+            derived = stats.derived,
+            produced = stats.produced,
+            dead_letters = stats.dead_letters,
+            restored = stats.restored,
+            state_records = stats.state_records,
+            batches = stats.batches,
+            "correlate worker stopped: {} messages, {} skipped as already in restored state, {} warning versions, {} derived detections, {} produced, {} dead letters, {} partitions restored, {} state records, {} batches",
             stats.messages,
             stats.skipped,
             stats.warnings,

@@ -23,7 +23,7 @@ use tocsin_match::CompiledRules;
 
 use super::{
     acknowledged, publish_detection, rules_loaded, serve_metrics, stop_on_signals, supervised,
-    ClusterView, ErrorReporter, LiveRules, WorkerArgs,
+    worker_span, ClusterView, ErrorReporter, LiveRules, WorkerArgs,
 };
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -72,6 +72,7 @@ pub fn main(a: MatchWorkerArgs) -> Result<std::process::ExitCode> {
         rules_loaded(m, &live.current);
     }
     let stop = stop_on_signals(&c)?;
+    let _span = worker_span("match", &c.matching.group).entered();
     supervised("match", &stop, || {
         run(&c, &mut live, metrics.as_deref(), &stop, a.common.quiet)
     })?;
@@ -103,8 +104,10 @@ pub fn run(
         .with_context(|| format!("connecting to {settings}"))?;
     let mut sink = Sink::new(&settings)?;
     if !quiet {
-        eprintln!(
-            "tocsin: match worker in group '{}' consuming {} from {}",
+        tracing::info!(
+            topics = %c.topics.events.join(","),
+            kafka = %settings,
+            "match worker in group '{}' consuming {} from {}",
             cfg.group,
             c.topics.events.join(", "),
             settings
@@ -148,8 +151,9 @@ pub fn run(
             stats.produced +=
                 acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness)?;
             if let Err(e) = source.commit() {
-                eprintln!(
-                    "tocsin: {e} (the batch will be read again by the partition's next owner)"
+                tracing::warn!(
+                    error = %e,
+                    "commit failed: {e} (the batch will be read again by the partition's next owner)"
                 );
             }
             stats.batches += 1;
@@ -171,8 +175,14 @@ pub fn run(
     stats.produced += acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness)?;
     source.commit().context("committing at shutdown")?;
     if !quiet {
-        eprintln!(
-            "tocsin: match worker stopped: {} messages, {} detections, {} produced, {} dead letters, {} batches, {} rule reloads",
+        tracing::info!(
+            messages = stats.messages,
+            detections = stats.detections,
+            produced = stats.produced,
+            dead_letters = stats.dead_letters,
+            batches = stats.batches,
+            reloads = stats.reloads,
+            "match worker stopped: {} messages, {} detections, {} produced, {} dead letters, {} batches, {} rule reloads",
             stats.messages, stats.detections, stats.produced, stats.dead_letters, stats.batches, stats.reloads
         );
     }

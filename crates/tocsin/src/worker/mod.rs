@@ -113,6 +113,9 @@ pub struct WorkerArgs {
     /// Serve `/metrics`, `/healthz` and `/readyz` on `ADDR:PORT`. Config `worker.listen`.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<String>,
+    /// Log lines as text (default) or one JSON object per line. Config `worker.log_format`.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
@@ -149,7 +152,11 @@ impl WorkerArgs {
         if let Some(l) = &self.listen {
             c.worker.listen = l.clone();
         }
+        if let Some(f) = self.log_format {
+            c.worker.log_format = f;
+        }
         c.validate()?;
+        crate::logging::init(c.worker.log_format);
         Ok(c)
     }
 }
@@ -219,7 +226,7 @@ fn serve_metrics(c: &Config, quiet: bool) -> Result<Option<Arc<Metrics>>> {
     let m = Metrics::new()?;
     let local = m.serve(&c.worker.listen)?;
     if !quiet {
-        eprintln!("tocsin: serving /metrics, /healthz and /readyz on {local}");
+        tracing::info!(listen = %local, "serving /metrics, /healthz and /readyz on {local}");
     }
     Ok(Some(m))
 }
@@ -279,6 +286,19 @@ impl ClusterView {
     }
 }
 
+/// This worker's name in logs: the pod name in Kubernetes (`HOSTNAME`), else the process id.
+fn worker_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("pid-{}", std::process::id()))
+}
+
+/// The span every log line of a worker carries: kind, id and consumer group.
+fn worker_span(kind: &'static str, group: &str) -> tracing::Span {
+    tracing::info_span!("worker", kind, id = %worker_id(), group = %group)
+}
+
 /// A flag set by SIGTERM and SIGINT, and a watchdog that ends the process if shutdown takes
 /// longer than `worker.shutdown_deadline_s` (plus a 5 s grace for the last commit): with the
 /// broker away, a commit or leaving the group can block indefinitely inside librdkafka. An
@@ -297,8 +317,9 @@ fn stop_on_signals(c: &Config) -> Result<Arc<AtomicBool>> {
                 std::thread::sleep(Duration::from_millis(100));
             }
             std::thread::sleep(deadline);
-            eprintln!(
-                "tocsin: shutdown took longer than {} s (the broker is unreachable?); exiting with the last batch uncommitted: it will be read again",
+            tracing::error!(
+                deadline_s = deadline.as_secs(),
+                "shutdown took longer than {} s (the broker is unreachable?); exiting with the last batch uncommitted: it will be read again",
                 deadline.as_secs()
             );
             std::process::exit(1);
@@ -351,6 +372,7 @@ pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
     std::thread::scope(|scope| {
         let matcher = scope.spawn(|| {
             let _guard = StopOnPanic(&stop);
+            let _span = worker_span("match", &c.matching.group).entered();
             let r = supervised("match", &stop, || {
                 matching::run(&c, &mut live, m, &stop, quiet)
             });
@@ -360,6 +382,7 @@ pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
             r
         });
         let _guard = StopOnPanic(&stop);
+        let _span = worker_span("correlate", &c.correlate.group).entered();
         let correlated = supervised("correlate", &stop, || {
             correlating::run(&c, &sources, m, &stop, quiet)
         });
@@ -444,8 +467,11 @@ fn supervised(name: &str, stop: &AtomicBool, mut run: impl FnMut() -> Result<()>
         if started.elapsed() > Duration::from_secs(60) {
             backoff = Duration::from_secs(1);
         }
-        eprintln!(
-            "tocsin: {name} worker: {e:#}; starting again from the last committed offsets in {} s",
+        tracing::warn!(
+            worker = name,
+            error = %format!("{e:#}"),
+            backoff_s = backoff.as_secs(),
+            "{name} worker: {e:#}; starting again from the last committed offsets in {} s",
             backoff.as_secs()
         );
         let until = Instant::now() + backoff;
@@ -480,8 +506,10 @@ impl ErrorReporter {
     fn report(&mut self, e: &tocsin_kafka::KafkaError) {
         self.count += 1;
         if self.last.is_none_or(|t| t.elapsed().as_secs() >= 10) {
-            eprintln!(
-                "tocsin: {e} ({} consumer error(s) so far; retrying)",
+            tracing::warn!(
+                error = %e,
+                errors = self.count,
+                "{e} ({} consumer error(s) so far; retrying)",
                 self.count
             );
             self.last = Some(Instant::now());
@@ -506,8 +534,9 @@ fn acknowledged(
         match sink.flush(Duration::from_secs(1)) {
             Ok(n) => {
                 if let Some(since) = waiting_since {
-                    eprintln!(
-                        "tocsin: the broker acknowledged again after {:.1} s; resuming",
+                    tracing::info!(
+                        waited_s = Instant::elapsed(&since).as_secs_f64(),
+                        "the broker acknowledged again after {:.1} s; resuming",
                         Instant::elapsed(&since).as_secs_f64()
                     );
                 }
@@ -515,8 +544,9 @@ fn acknowledged(
             }
             Err(tocsin_kafka::KafkaError::FlushTimeout { in_flight }) => {
                 if waiting_since.is_none() {
-                    eprintln!(
-                        "tocsin: waiting for the broker to acknowledge {in_flight} message(s); fetching paused, offsets not committed"
+                    tracing::warn!(
+                        in_flight,
+                        "waiting for the broker to acknowledge {in_flight} message(s); fetching paused, offsets not committed"
                     );
                     waiting_since = Some(Instant::now());
                 }
