@@ -230,8 +230,13 @@ fn latency(bootstrap: &str, dir: &Path) {
     .lines()
     .count();
     let settings = KafkaSettings::new(bootstrap);
+    // The observer must not add its own fetch wait to what it measures.
+    let mut observer = settings.clone();
+    observer
+        .client
+        .insert("fetch.wait.max.ms".into(), "10".into());
     let reader = Source::subscribe(
-        &settings,
+        &observer,
         &format!("bench-{id}-reader"),
         &[
             format!("bench.{id}.detections"),
