@@ -853,6 +853,8 @@ fn workers_survive_a_broker_restart_with_nothing_lost() {
         worker.try_wait().unwrap().is_none(),
         "the worker gave up while the broker was away"
     );
+    // Backpressure: nothing more is fetched while the output waits, so memory stays flat.
+    let rss_during_outage = resident_kib(worker.id());
     let mut broker = start_broker(&tansu, broker_dir.path(), port);
     publish(second_half);
     let complete = |seen: &BTreeMap<(String, u64), Vec<Vec<u8>>>| {
@@ -882,6 +884,12 @@ fn workers_survive_a_broker_restart_with_nothing_lost() {
         "events counted: {events_before} then {events_after}"
     );
     assert_dashboards_use_exposed_metrics(&after);
+    // Bounded queues (64 MB prefetch, 64 MB producer queue) plus rules and state: far below
+    // this, whatever the outage did.
+    assert!(
+        rss_during_outage < 512 * 1024,
+        "{rss_during_outage} KiB resident during the outage"
+    );
     let (status, worker_err) = terminate(worker);
     assert!(status.success(), "worker all exit {status}: {worker_err}");
     assert_final_versions(&expected, &seen, &worker_err);
@@ -889,10 +897,11 @@ fn workers_survive_a_broker_restart_with_nothing_lost() {
     let _ = broker.wait();
     let repeats: usize = seen.values().map(|c| c.len() - 1).sum();
     eprintln!(
-        "fault test (d)/(f): {} warning versions after an 8 s broker outage, {} repeated deliveries, {} in-process restarts",
+        "fault test (d)/(f): {} warning versions after an 8 s broker outage, {} repeated deliveries, {} in-process restarts, {} KiB resident during the outage",
         seen.len(),
         repeats,
-        worker_err.matches("starting again from the last committed offsets").count()
+        worker_err.matches("starting again from the last committed offsets").count(),
+        rss_during_outage
     );
 }
 
@@ -1201,4 +1210,17 @@ fn match_worker_picks_up_a_new_rule_without_a_restart() {
             .starts_with("reloaded (files changed)")),
         "the reload is logged:\n{err}"
     );
+}
+
+/// Resident memory of a process, in KiB (Linux `/proc`).
+fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
