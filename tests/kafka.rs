@@ -586,20 +586,8 @@ fn correlate_worker_restores_state_after_kill_and_issues_every_warning() {
     let config = scenario_config(dir.path(), &bootstrap, &id);
     let check = run_ok(configured().args(["config", "check"]).arg(&config));
     assert!(String::from_utf8_lossy(&check.stdout).contains("ok"));
-    run_ok(
-        configured()
-            .args(["topics", "create", "--partitions", "3", "--config"])
-            .arg(&config)
-            .arg("--recipients")
-            .arg(repo().join("rules/recipients.yaml")),
-    );
-    let events = dir.path().join("events.jsonl");
-    run_ok(
-        tocsin()
-            .args(["gen", "--events", "20000", "--seed", "7", "--output"])
-            .arg(&events),
-    );
-    let expected = offline_final_warnings(&events);
+    create_topics(&config, 3);
+    let (events, expected) = campaign_workload(dir.path());
     assert!(
         expected.len() >= 3,
         "the workload should warn: {expected:?}"
@@ -638,15 +626,7 @@ fn correlate_worker_restores_state_after_kill_and_issues_every_warning() {
     correlator.kill().unwrap();
     correlator.wait().unwrap();
     let restarted = spawn_configured(&config, "correlate");
-    let complete = |seen: &BTreeMap<(String, u64), Vec<Vec<u8>>>| {
-        expected
-            .iter()
-            .all(|(id, w)| seen.contains_key(&(id.clone(), w["version"].as_u64().unwrap())))
-    };
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !complete(&seen) && Instant::now() < deadline {
-        read_warnings(&reader, &mut seen, Duration::from_millis(500));
-    }
+    read_until_final_versions(&reader, &expected, &mut seen, Duration::from_secs(180));
     // Late repeats, if any, arrive now.
     read_warnings(&reader, &mut seen, Duration::from_secs(2));
     let (status, restarted_err) = terminate(restarted);
@@ -740,31 +720,15 @@ fn workers_survive_a_broker_restart_with_nothing_lost() {
         eprintln!("SKIPPED: TOCSIN_TANSU is not set; tests/run.sh installs the test broker");
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_loopback_addr().port();
     let broker_dir = tempfile::tempdir().unwrap();
     let mut broker = start_broker(&tansu, broker_dir.path(), port);
     let bootstrap = format!("127.0.0.1:{port}");
     let id = unique();
     let dir = tempfile::tempdir().unwrap();
     let config = scenario_config(dir.path(), &bootstrap, &id);
-    run_ok(
-        configured()
-            .args(["topics", "create", "--partitions", "3", "--config"])
-            .arg(&config)
-            .arg("--recipients")
-            .arg(repo().join("rules/recipients.yaml")),
-    );
-    let events = dir.path().join("events.jsonl");
-    run_ok(
-        tocsin()
-            .args(["gen", "--events", "20000", "--seed", "7", "--output"])
-            .arg(&events),
-    );
-    let expected = offline_final_warnings(&events);
+    create_topics(&config, 3);
+    let (events, expected) = campaign_workload(dir.path());
     let text = std::fs::read_to_string(&events).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let (first_half, second_half) = lines.split_at(lines.len() / 2);
@@ -783,10 +747,7 @@ fn workers_survive_a_broker_restart_with_nothing_lost() {
         sink.flush(Duration::from_secs(60)).unwrap();
     };
     publish(first_half);
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let listen = free_loopback_addr();
     let mut worker = spawn_configured_with(&config, "all", &["--listen", &listen.to_string()]);
     let reader = Source::subscribe(
         &KafkaSettings::new(bootstrap.clone()),
@@ -857,15 +818,7 @@ fn workers_survive_a_broker_restart_with_nothing_lost() {
     let rss_during_outage = resident_kib(worker.id());
     let mut broker = start_broker(&tansu, broker_dir.path(), port);
     publish(second_half);
-    let complete = |seen: &BTreeMap<(String, u64), Vec<Vec<u8>>>| {
-        expected
-            .iter()
-            .all(|(id, w)| seen.contains_key(&(id.clone(), w["version"].as_u64().unwrap())))
-    };
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while !complete(&seen) && Instant::now() < deadline {
-        read_warnings(&reader, &mut seen, Duration::from_millis(500));
-    }
+    read_until_final_versions(&reader, &expected, &mut seen, Duration::from_secs(240));
     read_warnings(&reader, &mut seen, Duration::from_secs(2));
     wait_ready(true, Duration::from_secs(30));
     // Every event is counted once the tail of the stream (after the campaign) is read.
@@ -968,27 +921,14 @@ fn worker_stops_within_its_deadline_when_the_broker_is_gone() {
         eprintln!("SKIPPED: TOCSIN_TANSU is not set; tests/run.sh installs the test broker");
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_loopback_addr().port();
     let broker_dir = tempfile::tempdir().unwrap();
     let broker = Reaped(Some(start_broker(&tansu, broker_dir.path(), port)));
     let id = unique();
     let dir = tempfile::tempdir().unwrap();
     let config = scenario_config(dir.path(), &format!("127.0.0.1:{port}"), &id);
-    run_ok(
-        configured()
-            .args(["topics", "create", "--partitions", "3", "--config"])
-            .arg(&config)
-            .arg("--recipients")
-            .arg(repo().join("rules/recipients.yaml")),
-    );
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    create_topics(&config, 3);
+    let listen = free_loopback_addr();
     let worker = Reaped(Some(spawn_configured_with(
         &config,
         "all",
@@ -1089,17 +1029,8 @@ fn match_worker_picks_up_a_new_rule_without_a_restart() {
         &format!("[rules]\nwatch_s = 1\npaths = [\"{}\", ", site.display()),
     );
     std::fs::write(&config, text).unwrap();
-    run_ok(
-        configured()
-            .args(["topics", "create", "--partitions", "1", "--config"])
-            .arg(&config)
-            .arg("--recipients")
-            .arg(repo().join("rules/recipients.yaml")),
-    );
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    create_topics(&config, 1);
+    let listen = free_loopback_addr();
     // JSON logs this time, and a secret that must not appear in them.
     let worker = Reaped(Some(spawn_configured_with(
         &config,
@@ -1223,4 +1154,62 @@ fn resident_kib(pid: u32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// The scenario's topics (with a topic per recipient of rules/recipients.yaml).
+fn create_topics(config: &std::path::Path, partitions: u32) {
+    run_ok(
+        configured()
+            .args([
+                "topics",
+                "create",
+                "--partitions",
+                &partitions.to_string(),
+                "--config",
+            ])
+            .arg(config)
+            .arg("--recipients")
+            .arg(repo().join("rules/recipients.yaml")),
+    );
+}
+
+/// The campaign workload (20,048 events) in `dir`, and the final version of each warning
+/// `tocsin run` issues for it offline.
+fn campaign_workload(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, BTreeMap<String, serde_json::Value>) {
+    let events = dir.join("events.jsonl");
+    run_ok(
+        tocsin()
+            .args(["gen", "--events", "20000", "--seed", "7", "--output"])
+            .arg(&events),
+    );
+    let expected = offline_final_warnings(&events);
+    (events, expected)
+}
+
+/// A loopback address with a port nothing listens on (for a broker or a metrics listener).
+fn free_loopback_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Read warnings until every expected final version arrived, or `for_at_most` passed.
+fn read_until_final_versions(
+    reader: &Source,
+    expected: &BTreeMap<String, serde_json::Value>,
+    seen: &mut BTreeMap<(String, u64), Vec<Vec<u8>>>,
+    for_at_most: Duration,
+) {
+    let complete = |seen: &BTreeMap<(String, u64), Vec<Vec<u8>>>| {
+        expected
+            .iter()
+            .all(|(id, w)| seen.contains_key(&(id.clone(), w["version"].as_u64().unwrap())))
+    };
+    let deadline = Instant::now() + for_at_most;
+    while !complete(seen) && Instant::now() < deadline {
+        read_warnings(reader, seen, Duration::from_millis(500));
+    }
 }

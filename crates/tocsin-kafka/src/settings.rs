@@ -40,6 +40,17 @@ impl KafkaSettings {
         }
     }
 
+    /// These settings with `defaults` added where the passthrough properties say nothing.
+    pub(crate) fn with_defaults(&self, defaults: &[(&str, &str)]) -> KafkaSettings {
+        let mut s = self.clone();
+        for (k, v) in defaults {
+            s.client
+                .entry((*k).to_owned())
+                .or_insert_with(|| (*v).to_owned());
+        }
+        s
+    }
+
     /// A librdkafka configuration: the passthrough properties, then `bootstrap.servers`, then
     /// `overrides` (what the worker itself needs, e.g. manual commits).
     pub(crate) fn client_config(&self, overrides: &[(&str, &str)]) -> ClientConfig {

@@ -78,13 +78,7 @@ const DEFAULTS: &[(&str, &str)] = &[
 impl Sink {
     /// A producer for `settings`.
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
-        let mut with_defaults = settings.clone();
-        for (k, v) in DEFAULTS {
-            with_defaults
-                .client
-                .entry((*k).to_owned())
-                .or_insert_with(|| (*v).to_owned());
-        }
+        let with_defaults = settings.with_defaults(DEFAULTS);
         let reports = Arc::new(DeliveryReports::default());
         let producer = with_defaults
             .client_config(&[])

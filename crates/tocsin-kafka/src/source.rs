@@ -101,15 +101,8 @@ impl Source {
         group: &str,
         topics: &[String],
     ) -> Result<Self, KafkaError> {
-        // Defaults the passthrough settings can override.
-        let mut with_defaults = settings.clone();
-        for (k, v) in DEFAULTS {
-            with_defaults
-                .client
-                .entry((*k).to_owned())
-                .or_insert_with(|| (*v).to_owned());
-        }
-        let consumer: BaseConsumer<Rebalances> = with_defaults
+        let consumer: BaseConsumer<Rebalances> = settings
+            .with_defaults(DEFAULTS)
             .client_config(&[
                 ("group.id", group),
                 ("enable.auto.commit", "false"),

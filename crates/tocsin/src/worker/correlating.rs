@@ -31,8 +31,8 @@ use tocsin_kafka::{dead_letter, KafkaSettings};
 use tocsin_rules::EscalationPolicy;
 
 use super::{
-    acknowledged, publish_detection, rule_args, rules_loaded, serve_metrics, stop_on_signals,
-    supervised, worker_span, ClusterView, ErrorReporter, WorkerArgs,
+    acknowledged, commit_batch, publish_detection, rule_args, rules_loaded, serve_metrics,
+    stop_on_signals, supervised, worker_span, ClusterView, ErrorReporter, WorkerArgs,
 };
 use crate::config::Config;
 use crate::load::RuleSources;
@@ -307,18 +307,8 @@ pub fn run(
             }
             stats.produced +=
                 acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness)?;
-            if let Err(e) = source.commit() {
-                tracing::warn!(
-                    error = %e,
-                    "commit failed: {e} (the batch will be read again by the partition's next owner; its state records say which detections to skip)"
-                );
-            }
+            commit_batch(&mut source, metrics, "correlate", opened);
             stats.batches += 1;
-            if let Some(m) = metrics {
-                m.batch_seconds
-                    .with_label_values(&["correlate"])
-                    .observe(opened.elapsed().as_secs_f64());
-            }
         }
         for (_, p) in &revoked {
             parts.remove(p);

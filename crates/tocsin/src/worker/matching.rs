@@ -22,8 +22,8 @@ use tocsin_kafka::source::{Received, Source};
 use tocsin_match::CompiledRules;
 
 use super::{
-    acknowledged, publish_detection, rules_loaded, serve_metrics, stop_on_signals, supervised,
-    worker_span, ClusterView, ErrorReporter, LiveRules, WorkerArgs,
+    acknowledged, commit_batch, publish_detection, rules_loaded, serve_metrics, stop_on_signals,
+    supervised, worker_span, ClusterView, ErrorReporter, LiveRules, WorkerArgs,
 };
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -150,18 +150,8 @@ pub fn run(
             // Every derived message acknowledged, then (and only then) the offsets.
             stats.produced +=
                 acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness)?;
-            if let Err(e) = source.commit() {
-                tracing::warn!(
-                    error = %e,
-                    "commit failed: {e} (the batch will be read again by the partition's next owner)"
-                );
-            }
+            commit_batch(&mut source, metrics, "match", opened);
             stats.batches += 1;
-            if let Some(m) = metrics {
-                m.batch_seconds
-                    .with_label_values(&["match"])
-                    .observe(opened.elapsed().as_secs_f64());
-            }
         }
         // This worker keeps no state per partition: revocations need no action.
         source.take_revoked();

@@ -495,6 +495,27 @@ impl Drop for StopOnPanic<'_> {
     }
 }
 
+/// Commit a batch whose output was acknowledged, and time it. A failed commit is not an
+/// error: the partition's next owner (or this worker, at the next batch) reads it again.
+fn commit_batch(
+    source: &mut tocsin_kafka::source::Source,
+    metrics: Option<&Metrics>,
+    worker: &'static str,
+    opened: Instant,
+) {
+    if let Err(e) = source.commit() {
+        tracing::warn!(
+            error = %e,
+            "commit failed: {e} (the batch will be read again by the partition's next owner; nothing is lost)"
+        );
+    }
+    if let Some(m) = metrics {
+        m.batch_seconds
+            .with_label_values(&[worker])
+            .observe(opened.elapsed().as_secs_f64());
+    }
+}
+
 /// Reports consumer errors at most every 10 s (librdkafka reconnects by itself).
 #[derive(Default)]
 struct ErrorReporter {
