@@ -96,3 +96,44 @@ fn correlations_fire_and_generate_decides_what_is_published() {
         .collect();
     assert_eq!(ids, vec!["brute-force"]);
 }
+
+/// Correlation rules that refer to each other in a circle are errors naming the rules, and
+/// are set aside while the rest loads (each firing would otherwise feed the next forever).
+#[test]
+fn correlation_cycles_are_rejected_and_the_rest_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
+    std::fs::copy(
+        repo().join("rules/profiles/sysmon.yaml"),
+        dir.path().join("profiles/sysmon.yaml"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("failed_logon.yml"), FAILED_LOGON).unwrap();
+    std::fs::write(dir.path().join("brute_force.yml"), BRUTE_FORCE).unwrap();
+    let ping = "title: Ping\nid: ping\nname: ping\ncorrelation:\n  type: temporal\n  rules: [failed_logon, pong]\n  group-by: [IpAddress]\n  timespan: 10m\nlevel: high\n";
+    let pong = "title: Pong\nid: pong\nname: pong\ncorrelation:\n  type: event_count\n  rules: [ping]\n  group-by: [IpAddress]\n  timespan: 10m\n  condition: {gte: 1}\nlevel: high\n";
+    std::fs::write(dir.path().join("loop.yml"), format!("{ping}---\n{pong}")).unwrap();
+    let out = tocsin()
+        .args(["rules", "check"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    for id in ["ping", "pong"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("correlation-cycle") && l.contains(&format!("'{id}'"))),
+            "{text}"
+        );
+    }
+    assert!(text.contains("loop.yml"), "errors name the file: {text}");
+    assert!(
+        !text.contains("'brute-force' refers back"),
+        "brute-force is not on the cycle: {text}"
+    );
+}

@@ -462,11 +462,65 @@ impl RuleSources {
             &config,
         );
         self.diagnostics.extend(diags);
+        let diags = reject_correlation_cycles(&mut self.correlations);
+        self.diagnostics.extend(diags);
         let diags = compiled.attach_correlations(&self.correlations);
         self.diagnostics.extend(diags);
         compiled.resolve_rule_names(&mut self.correlations);
         compiled
     }
+}
+
+/// Correlation rules that refer to themselves, directly or through other correlation rules,
+/// are errors and are set aside: each firing would feed the next without end (on the Kafka
+/// path, round and round through the detections topic). The others load.
+fn reject_correlation_cycles(correlations: &mut Vec<CorrelationRule>) -> Vec<Diagnostic> {
+    let index_of = |reference: &str| {
+        correlations
+            .iter()
+            .position(|t| t.id == reference || t.name.as_deref() == Some(reference))
+    };
+    let edges: Vec<Vec<usize>> = correlations
+        .iter()
+        .map(|c| c.rules.iter().filter_map(|r| index_of(r)).collect())
+        .collect();
+    // A rule is on a cycle when it can reach itself.
+    let reaches_itself = |start: usize| {
+        let mut seen = vec![false; edges.len()];
+        let mut stack = edges[start].clone();
+        while let Some(n) = stack.pop() {
+            if n == start {
+                return true;
+            }
+            if !std::mem::replace(&mut seen[n], true) {
+                stack.extend(&edges[n]);
+            }
+        }
+        false
+    };
+    let on_cycle: Vec<bool> = (0..edges.len()).map(reaches_itself).collect();
+    let mut diags = Vec::new();
+    let mut i = 0;
+    correlations.retain(|c| {
+        let keep = !on_cycle[i];
+        i += 1;
+        if !keep {
+            diags.push(
+                Diagnostic::error(
+                    c.location.clone(),
+                    "correlation-cycle",
+                    format!(
+                        "correlation rule '{}' refers back to itself through {}; it is not loaded",
+                        c.name.as_deref().unwrap_or(&c.id),
+                        c.rules.join(", ")
+                    ),
+                )
+                .for_rule(Some(&c.id), Some(&c.title)),
+            );
+        }
+        keep
+    });
+    diags
 }
 
 /// Files under `dir`, recursively; a directory holding a `manifest.json` (a MISP feed) is
