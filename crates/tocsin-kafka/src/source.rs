@@ -24,6 +24,7 @@ use crate::{KafkaError, KafkaSettings};
 #[derive(Default)]
 pub struct Rebalances {
     revoked: Mutex<Vec<(String, i32)>>,
+    assigned: Mutex<Vec<(String, i32)>>,
     health: Mutex<Health>,
 }
 
@@ -61,6 +62,17 @@ impl ClientContext for Rebalances {
 }
 
 impl ConsumerContext for Rebalances {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+            assigned.extend(
+                list.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition())),
+            );
+        }
+    }
+
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
@@ -163,6 +175,20 @@ impl Source {
                 .consumer
                 .context()
                 .revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
+    /// The partitions rebalances gave this member since the last call. librdkafka reports a
+    /// rebalance from inside [`Source::poll`], which then returns no message, so a worker
+    /// that calls this after every poll sees an assignment before any of its messages.
+    pub fn take_assigned(&self) -> Vec<(String, i32)> {
+        std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .assigned
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         )

@@ -10,8 +10,9 @@
 //! Per batch: merge → produce the warnings (one rendering per audience topic, and one per
 //! concerned recipient) and derived detections → wait for their acknowledgement → write each
 //! touched partition's state to the changelog ([`tocsin_kafka::changelog`]) → wait → commit.
-//! When a partition arrives (first message after an assignment), its state is restored from
-//! the changelog and the detections the state already includes are skipped. A revoked
+//! When partitions are assigned, their state is restored from the changelog before any of
+//! their messages is merged (and, as a fallback, at a partition's first message), and the
+//! detections the state already includes are skipped. A revoked
 //! partition's state is written at the end of the batch in hand and then dropped.
 
 use std::collections::HashMap;
@@ -196,6 +197,15 @@ pub fn run(
         m.batch_seconds.with_label_values(&["correlate"]);
     }
     let readiness = metrics.map(|m| (m, "correlate"));
+    let restoring = Restoring {
+        settings: &settings,
+        config: c,
+        correlator: &correlator_config,
+        timeout: restore_timeout,
+        metrics,
+        quiet,
+    };
+    let mut assigned: Vec<(String, i32)> = Vec::new();
     let state_key = |partition| StateKey {
         group: cfg.group.clone(),
         topic: topic.clone(),
@@ -208,10 +218,21 @@ pub fn run(
         let mut revoked = Vec::new();
         while !stopping && in_batch < cfg.batch && opened.elapsed() < batch_window {
             let Some(polled) = source.poll(Duration::from_millis(50)) else {
+                // A rebalance ends a poll without a message: partitions taken away end the
+                // batch (their state is written first); partitions given are restored now,
+                // before any of their messages.
                 revoked.extend(source.take_revoked());
+                assigned.extend(source.take_assigned());
                 if !revoked.is_empty() {
                     break;
                 }
+                restore_assigned(
+                    &restoring,
+                    &mut assigned,
+                    &mut parts,
+                    &state_key,
+                    &mut stats,
+                )?;
                 continue;
             };
             let msg = match polled {
@@ -224,39 +245,14 @@ pub fn run(
             in_batch += 1;
             stats.messages += 1;
             let partition = msg.partition();
+            // Normally restored at assignment already; this is the fallback.
             let part = match parts.entry(partition) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    if let Some(m) = metrics {
-                        m.set_readiness(
-                            "correlate",
-                            Some(format!("restoring the state of partition {partition}")),
-                        );
-                    }
-                    let p = restore(
-                        &settings,
-                        c,
-                        &state_key(partition),
-                        &correlator_config,
-                        restore_timeout,
-                    )?;
-                    stats.restored += 1;
-                    if let Some(m) = metrics {
-                        m.state_restores.inc();
-                        m.set_ready_for("correlate", Duration::from_secs(5));
-                    }
-                    if !quiet {
-                        tracing::info!(
-                            partition,
-                            next_offset = p.next_offset,
-                            live_keys = p.correlator.live_keys(),
-                            "partition {partition} of {topic}: state restored up to offset {} ({} live keys)",
-                            p.next_offset,
-                            p.correlator.live_keys()
-                        );
-                    }
-                    e.insert(p)
-                }
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(restore_logged(
+                    &restoring,
+                    &state_key(partition),
+                    &mut stats,
+                )?),
             };
             if msg.offset() < part.next_offset {
                 stats.skipped += 1;
@@ -313,6 +309,13 @@ pub fn run(
         for (_, p) in &revoked {
             parts.remove(p);
         }
+        restore_assigned(
+            &restoring,
+            &mut assigned,
+            &mut parts,
+            &state_key,
+            &mut stats,
+        )?;
         if let Some(m) = metrics {
             m.correlation_keys.set(
                 parts
@@ -350,6 +353,65 @@ pub fn run(
         );
     }
     Ok(())
+}
+
+/// What restoring a partition needs.
+struct Restoring<'a> {
+    settings: &'a KafkaSettings,
+    config: &'a Config,
+    correlator: &'a CorrelatorConfig,
+    timeout: Duration,
+    metrics: Option<&'a Metrics>,
+    quiet: bool,
+}
+
+/// Restore the partitions in `assigned` that this worker does not hold yet.
+fn restore_assigned(
+    r: &Restoring<'_>,
+    assigned: &mut Vec<(String, i32)>,
+    parts: &mut HashMap<i32, Partition>,
+    state_key: &dyn Fn(i32) -> StateKey,
+    stats: &mut CorrelateStats,
+) -> Result<()> {
+    for (_, partition) in std::mem::take(assigned) {
+        if let std::collections::hash_map::Entry::Vacant(e) = parts.entry(partition) {
+            e.insert(restore_logged(r, &state_key(partition), stats)?);
+        }
+    }
+    Ok(())
+}
+
+/// [`restore`], with readiness, metrics and a log line.
+fn restore_logged(
+    r: &Restoring<'_>,
+    key: &StateKey,
+    stats: &mut CorrelateStats,
+) -> Result<Partition> {
+    let partition = key.partition;
+    if let Some(m) = r.metrics {
+        m.set_readiness(
+            "correlate",
+            Some(format!("restoring the state of partition {partition}")),
+        );
+    }
+    let p = restore(r.settings, r.config, key, r.correlator, r.timeout)?;
+    stats.restored += 1;
+    if let Some(m) = r.metrics {
+        m.state_restores.inc();
+        m.set_ready_for("correlate", Duration::from_secs(5));
+    }
+    if !r.quiet {
+        tracing::info!(
+            partition,
+            next_offset = p.next_offset,
+            live_keys = p.correlator.live_keys(),
+            "partition {partition} of {}: state restored up to offset {} ({} live keys)",
+            key.topic,
+            p.next_offset,
+            p.correlator.live_keys()
+        );
+    }
+    Ok(p)
 }
 
 /// The state of one partition from the changelog, or a fresh correlator.
