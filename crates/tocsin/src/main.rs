@@ -56,6 +56,9 @@ enum Command {
     Rules(RulesCommand),
     /// Match events against rules and print detections, or explain why rules matched.
     Match(MatchArgs),
+    /// SQL over an archive written by `run --archive`: tables `events`, `detections`,
+    /// `warnings`, partitioned by `date` (and `sector`).
+    Query(QueryArgs),
     /// Kafka workers (consumer groups; at-least-once delivery).
     #[command(subcommand)]
     Worker(WorkerCommand),
@@ -144,6 +147,45 @@ struct MatchArgs {
     explain: bool,
 }
 
+#[derive(Args)]
+struct QueryArgs {
+    /// The archive directory.
+    #[arg(long, value_name = "DIR")]
+    archive: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: QueryFormat,
+    /// One SQL statement (DataFusion's dialect), e.g. "SELECT sector, count(*) FROM events
+    /// GROUP BY sector".
+    sql: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum QueryFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+fn query(a: QueryArgs) -> Result<ExitCode> {
+    use tocsin_archive::query::{render, Archive, OutputFormat};
+    let archive = Archive::open(&a.archive)?;
+    let batches = match archive.sql(&a.sql) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("tocsin: query failed: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let format = match a.format {
+        QueryFormat::Table => OutputFormat::Table,
+        QueryFormat::Csv => OutputFormat::Csv,
+        QueryFormat::Json => OutputFormat::Json,
+    };
+    std::io::stdout().write_all(&render(&batches, format)?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 #[derive(Args, Clone)]
 struct RuleArgs {
     /// Rules directory or files (Sigma rules, profiles/, iocs/, escalation.yaml). Repeatable.
@@ -188,6 +230,13 @@ struct RunArgs {
     /// Also write every detection (JSON lines) here.
     #[arg(long, value_name = "FILE")]
     detections: Option<PathBuf>,
+    /// Archive every event, detection and warning version as Parquet in DIR (date and
+    /// sector partitions, zstd), for `tocsin query`.
+    #[arg(long, value_name = "DIR")]
+    archive: Option<PathBuf>,
+    /// Remove archive date partitions older than this many days before the newest event.
+    #[arg(long, value_name = "DAYS", requires = "archive")]
+    archive_retention_days: Option<u32>,
     /// Write undecodable events here (JSON lines with source, line, reason, payload).
     /// Without it, their count and first reasons go to stderr.
     #[arg(long = "dead-letter", value_name = "FILE")]
@@ -291,6 +340,7 @@ fn main() -> ExitCode {
         Command::Rules(RulesCommand::Test { paths, profile }) => {
             author::test(&paths, profile.as_deref())
         }
+        Command::Query(a) => query(a),
         Command::Match(a) => match prepare_rules(&a.rules, true) {
             Ok(Ok((_, compiled))) => author::match_events(&compiled, &a.input, a.explain),
             Ok(Err(code)) => Ok(code),
@@ -504,11 +554,23 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     if let Some(m) = &metrics {
         pipeline = pipeline.with_metrics(std::sync::Arc::clone(m));
     }
+    if let Some(dir) = &a.archive {
+        pipeline = pipeline.with_archive(tocsin_archive::writer::ArchiveWriter::create(
+            dir,
+            a.archive_retention_days,
+        )?);
+    }
     for name in &a.input {
         let mut reader = input::open(name)?;
         pipeline.process_source(name, &mut *reader)?;
     }
     let (stats, first_dead, latest, correlator) = pipeline.finish()?;
+    if let (Some(s), false) = (&stats.archive, a.quiet) {
+        eprintln!(
+            "tocsin: archived {} events, {} detections, {} warning versions in {} Parquet files ({} date partitions expired)",
+            s.events, s.detections, s.warnings, s.files, s.expired_partitions
+        );
+    }
     if !a.quiet || stats.dead_letters > 0 {
         eprintln!(
             "tocsin: {} events ({} MB) in {:.2} s ({:.0} events/s): {} detections, {} warning versions ({} warnings), {} dead letters",

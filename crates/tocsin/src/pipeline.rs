@@ -106,6 +106,9 @@ pub struct RunStats {
     pub reloads: u64,
     pub bad_context: u64,
     pub seconds: f64,
+    /// What `--archive` wrote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<tocsin_archive::writer::ArchiveStats>,
 }
 
 /// The pipeline state.
@@ -130,6 +133,8 @@ pub struct Pipeline {
     stats: RunStats,
     started: Instant,
     metrics: Option<Arc<Metrics>>,
+    /// `--archive`: every event, detection and warning version, as Parquet.
+    archive: Option<tocsin_archive::writer::ArchiveWriter>,
 }
 
 impl Pipeline {
@@ -161,7 +166,14 @@ impl Pipeline {
             stats: RunStats::default(),
             started: Instant::now(),
             metrics: None,
+            archive: None,
         }
+    }
+
+    /// Archive every event, detection and warning version into `archive`.
+    pub fn with_archive(mut self, archive: tocsin_archive::writer::ArchiveWriter) -> Self {
+        self.archive = Some(archive);
+        self
     }
 
     /// Count what happens in `metrics` (Prometheus).
@@ -316,7 +328,13 @@ impl Pipeline {
             }
         };
         self.rules.match_event(&event, &mut self.scratch);
-        if self.scratch.matched().is_empty() && self.scratch.ioc_hits().is_empty() {
+        let matched = !(self.scratch.matched().is_empty() && self.scratch.ioc_hits().is_empty());
+        if let Some(archive) = &mut self.archive {
+            let ctx = EventContext::extract(&event, &self.context_fields);
+            let time = ctx.time.or(self.last_time).unwrap_or_default();
+            archive.event(&event, &ctx, time)?;
+        }
+        if !matched {
             // The common case: nothing matched, nothing more to do.
             return Ok(());
         }
@@ -358,6 +376,11 @@ impl Pipeline {
                 }
             }
         }
+        if let Some(archive) = &mut self.archive {
+            for d in &self.detections {
+                archive.detection(d)?;
+            }
+        }
         self.warnings.clear();
         for d in &self.detections {
             if d.standalone {
@@ -389,6 +412,9 @@ impl Pipeline {
     fn write_derived(&mut self) -> Result<()> {
         for d in self.correlator.take_derived() {
             self.stats.detections += 1;
+            if let Some(archive) = &mut self.archive {
+                archive.detection(&d)?;
+            }
             if !d.standalone {
                 continue;
             }
@@ -405,6 +431,9 @@ impl Pipeline {
     fn write_warnings(&mut self) -> Result<()> {
         for i in 0..self.warnings.len() {
             let canonical = &self.warnings[i];
+            if let Some(archive) = &mut self.archive {
+                archive.warning(canonical)?;
+            }
             let o = &mut self.outputs;
             for (recipient, out) in &mut o.recipients {
                 if let Some(r) = recipient.rendering(canonical, &o.policy) {
@@ -462,6 +491,9 @@ impl Pipeline {
             }
             DeadLetterSink::Summary(first) => std::mem::take(first),
         };
+        if let Some(archive) = self.archive.take() {
+            self.stats.archive = Some(archive.finish()?);
+        }
         self.stats.seconds = self.started.elapsed().as_secs_f64();
         if std::env::var_os("TOCSIN_DEBUG_STATS").is_some() {
             eprintln!("{:?}", self.scratch.stats);
