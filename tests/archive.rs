@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{repo, run_ok, tocsin};
+use common::{json_lines, repo, run_ok, tocsin};
 
 fn query(archive: &std::path::Path, sql: &str) -> Vec<serde_json::Value> {
     let out = run_ok(
@@ -55,15 +55,9 @@ fn run_archives_everything_and_sql_answers_match_the_input() {
             .entry(e["sector"].as_str().unwrap_or("unknown").to_owned())
             .or_default() += 1;
     }
-    let detection_ids: std::collections::BTreeSet<String> = std::fs::read_to_string(&detections)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+    let detection_ids: std::collections::BTreeSet<String> = json_lines(&detections)
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
         .collect();
     let mut final_versions: BTreeMap<String, u64> = BTreeMap::new();
     for l in String::from_utf8(out.stdout).unwrap().lines() {

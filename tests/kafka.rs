@@ -564,12 +564,12 @@ fn offline_final_warnings(events: &std::path::Path) -> BTreeMap<String, serde_js
             .arg("--input")
             .arg(events),
     );
-    let mut last = BTreeMap::new();
-    for l in String::from_utf8(out.stdout).unwrap().lines() {
-        let w: serde_json::Value = serde_json::from_str(l).unwrap();
-        last.insert(w["warning_id"].as_str().unwrap().to_owned(), w);
-    }
-    last
+    let warnings: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    common::latest_versions(&warnings)
 }
 
 /// Fault test (b), and the correlate worker end to end: events → `worker match` →

@@ -230,6 +230,20 @@ impl Metrics {
         Ok(m)
     }
 
+    /// Count detections by rule, and their indicator hits by feed.
+    pub fn count_detections(&self, detections: &[tocsin_core::Detection]) {
+        for d in detections {
+            self.detections
+                .with_label_values(&[d.rule.id.as_str()])
+                .inc();
+            for i in &d.indicators {
+                self.indicator_hits
+                    .with_label_values(&[i.feed.as_str()])
+                    .inc();
+            }
+        }
+    }
+
     /// Mark the process ready (rules loaded) or not.
     pub fn set_ready(&self, ready: bool) {
         self.set_readiness("rules", (!ready).then(|| "rules not loaded".to_owned()));

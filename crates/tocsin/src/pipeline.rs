@@ -329,16 +329,19 @@ impl Pipeline {
         };
         self.rules.match_event(&event, &mut self.scratch);
         let matched = !(self.scratch.matched().is_empty() && self.scratch.ioc_hits().is_empty());
+        if !matched && self.archive.is_none() {
+            // The common case: nothing matched, nothing more to do.
+            return Ok(());
+        }
+        // Read once, for the archive and the detections alike.
+        let ctx = EventContext::extract(&event, &self.context_fields);
         if let Some(archive) = &mut self.archive {
-            let ctx = EventContext::extract(&event, &self.context_fields);
             let time = ctx.time.or(self.last_time).unwrap_or_default();
             archive.event(&event, &ctx, time)?;
         }
         if !matched {
-            // The common case: nothing matched, nothing more to do.
             return Ok(());
         }
-        let ctx = EventContext::extract(&event, &self.context_fields);
         if ctx.problems.bad_sector || ctx.problems.bad_member_state {
             self.stats.bad_context += 1;
         }
@@ -369,12 +372,7 @@ impl Pipeline {
         );
         self.stats.detections += self.detections.len() as u64;
         if let Some(m) = &self.metrics {
-            for d in &self.detections {
-                m.detections.with_label_values(&[d.rule.id.as_str()]).inc();
-                for i in &d.indicators {
-                    m.indicator_hits.with_label_values(&[i.feed.as_str()]).inc();
-                }
-            }
+            m.count_detections(&self.detections);
         }
         if let Some(archive) = &mut self.archive {
             for d in &self.detections {

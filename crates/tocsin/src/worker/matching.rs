@@ -309,12 +309,9 @@ impl<'a> MatchState<'a> {
         stats.detections += self.detections.len() as u64;
         for d in &self.detections {
             publish_detection(sink, &self.detections_topic, d, &mut self.json)?;
-            if let Some(m) = self.metrics {
-                m.detections.with_label_values(&[d.rule.id.as_str()]).inc();
-                for i in &d.indicators {
-                    m.indicator_hits.with_label_values(&[i.feed.as_str()]).inc();
-                }
-            }
+        }
+        if let Some(m) = self.metrics {
+            m.count_detections(&self.detections);
         }
         Ok(())
     }
