@@ -249,6 +249,37 @@ impl Source {
         result
     }
 
+    /// The group's committed offset of each partition (`None`: nothing committed yet, so
+    /// the partition starts at the earliest message), asked of the group coordinator.
+    pub fn committed(
+        &self,
+        partitions: &[(String, i32)],
+        timeout: Duration,
+    ) -> Result<Vec<(String, i32, Option<i64>)>, KafkaError> {
+        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        for (topic, partition) in partitions {
+            tpl.add_partition(topic, *partition);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(tpl, timeout)
+            .map_err(|source| KafkaError::Consumer {
+                action: "read committed offsets",
+                source,
+            })?;
+        Ok(committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                };
+                (e.topic().to_owned(), e.partition(), offset)
+            })
+            .collect())
+    }
+
     /// How many partitions `topic` has, from the cluster's metadata.
     pub fn partition_count(&self, topic: &str, timeout: Duration) -> Result<usize, KafkaError> {
         let metadata = self

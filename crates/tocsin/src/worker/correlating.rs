@@ -33,7 +33,7 @@ use tocsin_rules::EscalationPolicy;
 
 use super::{
     acknowledged, commit_batch, publish_detection, rule_args, rules_loaded, serve_metrics,
-    stop_on_signals, supervised, worker_span, ClusterView, ErrorReporter, WorkerArgs,
+    stop_on_signals, supervised, worker_span, ClusterView, ErrorReporter, Resumption, WorkerArgs,
 };
 use crate::config::Config;
 use crate::load::RuleSources;
@@ -190,6 +190,7 @@ pub fn run(
     let shutdown = Duration::from_secs(c.worker.shutdown_deadline_s);
     let mut stop_deadline = None;
     let mut errors = ErrorReporter::default();
+    let mut resumption = Resumption::default();
     let mut warnings = Vec::new();
     let mut json = Vec::with_capacity(4096);
     let mut view = ClusterView::new("correlate", metrics);
@@ -222,7 +223,9 @@ pub fn run(
                 // batch (their state is written first); partitions given are restored now,
                 // before any of their messages.
                 revoked.extend(source.take_revoked());
-                assigned.extend(source.take_assigned());
+                let given = source.take_assigned();
+                resumption.assigned(&source, &given);
+                assigned.extend(given);
                 if !revoked.is_empty() {
                     break;
                 }
@@ -242,6 +245,7 @@ pub fn run(
                     continue;
                 }
             };
+            resumption.read(&msg);
             in_batch += 1;
             stats.messages += 1;
             let partition = msg.partition();

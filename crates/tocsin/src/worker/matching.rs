@@ -23,7 +23,7 @@ use tocsin_match::CompiledRules;
 
 use super::{
     acknowledged, commit_batch, publish_detection, rules_loaded, serve_metrics, stop_on_signals,
-    supervised, worker_span, ClusterView, ErrorReporter, LiveRules, WorkerArgs,
+    supervised, worker_span, ClusterView, ErrorReporter, LiveRules, Resumption, WorkerArgs,
 };
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -124,11 +124,14 @@ pub fn run(
     let shutdown = Duration::from_secs(c.worker.shutdown_deadline_s);
     let mut stop_deadline = None;
     let mut errors = ErrorReporter::default();
+    let mut resumption = Resumption::default();
     while !stop.load(Ordering::Relaxed) {
         let opened = Instant::now();
         let mut in_batch = 0u64;
         while in_batch < cfg.batch && opened.elapsed() < batch_window {
             let Some(polled) = source.poll(Duration::from_millis(50)) else {
+                // A rebalance ends a poll without a message.
+                resumption.assigned(&source, &source.take_assigned());
                 continue;
             };
             let msg = match polled {
@@ -138,6 +141,7 @@ pub fn run(
                     continue;
                 }
             };
+            resumption.read(&msg);
             in_batch += 1;
             stats.messages += 1;
             m.process(&msg, &mut sink, &mut stats)?;

@@ -615,3 +615,87 @@ fn publish_detection(
     }
     Ok(())
 }
+
+/// Says where each partition a rebalance gives this worker resumes: the group's committed
+/// offset at assignment, then the offset of the first message read. The two agree unless
+/// messages were skipped (retention deleted them, or a broker answered a fetch from the
+/// wrong place), which is the one way at-least-once breaks silently, so that case is a
+/// warning naming the gap.
+#[derive(Default)]
+struct Resumption {
+    /// Partitions assigned whose first message has not been read yet, with their committed
+    /// offset.
+    awaiting_first: Vec<(String, i32, Option<i64>)>,
+}
+
+impl Resumption {
+    /// Record (and log) the partitions just assigned.
+    fn assigned(&mut self, source: &tocsin_kafka::source::Source, partitions: &[(String, i32)]) {
+        if partitions.is_empty() {
+            return;
+        }
+        // Superseded: a partition assigned again resumes from its committed offset again.
+        self.awaiting_first
+            .retain(|(t, p, _)| !partitions.iter().any(|(t2, p2)| p == p2 && t == t2));
+        match source.committed(partitions, Duration::from_secs(10)) {
+            Ok(committed) => {
+                let described: Vec<String> = committed
+                    .iter()
+                    .map(|(t, p, c)| match c {
+                        Some(c) => format!("{t}[{p}] at committed offset {c}"),
+                        None => format!("{t}[{p}] from the earliest (nothing committed)"),
+                    })
+                    .collect();
+                tracing::info!(
+                    partitions = %described.join(", "),
+                    "assigned {}",
+                    described.join(", ")
+                );
+                self.awaiting_first.extend(committed);
+            }
+            Err(e) => {
+                let names: Vec<String> = partitions
+                    .iter()
+                    .map(|(t, p)| format!("{t}[{p}]"))
+                    .collect();
+                tracing::warn!(
+                    error = %e,
+                    "assigned {} ({e}: cannot say from which offsets they resume)",
+                    names.join(", ")
+                );
+            }
+        }
+    }
+
+    /// Note a message read; the first one of a newly assigned partition is compared with
+    /// the committed offset.
+    fn read(&mut self, msg: &tocsin_kafka::source::Received<'_>) {
+        if self.awaiting_first.is_empty() {
+            return;
+        }
+        let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+        let Some(i) = self
+            .awaiting_first
+            .iter()
+            .position(|(t, p, _)| *p == partition && t == topic)
+        else {
+            return;
+        };
+        let (_, _, committed) = self.awaiting_first.swap_remove(i);
+        match committed {
+            Some(c) if offset > c => tracing::warn!(
+                topic,
+                partition,
+                committed = c,
+                first_read = offset,
+                "{topic}[{partition}] resumed at offset {offset}, past its committed offset {c}: offsets {c}..{offset} were not read",
+            ),
+            _ => tracing::info!(
+                topic,
+                partition,
+                first_read = offset,
+                "{topic}[{partition}] resumed at offset {offset}"
+            ),
+        }
+    }
+}
