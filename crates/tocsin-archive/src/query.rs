@@ -4,6 +4,12 @@
 //!
 //! DataFusion is asynchronous; the archive runs it on a current-thread Tokio runtime of its
 //! own, so callers stay synchronous.
+//!
+//! Unreadable files: every Parquet file's footer is read when the archive is opened. A file
+//! that is truncated or corrupt (a writer killed mid-file, a disk error) is reported with its
+//! path in [`Archive::skipped`] and left out: the table is then registered over a private
+//! view of the archive, a temporary directory of symbolic links to the readable files in the
+//! same Hive layout, so one bad file does not make the whole archive unqueryable.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +23,9 @@ use datafusion::datasource::listing::{
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::writer::Table;
+use tocsin_core::Timestamp;
+
+use crate::writer::{date_of, Table};
 use crate::{ArchiveError, ARCHIVE_FORMAT};
 
 /// How query results are printed.
@@ -36,6 +44,30 @@ pub struct Archive {
     dir: PathBuf,
     ctx: SessionContext,
     runtime: tokio::runtime::Runtime,
+    skipped: Vec<SkippedFile>,
+    /// The view without the unreadable files, when there are any (removed on drop).
+    view: Option<tempfile::TempDir>,
+}
+
+/// A Parquet file left out of every query because it cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedFile {
+    pub path: PathBuf,
+    /// What the Parquet reader said.
+    pub reason: String,
+}
+
+/// Which archived events [`Archive::scan_events`] reads. Every condition is pushed down to
+/// the scan: dates and sectors select partition directories, the time range prunes row
+/// groups by their statistics.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Events at or after this time (epoch milliseconds).
+    pub from_ms: Option<i64>,
+    /// Events before this time (epoch milliseconds).
+    pub to_ms: Option<i64>,
+    /// Only these sectors (their partition names); empty means all.
+    pub sectors: Vec<String>,
 }
 
 /// Check `dir/archive.json` names the format this version reads.
@@ -87,10 +119,12 @@ impl Archive {
                 .with_target_partitions(2)
                 .with_information_schema(true),
         );
-        let archive = Archive {
+        let mut archive = Archive {
             dir: dir.to_owned(),
             ctx,
             runtime,
+            skipped: Vec::new(),
+            view: None,
         };
         for table in [Table::Events, Table::Detections, Table::Warnings] {
             archive.register(table)?;
@@ -98,12 +132,17 @@ impl Archive {
         Ok(archive)
     }
 
-    fn register(&self, table: Table) -> Result<(), ArchiveError> {
+    /// The files left out because they cannot be read, with the reason.
+    pub fn skipped(&self) -> &[SkippedFile] {
+        &self.skipped
+    }
+
+    fn register(&mut self, table: Table) -> Result<(), ArchiveError> {
         let mut partition_cols = vec![("date".to_owned(), DataType::Utf8)];
         if table.by_sector() {
             partition_cols.push(("sector".to_owned(), DataType::Utf8));
         }
-        let path = self.dir.join(table.name());
+        let mut path = self.dir.join(table.name());
         let query = |e: &dyn std::fmt::Display| ArchiveError::Query(e.to_string());
         if !path.is_dir() {
             // An empty table with the same columns, so that queries still plan.
@@ -124,6 +163,18 @@ impl Archive {
                 .map_err(|e| query(&e))?;
             return Ok(());
         }
+        let mut files = Vec::new();
+        parquet_files(&path, &mut files)?;
+        let mut readable = Vec::with_capacity(files.len());
+        for file in files {
+            match footer_error(&file) {
+                None => readable.push(file),
+                Some(reason) => self.skipped.push(SkippedFile { path: file, reason }),
+            }
+        }
+        if self.skipped.iter().any(|s| s.path.starts_with(&path)) {
+            path = self.view_of(table, &path, &readable)?;
+        }
         let url = ListingTableUrl::parse(format!("{}/", path.display())).map_err(|e| query(&e))?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
@@ -138,6 +189,154 @@ impl Archive {
         Ok(())
     }
 
+    /// A directory of symbolic links to `readable` (files under `root`) in the same layout.
+    fn view_of(
+        &mut self,
+        table: Table,
+        root: &Path,
+        readable: &[PathBuf],
+    ) -> Result<PathBuf, ArchiveError> {
+        if self.view.is_none() {
+            self.view = Some(tempfile::tempdir().map_err(|source| ArchiveError::Io {
+                path: std::env::temp_dir().display().to_string(),
+                source,
+            })?);
+        }
+        let view = self
+            .view
+            .as_ref()
+            .map(|v| v.path().join(table.name()))
+            .unwrap_or_default();
+        for file in readable {
+            let Ok(rel) = file.strip_prefix(root) else {
+                continue;
+            };
+            let link = view.join(rel);
+            if let Some(parent) = link.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| ArchiveError::Io {
+                    path: parent.display().to_string(),
+                    source,
+                })?;
+            }
+            let target = std::fs::canonicalize(file).map_err(|source| ArchiveError::Io {
+                path: file.display().to_string(),
+                source,
+            })?;
+            std::os::unix::fs::symlink(&target, &link).map_err(|source| ArchiveError::Io {
+                path: link.display().to_string(),
+                source,
+            })?;
+        }
+        std::fs::create_dir_all(&view).map_err(|source| ArchiveError::Io {
+            path: view.display().to_string(),
+            source,
+        })?;
+        Ok(view)
+    }
+
+    /// The `date=` partitions of the events table within `filter`'s time range, oldest
+    /// first.
+    fn event_dates(&self, filter: &EventFilter) -> Result<Vec<String>, ArchiveError> {
+        let dir = self.dir.join(Table::Events.name());
+        let from = filter.from_ms.map(|t| date_of(Timestamp(t)));
+        // `to` is exclusive: an event just before it lies on the date of `to - 1 ms`.
+        let to = filter.to_ms.map(|t| date_of(Timestamp(t - 1)));
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(ArchiveError::Io {
+                    path: dir.display().to_string(),
+                    source,
+                })
+            }
+        };
+        let mut dates: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("date="))
+                    .map(str::to_owned)
+            })
+            .filter(|d| from.as_ref().is_none_or(|f| d >= f) && to.as_ref().is_none_or(|t| d <= t))
+            .collect();
+        dates.sort();
+        Ok(dates)
+    }
+
+    /// Call `each(time_ms, raw)` for every archived event that `filter` selects, in event
+    /// time order within each date and date by date, streaming: at most one date's
+    /// selected events are held (for the sort). Returns the number of events read.
+    pub fn scan_events<E: From<ArchiveError>>(
+        &self,
+        filter: &EventFilter,
+        mut each: impl FnMut(i64, &str) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        use datafusion::arrow::array::{Array, StringArray, TimestampMillisecondArray};
+        use datafusion::prelude::{col, lit};
+        use datafusion::scalar::ScalarValue;
+        use futures::StreamExt as _;
+
+        let query = |e: &dyn std::fmt::Display| ArchiveError::Query(e.to_string());
+        let millis = |t: i64| {
+            lit(ScalarValue::TimestampMillisecond(
+                Some(t),
+                Some("UTC".into()),
+            ))
+        };
+        let mut count = 0u64;
+        for date in self.event_dates(filter)? {
+            self.runtime.block_on(async {
+                let mut condition = col("date").eq(lit(date.as_str()));
+                if let Some(from) = filter.from_ms {
+                    condition = condition.and(col("time").gt_eq(millis(from)));
+                }
+                if let Some(to) = filter.to_ms {
+                    condition = condition.and(col("time").lt(millis(to)));
+                }
+                if !filter.sectors.is_empty() {
+                    let sectors = filter.sectors.iter().map(|s| lit(s.as_str())).collect();
+                    condition = condition.and(col("sector").in_list(sectors, false));
+                }
+                let frame = self
+                    .ctx
+                    .table(Table::Events.name())
+                    .await
+                    .and_then(|t| t.filter(condition))
+                    .and_then(|t| t.select(vec![col("time"), col("raw")]))
+                    .and_then(|t| t.sort(vec![col("time").sort(true, false)]))
+                    .map_err(|e| query(&e))?;
+                let mut stream = frame.execute_stream().await.map_err(|e| query(&e))?;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(|e| query(&e))?;
+                    let raw = datafusion::arrow::compute::cast(batch.column(1), &DataType::Utf8)
+                        .map_err(|e| query(&e))?;
+                    let (Some(times), Some(raw)) = (
+                        batch
+                            .column(0)
+                            .as_any()
+                            .downcast_ref::<TimestampMillisecondArray>(),
+                        raw.as_any().downcast_ref::<StringArray>(),
+                    ) else {
+                        return Err(
+                            query(&"events: unexpected column types for time and raw").into()
+                        );
+                    };
+                    for row in 0..batch.num_rows() {
+                        if raw.is_null(row) {
+                            continue;
+                        }
+                        count += 1;
+                        each(times.value(row), raw.value(row))?;
+                    }
+                }
+                Ok::<(), E>(())
+            })?;
+        }
+        Ok(count)
+    }
+
     /// Run one SQL statement; DataFusion's message on error.
     pub fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>, ArchiveError> {
         self.runtime.block_on(async {
@@ -150,6 +349,46 @@ impl Archive {
                 .await
                 .map_err(|e| ArchiveError::Query(e.to_string()))
         })
+    }
+}
+
+/// Every `*.parquet` file under `dir`, sorted (a missing directory has none).
+fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ArchiveError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ArchiveError::Io {
+                path: dir.display().to_string(),
+                source,
+            })
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            parquet_files(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Why `path`'s Parquet footer cannot be read, if it cannot (truncated, not Parquet, corrupt
+/// metadata). Damage inside a data page shows only when the page is read, as a query error
+/// naming the file.
+fn footer_error(path: &Path) -> Option<String> {
+    use datafusion::parquet::file::reader::{FileReader as _, SerializedFileReader};
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Some(e.to_string()),
+    };
+    match SerializedFileReader::new(file) {
+        Ok(reader) if reader.metadata().file_metadata().num_rows() >= 0 => None,
+        Ok(_) => Some("negative row count in the footer".into()),
+        Err(e) => Some(e.to_string()),
     }
 }
 

@@ -318,11 +318,15 @@ impl ArchiveWriter {
         };
         let batch =
             RecordBatch::try_new(SchemaRef::clone(&schema), columns).map_err(|e| parquet(&e))?;
-        let file = File::create(&path).map_err(io(&path))?;
+        // Written under another name and renamed when complete: a reader never sees a
+        // half-written `.parquet` file, and a crash leaves only a `.partial` one behind.
+        let partial = path.with_extension("parquet.partial");
+        let file = File::create(&partial).map_err(io(&partial))?;
         let mut writer = ArrowWriter::try_new(file, schema, Some(self.properties.clone()))
             .map_err(|e| parquet(&e))?;
         writer.write(&batch).map_err(|e| parquet(&e))?;
         writer.close().map_err(|e| parquet(&e))?;
+        std::fs::rename(&partial, &path).map_err(io(&path))?;
         self.stats.files += 1;
         Ok(())
     }

@@ -11,6 +11,7 @@ mod config;
 mod demo;
 mod feeds;
 mod gen;
+mod hunt;
 mod input;
 mod load;
 mod logging;
@@ -59,6 +60,9 @@ enum Command {
     /// SQL over an archive written by `run --archive`: tables `events`, `detections`,
     /// `warnings`, partitioned by `date` (and `sector`).
     Query(QueryArgs),
+    /// Run new indicators or rules over an archive's events (the live path's matcher and
+    /// correlator): which detections, incident candidates and warnings they would have given.
+    Hunt(hunt::HuntArgs),
     /// Kafka workers (consumer groups; at-least-once delivery).
     #[command(subcommand)]
     Worker(WorkerCommand),
@@ -170,6 +174,13 @@ enum QueryFormat {
 fn query(a: QueryArgs) -> Result<ExitCode> {
     use tocsin_archive::query::{render, Archive, OutputFormat};
     let archive = Archive::open(&a.archive)?;
+    for skipped in archive.skipped() {
+        logging::warn(&format!(
+            "tocsin: skipped unreadable Parquet file {}: {}",
+            skipped.path.display(),
+            skipped.reason
+        ));
+    }
     let batches = match archive.sql(&a.sql) {
         Ok(b) => b,
         Err(e) => {
@@ -341,6 +352,7 @@ fn main() -> ExitCode {
             author::test(&paths, profile.as_deref())
         }
         Command::Query(a) => query(a),
+        Command::Hunt(a) => hunt::hunt(a),
         Command::Match(a) => match prepare_rules(&a.rules, true) {
             Ok(Ok((_, compiled))) => author::match_events(&compiled, &a.input, a.explain),
             Ok(Err(code)) => Ok(code),
@@ -401,7 +413,7 @@ fn main() -> ExitCode {
 }
 
 /// Open an output: `-` is stdout.
-fn create_output(path: &str) -> Result<Box<dyn Write>> {
+pub(crate) fn create_output(path: &str) -> Result<Box<dyn Write>> {
     if path == "-" {
         Ok(Box::new(BufWriter::with_capacity(
             256 * 1024,
@@ -454,6 +466,20 @@ pub(crate) fn prepare_rules_with(
 ) -> Result<std::result::Result<(RuleSources, tocsin_match::CompiledRules), ExitCode>> {
     let (sources, compiled) = args.spec().load(last_good)?;
     release_freed_memory();
+    match report_rules(&sources, &compiled, quiet, args.strict) {
+        Some(code) => Ok(Err(code)),
+        None => Ok(Ok((sources, compiled))),
+    }
+}
+
+/// Print a loaded rule set's diagnostics and summary; with `strict`, rule errors stop the
+/// command (the exit code is returned).
+pub(crate) fn report_rules(
+    sources: &RuleSources,
+    compiled: &tocsin_match::CompiledRules,
+    quiet: bool,
+    strict: bool,
+) -> Option<ExitCode> {
     let profile_name = compiled.profile().name.clone();
     for d in &sources.diagnostics.0 {
         // Rules for other log sources are normal in a shared corpus: counted, not listed.
@@ -477,13 +503,13 @@ pub(crate) fn prepare_rules_with(
             sources.diagnostics.warning_count()
         ));
     }
-    if args.strict && errors > 0 {
+    if strict && errors > 0 {
         logging::warn(&format!(
             "tocsin: {errors} rule errors and --strict: stopping"
         ));
-        return Ok(Err(ExitCode::from(3)));
+        return Some(ExitCode::from(3));
     }
-    Ok(Ok((sources, compiled)))
+    None
 }
 
 fn run(a: RunArgs) -> Result<ExitCode> {

@@ -269,6 +269,12 @@ impl Pipeline {
         result
     }
 
+    /// Process one event that is not a line of an input (an archived event, for a hunt):
+    /// `source` and `position` name it in detections and dead letters.
+    pub fn process_record(&mut self, source: &str, position: u64, bytes: &[u8]) -> Result<()> {
+        self.process_event(source, position, bytes)
+    }
+
     /// Record an undecodable line; a `too-large` line's payload is its truncated prefix.
     fn dead_letter(
         &mut self,
