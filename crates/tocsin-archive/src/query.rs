@@ -49,6 +49,17 @@ pub struct Archive {
     view: Option<tempfile::TempDir>,
 }
 
+/// One archived event as a hunt reads it: the raw JSON, and the context and time the live
+/// path gave it (which may have come from message headers and timestamps, not the JSON).
+#[derive(Debug, Clone, Copy)]
+pub struct ArchivedEvent<'a> {
+    pub time_ms: i64,
+    pub sector: Option<&'a str>,
+    pub member_state: Option<&'a str>,
+    pub organisation: Option<&'a str>,
+    pub raw: &'a str,
+}
+
 /// A Parquet file left out of every query because it cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedFile {
@@ -265,13 +276,13 @@ impl Archive {
         Ok(dates)
     }
 
-    /// Call `each(time_ms, raw)` for every archived event that `filter` selects, in event
-    /// time order within each date and date by date, streaming: at most one date's
-    /// selected events are held (for the sort). Returns the number of events read.
+    /// Call `each` for every archived event that `filter` selects, in event time order
+    /// within each date and date by date, streaming: at most one date's selected events are
+    /// held (for the sort). Returns the number of events read.
     pub fn scan_events<E: From<ArchiveError>>(
         &self,
         filter: &EventFilter,
-        mut each: impl FnMut(i64, &str) -> Result<(), E>,
+        mut each: impl FnMut(&ArchivedEvent<'_>) -> Result<(), E>,
     ) -> Result<u64, E> {
         use datafusion::arrow::array::{Array, StringArray, TimestampMillisecondArray};
         use datafusion::prelude::{col, lit};
@@ -304,31 +315,54 @@ impl Archive {
                     .table(Table::Events.name())
                     .await
                     .and_then(|t| t.filter(condition))
-                    .and_then(|t| t.select(vec![col("time"), col("raw")]))
+                    .and_then(|t| {
+                        t.select(vec![
+                            col("time"),
+                            col("sector"),
+                            col("member_state"),
+                            col("organisation"),
+                            col("raw"),
+                        ])
+                    })
                     .and_then(|t| t.sort(vec![col("time").sort(true, false)]))
                     .map_err(|e| query(&e))?;
                 let mut stream = frame.execute_stream().await.map_err(|e| query(&e))?;
                 while let Some(batch) = stream.next().await {
                     let batch = batch.map_err(|e| query(&e))?;
-                    let raw = datafusion::arrow::compute::cast(batch.column(1), &DataType::Utf8)
-                        .map_err(|e| query(&e))?;
-                    let (Some(times), Some(raw)) = (
-                        batch
-                            .column(0)
-                            .as_any()
-                            .downcast_ref::<TimestampMillisecondArray>(),
-                        raw.as_any().downcast_ref::<StringArray>(),
-                    ) else {
-                        return Err(
-                            query(&"events: unexpected column types for time and raw").into()
+                    // Text columns may come back as string views; one type to read.
+                    let mut text = Vec::with_capacity(4);
+                    for i in 1..5 {
+                        text.push(
+                            datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8)
+                                .map_err(|e| query(&e))?,
                         );
+                    }
+                    let strings: Vec<&StringArray> = text
+                        .iter()
+                        .filter_map(|a| a.as_any().downcast_ref::<StringArray>())
+                        .collect();
+                    let times = batch
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<TimestampMillisecondArray>();
+                    let (Some(times), [sector, member_state, organisation, raw]) =
+                        (times, strings.as_slice())
+                    else {
+                        return Err(query(&"events: unexpected column types").into());
                     };
+                    fn get(a: &StringArray, row: usize) -> Option<&str> {
+                        (!a.is_null(row)).then(|| a.value(row))
+                    }
                     for row in 0..batch.num_rows() {
-                        if raw.is_null(row) {
-                            continue;
-                        }
+                        let Some(raw) = get(raw, row) else { continue };
                         count += 1;
-                        each(times.value(row), raw.value(row))?;
+                        each(&ArchivedEvent {
+                            time_ms: times.value(row),
+                            sector: get(sector, row).filter(|s| *s != "unknown"),
+                            member_state: get(member_state, row),
+                            organisation: get(organisation, row),
+                            raw,
+                        })?;
                     }
                 }
                 Ok::<(), E>(())

@@ -146,9 +146,9 @@ pub fn hunt(a: HuntArgs) -> Result<ExitCode> {
     };
     let source = format!("archive:{}", a.archive.display());
     let mut position = 0u64;
-    archive.scan_events(&filter, |_, raw| -> Result<()> {
+    archive.scan_events(&filter, |event| -> Result<()> {
         position += 1;
-        pipeline.process_record(&source, position, raw.as_bytes())
+        pipeline.process_archived(&source, position, event)
     })?;
     let (stats, first_dead, latest, correlator) = pipeline.finish()?;
     if a.quiet {

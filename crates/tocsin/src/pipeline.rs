@@ -236,7 +236,7 @@ impl Pipeline {
                             }
                             let timed = self.metrics.is_some() && line_no % 64 == 0;
                             let t = timed.then(Instant::now);
-                            self.process_event(name, line_no, &line)?;
+                            self.process_event(name, line_no, &line, None)?;
                             if let (Some(c), Some(m)) = (&events_counter, &self.metrics) {
                                 c.inc();
                                 m.bytes.inc_by(line.len() as u64);
@@ -269,10 +269,16 @@ impl Pipeline {
         result
     }
 
-    /// Process one event that is not a line of an input (an archived event, for a hunt):
-    /// `source` and `position` name it in detections and dead letters.
-    pub fn process_record(&mut self, source: &str, position: u64, bytes: &[u8]) -> Result<()> {
-        self.process_event(source, position, bytes)
+    /// Process one archived event (for a hunt): `source` and `position` name it in
+    /// detections and dead letters; the context and time it was archived with win over what
+    /// its JSON says (the live path may have taken them from message headers).
+    pub fn process_archived(
+        &mut self,
+        source: &str,
+        position: u64,
+        e: &tocsin_archive::query::ArchivedEvent<'_>,
+    ) -> Result<()> {
+        self.process_event(source, position, e.raw.as_bytes(), Some(e))
     }
 
     /// Record an undecodable line; a `too-large` line's payload is its truncated prefix.
@@ -318,7 +324,13 @@ impl Pipeline {
         Ok(())
     }
 
-    fn process_event(&mut self, source: &str, line_no: u64, bytes: &[u8]) -> Result<()> {
+    fn process_event(
+        &mut self,
+        source: &str,
+        line_no: u64,
+        bytes: &[u8],
+        archived: Option<&tocsin_archive::query::ArchivedEvent<'_>>,
+    ) -> Result<()> {
         self.take_reload();
         self.stats.events += 1;
         self.stats.bytes += bytes.len() as u64;
@@ -340,7 +352,19 @@ impl Pipeline {
             return Ok(());
         }
         // Read once, for the archive and the detections alike.
-        let ctx = EventContext::extract(&event, &self.context_fields);
+        let mut ctx = EventContext::extract(&event, &self.context_fields);
+        if let Some(a) = archived {
+            if let Some(s) = a.sector {
+                ctx.sector = s.parse().ok();
+            }
+            if let Some(m) = a.member_state {
+                ctx.member_state = m.parse().ok();
+            }
+            if let Some(o) = a.organisation {
+                ctx.organisation = Some(o.into());
+            }
+            ctx.time = Some(Timestamp(a.time_ms));
+        }
         if let Some(archive) = &mut self.archive {
             let time = ctx.time.or(self.last_time).unwrap_or_default();
             archive.event(&event, &ctx, time)?;
