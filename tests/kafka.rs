@@ -1272,3 +1272,172 @@ fn read_until_final_versions(
         read_warnings(reader, seen, Duration::from_millis(500));
     }
 }
+
+/// `tocsin query` over `archive`, as JSON rows.
+fn archive_query(archive: &std::path::Path, sql: &str) -> Vec<serde_json::Value> {
+    let out = run_ok(
+        tocsin()
+            .args(["query", "--format", "json", "--archive"])
+            .arg(archive)
+            .arg(sql),
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The archive worker: events → `worker all` → detections and warnings, with `worker
+/// archive` beside it killed with SIGKILL once it has written files, and restarted. The
+/// archive must then hold every event, every detection of the offline run (once per flush:
+/// copies under other correlation keys are skipped) and every warning at its final version;
+/// rows of the flush interrupted by the kill may be there twice, nothing may be missing.
+#[test]
+fn archive_worker_archives_every_event_detection_and_warning_despite_a_kill() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let id = unique();
+    let dir = tempfile::tempdir().unwrap();
+    let config = scenario_config(dir.path(), &bootstrap, &id);
+    let archive = dir.path().join("archive");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[archive]\ndir = \"{}\"\ngroup = \"test-{id}-archive\"\nflush_rows = 2000\nflush_s = 1\n",
+        archive.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    create_topics(&config, 3);
+    let (events, expected) = campaign_workload(dir.path());
+    let offline_detections = dir.path().join("offline-detections.jsonl");
+    run_ok(
+        tocsin()
+            .args(["run", "-q", "--output", "/dev/null", "--rules"])
+            .arg(repo().join("rules"))
+            .arg("--input")
+            .arg(&events)
+            .arg("--detections")
+            .arg(&offline_detections),
+    );
+    let detection_ids: BTreeSet<String> = common::json_lines(&offline_detections)
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+
+    let settings = KafkaSettings::new(bootstrap.clone());
+    let mut sink = Sink::new(&settings).unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    for line in &lines {
+        sink.send_to(
+            &format!("test.{id}.events"),
+            Some(0),
+            None,
+            line.as_bytes(),
+            &[],
+        )
+        .unwrap();
+    }
+    sink.flush(Duration::from_secs(60)).unwrap();
+
+    let workers = spawn_configured(&config, "all");
+    let mut archiver = spawn_configured(&config, "archive");
+    // Kill once files are written.
+    let has_files = |dir: &std::path::Path| {
+        std::fs::read_dir(dir.join("events/date=2026-03-02"))
+            .map(|sectors| {
+                sectors.flatten().any(|s| {
+                    std::fs::read_dir(s.path()).is_ok_and(|mut f| {
+                        f.any(|f| {
+                            f.is_ok_and(|f| f.path().extension().is_some_and(|e| e == "parquet"))
+                        })
+                    })
+                })
+            })
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !has_files(&archive) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(has_files(&archive), "the archive worker wrote no file");
+    archiver.kill().unwrap();
+    archiver.wait().unwrap();
+    let archiver = spawn_configured(&config, "archive");
+
+    // Until everything is archived (or the deadline).
+    let final_versions = |archive: &std::path::Path| -> BTreeMap<String, u64> {
+        archive_query(
+            archive,
+            "SELECT warning_id, max(version) AS v FROM warnings GROUP BY warning_id",
+        )
+        .iter()
+        .map(|r| {
+            (
+                r["warning_id"].as_str().unwrap().to_owned(),
+                r["v"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+    };
+    let want_versions: BTreeMap<String, u64> = expected
+        .iter()
+        .map(|(k, w)| (k.clone(), w["version"].as_u64().unwrap()))
+        .collect();
+    let distinct_events = |archive: &std::path::Path| {
+        archive_query(
+            archive,
+            "SELECT count(*) AS n FROM (SELECT DISTINCT raw FROM events)",
+        )[0]["n"]
+            .as_u64()
+            .unwrap()
+    };
+    let archived_ids = |archive: &std::path::Path| -> BTreeSet<String> {
+        archive_query(archive, "SELECT DISTINCT id FROM detections")
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let unique_lines = lines.iter().collect::<BTreeSet<_>>().len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < deadline
+        && (distinct_events(&archive) < unique_lines
+            || final_versions(&archive) != want_versions
+            || archived_ids(&archive) != detection_ids)
+    {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let (status, archiver_err) = terminate(archiver);
+    assert!(
+        status.success(),
+        "archive worker exit {status}: {archiver_err}"
+    );
+    let (status, workers_err) = terminate(workers);
+    assert!(status.success(), "workers exit {status}: {workers_err}");
+
+    assert_eq!(
+        distinct_events(&archive),
+        unique_lines,
+        "events missing from the archive; the restarted archive worker said:\n{archiver_err}"
+    );
+    let archived_ids = archived_ids(&archive);
+    assert_eq!(
+        archived_ids, detection_ids,
+        "detections in the archive differ from offline's"
+    );
+    assert_eq!(final_versions(&archive), want_versions);
+    let total = archive_query(&archive, "SELECT count(*) AS n FROM events")[0]["n"]
+        .as_u64()
+        .unwrap();
+    eprintln!(
+        "archive worker: {} event rows for {} events after the kill ({} repeated), {} detections, {} warnings; {}",
+        total,
+        lines.len(),
+        total.saturating_sub(lines.len() as u64),
+        archived_ids.len(),
+        want_versions.len(),
+        archiver_err.lines().last().unwrap_or("")
+    );
+}

@@ -274,11 +274,34 @@ impl ArchiveWriter {
         Ok(())
     }
 
-    /// Write every buffer, apply retention, and return the counters.
-    pub fn finish(mut self) -> Result<ArchiveStats, ArchiveError> {
+    /// Rows buffered, not yet in a file.
+    pub fn buffered_rows(&self) -> usize {
+        self.buffers.values().map(Rows::len).sum()
+    }
+
+    /// Write every buffer to its file now, and apply retention. A long-running writer (the
+    /// archive worker) calls this before committing what it consumed: once it returns, every
+    /// row pushed so far is in a complete file.
+    pub fn flush(&mut self) -> Result<(), ArchiveError> {
         for (key, rows) in std::mem::take(&mut self.buffers) {
             self.write(&key, rows)?;
         }
+        self.expire()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> ArchiveStats {
+        self.stats
+    }
+
+    /// Write every buffer, apply retention, and return the counters.
+    pub fn finish(mut self) -> Result<ArchiveStats, ArchiveError> {
+        self.flush()?;
+        Ok(self.stats)
+    }
+
+    /// Remove the date partitions older than the retention before the newest event.
+    fn expire(&mut self) -> Result<(), ArchiveError> {
         if let (Some(days), Some(newest)) = (self.retention_days, self.newest) {
             let cutoff = date_of(Timestamp(newest.0 - i64::from(days) * 86_400_000));
             for table in [Table::Events, Table::Detections, Table::Warnings] {
@@ -295,7 +318,7 @@ impl ArchiveWriter {
                 }
             }
         }
-        Ok(self.stats)
+        Ok(())
     }
 
     fn write(&mut self, key: &Partition, rows: Rows) -> Result<(), ArchiveError> {

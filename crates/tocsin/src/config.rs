@@ -31,6 +31,7 @@ pub struct Config {
     #[serde(rename = "match")]
     pub matching: MatchSection,
     pub correlate: CorrelateSection,
+    pub archive: ArchiveSection,
     pub worker: WorkerSection,
 }
 
@@ -136,6 +137,38 @@ impl Default for CorrelateSection {
     }
 }
 
+/// `[archive]`: the archive worker (events, detections and technical warnings into Parquet,
+/// for `tocsin query`, `hunt` and `report`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveSection {
+    /// The archive directory (a persistent volume); required by `worker archive`.
+    pub dir: PathBuf,
+    /// Consumer group.
+    pub group: String,
+    /// Rows buffered before they are written to Parquet and their offsets committed.
+    pub flush_rows: u64,
+    /// Longest a row waits in the buffer, in seconds (the archive's staleness bound).
+    pub flush_s: u64,
+    /// Date partitions older than this many days before the newest event are removed at
+    /// each flush; 0 keeps everything.
+    pub retention_days: u64,
+}
+
+impl Default for ArchiveSection {
+    fn default() -> Self {
+        ArchiveSection {
+            dir: PathBuf::new(),
+            group: "tocsin-archive".into(),
+            // Files of up to this many rows per partition: large enough for zstd and the
+            // Parquet statistics to pay, few enough files for the queries' listing.
+            flush_rows: 200_000,
+            flush_s: 60,
+            retention_days: 0,
+        }
+    }
+}
+
 /// `[worker]`: process-wide settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -231,6 +264,8 @@ impl Config {
                 "correlate.restore_timeout_s",
                 self.correlate.restore_timeout_s,
             ),
+            ("archive.flush_rows", self.archive.flush_rows),
+            ("archive.flush_s", self.archive.flush_s),
         ] {
             if v == 0 {
                 bail!("{name} must be at least 1");
@@ -239,7 +274,10 @@ impl Config {
         if self.topics.events.is_empty() {
             bail!("topics.events is empty: the match workers need an event topic");
         }
-        if self.matching.group.is_empty() || self.correlate.group.is_empty() {
+        if self.matching.group.is_empty()
+            || self.correlate.group.is_empty()
+            || self.archive.group.is_empty()
+        {
             bail!("consumer group names must not be empty");
         }
         Ok(())

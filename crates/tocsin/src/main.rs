@@ -102,6 +102,9 @@ enum WorkerCommand {
     Correlate(worker::CorrelateWorkerArgs),
     /// Both workers in one process.
     All(worker::AllWorkerArgs),
+    /// Consume the event topics, the detections and the technical warnings into the
+    /// Parquet archive (for `query`, `hunt`, `report`); offsets committed once written.
+    Archive(worker::ArchiveWorkerArgs),
 }
 
 #[derive(Subcommand)]
@@ -361,6 +364,7 @@ fn main() -> ExitCode {
         Command::Worker(WorkerCommand::Match(a)) => worker::match_worker(a),
         Command::Worker(WorkerCommand::Correlate(a)) => worker::correlate_worker(a),
         Command::Worker(WorkerCommand::All(a)) => worker::all_worker(a),
+        Command::Worker(WorkerCommand::Archive(a)) => worker::archive_worker(a),
         Command::Config(ConfigCommand::Check { file }) => {
             match config::Config::load_checked(Some(&file), &config::process_env()) {
                 Ok(_) => {

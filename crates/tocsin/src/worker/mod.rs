@@ -5,11 +5,14 @@
 //! - [`correlating`]: `worker correlate`, detections in, warnings out, one correlator per
 //!   detections partition with its state in the changelog.
 //! - `worker all` runs both in one process (two threads), for small deployments.
+//! - [`archiving`]: `worker archive`, events, detections and warnings into the Parquet
+//!   archive (a consumer group of its own; offsets committed once the files are written).
 //!
 //! Every worker follows the same delivery rule: a batch's offsets are committed only after
 //! everything derived from the batch is acknowledged by the producer ([`acknowledged`]).
 //! Settings come from the configuration ([`crate::config`]); the flags here override it.
 
+mod archiving;
 mod correlating;
 mod matching;
 
@@ -28,6 +31,7 @@ use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::RuleArgs;
 
+pub use archiving::ArchiveWorkerArgs;
 pub use correlating::CorrelateWorkerArgs;
 pub use matching::MatchWorkerArgs;
 
@@ -346,6 +350,11 @@ pub fn match_worker(a: MatchWorkerArgs) -> Result<std::process::ExitCode> {
 
 pub fn correlate_worker(a: CorrelateWorkerArgs) -> Result<std::process::ExitCode> {
     correlating::main(a)
+}
+
+/// `tocsin worker archive`.
+pub fn archive_worker(a: ArchiveWorkerArgs) -> Result<std::process::ExitCode> {
+    archiving::main(a)
 }
 
 /// Both workers in one process: matching on a thread, correlation on the main thread. A
