@@ -336,3 +336,121 @@ fn hunt_over_the_archive_finds_what_a_live_run_would_have() {
     let left = count(Some(&victim.display().to_string()));
     assert!(left < 20048, "{left}");
 }
+
+/// `tocsin report` over the campaign's archive: the technical report lists the warnings of
+/// the run, the candidates, the top indicators and a timeline per incident, with its charts
+/// as SVG files; the strategic one shows no indicator and no organisation; a ceiling below
+/// the warnings' TLP withholds them and says so; the HTML carries its charts inline and the
+/// TLP label at the top and the bottom.
+#[test]
+fn report_summarises_the_archive_within_the_audience_ceiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    run_ok(
+        tocsin()
+            .args(["gen", "--events", "20000", "--seed", "7", "--output"])
+            .arg(&events),
+    );
+    let archive = dir.path().join("archive");
+    let run = run_ok(
+        tocsin()
+            .args(["run", "-q", "--rules"])
+            .arg(repo().join("rules"))
+            .arg("--input")
+            .arg(&events)
+            .arg("--archive")
+            .arg(&archive),
+    );
+    let mut headlines: BTreeMap<String, String> = BTreeMap::new();
+    for l in String::from_utf8_lossy(&run.stdout).lines() {
+        let w: serde_json::Value = serde_json::from_str(l).unwrap();
+        headlines.insert(
+            w["warning_id"].as_str().unwrap().to_owned(),
+            w["headline"].as_str().unwrap().to_owned(),
+        );
+    }
+    assert!(headlines.len() >= 3, "{headlines:?}");
+    let report = |extra: &[&str], name: &str| -> String {
+        let path = dir.path().join(name);
+        run_ok(
+            tocsin()
+                .args(["report", "--archive"])
+                .arg(&archive)
+                .args(extra)
+                .arg("--output")
+                .arg(&path),
+        );
+        std::fs::read_to_string(&path).unwrap()
+    };
+
+    let technical = report(&[], "technical.md");
+    let label = technical.lines().next().unwrap();
+    assert_eq!(label, "**TLP:GREEN**", "the label of GREEN warnings");
+    assert_eq!(technical.lines().last().unwrap(), label);
+    assert!(technical.contains(&format!("{} early warnings", headlines.len())));
+    for (id, headline) in &headlines {
+        assert!(technical.contains(id), "warning {id} missing");
+        assert!(
+            technical.contains(&format!("### {headline}")),
+            "no timeline for {id}"
+        );
+    }
+    assert!(technical.contains("## Top indicators"));
+    assert!(technical.contains("domain:invoice-viewer.example"));
+    assert!(technical.contains("campaign:nightglass"));
+    for chart in [
+        "detections-over-time",
+        "warnings-by-member-state",
+        "warnings-by-sector",
+        "candidates-by-taxonomy",
+    ] {
+        let file = format!("technical.{chart}.svg");
+        assert!(
+            technical.contains(&format!("]({file})")),
+            "{chart} not linked"
+        );
+        let svg = std::fs::read_to_string(dir.path().join(&file)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<text"), "{file}");
+    }
+    let organisation = json_lines_of(&events)
+        .find_map(|e| e["organisation"].as_str().map(str::to_owned))
+        .unwrap();
+
+    let strategic = report(&["--audience", "strategic"], "strategic.md");
+    assert!(!strategic.contains("Top indicators"));
+    assert!(!strategic.contains("invoice-viewer.example"));
+    assert!(!strategic.contains("203.0.113.47"));
+    assert!(!strategic.contains(&organisation));
+    assert!(strategic.contains("## Incident timelines"));
+    // Every candidate of this workload became a warning, in every audience's view (the
+    // strategic rendering redacts the correlation keys; the incident ids link them).
+    assert!(!strategic.contains("| no |") && !technical.contains("| no |"));
+
+    let withheld = report(&["--tlp-ceiling", "CLEAR"], "clear.md");
+    assert!(withheld.starts_with("**TLP:CLEAR**"));
+    assert!(withheld.contains(&format!(
+        "Withheld by the TLP ceiling: {} warnings",
+        headlines.len()
+    )));
+    assert!(!withheld.contains("invoice-viewer.example"));
+
+    let html = report(&["--format", "html"], "report.html");
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert_eq!(html.matches("<svg").count(), 4);
+    // The label at the top and the bottom, in its TLP 2.0 colour on black.
+    assert_eq!(
+        html.matches("<p class=\"tlp\"><span style=\"color:#33FF00\">TLP:GREEN</span></p>")
+            .count(),
+        2
+    );
+    assert!(!html.contains("<script"));
+}
+
+fn json_lines_of(path: &std::path::Path) -> impl Iterator<Item = serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect::<Vec<_>>()
+        .into_iter()
+}

@@ -21,12 +21,16 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::datasource::MemTable;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use tocsin_core::Timestamp;
 
 use crate::writer::{date_of, Table};
 use crate::{ArchiveError, ARCHIVE_FORMAT};
+
+/// Memory a query may hold before its sorts and aggregations spill to disk.
+pub const QUERY_MEMORY_BYTES: usize = 2 << 30;
 
 /// How query results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,10 +129,17 @@ impl Archive {
                 path: dir.display().to_string(),
                 source,
             })?;
-        let ctx = SessionContext::new_with_config(
+        // Bounded memory: sorts and aggregations beyond it spill to temporary files (a hunt
+        // sorts a day of events by time), so an archive larger than memory still answers.
+        let runtime_env = RuntimeEnvBuilder::new()
+            .with_memory_limit(QUERY_MEMORY_BYTES, 1.0)
+            .build_arc()
+            .map_err(|e| ArchiveError::Query(e.to_string()))?;
+        let ctx = SessionContext::new_with_config_rt(
             SessionConfig::new()
                 .with_target_partitions(2)
                 .with_information_schema(true),
+            runtime_env,
         );
         let mut archive = Archive {
             dir: dir.to_owned(),
@@ -369,6 +380,18 @@ impl Archive {
             })?;
         }
         Ok(count)
+    }
+
+    /// Run one SQL statement and return its rows as JSON objects (column name → value;
+    /// timestamps as RFC 3339 text, nulls left out): for callers that aggregate in SQL and
+    /// read small results, without Arrow types.
+    pub fn rows(&self, sql: &str) -> Result<Vec<serde_json::Value>, ArchiveError> {
+        let batches = self.sql(sql)?;
+        let text = render(&batches, OutputFormat::Json)?;
+        text.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).map_err(|e| ArchiveError::Query(e.to_string())))
+            .collect()
     }
 
     /// Run one SQL statement; DataFusion's message on error.

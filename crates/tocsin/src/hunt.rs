@@ -71,7 +71,7 @@ pub struct HuntArgs {
     quiet: bool,
 }
 
-fn parse_time(text: &str) -> Result<Timestamp, String> {
+pub(crate) fn parse_time(text: &str) -> Result<Timestamp, String> {
     Timestamp::parse(text).map_err(|e| format!("{e} (expected RFC 3339 or YYYY-MM-DD)"))
 }
 

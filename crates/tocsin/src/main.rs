@@ -18,6 +18,7 @@ mod logging;
 mod metrics;
 mod pipeline;
 mod reload;
+mod report;
 mod worker;
 
 use std::fs::File;
@@ -63,6 +64,10 @@ enum Command {
     /// Run new indicators or rules over an archive's events (the live path's matcher and
     /// correlator): which detections, incident candidates and warnings they would have given.
     Hunt(hunt::HuntArgs),
+    /// A situational-awareness report over an archive (Markdown or HTML with charts):
+    /// warnings and candidates by sector, member state and taxonomy over time, top
+    /// indicators, per-incident timelines; within the audience's TLP ceiling.
+    Report(report::ReportArgs),
     /// Kafka workers (consumer groups; at-least-once delivery).
     #[command(subcommand)]
     Worker(WorkerCommand),
@@ -292,7 +297,7 @@ struct RunArgs {
 
 /// `--audience`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum AudienceArg {
+pub(crate) enum AudienceArg {
     Technical,
     Operational,
     Strategic,
@@ -356,6 +361,7 @@ fn main() -> ExitCode {
         }
         Command::Query(a) => query(a),
         Command::Hunt(a) => hunt::hunt(a),
+        Command::Report(a) => report::report(a),
         Command::Match(a) => match prepare_rules(&a.rules, true) {
             Ok(Ok((_, compiled))) => author::match_events(&compiled, &a.input, a.explain),
             Ok(Err(code)) => Ok(code),
