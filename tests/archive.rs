@@ -454,3 +454,63 @@ fn json_lines_of(path: &std::path::Path) -> impl Iterator<Item = serde_json::Val
         .collect::<Vec<_>>()
         .into_iter()
 }
+
+/// Retention: a later run with `--archive-retention-days` removes the date partitions older
+/// than that before its newest event, in every table, and keeps the rest.
+#[test]
+fn retention_removes_old_date_partitions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let events = dir.path().join("march.jsonl");
+    run_ok(
+        tocsin()
+            .args(["gen", "--events", "2000", "--seed", "9", "--output"])
+            .arg(&events),
+    );
+    run_ok(
+        tocsin()
+            .args(["run", "-q", "--output", "/dev/null", "--input"])
+            .arg(&events)
+            .arg("--archive")
+            .arg(&archive),
+    );
+    assert!(archive.join("events/date=2026-03-02").is_dir());
+    assert!(archive.join("warnings/date=2026-03-02").is_dir());
+
+    // Two days in June: 2026-06-01 is within 30 days of 2026-06-20, March is not.
+    let june = dir.path().join("june.jsonl");
+    let line = |t: &str| {
+        format!(
+            "{{\"@timestamp\":\"{t}\",\"EventID\":1,\"Hostname\":\"H1\",\"sector\":\"health\",\"member_state\":\"DE\",\"organisation\":\"Org\",\"Image\":\"C:\\\\x.exe\"}}\n"
+        )
+    };
+    std::fs::write(
+        &june,
+        line("2026-06-01T10:00:00Z") + &line("2026-06-20T10:00:00Z"),
+    )
+    .unwrap();
+    let out = run_ok(
+        tocsin()
+            .args(["run", "--output", "/dev/null", "--input"])
+            .arg(&june)
+            .arg("--archive")
+            .arg(&archive)
+            .args(["--archive-retention-days", "30"]),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("date partitions expired"), "{stderr}");
+    for table in ["events", "detections", "warnings"] {
+        assert!(
+            !archive.join(table).join("date=2026-03-02").exists(),
+            "{table}: March kept"
+        );
+    }
+    assert!(archive
+        .join("events/date=2026-06-01/sector=health")
+        .is_dir());
+    assert!(archive
+        .join("events/date=2026-06-20/sector=health")
+        .is_dir());
+    let rows = query(&archive, "SELECT count(*) AS n FROM events");
+    assert_eq!(rows[0]["n"].as_u64(), Some(2));
+}
