@@ -7,19 +7,7 @@ use std::collections::BTreeMap;
 
 use common::{json_lines, repo, run_ok, tocsin};
 
-fn query(archive: &std::path::Path, sql: &str) -> Vec<serde_json::Value> {
-    let out = run_ok(
-        tocsin()
-            .args(["query", "--format", "json", "--archive"])
-            .arg(archive)
-            .arg(sql),
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use common::archive_query as query;
 
 #[test]
 fn run_archives_everything_and_sql_answers_match_the_input() {
@@ -412,7 +400,8 @@ fn report_summarises_the_archive_within_the_audience_ceiling() {
         let svg = std::fs::read_to_string(dir.path().join(&file)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("<text"), "{file}");
     }
-    let organisation = json_lines_of(&events)
+    let organisation = json_lines(&events)
+        .iter()
         .find_map(|e| e["organisation"].as_str().map(str::to_owned))
         .unwrap();
 
@@ -444,15 +433,6 @@ fn report_summarises_the_archive_within_the_audience_ceiling() {
         2
     );
     assert!(!html.contains("<script"));
-}
-
-fn json_lines_of(path: &std::path::Path) -> impl Iterator<Item = serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect::<Vec<_>>()
-        .into_iter()
 }
 
 /// Retention: a later run with `--archive-retention-days` removes the date partitions older

@@ -33,6 +33,21 @@ pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `tocsin query --format json` over `archive`: its rows.
+pub fn archive_query(archive: &Path, sql: &str) -> Vec<serde_json::Value> {
+    let out = run_ok(
+        tocsin()
+            .args(["query", "--format", "json", "--archive"])
+            .arg(archive)
+            .arg(sql),
+    );
+    String::from_utf8(out.stdout)
+        .expect("UTF-8 output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON row"))
+        .collect()
+}
+
 /// The latest version of each warning, by id.
 pub fn latest_versions(
     warnings: &[serde_json::Value],

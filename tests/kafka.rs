@@ -1273,21 +1273,6 @@ fn read_until_final_versions(
     }
 }
 
-/// `tocsin query` over `archive`, as JSON rows.
-fn archive_query(archive: &std::path::Path, sql: &str) -> Vec<serde_json::Value> {
-    let out = run_ok(
-        tocsin()
-            .args(["query", "--format", "json", "--archive"])
-            .arg(archive)
-            .arg(sql),
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// The archive worker: events → `worker all` → detections and warnings, with `worker
 /// archive` beside it killed with SIGKILL once it has written files, and restarted. The
 /// archive must then hold every event, every detection of the offline run (once per flush:
@@ -1369,7 +1354,7 @@ fn archive_worker_archives_every_event_detection_and_warning_despite_a_kill() {
 
     // Until everything is archived (or the deadline).
     let final_versions = |archive: &std::path::Path| -> BTreeMap<String, u64> {
-        archive_query(
+        common::archive_query(
             archive,
             "SELECT warning_id, max(version) AS v FROM warnings GROUP BY warning_id",
         )
@@ -1387,7 +1372,7 @@ fn archive_worker_archives_every_event_detection_and_warning_despite_a_kill() {
         .map(|(k, w)| (k.clone(), w["version"].as_u64().unwrap()))
         .collect();
     let distinct_events = |archive: &std::path::Path| {
-        archive_query(
+        common::archive_query(
             archive,
             "SELECT count(*) AS n FROM (SELECT DISTINCT raw FROM events)",
         )[0]["n"]
@@ -1395,7 +1380,7 @@ fn archive_worker_archives_every_event_detection_and_warning_despite_a_kill() {
             .unwrap()
     };
     let archived_ids = |archive: &std::path::Path| -> BTreeSet<String> {
-        archive_query(archive, "SELECT DISTINCT id FROM detections")
+        common::archive_query(archive, "SELECT DISTINCT id FROM detections")
             .iter()
             .map(|r| r["id"].as_str().unwrap().to_owned())
             .collect()
@@ -1428,7 +1413,7 @@ fn archive_worker_archives_every_event_detection_and_warning_despite_a_kill() {
         "detections in the archive differ from offline's"
     );
     assert_eq!(final_versions(&archive), want_versions);
-    let total = archive_query(&archive, "SELECT count(*) AS n FROM events")[0]["n"]
+    let total = common::archive_query(&archive, "SELECT count(*) AS n FROM events")[0]["n"]
         .as_u64()
         .unwrap();
     eprintln!(

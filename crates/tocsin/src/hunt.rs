@@ -19,7 +19,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use tocsin_archive::query::{Archive, EventFilter};
+use tocsin_archive::query::EventFilter;
 use tocsin_core::{Sector, Timestamp};
 use tocsin_correlate::Correlator;
 use tocsin_match::MatchConfig;
@@ -116,14 +116,7 @@ pub fn hunt(a: HuntArgs) -> Result<ExitCode> {
     if let Some(code) = crate::report_rules(&sources, &compiled, a.quiet, false) {
         return Ok(code);
     }
-    let archive = Archive::open(&a.archive)?;
-    for skipped in archive.skipped() {
-        crate::logging::warn(&format!(
-            "tocsin: skipped unreadable Parquet file {}: {}",
-            skipped.path.display(),
-            skipped.reason
-        ));
-    }
+    let archive = crate::open_archive(&a.archive)?;
     let policy = sources.policy.clone().unwrap_or_default();
     let correlator = Correlator::new(crate::correlator_config(&sources, policy.clone()));
     let detections = match &a.detections {

@@ -179,9 +179,9 @@ enum QueryFormat {
     Json,
 }
 
-fn query(a: QueryArgs) -> Result<ExitCode> {
-    use tocsin_archive::query::{render, Archive, OutputFormat};
-    let archive = Archive::open(&a.archive)?;
+/// Open an archive for reading, and say which of its files are left out as unreadable.
+pub(crate) fn open_archive(dir: &std::path::Path) -> Result<tocsin_archive::query::Archive> {
+    let archive = tocsin_archive::query::Archive::open(dir)?;
     for skipped in archive.skipped() {
         logging::warn(&format!(
             "tocsin: skipped unreadable Parquet file {}: {}",
@@ -189,6 +189,12 @@ fn query(a: QueryArgs) -> Result<ExitCode> {
             skipped.reason
         ));
     }
+    Ok(archive)
+}
+
+fn query(a: QueryArgs) -> Result<ExitCode> {
+    use tocsin_archive::query::{render, OutputFormat};
+    let archive = open_archive(&a.archive)?;
     let batches = match archive.sql(&a.sql) {
         Ok(b) => b,
         Err(e) => {

@@ -729,14 +729,7 @@ pub fn report(a: ReportArgs) -> Result<ExitCode> {
         }
         None => RuleSources::embedded(),
     };
-    let archive = Archive::open(&a.archive)?;
-    for skipped in archive.skipped() {
-        crate::logging::warn(&format!(
-            "tocsin: skipped unreadable Parquet file {}: {}",
-            skipped.path.display(),
-            skipped.reason
-        ));
-    }
+    let archive = crate::open_archive(&a.archive)?;
     let findings = read(&archive, &a, audience, ceiling, &sources)?;
     let tlp = report_tlp(&findings);
     let blocks = blocks(&findings, &a, audience, ceiling)?;

@@ -25,12 +25,12 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 
 use tocsin_archive::writer::ArchiveWriter;
-use tocsin_core::Timestamp;
-use tocsin_core::{ContextFields, Detection, EarlyWarning, Event, EventContext, EventIndex};
+use tocsin_core::{ContextFields, Detection, EarlyWarning, Event, EventIndex};
 use tocsin_kafka::source::{Received, Source};
 
 use super::{
-    stop_on_signals, supervised, worker_span, ClusterView, ErrorReporter, Resumption, WorkerArgs,
+    message_context, stop_on_signals, supervised, worker_span, ClusterView, ErrorReporter,
+    Resumption, WorkerArgs,
 };
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -258,21 +258,8 @@ fn archive(
                 stats.unreadable += 1;
                 return Ok(());
             };
-            let mut ctx = EventContext::extract(&event, context);
-            if let Some(v) = msg.header("sector") {
-                ctx.sector = v.parse().ok();
-            }
-            if let Some(v) = msg.header("member_state") {
-                ctx.member_state = v.parse().ok();
-            }
-            if let Some(v) = msg.header("organisation") {
-                ctx.organisation = Some(v.into());
-            }
-            let time = ctx
-                .time
-                .or_else(|| msg.timestamp_millis().map(Timestamp))
-                .unwrap_or_default();
-            writer.event(&event, &ctx, time)?;
+            let ctx = message_context(&event, msg, context);
+            writer.event(&event, &ctx, ctx.time.unwrap_or_default())?;
             stats.events += 1;
         }
         Feed::Detections => {

@@ -15,15 +15,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use tocsin_core::{Detection, Event, EventContext, EventIndex, SourceRef, Timestamp};
+use tocsin_core::{Detection, Event, EventIndex, SourceRef};
 use tocsin_kafka::dead_letter;
 use tocsin_kafka::sink::Sink;
 use tocsin_kafka::source::{Received, Source};
 use tocsin_match::CompiledRules;
 
 use super::{
-    acknowledged, commit_batch, publish_detection, rules_loaded, serve_metrics, stop_on_signals,
-    supervised, worker_span, ClusterView, ErrorReporter, LiveRules, Resumption, WorkerArgs,
+    acknowledged, commit_batch, message_context, publish_detection, rules_loaded, serve_metrics,
+    stop_on_signals, supervised, worker_span, ClusterView, ErrorReporter, LiveRules, Resumption,
+    WorkerArgs,
 };
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -262,17 +263,7 @@ impl<'a> MatchState<'a> {
             Ok(e) => e,
             Err(e) => return reject(e.kind(), &e.to_string()),
         };
-        let mut ctx = EventContext::extract(&event, &self.rules.profile().context);
-        // Headers set by the ingest gateway name the tenant and win over the event's fields.
-        if let Some(v) = msg.header("sector") {
-            ctx.sector = v.parse().ok();
-        }
-        if let Some(v) = msg.header("member_state") {
-            ctx.member_state = v.parse().ok();
-        }
-        if let Some(v) = msg.header("organisation") {
-            ctx.organisation = Some(v.into());
-        }
+        let ctx = message_context(&event, msg, &self.rules.profile().context);
         if ctx.sector.is_none() || ctx.member_state.is_none() || ctx.organisation.is_none() {
             let missing: Vec<&str> = [
                 ("sector", ctx.sector.is_none()),
@@ -292,11 +283,7 @@ impl<'a> MatchState<'a> {
         if self.scratch.matched().is_empty() && self.scratch.ioc_hits().is_empty() {
             return Ok(());
         }
-        // Event time, else the time the sensor produced the message.
-        let time = ctx
-            .time
-            .or_else(|| msg.timestamp_millis().map(Timestamp))
-            .unwrap_or_default();
+        let time = ctx.time.unwrap_or_default();
         let source_ref = SourceRef {
             name: format!("{}/{}", msg.topic(), msg.partition()),
             position: msg.offset() as u64,

@@ -625,6 +625,31 @@ fn publish_detection(
     Ok(())
 }
 
+/// An event message's context: the event's fields read through the profile, with the
+/// message headers `sector`, `member_state` and `organisation` winning over them (an ingest
+/// gateway that knows the tenant sets them), and the event time falling back to the time
+/// the sensor produced the message.
+fn message_context<'a>(
+    event: &tocsin_core::Event<'a>,
+    msg: &'a tocsin_kafka::source::Received<'_>,
+    fields: &tocsin_core::ContextFields,
+) -> tocsin_core::EventContext<'a> {
+    let mut ctx = tocsin_core::EventContext::extract(event, fields);
+    if let Some(v) = msg.header("sector") {
+        ctx.sector = v.parse().ok();
+    }
+    if let Some(v) = msg.header("member_state") {
+        ctx.member_state = v.parse().ok();
+    }
+    if let Some(v) = msg.header("organisation") {
+        ctx.organisation = Some(v.into());
+    }
+    ctx.time = ctx
+        .time
+        .or_else(|| msg.timestamp_millis().map(tocsin_core::Timestamp));
+    ctx
+}
+
 /// Says where each partition a rebalance gives this worker resumes: the group's committed
 /// offset at assignment, then the offset of the first message read. The two agree unless
 /// messages were skipped (retention deleted them, or a broker answered a fetch from the
