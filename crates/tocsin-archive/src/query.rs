@@ -29,7 +29,8 @@ use tocsin_core::Timestamp;
 use crate::writer::{date_of, Table};
 use crate::{ArchiveError, ARCHIVE_FORMAT};
 
-/// Memory a query may hold before its sorts and aggregations spill to disk.
+/// Memory a query may hold. Sorts, and the aggregations DataFusion can spill, go to
+/// temporary files beyond it; anything else fails with DataFusion's "resources exhausted".
 pub const QUERY_MEMORY_BYTES: usize = 2 << 30;
 
 /// How query results are printed.
@@ -129,7 +130,7 @@ impl Archive {
                 path: dir.display().to_string(),
                 source,
             })?;
-        // Bounded memory: sorts and aggregations beyond it spill to temporary files (a hunt
+        // Bounded memory: sorts beyond it spill to temporary files (a hunt
         // sorts a day of events by time), so an archive larger than memory still answers.
         let runtime_env = RuntimeEnvBuilder::new()
             .with_memory_limit(QUERY_MEMORY_BYTES, 1.0)
@@ -288,8 +289,8 @@ impl Archive {
     }
 
     /// Call `each` for every archived event that `filter` selects, in event time order
-    /// within each date and date by date, streaming: at most one date's selected events are
-    /// held (for the sort). Returns the number of events read.
+    /// within each date and date by date, streaming: one date's sort at a time, in at most
+    /// [`QUERY_MEMORY_BYTES`] (it spills beyond). Returns the number of events read.
     pub fn scan_events<E: From<ArchiveError>>(
         &self,
         filter: &EventFilter,

@@ -193,7 +193,6 @@ fn read(
     let mut correlator = Correlator::new(crate::correlator_config(sources, policy));
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
-    let mut times = Vec::new();
     let mut per_sector: Vec<(String, i64)> = Vec::new();
     let mut indicators: BTreeMap<String, (u64, BTreeSet<String>)> = BTreeMap::new();
     for row in archive.rows(&format!(
@@ -205,7 +204,6 @@ fn read(
         if !seen.insert(d.id.clone()) {
             continue;
         }
-        times.push(d.event_time);
         per_sector.push((
             d.context
                 .sector
@@ -227,7 +225,9 @@ fn read(
         out.clear();
     }
     correlator.finish(&mut out);
-    let span = times.iter().min().copied().zip(times.iter().max().copied());
+    let first = per_sector.iter().map(|(_, t)| *t).min();
+    let last = per_sector.iter().map(|(_, t)| *t).max();
+    let span = first.zip(last).map(|(f, l)| (Timestamp(f), Timestamp(l)));
     // Hours for up to three days, days beyond.
     let bucket_ms = match span {
         Some((first, last)) if last.0 - first.0 > 3 * 86_400_000 => 86_400_000,
@@ -286,10 +286,11 @@ fn joined<T: std::fmt::Display>(v: impl IntoIterator<Item = T>) -> String {
     }
 }
 
-fn count_by<'a>(items: impl Iterator<Item = &'a str>) -> Vec<(String, u64)> {
+/// How often each item occurs, most frequent first.
+fn count_by<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> Vec<(String, u64)> {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for i in items {
-        *counts.entry(i.to_owned()).or_default() += 1;
+        *counts.entry(i.to_string()).or_default() += 1;
     }
     let mut v: Vec<(String, u64)> = counts.into_iter().collect();
     v.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
@@ -368,51 +369,38 @@ fn blocks(f: &Findings, a: &ReportArgs, audience: Audience, ceiling: Tlp) -> Res
     } else {
         "day"
     };
-    let over_time = charts::lines(
-        &format!("Detections per {unit} by sector"),
-        &f.detections_over_time,
-        f.bucket_ms,
-    )?;
+    let title = format!("Detections per {unit} by sector");
     b.push(Block::Chart {
         name: "detections-over-time",
-        title: format!("Detections per {unit} by sector"),
-        svg: over_time,
+        svg: charts::lines(&title, &f.detections_over_time, f.bucket_ms)?,
+        title,
     });
-    let by_state = count_by(
-        f.warnings
-            .iter()
-            .flat_map(|w| w.latest.affected.member_states.iter().map(|m| m.as_str())),
-    );
-    b.push(Block::Chart {
-        name: "warnings-by-member-state",
-        title: "Warnings by member state".into(),
-        svg: charts::bars("Warnings by member state", &by_state)?,
-    });
-    let sector_names: Vec<String> = f
-        .warnings
-        .iter()
-        .flat_map(|w| w.latest.affected.sectors.iter().map(|s| s.to_string()))
-        .collect();
-    let by_sector = count_by(sector_names.iter().map(String::as_str));
-    b.push(Block::Chart {
-        name: "warnings-by-sector",
-        title: "Warnings by sector".into(),
-        svg: charts::bars("Warnings by sector", &by_sector)?,
-    });
-    let classes: Vec<String> = f
-        .candidates
-        .iter()
-        .map(|c| {
+    let bars = |name, title: &str, counts: Vec<(String, u64)>| -> Result<Block> {
+        Ok(Block::Chart {
+            name,
+            svg: charts::bars(title, &counts)?,
+            title: title.to_owned(),
+        })
+    };
+    let warned = || f.warnings.iter().map(|w| &w.latest.affected);
+    b.push(bars(
+        "warnings-by-member-state",
+        "Warnings by member state",
+        count_by(warned().flat_map(|a| a.member_states.iter())),
+    )?);
+    b.push(bars(
+        "warnings-by-sector",
+        "Warnings by sector",
+        count_by(warned().flat_map(|a| a.sectors.iter())),
+    )?);
+    b.push(bars(
+        "candidates-by-taxonomy",
+        "Incident candidates by taxonomy class",
+        count_by(f.candidates.iter().map(|c| {
             c.taxonomy
                 .map_or("unclassified".into(), |t| t.class.to_string())
-        })
-        .collect();
-    let by_class = count_by(classes.iter().map(String::as_str));
-    b.push(Block::Chart {
-        name: "candidates-by-taxonomy",
-        title: "Incident candidates by taxonomy class".into(),
-        svg: charts::bars("Incident candidates by taxonomy class", &by_class)?,
-    });
+        })),
+    )?);
 
     // Warnings.
     b.push(Block::Heading(2, "Early warnings".into()));

@@ -144,14 +144,16 @@ pub fn bars(title: &str, data: &[(String, u64)]) -> Result<String> {
             })
             .draw()
             .map_err(failed)?;
-        chart
-            .draw_series(
-                Histogram::vertical(&chart)
-                    .style(Palette99::pick(4).filled())
-                    .margin(8)
-                    .data(data.iter().enumerate().map(|(i, (_, n))| (i, *n))),
-            )
-            .map_err(failed)?;
+        // One rectangle per bar, in the data's order (plotters' Histogram sums its data in
+        // a HashMap, so its drawing order, and the SVG's bytes, would change run to run).
+        let x = chart.as_coord_spec().x_spec().clone();
+        let bars = data.iter().enumerate().filter_map(|(i, (_, n))| {
+            let (left, right) = (x.from_index(i)?, x.from_index(i + 1)?);
+            let mut bar = Rectangle::new([(left, *n), (right, 0)], Palette99::pick(4).filled());
+            bar.set_margin(0, 0, 8, 8);
+            Some(bar)
+        });
+        chart.draw_series(bars).map_err(failed)?;
         root.present().map_err(failed)?;
     }
     Ok(svg)
