@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{json_lines, repo, run_ok, tocsin};
+use common::{json_lines, numbers_by, repo, run_ok, stdout_lines, texts, tocsin};
 
 use common::archive_query as query;
 
@@ -43,18 +43,8 @@ fn run_archives_everything_and_sql_answers_match_the_input() {
             .entry(e["sector"].as_str().unwrap_or("unknown").to_owned())
             .or_default() += 1;
     }
-    let detection_ids: std::collections::BTreeSet<String> = json_lines(&detections)
-        .iter()
-        .map(|d| d["id"].as_str().unwrap().to_owned())
-        .collect();
-    let mut final_versions: BTreeMap<String, u64> = BTreeMap::new();
-    for l in String::from_utf8(out.stdout).unwrap().lines() {
-        let w: serde_json::Value = serde_json::from_str(l).unwrap();
-        final_versions.insert(
-            w["warning_id"].as_str().unwrap().to_owned(),
-            w["version"].as_u64().unwrap(),
-        );
-    }
+    let detection_ids = texts(&json_lines(&detections), "id");
+    let final_versions = numbers_by(&stdout_lines(&out), "warning_id", "version");
     assert!(!final_versions.is_empty());
 
     // Files: Hive partitions, zstd Parquet.
@@ -67,16 +57,7 @@ fn run_archives_everything_and_sql_answers_match_the_input() {
         &archive,
         "SELECT sector, count(*) AS n FROM events GROUP BY sector ORDER BY sector",
     );
-    let got: BTreeMap<String, u64> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["sector"].as_str().unwrap().to_owned(),
-                r["n"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(got, by_sector);
+    assert_eq!(numbers_by(&rows, "sector", "n"), by_sector);
 
     // Partition columns filter (and prune) like any other.
     let health = query(
@@ -86,26 +67,13 @@ fn run_archives_everything_and_sql_answers_match_the_input() {
     assert_eq!(health[0]["n"].as_u64(), by_sector.get("health").copied());
 
     let ids = query(&archive, "SELECT DISTINCT id FROM detections");
-    let archived: std::collections::BTreeSet<String> = ids
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(archived, detection_ids);
+    assert_eq!(texts(&ids, "id"), detection_ids);
 
     let versions = query(
         &archive,
         "SELECT warning_id, max(version) AS v FROM warnings GROUP BY warning_id",
     );
-    let archived: BTreeMap<String, u64> = versions
-        .iter()
-        .map(|r| {
-            (
-                r["warning_id"].as_str().unwrap().to_owned(),
-                r["v"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(archived, final_versions);
+    assert_eq!(numbers_by(&versions, "warning_id", "v"), final_versions);
 
     // Extracted columns: the raw event is there too, and agrees.
     let rows = query(
@@ -221,26 +189,12 @@ fn hunt_over_the_archive_finds_what_a_live_run_would_have() {
             .arg("--detections")
             .arg(&live_detections),
     );
-    let ids = |path: &std::path::Path| -> std::collections::BTreeSet<String> {
-        json_lines(path)
-            .iter()
-            .map(|d| d["id"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    let ids = |path: &std::path::Path| texts(&json_lines(path), "id");
     let live_ids = ids(&live_detections);
     assert!(live_ids.len() >= 5, "the feed should match: {live_ids:?}");
-    let final_versions = |stdout: &[u8]| -> BTreeMap<String, u64> {
-        let mut v = BTreeMap::new();
-        for l in String::from_utf8_lossy(stdout).lines() {
-            let w: serde_json::Value = serde_json::from_str(l).unwrap();
-            v.insert(
-                w["warning_id"].as_str().unwrap().to_owned(),
-                w["version"].as_u64().unwrap(),
-            );
-        }
-        v
-    };
-    let live_warnings = final_versions(&live.stdout);
+    let final_versions =
+        |out: &std::process::Output| numbers_by(&stdout_lines(out), "warning_id", "version");
+    let live_warnings = final_versions(&live);
     assert!(!live_warnings.is_empty(), "the feed should raise a warning");
 
     // The hunt: the same detections and warnings, from the archive.
@@ -260,7 +214,7 @@ fn hunt_over_the_archive_finds_what_a_live_run_would_have() {
     assert!(stderr.contains("20048 archived events"), "{stderr}");
     assert!(stderr.contains("candidate "), "{stderr}");
     assert_eq!(ids(&hunted), live_ids);
-    assert_eq!(final_versions(&hunt.stdout), live_warnings);
+    assert_eq!(final_versions(&hunt), live_warnings);
 
     // Filters: exactly the detections of the events in range and sector.
     let all = json_lines(&hunted);

@@ -48,6 +48,37 @@ pub fn archive_query(archive: &Path, sql: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The text values of `column` in `rows` (JSON objects), as a set.
+pub fn texts(rows: &[serde_json::Value], column: &str) -> std::collections::BTreeSet<String> {
+    rows.iter()
+        .map(|r| r[column].as_str().expect("a text column").to_owned())
+        .collect()
+}
+
+/// `key` → `value` (a whole number) of each row.
+pub fn numbers_by(
+    rows: &[serde_json::Value],
+    key: &str,
+    value: &str,
+) -> std::collections::BTreeMap<String, u64> {
+    rows.iter()
+        .map(|r| {
+            (
+                r[key].as_str().expect("a text key").to_owned(),
+                r[value].as_u64().expect("a whole number"),
+            )
+        })
+        .collect()
+}
+
+/// JSON lines printed on stdout.
+pub fn stdout_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect()
+}
+
 /// The latest version of each warning, by id.
 pub fn latest_versions(
     warnings: &[serde_json::Value],

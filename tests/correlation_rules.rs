@@ -9,8 +9,8 @@ const FAILED_LOGON: &str = "title: Failed logon\nid: failed-logon\nname: failed_
 const BRUTE_FORCE: &str = "title: Password guessing from one address\nid: brute-force\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 10m\n  condition: {gte: 5}\nlevel: high\n";
 const SPRAY: &str = "title: Password spraying\nid: spray\ncorrelation:\n  type: value_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 10m\n  condition: {field: TargetUserName, gte: 3}\n  generate: true\nlevel: high\n";
 
-#[test]
-fn correlations_fire_and_generate_decides_what_is_published() {
+/// A rules directory holding the sysmon profile, for the test's own rules.
+fn rules_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
     std::fs::copy(
@@ -18,6 +18,12 @@ fn correlations_fire_and_generate_decides_what_is_published() {
         dir.path().join("profiles/sysmon.yaml"),
     )
     .unwrap();
+    dir
+}
+
+#[test]
+fn correlations_fire_and_generate_decides_what_is_published() {
+    let dir = rules_dir();
     std::fs::write(dir.path().join("failed_logon.yml"), FAILED_LOGON).unwrap();
     std::fs::write(
         dir.path().join("brute_force.yml"),
@@ -101,13 +107,7 @@ fn correlations_fire_and_generate_decides_what_is_published() {
 /// are set aside while the rest loads (each firing would otherwise feed the next forever).
 #[test]
 fn correlation_cycles_are_rejected_and_the_rest_loads() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
-    std::fs::copy(
-        repo().join("rules/profiles/sysmon.yaml"),
-        dir.path().join("profiles/sysmon.yaml"),
-    )
-    .unwrap();
+    let dir = rules_dir();
     std::fs::write(dir.path().join("failed_logon.yml"), FAILED_LOGON).unwrap();
     std::fs::write(dir.path().join("brute_force.yml"), BRUTE_FORCE).unwrap();
     let ping = "title: Ping\nid: ping\nname: ping\ncorrelation:\n  type: temporal\n  rules: [failed_logon, pong]\n  group-by: [IpAddress]\n  timespan: 10m\nlevel: high\n";

@@ -656,17 +656,7 @@ fn correlate_worker_restores_state_after_kill_and_issues_every_warning() {
     let settings = KafkaSettings::new(bootstrap.clone());
     let mut sink = Sink::new(&settings).unwrap();
     let text = std::fs::read_to_string(&events).unwrap();
-    for line in text.lines() {
-        sink.send_to(
-            &format!("test.{id}.events"),
-            Some(0),
-            None,
-            line.as_bytes(),
-            &[],
-        )
-        .unwrap();
-    }
-    sink.flush(Duration::from_secs(60)).unwrap();
+    publish_to_partition_0(&mut sink, &format!("test.{id}.events"), text.lines());
 
     let reader = Source::subscribe(
         &settings,
@@ -1215,6 +1205,16 @@ fn resident_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Publish `lines` to partition 0 of `topic` (one partition keeps the file's order, as
+/// offline), and wait for the broker's acknowledgements.
+fn publish_to_partition_0<'a>(sink: &mut Sink, topic: &str, lines: impl Iterator<Item = &'a str>) {
+    for line in lines {
+        sink.send_to(topic, Some(0), None, line.as_bytes(), &[])
+            .unwrap();
+    }
+    sink.flush(Duration::from_secs(60)).unwrap();
+}
+
 /// The scenario's topics (with a topic per recipient of rules/recipients.yaml).
 fn create_topics(config: &std::path::Path, partitions: u32) {
     run_ok(
@@ -1303,10 +1303,7 @@ fn archive_worker_archives_every_event_detection_and_warning_despite_a_kill() {
             .arg("--detections")
             .arg(&offline_detections),
     );
-    let detection_ids: BTreeSet<String> = common::json_lines(&offline_detections)
-        .iter()
-        .map(|d| d["id"].as_str().unwrap().to_owned())
-        .collect();
+    let detection_ids = common::texts(&common::json_lines(&offline_detections), "id");
 
     let settings = KafkaSettings::new(bootstrap.clone());
     let mut sink = Sink::new(&settings).unwrap();
@@ -1315,17 +1312,11 @@ fn archive_worker_archives_every_event_detection_and_warning_despite_a_kill() {
         .lines()
         .map(str::to_owned)
         .collect();
-    for line in &lines {
-        sink.send_to(
-            &format!("test.{id}.events"),
-            Some(0),
-            None,
-            line.as_bytes(),
-            &[],
-        )
-        .unwrap();
-    }
-    sink.flush(Duration::from_secs(60)).unwrap();
+    publish_to_partition_0(
+        &mut sink,
+        &format!("test.{id}.events"),
+        lines.iter().map(String::as_str),
+    );
 
     let workers = spawn_configured(&config, "all");
     let mut archiver = spawn_configured(&config, "archive");
@@ -1353,19 +1344,12 @@ fn archive_worker_archives_every_event_detection_and_warning_despite_a_kill() {
     let archiver = spawn_configured(&config, "archive");
 
     // Until everything is archived (or the deadline).
-    let final_versions = |archive: &std::path::Path| -> BTreeMap<String, u64> {
-        common::archive_query(
+    let final_versions = |archive: &std::path::Path| {
+        let rows = common::archive_query(
             archive,
             "SELECT warning_id, max(version) AS v FROM warnings GROUP BY warning_id",
-        )
-        .iter()
-        .map(|r| {
-            (
-                r["warning_id"].as_str().unwrap().to_owned(),
-                r["v"].as_u64().unwrap(),
-            )
-        })
-        .collect()
+        );
+        common::numbers_by(&rows, "warning_id", "v")
     };
     let want_versions: BTreeMap<String, u64> = expected
         .iter()
@@ -1379,11 +1363,11 @@ fn archive_worker_archives_every_event_detection_and_warning_despite_a_kill() {
             .as_u64()
             .unwrap()
     };
-    let archived_ids = |archive: &std::path::Path| -> BTreeSet<String> {
-        common::archive_query(archive, "SELECT DISTINCT id FROM detections")
-            .iter()
-            .map(|r| r["id"].as_str().unwrap().to_owned())
-            .collect()
+    let archived_ids = |archive: &std::path::Path| {
+        common::texts(
+            &common::archive_query(archive, "SELECT DISTINCT id FROM detections"),
+            "id",
+        )
     };
     let unique_lines = lines.iter().collect::<BTreeSet<_>>().len() as u64;
     let deadline = Instant::now() + Duration::from_secs(180);
