@@ -383,6 +383,32 @@ impl Archive {
         Ok(count)
     }
 
+    /// Run one SQL statement and return its first column as text, row by row (nulls left
+    /// out): for reading the stored JSON of detections and warnings without a round trip
+    /// through JSON rows.
+    pub fn texts(&self, sql: &str) -> Result<Vec<String>, ArchiveError> {
+        use datafusion::arrow::array::{Array, StringArray};
+        let fail = |e: &dyn std::fmt::Display| ArchiveError::Query(e.to_string());
+        let mut out = Vec::new();
+        for batch in self.sql(sql)? {
+            if batch.num_columns() == 0 {
+                continue;
+            }
+            let column = datafusion::arrow::compute::cast(batch.column(0), &DataType::Utf8)
+                .map_err(|e| fail(&e))?;
+            let strings = column
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| fail(&"the first column is not text"))?;
+            out.extend(
+                (0..strings.len())
+                    .filter(|&i| !strings.is_null(i))
+                    .map(|i| strings.value(i).to_owned()),
+            );
+        }
+        Ok(out)
+    }
+
     /// Run one SQL statement and return its rows as JSON objects (column name → value;
     /// timestamps as RFC 3339 text, nulls left out): for callers that aggregate in SQL and
     /// read small results, without Arrow types.

@@ -157,12 +157,11 @@ fn read(
     // Warnings: every version in the period, rendered for the audience.
     let mut by_id: BTreeMap<String, Vec<EarlyWarning>> = BTreeMap::new();
     let mut withheld = BTreeSet::new();
-    for row in archive.rows(&format!(
+    for json in archive.texts(&format!(
         "SELECT json FROM warnings WHERE {} ORDER BY warning_id, version",
         period_sql("issued_at", a.from, a.to)
     ))? {
-        let json = row["json"].as_str().unwrap_or("");
-        let w: EarlyWarning = serde_json::from_str(json)
+        let w: EarlyWarning = serde_json::from_str(&json)
             .with_context(|| "a warning in the archive is not tocsin.early-warning/v1")?;
         match audience::render(&w, audience, ceiling, &policy) {
             Some(r) => by_id.entry(r.warning_id.clone()).or_default().push(r),
@@ -195,11 +194,11 @@ fn read(
     let mut seen = BTreeSet::new();
     let mut per_sector: Vec<(String, i64)> = Vec::new();
     let mut indicators: BTreeMap<String, (u64, BTreeSet<String>)> = BTreeMap::new();
-    for row in archive.rows(&format!(
+    for json in archive.texts(&format!(
         "SELECT json FROM detections WHERE {} ORDER BY time, id",
         period_sql("time", a.from, a.to)
     ))? {
-        let d: Detection = serde_json::from_str(row["json"].as_str().unwrap_or(""))
+        let d: Detection = serde_json::from_str(&json)
             .context("a detection in the archive is not a Tocsin detection")?;
         if !seen.insert(d.id.clone()) {
             continue;
