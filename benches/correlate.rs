@@ -1,10 +1,11 @@
 //! The correlator under load: detections/s with 10^5 and 10^6 live correlation keys, memory
 //! per key, and the time from the detection that completes a candidate to its warning.
 //! Every measurement checks its answer (live keys, warnings produced).
-//! Run: `cargo bench --bench correlate`.
+//! Run: `cargo bench -p tocsin-benches --bench correlate`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
+use tocsin_benches::resident_bytes;
 use tocsin_core::{
     Context, Detection, DetectionKind, IndicatorType, Level, MatchedIndicator, RuleRef, Timestamp,
     Tlp, DETECTION_SCHEMA,
@@ -48,23 +49,13 @@ fn detection(key: usize, org: &str, n: u64) -> Detection {
     }
 }
 
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 4096
-}
-
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("correlate");
     group.sample_size(10);
     // TOCSIN_BENCH_KEYS=1000 for a quick run.
     let sizes: Vec<usize> = match std::env::var("TOCSIN_BENCH_KEYS") {
         Ok(v) => v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
-        Err(_) => vec![100_000, 1_000_000],
+        Err(_) => vec![1_000, 10_000, 100_000, 1_000_000],
     };
     for keys in sizes {
         let before = resident_bytes();

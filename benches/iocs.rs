@@ -4,14 +4,14 @@
 //!
 //! Each run checks its answer: both sets hold the campaign's three indicators plus random
 //! ones that never occur in the workload, so both must find exactly the same hits.
-//! Run: `cargo bench --bench iocs`.
+//! Run: `cargo bench -p tocsin-benches --bench iocs`.
 
 use std::fmt::Write as _;
-use std::process::Command;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+use tocsin_benches::{generated_events, repo, resident_bytes};
 use tocsin_core::{Event, EventIndex};
 use tocsin_match::{CompiledRules, MatchConfig};
 use tocsin_rules::{parse_plain_list, parse_profile};
@@ -49,38 +49,15 @@ fn indicator_list(n: usize) -> String {
     s
 }
 
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
-
 fn bench(c: &mut Criterion) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tocsin"))
-        .args(["gen", "--events", "100000", "--seed", "1"])
-        .output()
-        .unwrap();
-    let events: Vec<Vec<u8>> = out
-        .stdout
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
-    let profile_text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/rules/profiles/sysmon.yaml"
-    ))
-    .unwrap();
+    let events = generated_events(100_000, 1);
+    let profile_text = std::fs::read_to_string(repo().join("rules/profiles/sysmon.yaml")).unwrap();
     let profile = parse_profile("sysmon.yaml", &profile_text).unwrap();
 
     let mut group = c.benchmark_group("iocs");
     group.sample_size(10);
     let mut expected = None;
-    for n in [1_000usize, 1_000_000] {
+    for n in [1_000usize, 10_000, 100_000, 1_000_000] {
         let text = indicator_list(n);
         let before = resident_bytes();
         let started = Instant::now();

@@ -21,17 +21,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tocsin_benches::{repo, tocsin};
 use tocsin_kafka::sink::Sink;
 use tocsin_kafka::source::Source;
 use tocsin_kafka::KafkaSettings;
-
-fn tocsin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tocsin"))
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -25,4 +25,5 @@ for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
     sleep 0.1
 done
-TOCSIN_KAFKA_BOOTSTRAP="127.0.0.1:$port" cargo bench --bench kafka
+cargo build --release --locked -q
+TOCSIN_KAFKA_BOOTSTRAP="127.0.0.1:$port" cargo bench -p tocsin-benches --bench kafka

@@ -4,14 +4,14 @@
 //!
 //! Every measurement checks its answer: the number of (event, rule) matches must equal the
 //! count from exhaustive evaluation (every rule of every active route, no prefilter),
-//! computed once per rule set. Run: `cargo bench --bench sigmahq`.
+//! computed once per rule set. Run: `cargo bench -p tocsin-benches --bench sigmahq`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+use tocsin_benches::{generated_events, repo};
 use tocsin_core::{Event, EventIndex};
 use tocsin_match::{CompiledRules, MatchConfig};
 use tocsin_rules::{parse_profile, parse_sigma_source, Profile, SigmaRule};
@@ -30,7 +30,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn profile() -> Profile {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/profiles/sysmon.yaml");
+    let path = repo().join("rules/profiles/sysmon.yaml");
     parse_profile("sysmon.yaml", &std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -83,21 +83,9 @@ fn inputs() -> (Vec<Vec<u8>>, Vec<SigmaRule>, &'static str) {
         (events, rules, "SigmaHQ windows rules over OTRF events")
     } else {
         eprintln!("TOCSIN_TEST_DATA not set: falling back to the tocsin gen workload and rules/");
-        let out = Command::new(env!("CARGO_BIN_EXE_tocsin"))
-            .args(["gen", "--events", "100000", "--seed", "1"])
-            .output()
-            .unwrap();
-        let events = out
-            .stdout
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect();
+        let events = generated_events(100_000, 1);
         let mut files = Vec::new();
-        walk(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/sigma"),
-            &mut files,
-        );
+        walk(&repo().join("rules/sigma"), &mut files);
         let mut rules = Vec::new();
         for f in files {
             rules.extend(parse_sigma_source("r", &std::fs::read_to_string(&f).unwrap()).rules);

@@ -1,0 +1,131 @@
+//! What the benches share: where the repository and the `tocsin` binary are, and the
+//! generated workload.
+//!
+//! The benches live in their own package so that `cargo bench -p tocsin-benches` runs the
+//! whole suite and `cargo bench -p tocsin-benches --bench NAME` one part of it. Cargo only
+//! hands a package its own binaries (`CARGO_BIN_EXE_*`), so the benches that run `tocsin`
+//! look for it next to themselves in the target directory, or at `TOCSIN_BIN`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tocsin_core::{Event, EventIndex};
+use tocsin_match::CompiledRules;
+use tocsin_rules::{
+    parse_plain_list, parse_profile, parse_sigma_source, Indicator, Profile, SigmaRule,
+};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ sits in the repository")
+        .to_path_buf()
+}
+
+/// The `tocsin` binary: `TOCSIN_BIN`, else the release build in this bench's target
+/// directory (`target/release/deps/BENCH` → `target/release/tocsin`).
+///
+/// # Panics
+/// When there is none, with the command that builds it.
+pub fn tocsin_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TOCSIN_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("tocsin"))
+        .expect("the bench runs from target/PROFILE/deps");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --release` before `cargo bench -p tocsin-benches`, \
+         or set TOCSIN_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A `tocsin` command.
+pub fn tocsin() -> Command {
+    Command::new(tocsin_bin())
+}
+
+/// `tocsin gen --events N --seed SEED`, one event per element.
+pub fn generated_events(events: u64, seed: u64) -> Vec<Vec<u8>> {
+    let out = tocsin()
+        .args([
+            "gen",
+            "--events",
+            &events.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .output()
+        .expect("run tocsin gen");
+    assert!(
+        out.status.success(),
+        "tocsin gen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// Resident memory of this process in bytes (Linux `/proc/self/statm`; 0 elsewhere).
+pub fn resident_bytes() -> u64 {
+    let pages: u64 = std::fs::read_to_string("/proc/self/statm")
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// The repository's own rules (rules/sigma), sample indicators and the `sysmon` profile:
+/// what `tocsin run --rules rules` loads.
+pub fn repo_rules() -> (Vec<SigmaRule>, Vec<Indicator>, Profile) {
+    let root = repo().join("rules");
+    let mut rules = Vec::new();
+    for entry in std::fs::read_dir(root.join("sigma")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with(".tests.yml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let src = parse_sigma_source(&path.display().to_string(), &text);
+        assert_eq!(src.diagnostics.error_count(), 0);
+        rules.extend(src.rules);
+    }
+    let iocs_text = std::fs::read_to_string(root.join("iocs/cert-eu-sample.txt")).unwrap();
+    let (iocs, _) = parse_plain_list("iocs", &iocs_text, "sample");
+    let profile = parse_profile(
+        "sysmon.yaml",
+        &std::fs::read_to_string(root.join("profiles/sysmon.yaml")).unwrap(),
+    )
+    .unwrap();
+    (rules, iocs, profile)
+}
+
+/// Answers over `events`: rule matches plus indicator hits, with the prefilter or, when
+/// `unfiltered`, by evaluating every rule of every active route (the reference count).
+pub fn count_matches(compiled: &CompiledRules, events: &[Vec<u8>], unfiltered: bool) -> u64 {
+    let mut scratch = compiled.new_scratch();
+    let mut index = EventIndex::new();
+    let mut n = 0u64;
+    for e in events {
+        let ev = Event::parse(e, &mut index).unwrap();
+        if unfiltered {
+            compiled.match_event_unfiltered(&ev, &mut scratch);
+        } else {
+            compiled.match_event(&ev, &mut scratch);
+        }
+        n += scratch.matched().len() as u64 + scratch.ioc_hits().len() as u64;
+    }
+    n
+}
