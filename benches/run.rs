@@ -14,7 +14,7 @@ use std::process::Output;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use tocsin_benches::{count_matches, generated_events, repo, repo_rules, tocsin};
+use tocsin_benches::{count_detections, generated_events, repo, repo_rules, tocsin};
 use tocsin_match::{CompiledRules, MatchConfig};
 
 /// The figure after `label` in the run's summary line ("… 12 detections, …").
@@ -69,7 +69,7 @@ fn bench(c: &mut Criterion) {
     let (rules, iocs, profile) = repo_rules();
     let (compiled, _) =
         CompiledRules::compile(&rules, &[], &iocs, &profile, &MatchConfig::default());
-    let expected_detections = count_matches(&compiled, &generated, true);
+    let expected_detections = count_detections(&compiled, &generated);
     let expected_events = generated.len() as u64;
     eprintln!(
         "{expected_events} events ({} MB): {expected_detections} detections expected",

@@ -129,3 +129,19 @@ pub fn count_matches(compiled: &CompiledRules, events: &[Vec<u8>], unfiltered: b
     }
     n
 }
+
+/// Detections `tocsin run` must report over `events`, found by exhaustive evaluation: one per
+/// matched rule, and one per event in which indicators were found (the run makes one
+/// indicator detection per feed, listing all of them; the repository's sample list is one
+/// feed with no validity bounds).
+pub fn count_detections(compiled: &CompiledRules, events: &[Vec<u8>]) -> u64 {
+    let mut scratch = compiled.new_scratch();
+    let mut index = EventIndex::new();
+    let mut n = 0u64;
+    for e in events {
+        let ev = Event::parse(e, &mut index).unwrap();
+        compiled.match_event_unfiltered(&ev, &mut scratch);
+        n += scratch.matched().len() as u64 + u64::from(!scratch.ioc_hits().is_empty());
+    }
+    n
+}
