@@ -5,7 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use tocsin_benches::resident_bytes;
+use tocsin_benches::{record_figure, resident_bytes};
 use tocsin_core::{
     Context, Detection, DetectionKind, IndicatorType, Level, MatchedIndicator, RuleRef, Timestamp,
     Tlp, DETECTION_SCHEMA,
@@ -68,6 +68,11 @@ fn bench(c: &mut Criterion) {
         assert!(out.is_empty());
         let per_key = resident_bytes().saturating_sub(before) as f64 / keys as f64;
         eprintln!("{keys} live keys: about {per_key:.0} bytes of resident memory per key");
+        record_figure(
+            "correlate-resident-bytes",
+            keys as u64,
+            per_key * keys as f64,
+        );
         // Steady state: more detections from the same organisation into existing keys.
         let batch: Vec<Detection> = (0..10_000)
             .map(|i| detection((i * 7919) % keys, "Org A", keys as u64 + i as u64))
@@ -99,6 +104,11 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || {
                 next += 1;
+                // Each iteration leaves a key behind: start afresh well before the
+                // correlator's live-key limit, which would refuse new keys.
+                if next % 500_000 == 0 {
+                    *corr.borrow_mut() = Correlator::new(CorrelatorConfig::default());
+                }
                 let mut out = Vec::new();
                 corr.borrow_mut()
                     .push(&detection(next, "Org A", next as u64), &mut out);

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use tocsin_benches::{generated_events, repo, resident_bytes};
+use tocsin_benches::{generated_events, record_figure, repo, resident_bytes};
 use tocsin_core::{Event, EventIndex};
 use tocsin_match::{CompiledRules, MatchConfig};
 use tocsin_rules::{parse_plain_list, parse_profile};
@@ -74,6 +74,7 @@ fn bench(c: &mut Criterion) {
             resident as f64 / (1024.0 * 1024.0),
             compiled.indicators().len()
         );
+        record_figure("iocs-resident-bytes", n as u64, resident as f64);
         let count = || {
             let mut scratch = compiled.new_scratch();
             let mut index = EventIndex::new();

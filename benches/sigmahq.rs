@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use tocsin_benches::{generated_events, repo};
+use tocsin_benches::{generated_events, record_figure, repo, resident_bytes};
 use tocsin_core::{Event, EventIndex};
 use tocsin_match::{CompiledRules, MatchConfig};
 use tocsin_rules::{parse_profile, parse_sigma_source, Profile, SigmaRule};
@@ -153,8 +153,15 @@ fn bench(c: &mut Criterion) {
         .collect();
     sizes.push(rules.len());
     for n in sizes {
+        let before = resident_bytes();
         let (compiled, _) =
             CompiledRules::compile(&rules[..n], &[], &[], &profile, &MatchConfig::default());
+        let compiled_bytes = resident_bytes().saturating_sub(before);
+        record_figure(
+            "sigmahq-compiled-resident-bytes",
+            n as u64,
+            compiled_bytes as f64,
+        );
         let expected = count(&compiled, &events, true);
         eprintln!(
             "{n} rules ({} compiled): {expected} matches expected",

@@ -145,3 +145,25 @@ pub fn count_detections(compiled: &CompiledRules, events: &[Vec<u8>]) -> u64 {
     }
     n
 }
+
+/// Append a figure that criterion does not measure (resident memory at a scale, say) to
+/// `target/criterion/tocsin-figures.jsonl`, next to criterion's own estimates, for
+/// `benches/scaling.py` to chart: `{"series": …, "x": …, "value": …}`.
+pub fn record_figure(series: &str, x: u64, value: f64) {
+    use std::io::Write as _;
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("criterion")));
+    let Some(dir) = dir else { return };
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let line = serde_json::json!({ "series": series, "x": x, "value": value });
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("tocsin-figures.jsonl"))
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
