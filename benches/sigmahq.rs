@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use tocsin_benches::{generated_events, record_figure, repo, resident_bytes};
+use tocsin_benches::{count_matches, generated_events, record_figure, repo, resident_bytes};
 use tocsin_core::{Event, EventIndex};
 use tocsin_match::{CompiledRules, MatchConfig};
 use tocsin_rules::{parse_profile, parse_sigma_source, Profile, SigmaRule};
@@ -105,22 +105,6 @@ fn collect_gz(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn count(compiled: &CompiledRules, events: &[Vec<u8>], unfiltered: bool) -> u64 {
-    let mut scratch = compiled.new_scratch();
-    let mut index = EventIndex::new();
-    let mut n = 0;
-    for e in events {
-        let ev = Event::parse(e, &mut index).unwrap();
-        if unfiltered {
-            compiled.match_event_unfiltered(&ev, &mut scratch);
-        } else {
-            compiled.match_event(&ev, &mut scratch);
-        }
-        n += scratch.matched().len() as u64;
-    }
-    n
-}
-
 /// What the prefilter did, per event on average: shows where the time goes.
 fn work_per_event(compiled: &CompiledRules, events: &[Vec<u8>]) -> String {
     let mut scratch = compiled.new_scratch();
@@ -162,7 +146,7 @@ fn bench(c: &mut Criterion) {
             n as u64,
             compiled_bytes as f64,
         );
-        let expected = count(&compiled, &events, true);
+        let expected = count_matches(&compiled, &events, true);
         eprintln!(
             "{n} rules ({} compiled): {expected} matches expected",
             compiled.stats().rules
@@ -171,7 +155,7 @@ fn bench(c: &mut Criterion) {
         eprintln!("{n} rules, per event: {work}");
         group.bench_function(format!("match/{n}-rules"), |b| {
             b.iter(|| {
-                let got = count(&compiled, &events, false);
+                let got = count_matches(&compiled, &events, false);
                 assert_eq!(
                     got, expected,
                     "prefiltered matching disagrees with exhaustive evaluation"
