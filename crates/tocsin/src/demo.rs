@@ -35,7 +35,7 @@ pub fn demo(
         Err(code) => return Ok(code),
     };
     let mut workload = Vec::with_capacity(events as usize * 700);
-    let written = gen::generate(&mut workload, events, seed, true)?;
+    let written = gen::generate(&mut workload, events, seed, true, gen::Shape::Sysmon)?;
     let mut policy = sources.policy.clone().unwrap_or_default();
     policy.exercise = true;
     let correlator = Correlator::new(crate::correlator_config(&sources, policy));

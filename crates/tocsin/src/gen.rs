@@ -1,6 +1,8 @@
-//! A realistic, reproducible workload: Windows (Sysmon-shaped) events of many hosts in many
-//! organisations across NIS2 sectors and EU member states, with the NIGHTGLASS exercise
-//! campaign mixed in.
+//! A realistic, reproducible workload: Windows events of many hosts in many organisations
+//! across NIS2 sectors and EU member states, with the NIGHTGLASS exercise campaign mixed in.
+//! Events come in one of two [`Shape`]s: flat Sysmon field names (NXLog, evtx_to_jsonl) or
+//! nested Elastic Common Schema as Winlogbeat writes it; the same seed gives the same
+//! activity in either, so the `sysmon` and `ecs` profiles can be checked against each other.
 //!
 //! Background activity is ordinary office and server life — browsers, Office, services,
 //! DNS lookups, network connections, file writes — including some administrative noise
@@ -18,6 +20,23 @@ use std::io::Write;
 use anyhow::Result;
 
 use tocsin_core::Timestamp;
+
+/// How events are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Shape {
+    /// Flat Sysmon names (`Image`, `CommandLine`, `Channel`, `EventID`): the `sysmon` profile.
+    #[default]
+    Sysmon,
+    /// Nested ECS as Winlogbeat writes it (`process.executable`, `winlog.channel`), with the
+    /// raw Sysmon fields under `winlog.event_data`: the `ecs` profile.
+    Ecs,
+}
+
+/// Where events are written, and in which shape.
+struct Out {
+    buf: Vec<u8>,
+    shape: Shape,
+}
 
 /// SplitMix64: small, fast, and the same on every platform.
 pub struct Rng(u64);
@@ -201,6 +220,21 @@ impl<'a> Obj<'a> {
         self
     }
 
+    /// Open a nested object under `k`.
+    fn open(&mut self, k: &str) -> &mut Self {
+        self.key(k);
+        self.out.push(b'{');
+        self.first = true;
+        self
+    }
+
+    /// Close the innermost nested object.
+    fn close(&mut self) -> &mut Self {
+        self.out.push(b'}');
+        self.first = false;
+        self
+    }
+
     fn end(&mut self) {
         self.out.extend_from_slice(b"}\n");
     }
@@ -241,6 +275,39 @@ fn sensor_of(org: &Org) -> String {
     format!("sysmon-{}", org.short.to_ascii_lowercase())
 }
 
+/// The ECS members every event carries (Winlogbeat's layout), then `winlog` opened at its
+/// `event_data`, which the caller fills with the raw Sysmon fields and closes twice.
+fn ecs_header(o: &mut Obj<'_>, t: Timestamp, event_id: u64, category: &str, h: &Host<'_>) {
+    let time = t.to_string();
+    o.s("@timestamp", &time)
+        .open("agent")
+        .s("type", "winlogbeat")
+        .s("id", &h.sensor)
+        .close()
+        .open("host")
+        .s("name", &h.host)
+        .close()
+        .open("labels")
+        .s("sector", h.org.sector)
+        .s("member_state", h.org.member_state)
+        .close()
+        .open("organization")
+        .s("name", h.org.name)
+        .close()
+        .open("event")
+        .s("code", &event_id.to_string())
+        .s("category", category)
+        .s("module", "sysmon")
+        .s("provider", "Microsoft-Windows-Sysmon")
+        .close()
+        .open("winlog")
+        .s("channel", SYSMON)
+        .n("event_id", event_id)
+        .s("computer_name", &h.host)
+        .open("event_data")
+        .s("UtcTime", &utc_time(&time));
+}
+
 fn header(o: &mut Obj<'_>, t: Timestamp, event_id: u64, h: &Host<'_>) {
     let time = t.to_string();
     o.s("@timestamp", &time)
@@ -256,7 +323,7 @@ fn header(o: &mut Obj<'_>, t: Timestamp, event_id: u64, h: &Host<'_>) {
 
 #[allow(clippy::too_many_arguments)]
 fn process(
-    out: &mut Vec<u8>,
+    out: &mut Out,
     t: Timestamp,
     h: &Host<'_>,
     rng: &mut Rng,
@@ -266,35 +333,60 @@ fn process(
     integrity: &str,
     hash: Option<&str>,
 ) {
-    let mut o = Obj::new(out);
-    header(&mut o, t, 1, h);
     let pid = 1000 + rng.below(60_000);
     let ppid = 500 + rng.below(20_000);
     let sha = match hash {
         Some(x) => x.to_owned(),
         None => fake_sha256(image),
     };
-    o.n("ProcessId", pid)
-        .s("Image", image)
-        .s("CommandLine", cmd)
-        .s("CurrentDirectory", "C:\\Windows\\system32\\")
-        .s("User", &h.user)
-        .s("IntegrityLevel", integrity)
-        .s(
-            "Hashes",
-            &format!(
-                "SHA256={},IMPHASH={}",
-                sha,
-                &fake_sha256(cmd)[..32].to_ascii_uppercase()
-            ),
-        )
-        .n("ParentProcessId", ppid)
-        .s("ParentImage", parent)
-        .end();
+    let hashes = format!(
+        "SHA256={},IMPHASH={}",
+        sha,
+        &fake_sha256(cmd)[..32].to_ascii_uppercase()
+    );
+    let mut o = Obj::new(&mut out.buf);
+    match out.shape {
+        Shape::Sysmon => {
+            header(&mut o, t, 1, h);
+            o.n("ProcessId", pid)
+                .s("Image", image)
+                .s("CommandLine", cmd)
+                .s("CurrentDirectory", "C:\\Windows\\system32\\")
+                .s("User", &h.user)
+                .s("IntegrityLevel", integrity)
+                .s("Hashes", &hashes)
+                .n("ParentProcessId", ppid)
+                .s("ParentImage", parent);
+        }
+        Shape::Ecs => {
+            ecs_header(&mut o, t, 1, "process", h);
+            o.s("IntegrityLevel", integrity)
+                .s("Hashes", &hashes)
+                .close()
+                .close()
+                .open("process")
+                .n("pid", pid)
+                .s("executable", image)
+                .s("command_line", cmd)
+                .s("working_directory", "C:\\Windows\\system32\\")
+                .open("hash")
+                .s("sha256", &sha)
+                .close()
+                .open("parent")
+                .n("pid", ppid)
+                .s("executable", parent)
+                .close()
+                .close()
+                .open("user")
+                .s("name", &h.user)
+                .close();
+        }
+    }
+    o.end();
 }
 
 fn network(
-    out: &mut Vec<u8>,
+    out: &mut Out,
     t: Timestamp,
     h: &Host<'_>,
     rng: &mut Rng,
@@ -302,45 +394,110 @@ fn network(
     ip: &str,
     host: &str,
 ) {
-    let mut o = Obj::new(out);
-    header(&mut o, t, 3, h);
-    o.s("Image", image)
-        .s("User", &h.user)
-        .s("Protocol", "tcp")
-        .s("Initiated", "true")
-        .s(
-            "SourceIp",
-            &format!(
-                "10.{}.{}.{}",
-                rng.below(255),
-                rng.below(255),
-                1 + rng.below(250)
-            ),
-        )
-        .n("SourcePort", 49152 + rng.below(16000))
-        .s("DestinationIp", ip)
-        .s("DestinationHostname", host)
-        .n("DestinationPort", 443)
-        .end();
+    let source_ip = format!(
+        "10.{}.{}.{}",
+        rng.below(255),
+        rng.below(255),
+        1 + rng.below(250)
+    );
+    let source_port = 49152 + rng.below(16000);
+    let mut o = Obj::new(&mut out.buf);
+    match out.shape {
+        Shape::Sysmon => {
+            header(&mut o, t, 3, h);
+            o.s("Image", image)
+                .s("User", &h.user)
+                .s("Protocol", "tcp")
+                .s("Initiated", "true")
+                .s("SourceIp", &source_ip)
+                .n("SourcePort", source_port)
+                .s("DestinationIp", ip)
+                .s("DestinationHostname", host)
+                .n("DestinationPort", 443);
+        }
+        Shape::Ecs => {
+            ecs_header(&mut o, t, 3, "network", h);
+            o.s("Initiated", "true")
+                .close()
+                .close()
+                .open("process")
+                .s("executable", image)
+                .close()
+                .open("user")
+                .s("name", &h.user)
+                .close()
+                .open("network")
+                .s("transport", "tcp")
+                .close()
+                .open("source")
+                .s("ip", &source_ip)
+                .n("port", source_port)
+                .close()
+                .open("destination")
+                .s("ip", ip)
+                .s("domain", host)
+                .n("port", 443)
+                .close();
+        }
+    }
+    o.end();
 }
 
-fn dns(out: &mut Vec<u8>, t: Timestamp, h: &Host<'_>, image: &str, query: &str, result: &str) {
-    let mut o = Obj::new(out);
-    header(&mut o, t, 22, h);
-    o.s("Image", image)
-        .s("QueryName", query)
-        .s("QueryStatus", "0")
-        .s("QueryResults", &format!("::ffff:{result};"))
-        .end();
+fn dns(out: &mut Out, t: Timestamp, h: &Host<'_>, image: &str, query: &str, result: &str) {
+    let results = format!("::ffff:{result};");
+    let mut o = Obj::new(&mut out.buf);
+    match out.shape {
+        Shape::Sysmon => {
+            header(&mut o, t, 22, h);
+            o.s("Image", image)
+                .s("QueryName", query)
+                .s("QueryStatus", "0")
+                .s("QueryResults", &results);
+        }
+        Shape::Ecs => {
+            ecs_header(&mut o, t, 22, "network", h);
+            o.s("QueryStatus", "0")
+                .s("QueryResults", &results)
+                .close()
+                .close()
+                .open("process")
+                .s("executable", image)
+                .close()
+                .open("dns")
+                .open("question")
+                .s("name", query)
+                .close()
+                .close();
+        }
+    }
+    o.end();
 }
 
-fn file(out: &mut Vec<u8>, t: Timestamp, h: &Host<'_>, image: &str, target: &str) {
-    let mut o = Obj::new(out);
-    header(&mut o, t, 11, h);
-    o.s("Image", image)
-        .s("TargetFilename", target)
-        .s("User", &h.user)
-        .end();
+fn file(out: &mut Out, t: Timestamp, h: &Host<'_>, image: &str, target: &str) {
+    let mut o = Obj::new(&mut out.buf);
+    match out.shape {
+        Shape::Sysmon => {
+            header(&mut o, t, 11, h);
+            o.s("Image", image)
+                .s("TargetFilename", target)
+                .s("User", &h.user);
+        }
+        Shape::Ecs => {
+            ecs_header(&mut o, t, 11, "file", h);
+            o.close()
+                .close()
+                .open("process")
+                .s("executable", image)
+                .close()
+                .open("file")
+                .s("path", target)
+                .close()
+                .open("user")
+                .s("name", &h.user)
+                .close();
+        }
+    }
+    o.end();
 }
 
 const CHROME: &str = "C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe";
@@ -443,7 +600,7 @@ fn host_of(org: &'static Org, n: u64) -> Host<'static> {
 }
 
 /// One background event at time `t`.
-fn background(out: &mut Vec<u8>, t: Timestamp, rng: &mut Rng, hosts: &Hosts) {
+fn background(out: &mut Out, t: Timestamp, rng: &mut Rng, hosts: &Hosts) {
     let (h, user_dir) = hosts.pick(rng);
     let k = rng.below(900);
     match rng.below(100) {
@@ -572,15 +729,18 @@ fn background(out: &mut Vec<u8>, t: Timestamp, rng: &mut Rng, hosts: &Hosts) {
 }
 
 /// The campaign's events, as (time, JSON line), in time order.
-pub fn campaign_events(seed: u64) -> Vec<(Timestamp, Vec<u8>)> {
+pub fn campaign_events(seed: u64, shape: Shape) -> Vec<(Timestamp, Vec<u8>)> {
     let mut rng = Rng::new(seed.wrapping_add(0xC0FFEE));
     let mut events: Vec<(Timestamp, Vec<u8>)> = Vec::new();
     let base = base_time().0;
-    let mut push = |t: i64, f: &mut dyn FnMut(&mut Vec<u8>, Timestamp)| {
-        let mut buf = Vec::new();
+    let mut push = |t: i64, f: &mut dyn FnMut(&mut Out, Timestamp)| {
+        let mut out = Out {
+            buf: Vec::new(),
+            shape,
+        };
         let t = Timestamp(t);
-        f(&mut buf, t);
-        events.push((t, buf));
+        f(&mut out, t);
+        events.push((t, out.buf));
     };
     let payload = "SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoAZQBjAHQAIABOAGUAdAAuAFcAZQBiAEMAbABpAGUAbgB0ACkALgBEAG8AdwBuAGwAbwBhAGQAUwB0AHIAaQBuAGcAKAAnAGgAdAB0AHAAcwA6AC8ALwBjAGQAbgAuAGkAbgB2AG8AaQBjAGUALQB2AGkAZQB3AGUAcgAuAGUAeABhAG0AcABsAGUALwB2ACcAKQA=";
     for (k, &v) in LOADER_VICTIMS.iter().enumerate() {
@@ -686,17 +846,26 @@ pub fn campaign_events(seed: u64) -> Vec<(Timestamp, Vec<u8>)> {
 }
 
 /// Write `events` background events (with the campaign mixed in, unless `campaign` is
-/// false) as JSON lines to `out`.
-pub fn generate(out: &mut dyn Write, events: u64, seed: u64, campaign: bool) -> Result<u64> {
+/// false) as JSON lines of the given shape to `out`.
+pub fn generate(
+    out: &mut dyn Write,
+    events: u64,
+    seed: u64,
+    campaign: bool,
+    shape: Shape,
+) -> Result<u64> {
     let mut rng = Rng::new(seed);
     let injected = if campaign {
-        campaign_events(seed)
+        campaign_events(seed, shape)
     } else {
         Vec::new()
     };
     let mut next = injected.iter().peekable();
     let hosts = Hosts::new();
-    let mut buf = Vec::with_capacity(1 << 20);
+    let mut buf = Out {
+        buf: Vec::with_capacity(1 << 20),
+        shape,
+    };
     let base = base_time().0;
     let mut written = 0u64;
     for i in 0..events {
@@ -708,22 +877,22 @@ pub fn generate(out: &mut dyn Write, events: u64, seed: u64, campaign: bool) -> 
             if *ct > t {
                 break;
             }
-            buf.extend_from_slice(line);
+            buf.buf.extend_from_slice(line);
             written += 1;
             next.next();
         }
         background(&mut buf, t, &mut rng, &hosts);
         written += 1;
-        if buf.len() > (1 << 20) - 4096 {
-            out.write_all(&buf)?;
-            buf.clear();
+        if buf.buf.len() > (1 << 20) - 4096 {
+            out.write_all(&buf.buf)?;
+            buf.buf.clear();
         }
     }
     for (_, line) in next {
-        buf.extend_from_slice(line);
+        buf.buf.extend_from_slice(line);
         written += 1;
     }
-    out.write_all(&buf)?;
+    out.write_all(&buf.buf)?;
     out.flush()?;
     Ok(written)
 }

@@ -333,6 +333,10 @@ struct GenArgs {
     /// Leave the exercise campaign out (background only).
     #[arg(long)]
     no_campaign: bool,
+    /// Event shape: flat Sysmon names (read with the `sysmon` profile) or nested ECS as
+    /// Winlogbeat writes it (the `ecs` profile). The same seed gives the same activity.
+    #[arg(long, value_enum, default_value_t = gen::Shape::Sysmon)]
+    shape: gen::Shape,
 }
 
 #[derive(Args)]
@@ -655,6 +659,6 @@ fn run(a: RunArgs) -> Result<ExitCode> {
 
 fn gen_cmd(a: GenArgs) -> Result<ExitCode> {
     let mut out = create_output(&a.output)?;
-    gen::generate(&mut out, a.events, a.seed, !a.no_campaign)?;
+    gen::generate(&mut out, a.events, a.seed, !a.no_campaign, a.shape)?;
     Ok(ExitCode::SUCCESS)
 }
