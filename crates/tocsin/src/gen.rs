@@ -220,6 +220,13 @@ impl<'a> Obj<'a> {
         self
     }
 
+    /// A number written as a JSON string (ECS keeps `event.code` as text).
+    fn n_text(&mut self, k: &str, v: u64) -> &mut Self {
+        self.key(k);
+        let _ = write!(self.out, "\"{v}\"");
+        self
+    }
+
     /// Open a nested object under `k`.
     fn open(&mut self, k: &str) -> &mut Self {
         self.key(k);
@@ -275,9 +282,16 @@ fn sensor_of(org: &Org) -> String {
     format!("sysmon-{}", org.short.to_ascii_lowercase())
 }
 
-/// The ECS members every event carries (Winlogbeat's layout), then `winlog` opened at its
-/// `event_data`, which the caller fills with the raw Sysmon fields and closes twice.
-fn ecs_header(o: &mut Obj<'_>, t: Timestamp, event_id: u64, category: &str, h: &Host<'_>) {
+/// The ECS members every event carries (Winlogbeat's layout), with `event_data` (the raw
+/// Sysmon fields under `winlog.event_data`) written by the caller's closure.
+fn ecs_header(
+    o: &mut Obj<'_>,
+    t: Timestamp,
+    event_id: u64,
+    category: &str,
+    h: &Host<'_>,
+    event_data: impl FnOnce(&mut Obj<'_>),
+) {
     let time = t.to_string();
     o.s("@timestamp", &time)
         .open("agent")
@@ -295,7 +309,7 @@ fn ecs_header(o: &mut Obj<'_>, t: Timestamp, event_id: u64, category: &str, h: &
         .s("name", h.org.name)
         .close()
         .open("event")
-        .s("code", &event_id.to_string())
+        .n_text("code", event_id)
         .s("category", category)
         .s("module", "sysmon")
         .s("provider", "Microsoft-Windows-Sysmon")
@@ -306,6 +320,8 @@ fn ecs_header(o: &mut Obj<'_>, t: Timestamp, event_id: u64, category: &str, h: &
         .s("computer_name", &h.host)
         .open("event_data")
         .s("UtcTime", &utc_time(&time));
+    event_data(o);
+    o.close().close();
 }
 
 fn header(o: &mut Obj<'_>, t: Timestamp, event_id: u64, h: &Host<'_>) {
@@ -359,12 +375,10 @@ fn process(
                 .s("ParentImage", parent);
         }
         Shape::Ecs => {
-            ecs_header(&mut o, t, 1, "process", h);
-            o.s("IntegrityLevel", integrity)
-                .s("Hashes", &hashes)
-                .close()
-                .close()
-                .open("process")
+            ecs_header(&mut o, t, 1, "process", h, |o| {
+                o.s("IntegrityLevel", integrity).s("Hashes", &hashes);
+            });
+            o.open("process")
                 .n("pid", pid)
                 .s("executable", image)
                 .s("command_line", cmd)
@@ -416,11 +430,10 @@ fn network(
                 .n("DestinationPort", 443);
         }
         Shape::Ecs => {
-            ecs_header(&mut o, t, 3, "network", h);
-            o.s("Initiated", "true")
-                .close()
-                .close()
-                .open("process")
+            ecs_header(&mut o, t, 3, "network", h, |o| {
+                o.s("Initiated", "true");
+            });
+            o.open("process")
                 .s("executable", image)
                 .close()
                 .open("user")
@@ -455,12 +468,10 @@ fn dns(out: &mut Out, t: Timestamp, h: &Host<'_>, image: &str, query: &str, resu
                 .s("QueryResults", &results);
         }
         Shape::Ecs => {
-            ecs_header(&mut o, t, 22, "network", h);
-            o.s("QueryStatus", "0")
-                .s("QueryResults", &results)
-                .close()
-                .close()
-                .open("process")
+            ecs_header(&mut o, t, 22, "network", h, |o| {
+                o.s("QueryStatus", "0").s("QueryResults", &results);
+            });
+            o.open("process")
                 .s("executable", image)
                 .close()
                 .open("dns")
@@ -483,10 +494,8 @@ fn file(out: &mut Out, t: Timestamp, h: &Host<'_>, image: &str, target: &str) {
                 .s("User", &h.user);
         }
         Shape::Ecs => {
-            ecs_header(&mut o, t, 11, "file", h);
-            o.close()
-                .close()
-                .open("process")
+            ecs_header(&mut o, t, 11, "file", h, |_| {});
+            o.open("process")
                 .s("executable", image)
                 .close()
                 .open("file")
