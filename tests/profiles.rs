@@ -5,6 +5,21 @@ mod common;
 
 use common::*;
 
+/// Detections (JSON lines) as `rule-id@input-line`, in output order.
+fn rules_at_positions(detections: &str) -> Vec<String> {
+    detections
+        .lines()
+        .map(|l| {
+            let d: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{}@{}",
+                d["rule"]["id"].as_str().unwrap(),
+                d["source"]["position"]
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn ecs_and_sysmon_shapes_give_the_same_detections() {
     let dir = tempfile::tempdir().unwrap();
@@ -32,18 +47,7 @@ fn ecs_and_sysmon_shapes_give_the_same_detections() {
                 .arg("--input")
                 .arg(input),
         );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let d: serde_json::Value = serde_json::from_str(l).unwrap();
-                format!(
-                    "{}@{}",
-                    d["rule"]["id"].as_str().unwrap(),
-                    d["source"]["position"]
-                )
-            })
-            .collect()
+        rules_at_positions(&String::from_utf8(out.stdout).unwrap())
     };
     let from_sysmon = rules_of(&sysmon, "sysmon");
     let from_ecs = rules_of(&ecs, "ecs");
@@ -82,18 +86,7 @@ fn generated_ecs_workload_gives_the_sysmon_detections_and_warnings() {
                 .arg("--output")
                 .arg(&warnings),
         );
-        let detections = std::fs::read_to_string(&detections)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let d: serde_json::Value = serde_json::from_str(l).unwrap();
-                format!(
-                    "{}@{}",
-                    d["rule"]["id"].as_str().unwrap(),
-                    d["source"]["position"]
-                )
-            })
-            .collect();
+        let detections = rules_at_positions(&std::fs::read_to_string(&detections).unwrap());
         (detections, std::fs::read(&warnings).unwrap())
     };
     let (sysmon, sysmon_warnings) = outputs_of("sysmon");
