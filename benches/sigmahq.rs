@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use tocsin_benches::{count_matches, generated_events, record_figure, repo, resident_bytes};
-use tocsin_core::{Event, EventIndex};
+use tocsin_benches::{
+    count_matches, generated_events, match_all, record_figure, repo, resident_bytes,
+};
 use tocsin_match::{CompiledRules, MatchConfig};
 use tocsin_rules::{parse_profile, parse_sigma_source, Profile, SigmaRule};
 
@@ -107,12 +108,7 @@ fn collect_gz(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// What the prefilter did, per event on average: shows where the time goes.
 fn work_per_event(compiled: &CompiledRules, events: &[Vec<u8>]) -> String {
-    let mut scratch = compiled.new_scratch();
-    let mut index = EventIndex::new();
-    for e in events {
-        compiled.match_event(&Event::parse(e, &mut index).unwrap(), &mut scratch);
-    }
-    let s = scratch.stats;
+    let s = match_all(compiled, events, false, |_| {});
     let per = |x: u64| x as f64 / s.events as f64;
     format!(
         "{:.1} routes active, {:.0} bytes scanned, {:.1} literal hits, {:.2} rules verified, {:.3} matches",

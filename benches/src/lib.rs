@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tocsin_core::{Event, EventIndex};
-use tocsin_match::CompiledRules;
+use tocsin_match::{CompiledRules, MatchScratch, ScratchStats};
 use tocsin_rules::{
     parse_plain_list, parse_profile, parse_sigma_source, Indicator, Profile, SigmaRule,
 };
@@ -112,12 +112,17 @@ pub fn repo_rules() -> (Vec<SigmaRule>, Vec<Indicator>, Profile) {
     (rules, iocs, profile)
 }
 
-/// Answers over `events`: rule matches plus indicator hits, with the prefilter or, when
-/// `unfiltered`, by evaluating every rule of every active route (the reference count).
-pub fn count_matches(compiled: &CompiledRules, events: &[Vec<u8>], unfiltered: bool) -> u64 {
+/// Match every event, with the prefilter or, when `unfiltered`, by evaluating every rule of
+/// every active route (the reference), handing each event's result to `each`; returns the
+/// scratch's work counters.
+pub fn match_all(
+    compiled: &CompiledRules,
+    events: &[Vec<u8>],
+    unfiltered: bool,
+    mut each: impl FnMut(&MatchScratch),
+) -> ScratchStats {
     let mut scratch = compiled.new_scratch();
     let mut index = EventIndex::new();
-    let mut n = 0u64;
     for e in events {
         let ev = Event::parse(e, &mut index).unwrap();
         if unfiltered {
@@ -125,8 +130,17 @@ pub fn count_matches(compiled: &CompiledRules, events: &[Vec<u8>], unfiltered: b
         } else {
             compiled.match_event(&ev, &mut scratch);
         }
-        n += scratch.matched().len() as u64 + scratch.ioc_hits().len() as u64;
+        each(&scratch);
     }
+    scratch.stats
+}
+
+/// Answers over `events`: rule matches plus indicator hits (see [`match_all`]).
+pub fn count_matches(compiled: &CompiledRules, events: &[Vec<u8>], unfiltered: bool) -> u64 {
+    let mut n = 0u64;
+    match_all(compiled, events, unfiltered, |s| {
+        n += s.matched().len() as u64 + s.ioc_hits().len() as u64;
+    });
     n
 }
 
@@ -135,14 +149,10 @@ pub fn count_matches(compiled: &CompiledRules, events: &[Vec<u8>], unfiltered: b
 /// indicator detection per feed, listing all of them; the repository's sample list is one
 /// feed with no validity bounds).
 pub fn count_detections(compiled: &CompiledRules, events: &[Vec<u8>]) -> u64 {
-    let mut scratch = compiled.new_scratch();
-    let mut index = EventIndex::new();
     let mut n = 0u64;
-    for e in events {
-        let ev = Event::parse(e, &mut index).unwrap();
-        compiled.match_event_unfiltered(&ev, &mut scratch);
-        n += scratch.matched().len() as u64 + u64::from(!scratch.ioc_hits().is_empty());
-    }
+    match_all(compiled, events, true, |s| {
+        n += s.matched().len() as u64 + u64::from(!s.ioc_hits().is_empty());
+    });
     n
 }
 
