@@ -21,16 +21,14 @@ mkdir -p target/criterion
 run() { # input, tag
     "$bin" run --rules rules --input "$1" --output "$work/$2.warnings" 2> "$work/$2.log"
 }
-best_of_three() { # command...
-    local best=""
+best_of_three() { # command...: the shortest wall time of three runs, in seconds
     for _ in 1 2 3; do
         local start end
         start=$(date +%s.%N)
         "$@"
         end=$(date +%s.%N)
-        best=$(python3 -c "import sys; a=float(sys.argv[1]); b=sys.argv[2]; print(a if not b else min(a, float(b)))" "$(echo "$end - $start" | bc)" "$best")
-    done
-    echo "$best"
+        awk -v a="$start" -v b="$end" 'BEGIN { print b - a }'
+    done | sort -g | head -1
 }
 one() { run "$work/all.jsonl" one; }
 two() { run "$work/half.aa" a & run "$work/half.ab" b & wait; }
@@ -39,7 +37,7 @@ wall1=$(best_of_three one)
 wall2=$(best_of_three two)
 for p in 1 2; do
     wall=$([ "$p" = 1 ] && echo "$wall1" || echo "$wall2")
-    rate=$(python3 -c "import sys; print(round(int(sys.argv[1]) / float(sys.argv[2])))" "$total" "$wall")
+    rate=$(awk -v n="$total" -v w="$wall" 'BEGIN { printf "%d", n / w }')
     echo "$p process(es): $total events in ${wall} s: $rate events/s"
     echo "{\"series\": \"run-events-per-s-by-processes\", \"x\": $p, \"value\": $rate}" >> "$figures"
 done
