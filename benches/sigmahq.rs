@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use tocsin_benches::{
-    count_matches, generated_events, match_all, record_figure, repo, resident_bytes,
+    count_matches, generated_events, match_all, record_figure, repo, resident_bytes, test_data,
 };
 use tocsin_match::{CompiledRules, MatchConfig};
 use tocsin_rules::{parse_profile, parse_sigma_source, Profile, SigmaRule};
@@ -37,7 +37,7 @@ fn profile() -> Profile {
 
 /// (events, windows rules, label)
 fn inputs() -> (Vec<Vec<u8>>, Vec<SigmaRule>, &'static str) {
-    if let Some(data) = std::env::var_os("TOCSIN_TEST_DATA").map(PathBuf::from) {
+    if let Some(data) = test_data() {
         let mut files = Vec::new();
         let mut gz = Vec::new();
         collect_gz(&data.join("events/otrf"), &mut gz);

@@ -23,6 +23,18 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// The shared test data (`TOCSIN_TEST_DATA`), if set. Cargo runs benches from `benches/`,
+/// so a relative path is taken relative to the repository root, where the README's
+/// commands are typed (`TOCSIN_TEST_DATA=../shared/data cargo bench …`).
+pub fn test_data() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("TOCSIN_TEST_DATA")?);
+    Some(if dir.is_relative() {
+        repo().join(dir)
+    } else {
+        dir
+    })
+}
+
 /// The `tocsin` binary: `TOCSIN_BIN`, else the release build in this bench's target
 /// directory (`target/release/deps/BENCH` → `target/release/tocsin`).
 ///

@@ -6,7 +6,7 @@
 //! 2. **Tests.** Each `field|modifiers: values` becomes a [`Test`] over a field slot (the
 //!    profile's candidate paths for that Sigma field). Plain literals — equals, contains,
 //!    startswith, endswith — become *atoms*: (route, field, bytes, cased) entries that the
-//!    route's per-field Aho-Corasick automaton finds; the position of the hit (at the start,
+//!    field's literal set (see `literals`) finds; the position of the hit (at the start,
 //!    at the end, the whole value) is all it takes to verify them. Values with inner
 //!    wildcards become globs, prefiltered by their longest literal; `re` values become
 //!    regex-automata meta regexes with a size limit.
@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, MatchKind};
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
 
@@ -33,6 +33,7 @@ use tocsin_rules::{
 
 use crate::glob::{Glob, GlobPart};
 use crate::ioc::{mask_v4, mask_v6, IocTable};
+use crate::literals::LiteralSet;
 use tocsin_core::encoding::base64;
 
 /// Limits applied while compiling.
@@ -236,10 +237,10 @@ pub(crate) struct Route {
     pub description: String,
 }
 
-/// One field's automaton, shared by every route: a field is scanned at most once per event.
+/// One field's literals, shared by every route: a field is scanned at most once per event.
 pub(crate) struct Scanner {
     pub field: FieldSlot,
-    pub automaton: AhoCorasick,
+    pub literals: LiteralSet,
     /// Pattern id → atoms with those bytes (case-insensitively).
     pub pattern_atoms: Vec<Vec<AtomId>>,
     /// Routes with rules that test this field; the field is scanned only when one is active.
@@ -847,28 +848,6 @@ pub(crate) fn pcre_ascii_classes(pattern: &str) -> String {
     out
 }
 
-fn build_automaton(
-    patterns: &[Vec<u8>],
-    kind: MatchKind,
-) -> Result<AhoCorasick, aho_corasick::BuildError> {
-    let dfa = AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .match_kind(kind)
-        .kind(if patterns.len() <= 5_000 {
-            Some(AhoCorasickKind::DFA)
-        } else {
-            None
-        })
-        .build(patterns);
-    match dfa {
-        Ok(a) => Ok(a),
-        Err(_) => AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .match_kind(kind)
-            .build(patterns),
-    }
-}
-
 /// The longest run of a keyword that JSON writers never escape (ASCII letters, digits and
 /// a few safe punctuation marks), so that it appears verbatim in the raw event whenever
 /// the keyword appears in one of its values. Empty when there is no such run.
@@ -1281,13 +1260,13 @@ impl CompiledRules {
             } else {
                 b.field_names[field as usize].as_str()
             };
-            let automaton = match build_automaton(&patterns, MatchKind::Standard) {
-                Ok(a) => a,
+            let literals = match LiteralSet::new(&patterns) {
+                Ok(set) => set,
                 Err(e) => {
                     diags.push(Diagnostic::error(
                         Location::line("<compiled rules>", 0),
                         "automaton",
-                        format!("cannot build the automaton for field '{name}': {e}"),
+                        format!("cannot build the literal set for field '{name}': {e}"),
                     ));
                     continue;
                 }
@@ -1310,16 +1289,15 @@ impl CompiledRules {
             };
             if std::env::var_os("TOCSIN_DEBUG_STATS").is_some() {
                 eprintln!(
-                    "scanner {name}: {} patterns, {:?}, {} bytes, {} routes",
-                    patterns.len(),
-                    automaton.kind(),
-                    automaton.memory_usage(),
+                    "scanner {name}: {} patterns, {} bytes, {} routes",
+                    literals.len(),
+                    literals.memory_usage(),
                     routes.len()
                 );
             }
             scanners.push(Scanner {
                 field,
-                automaton,
+                literals,
                 pattern_atoms,
                 routes: routes.into_iter().collect(),
                 presence,

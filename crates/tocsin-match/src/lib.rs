@@ -1,4 +1,4 @@
-//! Matching events against a compiled rule set: Sigma rules on shared automata, and
+//! Matching events against a compiled rule set: Sigma rules on shared literal sets, and
 //! indicators by hash lookup. The hot path.
 //!
 //! Shape (after regex-automata): [`CompiledRules::compile`] builds an immutable engine
@@ -7,10 +7,10 @@
 //! [`CompiledRules::match_event`] then routes, prefilters and verifies one event without
 //! allocating; [`CompiledRules::detections`] turns the result into [`tocsin_core::Detection`]s.
 //!
-//! Why shared automata: with thousands of rules, checking each rule against each event
-//! costs rules × fields. Instead the literals of all rules of a logsource are put, per
-//! field, into one Aho-Corasick automaton; an event's field is scanned once, and only the
-//! rules whose literals hit are verified. The cost grows with the number of hits, not with
+//! Why shared literal sets: with thousands of rules, checking each rule against each event
+//! costs rules × fields. Instead the literals of all rules are put, per field, into one
+//! literal set (a fragment filter, see `literals`); an event's field is scanned once, and
+//! only the rules whose literals hit are verified. The cost grows with the number of hits, not with
 //! the number of rules. The compile pipeline is documented in [`compile`].
 //!
 //! Invariants: no I/O; nothing allocated per event on the no-detection path (except URL
@@ -23,6 +23,7 @@ pub mod detect;
 pub mod explain;
 pub mod glob;
 pub mod ioc;
+mod literals;
 pub mod matcher;
 
 pub use compile::{

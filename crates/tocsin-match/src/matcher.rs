@@ -3,7 +3,7 @@
 //! [`CompiledRules::match_event`] reads top to bottom:
 //! 1. **route** — evaluate each route's logsource condition on the event;
 //! 2. **prefilter** — for each active route, scan each field that its rules reference once
-//!    with that field's automaton, recording per atom whether it hit anywhere, at the start,
+//!    with that field's literal set, recording per atom whether it hit anywhere, at the start,
 //!    at the end, or as the whole value; every rule listed under a hit atom becomes a
 //!    candidate, as do the route's rules without a prefilter;
 //! 3. **verify** — evaluate each candidate's condition exactly (atom tests read the hit
@@ -58,6 +58,8 @@ pub struct MatchScratch {
     active_list: Vec<u32>,
     /// The raw event, lower-cased, for keyword presence checks (filled on demand).
     lower_event: Vec<u8>,
+    /// The field value being scanned, lower-cased.
+    scan_lower: Vec<u8>,
     /// Per routing field: its text in the current event (when present).
     route_values: Vec<String>,
     route_present: Vec<bool>,
@@ -121,40 +123,47 @@ struct ScanState<'s> {
 }
 
 impl CompiledRules {
-    /// Run one field's automaton over `hay`, recording atom hits and candidate rules.
-    fn scan(&self, scanner: &crate::compile::Scanner, hay: &[u8], st: &mut ScanState<'_>) {
+    /// Run one field's literal set over `hay`, recording atom hits and candidate rules.
+    fn scan(
+        &self,
+        scanner: &crate::compile::Scanner,
+        hay: &[u8],
+        lower: &mut Vec<u8>,
+        st: &mut ScanState<'_>,
+    ) {
         st.stats.scanned_bytes += hay.len() as u64;
-        for m in scanner.automaton.find_overlapping_iter(hay) {
-            st.stats.automaton_hits += 1;
-            let (start, end) = (m.start(), m.end());
-            for &a in &scanner.pattern_atoms[m.pattern().as_usize()] {
-                let atom = &self.atoms[a as usize];
-                if atom.cased && hay[start..end] != *atom.bytes {
-                    continue;
-                }
-                let mut bits = HIT_ANY;
-                if start == 0 {
-                    bits |= HIT_START;
-                }
-                if end == hay.len() {
-                    bits |= HIT_END;
-                }
-                if start == 0 && end == hay.len() {
-                    bits |= HIT_WHOLE;
-                }
-                let old = st.atom_bits[a as usize];
-                if old == 0 {
-                    st.touched.push(a);
-                    for &(r, route) in &self.atom_rules[a as usize] {
-                        if st.route_active[route as usize] && !st.candidate_mark[r as usize] {
-                            st.candidate_mark[r as usize] = true;
-                            st.candidates.push(r);
+        scanner
+            .literals
+            .for_each_match(hay, lower, |pattern, start, end| {
+                st.stats.automaton_hits += 1;
+                for &a in &scanner.pattern_atoms[pattern as usize] {
+                    let atom = &self.atoms[a as usize];
+                    if atom.cased && hay[start..end] != *atom.bytes {
+                        continue;
+                    }
+                    let mut bits = HIT_ANY;
+                    if start == 0 {
+                        bits |= HIT_START;
+                    }
+                    if end == hay.len() {
+                        bits |= HIT_END;
+                    }
+                    if start == 0 && end == hay.len() {
+                        bits |= HIT_WHOLE;
+                    }
+                    let old = st.atom_bits[a as usize];
+                    if old == 0 {
+                        st.touched.push(a);
+                        for &(r, route) in &self.atom_rules[a as usize] {
+                            if st.route_active[route as usize] && !st.candidate_mark[r as usize] {
+                                st.candidate_mark[r as usize] = true;
+                                st.candidates.push(r);
+                            }
                         }
                     }
+                    st.atom_bits[a as usize] = old | bits;
                 }
-                st.atom_bits[a as usize] = old | bits;
-            }
-        }
+            });
     }
 
     /// Fresh scratch space sized for these rules.
@@ -173,6 +182,7 @@ impl CompiledRules {
             route_values: vec![String::new(); self.route_fields.len()],
             route_active: vec![false; self.routes.len()],
             lower_event: Vec::new(),
+            scan_lower: Vec::new(),
             route_cache: std::collections::HashMap::new(),
             route_sets: Vec::new(),
             route_key: Vec::new(),
@@ -316,6 +326,7 @@ impl CompiledRules {
             let MatchScratch {
                 text_buf,
                 lower_event,
+                scan_lower,
                 atom_bits,
                 touched,
                 candidate_mark,
@@ -352,7 +363,7 @@ impl CompiledRules {
                         },
                     };
 
-                    self.scan(scanner, hay, &mut state);
+                    self.scan(scanner, hay, scan_lower, &mut state);
                 }
                 continue;
             }
@@ -363,7 +374,7 @@ impl CompiledRules {
                 continue;
             };
 
-            self.scan(scanner, text.as_bytes(), &mut state);
+            self.scan(scanner, text.as_bytes(), scan_lower, &mut state);
         }
     }
 

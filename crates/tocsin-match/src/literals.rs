@@ -1,0 +1,320 @@
+//! Finding every occurrence of thousands of literals in one short field value.
+//!
+//! Why not one Aho-Corasick automaton per field: with the SigmaHQ Windows rules a field
+//! such as `CommandLine` carries ten thousand literals. As a DFA that is tens of MB, so
+//! nearly every byte of the scan is a cache miss; as an NFA it is small but each byte
+//! walks sparse transitions and failure links. Either way the scan cost several ns per
+//! byte, and the DFAs made memory grow with every rule.
+//!
+//! A [`LiteralSet`] instead picks from each literal of four bytes or more one *fragment*,
+//! its four bytes least likely to occur in ordinary values, and keeps a small bit filter
+//! and hash table over the fragments (a few bytes per literal). The scan reads the value
+//! once, four bytes at a time at every position: one multiply and one bit test that nearly
+//! always says "no fragment here". Where a fragment does occur, the literals that carry it
+//! are compared in place. Literals shorter than four bytes are few and go to a small
+//! Aho-Corasick automaton that stays in cache. (Giving them fragments of their own width
+//! was tried: the extra filter tests at every byte cost more than the automaton.)
+//!
+//! Matching is ASCII case-insensitive: literals are stored lower-cased and the value is
+//! lower-cased into a scratch buffer first. Every occurrence of every literal is reported
+//! (overlapping), exactly as an overlapping Aho-Corasick search would.
+
+use std::collections::HashMap;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+/// Width of a fragment in bytes.
+const FRAGMENT: usize = 4;
+
+/// Multiplier of the fragment hash (Knuth's multiplicative hashing).
+const HASH_MUL: u32 = 0x9E37_79B1;
+
+/// How much a byte counts against choosing it for a fragment: the characters that fill
+/// Windows paths and command lines (and English text) score high, so fragments fall on
+/// the distinctive parts of a literal (`mimikatz`, not `.exe `).
+fn commonness(b: u8) -> u32 {
+    match b {
+        b' ' | b'\\' | b'.' | b'e' => 8,
+        b'/' | b'-' | b':' | b'"' | b's' | b't' | b'x' | b'i' | b'o' | b'n' => 6,
+        b'a' | b'r' | b'c' | b'l' | b'm' | b'w' | b'd' | b'p' | b'0'..=b'9' => 4,
+        b'u' | b'h' | b'g' | b'y' | b'b' | b'f' | b'=' | b'_' | b',' | b'\'' => 2,
+        _ => 0,
+    }
+}
+
+/// Where the literals carrying one fragment are listed in `entries`; `len` 0 marks a free
+/// slot.
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    fragment: u32,
+    start: u32,
+    len: u32,
+}
+
+/// A set of byte literals, searched ASCII case-insensitively. Pattern ids are the indexes
+/// of the literals given to [`LiteralSet::new`].
+pub(crate) struct LiteralSet {
+    /// The literals, lower-cased.
+    patterns: Vec<Box<[u8]>>,
+    /// Ids of empty literals (they occur at every position).
+    empty: Vec<u32>,
+    /// Non-empty literals shorter than a fragment, and their pattern ids.
+    short: Option<(AhoCorasick, Vec<u32>)>,
+    /// One bit per fragment hash: clear means no literal has a fragment with this hash.
+    filter: Box<[u64]>,
+    /// Bits of the filter index.
+    filter_bits: u32,
+    /// Open-addressed table, indexed by fragment hash, of the fragments in use.
+    slots: Box<[Slot]>,
+    /// (pattern id, offset of its fragment), grouped by fragment.
+    entries: Vec<(u32, u32)>,
+    /// Bits of the slot index.
+    slot_bits: u32,
+}
+
+impl LiteralSet {
+    /// Build the set. Literals may be empty or repeated; each keeps its own id.
+    pub(crate) fn new(literals: &[Vec<u8>]) -> Result<Self, aho_corasick::BuildError> {
+        let patterns: Vec<Box<[u8]>> = literals
+            .iter()
+            .map(|l| l.to_ascii_lowercase().into_boxed_slice())
+            .collect();
+        let empty = (0..patterns.len() as u32)
+            .filter(|&i| patterns[i as usize].is_empty())
+            .collect();
+        let (short_ids, short_patterns): (Vec<u32>, Vec<&[u8]>) = patterns
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.is_empty() && p.len() < FRAGMENT)
+            .map(|(i, p)| (i as u32, &p[..]))
+            .unzip();
+        let short = if short_patterns.is_empty() {
+            None
+        } else {
+            // Case-sensitive over lower-cased literals and values: the automaton may then
+            // use its prefilters.
+            let ac = AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .build(&short_patterns)?;
+            Some((ac, short_ids))
+        };
+
+        // How many literals contain each four-byte gram: a fragment shared by many
+        // literals costs a comparison with each of them whenever it occurs.
+        let mut shared: HashMap<u32, u32> = HashMap::new();
+        for p in patterns.iter().filter(|p| p.len() >= FRAGMENT) {
+            let mut grams: Vec<u32> = p.windows(FRAGMENT).map(gram).collect();
+            grams.sort_unstable();
+            grams.dedup();
+            for g in grams {
+                *shared.entry(g).or_default() += 1;
+            }
+        }
+        let mut by_fragment: HashMap<u32, Vec<(u32, u32)>> = HashMap::new();
+        for (id, p) in patterns.iter().enumerate() {
+            if p.len() < FRAGMENT {
+                continue;
+            }
+            let (offset, fragment) = p
+                .windows(FRAGMENT)
+                .enumerate()
+                .map(|(o, w)| (o, gram(w)))
+                .min_by_key(|&(o, g)| {
+                    let common: u32 = p[o..o + FRAGMENT].iter().map(|&b| commonness(b)).sum();
+                    (common + 4 * (shared[&g] - 1), o)
+                })
+                .expect("a literal of FRAGMENT bytes or more has a window");
+            by_fragment
+                .entry(fragment)
+                .or_default()
+                .push((id as u32, offset as u32));
+        }
+
+        // Table at most half full. Filter with 32 bits per fragment, at most 1 Mbit
+        // (128 KiB): few false alarms, and it stays in the core's cache.
+        let slot_bits = (by_fragment.len().max(1) * 2)
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(4);
+        let filter_bits = (slot_bits + 4).min(20);
+        let mut filter = vec![0u64; 1 << (filter_bits - 6)].into_boxed_slice();
+        let mut slots = vec![Slot::default(); 1 << slot_bits].into_boxed_slice();
+        let mut entries = Vec::new();
+        let mask = (1usize << slot_bits) - 1;
+        let mut fragments: Vec<(u32, Vec<(u32, u32)>)> = by_fragment.into_iter().collect();
+        fragments.sort_unstable_by_key(|(f, _)| *f);
+        for (fragment, list) in fragments {
+            let h = hash(fragment, filter_bits);
+            filter[h >> 6] |= 1 << (h & 63);
+            let mut i = hash(fragment, slot_bits);
+            while slots[i].len != 0 {
+                i = (i + 1) & mask;
+            }
+            slots[i] = Slot {
+                fragment,
+                start: entries.len() as u32,
+                len: list.len() as u32,
+            };
+            entries.extend(list);
+        }
+        Ok(LiteralSet {
+            patterns,
+            empty,
+            short,
+            filter,
+            filter_bits,
+            slots,
+            entries,
+            slot_bits,
+        })
+    }
+
+    /// Heap bytes held (for the compile statistics).
+    pub(crate) fn memory_usage(&self) -> usize {
+        self.patterns.iter().map(|p| p.len() + 16).sum::<usize>()
+            + self.empty.len() * 4
+            + self
+                .short
+                .as_ref()
+                .map_or(0, |(ac, ids)| ac.memory_usage() + ids.len() * 4)
+            + self.filter.len() * 8
+            + self.slots.len() * std::mem::size_of::<Slot>()
+            + self.entries.len() * 8
+    }
+
+    /// Number of literals.
+    pub(crate) fn len(&self) -> usize {
+        self.patterns.len()
+    }
+
+    /// Call `found(pattern id, start, end)` for every occurrence of every literal in
+    /// `value`. `lower` is scratch space for the lower-cased value.
+    pub(crate) fn for_each_match(
+        &self,
+        value: &[u8],
+        lower: &mut Vec<u8>,
+        mut found: impl FnMut(u32, usize, usize),
+    ) {
+        lower.clear();
+        lower.extend(value.iter().map(u8::to_ascii_lowercase));
+        let hay = lower.as_slice();
+        for &id in &self.empty {
+            for pos in 0..=hay.len() {
+                found(id, pos, pos);
+            }
+        }
+        if let Some((ac, ids)) = &self.short {
+            for m in ac.find_overlapping_iter(hay) {
+                found(ids[m.pattern().as_usize()], m.start(), m.end());
+            }
+        }
+        if self.entries.is_empty() || hay.len() < FRAGMENT {
+            return;
+        }
+        for (pos, window) in hay.windows(FRAGMENT).enumerate() {
+            let fragment = gram(window);
+            let h = hash(fragment, self.filter_bits);
+            if self.filter[h >> 6] & (1 << (h & 63)) != 0 {
+                self.verify(hay, pos, fragment, &mut found);
+            }
+        }
+    }
+
+    /// The filter let `fragment` through at `pos`: compare the literals that carry it.
+    #[inline(never)]
+    fn verify(
+        &self,
+        hay: &[u8],
+        pos: usize,
+        fragment: u32,
+        found: &mut impl FnMut(u32, usize, usize),
+    ) {
+        let mask = self.slots.len() - 1;
+        let mut i = hash(fragment, self.slot_bits);
+        let slot = loop {
+            let slot = self.slots[i];
+            if slot.len == 0 || slot.fragment == fragment {
+                break slot;
+            }
+            i = (i + 1) & mask;
+        };
+        let entries = &self.entries[slot.start as usize..(slot.start + slot.len) as usize];
+        for &(id, offset) in entries {
+            let Some(start) = pos.checked_sub(offset as usize) else {
+                continue;
+            };
+            let pattern = &self.patterns[id as usize];
+            let end = start + pattern.len();
+            if end <= hay.len() && hay[start..end] == **pattern {
+                found(id, start, end);
+            }
+        }
+    }
+}
+
+/// Four bytes as one number.
+#[inline]
+fn gram(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+/// The top `bits` bits of the multiplicative hash of a fragment.
+#[inline]
+fn hash(fragment: u32, bits: u32) -> usize {
+    (fragment.wrapping_mul(HASH_MUL) >> (32 - bits)) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every (pattern, start, end) found, sorted.
+    fn found(set: &LiteralSet, hay: &[u8]) -> Vec<(u32, usize, usize)> {
+        let mut out = Vec::new();
+        set.for_each_match(hay, &mut Vec::new(), |p, s, e| out.push((p, s, e)));
+        out.sort_unstable();
+        out
+    }
+
+    /// The same, by trying every literal at every position.
+    fn naive(literals: &[Vec<u8>], hay: &[u8]) -> Vec<(u32, usize, usize)> {
+        let mut out = Vec::new();
+        for (id, lit) in literals.iter().enumerate() {
+            for start in 0..=hay.len() {
+                let end = start + lit.len();
+                if end <= hay.len() && hay[start..end].eq_ignore_ascii_case(lit) {
+                    out.push((id as u32, start, end));
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn finds_overlapping_and_case_folded_occurrences() {
+        let literals: Vec<Vec<u8>> = ["\\cmd.exe", "cmd.exe", "CMD", "e", "mimikatz", "md.e"]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        let set = LiteralSet::new(&literals).unwrap();
+        let hay = b"C:\\Windows\\System32\\CMD.EXE /c mimiKatz.exe";
+        assert_eq!(found(&set, hay), naive(&literals, hay));
+        assert!(found(&set, hay).contains(&(0, 19, 27)));
+    }
+
+    proptest! {
+        // Small alphabets force shared fragments, overlaps and hash collisions.
+        #[test]
+        fn agrees_with_trying_every_position(
+            literals in proptest::collection::vec(proptest::collection::vec(
+                prop_oneof![Just(b'a'), Just(b'B'), Just(b'\\'), Just(b'c'), Just(0xC3u8)], 0..9), 1..40),
+            hay in proptest::collection::vec(
+                prop_oneof![Just(b'A'), Just(b'b'), Just(b'\\'), Just(b'c'), Just(0xC3u8)], 0..64),
+        ) {
+            let set = LiteralSet::new(&literals).unwrap();
+            prop_assert_eq!(found(&set, &hay), naive(&literals, &hay));
+        }
+    }
+}
