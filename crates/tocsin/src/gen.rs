@@ -70,6 +70,21 @@ pub struct Org {
     pub short: String,
     pub sector: &'static str,
     pub member_state: String,
+    /// The organisation's sensor: `sysmon-<short name, lower-cased>`.
+    pub sensor: String,
+}
+
+impl Org {
+    fn new(name: String, short: String, sector: &'static str, member_state: String) -> Self {
+        let sensor = format!("sysmon-{}", short.to_ascii_lowercase());
+        Org {
+            name,
+            short,
+            sector,
+            member_state,
+            sensor,
+        }
+    }
 }
 
 /// The named organisations of the default workload (fictional): name, host prefix, sector,
@@ -183,7 +198,10 @@ impl Topology {
     pub fn new(orgs: usize, sectors: usize, member_states: usize) -> Result<Self> {
         let sector_order = sector_order();
         let ms_order = member_state_order();
-        anyhow::ensure!(orgs >= 1, "--orgs must be at least 1");
+        anyhow::ensure!(
+            (1..=MAX_ORGS).contains(&orgs),
+            "--orgs must be between 1 and {MAX_ORGS}"
+        );
         anyhow::ensure!(
             (1..=sector_order.len()).contains(&sectors),
             "--sectors must be between 1 and {} (the NIS2 sectors)",
@@ -201,22 +219,17 @@ impl Topology {
                 Some(&(name, short, sector, ms))
                     if sectors_used.contains(&sector) && states_used.iter().any(|s| s == ms) =>
                 {
-                    Org {
-                        name: name.to_owned(),
-                        short: short.to_owned(),
-                        sector,
-                        member_state: ms.to_owned(),
-                    }
+                    Org::new(name.to_owned(), short.to_owned(), sector, ms.to_owned())
                 }
                 _ => {
                     let sector = sectors_used[i % sectors];
                     let member_state = states_used[i % member_states].clone();
-                    Org {
-                        name: format!("Entity {i:05} ({sector}, {member_state})"),
-                        short: format!("E{i:05}"),
+                    Org::new(
+                        format!("Entity {i:05} ({sector}, {member_state})"),
+                        format!("E{i:05}"),
                         sector,
                         member_state,
-                    }
+                    )
                 }
             })
             .collect();
@@ -250,8 +263,10 @@ pub struct Workload {
     pub campaign_waves: u64,
 }
 
-/// Most hosts a workload holds (they are built once, ~100 bytes each).
-pub const MAX_HOSTS: u64 = 4_000_000;
+/// Most organisations (they are built once, ~150 bytes each).
+pub const MAX_ORGS: usize = 1_000_000;
+/// Most hosts per organisation (host names are built per event; numbers up to 7 digits).
+pub const MAX_HOSTS_PER_ORG: u64 = 10_000_000;
 /// Most campaign waves (their events are built up front, ~25 kB per wave).
 pub const MAX_WAVES: u64 = 20_000;
 
@@ -270,15 +285,8 @@ impl Workload {
 
     fn check(&self) -> Result<()> {
         anyhow::ensure!(
-            self.hosts_per_org >= 1,
-            "--hosts-per-org must be at least 1"
-        );
-        let hosts = self.topology.orgs.len() as u64 * self.hosts_per_org;
-        anyhow::ensure!(
-            hosts <= MAX_HOSTS,
-            "{} organisations x {} hosts = {hosts} hosts; at most {MAX_HOSTS} are supported",
-            self.topology.orgs.len(),
-            self.hosts_per_org
+            (1..=MAX_HOSTS_PER_ORG).contains(&self.hosts_per_org),
+            "--hosts-per-org must be between 1 and {MAX_HOSTS_PER_ORG}"
         );
         anyhow::ensure!(
             self.campaign_waves <= MAX_WAVES,
@@ -319,7 +327,7 @@ fn infrastructure(wave: u64) -> Infrastructure {
     Infrastructure {
         c2_domain: format!("cdn{wave}.invoice-viewer.example"),
         c2_ip: format!("{net}.{}", 1 + n % 254),
-        loader_sha256: fake_sha256(&format!("loader-wave-{wave}")),
+        loader_sha256: ascii(&fake_sha256(&format!("loader-wave-{wave}"))).to_owned(),
     }
 }
 
@@ -387,14 +395,16 @@ impl<'a> Obj<'a> {
 
     fn n(&mut self, k: &str, v: u64) -> &mut Self {
         self.key(k);
-        let _ = write!(self.out, "{v}");
+        push_decimal(self.out, v);
         self
     }
 
     /// A number written as a JSON string (ECS keeps `event.code` as text).
     fn n_text(&mut self, k: &str, v: u64) -> &mut Self {
         self.key(k);
-        let _ = write!(self.out, "\"{v}\"");
+        self.out.push(b'"');
+        push_decimal(self.out, v);
+        self.out.push(b'"');
         self
     }
 
@@ -418,39 +428,129 @@ impl<'a> Obj<'a> {
     }
 }
 
-/// A stable fake SHA-256 for a benign binary name.
-fn fake_sha256(name: &str) -> String {
+/// `v` in decimal, without the formatting machinery (this runs several times for every
+/// event): the digits are `buf[first..]`.
+fn decimal(mut v: u64) -> ([u8; 20], usize) {
+    let mut buf = [0u8; 20];
+    let mut first = buf.len();
+    loop {
+        first -= 1;
+        buf[first] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return (buf, first);
+        }
+    }
+}
+
+/// Append `v` in decimal.
+fn push_decimal(out: &mut Vec<u8>, v: u64) {
+    let (digits, first) = decimal(v);
+    out.extend_from_slice(&digits[first..]);
+}
+
+/// A stable fake SHA-256 (64 lower-case hex digits) for a benign binary name.
+fn fake_sha256(name: &str) -> [u8; 64] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut r = Rng::new(name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     }));
-    let mut hex = String::with_capacity(64);
-    for _ in 0..4 {
+    let mut hex = [0u8; 64];
+    for chunk in hex.chunks_exact_mut(16) {
         let v = r.next_u64();
-        hex.extend(
-            (0..16)
-                .rev()
-                .map(|j| HEX[((v >> (4 * j)) & 0xf) as usize] as char),
-        );
+        for (j, digit) in chunk.iter_mut().enumerate() {
+            *digit = HEX[((v >> (4 * (15 - j))) & 0xf) as usize];
+        }
     }
     hex
 }
 
-/// Sysmon's UtcTime (`YYYY-MM-DD HH:MM:SS.mmm`) from the RFC 3339 form.
-fn utc_time(rfc3339: &str) -> String {
-    format!("{} {}", &rfc3339[..10], &rfc3339[11..23])
+/// ASCII bytes as text (the generator's own hex digits and timestamps).
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("generated ASCII")
 }
 
+/// An event time in both forms the events carry: RFC 3339 (`2026-03-02T06:00:00.000Z`)
+/// and Sysmon's UtcTime (`2026-03-02 06:00:00.000`), written without allocating.
+struct EventTime {
+    rfc3339: [u8; 24],
+}
+
+impl EventTime {
+    fn new(t: Timestamp) -> Self {
+        let (y, mo, d, h, mi, s) = t.civil();
+        let ms = t.millis().rem_euclid(1000) as u32;
+        let mut b = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut v: u32| {
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, y.clamp(0, 9999) as u32);
+        put(5, 2, mo);
+        put(8, 2, d);
+        put(11, 2, h);
+        put(14, 2, mi);
+        put(17, 2, s);
+        put(20, 3, ms);
+        EventTime { rfc3339: b }
+    }
+
+    fn rfc3339(&self) -> &str {
+        ascii(&self.rfc3339)
+    }
+
+    fn utc_time(&self) -> [u8; 23] {
+        let mut b = [0u8; 23];
+        b.copy_from_slice(&self.rfc3339[..23]);
+        b[10] = b' ';
+        b
+    }
+}
+
+/// A short text built on the stack: host and user names are made per event, so that a
+/// workload of millions of hosts holds no table of them (and picking one is no cache miss).
+#[derive(Clone, Copy)]
+struct ShortText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl ShortText {
+    fn new() -> Self {
+        ShortText {
+            buf: [0; 64],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, s: &str) -> &mut Self {
+        self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+        self.len += s.len();
+        self
+    }
+
+    /// `v` in decimal, zero-padded to `width` digits.
+    fn push_number(&mut self, v: u64, width: usize) -> &mut Self {
+        let (digits, first) = decimal(v);
+        for _ in digits.len() - first..width {
+            self.push("0");
+        }
+        self.push(ascii(&digits[first..]))
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).expect("built from text")
+    }
+}
+
+/// One host of an organisation, with its user and that user's profile directory.
 struct Host<'a> {
     org: &'a Org,
-    host: String,
-    user: String,
-    /// `sysmon-<org short name>`.
-    sensor: String,
-}
-
-fn sensor_of(org: &Org) -> String {
-    format!("sysmon-{}", org.short.to_ascii_lowercase())
+    host: ShortText,
+    user: ShortText,
+    user_dir: ShortText,
 }
 
 /// The ECS members every event carries (Winlogbeat's layout), with `event_data` (the raw
@@ -463,14 +563,14 @@ fn ecs_header(
     h: &Host<'_>,
     event_data: impl FnOnce(&mut Obj<'_>),
 ) {
-    let time = t.to_string();
-    o.s("@timestamp", &time)
+    let time = EventTime::new(t);
+    o.s("@timestamp", time.rfc3339())
         .open("agent")
         .s("type", "winlogbeat")
-        .s("id", &h.sensor)
+        .s("id", &h.org.sensor)
         .close()
         .open("host")
-        .s("name", &h.host)
+        .s("name", h.host.as_str())
         .close()
         .open("labels")
         .s("sector", h.org.sector)
@@ -488,24 +588,24 @@ fn ecs_header(
         .open("winlog")
         .s("channel", SYSMON)
         .n("event_id", event_id)
-        .s("computer_name", &h.host)
+        .s("computer_name", h.host.as_str())
         .open("event_data")
-        .s("UtcTime", &utc_time(&time));
+        .s("UtcTime", ascii(&time.utc_time()));
     event_data(o);
     o.close().close();
 }
 
 fn header(o: &mut Obj<'_>, t: Timestamp, event_id: u64, h: &Host<'_>) {
-    let time = t.to_string();
-    o.s("@timestamp", &time)
+    let time = EventTime::new(t);
+    o.s("@timestamp", time.rfc3339())
         .n("EventID", event_id)
         .s("Channel", SYSMON)
-        .s("Hostname", &h.host)
-        .s("UtcTime", &utc_time(&time))
+        .s("Hostname", h.host.as_str())
+        .s("UtcTime", ascii(&time.utc_time()))
         .s("sector", h.org.sector)
         .s("member_state", &h.org.member_state)
         .s("organisation", &h.org.name)
-        .s("sensor", &h.sensor);
+        .s("sensor", &h.org.sensor);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -522,15 +622,21 @@ fn process(
 ) {
     let pid = 1000 + rng.below(60_000);
     let ppid = 500 + rng.below(20_000);
+    let benign_sha;
     let sha = match hash {
-        Some(x) => x.to_owned(),
-        None => fake_sha256(image),
+        Some(x) => x,
+        None => {
+            benign_sha = fake_sha256(image);
+            ascii(&benign_sha)
+        }
     };
-    let hashes = format!(
-        "SHA256={},IMPHASH={}",
-        sha,
-        &fake_sha256(cmd)[..32].to_ascii_uppercase()
-    );
+    // `SHA256=<64 hex>,IMPHASH=<32 upper-case hex>`, on the stack.
+    let mut hashes = [0u8; 7 + 64 + 9 + 32];
+    hashes[..7].copy_from_slice(b"SHA256=");
+    hashes[7..71].copy_from_slice(&sha.as_bytes()[..64]);
+    hashes[71..80].copy_from_slice(b",IMPHASH=");
+    hashes[80..].copy_from_slice(&fake_sha256(cmd)[..32].to_ascii_uppercase());
+    let hashes = ascii(&hashes);
     let mut o = Obj::new(&mut out.buf);
     match out.shape {
         Shape::Sysmon => {
@@ -539,15 +645,15 @@ fn process(
                 .s("Image", image)
                 .s("CommandLine", cmd)
                 .s("CurrentDirectory", "C:\\Windows\\system32\\")
-                .s("User", &h.user)
+                .s("User", h.user.as_str())
                 .s("IntegrityLevel", integrity)
-                .s("Hashes", &hashes)
+                .s("Hashes", hashes)
                 .n("ParentProcessId", ppid)
                 .s("ParentImage", parent);
         }
         Shape::Ecs => {
             ecs_header(&mut o, t, 1, "process", h, |o| {
-                o.s("IntegrityLevel", integrity).s("Hashes", &hashes);
+                o.s("IntegrityLevel", integrity).s("Hashes", hashes);
             });
             o.open("process")
                 .n("pid", pid)
@@ -555,7 +661,7 @@ fn process(
                 .s("command_line", cmd)
                 .s("working_directory", "C:\\Windows\\system32\\")
                 .open("hash")
-                .s("sha256", &sha)
+                .s("sha256", sha)
                 .close()
                 .open("parent")
                 .n("pid", ppid)
@@ -563,7 +669,7 @@ fn process(
                 .close()
                 .close()
                 .open("user")
-                .s("name", &h.user)
+                .s("name", h.user.as_str())
                 .close();
         }
     }
@@ -591,7 +697,7 @@ fn network(
         Shape::Sysmon => {
             header(&mut o, t, 3, h);
             o.s("Image", image)
-                .s("User", &h.user)
+                .s("User", h.user.as_str())
                 .s("Protocol", "tcp")
                 .s("Initiated", "true")
                 .s("SourceIp", &source_ip)
@@ -608,7 +714,7 @@ fn network(
                 .s("executable", image)
                 .close()
                 .open("user")
-                .s("name", &h.user)
+                .s("name", h.user.as_str())
                 .close()
                 .open("network")
                 .s("transport", "tcp")
@@ -662,7 +768,7 @@ fn file(out: &mut Out, t: Timestamp, h: &Host<'_>, image: &str, target: &str) {
             header(&mut o, t, 11, h);
             o.s("Image", image)
                 .s("TargetFilename", target)
-                .s("User", &h.user);
+                .s("User", h.user.as_str());
         }
         Shape::Ecs => {
             ecs_header(&mut o, t, 11, "file", h, |_| {});
@@ -673,7 +779,7 @@ fn file(out: &mut Out, t: Timestamp, h: &Host<'_>, image: &str, target: &str) {
                 .s("path", target)
                 .close()
                 .open("user")
-                .s("name", &h.user)
+                .s("name", h.user.as_str())
                 .close();
         }
     }
@@ -726,72 +832,41 @@ fn benign_ip(rng: &mut Rng) -> String {
     format!("{}.{}", rng.pick(&prefixes), 1 + rng.below(250))
 }
 
-/// Every background host with its user's profile directory, built once (a workload picks
-/// one per event).
-struct Hosts<'t> {
-    hosts: Vec<(Host<'t>, String)>,
-    orgs: u64,
-    per_org: u64,
-}
-
-/// A user's profile directory (`C:\Users\user012`).
-fn user_dir(h: &Host<'_>) -> String {
-    format!(
-        "C:\\Users\\{}",
-        h.user.rsplit('\\').next().unwrap_or("user")
-    )
-}
-
-impl<'t> Hosts<'t> {
-    fn new(topology: &'t Topology, per_org: u64) -> Self {
-        let mut hosts = Vec::with_capacity(topology.orgs.len() * per_org as usize);
-        for org in &topology.orgs {
-            for n in 0..per_org {
-                let h = host_of(org, n);
-                let dir = user_dir(&h);
-                hosts.push((h, dir));
-            }
-        }
-        Hosts {
-            hosts,
-            orgs: topology.orgs.len() as u64,
-            per_org,
-        }
-    }
-
-    /// A random organisation's random host (two draws of `rng`: organisation, host).
-    fn pick(&self, rng: &mut Rng) -> &(Host<'t>, String) {
-        let org = rng.below(self.orgs);
-        let n = rng.below(self.per_org);
-        &self.hosts[(org * self.per_org + n) as usize]
-    }
-}
-
 /// Host `n` of an organisation: numbers below 6 are servers (run by a backup service
 /// account), the rest workstations (one user each).
 fn host_of(org: &Org, n: u64) -> Host<'_> {
-    let (host, user) = if n < 6 {
-        (
-            format!("{}-SRV{:02}", org.short, n),
-            format!("{}\\svc_backup", org.short),
-        )
+    let (mut host, mut user, mut user_dir) = (ShortText::new(), ShortText::new(), ShortText::new());
+    host.push(&org.short);
+    user.push(&org.short).push("\\");
+    user_dir.push("C:\\Users\\");
+    if n < 6 {
+        host.push("-SRV").push_number(n, 2);
+        user.push("svc_backup");
+        user_dir.push("svc_backup");
     } else {
-        (
-            format!("{}-WS{:03}", org.short, n),
-            format!("{}\\user{:03}", org.short, n),
-        )
-    };
+        host.push("-WS").push_number(n, 3);
+        user.push("user").push_number(n, 3);
+        user_dir.push("user").push_number(n, 3);
+    }
     Host {
         org,
         host,
         user,
-        sensor: sensor_of(org),
+        user_dir,
     }
 }
 
+/// A random organisation's random host (two draws of `rng`: organisation, host).
+fn pick_host<'t>(rng: &mut Rng, topology: &'t Topology, per_org: u64) -> Host<'t> {
+    let org = rng.below(topology.orgs.len() as u64);
+    let n = rng.below(per_org);
+    host_of(&topology.orgs[org as usize], n)
+}
+
 /// One background event at time `t`.
-fn background(out: &mut Out, t: Timestamp, rng: &mut Rng, hosts: &Hosts<'_>) {
-    let (h, user_dir) = hosts.pick(rng);
+fn background(out: &mut Out, t: Timestamp, rng: &mut Rng, topology: &Topology, per_org: u64) {
+    let h = &pick_host(rng, topology, per_org);
+    let user_dir = h.user_dir.as_str();
     let k = rng.below(900);
     match rng.below(100) {
         0..=9 => process(
@@ -961,7 +1036,7 @@ fn wave_events(w: &Workload, wave: u64, base: i64, events: &mut Vec<(Timestamp, 
     for (k, &org) in victims.iter().enumerate() {
         let n = ws_first + rng.below(ws_span);
         let h = host_of(org, n);
-        let user_dir = user_dir(&h);
+        let user_dir = h.user_dir.as_str();
         let temp_exe = format!("{user_dir}\\AppData\\Local\\Temp\\InvoiceViewer.exe");
         let t = base + HOUR + k as i64 * 25 * 60_000 + rng.below(120_000) as i64;
         let mut r = Rng::new(wave_seed ^ k as u64);
@@ -1063,7 +1138,6 @@ pub fn generate(out: &mut dyn Write, w: &Workload) -> Result<u64> {
     let mut rng = Rng::new(w.seed);
     let injected = campaign_events(w);
     let mut next = injected.iter().peekable();
-    let hosts = Hosts::new(&w.topology, w.hosts_per_org);
     let mut buf = Out {
         buf: Vec::with_capacity(1 << 20),
         shape,
@@ -1083,7 +1157,7 @@ pub fn generate(out: &mut dyn Write, w: &Workload) -> Result<u64> {
             written += 1;
             next.next();
         }
-        background(&mut buf, t, &mut rng, &hosts);
+        background(&mut buf, t, &mut rng, &w.topology, w.hosts_per_org);
         written += 1;
         if buf.buf.len() > (1 << 20) - 4096 {
             out.write_all(&buf.buf)?;
@@ -1212,7 +1286,9 @@ mod tests {
         assert!(Topology::new(10, 19, 13).is_err());
         assert!(Topology::new(10, 7, 28).is_err());
         let mut w = Workload::new(10, 1, Shape::Ecs);
-        w.hosts_per_org = MAX_HOSTS;
+        w.hosts_per_org = MAX_HOSTS_PER_ORG + 1;
+        assert!(generate(&mut Vec::new(), &w).is_err());
+        w.hosts_per_org = 0;
         assert!(generate(&mut Vec::new(), &w).is_err());
     }
 }
