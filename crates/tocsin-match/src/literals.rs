@@ -245,10 +245,22 @@ impl LiteralSet {
             };
             let pattern = &self.patterns[id as usize];
             let end = start + pattern.len();
-            if end <= hay.len() && hay[start..end] == **pattern {
+            if end <= hay.len() && same_bytes(&hay[start..end], pattern) {
                 found(id, start, end);
             }
         }
+    }
+}
+
+/// Byte equality of two slices of the same length; short ones compared inline (most
+/// literals are short, and a call to `memcmp` for each candidate cost more than the
+/// comparison).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() <= 16 {
+        a.iter().zip(b).all(|(x, y)| x == y)
+    } else {
+        a == b
     }
 }
 
