@@ -48,11 +48,12 @@ KEY = re.compile(r"^(\s*)(?:-\s+)?([^\s:#'\"][^:#]*?|'[^']*'|\"[^\"]*\")\s*:(?:\
 
 
 def read_rules(rules_dir: Path) -> dict[str, dict]:
-    """Rule id -> {title, path, logsource {dim: value}, fields (detection field names)}."""
+    """Rule id -> {title, path, logsource {dim: value}, fields (detection field names),
+    null_fields (fields a detection item compares with `null`)}."""
     rules = {}
     for path in sorted(rules_dir.rglob("*.yml")):
         info = {"path": str(path.relative_to(rules_dir)), "logsource": {}, "fields": set(),
-                "title": "", "id": None, "escaped_wildcard": False}
+                "title": "", "id": None, "escaped_wildcard": False, "null_fields": set()}
         block, child_indent = None, None
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             if not line.strip() or line.lstrip().startswith("#"):
@@ -81,6 +82,8 @@ def read_rules(rules_dir: Path) -> dict[str, dict]:
                     child_indent = indent
                 if indent > child_indent or line.lstrip().startswith("-"):
                     info["fields"].add(name.split("|")[0])
+                    if (m.group(3) or "").split("#")[0].strip() in ("null", "Null", "NULL", "~"):
+                        info["null_fields"].add(name.split("|")[0])
         if info["id"]:
             rules.setdefault(info["id"], info)
     return rules
@@ -325,6 +328,15 @@ def explain(missing: str, present: str, rule: dict | None, event: dict, ctx: dic
             for alt in ctx["profile"]["fields"].get(f, [])[1:]:
                 if f not in event and alt in event and renames.get(f) != alt:
                     return f"field fallback in Tocsin's profile: {f} <- {alt}"
+    if "chainsaw" in (missing, present):
+        # tau-engine (solver.rs) evaluates `F: null` on an event without F as Missing, not True;
+        # an `or` drops Missing for a False sibling, so `not 1 of filter_*` passes (and a positive
+        # `F: null` never matches). The Sigma convention: null = absent or null.
+        renames = ctx["chainsaw"][0]
+        absent = sorted(f for f in rule["null_fields"] if renames.get(f, f) not in event)
+        if absent:
+            return (f"`{absent[0]}: null`, event without {absent[0]}: chainsaw's tau-engine "
+                    "takes an absent field as missing, not null")
     if "hayabusa" in (missing, present):
         aliases = ctx["hayabusa_aliases"]
         for f in sorted(rule["fields"]):
