@@ -114,7 +114,7 @@ fn work_per_event(compiled: &CompiledRules, events: &[Vec<u8>]) -> String {
         "{:.1} routes active, {:.0} bytes scanned, {:.1} literal hits, {:.2} rules verified, {:.3} matches",
         per(s.active_routes),
         per(s.scanned_bytes),
-        per(s.automaton_hits),
+        per(s.literal_hits),
         per(s.candidates),
         per(s.matches)
     )

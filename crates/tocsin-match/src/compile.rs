@@ -75,7 +75,7 @@ pub(crate) const HIT_START: u8 = 2;
 pub(crate) const HIT_END: u8 = 4;
 pub(crate) const HIT_WHOLE: u8 = 8;
 
-/// A literal searched by a route's automaton for one field.
+/// A literal searched for in one field (by that field's literal set).
 #[derive(Debug, Clone)]
 pub(crate) struct Atom {
     /// Original bytes (case kept, for `cased` checks).
@@ -228,7 +228,7 @@ pub struct CorrelationUse {
     pub value_fields: Vec<(String, Vec<String>)>,
 }
 
-/// A route: the event condition of a logsource, and the automata of its rules' fields.
+/// A route: the event condition of a logsource, and the rules that share it.
 pub(crate) struct Route {
     /// AND over dimensions of OR over alternatives of AND of (routing field, value).
     pub condition: Vec<Vec<Vec<(u32, String)>>>,
@@ -259,7 +259,7 @@ pub struct CompiledRules {
     pub(crate) atoms: Vec<Atom>,
     /// Atom → (rule, its route) for the rules whose prefilter set contains it.
     pub(crate) atom_rules: Vec<Vec<(RuleIdx, u32)>>,
-    /// One automaton per field, for all routes.
+    /// One literal set per field, for all routes.
     pub(crate) scanners: Vec<Scanner>,
     pub(crate) regexes: Vec<Regex>,
     pub(crate) fields: Vec<Vec<String>>,
@@ -291,7 +291,7 @@ pub struct CompileStats {
     pub rules: usize,
     /// Distinct routes.
     pub routes: usize,
-    /// Distinct literals in the automata.
+    /// Distinct literals in the literal sets.
     pub atoms: usize,
     /// Regexes.
     pub regexes: usize,
@@ -348,7 +348,7 @@ impl Builder<'_> {
 
     fn atom(&mut self, route: u32, field: FieldSlot, bytes: &[u8], cased: bool) -> AtomId {
         // Keyword atoms stay per route: a keyword scan reads the whole event, so its
-        // automaton should hold only the keywords of the routes that are active.
+        // literal set should hold only the keywords of the routes that are active.
         let keyword_route = (field == KEYWORD_SLOT).then_some(route);
         let key = (field, keyword_route, bytes.to_vec(), cased);
         if let Some(&a) = self.atom_index.get(&key) {
@@ -1228,7 +1228,7 @@ impl CompiledRules {
             }
         }
 
-        // One automaton per field over the distinct case-folded literals of all routes.
+        // One literal set per field over the distinct case-folded literals of all routes.
         let mut per_field: BTreeMap<(FieldSlot, Option<u32>), Vec<AtomId>> = BTreeMap::new();
         for (a, (field, routes)) in b.atom_home.iter().enumerate() {
             let keyword_route = (*field == KEYWORD_SLOT)
@@ -1289,9 +1289,10 @@ impl CompiledRules {
             };
             if std::env::var_os("TOCSIN_DEBUG_STATS").is_some() {
                 eprintln!(
-                    "scanner {name}: {} patterns, {} bytes, {} routes",
+                    "scanner {name}: {} patterns, {} bytes, longest fragment list {}, {} routes",
                     literals.len(),
                     literals.memory_usage(),
+                    literals.longest_fragment_list(),
                     routes.len()
                 );
             }

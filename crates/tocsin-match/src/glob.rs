@@ -1,9 +1,9 @@
 //! Sigma wildcard matching (`*`, `?`) over field text, without allocating.
 //!
 //! Used to verify values whose wildcards sit in the middle (`\AppData\*\Temp\*.exe`); the
-//! literal pieces are prefiltered by the shared automata first, so this runs only on the
+//! literal pieces are prefiltered by the shared literal sets first, so this runs only on the
 //! few candidate rules. Case-insensitive comparison folds ASCII only, the same folding the
-//! automata use, so prefilter and verifier always agree.
+//! literal sets use, so prefilter and verifier always agree.
 
 /// One piece of a compiled pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]

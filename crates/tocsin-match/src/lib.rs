@@ -9,9 +9,9 @@
 //!
 //! Why shared literal sets: with thousands of rules, checking each rule against each event
 //! costs rules × fields. Instead the literals of all rules are put, per field, into one
-//! literal set (a fragment filter, see `literals`); an event's field is scanned once, and
-//! only the rules whose literals hit are verified. The cost grows with the number of hits, not with
-//! the number of rules. The compile pipeline is documented in [`compile`].
+//! literal set (a fragment filter, see `literals`); an event's field is scanned once,
+//! and only the rules whose literals hit are verified. The cost grows with the number of
+//! hits, not with the number of rules. The compile pipeline is documented in [`compile`].
 //!
 //! Invariants: no I/O; nothing allocated per event on the no-detection path (except URL
 //! fields when URL indicators are loaded: `url::Url` parsing allocates); a rule that

@@ -78,10 +78,10 @@ pub struct ScratchStats {
     pub matches: u64,
     /// Routes whose condition held.
     pub active_routes: u64,
-    /// Bytes run through an automaton.
+    /// Bytes of field values scanned for literals.
     pub scanned_bytes: u64,
-    /// Literal hits reported by the automata.
-    pub automaton_hits: u64,
+    /// Literal occurrences found by the scans.
+    pub literal_hits: u64,
 }
 
 impl MatchScratch {
@@ -135,7 +135,7 @@ impl CompiledRules {
         scanner
             .literals
             .for_each_match(hay, lower, |pattern, start, end| {
-                st.stats.automaton_hits += 1;
+                st.stats.literal_hits += 1;
                 for &a in &scanner.pattern_atoms[pattern as usize] {
                     let atom = &self.atoms[a as usize];
                     if atom.cased && hay[start..end] != *atom.bytes {

@@ -12,8 +12,8 @@
 //! six organisations in three sectors and six member states over a few hours; all its
 //! infrastructure uses documentation address ranges and reserved names.
 //!
-//! The output is a pure function of (seed, event count): a SplitMix64 generator, a fixed
-//! base time, no wall clock.
+//! The output is a pure function of the [`Workload`] (seed, event count, mix, shape): a
+//! SplitMix64 generator, a fixed base time, no wall clock.
 
 use std::io::Write;
 
@@ -292,8 +292,9 @@ pub struct Workload {
 pub const MAX_ORGS: usize = 1_000_000;
 /// Most hosts per organisation (host names are built per event; numbers up to 7 digits).
 pub const MAX_HOSTS_PER_ORG: u64 = 10_000_000;
-/// Most campaign waves (their events are built up front, ~25 kB per wave).
-pub const MAX_WAVES: u64 = 20_000;
+/// Most campaign waves: their events are built up front (~30 kB per wave, so 60 MB at
+/// most); 2,000 waves in eight hours is already one every 15 seconds.
+pub const MAX_WAVES: u64 = 2_000;
 
 impl Workload {
     /// The default mix: the named organisations, 60 hosts each, one campaign wave.
@@ -309,6 +310,10 @@ impl Workload {
     }
 
     fn check(&self) -> Result<()> {
+        anyhow::ensure!(
+            !self.topology.orgs.is_empty(),
+            "a workload needs at least one organisation"
+        );
         anyhow::ensure!(
             (1..=MAX_HOSTS_PER_ORG).contains(&self.hosts_per_org),
             "--hosts-per-org must be between 1 and {MAX_HOSTS_PER_ORG}"
@@ -332,7 +337,9 @@ pub const WAVE_VICTIMS: usize = 6;
 pub const RANSOM_STAGE: [usize; 4] = [0, 2, 3, 4];
 
 /// One wave's infrastructure: the first wave's is the published sample's; later waves use
-/// fresh names and addresses (documentation ranges), so only rules find them.
+/// domains of their own (`cdn.invoice-viewer2.example`: not a subdomain of the sample's
+/// indicator) and documentation addresses, so only rules find them. The addresses cycle
+/// through 198.51.100.0/24 and 192.0.2.0/24: waves after the 509th reuse them.
 struct Infrastructure {
     c2_domain: String,
     c2_ip: String,
@@ -350,7 +357,7 @@ fn infrastructure(wave: u64) -> Infrastructure {
     let n = wave - 1;
     let net = ["198.51.100", "192.0.2"][(n / 254 % 2) as usize];
     Infrastructure {
-        c2_domain: format!("cdn{wave}.invoice-viewer.example"),
+        c2_domain: format!("cdn.invoice-viewer{wave}.example"),
         c2_ip: format!("{net}.{}", 1 + n % 254),
         loader_sha256: ascii(&fake_sha256(&format!("loader-wave-{wave}"))).to_owned(),
     }
@@ -660,7 +667,8 @@ fn process(
     hashes[..7].copy_from_slice(b"SHA256=");
     hashes[7..71].copy_from_slice(&sha.as_bytes()[..64]);
     hashes[71..80].copy_from_slice(b",IMPHASH=");
-    hashes[80..].copy_from_slice(&fake_sha256(cmd)[..32].to_ascii_uppercase());
+    hashes[80..].copy_from_slice(&fake_sha256(cmd)[..32]);
+    hashes[80..].make_ascii_uppercase();
     let hashes = ascii(&hashes);
     let mut o = Obj::new(&mut out.buf);
     match out.shape {
@@ -1018,8 +1026,9 @@ fn background(out: &mut Out, t: Timestamp, rng: &mut Rng, topology: &Topology, p
     }
 }
 
-/// The campaign's events, every wave, as (time, JSON line), in time order.
-pub fn campaign_events(w: &Workload) -> Vec<(Timestamp, Vec<u8>)> {
+/// The campaign's events, every wave, as (time, JSON line), in time order. The workload
+/// has been checked.
+fn campaign_events(w: &Workload) -> Vec<(Timestamp, Vec<u8>)> {
     let mut events: Vec<(Timestamp, Vec<u8>)> = Vec::new();
     for wave in 0..w.campaign_waves {
         let start = base_time().0 + (SPAN as i128 * wave as i128 / w.campaign_waves as i128) as i64;
@@ -1040,8 +1049,9 @@ fn wave_events(w: &Workload, wave: u64, base: i64, events: &mut Vec<(Timestamp, 
     let victims: Vec<&Org> = (0..WAVE_VICTIMS.min(orgs.len()))
         .map(|j| &orgs[(wave as usize * WAVE_VICTIMS + j) % orgs.len()])
         .collect();
-    // Victim hosts: a workstation numbered from 10 (with 60 hosts: 10..49), a server
-    // numbered from 1 (1..5), within the organisation's hosts.
+    // Victim hosts, within the organisation's hosts: a workstation numbered from 10 (with 60
+    // hosts: 10..49) and a server numbered from 1 (1..5). With fewer than seven hosts per
+    // organisation the loader's victim is a server too (and with one, the same host).
     let per_org = w.hosts_per_org;
     let ws_first = 10.min(per_org - 1);
     let ws_span = 40.min(per_org - ws_first);
@@ -1278,16 +1288,25 @@ mod tests {
         let queried: std::collections::BTreeSet<&str> = events
             .iter()
             .filter_map(|l| l["QueryName"].as_str())
-            .filter(|q| q.ends_with("invoice-viewer.example"))
+            .filter(|q| q.contains("invoice-viewer"))
             .collect();
         assert_eq!(queried.len(), 4, "{queried:?}");
         assert!(queried.contains(C2_DOMAIN));
+        // Later waves are not subdomains of the sample feed's `invoice-viewer.example`.
+        let sample_parent = C2_DOMAIN.trim_start_matches("cdn.");
+        assert_eq!(
+            queried
+                .iter()
+                .filter(|q| q.ends_with(&format!(".{sample_parent}")))
+                .count(),
+            1
+        );
         let loader_victims: std::collections::BTreeSet<&str> = events
             .iter()
             .filter(|l| {
                 l["QueryName"]
                     .as_str()
-                    .is_some_and(|q| q.ends_with("invoice-viewer.example"))
+                    .is_some_and(|q| q.contains("invoice-viewer"))
             })
             .map(|l| l["organisation"].as_str().unwrap())
             .collect();
@@ -1301,7 +1320,7 @@ mod tests {
         lines(w).iter().all(|l| {
             l["QueryName"]
                 .as_str()
-                .is_none_or(|q| !q.ends_with("invoice-viewer.example"))
+                .is_none_or(|q| !q.contains("invoice-viewer"))
         })
     }
 

@@ -333,13 +333,14 @@ struct GenArgs {
     /// Leave the exercise campaign out (background only); the same as `--campaigns 0`.
     #[arg(long, conflicts_with_all = ["campaigns", "campaign_rate"])]
     no_campaign: bool,
-    /// Campaign waves, spread evenly over the workload's eight hours. Each wave hits six
-    /// organisations (the ransomware stage four of them), the next six in turn; the first
-    /// wave uses the published sample infrastructure, later waves fresh addresses.
+    /// Campaign waves (at most 2,000), starting evenly over the workload's eight hours;
+    /// each lasts about four. Each wave hits six organisations (the ransomware stage four
+    /// of them), the next six in turn; the first wave uses the published sample
+    /// infrastructure, later waves domains and addresses of their own.
     #[arg(long, default_value_t = 1, value_name = "N")]
     campaigns: u64,
-    /// Campaign waves per million background events (overrides `--campaigns`; at least
-    /// one wave when the rate is above zero).
+    /// Campaign waves per million background events, instead of `--campaigns` (at least
+    /// one wave when the rate is above zero; at most 2,000).
     #[arg(long, value_name = "PER_MILLION", conflicts_with = "campaigns")]
     campaign_rate: Option<f64>,
     /// Number of organisations. The first thirty are named; beyond them, or when a named
