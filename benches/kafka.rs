@@ -18,10 +18,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use tocsin_benches::{repo, tocsin};
+use tocsin_benches::{gen_command, repo, run_ok, tocsin};
 use tocsin_kafka::sink::Sink;
 use tocsin_kafka::source::Source;
 use tocsin_kafka::KafkaSettings;
@@ -31,16 +31,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn run_ok(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.stdin(Stdio::null()).output().expect("run tocsin");
-    assert!(
-        out.status.success(),
-        "tocsin failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 /// A configuration naming this run's own topics.
@@ -88,18 +78,7 @@ fn stop(mut child: Child) {
 
 fn gen(dir: &Path, events: u64, seed: u64) -> (PathBuf, Vec<String>) {
     let path = dir.join(format!("events-{events}-{seed}.jsonl"));
-    run_ok(
-        tocsin()
-            .args([
-                "gen",
-                "--events",
-                &events.to_string(),
-                "--seed",
-                &seed.to_string(),
-            ])
-            .arg("--output")
-            .arg(&path),
-    );
+    run_ok(gen_command(events, seed).arg("--output").arg(&path));
     let lines = std::fs::read_to_string(&path)
         .unwrap()
         .lines()
@@ -132,13 +111,16 @@ fn throughput(bootstrap: &str, dir: &Path) {
     let id = format!("tp{}", std::process::id());
     let cfg = config(dir, bootstrap, &id);
     let (path, lines) = gen(dir, n, 3);
-    let expected: BTreeSet<String> = String::from_utf8(run_ok(
-        tocsin()
-            .args(["match", "--rules"])
-            .arg(repo().join("rules"))
-            .arg("--input")
-            .arg(&path),
-    ))
+    let expected: BTreeSet<String> = String::from_utf8(
+        run_ok(
+            tocsin()
+                .args(["match", "--rules"])
+                .arg(repo().join("rules"))
+                .arg("--input")
+                .arg(&path),
+        )
+        .stdout,
+    )
     .unwrap()
     .lines()
     .map(|l| {
@@ -212,13 +194,16 @@ fn latency(bootstrap: &str, dir: &Path) {
     let id = format!("lat{}", std::process::id());
     let cfg = config(dir, bootstrap, &id);
     let (path, lines) = gen(dir, 20_000, 7);
-    let expected_versions = String::from_utf8(run_ok(
-        tocsin()
-            .args(["run", "-q", "--rules"])
-            .arg(repo().join("rules"))
-            .arg("--input")
-            .arg(&path),
-    ))
+    let expected_versions = String::from_utf8(
+        run_ok(
+            tocsin()
+                .args(["run", "-q", "--rules"])
+                .arg(repo().join("rules"))
+                .arg("--input")
+                .arg(&path),
+        )
+        .stdout,
+    )
     .unwrap()
     .lines()
     .count();

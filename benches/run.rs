@@ -14,7 +14,7 @@ use std::process::Output;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use tocsin_benches::{count_detections, generated_events, repo, repo_rules, tocsin};
+use tocsin_benches::{count_detections, generated_events, repo, repo_rules, run_ok, tocsin};
 use tocsin_match::{CompiledRules, MatchConfig};
 
 /// The figure after `label` in the run's summary line ("… 12 detections, …").
@@ -34,8 +34,8 @@ fn summary_figure(stderr: &str, label: &str) -> u64 {
 }
 
 fn run(input: &Path, out_dir: &Path) -> Output {
-    let out = tocsin()
-        .arg("run")
+    let mut cmd = tocsin();
+    cmd.arg("run")
         .arg("--rules")
         .arg(repo().join("rules"))
         .arg("--input")
@@ -43,15 +43,8 @@ fn run(input: &Path, out_dir: &Path) -> Output {
         .arg("--detections")
         .arg(out_dir.join("detections.jsonl"))
         .arg("--output")
-        .arg(out_dir.join("warnings.jsonl"))
-        .output()
-        .expect("run tocsin");
-    assert!(
-        out.status.success(),
-        "tocsin run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+        .arg(out_dir.join("warnings.jsonl"));
+    run_ok(&mut cmd)
 }
 
 fn bench(c: &mut Criterion) {

@@ -7,7 +7,7 @@
 //! look for it next to themselves in the target directory, or at `TOCSIN_BIN`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 
 use tocsin_core::{Event, EventIndex};
 use tocsin_match::{CompiledRules, MatchScratch, ScratchStats};
@@ -64,24 +64,34 @@ pub fn tocsin() -> Command {
     Command::new(tocsin_bin())
 }
 
-/// `tocsin gen --events N --seed SEED`, one event per element.
-pub fn generated_events(events: u64, seed: u64) -> Vec<Vec<u8>> {
-    let out = tocsin()
-        .args([
-            "gen",
-            "--events",
-            &events.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ])
-        .output()
-        .expect("run tocsin gen");
+/// Run a `tocsin` command (stdin closed) and insist that it succeeds; its output.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.stdin(Stdio::null()).output().expect("run tocsin");
     assert!(
         out.status.success(),
-        "tocsin gen failed: {}",
+        "tocsin failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    out.stdout
+    out
+}
+
+/// `tocsin gen --events N --seed SEED` (add `--output FILE` to write a file).
+pub fn gen_command(events: u64, seed: u64) -> Command {
+    let mut cmd = tocsin();
+    cmd.args([
+        "gen",
+        "--events",
+        &events.to_string(),
+        "--seed",
+        &seed.to_string(),
+    ]);
+    cmd
+}
+
+/// `tocsin gen --events N --seed SEED`, one event per element.
+pub fn generated_events(events: u64, seed: u64) -> Vec<Vec<u8>> {
+    run_ok(&mut gen_command(events, seed))
+        .stdout
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .map(<[u8]>::to_vec)
