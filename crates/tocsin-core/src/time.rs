@@ -117,6 +117,32 @@ impl Timestamp {
         )
     }
 
+    /// The RFC 3339 form (`2026-03-02T06:00:00.000Z`, what `Display` writes) as bytes,
+    /// built without the formatting machinery for callers that write many timestamps;
+    /// `None` for a year outside 0000–9999.
+    pub fn rfc3339_bytes(self) -> Option<[u8; 24]> {
+        let (y, mo, d, h, mi, s) = self.civil();
+        if !(0..=9999).contains(&y) {
+            return None;
+        }
+        let ms = self.0.rem_euclid(1000) as u32;
+        let mut b = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut v: u32| {
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, y as u32);
+        put(5, 2, mo);
+        put(8, 2, d);
+        put(11, 2, h);
+        put(14, 2, mi);
+        put(17, 2, s);
+        put(20, 3, ms);
+        Some(b)
+    }
+
     /// This instant plus a duration.
     pub fn plus(self, d: DurationMs) -> Self {
         Timestamp(self.0.saturating_add(d.0))
@@ -133,6 +159,10 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(bytes) = self.rfc3339_bytes() {
+            // ASCII digits and separators only.
+            return f.write_str(std::str::from_utf8(&bytes).expect("ASCII"));
+        }
         let ms = self.0.rem_euclid(1000);
         let secs = self.0.div_euclid(1000);
         let days = secs.div_euclid(86_400);
@@ -324,6 +354,24 @@ mod tests {
         assert!(Timestamp::parse("2026-13-02T08:00:00Z").is_err());
         assert!(Timestamp::parse("2026-02-30T08:00:00Z").is_err());
         assert!(Timestamp::parse("yesterday").is_err());
+    }
+
+    #[test]
+    fn rfc3339_bytes_agree_with_the_civil_fields() {
+        for ms in [0i64, 999, 1_772_431_200_123, 253_402_300_799_999, -1] {
+            let t = Timestamp(ms);
+            let (y, mo, d, h, mi, s) = t.civil();
+            let want = format!(
+                "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
+                ms.rem_euclid(1000)
+            );
+            match t.rfc3339_bytes() {
+                Some(bytes) => assert_eq!(std::str::from_utf8(&bytes).unwrap(), want),
+                None => assert!(!(0..=9999).contains(&y)),
+            }
+            assert_eq!(t.to_string(), want);
+        }
+        assert!(Timestamp(253_402_300_800_000).rfc3339_bytes().is_none());
     }
 
     #[test]

@@ -510,23 +510,11 @@ struct EventTime {
 
 impl EventTime {
     fn new(t: Timestamp) -> Self {
-        let (y, mo, d, h, mi, s) = t.civil();
-        let ms = t.millis().rem_euclid(1000) as u32;
-        let mut b = *b"0000-00-00T00:00:00.000Z";
-        let mut put = |at: usize, width: usize, mut v: u32| {
-            for i in (at..at + width).rev() {
-                b[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
-        };
-        put(0, 4, y.clamp(0, 9999) as u32);
-        put(5, 2, mo);
-        put(8, 2, d);
-        put(11, 2, h);
-        put(14, 2, mi);
-        put(17, 2, s);
-        put(20, 3, ms);
-        EventTime { rfc3339: b }
+        EventTime {
+            rfc3339: t
+                .rfc3339_bytes()
+                .expect("workload times lie in 2026 (base_time plus hours)"),
+        }
     }
 
     fn rfc3339(&self) -> &str {
