@@ -9,6 +9,7 @@
 //!
 //! Invariant: this crate does no I/O and knows nothing of Kafka, files or rules.
 
+mod bytescan;
 pub mod context;
 pub mod detection;
 pub mod encoding;
