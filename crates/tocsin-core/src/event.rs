@@ -291,7 +291,7 @@ impl<'a> Event<'a> {
                     break;
                 }
                 let m = &self.members[entry as usize - 1];
-                if &self.raw[m.key_start as usize..m.key_end as usize] == name {
+                if same_key(&self.raw[m.key_start as usize..m.key_end as usize], name) {
                     // An escaped duplicate of this key later in the object would win.
                     if !self.escaped_keys {
                         return Some(value(m));
@@ -372,6 +372,23 @@ fn key_equals(raw: &[u8], m: &Member, name: &[u8]) -> bool {
         }
     });
     equal && rest.is_empty()
+}
+
+/// Byte equality of a key and a name, word by word inline: keys are short, and a call to
+/// `memcmp` for each field read cost more than the comparison.
+#[inline]
+fn same_key(key: &[u8], name: &[u8]) -> bool {
+    if key.len() != name.len() {
+        return false;
+    }
+    let mut a = key.chunks_exact(8);
+    let mut b = name.chunks_exact(8);
+    for (x, y) in (&mut a).zip(&mut b) {
+        if x != y {
+            return false;
+        }
+    }
+    a.remainder().iter().zip(b.remainder()).all(|(x, y)| x == y)
 }
 
 /// Search an already validated object (`{...}` text) for `path`, descending into nested
@@ -533,16 +550,25 @@ fn unescape_into(raw: &[u8], out: &mut String) {
         if i >= raw.len() || raw[i] != b'\\' {
             continue;
         }
+        // The escapes of paths and messages inline; `\u` (and anything invalid) out of line.
+        let simple = match raw.get(i + 1) {
+            Some(&c @ (b'\\' | b'"' | b'/')) => Some(c),
+            Some(b'n') => Some(b'\n'),
+            Some(b'r') => Some(b'\r'),
+            Some(b't') => Some(b'\t'),
+            _ => None,
+        };
+        if let Some(c) = simple {
+            bytes[len] = c;
+            len += 1;
+            i += 2;
+            continue;
+        }
         let Some((c, used)) = decode_escape(&raw[i + 1..]) else {
             break;
         };
         i += 1 + used;
-        if c.is_ascii() {
-            bytes[len] = c as u8;
-            len += 1;
-        } else {
-            len += c.encode_utf8(&mut bytes[len..]).len();
-        }
+        len += c.encode_utf8(&mut bytes[len..]).len();
     }
     bytes.truncate(len);
     // SAFETY: `raw` is a string body of a validated event; the bytes kept are its runs cut
@@ -553,7 +579,6 @@ fn unescape_into(raw: &[u8], out: &mut String) {
 /// Decode the escape whose backslash precedes `rest`: the character it stands for and the
 /// bytes it used after the backslash. `None` when `rest` is empty (a dangling backslash).
 /// Invalid escapes and lone surrogates decode to U+FFFD.
-#[inline]
 fn decode_escape(rest: &[u8]) -> Option<(char, usize)> {
     let c = match *rest.first()? {
         b'"' => '"',
@@ -830,8 +855,21 @@ impl Scanner<'_> {
             let mut specials = bytescan::string_specials(block);
             while specials != 0 {
                 self.pos = base + specials.trailing_zeros() as usize;
-                if self.special_byte(&mut escaped)? {
-                    return Ok(escaped);
+                // The two common cases inline: the closing quote and a two-byte escape.
+                match (self.bytes[self.pos], self.bytes.get(self.pos + 1)) {
+                    (b'"', _) => {
+                        self.pos += 1;
+                        return Ok(escaped);
+                    }
+                    (b'\\', Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't')) => {
+                        escaped = true;
+                        self.pos += 2;
+                    }
+                    _ => {
+                        if self.special_byte(&mut escaped)? {
+                            return Ok(escaped);
+                        }
+                    }
                 }
                 // The escape may reach past the block: then go on from the next block.
                 let covered = self.pos - base;

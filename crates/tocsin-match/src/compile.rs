@@ -33,7 +33,7 @@ use tocsin_rules::{
 
 use crate::glob::{Glob, GlobPart};
 use crate::ioc::{mask_v4, mask_v6, IocTable};
-use crate::literals::LiteralSet;
+use crate::literals::{ExactValues, LiteralSet};
 use tocsin_core::encoding::base64;
 
 /// Limits applied while compiling.
@@ -240,7 +240,11 @@ pub(crate) struct Route {
 /// One field's literals, shared by every route: a field is scanned at most once per event.
 pub(crate) struct Scanner {
     pub field: FieldSlot,
+    /// Literals searched for anywhere in the value.
     pub literals: LiteralSet,
+    /// Literals only ever tested as the whole value (`Image: 'C:\x.exe'`, `EventID: 1`):
+    /// one lookup of the value, not a scan. Their pattern ids follow those of `literals`.
+    pub exact: ExactValues,
     /// Pattern id → atoms with those bytes (case-insensitively).
     pub pattern_atoms: Vec<Vec<AtomId>>,
     /// Routes with rules that test this field; the field is scanned only when one is active.
@@ -314,6 +318,9 @@ struct Builder<'p> {
     atom_index: HashMap<(FieldSlot, Option<u32>, Vec<u8>, bool), AtomId>,
     /// Field of each atom, and the routes of the rules that use it.
     atom_home: Vec<(FieldSlot, std::collections::BTreeSet<u32>)>,
+    /// Per atom, the union of the hit bits its tests need (`HIT_ANY` for a glob's
+    /// prefilter): an atom only ever needed as the whole value is looked up, not scanned for.
+    atom_need: Vec<u8>,
     regexes: Vec<Regex>,
     routes: Vec<(RouteCondition, String)>,
     route_index: BTreeMap<RouteCondition, u32>,
@@ -346,13 +353,21 @@ impl Builder<'_> {
         s
     }
 
-    fn atom(&mut self, route: u32, field: FieldSlot, bytes: &[u8], cased: bool) -> AtomId {
+    fn atom(
+        &mut self,
+        route: u32,
+        field: FieldSlot,
+        bytes: &[u8],
+        cased: bool,
+        need: u8,
+    ) -> AtomId {
         // Keyword atoms stay per route: a keyword scan reads the whole event, so its
         // literal set should hold only the keywords of the routes that are active.
         let keyword_route = (field == KEYWORD_SLOT).then_some(route);
         let key = (field, keyword_route, bytes.to_vec(), cased);
         if let Some(&a) = self.atom_index.get(&key) {
             self.atom_home[a as usize].1.insert(route);
+            self.atom_need[a as usize] |= need;
             return a;
         }
         let id = self.atoms.len() as AtomId;
@@ -361,6 +376,7 @@ impl Builder<'_> {
             cased,
         });
         self.atom_home.push((field, [route].into_iter().collect()));
+        self.atom_need.push(need);
         self.atom_index.insert(key, id);
         id
     }
@@ -759,7 +775,8 @@ impl Builder<'_> {
                         _ => None,
                     })
                     .max_by_key(|l| l.len());
-                let prefilter = longest.map(|l| self.atom(route, field, l.as_bytes(), cased));
+                let prefilter =
+                    longest.map(|l| self.atom(route, field, l.as_bytes(), cased, HIT_ANY));
                 let glob_parts = parts
                     .iter()
                     .map(|p| match p {
@@ -774,7 +791,7 @@ impl Builder<'_> {
                 };
             }
         };
-        let atom = self.atom(route, field, lit.as_bytes(), cased);
+        let atom = self.atom(route, field, lit.as_bytes(), cased, need);
         ValueTest::Atom { atom, need }
     }
 }
@@ -1160,6 +1177,7 @@ impl CompiledRules {
             atoms: Vec::new(),
             atom_index: HashMap::new(),
             atom_home: Vec::new(),
+            atom_need: Vec::new(),
             regexes: Vec::new(),
             routes: Vec::new(),
             route_index: BTreeMap::new(),
@@ -1241,20 +1259,37 @@ impl CompiledRules {
         }
         let mut scanners = Vec::new();
         for ((field, _), atom_ids) in per_field {
+            // Literals to scan for get ids first, the whole values to look up after them;
+            // `pattern_atoms` covers both. Keyword searches scan every value of the event,
+            // so their literals are all scanned.
             let mut patterns: Vec<Vec<u8>> = Vec::new();
             let mut pattern_atoms: Vec<Vec<AtomId>> = Vec::new();
-            let mut by_folded: HashMap<Vec<u8>, usize> = HashMap::new();
+            let mut by_folded: HashMap<(u8, Vec<u8>), usize> = HashMap::new();
             let mut routes = std::collections::BTreeSet::new();
-            for a in atom_ids {
-                routes.extend(b.atom_home[a as usize].1.iter().copied());
-                let folded = b.atoms[a as usize].bytes.to_ascii_lowercase();
-                let p = *by_folded.entry(folded.clone()).or_insert_with(|| {
-                    patterns.push(folded);
-                    pattern_atoms.push(Vec::new());
-                    patterns.len() - 1
-                });
-                pattern_atoms[p].push(a);
+            let whole_only =
+                |a: AtomId| field != KEYWORD_SLOT && b.atom_need[a as usize] == HIT_WHOLE;
+            let (whole_ids, scan_ids): (Vec<AtomId>, Vec<AtomId>) =
+                atom_ids.into_iter().partition(|&a| whole_only(a));
+            let mut scanned = 0;
+            for (kind, ids) in [(0u8, scan_ids), (1u8, whole_ids)] {
+                if kind == 1 {
+                    scanned = patterns.len();
+                }
+                for a in ids {
+                    routes.extend(b.atom_home[a as usize].1.iter().copied());
+                    let folded = b.atoms[a as usize].bytes.to_ascii_lowercase();
+                    // Keyed per kind too: the same bytes may be scanned for one atom and
+                    // looked up for another.
+                    let p = *by_folded.entry((kind, folded.clone())).or_insert_with(|| {
+                        patterns.push(folded);
+                        pattern_atoms.push(Vec::new());
+                        patterns.len() - 1
+                    });
+                    pattern_atoms[p].push(a);
+                }
             }
+            let exact = ExactValues::new(&patterns[scanned..], scanned as u32);
+            patterns.truncate(scanned);
             let name = if field == KEYWORD_SLOT {
                 "<keywords>"
             } else {
@@ -1289,9 +1324,11 @@ impl CompiledRules {
             };
             if std::env::var_os("TOCSIN_DEBUG_STATS").is_some() {
                 eprintln!(
-                    "scanner {name}: {} patterns, {} bytes, longest fragment list {}, {} routes",
+                    "scanner {name}: {} patterns scanned ({} short), {} whole values, {} bytes, longest fragment list {}, {} routes",
                     literals.len(),
-                    literals.memory_usage(),
+                    literals.short_len(),
+                    exact.len(),
+                    literals.memory_usage() + exact.memory_usage(),
                     literals.longest_fragment_list(),
                     routes.len()
                 );
@@ -1299,6 +1336,7 @@ impl CompiledRules {
             scanners.push(Scanner {
                 field,
                 literals,
+                exact,
                 pattern_atoms,
                 routes: routes.into_iter().collect(),
                 presence,

@@ -15,9 +15,8 @@
 //! Aho-Corasick automaton that stays in cache. (Giving them fragments of their own width
 //! was tried: the extra filter tests at every byte cost more than the automaton.)
 //!
-//! Matching is ASCII case-insensitive: literals are stored lower-cased and the value is
-//! lower-cased into a scratch buffer first (byte for byte, so positions are those of the
-//! value). Every occurrence of every literal is reported (overlapping): the same occurrences
+//! Matching is ASCII case-insensitive: literals are stored lower-cased and the caller
+//! lower-cases the value first (byte for byte, so positions are those of the value). Every occurrence of every literal is reported (overlapping): the same occurrences
 //! as an overlapping Aho-Corasick search, in another order.
 //!
 //! Cost: one filter test per byte, plus, at each position where a fragment occurs, one
@@ -27,6 +26,7 @@
 //! constant factor, not a blow-up.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
@@ -194,22 +194,19 @@ impl LiteralSet {
         self.patterns.len()
     }
 
+    /// Number of literals shorter than a fragment (searched by the small automaton).
+    pub(crate) fn short_len(&self) -> usize {
+        self.short.as_ref().map_or(0, |(_, ids)| ids.len())
+    }
+
     /// The most literals that share one fragment: the comparisons one occurrence may cost.
     pub(crate) fn longest_fragment_list(&self) -> usize {
         self.slots.iter().map(|s| s.len as usize).max().unwrap_or(0)
     }
 
     /// Call `found(pattern id, start, end)` for every occurrence of every literal in
-    /// `value`. `lower` is scratch space for the lower-cased value.
-    pub(crate) fn for_each_match(
-        &self,
-        value: &[u8],
-        lower: &mut Vec<u8>,
-        mut found: impl FnMut(u32, usize, usize),
-    ) {
-        lower.clear();
-        lower.extend(value.iter().map(u8::to_ascii_lowercase));
-        let hay = lower.as_slice();
+    /// `hay`, the value ASCII lower-cased.
+    pub(crate) fn for_each_match(&self, hay: &[u8], mut found: impl FnMut(u32, usize, usize)) {
         for &id in &self.empty {
             for pos in 0..=hay.len() {
                 found(id, pos, pos);
@@ -264,6 +261,67 @@ impl LiteralSet {
     }
 }
 
+/// Literals that only ever need to equal the whole value (`Image: 'C:\x.exe'`,
+/// `EventID: 4688`): found by one hash lookup of the value instead of a scan, so fields
+/// tested for equality against hundreds of values cost the same as against one.
+pub(crate) struct ExactValues {
+    /// Lower-cased literal → pattern id.
+    ids: HashMap<Box<[u8]>, u32, BuildHasherDefault<WordHasher>>,
+}
+
+impl ExactValues {
+    /// The set of `values` (distinct once lower-cased); the first has pattern id `first_id`,
+    /// the next `first_id + 1`, and so on.
+    pub(crate) fn new(values: &[Vec<u8>], first_id: u32) -> Self {
+        let ids = values
+            .iter()
+            .zip(first_id..)
+            .map(|(v, id)| (v.to_ascii_lowercase().into_boxed_slice(), id))
+            .collect();
+        ExactValues { ids }
+    }
+
+    /// The pattern id of `lower`, a value ASCII lower-cased, when it is one of the literals.
+    #[inline]
+    pub(crate) fn get(&self, lower: &[u8]) -> Option<u32> {
+        if self.ids.is_empty() {
+            return None;
+        }
+        self.ids.get(lower).copied()
+    }
+
+    /// Number of literals.
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Heap bytes held, roughly (printed with `TOCSIN_DEBUG_STATS`).
+    pub(crate) fn memory_usage(&self) -> usize {
+        self.ids.keys().map(|k| k.len() + 24).sum::<usize>()
+    }
+}
+
+/// A hasher for short byte strings, eight bytes per multiply. The keys are rule literals
+/// fixed at compile time; events only look them up, so a keyed hash against flooding buys
+/// nothing here.
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(26) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Byte equality of two slices of the same length; short ones compared inline (most
 /// literals are short, and a call to `memcmp` for each candidate cost more than the
 /// comparison).
@@ -296,7 +354,7 @@ mod tests {
     /// Every (pattern, start, end) found, sorted.
     fn found(set: &LiteralSet, hay: &[u8]) -> Vec<(u32, usize, usize)> {
         let mut out = Vec::new();
-        set.for_each_match(hay, &mut Vec::new(), |p, s, e| out.push((p, s, e)));
+        set.for_each_match(&hay.to_ascii_lowercase(), |p, s, e| out.push((p, s, e)));
         out.sort_unstable();
         out
     }

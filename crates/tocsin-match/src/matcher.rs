@@ -123,7 +123,8 @@ struct ScanState<'s> {
 }
 
 impl CompiledRules {
-    /// Run one field's literal set over `hay`, recording atom hits and candidate rules.
+    /// Look `hay` up among one field's whole values and run its literal set over it,
+    /// recording atom hits and candidate rules.
     fn scan(
         &self,
         scanner: &crate::compile::Scanner,
@@ -132,38 +133,42 @@ impl CompiledRules {
         st: &mut ScanState<'_>,
     ) {
         st.stats.scanned_bytes += hay.len() as u64;
-        scanner
-            .literals
-            .for_each_match(hay, lower, |pattern, start, end| {
-                st.stats.literal_hits += 1;
-                for &a in &scanner.pattern_atoms[pattern as usize] {
-                    let atom = &self.atoms[a as usize];
-                    if atom.cased && hay[start..end] != *atom.bytes {
-                        continue;
-                    }
-                    let mut bits = HIT_ANY;
-                    if start == 0 {
-                        bits |= HIT_START;
-                    }
-                    if end == hay.len() {
-                        bits |= HIT_END;
-                    }
-                    if start == 0 && end == hay.len() {
-                        bits |= HIT_WHOLE;
-                    }
-                    let old = st.atom_bits[a as usize];
-                    if old == 0 {
-                        st.touched.push(a);
-                        for &(r, route) in &self.atom_rules[a as usize] {
-                            if st.route_active[route as usize] && !st.candidate_mark[r as usize] {
-                                st.candidate_mark[r as usize] = true;
-                                st.candidates.push(r);
-                            }
+        lower.clear();
+        lower.extend(hay.iter().map(u8::to_ascii_lowercase));
+        let mut found = |pattern: u32, start: usize, end: usize| {
+            st.stats.literal_hits += 1;
+            for &a in &scanner.pattern_atoms[pattern as usize] {
+                let atom = &self.atoms[a as usize];
+                if atom.cased && hay[start..end] != *atom.bytes {
+                    continue;
+                }
+                let mut bits = HIT_ANY;
+                if start == 0 {
+                    bits |= HIT_START;
+                }
+                if end == hay.len() {
+                    bits |= HIT_END;
+                }
+                if start == 0 && end == hay.len() {
+                    bits |= HIT_WHOLE;
+                }
+                let old = st.atom_bits[a as usize];
+                if old == 0 {
+                    st.touched.push(a);
+                    for &(r, route) in &self.atom_rules[a as usize] {
+                        if st.route_active[route as usize] && !st.candidate_mark[r as usize] {
+                            st.candidate_mark[r as usize] = true;
+                            st.candidates.push(r);
                         }
                     }
-                    st.atom_bits[a as usize] = old | bits;
                 }
-            });
+                st.atom_bits[a as usize] = old | bits;
+            }
+        };
+        if let Some(pattern) = scanner.exact.get(lower) {
+            found(pattern, 0, hay.len());
+        }
+        scanner.literals.for_each_match(lower, found);
     }
 
     /// Fresh scratch space sized for these rules.
