@@ -33,7 +33,7 @@ use tocsin_rules::{
 
 use crate::glob::{Glob, GlobPart};
 use crate::ioc::{mask_v4, mask_v6, IocTable};
-use crate::literals::{ExactValues, LiteralSet};
+use crate::literals::{Anchor, AnchoredValues, LiteralSet, FRAGMENT};
 use tocsin_core::encoding::base64;
 
 /// Limits applied while compiling.
@@ -242,9 +242,10 @@ pub(crate) struct Scanner {
     pub field: FieldSlot,
     /// Literals searched for anywhere in the value.
     pub literals: LiteralSet,
-    /// Literals only ever tested as the whole value (`Image: 'C:\x.exe'`, `EventID: 1`):
-    /// one lookup of the value, not a scan. Their pattern ids follow those of `literals`.
-    pub exact: ExactValues,
+    /// Literals only ever tested at one place of the value (the whole value, or the start
+    /// or end for short ones): looked up there, not scanned for. Their pattern ids follow
+    /// those of `literals`.
+    pub anchored: Vec<AnchoredValues>,
     /// Pattern id → atoms with those bytes (case-insensitively).
     pub pattern_atoms: Vec<Vec<AtomId>>,
     /// Routes with rules that test this field; the field is scanned only when one is active.
@@ -1259,37 +1260,54 @@ impl CompiledRules {
         }
         let mut scanners = Vec::new();
         for ((field, _), atom_ids) in per_field {
-            // Literals to scan for get ids first, the whole values to look up after them;
-            // `pattern_atoms` covers both. Keyword searches scan every value of the event,
-            // so their literals are all scanned.
+            // Each literal is either scanned for or, when every test of it needs it at one
+            // place (the whole value; the start or the end for the short ones), looked up
+            // there. Scanned literals get the first pattern ids, then each anchor's in turn;
+            // `pattern_atoms` covers them all. Keyword searches scan every value of the
+            // event, so their literals are all scanned.
+            let anchor_of = |a: AtomId| -> Option<Anchor> {
+                let short = b.atoms[a as usize].bytes.len() < FRAGMENT;
+                match b.atom_need[a as usize] {
+                    _ if field == KEYWORD_SLOT => None,
+                    HIT_WHOLE => Some(Anchor::Whole),
+                    HIT_START if short => Some(Anchor::Start),
+                    HIT_END if short => Some(Anchor::End),
+                    _ => None,
+                }
+            };
             let mut patterns: Vec<Vec<u8>> = Vec::new();
             let mut pattern_atoms: Vec<Vec<AtomId>> = Vec::new();
-            let mut by_folded: HashMap<(u8, Vec<u8>), usize> = HashMap::new();
             let mut routes = std::collections::BTreeSet::new();
-            let whole_only =
-                |a: AtomId| field != KEYWORD_SLOT && b.atom_need[a as usize] == HIT_WHOLE;
-            let (whole_ids, scan_ids): (Vec<AtomId>, Vec<AtomId>) =
-                atom_ids.into_iter().partition(|&a| whole_only(a));
-            let mut scanned = 0;
-            for (kind, ids) in [(0u8, scan_ids), (1u8, whole_ids)] {
-                if kind == 1 {
-                    scanned = patterns.len();
-                }
-                for a in ids {
+            let mut groups = Vec::new();
+            for anchor in [
+                None,
+                Some(Anchor::Whole),
+                Some(Anchor::Start),
+                Some(Anchor::End),
+            ] {
+                let first = patterns.len();
+                let mut by_folded: HashMap<Vec<u8>, usize> = HashMap::new();
+                for &a in atom_ids.iter().filter(|&&a| anchor_of(a) == anchor) {
                     routes.extend(b.atom_home[a as usize].1.iter().copied());
                     let folded = b.atoms[a as usize].bytes.to_ascii_lowercase();
-                    // Keyed per kind too: the same bytes may be scanned for one atom and
-                    // looked up for another.
-                    let p = *by_folded.entry((kind, folded.clone())).or_insert_with(|| {
+                    let p = *by_folded.entry(folded.clone()).or_insert_with(|| {
                         patterns.push(folded);
                         pattern_atoms.push(Vec::new());
                         patterns.len() - 1
                     });
                     pattern_atoms[p].push(a);
                 }
+                groups.push((anchor, first, patterns.len()));
             }
-            let exact = ExactValues::new(&patterns[scanned..], scanned as u32);
-            patterns.truncate(scanned);
+            let anchored: Vec<AnchoredValues> = groups
+                .iter()
+                .filter_map(|&(anchor, first, end)| {
+                    let anchor = anchor?;
+                    (end > first)
+                        .then(|| AnchoredValues::new(anchor, &patterns[first..end], first as u32))
+                })
+                .collect();
+            patterns.truncate(groups[0].2);
             let name = if field == KEYWORD_SLOT {
                 "<keywords>"
             } else {
@@ -1324,11 +1342,12 @@ impl CompiledRules {
             };
             if std::env::var_os("TOCSIN_DEBUG_STATS").is_some() {
                 eprintln!(
-                    "scanner {name}: {} patterns scanned ({} short), {} whole values, {} bytes, longest fragment list {}, {} routes",
+                    "scanner {name}: {} patterns scanned ({} short), {} looked up, {} bytes, longest fragment list {}, {} routes",
                     literals.len(),
                     literals.short_len(),
-                    exact.len(),
-                    literals.memory_usage() + exact.memory_usage(),
+                    anchored.iter().map(AnchoredValues::len).sum::<usize>(),
+                    literals.memory_usage()
+                        + anchored.iter().map(AnchoredValues::memory_usage).sum::<usize>(),
                     literals.longest_fragment_list(),
                     routes.len()
                 );
@@ -1336,7 +1355,7 @@ impl CompiledRules {
             scanners.push(Scanner {
                 field,
                 literals,
-                exact,
+                anchored,
                 pattern_atoms,
                 routes: routes.into_iter().collect(),
                 presence,

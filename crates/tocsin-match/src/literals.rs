@@ -30,8 +30,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
-/// Width of a fragment in bytes.
-const FRAGMENT: usize = 4;
+/// Width of a fragment in bytes: shorter literals need the automaton when scanned.
+pub(crate) const FRAGMENT: usize = 4;
 
 /// Multiplier of the fragment hash (Knuth's multiplicative hashing).
 const HASH_MUL: u32 = 0x9E37_79B1;
@@ -261,33 +261,82 @@ impl LiteralSet {
     }
 }
 
-/// Literals that only ever need to equal the whole value (`Image: 'C:\x.exe'`,
-/// `EventID: 4688`): found by one hash lookup of the value instead of a scan, so fields
-/// tested for equality against hundreds of values cost the same as against one.
-pub(crate) struct ExactValues {
+/// Where the literals of an [`AnchoredValues`] must sit in the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Anchor {
+    /// The literal is the whole value (`Image: 'C:\x.exe'`, `EventID: 4688`).
+    Whole,
+    /// The value starts with the literal.
+    Start,
+    /// The value ends with the literal (`GrantedAccess|endswith: '10'`).
+    End,
+}
+
+/// Literals that only ever need to be found at one place of the value: found by a hash
+/// lookup of that place (one per distinct literal length for prefixes and suffixes)
+/// instead of a scan, so a field tested against hundreds of values costs about the same
+/// as against one. Used for all whole-value literals and for short prefixes and suffixes,
+/// which would otherwise need the automaton for literals shorter than a fragment.
+pub(crate) struct AnchoredValues {
+    anchor: Anchor,
+    /// Distinct literal lengths, ascending (prefixes and suffixes only).
+    lengths: Box<[usize]>,
     /// Lower-cased literal → pattern id.
     ids: HashMap<Box<[u8]>, u32, BuildHasherDefault<WordHasher>>,
 }
 
-impl ExactValues {
-    /// The set of `values` (distinct once lower-cased); the first has pattern id `first_id`,
-    /// the next `first_id + 1`, and so on.
-    pub(crate) fn new(values: &[Vec<u8>], first_id: u32) -> Self {
-        let ids = values
+impl AnchoredValues {
+    /// The set of `values` (distinct once lower-cased) at `anchor`; the first has pattern
+    /// id `first_id`, the next `first_id + 1`, and so on.
+    pub(crate) fn new(anchor: Anchor, values: &[Vec<u8>], first_id: u32) -> Self {
+        let ids: HashMap<_, _, _> = values
             .iter()
             .zip(first_id..)
             .map(|(v, id)| (v.to_ascii_lowercase().into_boxed_slice(), id))
             .collect();
-        ExactValues { ids }
+        let mut lengths: Vec<usize> = if anchor == Anchor::Whole {
+            Vec::new()
+        } else {
+            ids.keys().map(|k| k.len()).collect()
+        };
+        lengths.sort_unstable();
+        lengths.dedup();
+        AnchoredValues {
+            anchor,
+            lengths: lengths.into_boxed_slice(),
+            ids,
+        }
     }
 
-    /// The pattern id of `lower`, a value ASCII lower-cased, when it is one of the literals.
+    /// Call `found(pattern id, start, end)` for each literal at its anchor in `hay`, the
+    /// value ASCII lower-cased.
     #[inline]
-    pub(crate) fn get(&self, lower: &[u8]) -> Option<u32> {
+    pub(crate) fn for_each_match(&self, hay: &[u8], mut found: impl FnMut(u32, usize, usize)) {
         if self.ids.is_empty() {
-            return None;
+            return;
         }
-        self.ids.get(lower).copied()
+        let n = hay.len();
+        match self.anchor {
+            Anchor::Whole => {
+                if let Some(&id) = self.ids.get(hay) {
+                    found(id, 0, n);
+                }
+            }
+            Anchor::Start => {
+                for &len in self.lengths.iter().take_while(|&&len| len <= n) {
+                    if let Some(&id) = self.ids.get(&hay[..len]) {
+                        found(id, 0, len);
+                    }
+                }
+            }
+            Anchor::End => {
+                for &len in self.lengths.iter().take_while(|&&len| len <= n) {
+                    if let Some(&id) = self.ids.get(&hay[n - len..]) {
+                        found(id, n - len, n);
+                    }
+                }
+            }
+        }
     }
 
     /// Number of literals.
@@ -297,7 +346,7 @@ impl ExactValues {
 
     /// Heap bytes held, roughly (printed with `TOCSIN_DEBUG_STATS`).
     pub(crate) fn memory_usage(&self) -> usize {
-        self.ids.keys().map(|k| k.len() + 24).sum::<usize>()
+        self.ids.keys().map(|k| k.len() + 24).sum::<usize>() + self.lengths.len() * 8
     }
 }
 
@@ -415,7 +464,54 @@ mod tests {
         }
     }
 
+    /// Every (pattern, start, end) an anchored set finds, sorted.
+    fn anchored(anchor: Anchor, literals: &[Vec<u8>], hay: &[u8]) -> Vec<(u32, usize, usize)> {
+        // Distinct once lower-cased, as the compiler hands them over.
+        let mut distinct: Vec<Vec<u8>> = literals.iter().map(|l| l.to_ascii_lowercase()).collect();
+        distinct.sort();
+        distinct.dedup();
+        let set = AnchoredValues::new(anchor, &distinct, 0);
+        let mut out = Vec::new();
+        set.for_each_match(&hay.to_ascii_lowercase(), |p, s, e| out.push((p, s, e)));
+        out.sort_unstable();
+        let mut want: Vec<_> = naive(&distinct, hay)
+            .into_iter()
+            .filter(|&(_, s, e)| match anchor {
+                Anchor::Whole => s == 0 && e == hay.len(),
+                Anchor::Start => s == 0,
+                Anchor::End => e == hay.len(),
+            })
+            .collect();
+        want.sort_unstable();
+        assert_eq!(out, want, "{anchor:?}");
+        out
+    }
+
+    #[test]
+    fn anchored_values_are_found_only_at_their_anchor() {
+        let literals: Vec<Vec<u8>> = ["10", "0", "C:\\X.EXE", "c:", "e", "xe", ""]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        // "10", "0" and the empty literal.
+        assert_eq!(anchored(Anchor::End, &literals, b"0x1410").len(), 3);
+        assert_eq!(anchored(Anchor::Start, &literals, b"C:\\x.exe").len(), 3);
+        assert_eq!(anchored(Anchor::Whole, &literals, b"c:\\x.EXE").len(), 1);
+        assert_eq!(anchored(Anchor::Whole, &literals, b"").len(), 1);
+    }
+
     proptest! {
+        #[test]
+        fn anchored_values_agree_with_trying_the_anchor(
+            literals in proptest::collection::vec(proptest::collection::vec(
+                prop_oneof![Just(b'a'), Just(b'B'), Just(b'0')], 0..4), 1..20),
+            hay in proptest::collection::vec(prop_oneof![Just(b'A'), Just(b'b'), Just(b'0')], 0..6),
+        ) {
+            for anchor in [Anchor::Whole, Anchor::Start, Anchor::End] {
+                anchored(anchor, &literals, &hay);
+            }
+        }
+
         // Small alphabets force shared fragments, overlaps and hash collisions.
         #[test]
         fn agrees_with_trying_every_position(

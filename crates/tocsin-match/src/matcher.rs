@@ -165,8 +165,8 @@ impl CompiledRules {
                 st.atom_bits[a as usize] = old | bits;
             }
         };
-        if let Some(pattern) = scanner.exact.get(lower) {
-            found(pattern, 0, hay.len());
+        for anchored in &scanner.anchored {
+            anchored.for_each_match(lower, &mut found);
         }
         scanner.literals.for_each_match(lower, found);
     }
