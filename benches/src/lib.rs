@@ -136,31 +136,53 @@ pub fn repo_rules() -> (Vec<SigmaRule>, Vec<Indicator>, Profile) {
 
 /// Match every event, with the prefilter or, when `unfiltered`, by evaluating every rule of
 /// every active route (the reference), handing each event's result to `each`; returns the
-/// scratch's work counters.
+/// work counters of a fresh scratch.
 pub fn match_all(
     compiled: &CompiledRules,
     events: &[Vec<u8>],
     unfiltered: bool,
-    mut each: impl FnMut(&MatchScratch),
+    each: impl FnMut(&MatchScratch),
 ) -> ScratchStats {
     let mut scratch = compiled.new_scratch();
+    match_with(compiled, &mut scratch, events, unfiltered, each);
+    scratch.stats
+}
+
+/// [`match_all`] with the caller's scratch space, which keeps its warm state (regex
+/// caches, routing cache) from one call to the next, as a worker's does.
+pub fn match_with(
+    compiled: &CompiledRules,
+    scratch: &mut MatchScratch,
+    events: &[Vec<u8>],
+    unfiltered: bool,
+    mut each: impl FnMut(&MatchScratch),
+) {
     let mut index = EventIndex::new();
     for e in events {
         let ev = Event::parse(e, &mut index).unwrap();
         if unfiltered {
-            compiled.match_event_unfiltered(&ev, &mut scratch);
+            compiled.match_event_unfiltered(&ev, scratch);
         } else {
-            compiled.match_event(&ev, &mut scratch);
+            compiled.match_event(&ev, scratch);
         }
-        each(&scratch);
+        each(scratch);
     }
-    scratch.stats
 }
 
 /// Answers over `events`: rule matches plus indicator hits (see [`match_all`]).
 pub fn count_matches(compiled: &CompiledRules, events: &[Vec<u8>], unfiltered: bool) -> u64 {
+    count_matches_with(compiled, &mut compiled.new_scratch(), events, unfiltered)
+}
+
+/// [`count_matches`] with the caller's scratch space (see [`match_with`]).
+pub fn count_matches_with(
+    compiled: &CompiledRules,
+    scratch: &mut MatchScratch,
+    events: &[Vec<u8>],
+    unfiltered: bool,
+) -> u64 {
     let mut n = 0u64;
-    match_all(compiled, events, unfiltered, |s| {
+    match_with(compiled, scratch, events, unfiltered, |s| {
         n += s.matched().len() as u64 + s.ioc_hits().len() as u64;
     });
     n
