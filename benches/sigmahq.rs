@@ -148,8 +148,9 @@ fn bench(c: &mut Criterion) {
         );
         let expected = count_matches(&compiled, &events, true);
         eprintln!(
-            "{n} rules ({} compiled): {expected} matches expected",
-            compiled.stats().rules
+            "{n} rules ({} compiled, {} without a prefilter): {expected} matches expected",
+            compiled.stats().rules,
+            compiled.stats().unfiltered_rules
         );
         let work = work_per_event(&compiled, &events);
         eprintln!("{n} rules, per event: {work}");

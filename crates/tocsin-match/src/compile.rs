@@ -34,6 +34,7 @@ use tocsin_rules::{
 use crate::glob::{Glob, GlobPart};
 use crate::ioc::{mask_v4, mask_v6, IocTable};
 use crate::literals::{Anchor, AnchoredValues, LiteralSet, FRAGMENT};
+use crate::required::required_literals;
 use tocsin_core::encoding::base64;
 
 /// Limits applied while compiling.
@@ -137,8 +138,12 @@ pub(crate) enum ValueTest {
         glob: Glob,
         prefilter: Option<AtomId>,
     },
-    /// A regex (index into the regex table).
-    Regex(u32),
+    /// A regex: its index in the regex table, and the atoms of which one must hit for it
+    /// to match (literals every match contains; see `required`), when there are some.
+    Regex {
+        index: u32,
+        prefilter: Option<Box<[AtomId]>>,
+    },
     /// `null`: absent, null or empty.
     Null,
     /// Numeric comparison.
@@ -590,6 +595,16 @@ impl Builder<'_> {
                     .case_insensitive(t.has(Modifier::ReIgnoreCase))
                     .multi_line(t.has(Modifier::ReMultiLine))
                     .dot_matches_new_line(t.has(Modifier::ReDotAll));
+                // The literals every match contains become the test's prefilter (field
+                // tests only: keyword regexes keep scanning every value).
+                let prefilter = match syntax::parse_with(pattern, &syntax) {
+                    Ok(hir) if !keyword => required_literals(&hir).map(|set| {
+                        set.iter()
+                            .map(|l| self.atom(route, slot, l, false, HIT_ANY))
+                            .collect()
+                    }),
+                    _ => None,
+                };
                 let regex = Regex::builder()
                     .syntax(syntax)
                     .configure(
@@ -605,7 +620,10 @@ impl Builder<'_> {
                         )
                     })?;
                 self.regexes.push(regex);
-                ValueTest::Regex(self.regexes.len() as u32 - 1)
+                ValueTest::Regex {
+                    index: self.regexes.len() as u32 - 1,
+                    prefilter,
+                }
             } else {
                 let s = match v {
                     SigmaValue::Null if keyword => {
@@ -1124,6 +1142,7 @@ fn need_value(v: &ValueTest) -> Option<Vec<AtomId>> {
     match v {
         ValueTest::Atom { atom, .. } => Some(vec![*atom]),
         ValueTest::Glob { prefilter, .. } => prefilter.map(|a| vec![a]),
+        ValueTest::Regex { prefilter, .. } => prefilter.as_ref().map(|set| set.to_vec()),
         ValueTest::Any(vs) => union(vs.iter().map(need_value)),
         _ => None,
     }

@@ -25,6 +25,7 @@ pub mod glob;
 pub mod ioc;
 mod literals;
 pub mod matcher;
+mod required;
 
 pub use compile::{
     CompileStats, CompiledRule, CompiledRules, CorrelationUse, MatchConfig, RuleIdx,

@@ -559,7 +559,7 @@ impl CompiledRules {
             ValueTest::Glob { glob, .. } => value
                 .and_then(|v| v.text(&mut scratch.verify_buf))
                 .is_some_and(|t| glob.is_match(t.as_bytes())),
-            ValueTest::Regex(i) => {
+            ValueTest::Regex { index: i, .. } => {
                 let Some(v) = value else { return false };
                 let MatchScratch {
                     verify_buf,

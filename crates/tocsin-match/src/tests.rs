@@ -362,16 +362,37 @@ fn no_allocation_shape_scratch_is_reused() {
     assert_eq!(s.stats.events, 3);
 }
 
+#[test]
+fn regexes_are_prefiltered_by_the_literals_every_match_contains() {
+    let c = compile(
+        &(rule(
+            "r1",
+            "  sel:\n    CommandLine|re: '(?i)cmd.{0,5}/c.+power(shell|sploit)'\n  condition: sel",
+        ) + &rule("r2", "  sel:\n    CommandLine|re: '\\w+=\\d'\n  condition: sel")
+            + &rule("r3", "  sel:\n    Image|re: '(?i)\\\\taskkill'\n  condition: sel")),
+        "",
+    );
+    // r1 needs `power…` and r3 `\taskkill`; r2 has no literal and is verified on every
+    // event of its route.
+    assert_eq!(c.stats().unfiltered_rules, 1);
+    let hit = ev(r#""CommandLine":"CMD.exe /c PowerShell -nop""#);
+    assert_eq!(matched(&c, &hit), ["r1"]);
+    assert_eq!(matched(&c, &ev(r#""CommandLine":"a=1""#)), ["r2"]);
+    // `(?i)k` matches the Kelvin sign too: the prefilter has that spelling as well.
+    let kelvin = ev("\"Image\":\"C:\\\\Windows\\\\TASK\u{212A}ILL.exe\"");
+    assert_eq!(matched(&c, &kelvin), ["r3"]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     #[test]
     fn prefilter_never_loses_a_match(
         values in proptest::collection::vec("[abc\\\\.]{1,4}", 1..4),
         field_text in "[abcABC\\\\. ]{0,16}",
-        modifier in 0usize..5,
+        modifier in 0usize..6,
         negate in any::<bool>(),
     ) {
-        let m = ["", "|contains", "|startswith", "|endswith", "|contains|all"][modifier];
+        let m = ["", "|contains", "|startswith", "|endswith", "|contains|all", "|re"][modifier];
         let m = if m == "|contains|all" && values.len() < 2 { "|contains" } else { m };
         let list: Vec<String> = values.iter().map(|v| format!("'{}'", v.replace('\'', "''"))).collect();
         let cond = if negate { "sel and not other" } else { "sel or other" };

@@ -1,0 +1,266 @@
+//! Literals a regex cannot match without: the prefilter of `|re` tests.
+//!
+//! Why: a rule whose only test is a regex had no atom for the prefilter, so it was
+//! verified on every event of its route. With the SigmaHQ rules that is a few dozen
+//! regexes (the Invoke-Obfuscation family, over command lines and PowerShell payloads of
+//! kilobytes), and they cost more than all the other rules of those routes together. Most of
+//! them cannot match without some word (`powershell`, `invoke`, `&&`): scanning the field for
+//! those words with the other literals costs next to nothing, and the regex then runs only
+//! on the events that have one.
+//!
+//! [`required_literals`] walks the regex's syntax tree and returns a set of literals of which
+//! at least one occurs in every match, or `None` when it finds no useful set. It is sound for
+//! any regex: a literal is only taken from parts every match must contain (concatenations,
+//! repetitions of at least one, every branch of an alternation). The literals are compared
+//! ASCII case-insensitively by the prefilter, which can only let more events through; the
+//! regex itself decides.
+
+use regex_syntax::hir::{Class, Hir, HirKind};
+
+/// Shortest literal worth prefiltering on: shorter ones occur in most values.
+const MIN_LEN: usize = 3;
+
+/// At most this many alternatives in one set (an alternation of many words).
+const MAX_ALTERNATIVES: usize = 64;
+
+/// A set of literals, lower-cased, of which every match of `hir` contains at least one; `None`
+/// when there is none with every literal at least [`MIN_LEN`] bytes.
+pub(crate) fn required_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    required(hir).filter(|set| set.iter().all(|l| l.len() >= MIN_LEN))
+}
+
+/// The best required set of `hir`, without the length floor.
+fn required(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    if let Some(set) = exact(hir) {
+        return Some(set);
+    }
+    match hir.kind() {
+        HirKind::Capture(cap) => required(&cap.sub),
+        HirKind::Repetition(rep) if rep.min >= 1 => required(&rep.sub),
+        HirKind::Alternation(alts) => {
+            let mut union = Vec::new();
+            for alt in alts {
+                union.extend(required(alt)?);
+                if union.len() > MAX_ALTERNATIVES {
+                    return None;
+                }
+            }
+            union.sort();
+            union.dedup();
+            Some(union)
+        }
+        HirKind::Concat(parts) => {
+            // Runs of adjacent parts that match a finite set of strings join into one set
+            // (their product: `i(?:nvoke|ex)` gives `invoke` and `iex`); every run and every
+            // other part's own set is a candidate, and the best one is kept.
+            let mut best: Option<Vec<Vec<u8>>> = None;
+            let mut run: Vec<Vec<u8>> = vec![Vec::new()];
+            for part in parts {
+                match exact(part) {
+                    Some(set) if run.len() * set.len() <= MAX_ALTERNATIVES => {
+                        run = product(&run, &set);
+                    }
+                    Some(set) => {
+                        // Too many combinations: close the run, start one from this part.
+                        best = better(best, Some(std::mem::replace(&mut run, set)));
+                    }
+                    None => {
+                        let closed = std::mem::replace(&mut run, vec![Vec::new()]);
+                        best = better(best, Some(closed));
+                        best = better(best, required(part));
+                    }
+                }
+            }
+            better(best, Some(run))
+        }
+        _ => None,
+    }
+}
+
+/// The finite set of strings `hir` matches, lower-cased (ASCII), when it is small: a literal,
+/// a class of a few characters (`(?i)k` is `k`, `K` and the Kelvin sign), and
+/// concatenations, alternations and captures of those.
+fn exact(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    let set = match hir.kind() {
+        HirKind::Literal(lit) => vec![lit.0.to_ascii_lowercase()],
+        HirKind::Class(class) => class_strings(class)?,
+        HirKind::Capture(cap) => exact(&cap.sub)?,
+        HirKind::Concat(parts) => {
+            let mut set = vec![Vec::new()];
+            for part in parts {
+                set = product(&set, &exact(part)?);
+                if set.len() > MAX_ALTERNATIVES {
+                    return None;
+                }
+            }
+            set
+        }
+        HirKind::Alternation(alts) => {
+            let mut union = Vec::new();
+            for alt in alts {
+                union.extend(exact(alt)?);
+                if union.len() > MAX_ALTERNATIVES {
+                    return None;
+                }
+            }
+            union
+        }
+        _ => return None,
+    };
+    let mut set = set;
+    set.sort();
+    set.dedup();
+    Some(set)
+}
+
+/// Every string of `a` followed by every string of `b`.
+fn product(a: &[Vec<u8>], b: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(a.len() * b.len());
+    for x in a {
+        for y in b {
+            out.push([x.as_slice(), y.as_slice()].concat());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The characters of a class of at most four, each as its UTF-8 bytes lower-cased (ASCII).
+fn class_strings(class: &Class) -> Option<Vec<Vec<u8>>> {
+    const MAX_CHARS: u32 = 4;
+    let mut out = Vec::new();
+    let mut count = 0;
+    match class {
+        Class::Unicode(c) => {
+            for r in c.iter() {
+                count += u32::from(r.end()) - u32::from(r.start()) + 1;
+                if count > MAX_CHARS {
+                    return None;
+                }
+                for ch in r.start()..=r.end() {
+                    out.push(ch.to_string().into_bytes().to_ascii_lowercase());
+                }
+            }
+        }
+        Class::Bytes(c) => {
+            for r in c.iter() {
+                count += u32::from(r.end()) - u32::from(r.start()) + 1;
+                if count > MAX_CHARS {
+                    return None;
+                }
+                for b in r.start()..=r.end() {
+                    out.push(vec![b.to_ascii_lowercase()]);
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
+/// The more selective of two required sets: the one whose shortest literal is longer, then
+/// the one with fewer literals.
+fn better(a: Option<Vec<Vec<u8>>>, b: Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8>>> {
+    let score = |s: &Vec<Vec<u8>>| {
+        let shortest = s.iter().map(Vec::len).min().unwrap_or(0);
+        (shortest.min(8), std::cmp::Reverse(s.len()))
+    };
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if score(&b) > score(&a) { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use regex_automata::meta::Regex;
+    use regex_automata::util::syntax;
+
+    fn literals(pattern: &str, case_insensitive: bool) -> Option<Vec<String>> {
+        let config = syntax::Config::new().case_insensitive(case_insensitive);
+        let hir = syntax::parse_with(pattern, &config).unwrap();
+        required_literals(&hir).map(|set| {
+            set.into_iter()
+                .map(|l| String::from_utf8(l).unwrap())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn picks_the_most_selective_required_literals() {
+        assert_eq!(
+            literals(
+                r"cmd.{0,5}(?:/c|/r).+powershell.+(?:\$?\{?input\}?|noexit)",
+                false
+            ),
+            Some(vec!["powershell".into()])
+        );
+        assert_eq!(
+            literals(r"(?:invoke|iex)\s*\(", true),
+            Some(vec!["iex".into(), "invoke".into(), "invo\u{212a}e".into()])
+        );
+        assert_eq!(literals(r"\$\{?[a-z]+\}?", true), None);
+        assert_eq!(literals(r"(?:abc)?xyz*", false), None, "xy is too short");
+        // (?i)k also matches the Kelvin sign: both spellings are kept.
+        assert_eq!(
+            literals(r"ok!", true),
+            Some(vec!["ok!".into(), "o\u{212a}!".into()])
+        );
+        assert_eq!(literals(r"a|bcd", false), None, "one branch has no literal");
+    }
+
+    /// Small valid regexes: sequences of literals, classes, optional and repeated parts,
+    /// alternations, sometimes an alternation of two sequences.
+    fn pattern() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("a"),
+            Just("b"),
+            Just("k"),
+            Just("A"),
+            Just("[ak]"),
+            Just("a*"),
+            Just("b?"),
+            Just("(a|b)"),
+            Just("(ab)+"),
+            Just("k{1,2}"),
+            Just("."),
+            Just("(a|bk)*"),
+            Just("(?:ab|a)"),
+            Just("\\b"),
+        ];
+        let sequence = proptest::collection::vec(piece, 1..7).prop_map(|p| p.concat());
+        (sequence.clone(), proptest::option::of(sequence)).prop_map(|(a, b)| match b {
+            Some(b) => format!("{a}|{b}"),
+            None => a,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Soundness: whenever the regex matches a text, one of its literals is in the text
+        /// (ASCII case aside, as the prefilter compares).
+        #[test]
+        fn every_match_contains_a_required_literal(
+            pattern in pattern(),
+            text in "[abkKA \u{212a}]{0,12}",
+            case_insensitive in any::<bool>(),
+        ) {
+            let config = syntax::Config::new().case_insensitive(case_insensitive);
+            let hir = syntax::parse_with(&pattern, &config).unwrap();
+            let Some(set) = required(&hir) else { return Ok(()) };
+            let regex = Regex::builder().syntax(config).build(&pattern).unwrap();
+            if regex.is_match(&text) {
+                let lower = text.to_ascii_lowercase();
+                prop_assert!(
+                    set.iter().any(|l| lower.contains(std::str::from_utf8(l).unwrap())),
+                    "{pattern:?} matched {text:?} without any of {set:?}"
+                );
+            }
+        }
+    }
+}
