@@ -33,8 +33,14 @@ use aho_corasick::{AhoCorasick, MatchKind};
 /// Width of a fragment in bytes: shorter literals need the automaton when scanned.
 pub(crate) const FRAGMENT: usize = 4;
 
+/// Width of the fragments of a set whose literals are all long (or shorter than
+/// [`FRAGMENT`]): hashes (`Hashes|contains: 'IMPHASH=…'`) are made of hex digits, where
+/// every four-byte window of a value is some literal's fragment one time in a dozen; eight
+/// bytes tell them apart.
+const LONG_FRAGMENT: usize = 8;
+
 /// Multiplier of the fragment hash (Knuth's multiplicative hashing).
-const HASH_MUL: u32 = 0x9E37_79B1;
+const HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// How much a byte counts against choosing it for a fragment: the characters that fill
 /// Windows paths and command lines (and English text) score high, so fragments fall on
@@ -53,7 +59,7 @@ fn commonness(b: u8) -> u32 {
 /// slot.
 #[derive(Clone, Copy, Default)]
 struct Slot {
-    fragment: u32,
+    fragment: u64,
     start: u32,
     len: u32,
 }
@@ -77,6 +83,8 @@ pub(crate) struct LiteralSet {
     entries: Vec<(u32, u32)>,
     /// Bits of the slot index.
     slot_bits: u32,
+    /// Bytes per fragment: [`FRAGMENT`] or [`LONG_FRAGMENT`].
+    width: usize,
 }
 
 impl LiteralSet {
@@ -108,26 +116,34 @@ impl LiteralSet {
 
         // How many literals contain each four-byte gram: a fragment shared by many
         // literals costs a comparison with each of them whenever it occurs.
-        let mut shared: HashMap<u32, u32> = HashMap::new();
+        let width = if patterns
+            .iter()
+            .all(|p| p.len() < FRAGMENT || p.len() >= LONG_FRAGMENT)
+        {
+            LONG_FRAGMENT
+        } else {
+            FRAGMENT
+        };
+        let mut shared: HashMap<u64, u32> = HashMap::new();
         for p in patterns.iter().filter(|p| p.len() >= FRAGMENT) {
-            let mut grams: Vec<u32> = p.windows(FRAGMENT).map(gram).collect();
+            let mut grams: Vec<u64> = p.windows(width).map(gram).collect();
             grams.sort_unstable();
             grams.dedup();
             for g in grams {
                 *shared.entry(g).or_default() += 1;
             }
         }
-        let mut by_fragment: HashMap<u32, Vec<(u32, u32)>> = HashMap::new();
+        let mut by_fragment: HashMap<u64, Vec<(u32, u32)>> = HashMap::new();
         for (id, p) in patterns.iter().enumerate() {
             if p.len() < FRAGMENT {
                 continue;
             }
             let (offset, fragment) = p
-                .windows(FRAGMENT)
+                .windows(width)
                 .enumerate()
                 .map(|(o, w)| (o, gram(w)))
                 .min_by_key(|&(o, g)| {
-                    let common: u32 = p[o..o + FRAGMENT].iter().map(|&b| commonness(b)).sum();
+                    let common: u32 = p[o..o + width].iter().map(|&b| commonness(b)).sum();
                     (common + 4 * (shared[&g] - 1), o)
                 })
                 .expect("a literal of FRAGMENT bytes or more has a window");
@@ -150,7 +166,7 @@ impl LiteralSet {
         let mut slots = vec![Slot::default(); 1 << slot_bits].into_boxed_slice();
         let mut entries = Vec::new();
         let mask = (1usize << slot_bits) - 1;
-        let mut fragments: Vec<(u32, Vec<(u32, u32)>)> = by_fragment.into_iter().collect();
+        let mut fragments: Vec<(u64, Vec<(u32, u32)>)> = by_fragment.into_iter().collect();
         fragments.sort_unstable_by_key(|(f, _)| *f);
         for (fragment, list) in fragments {
             let h = hash(fragment, filter_bits);
@@ -175,6 +191,7 @@ impl LiteralSet {
             slots,
             entries,
             slot_bits,
+            width,
         })
     }
 
@@ -219,14 +236,24 @@ impl LiteralSet {
                 found(ids[m.pattern().as_usize()], m.start(), m.end());
             }
         }
-        if self.entries.is_empty() || hay.len() < FRAGMENT {
+        if self.width == LONG_FRAGMENT {
+            self.scan::<LONG_FRAGMENT>(hay, &mut found);
+        } else {
+            self.scan::<FRAGMENT>(hay, &mut found);
+        }
+    }
+
+    /// The fragment scan, for fragments of `W` bytes.
+    #[inline]
+    fn scan<const W: usize>(&self, hay: &[u8], found: &mut impl FnMut(u32, usize, usize)) {
+        if self.entries.is_empty() || hay.len() < W {
             return;
         }
-        for (pos, window) in hay.windows(FRAGMENT).enumerate() {
+        for (pos, window) in hay.windows(W).enumerate() {
             let fragment = gram(window);
             let h = hash(fragment, self.filter_bits);
             if self.filter[h >> 6] & (1 << (h & 63)) != 0 {
-                self.verify(hay, pos, fragment, &mut found);
+                self.verify(hay, pos, fragment, found);
             }
         }
     }
@@ -237,7 +264,7 @@ impl LiteralSet {
         &self,
         hay: &[u8],
         pos: usize,
-        fragment: u32,
+        fragment: u64,
         found: &mut impl FnMut(u32, usize, usize),
     ) {
         let mask = self.slots.len() - 1;
@@ -385,16 +412,21 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-/// Four bytes as one number.
+/// The bytes of a fragment (four or eight) as one number.
 #[inline]
-fn gram(bytes: &[u8]) -> u32 {
-    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+fn gram(bytes: &[u8]) -> u64 {
+    match bytes.len() {
+        FRAGMENT => u64::from(u32::from_le_bytes(
+            bytes.try_into().expect("a four-byte fragment"),
+        )),
+        _ => u64::from_le_bytes(bytes.try_into().expect("an eight-byte fragment")),
+    }
 }
 
 /// The top `bits` bits of the multiplicative hash of a fragment.
 #[inline]
-fn hash(fragment: u32, bits: u32) -> usize {
-    (fragment.wrapping_mul(HASH_MUL) >> (32 - bits)) as usize
+fn hash(fragment: u64, bits: u32) -> usize {
+    (fragment.wrapping_mul(HASH_MUL) >> (64 - bits)) as usize
 }
 
 #[cfg(test)]
@@ -500,6 +532,40 @@ mod tests {
         assert_eq!(anchored(Anchor::Start, &literals, b"C:\\x.exe").len(), 3);
         assert_eq!(anchored(Anchor::Whole, &literals, b"c:\\x.EXE").len(), 1);
         assert_eq!(anchored(Anchor::Whole, &literals, b"").len(), 1);
+    }
+
+    #[test]
+    fn long_literals_get_eight_byte_fragments_and_agree_with_trying_every_position() {
+        // Hashes: hex literals of 8 bytes or more (plus short ones, which do not change the
+        // width), searched in hex values where nearly every four-byte window is a fragment.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let hex = b"0123456789ABCDEF";
+        let mut word = |len: u64| -> Vec<u8> { (0..len).map(|_| hex[next(16) as usize]).collect() };
+        let mut literals: Vec<Vec<u8>> = (0..3000).map(|i| word(8 + i % 33)).collect();
+        literals.extend([b"A".to_vec(), b"0F".to_vec(), b"MD5=".to_vec()]);
+        let set = LiteralSet::new(&literals).unwrap();
+        assert_eq!(
+            set.width, FRAGMENT,
+            "a literal of four to seven bytes keeps fragments short"
+        );
+        literals.pop();
+        let set = LiteralSet::new(&literals).unwrap();
+        assert_eq!(set.width, LONG_FRAGMENT);
+        let mut hay = word(300);
+        // Plant some literals: side by side, and at both ends.
+        hay.splice(0..0, literals[5].iter().copied());
+        hay.splice(40..40, literals[77].iter().copied());
+        let after = 40 + literals[77].len();
+        hay.splice(after..after, literals[78].iter().copied());
+        hay.extend_from_slice(&literals[2999]);
+        assert_eq!(found(&set, &hay), naive(&literals, &hay));
+        assert!(found(&set, &hay).iter().any(|&(p, _, _)| p == 77));
     }
 
     proptest! {

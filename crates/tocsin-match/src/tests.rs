@@ -368,8 +368,13 @@ fn regexes_are_prefiltered_by_the_literals_every_match_contains() {
         &(rule(
             "r1",
             "  sel:\n    CommandLine|re: '(?i)cmd.{0,5}/c.+power(shell|sploit)'\n  condition: sel",
-        ) + &rule("r2", "  sel:\n    CommandLine|re: '\\w+=\\d'\n  condition: sel")
-            + &rule("r3", "  sel:\n    Image|re: '(?i)\\\\taskkill'\n  condition: sel")),
+        ) + &rule(
+            "r2",
+            "  sel:\n    CommandLine|re: '\\w+=\\d'\n  condition: sel",
+        ) + &rule(
+            "r3",
+            "  sel:\n    Image|re: '(?i)\\\\taskkill'\n  condition: sel",
+        )),
         "",
     );
     // r1 needs `power…` and r3 `\taskkill`; r2 has no literal and is verified on every
