@@ -9,9 +9,11 @@
 //!    field's literal set (see `literals`) finds; the position of the hit (at the start,
 //!    at the end, the whole value) is all it takes to verify them. Values with inner
 //!    wildcards become globs, prefiltered by their longest literal; `re` values become
-//!    regex-automata meta regexes with a size limit.
+//!    regex-automata meta regexes with a size limit, prefiltered by the literals every match
+//!    contains (see `required`) when the regex has some.
 //! 3. **Prefilter.** From the condition we derive a set of atoms of which at least one must
-//!    hit for the rule to possibly match (`not` and regex-only tests give none). Rules with
+//!    hit for the rule to possibly match (`not` tests, and regexes without required literals,
+//!    give none). Rules with
 //!    such a set are evaluated only when one of its atoms hits; the others are evaluated on
 //!    every event of their route.
 //!
