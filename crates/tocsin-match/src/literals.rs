@@ -442,6 +442,20 @@ mod tests {
         out
     }
 
+    /// A generator of pseudo-random words of a given length over `alphabet` (xorshift).
+    fn words(mut state: u64, alphabet: &'static [u8]) -> impl FnMut(u64) -> Vec<u8> {
+        move |len| {
+            (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    alphabet[(state % alphabet.len() as u64) as usize]
+                })
+                .collect()
+        }
+    }
+
     /// The same, by trying every literal at every position.
     fn naive(literals: &[Vec<u8>], hay: &[u8]) -> Vec<(u32, usize, usize)> {
         let mut out = Vec::new();
@@ -473,19 +487,7 @@ mod tests {
     fn thousands_of_literals_agree_with_trying_every_position() {
         // Pseudo-random literals over a small alphabet: many shared fragments, a table of
         // thousands of slots, literals longer than the inline comparison.
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
-        let alphabet = b"abcdeXYZ\\. -";
-        let mut word = |len: u64| -> Vec<u8> {
-            (0..len)
-                .map(|_| alphabet[next(alphabet.len() as u64) as usize])
-                .collect()
-        };
+        let mut word = words(0x2545_F491_4F6C_DD1D, b"abcdeXYZ\\. -");
         let literals: Vec<Vec<u8>> = (0..3000).map(|i| word(1 + i % 30)).collect();
         let set = LiteralSet::new(&literals).unwrap();
         for len in [0, 3, 17, 200, 2000] {
@@ -538,15 +540,7 @@ mod tests {
     fn long_literals_get_eight_byte_fragments_and_agree_with_trying_every_position() {
         // Hashes: hex literals of 8 bytes or more (plus short ones, which do not change the
         // width), searched in hex values where nearly every four-byte window is a fragment.
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
-        let hex = b"0123456789ABCDEF";
-        let mut word = |len: u64| -> Vec<u8> { (0..len).map(|_| hex[next(16) as usize]).collect() };
+        let mut word = words(0x9E37_79B9_7F4A_7C15, b"0123456789ABCDEF");
         let mut literals: Vec<Vec<u8>> = (0..3000).map(|i| word(8 + i % 33)).collect();
         literals.extend([b"A".to_vec(), b"0F".to_vec(), b"MD5=".to_vec()]);
         let set = LiteralSet::new(&literals).unwrap();

@@ -129,30 +129,29 @@ fn product(a: &[Vec<u8>], b: &[Vec<u8>]) -> Vec<Vec<u8>> {
 /// The characters of a class of at most four, each as its UTF-8 bytes lower-cased (ASCII).
 fn class_strings(class: &Class) -> Option<Vec<Vec<u8>>> {
     const MAX_CHARS: u32 = 4;
+    // (first, last) code point, or byte for classes over bytes.
+    let ranges: Vec<(u32, u32)> = match class {
+        Class::Unicode(c) => c
+            .iter()
+            .map(|r| (r.start().into(), r.end().into()))
+            .collect(),
+        Class::Bytes(c) => c
+            .iter()
+            .map(|r| (r.start().into(), r.end().into()))
+            .collect(),
+    };
+    let count: u32 = ranges.iter().map(|(first, last)| last - first + 1).sum();
+    if count > MAX_CHARS {
+        return None;
+    }
     let mut out = Vec::new();
-    let mut count = 0;
-    match class {
-        Class::Unicode(c) => {
-            for r in c.iter() {
-                count += u32::from(r.end()) - u32::from(r.start()) + 1;
-                if count > MAX_CHARS {
-                    return None;
-                }
-                for ch in r.start()..=r.end() {
-                    out.push(ch.to_string().into_bytes().to_ascii_lowercase());
-                }
-            }
-        }
-        Class::Bytes(c) => {
-            for r in c.iter() {
-                count += u32::from(r.end()) - u32::from(r.start()) + 1;
-                if count > MAX_CHARS {
-                    return None;
-                }
-                for b in r.start()..=r.end() {
-                    out.push(vec![b.to_ascii_lowercase()]);
-                }
-            }
+    for (first, last) in ranges {
+        for unit in first..=last {
+            let bytes = match class {
+                Class::Unicode(_) => char::from_u32(unit)?.to_string().into_bytes(),
+                Class::Bytes(_) => vec![u8::try_from(unit).ok()?],
+            };
+            out.push(bytes.to_ascii_lowercase());
         }
     }
     out.sort();
