@@ -37,18 +37,7 @@ fn required(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     match hir.kind() {
         HirKind::Capture(cap) => required(&cap.sub),
         HirKind::Repetition(rep) if rep.min >= 1 => required(&rep.sub),
-        HirKind::Alternation(alts) => {
-            let mut union = Vec::new();
-            for alt in alts {
-                union.extend(required(alt)?);
-                if union.len() > MAX_ALTERNATIVES {
-                    return None;
-                }
-            }
-            union.sort();
-            union.dedup();
-            Some(union)
-        }
+        HirKind::Alternation(alts) => union(alts, required),
         HirKind::Concat(parts) => {
             // Runs of adjacent parts that match a finite set of strings join into one set
             // (their product: `i(?:nvoke|ex)` gives `invoke` and `iex`); every run and every
@@ -95,22 +84,28 @@ fn exact(hir: &Hir) -> Option<Vec<Vec<u8>>> {
             }
             set
         }
-        HirKind::Alternation(alts) => {
-            let mut union = Vec::new();
-            for alt in alts {
-                union.extend(exact(alt)?);
-                if union.len() > MAX_ALTERNATIVES {
-                    return None;
-                }
-            }
-            union
-        }
+        HirKind::Alternation(alts) => union(alts, exact)?,
         _ => return None,
     };
     let mut set = set;
     set.sort();
     set.dedup();
     Some(set)
+}
+
+/// The sets of every branch of an alternation together (each branch needs one), or `None`
+/// when a branch has none or there are too many.
+fn union(alts: &[Hir], set_of: fn(&Hir) -> Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8>>> {
+    let mut union = Vec::new();
+    for alt in alts {
+        union.extend(set_of(alt)?);
+        if union.len() > MAX_ALTERNATIVES {
+            return None;
+        }
+    }
+    union.sort();
+    union.dedup();
+    Some(union)
 }
 
 /// Every string of `a` followed by every string of `b`.
