@@ -96,12 +96,9 @@ mod tests {
     proptest! {
         #[test]
         fn string_specials_flags_quotes_backslashes_and_controls(
-            block in proptest::array::uniform32(edge_byte()),
-            rest in proptest::array::uniform32(edge_byte()),
+            bytes in proptest::collection::vec(edge_byte(), BLOCK),
         ) {
-            let mut full = [0u8; BLOCK];
-            full[..32].copy_from_slice(&block);
-            full[32..].copy_from_slice(&rest);
+            let full: [u8; BLOCK] = bytes.try_into().unwrap();
             let naive = full.iter().enumerate().fold(0u64, |m, (i, &b)| {
                 m | (u64::from(b == b'"' || b == b'\\' || b < 0x20) << i)
             });
@@ -109,7 +106,10 @@ mod tests {
         }
 
         #[test]
-        fn backslashes_flags_exactly_the_backslashes(block in proptest::array::uniform16(edge_byte())) {
+        fn backslashes_flags_exactly_the_backslashes(
+            bytes in proptest::collection::vec(edge_byte(), 16),
+        ) {
+            let block: [u8; 16] = bytes.try_into().unwrap();
             let naive = block.iter().enumerate().fold(0u32, |m, (i, &b)| m | (u32::from(b == b'\\') << i));
             prop_assert_eq!(backslashes(&block), naive);
         }
