@@ -597,30 +597,33 @@ impl Builder<'_> {
                     .case_insensitive(t.has(Modifier::ReIgnoreCase))
                     .multi_line(t.has(Modifier::ReMultiLine))
                     .dot_matches_new_line(t.has(Modifier::ReDotAll));
-                // The literals every match contains become the test's prefilter (field
-                // tests only: keyword regexes keep scanning every value).
-                let prefilter = match syntax::parse_with(pattern, &syntax) {
-                    Ok(hir) if !keyword => required_literals(&hir).map(|set| {
-                        set.iter()
-                            .map(|l| self.atom(route, slot, l, false, HIT_ANY))
-                            .collect()
-                    }),
-                    _ => None,
+                // Parsed once: the syntax tree gives the prefilter and builds the regex.
+                let bad_regex = |e: &dyn std::fmt::Display| {
+                    problem(
+                        "bad-regex",
+                        format!("'{key}': regex '{pattern}' cannot be compiled: {e}"),
+                    )
                 };
+                let hir = syntax::parse_with(pattern, &syntax).map_err(|e| bad_regex(&e))?;
                 let regex = Regex::builder()
-                    .syntax(syntax)
                     .configure(
                         Regex::config()
                             .nfa_size_limit(Some(self.config.regex_size_limit))
                             .hybrid_cache_capacity(2 * (1 << 20)),
                     )
-                    .build(pattern)
-                    .map_err(|e| {
-                        problem(
-                            "bad-regex",
-                            format!("'{key}': regex '{pattern}' cannot be compiled: {e}"),
-                        )
-                    })?;
+                    .build_from_hir(&hir)
+                    .map_err(|e| bad_regex(&e))?;
+                // The literals every match contains become the test's prefilter (field
+                // tests only: keyword regexes keep scanning every value).
+                let prefilter = if keyword {
+                    None
+                } else {
+                    required_literals(&hir).map(|set| {
+                        set.iter()
+                            .map(|l| self.atom(route, slot, l, false, HIT_ANY))
+                            .collect()
+                    })
+                };
                 self.regexes.push(regex);
                 ValueTest::Regex {
                     index: self.regexes.len() as u32 - 1,
