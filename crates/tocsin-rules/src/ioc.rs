@@ -165,8 +165,9 @@ fn normalise_url(v: &str) -> Option<String> {
     Some(out)
 }
 
-/// Append `text` with every `%XX` of an unreserved character (RFC 3986 §2.3) decoded and
-/// every other `%XX` in upper-case hex, so that equivalent URLs compare equal.
+/// Append `text` with every `%XX` of an unreserved character (RFC 3986 §2.3) decoded, every
+/// other `%XX` in upper-case hex and every `%` that starts no escape written as `%25`, so that
+/// equivalent URLs compare equal and a second normalisation changes nothing.
 fn push_normalised_percent_encoding(out: &mut String, text: &str) {
     let bytes = text.as_bytes();
     let mut i = 0;
@@ -184,11 +185,17 @@ fn push_normalised_percent_encoding(out: &mut String, text: &str) {
                 out.push_str(&format!("%{byte:02X}"));
                 i += 3;
             }
+            None if bytes[i] == b'%' => {
+                // A `%` that starts no escape stands for itself. Written as `%25`, so that a
+                // second pass cannot read it together with the text after it as an escape
+                // (`%%330` → `%2530`, not `%30`, which would decode again to `0`).
+                out.push_str("%25");
+                i += 1;
+            }
             None => {
                 // Copy up to the next `%` in one piece; `%` is ASCII, so this never splits a
                 // UTF-8 sequence.
-                let from = if bytes[i] == b'%' { i + 1 } else { i };
-                let next = text[from..].find('%').map_or(text.len(), |n| from + n);
+                let next = text[i..].find('%').map_or(text.len(), |n| i + n);
                 out.push_str(&text[i..next]);
                 i = next;
             }
