@@ -78,12 +78,20 @@ pub(crate) const HIT_START: u8 = 2;
 pub(crate) const HIT_END: u8 = 4;
 pub(crate) const HIT_WHOLE: u8 = 8;
 
-/// A literal searched for in one field (by that field's literal set).
+/// A literal tested in one field.
+///
+/// Literals that put a rule on the candidate list (its prefilter set) are *scanned*: the
+/// field's literal set finds them in every event, and their tests read the hit bits. The
+/// rest (those only in filters, `not` branches, or beside a more selective literal in an
+/// `and`) are needed only when a candidate rule is verified, which is rare: they are
+/// compared with the field's text then, instead of being searched for in every event.
 #[derive(Debug, Clone)]
 pub(crate) struct Atom {
-    /// Original bytes (case kept, for `cased` checks).
+    /// The bytes as written for `cased` literals, lower-cased otherwise.
     pub bytes: Box<[u8]>,
     pub cased: bool,
+    /// Whether the field's literal set searches for it (see above).
+    pub scanned: bool,
 }
 
 /// Numeric comparison.
@@ -303,8 +311,11 @@ pub struct CompileStats {
     pub rules: usize,
     /// Distinct routes.
     pub routes: usize,
-    /// Distinct literals in the literal sets.
+    /// Distinct literals tested.
     pub atoms: usize,
+    /// Of those, the literals in the literal sets (searched for in every event); the others
+    /// are compared when a rule that tests them is verified.
+    pub scanned_atoms: usize,
     /// Regexes.
     pub regexes: usize,
     /// Rules with no prefilter (evaluated on every event of their route).
@@ -322,7 +333,7 @@ struct Builder<'p> {
     field_names: Vec<String>,
     field_index: HashMap<String, FieldSlot>,
     atoms: Vec<Atom>,
-    /// (field, route for keyword atoms only, bytes, cased) → atom.
+    /// (field, route for keyword atoms only, bytes (lower-cased unless cased), cased) → atom.
     atom_index: HashMap<(FieldSlot, Option<u32>, Vec<u8>, bool), AtomId>,
     /// Field of each atom, and the routes of the rules that use it.
     atom_home: Vec<(FieldSlot, std::collections::BTreeSet<u32>)>,
@@ -372,7 +383,12 @@ impl Builder<'_> {
         // Keyword atoms stay per route: a keyword scan reads the whole event, so its
         // literal set should hold only the keywords of the routes that are active.
         let keyword_route = (field == KEYWORD_SLOT).then_some(route);
-        let key = (field, keyword_route, bytes.to_vec(), cased);
+        let bytes = if cased {
+            bytes.to_vec()
+        } else {
+            bytes.to_ascii_lowercase()
+        };
+        let key = (field, keyword_route, bytes.clone(), cased);
         if let Some(&a) = self.atom_index.get(&key) {
             self.atom_home[a as usize].1.insert(route);
             self.atom_need[a as usize] |= need;
@@ -382,6 +398,7 @@ impl Builder<'_> {
         self.atoms.push(Atom {
             bytes: bytes.into(),
             cased,
+            scanned: true,
         });
         self.atom_home.push((field, [route].into_iter().collect()));
         self.atom_need.push(need);
@@ -1270,10 +1287,19 @@ impl CompiledRules {
                 _ => always[rule.route as usize].push(i as RuleIdx),
             }
         }
+        // Only the literals of prefilter sets are scanned for; the others are compared when
+        // a candidate is verified. Keyword literals stay scanned: comparing one later would
+        // read every value of the event.
+        for (a, atom) in b.atoms.iter_mut().enumerate() {
+            atom.scanned = !atom_rules[a].is_empty() || b.atom_home[a].0 == KEYWORD_SLOT;
+        }
 
         // One literal set per field over the distinct case-folded literals of all routes.
         let mut per_field: BTreeMap<(FieldSlot, Option<u32>), Vec<AtomId>> = BTreeMap::new();
         for (a, (field, routes)) in b.atom_home.iter().enumerate() {
+            if !b.atoms[a].scanned {
+                continue;
+            }
             let keyword_route = (*field == KEYWORD_SLOT)
                 .then(|| routes.first().copied())
                 .flatten();
@@ -1313,6 +1339,7 @@ impl CompiledRules {
                 let mut by_folded: HashMap<Vec<u8>, usize> = HashMap::new();
                 for &a in atom_ids.iter().filter(|&&a| anchor_of(a) == anchor) {
                     routes.extend(b.atom_home[a as usize].1.iter().copied());
+                    // Cased literals are found case-insensitively too, then compared exactly.
                     let folded = b.atoms[a as usize].bytes.to_ascii_lowercase();
                     let p = *by_folded.entry(folded.clone()).or_insert_with(|| {
                         patterns.push(folded);
@@ -1527,6 +1554,7 @@ impl CompiledRules {
             rules: self.rules.len(),
             routes: self.routes.len(),
             atoms: self.atoms.len(),
+            scanned_atoms: self.atoms.iter().filter(|a| a.scanned).count(),
             regexes: self.regexes.len(),
             unfiltered_rules: self.routes.iter().map(|r| r.always.len()).sum(),
             indicators: self.iocs.len(),

@@ -19,7 +19,7 @@ use tocsin_core::{Event, FieldValue, IndicatorType, ValueKind};
 use tocsin_rules::sigma::Condition;
 
 use crate::compile::{
-    in_cidr, CompiledRules, CompiledSelection, RefMode, RuleIdx, Test, TimePart, ValueTest,
+    in_cidr, Atom, CompiledRules, CompiledSelection, RefMode, RuleIdx, Test, TimePart, ValueTest,
     HIT_ANY, HIT_END, HIT_START, HIT_WHOLE, KEYWORD_SLOT,
 };
 use crate::ioc::each_listed_hash;
@@ -60,6 +60,13 @@ pub struct MatchScratch {
     lower_event: Vec<u8>,
     /// The field value being scanned, lower-cased.
     scan_lower: Vec<u8>,
+    /// The text of the field value that unscanned literals were last compared with, as
+    /// is and lower-cased, and which value it was (start and length of its raw bytes in
+    /// the current event, and whether it has text): a filter of many literals on one field
+    /// reads it once.
+    compared_text: String,
+    compared_lower: Vec<u8>,
+    compared_value: Option<(usize, usize, bool)>,
     /// Per routing field: its text in the current event (when present).
     route_values: Vec<String>,
     route_present: Vec<bool>,
@@ -188,6 +195,9 @@ impl CompiledRules {
             route_active: vec![false; self.routes.len()],
             lower_event: Vec::new(),
             scan_lower: Vec::new(),
+            compared_text: String::new(),
+            compared_lower: Vec::new(),
+            compared_value: None,
             route_cache: std::collections::HashMap::new(),
             route_sets: Vec::new(),
             route_key: Vec::new(),
@@ -248,6 +258,7 @@ impl CompiledRules {
         scratch.matched.clear();
         scratch.ioc_hits.clear();
         scratch.lower_event.clear();
+        scratch.compared_value = None;
         scratch.stats.events += 1;
 
         // 1. Route: which logsources does this event belong to?
@@ -547,7 +558,14 @@ impl CompiledRules {
         scratch: &mut MatchScratch,
     ) -> bool {
         match v {
-            ValueTest::Atom { atom, need } => scratch.atom_bits[*atom as usize] & need == *need,
+            ValueTest::Atom { atom, need } => {
+                let literal = &self.atoms[*atom as usize];
+                if literal.scanned {
+                    scratch.atom_bits[*atom as usize] & need == *need
+                } else {
+                    value.is_some_and(|v| compare_literal(literal, *need, v, scratch))
+                }
+            }
             ValueTest::Null => match value {
                 None => true,
                 Some(v) if v.is_null() => true,
@@ -620,6 +638,52 @@ impl CompiledRules {
         let (kind, paths) = &self.indicator_fields[hit.field as usize];
         (Some(*kind), &paths[hit.path as usize])
     }
+}
+
+/// Whether an unscanned literal occurs in `value` where `need` says (the hit bits a scan
+/// would have set), comparing with the value's text.
+fn compare_literal(
+    literal: &Atom,
+    need: u8,
+    value: FieldValue<'_>,
+    scratch: &mut MatchScratch,
+) -> bool {
+    let raw = value.raw();
+    let id = (raw.as_ptr() as usize, raw.len());
+    if scratch.compared_value.map(|(at, len, _)| (at, len)) != Some(id) {
+        let MatchScratch {
+            compared_text,
+            compared_lower,
+            compared_value,
+            verify_buf,
+            ..
+        } = scratch;
+        compared_text.clear();
+        compared_lower.clear();
+        // Objects and arrays have no text: a literal never occurs in them.
+        let text = value.text(verify_buf);
+        if let Some(t) = text {
+            compared_text.push_str(t);
+            compared_lower.extend(t.bytes().map(|b| b.to_ascii_lowercase()));
+        }
+        *compared_value = Some((id.0, id.1, text.is_some()));
+    }
+    if scratch
+        .compared_value
+        .is_some_and(|(_, _, has_text)| !has_text)
+    {
+        return false;
+    }
+    let hay: &[u8] = if literal.cased {
+        scratch.compared_text.as_bytes()
+    } else {
+        &scratch.compared_lower
+    };
+    let lit = &*literal.bytes;
+    (need & HIT_WHOLE == 0 || hay == lit)
+        && (need & HIT_START == 0 || hay.starts_with(lit))
+        && (need & HIT_END == 0 || hay.ends_with(lit))
+        && (need & HIT_ANY == 0 || memchr::memmem::find(hay, lit).is_some())
 }
 
 fn eq_bytes(a: &[u8], b: &[u8], cased: bool) -> bool {

@@ -410,6 +410,60 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// A literal that no prefilter needs is compared at verification instead of scanned
+    /// for; both ways must give the same answer. Rule `s` puts the values on the candidate
+    /// list (scanned; with `|all`, one of them); rule `u` only tests them under `not`
+    /// (compared), so exactly one of the two matches.
+    #[test]
+    fn compared_literals_agree_with_scanned_ones(
+        values in proptest::collection::vec("[abAB\\. ]{1,4}", 1..4),
+        field_text in "[abAB\\. ]{0,12}",
+        modifier in 0usize..7,
+        field_is_number in any::<bool>(),
+    ) {
+        let m = ["", "|contains", "|startswith", "|endswith", "|contains|all", "|cased", "|contains|cased"][modifier];
+        let m = if m == "|contains|all" && values.len() < 2 { "|contains" } else { m };
+        let list: Vec<String> = values.iter().map(|v| format!("'{}'", v.replace('\'', "''"))).collect();
+        let sel = format!("  sel:\n    CommandLine{m}: [{}]\n", list.join(", "));
+        let scanned = compile(&rule("s", &format!("{sel}  condition: sel")), "");
+        let compared = compile(
+            &rule("u", &format!("{sel}  gate:\n    Image: 'gate.exe'\n  condition: gate and not sel")),
+            "",
+        );
+        prop_assert_eq!(compared.stats().scanned_atoms, 1, "only the gate is scanned for");
+        let command_line = if field_is_number { "12".to_owned() } else { serde_json_string(&field_text) };
+        let event = format!("{{{SYSMON},\"CommandLine\":{command_line},\"Image\":\"gate.exe\"}}");
+        let hits = matched(&scanned, &event).len() + matched(&compared, &event).len();
+        prop_assert_eq!(hits, 1, "{}", event);
+    }
+}
+
+#[test]
+fn compared_literals_read_the_field_once_per_value() {
+    // Many compared literals on two fields of one event: each field's text is compared
+    // with its own literals, not the other field's.
+    let c = compile(
+        &rule(
+            "f",
+            "  sel:\n    Image|endswith: '\\cmd.exe'\n  filter_a:\n    CommandLine|contains: ['/x', '/y']\n  filter_b:\n    ParentImage|endswith: ['\\explorer.exe', '\\svchost.exe']\n  condition: sel and not 1 of filter_*",
+        ),
+        "",
+    );
+    assert_eq!(c.stats().scanned_atoms, 1);
+    let base = |cl: &str, parent: &str| {
+        ev(&format!(
+            r#""Image":"C:\\cmd.exe","CommandLine":"{cl}","ParentImage":"{parent}""#
+        ))
+    };
+    assert_eq!(matched(&c, &base("cmd /c", "C:\\\\Tools\\\\a.exe")), ["f"]);
+    assert!(matched(&c, &base("cmd /Y", "C:\\\\Tools\\\\a.exe")).is_empty());
+    assert!(matched(&c, &base("cmd /c", "C:\\\\Windows\\\\Explorer.EXE")).is_empty());
+    // The command line holds the other filter's literal: no effect.
+    assert_eq!(matched(&c, &base("\\\\svchost.exe", "C:\\\\x.exe")), ["f"]);
+}
+
 fn serde_json_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {

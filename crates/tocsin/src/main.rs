@@ -535,10 +535,11 @@ pub(crate) fn report_rules(
     if !quiet {
         let s = compiled.stats();
         logging::say(&format!(
-            "tocsin: loaded {} Sigma rules ({} routes, {} literals, {} regexes; {} set aside as not covered by the profile), {} indicators, profile '{}'; {} errors, {} warnings",
+            "tocsin: loaded {} Sigma rules ({} routes, {} literals of which {} scanned for, {} regexes; {} set aside as not covered by the profile), {} indicators, profile '{}'; {} errors, {} warnings",
             s.rules,
             s.routes,
             s.atoms,
+            s.scanned_atoms,
             s.regexes,
             s.not_applicable,
             s.indicators,
