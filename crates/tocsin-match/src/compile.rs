@@ -92,6 +92,8 @@ pub(crate) struct Atom {
     pub cased: bool,
     /// Whether the field's literal set searches for it (see above).
     pub scanned: bool,
+    /// Offset of its least common byte: a comparison looks for that byte first.
+    pub rare: u32,
 }
 
 /// Numeric comparison.
@@ -395,10 +397,14 @@ impl Builder<'_> {
             return a;
         }
         let id = self.atoms.len() as AtomId;
+        let rare = (0..bytes.len())
+            .min_by_key(|&i| crate::literals::commonness(bytes[i].to_ascii_lowercase()))
+            .unwrap_or(0) as u32;
         self.atoms.push(Atom {
             bytes: bytes.into(),
             cased,
             scanned: true,
+            rare,
         });
         self.atom_home.push((field, [route].into_iter().collect()));
         self.atom_need.push(need);

@@ -45,7 +45,7 @@ const HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 /// How much a byte counts against choosing it for a fragment: the characters that fill
 /// Windows paths and command lines (and English text) score high, so fragments fall on
 /// the distinctive parts of a literal (`mimikatz`, not `.exe `).
-fn commonness(b: u8) -> u32 {
+pub(crate) fn commonness(b: u8) -> u32 {
     match b {
         b' ' | b'\\' | b'.' | b'e' => 8,
         b'/' | b'-' | b':' | b'"' | b's' | b't' | b'x' | b'i' | b'o' | b'n' => 6,
