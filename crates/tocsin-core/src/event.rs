@@ -229,7 +229,7 @@ impl<'a> Event<'a> {
             });
         }
         index.members.clear();
-        let mut scanner = Scanner { bytes: raw, pos: 0 };
+        let mut scanner = Scanner::new(raw);
         scanner.skip_ws();
         match scanner.peek() {
             None => return Err(DecodeError::Empty),
@@ -394,10 +394,7 @@ fn same_key(key: &[u8], name: &[u8]) -> bool {
 /// Search an already validated object (`{...}` text) for `path`, descending into nested
 /// objects. Used for dotted paths; it re-scans only the nested object's bytes.
 fn find_in_object<'a>(object: &'a [u8], path: &str) -> Option<FieldValue<'a>> {
-    let mut scanner = Scanner {
-        bytes: object,
-        pos: 0,
-    };
+    let mut scanner = Scanner::new(object);
     scanner.skip_ws();
     if scanner.peek() != Some(b'{') {
         return None;
@@ -654,9 +651,48 @@ fn hex4(digits: Option<&[u8]>) -> Option<u32> {
 struct Scanner<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Start of the last block classified by [`bytescan::string_specials`] (blocks are
+    /// aligned to multiples of [`BLOCK`] from the start of the bytes), and its mask: the
+    /// strings that start in one block share one classification.
+    block_at: usize,
+    block_mask: u64,
 }
 
-impl Scanner<'_> {
+impl<'a> Scanner<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Scanner {
+            bytes,
+            pos: 0,
+            block_at: usize::MAX,
+            block_mask: 0,
+        }
+    }
+
+    /// The block holding `pos`: its start, its special bytes from `pos` on, and whether it
+    /// reaches the end of the bytes (the last block is padded with spaces, which are plain).
+    #[inline]
+    fn specials_from(&mut self, pos: usize) -> (usize, u64, bool) {
+        let base = pos & !(BLOCK - 1);
+        let rest = &self.bytes[base..];
+        if base != self.block_at {
+            let mut padded = [b' '; BLOCK];
+            let block: &[u8; BLOCK] = match rest.get(..BLOCK) {
+                Some(block) => block.try_into().expect("a block of BLOCK bytes"),
+                None => {
+                    padded[..rest.len()].copy_from_slice(rest);
+                    &padded
+                }
+            };
+            self.block_mask = bytescan::string_specials(block);
+            self.block_at = base;
+        }
+        (
+            base,
+            self.block_mask & (!0u64 << (pos - base)),
+            rest.len() <= BLOCK,
+        )
+    }
+
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
@@ -811,22 +847,12 @@ impl Scanner<'_> {
     /// 64-byte blocks are classified at once ([`bytescan::string_specials`]) and their
     /// special bytes visited in order; an escape only clears the bits it covers, so a path
     /// with an escape every few bytes costs one mask per 64 bytes, not one search per run.
-    /// The end of the event is classified as a last block padded with spaces.
+    /// The blocks are fixed and their masks kept ([`Scanner::specials_from`]): a key and
+    /// its short value, or several short values, share one.
     fn string_body(&mut self) -> Result<bool, DecodeError> {
         let mut escaped = false;
         loop {
-            let rest = &self.bytes[self.pos..];
-            let mut padded = [b' '; BLOCK];
-            let block: &[u8; BLOCK] = match rest.get(..BLOCK) {
-                Some(block) => block.try_into().expect("a block of BLOCK bytes"),
-                None => {
-                    padded[..rest.len()].copy_from_slice(rest);
-                    &padded
-                }
-            };
-            let last = rest.len() <= BLOCK;
-            let base = self.pos;
-            let mut specials = bytescan::string_specials(block);
+            let (base, mut specials, last) = self.specials_from(self.pos);
             while specials != 0 {
                 self.pos = base + specials.trailing_zeros() as usize;
                 // The two common cases inline: the closing quote and a two-byte escape.
