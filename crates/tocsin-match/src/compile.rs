@@ -25,6 +25,8 @@ use std::net::IpAddr;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use regex_automata::meta::Regex;
+
+use crate::class_run::ClassRun;
 use regex_automata::util::syntax;
 
 use tocsin_core::{Level, Taxonomy, Tlp};
@@ -156,6 +158,8 @@ pub(crate) enum ValueTest {
         index: u32,
         prefilter: Option<Box<[AtomId]>>,
     },
+    /// A regex that only asks for a run of one character class (`.{1000,}`), counted.
+    ClassRun(ClassRun),
     /// `null`: absent, null or empty.
     Null,
     /// Numeric comparison.
@@ -628,29 +632,33 @@ impl Builder<'_> {
                     )
                 };
                 let hir = syntax::parse_with(pattern, &syntax).map_err(|e| bad_regex(&e))?;
-                let regex = Regex::builder()
-                    .configure(
-                        Regex::config()
-                            .nfa_size_limit(Some(self.config.regex_size_limit))
-                            .hybrid_cache_capacity(2 * (1 << 20)),
-                    )
-                    .build_from_hir(&hir)
-                    .map_err(|e| bad_regex(&e))?;
-                // The literals every match contains become the test's prefilter (field
-                // tests only: keyword regexes keep scanning every value).
-                let prefilter = if keyword {
-                    None
+                if let Some(run) = ClassRun::of(&hir) {
+                    ValueTest::ClassRun(run)
                 } else {
-                    required_literals(&hir).map(|set| {
-                        set.iter()
-                            .map(|l| self.atom(route, slot, l, false, HIT_ANY))
-                            .collect()
-                    })
-                };
-                self.regexes.push(regex);
-                ValueTest::Regex {
-                    index: self.regexes.len() as u32 - 1,
-                    prefilter,
+                    let regex = Regex::builder()
+                        .configure(
+                            Regex::config()
+                                .nfa_size_limit(Some(self.config.regex_size_limit))
+                                .hybrid_cache_capacity(2 * (1 << 20)),
+                        )
+                        .build_from_hir(&hir)
+                        .map_err(|e| bad_regex(&e))?;
+                    // The literals every match contains become the test's prefilter (field
+                    // tests only: keyword regexes keep scanning every value).
+                    let prefilter = if keyword {
+                        None
+                    } else {
+                        required_literals(&hir).map(|set| {
+                            set.iter()
+                                .map(|l| self.atom(route, slot, l, false, HIT_ANY))
+                                .collect()
+                        })
+                    };
+                    self.regexes.push(regex);
+                    ValueTest::Regex {
+                        index: self.regexes.len() as u32 - 1,
+                        prefilter,
+                    }
                 }
             } else {
                 let s = match v {

@@ -18,6 +18,7 @@
 //! uses something the matcher cannot evaluate exactly is rejected with a diagnostic, never
 //! approximated.
 
+mod class_run;
 pub mod compile;
 pub mod detect;
 pub mod explain;

@@ -587,10 +587,18 @@ impl CompiledRules {
                 let Some(text) = v.text(verify_buf) else {
                     return false;
                 };
+                // Whether it matches, not where: the search stops at the first match state
+                // and skips the reverse scan for the start.
                 self.regexes[*i as usize]
-                    .search_with(&mut regex_caches[*i as usize], &Input::new(text))
+                    .search_half_with(
+                        &mut regex_caches[*i as usize],
+                        &Input::new(text).earliest(true),
+                    )
                     .is_some()
             }
+            ValueTest::ClassRun(run) => value
+                .and_then(|v| v.text(&mut scratch.verify_buf))
+                .is_some_and(|t| run.is_match(t)),
             ValueTest::Cmp { op, value: want } => value
                 .and_then(|v| v.as_f64())
                 .is_some_and(|got| op.holds(got, *want)),
