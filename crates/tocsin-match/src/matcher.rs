@@ -696,11 +696,16 @@ fn compare_literal(
 
 /// Whether `lit` occurs in `hay`, looking for its byte at offset `rare` (its least common)
 /// with `memchr` and comparing where it occurs. Values are short and needles many: this
-/// costs no searcher set-up per call, unlike `memmem`.
+/// costs no searcher set-up per call, unlike `memmem`, which only pays off on long values
+/// (a PowerShell script block), where one byte recurs too often.
 fn contains(hay: &[u8], lit: &[u8], rare: usize) -> bool {
+    const LONG_VALUE: usize = 512;
     let Some(last_start) = hay.len().checked_sub(lit.len()) else {
         return false;
     };
+    if hay.len() >= LONG_VALUE {
+        return memchr::memmem::find(hay, lit).is_some();
+    }
     let Some(&rare_byte) = lit.get(rare) else {
         return true; // the empty literal
     };
