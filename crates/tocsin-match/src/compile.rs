@@ -195,6 +195,39 @@ pub(crate) struct Test {
     pub exists: Option<bool>,
     /// As written, for explanations.
     pub key: String,
+    /// When the test holds if any one of many values holds, and every value is a scanned
+    /// literal: the (literal, hit bits needed) pairs, sorted. The test is then answered
+    /// from the few literals that hit in this event instead of value by value (a rule
+    /// listing two hundred DLL names).
+    pub scanned_values: Option<Box<[(AtomId, u8)]>>,
+}
+
+/// Fewest values for which a test is answered from the event's hits
+/// ([`Test::scanned_values`]) rather than value by value.
+const MANY_VALUES: usize = 8;
+
+impl Test {
+    /// Fill in [`Test::scanned_values`] once every literal's `scanned` is known.
+    fn index_scanned_values(&mut self, atoms: &[Atom]) {
+        if self.all || self.field == KEYWORD_SLOT || self.values.len() < MANY_VALUES {
+            return;
+        }
+        let pairs: Option<Vec<(AtomId, u8)>> = self
+            .values
+            .iter()
+            .map(|v| match v {
+                ValueTest::Atom { atom, need } if atoms[*atom as usize].scanned => {
+                    Some((*atom, *need))
+                }
+                _ => None,
+            })
+            .collect();
+        self.scanned_values = pairs.map(|mut p| {
+            p.sort_unstable();
+            p.dedup();
+            p.into_boxed_slice()
+        });
+    }
 }
 
 /// A selection: OR over alternatives, each an AND of tests.
@@ -498,6 +531,7 @@ impl Builder<'_> {
             negate: t.has(Modifier::Neq),
             exists: None,
             key: key.clone(),
+            scanned_values: None,
         };
         if keyword
             && t.modifiers.iter().any(|m| {
@@ -1306,6 +1340,13 @@ impl CompiledRules {
         // read every value of the event.
         for (a, atom) in b.atoms.iter_mut().enumerate() {
             atom.scanned = !atom_rules[a].is_empty() || b.atom_home[a].0 == KEYWORD_SLOT;
+        }
+        for test in compiled
+            .iter_mut()
+            .flat_map(|r| r.selections.iter_mut())
+            .flat_map(|s| s.alternatives.iter_mut().flatten())
+        {
+            test.index_scanned_values(&b.atoms);
         }
 
         // One literal set per field over the distinct case-folded literals of all routes.

@@ -19,8 +19,8 @@ use tocsin_core::{Event, FieldValue, IndicatorType, ValueKind};
 use tocsin_rules::sigma::Condition;
 
 use crate::compile::{
-    in_cidr, Atom, CompiledRules, CompiledSelection, RefMode, RuleIdx, Test, TimePart, ValueTest,
-    HIT_ANY, HIT_END, HIT_START, HIT_WHOLE, KEYWORD_SLOT,
+    in_cidr, Atom, AtomId, CompiledRules, CompiledSelection, RefMode, RuleIdx, Test, TimePart,
+    ValueTest, HIT_ANY, HIT_END, HIT_START, HIT_WHOLE, KEYWORD_SLOT,
 };
 use crate::ioc::each_listed_hash;
 
@@ -518,6 +518,15 @@ impl CompiledRules {
                     .any(|v| self.eval_keyword(v, event, scratch))
             };
         }
+        if let Some(pairs) = &t.scanned_values {
+            let hit = any_scanned_value_hit(pairs, scratch);
+            if !t.negate {
+                return hit;
+            }
+            let present =
+                field_value(event, &self.fields[t.field as usize]).is_some_and(|v| !v.is_null());
+            return present && !hit;
+        }
         let value = field_value(event, &self.fields[t.field as usize]);
         let present = value.is_some_and(|v| !v.is_null());
         if let Some(want) = t.exists {
@@ -646,6 +655,19 @@ impl CompiledRules {
         let (kind, paths) = &self.indicator_fields[hit.field as usize];
         (Some(*kind), &paths[hit.path as usize])
     }
+}
+
+/// Whether one of `pairs` (literal, hit bits needed; sorted) hit as needed in this event,
+/// found from the literals that hit at all.
+fn any_scanned_value_hit(pairs: &[(AtomId, u8)], scratch: &MatchScratch) -> bool {
+    scratch.touched.iter().any(|&a| {
+        let bits = scratch.atom_bits[a as usize];
+        let from = pairs.partition_point(|&(p, _)| p < a);
+        pairs[from..]
+            .iter()
+            .take_while(|&&(p, _)| p == a)
+            .any(|&(_, need)| bits & need == need)
+    })
 }
 
 /// Whether an unscanned literal occurs in `value` where `need` says (the hit bits a scan

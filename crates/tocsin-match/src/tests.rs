@@ -413,12 +413,13 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     /// A literal that no prefilter needs is compared at verification instead of scanned
-    /// for; both ways must give the same answer. Rule `s` puts the values on the candidate
+    /// for; both ways must give the same answer (and with eight values or more, the scanned
+    /// test is answered from the event's hits). Rule `s` puts the values on the candidate
     /// list (scanned; with `|all`, one of them); rule `u` only tests them under `not`
     /// (compared), so exactly one of the two matches.
     #[test]
     fn compared_literals_agree_with_scanned_ones(
-        values in proptest::collection::vec("[abAB\\. ]{1,4}", 1..4),
+        values in proptest::collection::vec("[abAB\\. ]{1,4}", 1..12),
         field_text in "[abAB\\. ]{0,12}",
         modifier in 0usize..7,
         field_is_number in any::<bool>(),
@@ -438,6 +439,34 @@ proptest! {
         let hits = matched(&scanned, &event).len() + matched(&compared, &event).len();
         prop_assert_eq!(hits, 1, "{}", event);
     }
+}
+
+#[test]
+fn many_scanned_values_are_answered_from_the_hits() {
+    // Twelve values: both tests are answered from the hits. The same literals are scanned
+    // for `any`'s prefilter, so `none`'s negated whole-value test reads their hits too.
+    let names: Vec<String> = (0..12).map(|i| format!("'\\tool{i}.exe'")).collect();
+    let c = compile(
+        &(rule(
+            "any",
+            &format!("  sel:\n    Image|endswith: [{}]\n  condition: sel", names.join(", ")),
+        ) + &rule(
+            "none",
+            &format!(
+                "  sel:\n    CommandLine|contains: 'x'\n    Image|neq: [{}]\n  condition: sel",
+                names.join(", ")
+            ),
+        )),
+        "",
+    );
+    assert_eq!(c.stats().scanned_atoms, 13);
+    let image = |img: &str| ev(&format!(r#""Image":"{img}","CommandLine":"x""#));
+    assert_eq!(matched(&c, &image("C:\\\\TOOL7.exe")), ["any", "none"]);
+    assert_eq!(matched(&c, &image("\\\\tool7.exe")), ["any"]);
+    assert_eq!(matched(&c, &image("C:\\\\tool7.exe.bak")), ["none"]);
+    // A listed literal hit, but not where the test needs it.
+    assert_eq!(matched(&c, &image("C:\\\\tool1.exe\\\\x.dll")), ["none"]);
+    assert!(matched(&c, &ev(r#""CommandLine":"x""#)).is_empty());
 }
 
 #[test]
