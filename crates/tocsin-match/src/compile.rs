@@ -200,6 +200,9 @@ pub(crate) struct Test {
     /// from the few literals that hit in this event instead of value by value (a rule
     /// listing two hundred DLL names).
     pub scanned_values: Option<Box<[(AtomId, u8)]>>,
+    /// Its place among the tests of its alternative as written (for explanations: the
+    /// tests are evaluated cheapest first, see [`Test::cost`]).
+    pub written_at: usize,
 }
 
 /// Fewest values for which a test is answered from the event's hits
@@ -207,6 +210,37 @@ pub(crate) struct Test {
 const MANY_VALUES: usize = 8;
 
 impl Test {
+    /// A rough cost of evaluating the test, once every literal's `scanned` is known: the
+    /// tests of an alternative (an `and`) are evaluated cheapest first, so a regex over a
+    /// long call trace runs only when the exact `GrantedAccess` beside it holds.
+    fn cost(&self, atoms: &[Atom]) -> u8 {
+        fn value_cost(v: &ValueTest, atoms: &[Atom]) -> u8 {
+            match v {
+                ValueTest::Atom { atom, .. } if atoms[*atom as usize].scanned => 1,
+                ValueTest::Atom { .. } | ValueTest::Empty | ValueTest::Null => 2,
+                ValueTest::Cmp { .. } | ValueTest::Cidr { .. } | ValueTest::TimePart { .. } => 3,
+                ValueTest::FieldRef { .. } | ValueTest::Glob { .. } | ValueTest::ClassRun(_) => 4,
+                ValueTest::Regex { .. } => 5,
+                ValueTest::Any(vs) => vs.iter().map(|v| value_cost(v, atoms)).max().unwrap_or(0),
+            }
+        }
+        if self.exists.is_some() {
+            return 0;
+        }
+        let cost = self
+            .values
+            .iter()
+            .map(|v| value_cost(v, atoms))
+            .max()
+            .unwrap_or(0);
+        // A keyword test that is not a scanned literal reads every value of the event.
+        if self.field == KEYWORD_SLOT && cost > 1 {
+            cost + 5
+        } else {
+            cost
+        }
+    }
+
     /// Fill in [`Test::scanned_values`] once every literal's `scanned` is known.
     fn index_scanned_values(&mut self, atoms: &[Atom]) {
         if self.all || self.field == KEYWORD_SLOT || self.values.len() < MANY_VALUES {
@@ -476,11 +510,12 @@ impl Builder<'_> {
             let mut alternatives = Vec::new();
             for alt in &sel.alternatives {
                 let mut tests = Vec::new();
-                for t in alt {
-                    let compiled = self.compile_test(t, route).map_err(|mut p| {
+                for (written_at, t) in alt.iter().enumerate() {
+                    let mut compiled = self.compile_test(t, route).map_err(|mut p| {
                         p.location = p.location.or_else(|| t.location.clone());
                         p
                     })?;
+                    compiled.written_at = written_at;
                     tests.push(compiled);
                 }
                 alternatives.push(tests);
@@ -532,6 +567,7 @@ impl Builder<'_> {
             exists: None,
             key: key.clone(),
             scanned_values: None,
+            written_at: 0,
         };
         if keyword
             && t.modifiers.iter().any(|m| {
@@ -1332,7 +1368,15 @@ impl CompiledRules {
                         atom_rules[a as usize].push((i as RuleIdx, rule.route));
                     }
                 }
-                _ => always[rule.route as usize].push(i as RuleIdx),
+                _ => {
+                    if std::env::var_os("TOCSIN_DEBUG_STATS").is_some() {
+                        eprintln!(
+                            "rule without a prefilter (verified on every event of its route): {} ({})",
+                            rule.title, rule.location
+                        );
+                    }
+                    always[rule.route as usize].push(i as RuleIdx)
+                }
             }
         }
         // Only the literals of prefilter sets are scanned for; the others are compared when
@@ -1341,12 +1385,15 @@ impl CompiledRules {
         for (a, atom) in b.atoms.iter_mut().enumerate() {
             atom.scanned = !atom_rules[a].is_empty() || b.atom_home[a].0 == KEYWORD_SLOT;
         }
-        for test in compiled
+        for alternative in compiled
             .iter_mut()
             .flat_map(|r| r.selections.iter_mut())
-            .flat_map(|s| s.alternatives.iter_mut().flatten())
+            .flat_map(|s| s.alternatives.iter_mut())
         {
-            test.index_scanned_values(&b.atoms);
+            for test in alternative.iter_mut() {
+                test.index_scanned_values(&b.atoms);
+            }
+            alternative.sort_by_key(|t| t.cost(&b.atoms));
         }
 
         // One literal set per field over the distinct case-folded literals of all routes.

@@ -67,7 +67,10 @@ impl CompiledRules {
             let mut alternatives = Vec::new();
             for alt in &sel.alternatives {
                 let mut tests = Vec::new();
-                for t in alt {
+                // As written, not in evaluation order.
+                let mut written: Vec<_> = alt.iter().collect();
+                written.sort_by_key(|t| t.written_at);
+                for t in written {
                     let no_paths: &[String] = &[];
                     let paths = if t.field == crate::compile::KEYWORD_SLOT {
                         no_paths

@@ -449,7 +449,10 @@ fn many_scanned_values_are_answered_from_the_hits() {
     let c = compile(
         &(rule(
             "any",
-            &format!("  sel:\n    Image|endswith: [{}]\n  condition: sel", names.join(", ")),
+            &format!(
+                "  sel:\n    Image|endswith: [{}]\n  condition: sel",
+                names.join(", ")
+            ),
         ) + &rule(
             "none",
             &format!(
@@ -504,4 +507,36 @@ fn serde_json_string(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[test]
+fn tests_run_cheapest_first_and_are_explained_as_written() {
+    let c = compile(
+        &rule(
+            "order",
+            "  sel:\n    CommandLine|re: 'a.+b'\n    CommandLine|contains|all: ['x', 'y']\n    Image: 'C:\\x.exe'\n  condition: sel",
+        ),
+        "",
+    );
+    let evaluated: Vec<&str> = c.rules[0].selections[0].alternatives[0]
+        .iter()
+        .map(|t| t.key.as_str())
+        .collect();
+    assert_eq!(
+        evaluated,
+        ["Image", "CommandLine|contains|all", "CommandLine|re"]
+    );
+    let raw = ev(r#""Image":"C:\\x.exe","CommandLine":"a x y b""#);
+    let mut idx = EventIndex::new();
+    let e = Event::parse(raw.as_bytes(), &mut idx).unwrap();
+    let mut s = c.new_scratch();
+    c.match_event(&e, &mut s);
+    assert_eq!(s.matched(), [0]);
+    let explained = c.explain(0, &e, &mut s);
+    let keys: Vec<&str> = explained.selections[0].alternatives[0]
+        .iter()
+        .map(|t| t.key.as_str())
+        .collect();
+    assert_eq!(keys, ["CommandLine|re", "CommandLine|contains|all", "Image"]);
+    assert!(explained.matched);
 }
