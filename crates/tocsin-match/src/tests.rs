@@ -537,6 +537,9 @@ fn tests_run_cheapest_first_and_are_explained_as_written() {
         .iter()
         .map(|t| t.key.as_str())
         .collect();
-    assert_eq!(keys, ["CommandLine|re", "CommandLine|contains|all", "Image"]);
+    assert_eq!(
+        keys,
+        ["CommandLine|re", "CommandLine|contains|all", "Image"]
+    );
     assert!(explained.matched);
 }
