@@ -60,13 +60,11 @@ pub struct MatchScratch {
     lower_event: Vec<u8>,
     /// The field value being scanned, lower-cased.
     scan_lower: Vec<u8>,
-    /// The text of the field value that unscanned literals were last compared with, as
-    /// is and lower-cased, and which value it was (start and length of its raw bytes in
-    /// the current event, and whether it has text): a filter of many literals on one field
-    /// reads it once.
-    compared_text: String,
+    /// The text of the field value that unscanned literals were last compared with,
+    /// lower-cased, and which value it was (start and length of its raw bytes in the
+    /// current event): a filter of many literals on one field reads it once.
     compared_lower: Vec<u8>,
-    compared_value: Option<(usize, usize, bool)>,
+    compared_value: Option<(usize, usize)>,
     /// Per routing field: its text in the current event (when present).
     route_values: Vec<String>,
     route_present: Vec<bool>,
@@ -195,7 +193,6 @@ impl CompiledRules {
             route_active: vec![false; self.routes.len()],
             lower_event: Vec::new(),
             scan_lower: Vec::new(),
-            compared_text: String::new(),
             compared_lower: Vec::new(),
             compared_value: None,
             route_cache: std::collections::HashMap::new(),
@@ -678,36 +675,33 @@ fn compare_literal(
     value: FieldValue<'_>,
     scratch: &mut MatchScratch,
 ) -> bool {
-    let raw = value.raw();
-    let id = (raw.as_ptr() as usize, raw.len());
-    if scratch.compared_value.map(|(at, len, _)| (at, len)) != Some(id) {
-        let MatchScratch {
-            compared_text,
-            compared_lower,
-            compared_value,
-            verify_buf,
-            ..
-        } = scratch;
-        compared_text.clear();
-        compared_lower.clear();
-        // Objects and arrays have no text: a literal never occurs in them.
-        let text = value.text(verify_buf);
-        if let Some(t) = text {
-            compared_text.push_str(t);
-            compared_lower.extend(t.bytes().map(|b| b.to_ascii_lowercase()));
-        }
-        *compared_value = Some((id.0, id.1, text.is_some()));
-    }
-    if scratch
-        .compared_value
-        .is_some_and(|(_, _, has_text)| !has_text)
-    {
+    // Objects and arrays have no text: a literal never occurs in them.
+    if matches!(value.kind(), ValueKind::Object | ValueKind::Array) {
         return false;
     }
+    let MatchScratch {
+        compared_lower,
+        compared_value,
+        verify_buf,
+        ..
+    } = scratch;
     let hay: &[u8] = if literal.cased {
-        scratch.compared_text.as_bytes()
+        // Rare: read the text as written each time.
+        let Some(text) = value.text(verify_buf) else {
+            return false;
+        };
+        text.as_bytes()
     } else {
-        &scratch.compared_lower
+        let raw = value.raw();
+        let id = (raw.as_ptr() as usize, raw.len());
+        if *compared_value != Some(id) {
+            compared_lower.clear();
+            if let Some(text) = value.text(verify_buf) {
+                compared_lower.extend(text.bytes().map(|b| b.to_ascii_lowercase()));
+            }
+            *compared_value = Some(id);
+        }
+        compared_lower
     };
     let lit = &*literal.bytes;
     (need & HIT_WHOLE == 0 || hay == lit)
