@@ -397,11 +397,10 @@ proptest! {
         modifier in 0usize..6,
         negate in any::<bool>(),
     ) {
-        let m = ["", "|contains", "|startswith", "|endswith", "|contains|all", "|re"][modifier];
-        let m = if m == "|contains|all" && values.len() < 2 { "|contains" } else { m };
-        let list: Vec<String> = values.iter().map(|v| format!("'{}'", v.replace('\'', "''"))).collect();
+        let m = one_of_modifiers(&["", "|contains", "|startswith", "|endswith", "|contains|all", "|re"], modifier, &values);
+        let list = yaml_list(&values);
         let cond = if negate { "sel and not other" } else { "sel or other" };
-        let r = rule("p", &format!("  sel:\n    CommandLine{m}: [{}]\n  other:\n    Image|contains: 'b*c'\n  condition: {cond}", list.join(", ")));
+        let r = rule("p", &format!("  sel:\n    CommandLine{m}: {list}\n  other:\n    Image|contains: 'b*c'\n  condition: {cond}"));
         let src = parse_sigma_source("r.yml", &r);
         prop_assume!(src.diagnostics.error_count() == 0);
         let (c, _) = CompiledRules::compile(&src.rules, &[], &[], &profile(), &MatchConfig::default());
@@ -424,10 +423,8 @@ proptest! {
         modifier in 0usize..7,
         field_is_number in any::<bool>(),
     ) {
-        let m = ["", "|contains", "|startswith", "|endswith", "|contains|all", "|cased", "|contains|cased"][modifier];
-        let m = if m == "|contains|all" && values.len() < 2 { "|contains" } else { m };
-        let list: Vec<String> = values.iter().map(|v| format!("'{}'", v.replace('\'', "''"))).collect();
-        let sel = format!("  sel:\n    CommandLine{m}: [{}]\n", list.join(", "));
+        let m = one_of_modifiers(&["", "|contains", "|startswith", "|endswith", "|contains|all", "|cased", "|contains|cased"], modifier, &values);
+        let sel = format!("  sel:\n    CommandLine{m}: {}\n", yaml_list(&values));
         let scanned = compile(&rule("s", &format!("{sel}  condition: sel")), "");
         let compared = compile(
             &rule("u", &format!("{sel}  gate:\n    Image: 'gate.exe'\n  condition: gate and not sel")),
@@ -494,6 +491,23 @@ fn compared_literals_read_the_field_once_per_value() {
     assert!(matched(&c, &base("cmd /c", "C:\\\\Windows\\\\Explorer.EXE")).is_empty());
     // The command line holds the other filter's literal: no effect.
     assert_eq!(matched(&c, &base("\\\\svchost.exe", "C:\\\\x.exe")), ["f"]);
+}
+
+/// `modifiers[i]`, with `|contains|all` made `|contains` for a single value (`all` needs two).
+fn one_of_modifiers<'m>(modifiers: &[&'m str], i: usize, values: &[String]) -> &'m str {
+    match modifiers[i] {
+        "|contains|all" if values.len() < 2 => "|contains",
+        m => m,
+    }
+}
+
+/// `values` as a YAML flow list of single-quoted strings.
+fn yaml_list(values: &[String]) -> String {
+    let quoted: Vec<String> = values
+        .iter()
+        .map(|v| format!("'{}'", v.replace('\'', "''")))
+        .collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 fn serde_json_string(s: &str) -> String {
