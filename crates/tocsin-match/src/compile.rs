@@ -25,8 +25,6 @@ use std::net::IpAddr;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use regex_automata::meta::Regex;
-
-use crate::class_run::ClassRun;
 use regex_automata::util::syntax;
 
 use tocsin_core::{Level, Taxonomy, Tlp};
@@ -35,6 +33,7 @@ use tocsin_rules::{
     Diagnostic, Indicator, Location, Profile, RouteCondition, SigmaFilter, SigmaRule,
 };
 
+use crate::class_run::ClassRun;
 use crate::glob::{Glob, GlobPart};
 use crate::ioc::{mask_v4, mask_v6, IocTable};
 use crate::literals::{Anchor, AnchoredValues, LiteralSet, FRAGMENT};
