@@ -1,5 +1,6 @@
-//! Matching throughput with 10, 100, 1,000 and all SigmaHQ Windows rules over the real
-//! OTRF events (`TOCSIN_TEST_DATA`, see ../shared/data), and compile time of the full set.
+//! Decoding alone, and matching throughput with 10, 100, 1,000 and all SigmaHQ Windows
+//! rules, over the real OTRF events (`TOCSIN_TEST_DATA`, see ../shared/data); compile time
+//! of the full set.
 //! Without the data it falls back to the `tocsin gen` workload and our own rules only.
 //!
 //! The timed loop keeps one scratch space across iterations, as a worker thread does, so
@@ -18,6 +19,7 @@ use tocsin_benches::{
     count_matches, count_matches_with, generated_events, match_all, record_figure, repo,
     resident_bytes, test_data,
 };
+use tocsin_core::{Event, EventIndex};
 use tocsin_match::{CompiledRules, MatchConfig};
 use tocsin_rules::{parse_profile, parse_sigma_source, Profile, SigmaRule};
 
@@ -131,6 +133,26 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("sigmahq");
     group.sample_size(10);
     group.throughput(Throughput::Elements(events.len() as u64));
+    // Decoding alone (validate and index every event): the floor under every rule count.
+    // The answer to check: the number of top-level members, as serde_json counts them.
+    let members: usize = events
+        .iter()
+        .map(|e| {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(e)
+                .map_or(0, |m| m.len())
+        })
+        .sum();
+    group.bench_function("decode", |b| {
+        let mut index = EventIndex::new();
+        b.iter(|| {
+            let got: usize = events
+                .iter()
+                .map(|e| Event::parse(e, &mut index).map_or(0, |ev| ev.len()))
+                .sum();
+            assert_eq!(got, members);
+            got
+        })
+    });
     let mut sizes: Vec<usize> = [10, 100, 1000]
         .into_iter()
         .filter(|&n| n < rules.len())
