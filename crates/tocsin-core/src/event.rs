@@ -112,6 +112,18 @@ pub struct EventIndex {
     table: Vec<u32>,
     /// Some key holds escapes: lookups that miss the table fall back to a scan.
     escaped_keys: bool,
+    /// One bit per key, at [`key_bit`] of its hash: a name whose bit is clear is not a key
+    /// of the event, known without probing the table.
+    key_bits: u128,
+    /// Some member is an object: dotted paths may lead into it.
+    has_objects: bool,
+}
+
+/// The bit of [`EventIndex::key_bits`] for a key hash: from its top bits, which the
+/// table's slot index (the low bits) does not use.
+#[inline]
+fn key_bit(hash: u32) -> u128 {
+    1u128 << (hash >> 25)
 }
 
 /// A hash of a key from its length and its first and last eight bytes: a few integer
@@ -142,14 +154,19 @@ impl EventIndex {
         self.table.clear();
         self.table.resize(want, 0);
         self.escaped_keys = false;
+        self.key_bits = 0;
+        self.has_objects = false;
         let mask = want - 1;
         for (i, m) in self.members.iter().enumerate() {
+            self.has_objects |= m.kind == ValueKind::Object;
             if m.key_escaped {
                 self.escaped_keys = true;
                 continue;
             }
             let key = &raw[m.key_start as usize..m.key_end as usize];
-            let mut slot = key_hash(key) as usize & mask;
+            let hash = key_hash(key);
+            self.key_bits |= key_bit(hash);
+            let mut slot = hash as usize & mask;
             loop {
                 let entry = self.table[slot];
                 if entry == 0 {
@@ -182,6 +199,8 @@ pub struct Event<'a> {
     members: &'a [Member],
     table: &'a [u32],
     escaped_keys: bool,
+    key_bits: u128,
+    has_objects: bool,
 }
 
 impl fmt::Debug for Event<'_> {
@@ -204,6 +223,44 @@ pub struct FieldValue<'a> {
 impl fmt::Debug for FieldValue<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}({})", self.kind, String::from_utf8_lossy(self.raw))
+    }
+}
+
+/// A field name or dotted path prepared for reading from many events: its lookup hash
+/// and whether it has dots are worked out once, not at every read (rules read the same
+/// dozen names from every event, most of them absent).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FieldName {
+    name: Box<str>,
+    hash: u32,
+    dotted: bool,
+}
+
+impl FieldName {
+    /// Prepare `name` (a flat key or a dotted path, as for [`Event::get`]).
+    pub fn new(name: &str) -> Self {
+        FieldName {
+            name: name.into(),
+            hash: key_hash(name.as_bytes()),
+            dotted: name.contains('.'),
+        }
+    }
+
+    /// The name as given.
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Debug for FieldName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.name, f)
+    }
+}
+
+impl fmt::Display for FieldName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
     }
 }
 
@@ -256,6 +313,8 @@ impl<'a> Event<'a> {
             members: &index.members,
             table: &index.table,
             escaped_keys: index.escaped_keys,
+            key_bits: index.key_bits,
+            has_objects: index.has_objects,
         })
     }
 
@@ -277,14 +336,22 @@ impl<'a> Event<'a> {
     /// The value of a top-level member whose key is exactly `name` (last one wins, as in
     /// most JSON readers).
     pub fn get_flat(&self, name: &str) -> Option<FieldValue<'a>> {
-        let name = name.as_bytes();
+        self.get_flat_hashed(name.as_bytes(), key_hash(name.as_bytes()))
+    }
+
+    /// [`Event::get_flat`] with the name's [`key_hash`] already computed.
+    #[inline]
+    fn get_flat_hashed(&self, name: &[u8], hash: u32) -> Option<FieldValue<'a>> {
+        if self.key_bits & key_bit(hash) == 0 && !self.escaped_keys {
+            return None;
+        }
         let value = |m: &Member| FieldValue {
             raw: &self.raw[m.value_start as usize..m.value_end as usize],
             kind: m.kind,
         };
         let mask = self.table.len().wrapping_sub(1);
         if !self.table.is_empty() {
-            let mut slot = key_hash(name) as usize & mask;
+            let mut slot = hash as usize & mask;
             loop {
                 let entry = self.table[slot];
                 if entry == 0 {
@@ -318,6 +385,26 @@ impl<'a> Event<'a> {
             return Some(v);
         }
         if !path.contains('.') {
+            return None;
+        }
+        self.get_nested(path)
+    }
+
+    /// [`Event::get`] by a [`FieldName`], whose hash and dots were found once.
+    #[inline]
+    pub fn get_named(&self, name: &FieldName) -> Option<FieldValue<'a>> {
+        if let Some(v) = self.get_flat_hashed(name.name.as_bytes(), name.hash) {
+            return Some(v);
+        }
+        if !name.dotted {
+            return None;
+        }
+        self.get_nested(&name.name)
+    }
+
+    /// The value at a dotted `path` inside the event's objects (not as a top-level key).
+    fn get_nested(&self, path: &str) -> Option<FieldValue<'a>> {
+        if !self.has_objects {
             return None;
         }
         let bytes = path.as_bytes();
@@ -1123,6 +1210,42 @@ mod tests {
                 let mut buf = String::from("left over");
                 let got = event.get_flat("k").and_then(|v| v.text(&mut buf).map(str::to_owned));
                 prop_assert_eq!(got.as_deref(), Some(value.as_str()));
+            }
+
+            /// Prepared names read what serde_json finds: flat keys (the last of
+            /// duplicates), dotted paths into objects, keys written with escapes, and
+            /// absent names (most of which the key bits turn away without a probe).
+            #[test]
+            fn prepared_names_read_what_serde_json_finds(
+                keys in proptest::collection::vec("[abc.]{1,3}", 0..40),
+                nested in proptest::collection::btree_map("[AB]{1,2}", "[abc]{1,2}", 0..3),
+                escape_one in any::<bool>(),
+                names in proptest::collection::vec("[abcAB.]{1,4}", 1..20),
+            ) {
+                let mut text = String::from("{");
+                for (i, k) in keys.iter().enumerate() {
+                    let k = if escape_one && i == 0 { k.replacen('a', "\\u0061", 1) } else { k.clone() };
+                    text.push_str(&format!("\"{k}\":{i},"));
+                }
+                for (outer, inner) in &nested {
+                    text.push_str(&format!("\"{outer}\":{{\"{inner}\":\"n\"}},"));
+                }
+                text.push_str("\"z\":0}");
+                let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+                let as_text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                let mut index = EventIndex::new();
+                let event = Event::parse(text.as_bytes(), &mut index).unwrap();
+                for name in names.iter().chain(&keys).map(String::as_str).chain(["z"]) {
+                    let want = map.get(name).map(as_text).or_else(|| {
+                        let (outer, inner) = name.split_once('.')?;
+                        map.get(outer)?.as_object()?.get(inner).map(as_text)
+                    });
+                    let got = event.get_named(&FieldName::new(name));
+                    // Objects have no text: compare their JSON (written compact here).
+                    let got_text = got.map(|v| v.to_text().unwrap_or_else(|| String::from_utf8_lossy(v.raw()).into_owned()));
+                    prop_assert_eq!(got_text, want, "{} in {}", name, text);
+                    prop_assert_eq!(got, event.get(name));
+                }
             }
 
             #[test]

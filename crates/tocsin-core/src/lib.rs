@@ -28,7 +28,7 @@ pub use detection::{
     correlation_rule_key, Detection, DetectionKind, Entity, IndicatorType, Level, MatchedIndicator,
     RuleRef, SourceRef, DETECTION_SCHEMA,
 };
-pub use event::{DecodeError, Event, EventIndex, FieldValue, ValueKind};
+pub use event::{DecodeError, Event, EventIndex, FieldName, FieldValue, ValueKind};
 pub use incident::{IncidentCandidate, IndicatorSighting, RuleSummary};
 pub use member_state::MemberState;
 pub use sector::Sector;

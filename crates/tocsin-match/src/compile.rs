@@ -27,7 +27,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
 
-use tocsin_core::{Level, Taxonomy, Tlp};
+use tocsin_core::{FieldName, Level, Taxonomy, Tlp};
 use tocsin_rules::sigma::{Condition, FieldTest, Modifier, SigmaString, SigmaValue, StrPart};
 use tocsin_rules::{
     Diagnostic, Indicator, Location, Profile, RouteCondition, SigmaFilter, SigmaRule,
@@ -354,9 +354,10 @@ pub struct CompiledRules {
     /// One literal set per field, for all routes.
     pub(crate) scanners: Vec<Scanner>,
     pub(crate) regexes: Vec<Regex>,
-    pub(crate) fields: Vec<Vec<String>>,
+    /// Per field slot: the event paths to read, first present wins.
+    pub(crate) fields: Vec<Box<[FieldName]>>,
     /// Event fields that route conditions read; each is read once per event.
-    pub(crate) route_fields: Vec<String>,
+    pub(crate) route_fields: Vec<FieldName>,
     pub(crate) iocs: IocTable,
     pub(crate) profile: Profile,
     /// Indicator fields resolved: (type, paths).
@@ -1558,8 +1559,12 @@ impl CompiledRules {
                 atom_rules,
                 scanners,
                 regexes: b.regexes,
-                fields: b.fields,
-                route_fields,
+                fields: b
+                    .fields
+                    .iter()
+                    .map(|paths| paths.iter().map(|p| FieldName::new(p)).collect())
+                    .collect(),
+                route_fields: route_fields.iter().map(|f| FieldName::new(f)).collect(),
                 iocs: IocTable::build(indicators),
                 profile: profile.clone(),
                 indicator_fields,

@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use tocsin_core::Event;
+use tocsin_core::{Event, FieldName};
 use tocsin_rules::sigma::Condition;
 
 use crate::compile::{CompiledRules, RuleIdx};
@@ -71,16 +71,16 @@ impl CompiledRules {
                 let mut written: Vec<_> = alt.iter().collect();
                 written.sort_by_key(|t| t.written_at);
                 for t in written {
-                    let no_paths: &[String] = &[];
+                    let no_paths: &[FieldName] = &[];
                     let paths = if t.field == crate::compile::KEYWORD_SLOT {
                         no_paths
                     } else {
                         &self.fields[t.field as usize]
                     };
                     let value = paths.iter().find_map(|p| {
-                        event.get(p).map(|v| {
+                        event.get_named(p).map(|v| {
                             (
-                                p.clone(),
+                                p.to_string(),
                                 v.to_text().unwrap_or_else(|| {
                                     String::from_utf8_lossy(v.raw()).into_owned()
                                 }),

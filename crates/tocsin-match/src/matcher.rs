@@ -15,7 +15,7 @@
 
 use regex_automata::{meta, Input};
 
-use tocsin_core::{Event, FieldValue, IndicatorType, ValueKind};
+use tocsin_core::{Event, FieldName, FieldValue, IndicatorType, ValueKind};
 use tocsin_rules::sigma::Condition;
 
 use crate::compile::{
@@ -102,8 +102,8 @@ impl MatchScratch {
 }
 
 /// Read the first present path of a field.
-fn field_value<'a>(event: &Event<'a>, paths: &[String]) -> Option<FieldValue<'a>> {
-    paths.iter().find_map(|p| event.get(p))
+fn field_value<'a>(event: &Event<'a>, paths: &[FieldName]) -> Option<FieldValue<'a>> {
+    paths.iter().find_map(|p| event.get_named(p))
 }
 
 /// What routing decided for one tuple of routing values.
@@ -209,7 +209,9 @@ impl CompiledRules {
         for (i, path) in self.route_fields.iter().enumerate() {
             let value = &mut scratch.route_values[i];
             value.clear();
-            let text = event.get(path).and_then(|v| v.text(&mut scratch.text_buf));
+            let text = event
+                .get_named(path)
+                .and_then(|v| v.text(&mut scratch.text_buf));
             scratch.route_present[i] = text.is_some();
             if let Some(t) = text {
                 value.push_str(t);
