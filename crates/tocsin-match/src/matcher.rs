@@ -110,7 +110,20 @@ fn field_value<'a>(event: &Event<'a>, paths: &[FieldName]) -> Option<FieldValue<
 #[derive(Default)]
 struct RouteSet {
     routes: Box<[u32]>,
-    scanners: Box<[u32]>,
+    /// The fields to scan, in one contiguous plan: an event of a common type reads it
+    /// from cache, and a field absent from the event (most are) is told from the event's
+    /// key bits without touching the scanner or the compiled field table.
+    scans: Box<[PlannedScan]>,
+    /// The paths of the scanned fields, `PlannedScan::paths` indexes into it.
+    scan_paths: Box<[FieldName]>,
+}
+
+/// One field to scan for the routes of a [`RouteSet`].
+struct PlannedScan {
+    scanner: u32,
+    /// Range of the field's paths in [`RouteSet::scan_paths`] (empty for keywords).
+    paths: std::ops::Range<u32>,
+    keywords: bool,
 }
 
 /// Most distinct routing tuples remembered per scratch; beyond it, routing is computed
@@ -280,7 +293,7 @@ impl CompiledRules {
                 let set = self.compute_route_set(scratch);
                 if scratch.route_cache.len() >= ROUTE_CACHE_LIMIT {
                     self.activate(&set, scratch);
-                    self.scan_fields(event, &set.scanners, scratch);
+                    self.scan_fields(event, &set, scratch);
                     return self.verify(event, scratch, verify_all);
                 }
                 scratch.route_sets.push(set);
@@ -295,7 +308,7 @@ impl CompiledRules {
         // boxes, no allocation), then put it back.
         let set = std::mem::take(&mut scratch.route_sets[idx]);
         self.activate(&set, scratch);
-        self.scan_fields(event, &set.scanners, scratch);
+        self.scan_fields(event, &set, scratch);
         scratch.route_sets[idx] = set;
         self.verify(event, scratch, verify_all)
     }
@@ -314,9 +327,26 @@ impl CompiledRules {
             .filter(|(_, sc)| sc.routes.iter().any(|r| routes.binary_search(r).is_ok()))
             .map(|(i, _)| i as u32)
             .collect();
+        let mut scan_paths: Vec<FieldName> = Vec::new();
+        let scans = scanners
+            .iter()
+            .map(|&sid| {
+                let field = self.scanners[sid as usize].field;
+                let start = scan_paths.len() as u32;
+                if field != KEYWORD_SLOT {
+                    scan_paths.extend(self.fields[field as usize].iter().cloned());
+                }
+                PlannedScan {
+                    scanner: sid,
+                    paths: start..scan_paths.len() as u32,
+                    keywords: field == KEYWORD_SLOT,
+                }
+            })
+            .collect();
         RouteSet {
             routes: routes.into_boxed_slice(),
-            scanners: scanners.into_boxed_slice(),
+            scans,
+            scan_paths: scan_paths.into_boxed_slice(),
         }
     }
 
@@ -335,9 +365,19 @@ impl CompiledRules {
     }
 
     /// 2. Prefilter: each field that a rule of an active route tests, scanned once.
-    fn scan_fields(&self, event: &Event<'_>, scanner_ids: &[u32], scratch: &mut MatchScratch) {
-        for &sid in scanner_ids {
-            let scanner = &self.scanners[sid as usize];
+    fn scan_fields(&self, event: &Event<'_>, set: &RouteSet, scratch: &mut MatchScratch) {
+        for planned in set.scans.iter() {
+            let value = if planned.keywords {
+                None
+            } else {
+                let paths =
+                    &set.scan_paths[planned.paths.start as usize..planned.paths.end as usize];
+                match field_value(event, paths) {
+                    Some(value) => Some(value),
+                    None => continue,
+                }
+            };
+            let scanner = &self.scanners[planned.scanner as usize];
             let MatchScratch {
                 text_buf,
                 lower_event,
@@ -382,10 +422,7 @@ impl CompiledRules {
                 }
                 continue;
             }
-            let Some(value) = field_value(event, &self.fields[scanner.field as usize]) else {
-                continue;
-            };
-            let Some(text) = value.text(text_buf) else {
+            let Some(text) = value.and_then(|v| v.text(text_buf)) else {
                 continue;
             };
 
