@@ -734,6 +734,18 @@ fn hex4(digits: Option<&[u8]>) -> Option<u32> {
     Some(v)
 }
 
+/// The bytes that may follow a backslash as a two-byte escape.
+const SIMPLE_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let simple = b"\"\\/bfnrt";
+    let mut i = 0;
+    while i < simple.len() {
+        table[simple[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// A validating JSON scanner over bytes already known to be UTF-8.
 struct Scanner<'a> {
     bytes: &'a [u8],
@@ -943,20 +955,19 @@ impl<'a> Scanner<'a> {
             while specials != 0 {
                 self.pos = base + specials.trailing_zeros() as usize;
                 // The two common cases inline: the closing quote and a two-byte escape.
-                match (self.bytes[self.pos], self.bytes.get(self.pos + 1)) {
-                    (b'"', _) => {
-                        self.pos += 1;
-                        return Ok(escaped);
-                    }
-                    (b'\\', Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't')) => {
-                        escaped = true;
-                        self.pos += 2;
-                    }
-                    _ => {
-                        if self.special_byte(&mut escaped)? {
-                            return Ok(escaped);
-                        }
-                    }
+                // (A table, not a `match` on the escaped byte: that compiled to a jump
+                // table whose indirect branch mispredicts between `\\`, `\n`, `\t`...)
+                let byte = self.bytes[self.pos];
+                if byte == b'"' {
+                    self.pos += 1;
+                    return Ok(escaped);
+                }
+                let next = self.bytes.get(self.pos + 1).copied().unwrap_or(0);
+                if byte == b'\\' && SIMPLE_ESCAPE[next as usize] {
+                    escaped = true;
+                    self.pos += 2;
+                } else if self.special_byte(&mut escaped)? {
+                    return Ok(escaped);
                 }
                 // The escape may reach past the block: then go on from the next block.
                 let covered = self.pos - base;
