@@ -1259,6 +1259,46 @@ mod tests {
                 }
             }
 
+            /// Raw string bodies dense in escapes (runs of backslashes of every length,
+            /// across the scanner's 64-byte blocks), now and then with an invalid piece:
+            /// validity and values as serde_json reads them.
+            #[test]
+            fn escapes_across_blocks_agree_with_serde_json(
+                pad in 0usize..70,
+                pieces in proptest::collection::vec(
+                    prop_oneof![
+                        80 => Just(&b"\\\\"[..]),
+                        40 => Just(&b"\\\""[..]),
+                        20 => Just(&b"\\n"[..]),
+                        10 => Just(&b"\\u00e9"[..]),
+                        80 => Just(&b"a"[..]),
+                        1 => Just(&b"\\x"[..]),
+                        1 => Just(&b"\\u0g"[..]),
+                        1 => Just(&b"\""[..]),
+                        1 => Just(&b"\x01"[..]),
+                    ],
+                    0..120,
+                ),
+                close in prop_oneof![9 => Just(true), 1 => Just(false)],
+            ) {
+                let mut text = format!("{{\"{}\":\"", "k".repeat(pad + 1)).into_bytes();
+                text.extend_from_slice(&pieces.concat());
+                if close {
+                    text.extend_from_slice(b"\"}");
+                }
+                let mut index = EventIndex::new();
+                let ours = Event::parse(&text, &mut index);
+                let theirs = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&text);
+                prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?} {:?}", String::from_utf8_lossy(&text), ours.err());
+                if let Ok(map) = theirs {
+                    let event = ours.unwrap();
+                    for (k, v) in &map {
+                        let got = event.get_flat(k).and_then(|f| f.to_text());
+                        prop_assert_eq!(got.as_deref(), v.as_str());
+                    }
+                }
+            }
+
             #[test]
             fn validity_matches_serde_json_on_mutated_objects(
                 // Values long enough to span the scanner's 64-byte blocks, escapes included.
