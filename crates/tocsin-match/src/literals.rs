@@ -10,7 +10,8 @@
 //! its four bytes least likely to occur in ordinary values, and keeps a small bit filter
 //! and hash table over the fragments (a few bytes per literal). The scan reads the value
 //! once, four bytes at a time at every position: one multiply and one bit test that nearly
-//! always says "no fragment here". Where a fragment does occur, the literals that carry it
+//! always says "no fragment here" (eight positions per step where the processor has AVX2,
+//! see [`avx2`]). Where a fragment does occur, the literals that carry it
 //! are compared in place. Literals shorter than four bytes are few and go to a small
 //! Aho-Corasick automaton that stays in cache. (Giving them fragments of their own width
 //! was tried: the extra filter tests at every byte cost more than the automaton.)
