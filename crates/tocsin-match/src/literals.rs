@@ -173,7 +173,7 @@ impl LiteralSet {
         let mut fragments: Vec<(u64, Vec<(u32, u32)>)> = by_fragment.into_iter().collect();
         fragments.sort_unstable_by_key(|(f, _)| *f);
         for (fragment, list) in fragments {
-            let h = filter_hash(fragment, filter_bits);
+            let h = filter_hash(fragment, width, filter_bits);
             filter[h >> 5] |= 1 << (h & 31);
             let mut i = hash(fragment, slot_bits);
             while slots[i].len != 0 {
@@ -208,7 +208,7 @@ impl LiteralSet {
                 .short
                 .as_ref()
                 .map_or(0, |(ac, ids)| ac.memory_usage() + ids.len() * 4)
-            + self.filter.len() * 8
+            + std::mem::size_of_val(&*self.filter)
             + self.slots.len() * std::mem::size_of::<Slot>()
             + self.entries.len() * 8
     }
@@ -277,7 +277,7 @@ impl LiteralSet {
         }
         for (pos, window) in hay.windows(W).enumerate().skip(from) {
             let fragment = gram(window);
-            let h = filter_hash(fragment, self.filter_bits);
+            let h = filter_hash(fragment, W, self.filter_bits);
             if self.filter[h >> 5] & (1 << (h & 31)) != 0 {
                 self.verify(hay, pos, fragment, found);
             }
@@ -290,18 +290,14 @@ impl LiteralSet {
     fn scan_vectorised(&self, hay: &[u8], found: &mut impl FnMut(u32, usize, usize)) -> usize {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 && !self.entries.is_empty() && hay.len() >= FRAGMENT {
-            let mut end = 0;
-            // SAFETY: `avx2` is set only when the processor has AVX2.
-            unsafe {
-                avx2::filter_candidates(hay, &self.filter, self.filter_bits, |pos, next| {
-                    end = next;
-                    if let Some(pos) = pos {
-                        let fragment = gram(&hay[pos..pos + FRAGMENT]);
-                        self.verify(hay, pos, fragment, found);
-                    }
+            // SAFETY: `avx2` is set only when the processor has AVX2; the filter has
+            // `1 << (filter_bits - 5)` words, `filter_bits` between 10 and 21.
+            return unsafe {
+                avx2::filter_candidates(hay, &self.filter, self.filter_bits, |pos| {
+                    let fragment = gram(&hay[pos..pos + FRAGMENT]);
+                    self.verify(hay, pos, fragment, found);
                 })
             };
-            return end;
         }
         let _ = (hay, found);
         0
@@ -472,13 +468,16 @@ fn gram(bytes: &[u8]) -> u64 {
     }
 }
 
-/// The filter's hash of a fragment: the top `bits` bits of a 32-bit multiplicative hash of
-/// its two halves folded (a four-byte fragment is its own fold), which the vector scan
-/// computes eight at a time.
+/// The filter's hash of a fragment of `width` bytes: for four-byte fragments the top
+/// `bits` bits of a 32-bit multiplicative hash, which the vector scan computes eight at a
+/// time; eight-byte fragments (scalar only) keep the 64-bit [`hash`].
 #[inline]
-fn filter_hash(fragment: u64, bits: u32) -> usize {
-    let folded = (fragment as u32) ^ ((fragment >> 32) as u32);
-    (folded.wrapping_mul(FILTER_MUL) >> (32 - bits)) as usize
+fn filter_hash(fragment: u64, width: usize, bits: u32) -> usize {
+    if width == FRAGMENT {
+        ((fragment as u32).wrapping_mul(FILTER_MUL) >> (32 - bits)) as usize
+    } else {
+        hash(fragment, bits)
+    }
 }
 
 /// Multiplier of [`filter_hash`] (the 32-bit golden ratio, odd).
@@ -511,21 +510,22 @@ mod avx2 {
     }
 
     /// Test the four-byte windows of `hay` against `filter` (bit [`super::filter_hash`])
-    /// eight positions at a time while 16 bytes can be loaded; call `on(Some(pos), next)`
-    /// for each position whose bit is set, in order, and `on(None, next)` once at the end,
-    /// `next` being the first position not tested.
+    /// eight positions at a time while 16 bytes can be loaded; call `on(pos)` for each
+    /// position whose bit is set, in order. Returns the first position not tested.
     ///
     /// # Safety
-    /// The processor must have AVX2.
+    /// The processor must have AVX2, and `filter` must hold `1 << (bits - 5)` words with
+    /// `bits` between 5 and 32 (the gather reads the word of every hash unchecked).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn filter_candidates(
         hay: &[u8],
         filter: &[u32],
         bits: u32,
-        mut on: impl FnMut(Option<usize>, usize),
-    ) {
+        mut on: impl FnMut(usize),
+    ) -> usize {
         use std::arch::x86_64::*;
+        debug_assert!((5..=32).contains(&bits) && filter.len() << 5 >= 1usize << bits);
         // Lane 0 builds the windows at offsets 0..4, lane 1 those at 4..8, from the same
         // 16 bytes in both lanes.
         let windows = _mm256_setr_epi8(
@@ -549,12 +549,12 @@ mod avx2 {
             let mut mask =
                 _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(set, one))) as u32;
             while mask != 0 {
-                on(Some(pos + mask.trailing_zeros() as usize), pos + 8);
+                on(pos + mask.trailing_zeros() as usize);
                 mask &= mask - 1;
             }
             pos += 8;
         }
-        on(None, pos);
+        pos
     }
 }
 

@@ -111,8 +111,9 @@ fn field_value<'a>(event: &Event<'a>, paths: &[FieldName]) -> Option<FieldValue<
 struct RouteSet {
     routes: Box<[u32]>,
     /// The fields to scan, in one contiguous plan: an event of a common type reads it
-    /// from cache, and a field absent from the event (most are) is told from the event's
-    /// key bits without touching the scanner or the compiled field table.
+    /// from cache, and a field absent from the event (most are) is told by
+    /// [`Event::get_named`] (usually from the event's key bits) without touching the
+    /// scanner or the compiled field table.
     scans: Box<[PlannedScan]>,
     /// The paths of the scanned fields, `PlannedScan::paths` indexes into it.
     scan_paths: Box<[FieldName]>,
@@ -398,7 +399,7 @@ impl CompiledRules {
                 route_active,
                 stats,
             };
-            if scanner.field == KEYWORD_SLOT {
+            if planned.keywords {
                 // Keyword searches look at every value of the event; skip them when no
                 // keyword can be present in the raw bytes at all.
                 if let Some(presence) = &scanner.presence {
