@@ -382,30 +382,21 @@ impl<'a> Event<'a> {
     /// The value at `path`: a top-level key equal to the whole path wins; otherwise the
     /// path is split at dots and nested objects are searched (`process.command_line`).
     pub fn get(&self, path: &str) -> Option<FieldValue<'a>> {
-        if let Some(v) = self.get_flat(path) {
-            return Some(v);
-        }
-        if !path.contains('.') {
-            return None;
-        }
-        self.get_nested(path)
+        self.get_flat(path)
+            .or_else(|| self.get_nested(path, path.contains('.')))
     }
 
     /// [`Event::get`] by a [`FieldName`], whose hash and dots were found once.
     #[inline]
     pub fn get_named(&self, name: &FieldName) -> Option<FieldValue<'a>> {
-        if let Some(v) = self.get_flat_hashed(name.name.as_bytes(), name.hash) {
-            return Some(v);
-        }
-        if !name.dotted {
-            return None;
-        }
-        self.get_nested(&name.name)
+        self.get_flat_hashed(name.name.as_bytes(), name.hash)
+            .or_else(|| self.get_nested(&name.name, name.dotted))
     }
 
-    /// The value at a dotted `path` inside the event's objects (not as a top-level key).
-    fn get_nested(&self, path: &str) -> Option<FieldValue<'a>> {
-        if !self.has_objects {
+    /// The value at a `path` with dots (`dotted`) inside the event's objects, not as a
+    /// top-level key.
+    fn get_nested(&self, path: &str, dotted: bool) -> Option<FieldValue<'a>> {
+        if !dotted || !self.has_objects {
             return None;
         }
         let bytes = path.as_bytes();
