@@ -321,26 +321,22 @@ impl CompiledRules {
             .filter(|&r| self.route_matches(r, scratch))
             .map(|r| r as u32)
             .collect();
-        let scanners: Vec<u32> = self
+        let mut scan_paths: Vec<FieldName> = Vec::new();
+        let scans = self
             .scanners
             .iter()
             .enumerate()
             .filter(|(_, sc)| sc.routes.iter().any(|r| routes.binary_search(r).is_ok()))
-            .map(|(i, _)| i as u32)
-            .collect();
-        let mut scan_paths: Vec<FieldName> = Vec::new();
-        let scans = scanners
-            .iter()
-            .map(|&sid| {
-                let field = self.scanners[sid as usize].field;
+            .map(|(sid, scanner)| {
                 let start = scan_paths.len() as u32;
-                if field != KEYWORD_SLOT {
-                    scan_paths.extend(self.fields[field as usize].iter().cloned());
+                let keywords = scanner.field == KEYWORD_SLOT;
+                if !keywords {
+                    scan_paths.extend(self.fields[scanner.field as usize].iter().cloned());
                 }
                 PlannedScan {
-                    scanner: sid,
+                    scanner: sid as u32,
                     paths: start..scan_paths.len() as u32,
-                    keywords: field == KEYWORD_SLOT,
+                    keywords,
                 }
             })
             .collect();
@@ -373,10 +369,10 @@ impl CompiledRules {
             } else {
                 let paths =
                     &set.scan_paths[planned.paths.start as usize..planned.paths.end as usize];
-                match field_value(event, paths) {
-                    Some(value) => Some(value),
-                    None => continue,
-                }
+                let Some(value) = field_value(event, paths) else {
+                    continue;
+                };
+                Some(value)
             };
             let scanner = &self.scanners[planned.scanner as usize];
             let MatchScratch {
