@@ -60,10 +60,10 @@ impl ClassRun {
     }
 
     fn contains(&self, unit: u32) -> bool {
-        // Classes from rules have a handful of ranges (`.` has two).
-        self.ranges
-            .iter()
-            .any(|&(start, end)| start <= unit && unit <= end)
+        // The ranges are sorted and disjoint (regex-syntax's canonical form); `\w` has
+        // hundreds.
+        let i = self.ranges.partition_point(|&(_, end)| end < unit);
+        self.ranges.get(i).is_some_and(|&(start, _)| start <= unit)
     }
 
     /// Whether `text` holds a run of at least `min` characters (bytes) of the class.
@@ -72,6 +72,10 @@ impl ClassRun {
             return true;
         }
         let min = self.min as usize;
+        // Fewer bytes than `min` cannot hold the run (a character is at least one byte).
+        if text.len() < min {
+            return false;
+        }
         let mut run = 0usize;
         let mut step = |inside: bool| {
             run = if inside { run + 1 } else { 0 };
@@ -80,8 +84,7 @@ impl ClassRun {
         if self.bytes {
             text.bytes().any(|b| step(self.contains(u32::from(b))))
         } else {
-            // Fewer characters than `min` bytes cannot hold the run.
-            text.len() >= min && text.chars().any(|c| step(self.contains(u32::from(c))))
+            text.chars().any(|c| step(self.contains(u32::from(c))))
         }
     }
 }
