@@ -460,6 +460,16 @@ fn many_scanned_values_are_answered_from_the_hits() {
         "",
     );
     assert_eq!(c.stats().scanned_atoms, 13);
+    // Both Image tests take the path under test (the answers below alone would also come
+    // from value-by-value evaluation).
+    for rule in &c.rules {
+        let tests = &rule.selections[0].alternatives[0];
+        assert!(
+            tests.iter().any(|t| t.scanned_values.is_some()),
+            "{}",
+            rule.title
+        );
+    }
     let image = |img: &str| ev(&format!(r#""Image":"{img}","CommandLine":"x""#));
     assert_eq!(matched(&c, &image("C:\\\\TOOL7.exe")), ["any", "none"]);
     assert_eq!(matched(&c, &image("\\\\tool7.exe")), ["any"]);
@@ -470,7 +480,7 @@ fn many_scanned_values_are_answered_from_the_hits() {
 }
 
 #[test]
-fn compared_literals_read_the_field_once_per_value() {
+fn compared_literals_use_their_own_fields_text() {
     // Many compared literals on two fields of one event: each field's text is compared
     // with its own literals, not the other field's.
     let c = compile(
