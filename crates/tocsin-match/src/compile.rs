@@ -361,7 +361,9 @@ pub struct CompiledRules {
     pub(crate) iocs: IocTable,
     pub(crate) profile: Profile,
     /// Indicator fields resolved: (type, paths).
-    pub(crate) indicator_fields: Vec<(tocsin_core::IndicatorType, Vec<String>)>,
+    pub(crate) indicator_fields: Vec<(tocsin_core::IndicatorType, Box<[FieldName]>)>,
+    /// The profile's fields that list hashes (Sysmon `Hashes`), prepared.
+    pub(crate) hash_list_fields: Box<[FieldName]>,
     pub(crate) not_applicable: usize,
 }
 
@@ -1549,7 +1551,12 @@ impl CompiledRules {
         let indicator_fields = profile
             .indicator_fields
             .iter()
-            .map(|(k, v)| (*k, v.clone()))
+            .map(|(k, paths)| (*k, paths.iter().map(|p| FieldName::new(p)).collect()))
+            .collect();
+        let hash_list_fields = profile
+            .hash_list_fields
+            .iter()
+            .map(|p| FieldName::new(p))
             .collect();
         (
             CompiledRules {
@@ -1568,6 +1575,7 @@ impl CompiledRules {
                 iocs: IocTable::build(indicators),
                 profile: profile.clone(),
                 indicator_fields,
+                hash_list_fields,
                 not_applicable,
             },
             diags,

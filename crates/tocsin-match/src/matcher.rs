@@ -468,7 +468,7 @@ impl CompiledRules {
                 continue;
             }
             for (pi, path) in paths.iter().enumerate() {
-                let Some(text) = event.get(path).and_then(|v| v.text(text_buf)) else {
+                let Some(text) = event.get_named(path).and_then(|v| v.text(text_buf)) else {
                     continue;
                 };
                 self.iocs.lookup(*kind, text, norm_buf, |id| {
@@ -480,8 +480,8 @@ impl CompiledRules {
                 });
             }
         }
-        for (pi, path) in self.profile.hash_list_fields.iter().enumerate() {
-            let Some(text) = event.get(path).and_then(|v| v.text(text_buf)) else {
+        for (pi, path) in self.hash_list_fields.iter().enumerate() {
+            let Some(text) = event.get_named(path).and_then(|v| v.text(text_buf)) else {
                 continue;
             };
             each_listed_hash(text, |kind, value| {
@@ -683,10 +683,10 @@ impl CompiledRules {
     /// The (type, path) of an indicator hit's field, for detections.
     pub fn ioc_hit_field(&self, hit: &IocHit) -> (Option<IndicatorType>, &str) {
         if hit.field == u32::MAX {
-            return (None, &self.profile.hash_list_fields[hit.path as usize]);
+            return (None, self.hash_list_fields[hit.path as usize].as_str());
         }
         let (kind, paths) = &self.indicator_fields[hit.field as usize];
-        (Some(*kind), &paths[hit.path as usize])
+        (Some(*kind), paths[hit.path as usize].as_str())
     }
 }
 
