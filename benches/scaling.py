@@ -2,8 +2,10 @@
 """Scaling curves from the last bench runs, as one SVG (benches/scaling.svg).
 
 Reads criterion's estimates (target/criterion/GROUP/BENCH/new/{estimates,benchmark}.json) and
-the figures the benches record themselves (target/criterion/tocsin-figures.jsonl: resident
-memory per scale, events/s per process count from benches/scaling.sh), and draws throughput
+the figures the benches record themselves (target/criterion/tocsin-figures.jsonl: memory per
+scale, the compiled rules' as live heap bytes counted by the bench's allocator, indicators'
+and keys' as resident bytes; events/s per process count from benches/scaling.sh), and draws
+throughput
 against rules, indicators, live correlation keys and processes, and memory against the same.
 
     python3 benches/scaling.py [--criterion target/criterion] [--output benches/scaling.svg]
@@ -111,8 +113,8 @@ def main() -> None:
          throughput(a.criterion, "correlate", r"push/(\d+)-keys"), True, "#c0392b"),
         ("tocsin run: processes on 2 cores", "processes", "events/s (all)",
          fig.get("run-events-per-s-by-processes", []), False, "#c0392b"),
-        ("Memory: compiled rules", "rules (log)", "resident MiB",
-         mib(fig.get("sigmahq-compiled-resident-bytes", [])), True, "#2c6e9e"),
+        ("Memory: compiled rules (live heap, exact)", "rules (log)", "heap MiB",
+         mib(fig.get("sigmahq-compiled-heap-bytes", [])), True, "#2c6e9e"),
         ("Memory: indicators", "indicators (log)", "resident MiB",
          mib(fig.get("iocs-resident-bytes", [])), True, "#2c6e9e"),
         ("Memory: live correlation keys", "keys (log)", "resident MiB",

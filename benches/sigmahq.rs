@@ -16,12 +16,15 @@ use std::path::{Path, PathBuf};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use tocsin_benches::{
-    count_matches, count_matches_with, generated_events, match_all, record_figure, repo,
-    resident_bytes, test_data,
+    count_matches, count_matches_with, generated_events, live_heap_bytes, match_all, record_figure,
+    repo, resident_bytes, test_data, CountingAllocator,
 };
 use tocsin_core::{Event, EventIndex};
 use tocsin_match::{CompiledRules, MatchConfig};
 use tocsin_rules::{parse_profile, parse_sigma_source, Profile, SigmaRule};
+
+#[global_allocator]
+static HEAP: CountingAllocator = CountingAllocator;
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
@@ -160,9 +163,18 @@ fn bench(c: &mut Criterion) {
     sizes.push(rules.len());
     for n in sizes {
         let before = resident_bytes();
+        let heap_before = live_heap_bytes();
         let (compiled, _) =
             CompiledRules::compile(&rules[..n], &[], &[], &profile, &MatchConfig::default());
+        // Exact: the bytes the compiled set keeps on the heap (the compiler's temporaries
+        // and the diagnostics are freed by now).
+        let compiled_heap = live_heap_bytes().saturating_sub(heap_before);
         let compiled_bytes = resident_bytes().saturating_sub(before);
+        record_figure(
+            "sigmahq-compiled-heap-bytes",
+            n as u64,
+            compiled_heap as f64,
+        );
         record_figure(
             "sigmahq-compiled-resident-bytes",
             n as u64,
@@ -178,7 +190,19 @@ fn bench(c: &mut Criterion) {
         eprintln!("{n} rules, per event: {work}");
         // One scratch for all iterations, as a worker keeps one: its regex caches and
         // routing cache stay warm.
+        let heap_before = live_heap_bytes();
         let mut scratch = compiled.new_scratch();
+        count_matches_with(&compiled, &mut scratch, &events, false);
+        let scratch_heap = live_heap_bytes().saturating_sub(heap_before);
+        record_figure("sigmahq-scratch-heap-bytes", n as u64, scratch_heap as f64);
+        eprintln!(
+            "{n} rules: compiled set {:.2} MiB on the heap ({:.1} KB per rule), a warm \
+             scratch space {:.2} MiB; resident set grew {:.2} MiB while compiling",
+            compiled_heap as f64 / 1048576.0,
+            compiled_heap as f64 / n as f64 / 1000.0,
+            scratch_heap as f64 / 1048576.0,
+            compiled_bytes as f64 / 1048576.0
+        );
         group.bench_function(format!("match/{n}-rules"), |b| {
             b.iter(|| {
                 let got = count_matches_with(&compiled, &mut scratch, &events, false);

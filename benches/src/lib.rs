@@ -15,6 +15,64 @@ use tocsin_rules::{
     parse_plain_list, parse_profile, parse_sigma_source, Indicator, Profile, SigmaRule,
 };
 
+/// A global allocator that keeps count of the bytes live on the heap, for exact memory
+/// figures: the resident set also holds what the allocator keeps after frees, so a
+/// structure's resident figure depended on what ran before it (the compiled rule set
+/// measured 1.9 MiB at 1,000 rules and 7–13 MiB in other runs). A bench installs it with
+/// `#[global_allocator] static HEAP: CountingAllocator = CountingAllocator;` and reads
+/// [`live_heap_bytes`]; one relaxed atomic add per allocation, and the matching hot path
+/// allocates nothing.
+pub struct CountingAllocator;
+
+static LIVE_HEAP: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+fn count_heap(delta: isize) {
+    LIVE_HEAP.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+}
+
+// SAFETY: every call is passed to the system allocator unchanged; only the sizes are
+// counted on the way.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        let ptr = unsafe { std::alloc::System.alloc(layout) };
+        if !ptr.is_null() {
+            count_heap(layout.size() as isize);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        let ptr = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            count_heap(layout.size() as isize);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        count_heap(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        let moved = unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        if !moved.is_null() {
+            count_heap(new_size as isize - layout.size() as isize);
+        }
+        moved
+    }
+}
+
+/// Bytes live on the heap now, when the bench installed [`CountingAllocator`] (0
+/// otherwise).
+pub fn live_heap_bytes() -> u64 {
+    LIVE_HEAP.load(std::sync::atomic::Ordering::Relaxed).max(0) as u64
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -219,5 +277,30 @@ pub fn record_figure(series: &str, x: u64, value: f64) {
         .open(dir.join("tocsin-figures.jsonl"))
     {
         let _ = writeln!(f, "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[global_allocator]
+    static HEAP: CountingAllocator = CountingAllocator;
+
+    #[test]
+    fn the_counting_allocator_follows_allocations_frees_and_growth() {
+        const MIB: u64 = 1 << 20;
+        let before = live_heap_bytes();
+        let mut block: Vec<u8> = Vec::with_capacity(MIB as usize);
+        block.push(1);
+        assert!(live_heap_bytes() >= before + MIB);
+        block.reserve_exact(3 * MIB as usize);
+        assert!(live_heap_bytes() >= before + 3 * MIB);
+        let zeroed = vec![0u64; (MIB / 8) as usize];
+        assert!(live_heap_bytes() >= before + 4 * MIB);
+        drop(block);
+        drop(zeroed);
+        // Other threads of the test harness allocate a little meanwhile.
+        assert!(live_heap_bytes() < before + MIB / 4);
     }
 }
