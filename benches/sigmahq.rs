@@ -1,6 +1,7 @@
 //! Decoding alone, and matching throughput with 10, 100, 1,000 and all SigmaHQ Windows
-//! rules, over the real OTRF events (`TOCSIN_TEST_DATA`, see ../shared/data); compile time
-//! of the full set.
+//! rules, over the real OTRF events (`TOCSIN_TEST_DATA`, see ../shared/data); all rules
+//! again with prefilter sets calibrated on a sample of the events (`…-rules-calibrated`);
+//! compile time of the full set.
 //! Without the data it falls back to the `tocsin gen` workload and our own rules only.
 //!
 //! The timed loop keeps one scratch space across iterations, as a worker thread does, so
@@ -214,6 +215,44 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+
+    // Prefilter sets chosen by literal frequencies (see tocsin_match::calibrate), observed
+    // on every fifth event of the first half (its datasets only: the second half's attacks
+    // are unseen), measured over all events.
+    let sample = events[..events.len() / 2].iter().step_by(5);
+    let sample_len = sample.len();
+    let (calibrated, _, frequencies) = CompiledRules::compile_calibrated(
+        &rules,
+        &[],
+        &[],
+        &profile,
+        &MatchConfig::default(),
+        sample.map(Vec::as_slice),
+    );
+    let expected = count_matches(&calibrated, &events, true);
+    eprintln!(
+        "{} rules calibrated on {sample_len} events ({} literals observed): {expected} matches expected",
+        rules.len(),
+        frequencies.len()
+    );
+    let second_half = &events[events.len() / 2..];
+    eprintln!(
+        "{} rules calibrated, per event: {}; on the unseen half: {}",
+        rules.len(),
+        work_per_event(&calibrated, &events),
+        work_per_event(&calibrated, second_half)
+    );
+    let mut scratch = calibrated.new_scratch();
+    group.bench_function(format!("match/{}-rules-calibrated", rules.len()), |b| {
+        b.iter(|| {
+            let got = count_matches_with(&calibrated, &mut scratch, &events, false);
+            assert_eq!(
+                got, expected,
+                "prefiltered matching disagrees with exhaustive evaluation"
+            );
+            got
+        })
+    });
     group.finish();
 
     let mut group = c.benchmark_group("sigmahq-compile");

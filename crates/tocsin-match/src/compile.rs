@@ -33,6 +33,7 @@ use tocsin_rules::{
     Diagnostic, Indicator, Location, Profile, RouteCondition, SigmaFilter, SigmaRule,
 };
 
+use crate::calibrate::LiteralFrequencies;
 use crate::class_run::ClassRun;
 use crate::glob::{Glob, GlobPart};
 use crate::ioc::{mask_v4, mask_v6, IocTable};
@@ -51,6 +52,13 @@ pub struct MatchConfig {
     pub placeholders: BTreeMap<String, Vec<String>>,
     /// Most values one Sigma value may expand into (windash, base64offset, placeholders).
     pub max_expansions: usize,
+    /// How often literals occurred in the events seen so far: each rule's prefilter set is
+    /// then chosen among its alternatives by those frequencies, not by the literals'
+    /// length (see [`crate::calibrate`]). Matches are the same either way.
+    pub literal_frequencies: Option<std::sync::Arc<LiteralFrequencies>>,
+    /// Search every literal in every event, not only those of prefilter sets: slower, for
+    /// observing literal frequencies ([`CompiledRules::observe_literals`]).
+    pub scan_every_literal: bool,
 }
 
 impl Default for MatchConfig {
@@ -60,6 +68,8 @@ impl Default for MatchConfig {
             max_rules: 100_000,
             placeholders: BTreeMap::new(),
             max_expansions: 4096,
+            literal_frequencies: None,
+            scan_every_literal: false,
         }
     }
 }
@@ -72,6 +82,10 @@ pub type AtomId = u32;
 pub type FieldSlot = u32;
 /// The pseudo field slot of keyword (field-less) searches: every value of the event.
 pub(crate) const KEYWORD_SLOT: FieldSlot = u32::MAX;
+
+/// Per atom, an estimate of the share of events in which it occurs (from
+/// [`LiteralFrequencies`]), when the compile has one: prefilter choices then minimise it.
+type AtomWeights<'w> = Option<&'w [f64]>;
 
 /// Hit bits recorded per atom and event.
 pub(crate) const HIT_ANY: u8 = 1;
@@ -349,6 +363,8 @@ pub struct CompiledRules {
     pub(crate) rules: Vec<CompiledRule>,
     pub(crate) routes: Vec<Route>,
     pub(crate) atoms: Vec<Atom>,
+    /// Atom → the field it is tested in.
+    pub(crate) atom_fields: Vec<FieldSlot>,
     /// Atom → (rule, its route) for the rules whose prefilter set contains it.
     pub(crate) atom_rules: Vec<Vec<(RuleIdx, u32)>>,
     /// One literal set per field, for all routes.
@@ -1209,38 +1225,54 @@ pub(crate) fn in_cidr(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
 
 /// Prefilter analysis: a set of atoms of which one must hit for `cond` to hold, or `None`
 /// when no such set exists (negations, regex-only or null tests).
-fn need_condition(rule: &CompiledRule, cond: &Condition, atoms: &[Atom]) -> Option<Vec<AtomId>> {
+fn need_condition(
+    rule: &CompiledRule,
+    cond: &Condition,
+    atoms: &[Atom],
+    weights: AtomWeights<'_>,
+) -> Option<Vec<AtomId>> {
     match cond {
-        Condition::Selection(i) => need_selection(&rule.selections[*i], atoms),
+        Condition::Selection(i) => need_selection(&rule.selections[*i], atoms, weights),
         Condition::Not(_) => None,
-        Condition::And(cs) => best(cs.iter().map(|c| need_condition(rule, c, atoms)), atoms),
-        Condition::Or(cs) => union(cs.iter().map(|c| need_condition(rule, c, atoms))),
+        Condition::And(cs) => best(
+            cs.iter().map(|c| need_condition(rule, c, atoms, weights)),
+            atoms,
+            weights,
+        ),
+        Condition::Or(cs) => union(cs.iter().map(|c| need_condition(rule, c, atoms, weights))),
         Condition::AnyOf(sels) => union(
             sels.iter()
-                .map(|&i| need_selection(&rule.selections[i], atoms)),
+                .map(|&i| need_selection(&rule.selections[i], atoms, weights)),
         ),
         Condition::AllOf(sels) => best(
             sels.iter()
-                .map(|&i| need_selection(&rule.selections[i], atoms)),
+                .map(|&i| need_selection(&rule.selections[i], atoms, weights)),
             atoms,
+            weights,
         ),
     }
 }
 
-fn need_selection(sel: &CompiledSelection, atoms: &[Atom]) -> Option<Vec<AtomId>> {
-    union(
-        sel.alternatives
-            .iter()
-            .map(|alt| best(alt.iter().map(|t| need_test(t, atoms)), atoms)),
-    )
+fn need_selection(
+    sel: &CompiledSelection,
+    atoms: &[Atom],
+    weights: AtomWeights<'_>,
+) -> Option<Vec<AtomId>> {
+    union(sel.alternatives.iter().map(|alt| {
+        best(
+            alt.iter().map(|t| need_test(t, atoms, weights)),
+            atoms,
+            weights,
+        )
+    }))
 }
 
-fn need_test(t: &Test, atoms: &[Atom]) -> Option<Vec<AtomId>> {
+fn need_test(t: &Test, atoms: &[Atom], weights: AtomWeights<'_>) -> Option<Vec<AtomId>> {
     if t.negate || t.exists.is_some() || t.values.is_empty() {
         return None;
     }
     if t.all {
-        best(t.values.iter().map(need_value), atoms)
+        best(t.values.iter().map(need_value), atoms, weights)
     } else {
         union(t.values.iter().map(need_value))
     }
@@ -1271,17 +1303,31 @@ fn union(sets: impl Iterator<Item = Option<Vec<AtomId>>>) -> Option<Vec<AtomId>>
     Some(out)
 }
 
-/// The most selective of several alternatives that must all hold: fewest atoms, then
-/// longest shortest atom.
-fn best(sets: impl Iterator<Item = Option<Vec<AtomId>>>, atoms: &[Atom]) -> Option<Vec<AtomId>> {
-    sets.flatten().min_by_key(|s| {
+/// The most selective of several alternatives that must all hold. With observed
+/// frequencies: the one whose atoms occur in the fewest events (summed; a hair per atom
+/// breaks ties towards fewer). Without: fewest atoms, then longest shortest atom.
+fn best(
+    sets: impl Iterator<Item = Option<Vec<AtomId>>>,
+    atoms: &[Atom],
+    weights: AtomWeights<'_>,
+) -> Option<Vec<AtomId>> {
+    let static_key = |s: &Vec<AtomId>| {
         let shortest = s
             .iter()
             .map(|&a| atoms[a as usize].bytes.len())
             .min()
             .unwrap_or(0);
         (s.len(), usize::MAX - shortest)
-    })
+    };
+    match weights {
+        Some(w) => sets.flatten().min_by(|x, y| {
+            let share = |s: &Vec<AtomId>| s.iter().map(|&a| w[a as usize] + 1e-9).sum::<f64>();
+            share(x)
+                .total_cmp(&share(y))
+                .then_with(|| static_key(x).cmp(&static_key(y)))
+        }),
+        None => sets.flatten().min_by_key(static_key),
+    }
 }
 
 impl CompiledRules {
@@ -1363,8 +1409,15 @@ impl CompiledRules {
         // Prefilter sets.
         let mut atom_rules: Vec<Vec<(RuleIdx, u32)>> = vec![Vec::new(); b.atoms.len()];
         let mut always: Vec<Vec<RuleIdx>> = vec![Vec::new(); b.routes.len()];
+        let atom_fields: Vec<FieldSlot> = b.atom_home.iter().map(|(field, _)| *field).collect();
+        let weights = config.literal_frequencies.as_ref().map(|f| {
+            f.atom_weights(&b.atoms, &atom_fields, |slot| {
+                let paths = b.fields.get(slot as usize).into_iter().flatten();
+                crate::calibrate::field_key(paths.map(String::as_str), slot)
+            })
+        });
         for (i, rule) in compiled.iter().enumerate() {
-            match need_condition(rule, &rule.condition, &b.atoms) {
+            match need_condition(rule, &rule.condition, &b.atoms, weights.as_deref()) {
                 Some(set) if !set.is_empty() => {
                     for a in set {
                         atom_rules[a as usize].push((i as RuleIdx, rule.route));
@@ -1385,7 +1438,9 @@ impl CompiledRules {
         // a candidate is verified. Keyword literals stay scanned: comparing one later would
         // read every value of the event.
         for (a, atom) in b.atoms.iter_mut().enumerate() {
-            atom.scanned = !atom_rules[a].is_empty() || b.atom_home[a].0 == KEYWORD_SLOT;
+            atom.scanned = config.scan_every_literal
+                || !atom_rules[a].is_empty()
+                || b.atom_home[a].0 == KEYWORD_SLOT;
         }
         for alternative in compiled
             .iter_mut()
@@ -1563,6 +1618,7 @@ impl CompiledRules {
                 rules: compiled,
                 routes,
                 atoms: b.atoms,
+                atom_fields,
                 atom_rules,
                 scanners,
                 regexes: b.regexes,

@@ -18,6 +18,7 @@
 //! uses something the matcher cannot evaluate exactly is rejected with a diagnostic, never
 //! approximated.
 
+pub mod calibrate;
 mod class_run;
 pub mod compile;
 pub mod detect;
@@ -28,6 +29,7 @@ mod literals;
 pub mod matcher;
 mod required;
 
+pub use calibrate::LiteralFrequencies;
 pub use compile::{
     CompileStats, CompiledRule, CompiledRules, CorrelationUse, MatchConfig, RuleIdx,
 };

@@ -95,6 +95,11 @@ impl MatchScratch {
         &self.matched
     }
 
+    /// The literals found in the last event (each once), for observing frequencies.
+    pub(crate) fn touched_atoms(&self) -> &[u32] {
+        &self.touched
+    }
+
     /// Indicators found in the last event.
     pub fn ioc_hits(&self) -> &[IocHit] {
         &self.ioc_hits

@@ -567,3 +567,102 @@ fn tests_run_cheapest_first_and_are_explained_as_written() {
     );
     assert!(explained.matched);
 }
+
+/// A rule that ANDs a literal found in nearly every event with a rare one: calibrated on
+/// a sample, the prefilter keeps the rare one (fewer rules verified), and every answer
+/// stays what exhaustive evaluation gives.
+#[test]
+fn calibration_keeps_the_rarer_literal_and_the_same_matches() {
+    let rules = rule(
+        "k",
+        "  sel:\n    CommandLine|startswith: 'C:\\Windows\\System32\\ntdll.dll+'\n    Image|endswith: '\\x.exe'\n  condition: sel",
+    ) + &rule("other", "  sel:\n    CommandLine|contains: 'whoami'\n  condition: sel");
+    let src = parse_sigma_source("r.yml", &rules);
+    assert_eq!(src.diagnostics.error_count(), 0, "{:?}", src.diagnostics);
+    let events: Vec<String> = (0..200)
+        .map(|i| {
+            let image = if i % 50 == 0 {
+                "C:\\\\t\\\\x.exe"
+            } else {
+                "C:\\\\t\\\\y.exe"
+            };
+            ev(&format!(
+                r#""CommandLine":"C:\\Windows\\System32\\ntdll.dll+{i}","Image":"{image}""#
+            ))
+        })
+        .collect();
+    let sample = events.iter().step_by(2).map(|e| e.as_bytes());
+    let (plain, _) =
+        CompiledRules::compile(&src.rules, &[], &[], &profile(), &MatchConfig::default());
+    let (calibrated, diags, frequencies) = CompiledRules::compile_calibrated(
+        &src.rules,
+        &[],
+        &[],
+        &profile(),
+        &MatchConfig::default(),
+        sample,
+    );
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+    assert_eq!(frequencies.events(), 100);
+    let verified = |c: &CompiledRules| {
+        let mut s = c.new_scratch();
+        let mut idx = EventIndex::new();
+        for e in &events {
+            let event = Event::parse(e.as_bytes(), &mut idx).unwrap();
+            c.match_event(&event, &mut s);
+        }
+        s.stats.candidates
+    };
+    // By length the compiler picks the `CommandLine` prefix, in every event; by
+    // frequency the `Image` ending, in one event of fifty.
+    assert_eq!(verified(&plain), 200);
+    assert_eq!(verified(&calibrated), 4);
+    for e in &events {
+        assert_eq!(matched(&plain, e), matched(&calibrated, e));
+    }
+    assert_eq!(matched(&calibrated, &events[0]), ["k"]);
+    assert!(matched(&calibrated, &events[1]).is_empty());
+}
+
+/// Frequencies know literals by content: compiled with more rules (as after a reload),
+/// the calibrated choice of the old rule stays, and the new rule's literals, which the
+/// sample never measured, are assumed neither common nor absent.
+#[test]
+fn literal_frequencies_outlive_a_change_of_rules() {
+    let old = rule(
+        "k",
+        "  sel:\n    CommandLine|startswith: 'C:\\Windows\\System32\\ntdll.dll+'\n    Image|endswith: '\\x.exe'\n  condition: sel",
+    );
+    let events: Vec<String> = (0..10)
+        .map(|i| {
+            ev(&format!(
+                r#""CommandLine":"C:\\Windows\\System32\\ntdll.dll+{i}","Image":"y.exe""#
+            ))
+        })
+        .collect();
+    let src = parse_sigma_source("r.yml", &old);
+    let (_, _, frequencies) = CompiledRules::compile_calibrated(
+        &src.rules,
+        &[],
+        &[],
+        &profile(),
+        &MatchConfig::default(),
+        events.iter().map(|e| e.as_bytes()),
+    );
+    assert_eq!(frequencies.len(), 2);
+    let more = old + &rule("new", "  sel:\n    CommandLine|contains: 'whoami'\n    Image|endswith: '\\cmd.exe'\n  condition: sel");
+    let src = parse_sigma_source("r.yml", &more);
+    let config = MatchConfig {
+        literal_frequencies: Some(std::sync::Arc::new(frequencies)),
+        ..MatchConfig::default()
+    };
+    let (c, _) = CompiledRules::compile(&src.rules, &[], &[], &profile(), &config);
+    let mut s = c.new_scratch();
+    let mut idx = EventIndex::new();
+    for e in &events {
+        let event = Event::parse(e.as_bytes(), &mut idx).unwrap();
+        c.match_event(&event, &mut s);
+    }
+    // Neither `\x.exe` (the old rule's choice) nor anything of the new rule occurs.
+    assert_eq!(s.stats.candidates, 0);
+}
