@@ -451,6 +451,23 @@ impl RuleSources {
     }
 
     /// Compile; compile diagnostics are added to `self.diagnostics`.
+    /// How often each literal of the rules occurs in `sample` (raw events): the rules are
+    /// compiled once with every literal searched for and the sample matched.
+    pub fn observe_literals(
+        &self,
+        profile: &Profile,
+        sample: &[Vec<u8>],
+    ) -> tocsin_match::LiteralFrequencies {
+        let mut config = MatchConfig {
+            scan_every_literal: true,
+            ..MatchConfig::default()
+        };
+        config.placeholders.extend(self.placeholders.clone());
+        let (observer, _) =
+            CompiledRules::compile(&self.sigma, &self.filters, &[], profile, &config);
+        observer.observe_literals(sample.iter().map(Vec::as_slice))
+    }
+
     pub fn compile(&mut self, profile: &Profile, config: &MatchConfig) -> CompiledRules {
         let mut config = config.clone();
         config.placeholders.extend(self.placeholders.clone());

@@ -104,6 +104,8 @@ pub struct RunStats {
     pub withheld: u64,
     pub missing_time: u64,
     pub reloads: u64,
+    /// `--calibrate` swapped in rules with prefilters chosen by literal frequencies.
+    pub calibrated: bool,
     pub bad_context: u64,
     pub seconds: f64,
     /// What `--archive` wrote.
@@ -135,6 +137,18 @@ pub struct Pipeline {
     metrics: Option<Arc<Metrics>>,
     /// `--archive`: every event, detection and warning version, as Parquet.
     archive: Option<tocsin_archive::writer::ArchiveWriter>,
+    /// `--calibrate`: the first events, copied aside until there are enough.
+    calibration: Option<Calibration>,
+}
+
+/// Compiles the rules again with prefilters chosen by literal frequencies over a sample.
+pub type Recompile = Box<dyn FnMut(&[Vec<u8>]) -> Result<CompiledRules>>;
+
+/// The sample being gathered for `--calibrate`, and what to do with it.
+struct Calibration {
+    wanted: usize,
+    sample: Vec<Vec<u8>>,
+    recompile: Recompile,
 }
 
 impl Pipeline {
@@ -167,6 +181,42 @@ impl Pipeline {
             started: Instant::now(),
             metrics: None,
             archive: None,
+            calibration: None,
+        }
+    }
+
+    /// Once `events` valid events have been seen, compile the rules again with `recompile`
+    /// over copies of them and swap the result in before the next event.
+    pub fn with_calibration(mut self, events: usize, recompile: Recompile) -> Self {
+        self.calibration = Some(Calibration {
+            wanted: events,
+            sample: Vec::with_capacity(events.min(100_000)),
+            recompile,
+        });
+        self
+    }
+
+    /// Swap in the calibrated rules when the sample is complete. On failure the current
+    /// rules stay (matches are the same either way, only slower).
+    fn calibrate_if_ready(&mut self) {
+        if self
+            .calibration
+            .as_ref()
+            .is_none_or(|c| c.sample.len() < c.wanted)
+        {
+            return;
+        }
+        let Some(mut c) = self.calibration.take() else {
+            return;
+        };
+        match (c.recompile)(&c.sample) {
+            Ok(rules) => {
+                self.swap_rules(Arc::new(rules));
+                self.stats.calibrated = true;
+            }
+            Err(e) => crate::logging::warn(&format!(
+                "tocsin: calibration failed, keeping the current prefilters: {e:#}"
+            )),
         }
     }
 
@@ -202,16 +252,21 @@ impl Pipeline {
             newest = Some(r);
         }
         if let Some(rules) = newest {
-            self.scratch = rules.new_scratch();
-            self.context_fields = rules.profile().context.clone();
-            self.rules = rules;
+            self.swap_rules(rules);
             self.stats.reloads += 1;
-            if let Some(m) = &self.metrics {
-                m.rules_loaded.set(self.rules.stats().rules as i64);
-                m.indicators_loaded
-                    .set(self.rules.stats().indicators as i64);
-                m.rule_set_version.inc();
-            }
+        }
+    }
+
+    /// Match the next events with `rules`.
+    fn swap_rules(&mut self, rules: Arc<CompiledRules>) {
+        self.scratch = rules.new_scratch();
+        self.context_fields = rules.profile().context.clone();
+        self.rules = rules;
+        if let Some(m) = &self.metrics {
+            m.rules_loaded.set(self.rules.stats().rules as i64);
+            m.indicators_loaded
+                .set(self.rules.stats().indicators as i64);
+            m.rule_set_version.inc();
         }
     }
 
@@ -332,6 +387,7 @@ impl Pipeline {
         archived: Option<&tocsin_archive::query::ArchivedEvent<'_>>,
     ) -> Result<()> {
         self.take_reload();
+        self.calibrate_if_ready();
         self.stats.events += 1;
         self.stats.bytes += bytes.len() as u64;
         let event = match Event::parse(bytes, &mut self.index) {
@@ -345,6 +401,9 @@ impl Pipeline {
                 return self.dead_letter(source, line_no, e.kind(), reason, total, bytes);
             }
         };
+        if let Some(c) = &mut self.calibration {
+            c.sample.push(bytes.to_vec());
+        }
         self.rules.match_event(&event, &mut self.scratch);
         let matched = !(self.scratch.matched().is_empty() && self.scratch.ioc_hits().is_empty());
         if !matched && self.archive.is_none() {

@@ -10,15 +10,19 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 
-use tocsin_match::{CompiledRules, MatchConfig};
+use tocsin_match::{CompiledRules, LiteralFrequencies, MatchConfig};
 
 use crate::feeds::FeedFormat;
 use crate::load::{LastGood, RuleSources};
+
+/// Literal frequencies observed by `--calibrate`, shared by the pipeline (which observes
+/// them once) and the reloader (whose later rule sets keep choosing by them).
+pub type SharedFrequencies = Arc<Mutex<Option<Arc<LiteralFrequencies>>>>;
 
 /// What to load, and how.
 #[derive(Clone)]
@@ -34,9 +38,48 @@ pub struct RuleSpec {
 }
 
 impl RuleSpec {
-    /// Load and compile everything. Diagnostics are in the returned sources.
-    pub fn load(&self, last_good: &mut LastGood) -> Result<(RuleSources, CompiledRules)> {
-        let mut sources = if self.rules.is_empty() {
+    /// Load and compile everything, choosing prefilters by `frequencies` when given.
+    /// Diagnostics are in the returned sources.
+    pub fn load(
+        &self,
+        last_good: &mut LastGood,
+        frequencies: Option<Arc<LiteralFrequencies>>,
+    ) -> Result<(RuleSources, CompiledRules)> {
+        let (mut sources, profile) = self.load_sources(last_good)?;
+        let config = MatchConfig {
+            literal_frequencies: frequencies,
+            ..MatchConfig::default()
+        };
+        let compiled = sources.compile(&profile, &config);
+        // The compiled tables hold the indicators now; the parsed list (hundreds of bytes per
+        // indicator) is not kept.
+        sources.indicators = Vec::new();
+        Ok((sources, compiled))
+    }
+
+    /// Load everything and compile it with prefilters chosen by how often their literals
+    /// occur in `sample` (raw events; see `tocsin_match::calibrate`).
+    pub fn load_calibrated(
+        &self,
+        last_good: &mut LastGood,
+        sample: &[Vec<u8>],
+    ) -> Result<(CompiledRules, Arc<LiteralFrequencies>)> {
+        let (sources, profile) = self.load_sources(last_good)?;
+        let frequencies = Arc::new(sources.observe_literals(&profile, sample));
+        let mut sources = sources;
+        let config = MatchConfig {
+            literal_frequencies: Some(Arc::clone(&frequencies)),
+            ..MatchConfig::default()
+        };
+        Ok((sources.compile(&profile, &config), frequencies))
+    }
+
+    /// Load every source and pick the profile.
+    fn load_sources(
+        &self,
+        last_good: &mut LastGood,
+    ) -> Result<(RuleSources, tocsin_rules::Profile)> {
+        let sources = if self.rules.is_empty() {
             let mut s = RuleSources::embedded();
             if !self.iocs.is_empty() {
                 let feeds = RuleSources::load_all(&[], &self.iocs, self.iocs_format, last_good)?;
@@ -49,11 +92,7 @@ impl RuleSpec {
             RuleSources::load_all(&self.rules, &self.iocs, self.iocs_format, last_good)?
         };
         let profile = sources.profile(self.profile.as_deref())?;
-        let compiled = sources.compile(&profile, &MatchConfig::default());
-        // The compiled tables hold the indicators now; the parsed list (hundreds of bytes per
-        // indicator) is not kept.
-        sources.indicators = Vec::new();
-        Ok((sources, compiled))
+        Ok((sources, profile))
     }
 
     /// (path, size, mtime) of every source file, to notice changes.
@@ -91,6 +130,7 @@ pub fn spawn(
     watch: Option<Duration>,
     quiet: bool,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    frequencies: SharedFrequencies,
 ) -> Result<Receiver<Arc<CompiledRules>>> {
     let hangup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))?;
@@ -118,7 +158,8 @@ pub fn spawn(
                     continue;
                 }
                 let started = Instant::now();
-                match spec.load(&mut last_good) {
+                let observed = frequencies.lock().ok().and_then(|f| f.clone());
+                match spec.load(&mut last_good, observed) {
                     Ok((sources, compiled)) => {
                         for d in &sources.diagnostics.0 {
                             if d.is_error() || (!quiet && d.code == "kept-previous") {

@@ -198,7 +198,14 @@ impl LiveRules {
             Err(code) => return Ok(Err(code)),
         };
         let watch = (c.rules.watch_s > 0).then(|| Duration::from_secs(c.rules.watch_s));
-        let updates = crate::reload::spawn(args.spec(), last_good, watch, quiet, metrics)?;
+        let updates = crate::reload::spawn(
+            args.spec(),
+            last_good,
+            watch,
+            quiet,
+            metrics,
+            Default::default(),
+        )?;
         Ok(Ok((
             sources,
             LiveRules {
