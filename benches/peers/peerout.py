@@ -24,6 +24,7 @@ QUESTION = {
     "rsigma-sysmon": "routed by EventID per category (rsigma sysmon pipeline)",
     "chainsaw": "routed by Provider + EventID per category (chainsaw mapping)",
     "tocsin-any": "no logsource conditions, field names verbatim",
+    "tocsin-calibrated": "routed by Tocsin's sysmon profile (Channel + EventID, field fallbacks)",
     "pysigma-any": "no logsource conditions, field names verbatim",
     "rsigma": "no logsource conditions, field names verbatim",
     "hayabusa": "no logsource conditions (hayabusa's own field aliases)",
@@ -120,6 +121,7 @@ def read_hayabusa(path: Path):
 READERS = {
     "tocsin": read_tocsin,
     "tocsin-any": read_tocsin,
+    "tocsin-calibrated": read_tocsin,
     "pysigma": read_pysigma,
     "pysigma-any": read_pysigma,
     "rsigma": read_rsigma,

@@ -301,9 +301,10 @@ struct RunArgs {
     /// over them, and the new set swapped in before the next event (a pause of a fraction
     /// of a second; later reloads keep the frequencies). Matches are the same; fewer rules
     /// are verified for nothing (SigmaHQ over real Windows events: 2.9 → 0.4 per event).
-    /// 0 turns it off.
-    #[arg(long, value_name = "EVENTS", default_value_t = 0)]
-    calibrate: usize,
+    /// 0 turns it off; at most 1,000,000 (the sample is held in memory).
+    #[arg(long, value_name = "EVENTS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    calibrate: u32,
     /// Print nothing on stderr but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -636,7 +637,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         let spec = a.rules.spec();
         let quiet = a.quiet;
         pipeline = pipeline.with_calibration(
-            a.calibrate,
+            a.calibrate as usize,
             Box::new(move |sample: &[Vec<u8>]| {
                 let started = std::time::Instant::now();
                 let (compiled, observed) =
