@@ -58,6 +58,25 @@ impl fmt::Debug for LiteralFrequencies {
 }
 
 impl LiteralFrequencies {
+    /// Observe how often the literals of `rules` occur in `sample`: compile them (under
+    /// `config`) with every literal searched for, and match the sample.
+    pub fn observe<'e>(
+        rules: &[SigmaRule],
+        filters: &[SigmaFilter],
+        profile: &Profile,
+        config: &MatchConfig,
+        sample: impl IntoIterator<Item = &'e [u8]>,
+    ) -> LiteralFrequencies {
+        let every = MatchConfig {
+            scan_every_literal: true,
+            literal_frequencies: None,
+            ..config.clone()
+        };
+        // Indicators do not take part in prefilter choices: leave them out of this pass.
+        let (observer, _) = CompiledRules::compile(rules, filters, &[], profile, &every);
+        observer.observe_literals(sample)
+    }
+
     /// Events the frequencies were observed over.
     pub fn events(&self) -> u64 {
         self.events
@@ -153,14 +172,7 @@ impl CompiledRules {
         config: &MatchConfig,
         sample: impl IntoIterator<Item = &'e [u8]>,
     ) -> (CompiledRules, Vec<Diagnostic>, LiteralFrequencies) {
-        let every = MatchConfig {
-            scan_every_literal: true,
-            literal_frequencies: None,
-            ..config.clone()
-        };
-        // Indicators do not take part in prefilter choices: leave them out of this pass.
-        let (observer, _) = CompiledRules::compile(rules, filters, &[], profile, &every);
-        let frequencies = observer.observe_literals(sample);
+        let frequencies = LiteralFrequencies::observe(rules, filters, profile, config, sample);
         let calibrated = MatchConfig {
             literal_frequencies: Some(std::sync::Arc::new(frequencies.clone())),
             ..config.clone()

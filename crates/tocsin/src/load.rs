@@ -450,24 +450,25 @@ impl RuleSources {
             }))
     }
 
-    /// Compile; compile diagnostics are added to `self.diagnostics`.
-    /// How often each literal of the rules occurs in `sample` (raw events): the rules are
-    /// compiled once with every literal searched for and the sample matched.
+    /// How often each literal of the rules occurs in `sample` (raw events), with the
+    /// sources' placeholders (see `tocsin_match::calibrate`).
     pub fn observe_literals(
         &self,
         profile: &Profile,
         sample: &[Vec<u8>],
     ) -> tocsin_match::LiteralFrequencies {
-        let mut config = MatchConfig {
-            scan_every_literal: true,
-            ..MatchConfig::default()
-        };
+        let mut config = MatchConfig::default();
         config.placeholders.extend(self.placeholders.clone());
-        let (observer, _) =
-            CompiledRules::compile(&self.sigma, &self.filters, &[], profile, &config);
-        observer.observe_literals(sample.iter().map(Vec::as_slice))
+        tocsin_match::LiteralFrequencies::observe(
+            &self.sigma,
+            &self.filters,
+            profile,
+            &config,
+            sample.iter().map(Vec::as_slice),
+        )
     }
 
+    /// Compile; compile diagnostics are added to `self.diagnostics`.
     pub fn compile(&mut self, profile: &Profile, config: &MatchConfig) -> CompiledRules {
         let mut config = config.clone();
         config.placeholders.extend(self.placeholders.clone());

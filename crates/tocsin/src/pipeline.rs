@@ -142,7 +142,7 @@ pub struct Pipeline {
 }
 
 /// Compiles the rules again with prefilters chosen by literal frequencies over a sample.
-pub type Recompile = Box<dyn FnMut(&[Vec<u8>]) -> Result<CompiledRules>>;
+pub type Recompile = Box<dyn FnOnce(&[Vec<u8>]) -> Result<CompiledRules>>;
 
 /// The sample being gathered for `--calibrate`, and what to do with it.
 struct Calibration {
@@ -206,7 +206,7 @@ impl Pipeline {
         {
             return;
         }
-        let Some(mut c) = self.calibration.take() else {
+        let Some(c) = self.calibration.take() else {
             return;
         };
         match (c.recompile)(&c.sample) {

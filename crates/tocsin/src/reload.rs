@@ -64,9 +64,8 @@ impl RuleSpec {
         last_good: &mut LastGood,
         sample: &[Vec<u8>],
     ) -> Result<(CompiledRules, Arc<LiteralFrequencies>)> {
-        let (sources, profile) = self.load_sources(last_good)?;
+        let (mut sources, profile) = self.load_sources(last_good)?;
         let frequencies = Arc::new(sources.observe_literals(&profile, sample));
-        let mut sources = sources;
         let config = MatchConfig {
             literal_frequencies: Some(Arc::clone(&frequencies)),
             ..MatchConfig::default()
