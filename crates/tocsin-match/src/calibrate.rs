@@ -45,6 +45,10 @@ type LiteralKey = (Box<str>, Box<[u8]>, bool);
 #[derive(Clone, Default)]
 pub struct LiteralFrequencies {
     shares: HashMap<LiteralKey, f64>,
+    /// Per pair of adjacent bytes (lower-cased) seen in a raw event: the share of events
+    /// holding it. Keyword presence tests search the raw event for pairs
+    /// ([`crate::presence`]); a pair absent here never occurred.
+    pair_shares: HashMap<[u8; 2], f64>,
     events: u64,
 }
 
@@ -52,6 +56,7 @@ impl fmt::Debug for LiteralFrequencies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LiteralFrequencies")
             .field("literals", &self.shares.len())
+            .field("pairs", &self.pair_shares.len())
             .field("events", &self.events)
             .finish()
     }
@@ -97,6 +102,22 @@ impl LiteralFrequencies {
         self.shares.get(key).copied()
     }
 
+    /// The share of the sample's raw events holding `pair` (lower-cased) anywhere,
+    /// ignoring ASCII case; `None` when nothing was observed.
+    pub(crate) fn pair_share(&self, pair: [u8; 2]) -> Option<f64> {
+        (self.events > 0).then(|| self.pair_shares.get(&pair).copied().unwrap_or(0.0))
+    }
+
+    /// Frequencies of pairs alone, as if observed over `events` events.
+    #[cfg(test)]
+    pub(crate) fn from_pair_shares(events: u64, pairs: &[([u8; 2], f64)]) -> Self {
+        LiteralFrequencies {
+            pair_shares: pairs.iter().copied().collect(),
+            events,
+            ..LiteralFrequencies::default()
+        }
+    }
+
     /// Per atom of `compiled`: its observed share, or [`UNSEEN`].
     pub(crate) fn atom_weights(
         &self,
@@ -127,6 +148,9 @@ impl CompiledRules {
         let mut scratch = self.new_scratch();
         let mut index = EventIndex::new();
         let mut events = 0u64;
+        // Per pair of bytes (as a u16): the events holding it, and the last event counted.
+        let mut pair_events = vec![0u32; 1 << 16];
+        let mut pair_last = vec![u32::MAX; 1 << 16];
         for raw in sample {
             let Ok(event) = Event::parse(raw, &mut index) else {
                 continue;
@@ -135,8 +159,27 @@ impl CompiledRules {
             for &a in scratch.touched_atoms() {
                 hits[a as usize] += 1;
             }
+            for w in raw.windows(2) {
+                let pair =
+                    u16::from_le_bytes([w[0].to_ascii_lowercase(), w[1].to_ascii_lowercase()]);
+                if pair_last[pair as usize] != events as u32 {
+                    pair_last[pair as usize] = events as u32;
+                    pair_events[pair as usize] += 1;
+                }
+            }
             events += 1;
         }
+        let pair_shares = pair_events
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(pair, &n)| {
+                (
+                    (pair as u16).to_le_bytes(),
+                    f64::from(n) / events.max(1) as f64,
+                )
+            })
+            .collect();
         let shares = self
             .atoms
             .iter()
@@ -148,7 +191,11 @@ impl CompiledRules {
                 (key, n as f64 / events.max(1) as f64)
             })
             .collect();
-        LiteralFrequencies { shares, events }
+        LiteralFrequencies {
+            shares,
+            pair_shares,
+            events,
+        }
     }
 
     /// What a field is known by in [`LiteralFrequencies`]: its event paths.

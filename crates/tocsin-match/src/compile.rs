@@ -23,7 +23,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use aho_corasick::{AhoCorasick, MatchKind};
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
 
@@ -38,6 +37,7 @@ use crate::class_run::ClassRun;
 use crate::glob::{Glob, GlobPart};
 use crate::ioc::{mask_v4, mask_v6, IocTable};
 use crate::literals::{Anchor, AnchoredValues, LiteralSet, FRAGMENT};
+use crate::presence::KeywordPresence;
 use crate::required::required_literals;
 use tocsin_core::encoding::base64;
 
@@ -354,7 +354,7 @@ pub(crate) struct Scanner {
     /// For keyword searches: an automaton over pieces of the keywords that appear verbatim
     /// in the raw JSON whenever the keyword appears in a value; when it finds nothing in the
     /// raw event, the value-by-value scan is skipped.
-    pub presence: Option<AhoCorasick>,
+    pub presence: Option<KeywordPresence>,
 }
 
 /// Rules and indicators compiled for matching. Immutable; share it behind an `Arc` and
@@ -1536,30 +1536,24 @@ impl CompiledRules {
             };
             let presence = if field == KEYWORD_SLOT {
                 let pieces: Vec<Vec<u8>> = patterns.iter().map(|p| verbatim_piece(p)).collect();
-                if pieces.iter().all(|p| !p.is_empty()) {
-                    // Case-sensitive over lower-cased pieces: the event is lower-cased
-                    // first, which lets the automaton use its SIMD prefilter (Teddy), which
-                    // ASCII case-insensitivity would rule out.
-                    AhoCorasick::builder()
-                        .match_kind(MatchKind::LeftmostFirst)
-                        .build(&pieces)
-                        .ok()
-                } else {
-                    None
-                }
+                KeywordPresence::new(&pieces, config.literal_frequencies.as_deref())
             } else {
                 None
             };
             if std::env::var_os("TOCSIN_DEBUG_STATS").is_some() {
                 eprintln!(
-                    "scanner {name}: {} patterns scanned ({} short), {} looked up, {} bytes, longest fragment list {}, {} routes",
+                    "scanner {name}: {} patterns scanned ({} short), {} looked up, {} bytes, longest fragment list {}, {} routes{}",
                     literals.len(),
                     literals.short_len(),
                     anchored.iter().map(AnchoredValues::len).sum::<usize>(),
                     literals.memory_usage()
-                        + anchored.iter().map(AnchoredValues::memory_usage).sum::<usize>(),
+                        + anchored.iter().map(AnchoredValues::memory_usage).sum::<usize>()
+                        + presence.as_ref().map_or(0, KeywordPresence::memory_usage),
                     literals.longest_fragment_list(),
-                    routes.len()
+                    routes.len(),
+                    presence
+                        .as_ref()
+                        .map_or(String::new(), |p| format!(", presence: {}", p.describe()))
                 );
             }
             scanners.push(Scanner {

@@ -27,6 +27,7 @@ pub mod glob;
 pub mod ioc;
 mod literals;
 pub mod matcher;
+mod presence;
 mod required;
 
 pub use calibrate::LiteralFrequencies;

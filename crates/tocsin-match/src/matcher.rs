@@ -404,10 +404,7 @@ impl CompiledRules {
                 // Keyword searches look at every value of the event; skip them when no
                 // keyword can be present in the raw bytes at all.
                 if let Some(presence) = &scanner.presence {
-                    if lower_event.is_empty() {
-                        lower_event.extend(event.raw().iter().map(u8::to_ascii_lowercase));
-                    }
-                    if !presence.is_match(lower_event.as_slice()) {
+                    if !presence.is_match(event.raw(), lower_event) {
                         continue;
                     }
                 }
