@@ -98,6 +98,8 @@ struct Member {
     value_start: u32,
     value_end: u32,
     kind: ValueKind,
+    /// A string value whose escapes are all of [`escape_json_into`]'s two-byte forms.
+    canonical: bool,
 }
 
 /// Reusable storage for the member table of an event; keep one per worker thread.
@@ -219,6 +221,8 @@ pub struct FieldValue<'a> {
     /// For strings, the text between the quotes (still escaped); otherwise the JSON text.
     raw: &'a [u8],
     kind: ValueKind,
+    /// Whether the escapes of a string are all canonical (see [`FieldValue::escaped_text`]).
+    canonical: bool,
 }
 
 impl fmt::Debug for FieldValue<'_> {
@@ -349,6 +353,7 @@ impl<'a> Event<'a> {
         let value = |m: &Member| FieldValue {
             raw: &self.raw[m.value_start as usize..m.value_end as usize],
             kind: m.kind,
+            canonical: m.canonical,
         };
         let mask = self.table.len().wrapping_sub(1);
         if !self.table.is_empty() {
@@ -428,6 +433,7 @@ impl<'a> Event<'a> {
                 FieldValue {
                     raw: &raw[m.value_start as usize..m.value_end as usize],
                     kind: m.kind,
+                    canonical: m.canonical,
                 },
             )
         })
@@ -489,6 +495,7 @@ fn find_in_object<'a>(object: &'a [u8], path: &str) -> Option<FieldValue<'a>> {
         let value = FieldValue {
             raw: &object[m.value_start as usize..m.value_end as usize],
             kind: m.kind,
+            canonical: m.canonical,
         };
         if m.key_escaped {
             return;
@@ -552,6 +559,36 @@ impl<'a> FieldValue<'a> {
                 buf.clear();
                 unescape_into(self.raw, buf);
                 Some(buf.as_str())
+            }
+            ValueKind::Object | ValueKind::Array => None,
+        }
+    }
+
+    /// The value as text in its canonical JSON-escaped form ([`escape_json_into`]): what
+    /// [`FieldValue::text`] gives, escaped again. A string written with only the escapes
+    /// that form uses (`\\`, `\"`, `\n`, `\r`, `\t`, `\b`, `\f`: what JSON writers emit
+    /// for paths, quotes and line breaks) is its own raw bytes, borrowed; one with other
+    /// escapes (`\/`, `\u00e9`) is rewritten into `buf`. Objects and arrays yield `None`.
+    ///
+    /// Why: a literal occurs in a value's text exactly where its escaped form occurs in
+    /// the escaped text at an escape boundary, so a scan can search the raw bytes for
+    /// escaped literals instead of unescaping every value first.
+    pub fn escaped_text<'b>(&self, buf: &'b mut Vec<u8>) -> Option<&'b [u8]>
+    where
+        'a: 'b,
+    {
+        match self.kind {
+            ValueKind::String { escaped: false } | ValueKind::Number | ValueKind::Bool => {
+                Some(self.raw)
+            }
+            ValueKind::Null => Some(b""),
+            ValueKind::String { escaped: true } => {
+                if self.canonical {
+                    return Some(self.raw);
+                }
+                buf.clear();
+                unescape_pieces(self.raw, |piece| escape_json_into(piece.as_bytes(), buf));
+                Some(buf.as_slice())
             }
             ValueKind::Object | ValueKind::Array => None,
         }
@@ -652,6 +689,30 @@ fn unescape_into(raw: &[u8], out: &mut String) {
     *out = unsafe { String::from_utf8_unchecked(bytes) };
 }
 
+/// Append `text` to `out` in canonical JSON-escaped form: `"` and `\` and the control
+/// characters escaped (`\n`, `\r`, `\t`, `\b`, `\f`, otherwise `\u00XX` in lower-case
+/// hex), everything else as it is (UTF-8 included), as serde_json and most writers do.
+pub fn escape_json_into(text: &[u8], out: &mut Vec<u8>) {
+    for &b in text {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0x00..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 15)]);
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
 /// Decode the escape whose backslash precedes `rest`: the character it stands for and the
 /// bytes it used after the backslash. `None` when `rest` is empty (a dangling backslash).
 /// Invalid escapes and lone surrogates decode to U+FFFD.
@@ -747,6 +808,9 @@ struct Scanner<'a> {
     /// strings that start in one block share one classification.
     block_at: usize,
     block_mask: u64,
+    /// Set when a string holds an escape other than the canonical two-byte ones (`\/`,
+    /// `\u…`); [`Scanner::value`] clears it before each string and reads it after.
+    uncommon_escape: bool,
 }
 
 impl<'a> Scanner<'a> {
@@ -756,6 +820,7 @@ impl<'a> Scanner<'a> {
             pos: 0,
             block_at: usize::MAX,
             block_mask: 0,
+            uncommon_escape: false,
         }
     }
 
@@ -834,6 +899,7 @@ impl<'a> Scanner<'a> {
             }
             self.skip_ws();
             let (value_start, value_end, kind) = self.value(depth)?;
+            let canonical = !self.uncommon_escape;
             on_member(Member {
                 key_start: key_start as u32,
                 key_end: key_end as u32,
@@ -841,6 +907,7 @@ impl<'a> Scanner<'a> {
                 value_start: value_start as u32,
                 value_end: value_end as u32,
                 kind,
+                canonical,
             });
             self.skip_ws();
             match self.peek() {
@@ -856,13 +923,15 @@ impl<'a> Scanner<'a> {
     }
 
     /// Scan one value at the current position; returns its span (string spans exclude the
-    /// quotes) and kind.
+    /// quotes) and kind. After a string, `uncommon_escape` tells whether it held an escape
+    /// other than the canonical two-byte ones.
     fn value(&mut self, depth: usize) -> Result<(usize, usize, ValueKind), DecodeError> {
         let start = self.pos;
         match self.peek() {
             None => Err(DecodeError::Truncated { what: "a value" }),
             Some(b'"') => {
                 self.pos += 1;
+                self.uncommon_escape = false;
                 let escaped = self.string_body()?;
                 Ok((start + 1, self.pos - 1, ValueKind::String { escaped }))
             }
@@ -957,6 +1026,7 @@ impl<'a> Scanner<'a> {
                 let next = self.bytes.get(self.pos + 1).copied().unwrap_or(0);
                 if byte == b'\\' && SIMPLE_ESCAPE[next as usize] {
                     escaped = true;
+                    self.uncommon_escape |= next == b'/';
                     self.pos += 2;
                 } else if self.special_byte(&mut escaped)? {
                     return Ok(escaped);
@@ -995,6 +1065,7 @@ impl<'a> Scanner<'a> {
             None => return Err(DecodeError::Truncated { what: "a string" }),
             Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 1,
             Some(b'u') => {
+                self.uncommon_escape = true;
                 self.pos += 1;
                 for _ in 0..4 {
                     match self.peek() {
@@ -1237,6 +1308,35 @@ mod tests {
                 let mut buf = String::from("left over");
                 let got = event.get_flat("k").and_then(|v| v.text(&mut buf).map(str::to_owned));
                 prop_assert_eq!(got.as_deref(), Some(value.as_str()));
+            }
+
+            /// The escaped text of a value is its text escaped canonically, however the
+            /// writer spelled it: serde_json's escapes, `\/`, or `\u` for ASCII letters.
+            #[test]
+            fn escaped_text_is_the_text_escaped_canonically(
+                value in "[\\x00-\\x7f\u{e9}\u{1f600}\\\\\"/]{0,80}",
+                spelling in 0usize..3,
+            ) {
+                let mut text = serde_json::to_vec(&serde_json::json!({ "k": value })).unwrap();
+                if spelling > 0 {
+                    let mut spelled = Vec::new();
+                    for &b in &text[..text.len() - 1] {
+                        match b {
+                            b'/' if spelling == 1 => spelled.extend_from_slice(b"\\/"),
+                            b'z' if spelling == 2 => spelled.extend_from_slice(b"\\u007A"),
+                            _ => spelled.push(b),
+                        }
+                    }
+                    spelled.push(b'}');
+                    text = spelled;
+                }
+                let mut index = EventIndex::new();
+                let event = Event::parse(&text, &mut index).unwrap();
+                let v = event.get_flat("k").unwrap();
+                let mut expected = Vec::new();
+                escape_json_into(value.as_bytes(), &mut expected);
+                let mut buf = b"left over".to_vec();
+                prop_assert_eq!(v.escaped_text(&mut buf), Some(expected.as_slice()));
             }
 
             /// Prepared names read what serde_json finds: flat keys (the last of

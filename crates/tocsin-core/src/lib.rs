@@ -28,7 +28,9 @@ pub use detection::{
     correlation_rule_key, Detection, DetectionKind, Entity, IndicatorType, Level, MatchedIndicator,
     RuleRef, SourceRef, DETECTION_SCHEMA,
 };
-pub use event::{DecodeError, Event, EventIndex, FieldName, FieldValue, ValueKind};
+pub use event::{
+    escape_json_into, DecodeError, Event, EventIndex, FieldName, FieldValue, ValueKind,
+};
 pub use incident::{IncidentCandidate, IndicatorSighting, RuleSummary};
 pub use member_state::MemberState;
 pub use sector::Sector;

@@ -104,6 +104,9 @@ pub(crate) const HIT_WHOLE: u8 = 8;
 pub(crate) struct Atom {
     /// The bytes as written for `cased` literals, lower-cased otherwise.
     pub bytes: Box<[u8]>,
+    /// For a `cased` literal whose JSON-escaped form differs from `bytes`: that form, which
+    /// a scan (searching escaped text, see [`Scanner`]) compares hits with.
+    pub cased_escaped: Option<Box<[u8]>>,
     pub cased: bool,
     /// Whether the field's literal set searches for it (see above).
     pub scanned: bool,
@@ -339,6 +342,12 @@ pub(crate) struct Route {
 }
 
 /// One field's literals, shared by every route: a field is scanned at most once per event.
+///
+/// The literals are searched for in their JSON-escaped form (`c:\\\\windows\\\\`), in the
+/// value's text escaped the same way ([`tocsin_core::FieldValue::escaped_text`]): that is
+/// nearly always the raw bytes of the event as received, so values need not be unescaped
+/// to be scanned. An occurrence counts only where it starts at an escape boundary (the
+/// `n` of an escaped line break `\\n` is not an `n`).
 pub(crate) struct Scanner {
     pub field: FieldSlot,
     /// Literals searched for anywhere in the value.
@@ -489,7 +498,9 @@ impl Builder<'_> {
         let rare = (0..bytes.len())
             .min_by_key(|&i| crate::literals::commonness(bytes[i].to_ascii_lowercase()))
             .unwrap_or(0) as u32;
+        let escaped = json_escaped(&bytes);
         self.atoms.push(Atom {
+            cased_escaped: (cased && escaped != bytes).then(|| escaped.into()),
             bytes: bytes.into(),
             cased,
             scanned: true,
@@ -1008,6 +1019,13 @@ pub(crate) fn pcre_ascii_classes(pattern: &str) -> String {
     out
 }
 
+/// `text` in canonical JSON-escaped form ([`tocsin_core::escape_json_into`]).
+fn json_escaped(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    tocsin_core::escape_json_into(text, &mut out);
+    out
+}
+
 /// The longest run of a keyword that JSON writers never escape (ASCII letters, digits and
 /// a few safe punctuation marks), so that it appears verbatim in the raw event whenever
 /// the keyword appears in one of its values. Empty when there is no such run.
@@ -1499,7 +1517,8 @@ impl CompiledRules {
                 for &a in atom_ids.iter().filter(|&&a| anchor_of(a) == anchor) {
                     routes.extend(b.atom_home[a as usize].1.iter().copied());
                     // Cased literals are found case-insensitively too, then compared exactly.
-                    let folded = b.atoms[a as usize].bytes.to_ascii_lowercase();
+                    // Searched for as they are written in JSON (see `Scanner`).
+                    let folded = json_escaped(&b.atoms[a as usize].bytes).to_ascii_lowercase();
                     let p = *by_folded.entry(folded.clone()).or_insert_with(|| {
                         patterns.push(folded);
                         pattern_atoms.push(Vec::new());

@@ -44,6 +44,9 @@ pub struct MatchScratch {
     matched: Vec<RuleIdx>,
     ioc_hits: Vec<IocHit>,
     text_buf: String,
+    /// A field value rewritten in canonical JSON-escaped form, when its own escapes are
+    /// not (rare; see [`FieldValue::escaped_text`]).
+    escaped_buf: Vec<u8>,
     verify_buf: String,
     norm_buf: String,
     regex_caches: Vec<meta::Cache>,
@@ -111,6 +114,14 @@ fn field_value<'a>(event: &Event<'a>, paths: &[FieldName]) -> Option<FieldValue<
     paths.iter().find_map(|p| event.get_named(p))
 }
 
+/// Whether `at` falls inside an escape of the canonical JSON-escaped text `hay`, just
+/// after its backslash (there the escaped forms of literals may occur without the
+/// literals: the `n` of `\\n`). The backslashes before `at` pair up into escaped
+/// backslashes unless there is an odd number of them.
+fn inside_escape(hay: &[u8], at: usize) -> bool {
+    hay[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
+}
+
 /// What routing decided for one tuple of routing values.
 #[derive(Default)]
 struct RouteSet {
@@ -148,11 +159,14 @@ struct ScanState<'s> {
 
 impl CompiledRules {
     /// Look `hay` up among one field's whole values and run its literal set over it,
-    /// recording atom hits and candidate rules.
+    /// recording atom hits and candidate rules. `hay` is the value's text in canonical
+    /// JSON-escaped form ([`FieldValue::escaped_text`]), which the literals are searched
+    /// for in; `escaped` says whether it holds escapes, inside which no occurrence starts.
     fn scan(
         &self,
         scanner: &crate::compile::Scanner,
         hay: &[u8],
+        escaped: bool,
         lower: &mut Vec<u8>,
         st: &mut ScanState<'_>,
     ) {
@@ -160,10 +174,15 @@ impl CompiledRules {
         lower.clear();
         lower.extend(hay.iter().map(u8::to_ascii_lowercase));
         let mut found = |pattern: u32, start: usize, end: usize| {
+            if escaped && inside_escape(hay, start) {
+                return;
+            }
             st.stats.literal_hits += 1;
             for &a in &scanner.pattern_atoms[pattern as usize] {
                 let atom = &self.atoms[a as usize];
-                if atom.cased && hay[start..end] != *atom.bytes {
+                if atom.cased
+                    && hay[start..end] != *atom.cased_escaped.as_deref().unwrap_or(&atom.bytes)
+                {
                     continue;
                 }
                 let mut bits = HIT_ANY;
@@ -205,6 +224,7 @@ impl CompiledRules {
             matched: Vec::new(),
             ioc_hits: Vec::new(),
             text_buf: String::new(),
+            escaped_buf: Vec::new(),
             verify_buf: String::new(),
             norm_buf: String::new(),
             regex_caches: self.regexes.iter().map(|r| r.create_cache()).collect(),
@@ -381,7 +401,7 @@ impl CompiledRules {
             };
             let scanner = &self.scanners[planned.scanner as usize];
             let MatchScratch {
-                text_buf,
+                escaped_buf,
                 lower_event,
                 scan_lower,
                 atom_bits,
@@ -409,23 +429,27 @@ impl CompiledRules {
                     }
                 }
                 for (_, value) in event.members() {
+                    // Objects and arrays are searched as their JSON text, escaped already.
                     let hay: &[u8] = match value.kind() {
                         ValueKind::Object | ValueKind::Array => value.raw(),
-                        _ => match value.text(text_buf) {
-                            Some(t) => t.as_bytes(),
+                        _ => match value.escaped_text(escaped_buf) {
+                            Some(t) => t,
                             None => continue,
                         },
                     };
-
-                    self.scan(scanner, hay, scan_lower, &mut state);
+                    let escaped = hay.contains(&b'\\');
+                    self.scan(scanner, hay, escaped, scan_lower, &mut state);
                 }
                 continue;
             }
-            let Some(text) = value.and_then(|v| v.text(text_buf)) else {
+            let Some(value) = value else {
                 continue;
             };
-
-            self.scan(scanner, text.as_bytes(), scan_lower, &mut state);
+            let Some(hay) = value.escaped_text(escaped_buf) else {
+                continue;
+            };
+            let escaped = matches!(value.kind(), ValueKind::String { escaped: true });
+            self.scan(scanner, hay, escaped, scan_lower, &mut state);
         }
     }
 

@@ -418,8 +418,8 @@ proptest! {
     /// (compared), so exactly one of the two matches.
     #[test]
     fn compared_literals_agree_with_scanned_ones(
-        values in proptest::collection::vec("[abAB\\. ]{1,4}", 1..12),
-        field_text in "[abAB\\. ]{0,12}",
+        values in proptest::collection::vec("[abnAB\\.\" ]{1,4}", 1..12),
+        field_text in "[abnAB\\.\"\n ]{0,12}",
         modifier in 0usize..7,
         field_is_number in any::<bool>(),
     ) {
@@ -526,6 +526,7 @@ fn serde_json_string(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
             c => out.push(c),
         }
     }
