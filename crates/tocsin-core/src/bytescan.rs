@@ -14,9 +14,11 @@
 pub(crate) const BLOCK: usize = 64;
 
 /// Bit *i* set when `block[i]` ends a run of plain JSON string text: a quote, a backslash
-/// or a control character (below 0x20, which JSON forbids unescaped).
+/// or a control character (below 0x20, which JSON forbids unescaped). Also whether the
+/// block holds a byte above ASCII: the scanner learns from its strings' blocks whether the
+/// event needs a full UTF-8 validation, without a pass of its own.
 #[inline]
-pub(crate) fn string_specials(block: &[u8; BLOCK]) -> u64 {
+pub(crate) fn string_specials(block: &[u8; BLOCK]) -> (u64, bool) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;
@@ -27,8 +29,10 @@ pub(crate) fn string_specials(block: &[u8; BLOCK]) -> u64 {
             let backslash = _mm_set1_epi8(b'\\' as i8);
             let below_space = _mm_set1_epi8(0x1F);
             let mut mask = 0u64;
+            let mut high = _mm_setzero_si128();
             for lane in 0..4 {
                 let v = _mm_loadu_si128(block.as_ptr().add(lane * 16).cast());
+                high = _mm_or_si128(high, v);
                 // Unsigned `v <= 0x1F`: max(v, 0x1F) == 0x1F.
                 let control = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
                 let special = _mm_or_si128(
@@ -37,7 +41,7 @@ pub(crate) fn string_specials(block: &[u8; BLOCK]) -> u64 {
                 );
                 mask |= u64::from(_mm_movemask_epi8(special) as u16) << (lane * 16);
             }
-            mask
+            (mask, _mm_movemask_epi8(high) != 0)
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -46,7 +50,7 @@ pub(crate) fn string_specials(block: &[u8; BLOCK]) -> u64 {
         for (i, &b) in block.iter().enumerate() {
             mask |= u64::from(b == b'"' || b == b'\\' || b < 0x20) << i;
         }
-        mask
+        (mask, !block.is_ascii())
     }
 }
 
@@ -102,7 +106,7 @@ mod tests {
             let naive = full.iter().enumerate().fold(0u64, |m, (i, &b)| {
                 m | (u64::from(b == b'"' || b == b'\\' || b < 0x20) << i)
             });
-            prop_assert_eq!(string_specials(&full), naive);
+            prop_assert_eq!(string_specials(&full), (naive, !full.is_ascii()));
         }
 
         #[test]

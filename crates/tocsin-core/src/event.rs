@@ -270,28 +270,9 @@ impl fmt::Display for FieldName {
 }
 
 impl<'a> Event<'a> {
-    /// Validate `raw` as one JSON object and index its top-level members into `index`.
-    pub fn parse(raw: &'a [u8], index: &'a mut EventIndex) -> Result<Event<'a>, DecodeError> {
-        // Most events are ASCII: `is_ascii` checks a word at a time, faster than a full
-        // UTF-8 validation.
-        let utf8 = if raw.is_ascii() {
-            Ok(())
-        } else {
-            std::str::from_utf8(raw).map(drop)
-        };
-        if let Err(e) = utf8 {
-            return Err(DecodeError::InvalidUtf8 {
-                offset: e.valid_up_to(),
-            });
-        }
-        if raw.len() > u32::MAX as usize {
-            return Err(DecodeError::Syntax {
-                offset: u32::MAX as usize,
-                what: "event larger than 4 GiB",
-            });
-        }
-        index.members.clear();
-        let mut scanner = Scanner::new(raw);
+    /// Scan `raw` as one JSON object, its top-level members into `index`.
+    fn scan_object(scanner: &mut Scanner<'_>, index: &mut EventIndex) -> Result<(), DecodeError> {
+        let raw = scanner.bytes;
         scanner.skip_ws();
         match scanner.peek() {
             None => return Err(DecodeError::Empty),
@@ -312,6 +293,32 @@ impl<'a> Event<'a> {
         if scanner.pos != raw.len() {
             return Err(scanner.syntax("trailing characters after the JSON object"));
         }
+        Ok(())
+    }
+
+    /// Validate `raw` as one JSON object and index its top-level members into `index`.
+    pub fn parse(raw: &'a [u8], index: &'a mut EventIndex) -> Result<Event<'a>, DecodeError> {
+        if raw.len() > u32::MAX as usize {
+            return Err(DecodeError::Syntax {
+                offset: u32::MAX as usize,
+                what: "event larger than 4 GiB",
+            });
+        }
+        index.members.clear();
+        let mut scanner = Scanner::new(raw);
+        let scanned = Self::scan_object(&mut scanner, index);
+        // UTF-8 is validated only when a string held a byte above ASCII (most events are
+        // ASCII; the scanner's block classification tells, without a pass of its own), or
+        // when the scan failed: then invalid UTF-8 is the error to report, as it would be
+        // had it been checked first.
+        if scanned.is_err() || scanner.non_ascii {
+            if let Err(e) = std::str::from_utf8(raw) {
+                return Err(DecodeError::InvalidUtf8 {
+                    offset: e.valid_up_to(),
+                });
+            }
+        }
+        scanned?;
         index.build_table(raw);
         Ok(Event {
             raw,
@@ -811,6 +818,10 @@ struct Scanner<'a> {
     /// Set when a string holds an escape other than the canonical two-byte ones (`\/`,
     /// `\u…`); [`Scanner::value`] clears it before each string and reads it after.
     uncommon_escape: bool,
+    /// Some classified block held a byte above ASCII. Every byte of every string is in a
+    /// classified block, and such a byte anywhere else is a syntax error: when this stays
+    /// false, the event is ASCII and needs no UTF-8 validation.
+    non_ascii: bool,
 }
 
 impl<'a> Scanner<'a> {
@@ -821,6 +832,7 @@ impl<'a> Scanner<'a> {
             block_at: usize::MAX,
             block_mask: 0,
             uncommon_escape: false,
+            non_ascii: false,
         }
     }
 
@@ -839,7 +851,9 @@ impl<'a> Scanner<'a> {
                     &padded
                 }
             };
-            self.block_mask = bytescan::string_specials(block);
+            let (mask, high) = bytescan::string_specials(block);
+            self.block_mask = mask;
+            self.non_ascii |= high;
             self.block_at = base;
         }
         (
