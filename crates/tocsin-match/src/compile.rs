@@ -360,9 +360,9 @@ pub(crate) struct Scanner {
     pub pattern_atoms: Vec<Vec<AtomId>>,
     /// Routes with rules that test this field; the field is scanned only when one is active.
     pub routes: Vec<u32>,
-    /// For keyword searches: an automaton over pieces of the keywords that appear verbatim
-    /// in the raw JSON whenever the keyword appears in a value; when it finds nothing in the
-    /// raw event, the value-by-value scan is skipped.
+    /// For keyword searches: a test over pieces of the keywords that appear verbatim in the
+    /// raw JSON whenever the keyword appears in a value; when it finds nothing in the raw
+    /// event, the value-by-value scan is skipped.
     pub presence: Option<KeywordPresence>,
 }
 

@@ -117,7 +117,7 @@ fn field_value<'a>(event: &Event<'a>, paths: &[FieldName]) -> Option<FieldValue<
 /// Whether `at` falls inside an escape of the canonical JSON-escaped text `hay`, just
 /// after its backslash (there the escaped forms of literals may occur without the
 /// literals: the `n` of `\\n`). The backslashes before `at` pair up into escaped
-/// backslashes unless there is an odd number of them.
+/// backslashes unless there is an odd number of them; text without escapes has none.
 fn inside_escape(hay: &[u8], at: usize) -> bool {
     hay[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
 }
@@ -161,12 +161,11 @@ impl CompiledRules {
     /// Look `hay` up among one field's whole values and run its literal set over it,
     /// recording atom hits and candidate rules. `hay` is the value's text in canonical
     /// JSON-escaped form ([`FieldValue::escaped_text`]), which the literals are searched
-    /// for in; `escaped` says whether it holds escapes, inside which no occurrence starts.
+    /// for in; no occurrence starts inside one of its escapes.
     fn scan(
         &self,
         scanner: &crate::compile::Scanner,
         hay: &[u8],
-        escaped: bool,
         lower: &mut Vec<u8>,
         st: &mut ScanState<'_>,
     ) {
@@ -174,7 +173,7 @@ impl CompiledRules {
         lower.clear();
         lower.extend(hay.iter().map(u8::to_ascii_lowercase));
         let mut found = |pattern: u32, start: usize, end: usize| {
-            if escaped && inside_escape(hay, start) {
+            if inside_escape(hay, start) {
                 return;
             }
             st.stats.literal_hits += 1;
@@ -437,8 +436,7 @@ impl CompiledRules {
                             None => continue,
                         },
                     };
-                    let escaped = hay.contains(&b'\\');
-                    self.scan(scanner, hay, escaped, scan_lower, &mut state);
+                    self.scan(scanner, hay, scan_lower, &mut state);
                 }
                 continue;
             }
@@ -448,8 +446,7 @@ impl CompiledRules {
             let Some(hay) = value.escaped_text(escaped_buf) else {
                 continue;
             };
-            let escaped = matches!(value.kind(), ValueKind::String { escaped: true });
-            self.scan(scanner, hay, escaped, scan_lower, &mut state);
+            self.scan(scanner, hay, scan_lower, &mut state);
         }
     }
 

@@ -9,8 +9,9 @@
 //! It used to be asked by lower-casing the event into a buffer and running an Aho-Corasick
 //! automaton over its copy, whose SIMD prefilter (Teddy) compares four bytes of every
 //! position with the first four bytes of every keyword. A [`KeywordPresence`] instead picks
-//! from each keyword one *pair* of adjacent bytes, the least common by
-//! [`commonness`], and searches the raw event, as received, for the pairs in every
+//! for each keyword one rare *pair* of its adjacent bytes (rare by [`commonness`], or by
+//! how often it occurred when calibrated; pairs shared by several keywords are preferred),
+//! and searches the raw event, as received, for the pairs in every
 //! combination of ASCII case (`::` once; `iw` as `iw`, `iW`, `Iw` and `IW`). Two-byte
 //! patterns let Teddy test two bytes per position instead of four, and searching every
 //! case makes the lower-cased copy unnecessary. Where a pair occurs, the keywords that
@@ -43,8 +44,6 @@ pub(crate) enum KeywordPresence {
 /// See the module documentation.
 pub(crate) struct PairSearch {
     searcher: packed::Searcher,
-    /// The pairs, lower-cased.
-    pairs: Vec<[u8; 2]>,
     /// Per searcher pattern (a case combination of a pair): the pair's index.
     pattern_pair: Vec<u32>,
     /// Per pair: the keywords that chose it, with the offset of the pair in each.
@@ -113,9 +112,14 @@ impl KeywordPresence {
                 "{} pairs in {} cases ({})",
                 p.pair_keywords.len(),
                 p.pattern_pair.len(),
-                p.pairs
+                p.pair_keywords
                     .iter()
-                    .map(|pair| String::from_utf8_lossy(pair).into_owned())
+                    .map(|chosen| {
+                        // Every pair is chosen by at least one keyword, which holds it.
+                        let (k, offset) = chosen[0];
+                        let at = offset as usize;
+                        String::from_utf8_lossy(&p.keywords[k as usize][at..at + 2]).into_owned()
+                    })
                     .collect::<Vec<_>>()
                     .join(" ")
             ),
@@ -170,7 +174,6 @@ impl PairSearch {
         let searcher = builder.build()?;
         Some(PairSearch {
             searcher,
-            pairs,
             pattern_pair,
             pair_keywords,
             keywords: keywords.to_vec(),

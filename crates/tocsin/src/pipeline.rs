@@ -199,14 +199,7 @@ impl Pipeline {
     /// Swap in the calibrated rules when the sample is complete. On failure the current
     /// rules stay (matches are the same either way, only slower).
     fn calibrate_if_ready(&mut self) {
-        if self
-            .calibration
-            .as_ref()
-            .is_none_or(|c| c.sample.len() < c.wanted)
-        {
-            return;
-        }
-        let Some(c) = self.calibration.take() else {
+        let Some(c) = self.calibration.take_if(|c| c.sample.len() >= c.wanted) else {
             return;
         };
         match (c.recompile)(&c.sample) {
