@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{json_lines, numbers_by, repo, run_ok, stdout_lines, texts, tocsin};
+use common::{generate_events, json_lines, numbers_by, repo, run_ok, stdout_lines, texts, tocsin};
 
 use common::archive_query as query;
 
@@ -13,11 +13,7 @@ use common::archive_query as query;
 fn run_archives_everything_and_sql_answers_match_the_input() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
-    run_ok(
-        tocsin()
-            .args(["gen", "--events", "20000", "--seed", "7", "--output"])
-            .arg(&events),
-    );
+    generate_events(&events, 20000, 7);
     let archive = dir.path().join("archive");
     let detections = dir.path().join("detections.jsonl");
     let out = run_ok(
@@ -148,11 +144,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 fn hunt_over_the_archive_finds_what_a_live_run_would_have() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
-    run_ok(
-        tocsin()
-            .args(["gen", "--events", "20000", "--seed", "5", "--output"])
-            .arg(&events),
-    );
+    generate_events(&events, 20000, 5);
     // The archive is written with Sigma rules only: the indicators come later.
     let sigma_only = dir.path().join("sigma-only");
     for sub in ["sigma", "profiles"] {
@@ -288,11 +280,7 @@ fn hunt_over_the_archive_finds_what_a_live_run_would_have() {
 fn report_summarises_the_archive_within_the_audience_ceiling() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
-    run_ok(
-        tocsin()
-            .args(["gen", "--events", "20000", "--seed", "7", "--output"])
-            .arg(&events),
-    );
+    generate_events(&events, 20000, 7);
     let archive = dir.path().join("archive");
     let run = run_ok(
         tocsin()
@@ -396,11 +384,7 @@ fn retention_removes_old_date_partitions_only() {
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive");
     let events = dir.path().join("march.jsonl");
-    run_ok(
-        tocsin()
-            .args(["gen", "--events", "2000", "--seed", "9", "--output"])
-            .arg(&events),
-    );
+    generate_events(&events, 2000, 9);
     run_ok(
         tocsin()
             .args(["run", "-q", "--output", "/dev/null", "--input"])

@@ -6,11 +6,7 @@ use common::*;
 
 fn events(dir: &std::path::Path) -> std::path::PathBuf {
     let p = dir.join("events.jsonl");
-    run_ok(
-        tocsin()
-            .args(["gen", "--events", "5000", "--seed", "2", "--output"])
-            .arg(&p),
-    );
+    generate_events(&p, 5000, 2);
     p
 }
 

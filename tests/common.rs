@@ -25,6 +25,22 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// `tocsin gen --events EVENTS --seed SEED --output PATH`: a reproducible workload.
+pub fn generate_events(path: &Path, events: u64, seed: u64) {
+    run_ok(
+        tocsin()
+            .args([
+                "gen",
+                "--events",
+                &events.to_string(),
+                "--seed",
+                &seed.to_string(),
+            ])
+            .arg("--output")
+            .arg(path),
+    );
+}
+
 pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).expect("read output");
     text.lines()

@@ -120,11 +120,7 @@ fn same_input_gives_byte_identical_output_and_run_agrees_with_demo() {
 
     // The same workload through `gen | run` (rules from the repository) gives the same bytes.
     let events = dir.path().join("events.jsonl");
-    run_ok(
-        tocsin()
-            .args(["gen", "--events", "20000", "--seed", "7", "--output"])
-            .arg(&events),
-    );
+    generate_events(&events, 20000, 7);
     let c = dir.path().join("c.jsonl");
     run_ok(
         tocsin()

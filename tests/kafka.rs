@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{repo, run_ok, tocsin};
+use common::{generate_events, repo, run_ok, tocsin};
 use tocsin_kafka::sink::Sink;
 use tocsin_kafka::source::Source;
 use tocsin_kafka::KafkaSettings;
@@ -112,11 +112,7 @@ fn match_worker_delivers_every_detection_and_dead_letters_poison() {
 
     // The workload and what offline matching finds in it.
     let events = dir.path().join("events.jsonl");
-    run_ok(
-        tocsin()
-            .args(["gen", "--events", "3000", "--seed", "7", "--output"])
-            .arg(&events),
-    );
+    generate_events(&events, 3000, 7);
     let offline = run_ok(
         tocsin()
             .args(["match", "--rules"])
@@ -383,11 +379,7 @@ fn match_workers_lose_nothing_when_killed_or_rebalanced() {
             .args(["--input-topic", &topic, "--partitions", "3"]),
     );
     let events = dir.path().join("events.jsonl");
-    run_ok(
-        tocsin()
-            .args(["gen", "--events", "8000", "--seed", "11", "--output"])
-            .arg(&events),
-    );
+    generate_events(&events, 8000, 11);
     let expected = offline_detection_ids(&events);
     assert!(
         expected.len() > 50,
@@ -990,11 +982,7 @@ fn worker_stops_within_its_deadline_when_the_broker_is_gone() {
     }
     // Work in flight: events flowing when the broker goes.
     let events = dir.path().join("events.jsonl");
-    run_ok(
-        tocsin()
-            .args(["gen", "--events", "5000", "--seed", "5", "--output"])
-            .arg(&events),
-    );
+    generate_events(&events, 5000, 5);
     let mut sink = Sink::new(&KafkaSettings::new(format!("127.0.0.1:{port}"))).unwrap();
     for line in std::fs::read_to_string(&events).unwrap().lines() {
         sink.send(&format!("test.{id}.events"), None, line.as_bytes(), &[])
@@ -1238,11 +1226,7 @@ fn campaign_workload(
     dir: &std::path::Path,
 ) -> (std::path::PathBuf, BTreeMap<String, serde_json::Value>) {
     let events = dir.join("events.jsonl");
-    run_ok(
-        tocsin()
-            .args(["gen", "--events", "20000", "--seed", "7", "--output"])
-            .arg(&events),
-    );
+    generate_events(&events, 20000, 7);
     let expected = offline_final_warnings(&events);
     (events, expected)
 }

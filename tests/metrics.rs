@@ -38,11 +38,7 @@ fn metrics_move_as_events_flow() {
         .port();
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("e.jsonl");
-    run_ok(
-        tocsin()
-            .args(["gen", "--events", "3000", "--seed", "4", "--output"])
-            .arg(&events),
-    );
+    generate_events(&events, 3000, 4);
     let text = std::fs::read_to_string(&events).unwrap();
     let (first, rest) = text.split_at(text.len() / 2);
     let cut = first.rfind('\n').unwrap() + 1;

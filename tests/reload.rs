@@ -161,11 +161,7 @@ fn sighup_reloads_between_events() {
 fn calibrated_prefilters_give_the_same_detections() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events.jsonl");
-    run_ok(
-        tocsin()
-            .args(["gen", "--events", "6000", "--seed", "11", "--output"])
-            .arg(&input),
-    );
+    generate_events(&input, 6000, 11);
     let detections = |name: &str, extra: &[&str]| {
         let path = dir.path().join(name);
         let out = run_ok(

@@ -37,11 +37,7 @@ fn examples_are_valid() {
 fn real_output_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("e.jsonl");
-    run_ok(
-        tocsin()
-            .args(["gen", "--events", "20000", "--seed", "5", "--output"])
-            .arg(&events),
-    );
+    generate_events(&events, 20000, 5);
     let w = dir.path().join("w.jsonl");
     let d = dir.path().join("d.jsonl");
     run_ok(

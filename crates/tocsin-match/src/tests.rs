@@ -572,6 +572,17 @@ fn tests_run_cheapest_first_and_are_explained_as_written() {
 /// A rule that ANDs a literal found in nearly every event with a rare one: calibrated on
 /// a sample, the prefilter keeps the rare one (fewer rules verified), and every answer
 /// stays what exhaustive evaluation gives.
+/// Rules verified (candidates) over `events`, matched in turn with one scratch space.
+fn candidates_over(c: &CompiledRules, events: &[String]) -> u64 {
+    let mut s = c.new_scratch();
+    let mut idx = EventIndex::new();
+    for e in events {
+        let event = Event::parse(e.as_bytes(), &mut idx).unwrap();
+        c.match_event(&event, &mut s);
+    }
+    s.stats.candidates
+}
+
 #[test]
 fn calibration_keeps_the_rarer_literal_and_the_same_matches() {
     let rules = rule(
@@ -605,19 +616,10 @@ fn calibration_keeps_the_rarer_literal_and_the_same_matches() {
     );
     assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
     assert_eq!(frequencies.events(), 100);
-    let verified = |c: &CompiledRules| {
-        let mut s = c.new_scratch();
-        let mut idx = EventIndex::new();
-        for e in &events {
-            let event = Event::parse(e.as_bytes(), &mut idx).unwrap();
-            c.match_event(&event, &mut s);
-        }
-        s.stats.candidates
-    };
     // By length the compiler picks the `CommandLine` prefix, in every event; by
     // frequency the `Image` ending, in one event of fifty.
-    assert_eq!(verified(&plain), 200);
-    assert_eq!(verified(&calibrated), 4);
+    assert_eq!(candidates_over(&plain, &events), 200);
+    assert_eq!(candidates_over(&calibrated, &events), 4);
     for e in &events {
         assert_eq!(matched(&plain, e), matched(&calibrated, e));
     }
@@ -658,12 +660,6 @@ fn literal_frequencies_outlive_a_change_of_rules() {
         ..MatchConfig::default()
     };
     let (c, _) = CompiledRules::compile(&src.rules, &[], &[], &profile(), &config);
-    let mut s = c.new_scratch();
-    let mut idx = EventIndex::new();
-    for e in &events {
-        let event = Event::parse(e.as_bytes(), &mut idx).unwrap();
-        c.match_event(&event, &mut s);
-    }
     // Neither `\x.exe` (the old rule's choice) nor anything of the new rule occurs.
-    assert_eq!(s.stats.candidates, 0);
+    assert_eq!(candidates_over(&c, &events), 0);
 }
