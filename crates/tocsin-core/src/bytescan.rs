@@ -10,15 +10,34 @@
 //! x86-64 baseline, so no run-time detection is needed); elsewhere from a plain loop that
 //! the compiler vectorises where it can.
 
-/// Bytes per block of [`string_specials`].
+/// Bytes per block of [`classify`].
 pub(crate) const BLOCK: usize = 64;
 
-/// Bit *i* set when `block[i]` ends a run of plain JSON string text: a quote, a backslash
-/// or a control character (below 0x20, which JSON forbids unescaped). Also whether the
-/// block holds a byte above ASCII: the scanner learns from its strings' blocks whether the
-/// event needs a full UTF-8 validation, without a pass of its own.
+/// The classification of one block by [`classify`]: bit *i* of each mask stands for
+/// byte *i* of the block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BlockClasses {
+    pub quotes: u64,
+    pub backslashes: u64,
+    /// Bytes below 0x20, which JSON forbids inside strings.
+    pub controls: u64,
+    /// The block holds a byte above ASCII: the scanner learns from its strings' blocks
+    /// whether the event needs a full UTF-8 validation, without a pass of its own.
+    pub high: bool,
+}
+
+impl BlockClasses {
+    /// The bytes that end a run of plain JSON string text: quotes, backslashes and
+    /// control characters.
+    #[inline]
+    pub(crate) fn specials(&self) -> u64 {
+        self.quotes | self.backslashes | self.controls
+    }
+}
+
+/// Classify the bytes of one block (see [`BlockClasses`]).
 #[inline]
-pub(crate) fn string_specials(block: &[u8; BLOCK]) -> (u64, bool) {
+pub(crate) fn classify(block: &[u8; BLOCK]) -> BlockClasses {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;
@@ -28,30 +47,67 @@ pub(crate) fn string_specials(block: &[u8; BLOCK]) -> (u64, bool) {
             let quote = _mm_set1_epi8(b'"' as i8);
             let backslash = _mm_set1_epi8(b'\\' as i8);
             let below_space = _mm_set1_epi8(0x1F);
-            let mut mask = 0u64;
+            let (mut quotes, mut backslashes, mut controls) = (0u64, 0u64, 0u64);
             let mut high = _mm_setzero_si128();
             for lane in 0..4 {
                 let v = _mm_loadu_si128(block.as_ptr().add(lane * 16).cast());
                 high = _mm_or_si128(high, v);
+                let shift = lane * 16;
+                quotes |= u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)) as u16) << shift;
+                backslashes |=
+                    u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, backslash)) as u16) << shift;
                 // Unsigned `v <= 0x1F`: max(v, 0x1F) == 0x1F.
                 let control = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
-                let special = _mm_or_si128(
-                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-                    control,
-                );
-                mask |= u64::from(_mm_movemask_epi8(special) as u16) << (lane * 16);
+                controls |= u64::from(_mm_movemask_epi8(control) as u16) << shift;
             }
-            (mask, _mm_movemask_epi8(high) != 0)
+            BlockClasses {
+                quotes,
+                backslashes,
+                controls,
+                high: _mm_movemask_epi8(high) != 0,
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let mut mask = 0u64;
+        let (mut quotes, mut backslashes, mut controls) = (0u64, 0u64, 0u64);
         for (i, &b) in block.iter().enumerate() {
-            mask |= u64::from(b == b'"' || b == b'\\' || b < 0x20) << i;
+            quotes |= u64::from(b == b'"') << i;
+            backslashes |= u64::from(b == b'\\') << i;
+            controls |= u64::from(b < 0x20) << i;
         }
-        (mask, !block.is_ascii())
+        BlockClasses {
+            quotes,
+            backslashes,
+            controls,
+            high: !block.is_ascii(),
+        }
     }
+}
+
+/// Bytes at even positions of a block.
+const EVEN_BITS: u64 = 0x5555_5555_5555_5555;
+
+/// Which bytes of a block are escaped, from its backslashes: returns `(escapes, escaped)`,
+/// the backslashes that begin an escape and the bytes that follow them.
+///
+/// `first_escaped` says that the block's first byte is escaped by a backslash that ended
+/// the previous block (its `escapes` bit 63). In a run of backslashes, the first, third,
+/// fifth... begin escapes and the others are escaped; so whether a run's backslash escapes
+/// depends on the parity of its distance to the run's start. Adding each even-started run's
+/// lowest bit to the backslash mask carries through that run and clears it, which tells
+/// the even-started runs from the odd-started ones in one addition, whatever their length;
+/// an even-started run escapes from its even positions, an odd-started one from its odd.
+#[inline]
+pub(crate) fn escapes(backslashes: u64, first_escaped: bool) -> (u64, u64) {
+    let carried = u64::from(first_escaped);
+    // A backslash that is itself escaped begins no run.
+    let potential = backslashes & !carried;
+    let run_starts = potential & !(potential << 1);
+    let odd_started = potential.wrapping_add(run_starts & EVEN_BITS) & potential;
+    let even_started = potential & !odd_started;
+    let escapes = (even_started & EVEN_BITS) | (odd_started & !EVEN_BITS);
+    (escapes, (escapes << 1) | carried)
 }
 
 /// Bit *i* set when `block[i]` is a backslash.
@@ -99,14 +155,42 @@ mod tests {
 
     proptest! {
         #[test]
-        fn string_specials_flags_quotes_backslashes_and_controls(
+        fn classify_flags_quotes_backslashes_and_controls(
             bytes in proptest::collection::vec(edge_byte(), BLOCK),
         ) {
             let full: [u8; BLOCK] = bytes.try_into().unwrap();
-            let naive = full.iter().enumerate().fold(0u64, |m, (i, &b)| {
-                m | (u64::from(b == b'"' || b == b'\\' || b < 0x20) << i)
-            });
-            prop_assert_eq!(string_specials(&full), (naive, !full.is_ascii()));
+            let bits = |test: fn(u8) -> bool| {
+                full.iter().enumerate().fold(0u64, |m, (i, &b)| m | (u64::from(test(b)) << i))
+            };
+            prop_assert_eq!(
+                classify(&full),
+                BlockClasses {
+                    quotes: bits(|b| b == b'"'),
+                    backslashes: bits(|b| b == b'\\'),
+                    controls: bits(|b| b < 0x20),
+                    high: !full.is_ascii(),
+                }
+            );
+        }
+
+        #[test]
+        fn escapes_agree_with_a_byte_by_byte_walk(
+            backslashes in prop_oneof![any::<u64>(), Just(u64::MAX), Just(u64::MAX << 1), Just(u64::MAX >> 1)],
+            first_escaped in any::<bool>(),
+        ) {
+            let (mut escapes_naive, mut escaped_naive) = (0u64, 0u64);
+            let mut next_escaped = first_escaped;
+            for i in 0..64 {
+                let bit = 1u64 << i;
+                if next_escaped {
+                    escaped_naive |= bit;
+                    next_escaped = false;
+                } else if backslashes & bit != 0 {
+                    escapes_naive |= bit;
+                    next_escaped = true;
+                }
+            }
+            prop_assert_eq!(escapes(backslashes, first_escaped), (escapes_naive, escaped_naive));
         }
 
         #[test]

@@ -9,6 +9,11 @@
 //! objects on demand), as a [`FieldValue`] that borrows the raw bytes; strings are unescaped
 //! only when they contain escapes, into a caller-owned buffer.
 //!
+//! The pass runs in two steps: a [`StringIndex`] of the whole event first (where its
+//! strings end, from 64-byte block masks), then the members, checked byte by byte only
+//! between strings. A line the index or the compact layout cannot take (control
+//! characters, whitespace, errors) is scanned again by the general [`Scanner`].
+//!
 //! The validating pass rejects anything that is not one well-formed JSON object in UTF-8,
 //! so every malformed line is caught here, named by a [`DecodeError`], and can go to the
 //! dead-letter sink.
@@ -90,7 +95,7 @@ pub enum ValueKind {
 }
 
 /// Where one top-level member sits in the raw bytes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Member {
     key_start: u32,
     key_end: u32,
@@ -120,6 +125,8 @@ pub struct EventIndex {
     key_bits: u128,
     /// Some member is an object: dotted paths may lead into it.
     has_objects: bool,
+    /// Where the event's strings are, from [`StringIndex::build`].
+    strings: StringIndex,
 }
 
 /// The bit of [`EventIndex::key_bits`] for a key hash: from its top bits, which the
@@ -147,6 +154,27 @@ fn key_hash(key: &[u8]) -> u32 {
         buf[..n].copy_from_slice(key);
         (u64::from_le_bytes(buf), 0)
     };
+    mix_key_hash(head, tail, n)
+}
+
+/// [`key_hash`] of the key at `raw[start..end]`. A key shorter than eight bytes is read
+/// as the eight bytes from its start with the excess masked off, where the event has them
+/// (it always does but for a key in the last few bytes): the same number as the zero-padded
+/// copy, without the copy, whose variable length cost a `memcpy` call per short key.
+#[inline]
+fn key_hash_at(raw: &[u8], start: usize, end: usize) -> u32 {
+    let n = end - start;
+    match raw.get(start..start + 8) {
+        Some(eight) if n < 8 => {
+            let head = u64::from_le_bytes(eight.try_into().expect("eight bytes"));
+            mix_key_hash(head & ((1u64 << (8 * n)) - 1), 0, n)
+        }
+        _ => key_hash(&raw[start..end]),
+    }
+}
+
+#[inline]
+fn mix_key_hash(head: u64, tail: u64, n: usize) -> u32 {
     let mixed = (head ^ tail.rotate_left(29) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (mixed >> 32) as u32
 }
@@ -167,7 +195,7 @@ impl EventIndex {
                 continue;
             }
             let key = &raw[m.key_start as usize..m.key_end as usize];
-            let hash = key_hash(key);
+            let hash = key_hash_at(raw, m.key_start as usize, m.key_end as usize);
             self.key_bits |= key_bit(hash);
             let mut slot = hash as usize & mask;
             loop {
@@ -271,7 +299,10 @@ impl fmt::Display for FieldName {
 
 impl<'a> Event<'a> {
     /// Scan `raw` as one JSON object, its top-level members into `index`.
-    fn scan_object(scanner: &mut Scanner<'_>, index: &mut EventIndex) -> Result<(), DecodeError> {
+    fn scan_object(
+        scanner: &mut Scanner<'_>,
+        members: &mut Vec<Member>,
+    ) -> Result<(), DecodeError> {
         let raw = scanner.bytes;
         scanner.skip_ws();
         match scanner.peek() {
@@ -288,7 +319,7 @@ impl<'a> Event<'a> {
             }
         }
         scanner.pos += 1;
-        scanner.object_members(1, |m| index.members.push(m))?;
+        scanner.object_members(1, |m| members.push(m))?;
         scanner.skip_ws();
         if scanner.pos != raw.len() {
             return Err(scanner.syntax("trailing characters after the JSON object"));
@@ -305,13 +336,32 @@ impl<'a> Event<'a> {
             });
         }
         index.members.clear();
-        let mut scanner = Scanner::new(raw);
-        let scanned = Self::scan_object(&mut scanner, index);
+        // The fast way: strings found in advance, then the structure scanned around them.
+        // Anything unusual (control characters, invalid escapes) leaves the index unbuilt,
+        // and any error is found again by the scan without it, which names it exactly.
+        let mut non_ascii = false;
+        let mut scanned = Err(DecodeError::Empty);
+        if let Some(high) = index.strings.build(raw) {
+            non_ascii = high;
+            if !scan_compact_object(raw, &index.strings, &mut index.members) {
+                index.members.clear();
+                let mut scanner = Scanner::new(raw, Some(&index.strings));
+                scanned = Self::scan_object(&mut scanner, &mut index.members);
+            } else {
+                scanned = Ok(());
+            }
+        }
+        if scanned.is_err() {
+            index.members.clear();
+            let mut scanner = Scanner::new(raw, None);
+            scanned = Self::scan_object(&mut scanner, &mut index.members);
+            non_ascii = scanner.non_ascii;
+        }
         // UTF-8 is validated only when a string held a byte above ASCII (most events are
-        // ASCII; the scanner's block classification tells, without a pass of its own), or
-        // when the scan failed: then invalid UTF-8 is the error to report, as it would be
-        // had it been checked first.
-        if scanned.is_err() || scanner.non_ascii {
+        // ASCII; the block classification tells, without a pass of its own), or when the
+        // scan failed: then invalid UTF-8 is the error to report, as it would be had it
+        // been checked first.
+        if scanned.is_err() || non_ascii {
             if let Err(e) = std::str::from_utf8(raw) {
                 return Err(DecodeError::InvalidUtf8 {
                     offset: e.valid_up_to(),
@@ -486,7 +536,7 @@ fn same_key(key: &[u8], name: &[u8]) -> bool {
 /// Search an already validated object (`{...}` text) for `path`, descending into nested
 /// objects. Used for dotted paths; it re-scans only the nested object's bytes.
 fn find_in_object<'a>(object: &'a [u8], path: &str) -> Option<FieldValue<'a>> {
-    let mut scanner = Scanner::new(object);
+    let mut scanner = Scanner::new(object, None);
     scanner.skip_ws();
     if scanner.peek() != Some(b'{') {
         return None;
@@ -806,6 +856,195 @@ const SIMPLE_ESCAPE: [bool; 256] = {
     table
 };
 
+/// Scan `raw` as one JSON object written without whitespace (as event pipelines write
+/// them), its top-level members into `members`; false when it is not one, and then it is
+/// for [`Scanner`] to scan (it allows whitespace) or to say what is wrong.
+///
+/// Why a second scanner: this one is most of the decoding. Written compactly, a member is
+/// `"key":value` and the next byte is `,` or `}`: the bytes to check are known in advance,
+/// strings end where the [`StringIndex`] says, and only values other than strings
+/// (numbers, literals, nested objects and arrays) go through the general scanner.
+fn scan_compact_object(raw: &[u8], strings: &StringIndex, members: &mut Vec<Member>) -> bool {
+    if raw.first() != Some(&b'{') {
+        return false;
+    }
+    if raw.get(1) == Some(&b'}') {
+        return raw.len() == 2;
+    }
+    let mut scanner = Scanner::new(raw, Some(strings));
+    let mut pos = 1;
+    loop {
+        if raw.get(pos) != Some(&b'"') {
+            return false;
+        }
+        let key_start = pos + 1;
+        let Some((key_end, key_escaped, _)) = strings.string_from(key_start) else {
+            return false;
+        };
+        if raw.get(key_end + 1) != Some(&b':') {
+            return false;
+        }
+        let at = key_end + 2;
+        let (value_start, value_end, kind, canonical, after) = match raw.get(at) {
+            Some(b'"') => {
+                let Some((end, escaped, uncommon)) = strings.string_from(at + 1) else {
+                    return false;
+                };
+                (
+                    at + 1,
+                    end,
+                    ValueKind::String { escaped },
+                    !uncommon,
+                    end + 1,
+                )
+            }
+            Some(_) => {
+                scanner.pos = at;
+                let Ok((start, end, kind)) = scanner.value(1) else {
+                    return false;
+                };
+                (start, end, kind, true, scanner.pos)
+            }
+            None => return false,
+        };
+        members.push(Member {
+            key_start: key_start as u32,
+            key_end: key_end as u32,
+            key_escaped,
+            value_start: value_start as u32,
+            value_end: value_end as u32,
+            kind,
+            canonical,
+        });
+        match raw.get(after) {
+            Some(b',') => pos = after + 1,
+            Some(b'}') => return after + 1 == raw.len(),
+            _ => return false,
+        }
+    }
+}
+
+/// Where the strings of one event end, found for the whole event before its structure is
+/// scanned: per 64-byte block, its unescaped quotes and its backslashes.
+///
+/// Why: the bodies of an event's strings are most of its bytes, and Windows paths put an
+/// escape every few of them. Walking a string escape by escape costs a dozen instructions
+/// per escape; here the escaped bytes of a whole block come from its backslash mask in a
+/// few integer operations ([`bytescan::escapes`]), so the end of any string is the next
+/// unescaped quote, one lookup. The masks do not know where strings are, so a quote or
+/// backslash outside every string is classified too; but such a byte is a syntax error
+/// that the scan meets before it reaches anything the error could have misclassified.
+#[derive(Debug, Default)]
+struct StringIndex {
+    quotes: Vec<u64>,
+    backslashes: Vec<u64>,
+    /// Positions of escaped bytes that make an escape uncommon (`\/` and `\u`), in order:
+    /// strings holding one are not `canonical` (see [`escape_json_into`]).
+    uncommon: Vec<u32>,
+}
+
+impl StringIndex {
+    /// Index `raw`; returns whether it holds a byte above ASCII, or `None` when it holds a
+    /// control character or an invalid escape: then the event is left to the scan that
+    /// looks at every special byte (and reports the error if there is one).
+    fn build(&mut self, raw: &[u8]) -> Option<bool> {
+        let blocks = raw.len().div_ceil(BLOCK);
+        self.quotes.resize(blocks, 0);
+        self.backslashes.resize(blocks, 0);
+        self.uncommon.clear();
+        let mut high = false;
+        let mut first_escaped = false;
+        let full = raw.chunks_exact(BLOCK);
+        let rest = full.remainder();
+        let mut padded = [b' '; BLOCK];
+        padded[..rest.len()].copy_from_slice(rest);
+        let last = (!rest.is_empty()).then_some(&padded[..]);
+        let all = full
+            .chain(last)
+            .zip(self.quotes.iter_mut().zip(&mut self.backslashes));
+        for (block_index, (block, (quotes, backslashes))) in all.enumerate() {
+            let classes = bytescan::classify(block.try_into().expect("a block of BLOCK bytes"));
+            if classes.controls != 0 {
+                return None;
+            }
+            high |= classes.high;
+            let (escapes, escaped) = bytescan::escapes(classes.backslashes, first_escaped);
+            first_escaped = escapes >> 63 != 0;
+            // An escaped backslash is always valid; any other escaped byte must be one of
+            // the two-byte escapes or a `\u` with four hex digits.
+            let mut others = escaped & !classes.backslashes;
+            while others != 0 {
+                let at = block_index * BLOCK + others.trailing_zeros() as usize;
+                others &= others - 1;
+                match *raw.get(at)? {
+                    b'"' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                    b'/' => self.uncommon.push(at as u32),
+                    b'u' => {
+                        let digits = raw.get(at + 1..at + 5)?;
+                        if !digits.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        self.uncommon.push(at as u32);
+                    }
+                    _ => return None,
+                }
+            }
+            *quotes = classes.quotes & !escaped;
+            *backslashes = classes.backslashes;
+        }
+        // A backslash ending the event escapes nothing: the scan reports the string as cut.
+        if first_escaped {
+            return None;
+        }
+        Some(high)
+    }
+
+    /// For the string body from `start` (just past its opening quote): the position of
+    /// its closing quote, whether it holds escapes and whether one of them is uncommon;
+    /// `None` when the event ends first.
+    #[inline(always)]
+    fn string_from(&self, start: usize) -> Option<(usize, bool, bool)> {
+        let (block, offset) = (start / BLOCK, start % BLOCK);
+        let quotes = *self.quotes.get(block)? & (!0u64 << offset);
+        if quotes == 0 {
+            return self.string_across_blocks(start);
+        }
+        // Most strings end in the block they start in: the bits from `start` up to the
+        // closing quote are the lowest quote bit minus the start bit.
+        let end = block * BLOCK + quotes.trailing_zeros() as usize;
+        let body = (quotes & quotes.wrapping_neg()) - (1u64 << offset);
+        let escaped = self.backslashes[block] & body != 0;
+        Some((end, escaped, escaped && self.uncommon_between(start, end)))
+    }
+
+    /// [`StringIndex::string_from`] for a string that runs past its first block.
+    #[inline(never)]
+    fn string_across_blocks(&self, start: usize) -> Option<(usize, bool, bool)> {
+        let first = start / BLOCK;
+        let mut block = first + 1;
+        let mut quotes = *self.quotes.get(block)?;
+        while quotes == 0 {
+            block += 1;
+            quotes = *self.quotes.get(block)?;
+        }
+        let end = block * BLOCK + quotes.trailing_zeros() as usize;
+        let escaped = self.backslashes[first] >> (start % BLOCK) != 0
+            || self.backslashes[first + 1..block].iter().any(|&b| b != 0)
+            || self.backslashes[block] & ((quotes & quotes.wrapping_neg()) - 1) != 0;
+        Some((end, escaped, escaped && self.uncommon_between(start, end)))
+    }
+
+    /// Whether an uncommon escape lies in `start..end`.
+    #[inline]
+    fn uncommon_between(&self, start: usize, end: usize) -> bool {
+        !self.uncommon.is_empty()
+            && self
+                .uncommon
+                .iter()
+                .any(|&at| (start..end).contains(&(at as usize)))
+    }
+}
+
 /// A validating JSON scanner over bytes already known to be UTF-8.
 struct Scanner<'a> {
     bytes: &'a [u8],
@@ -822,10 +1061,13 @@ struct Scanner<'a> {
     /// classified block, and such a byte anywhere else is a syntax error: when this stays
     /// false, the event is ASCII and needs no UTF-8 validation.
     non_ascii: bool,
+    /// The event's strings, found in advance: when set, a string body ends at the next
+    /// unescaped quote of the index, looked up instead of scanned.
+    strings: Option<&'a StringIndex>,
 }
 
 impl<'a> Scanner<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+    fn new(bytes: &'a [u8], strings: Option<&'a StringIndex>) -> Self {
         Scanner {
             bytes,
             pos: 0,
@@ -833,6 +1075,7 @@ impl<'a> Scanner<'a> {
             block_mask: 0,
             uncommon_escape: false,
             non_ascii: false,
+            strings,
         }
     }
 
@@ -851,9 +1094,9 @@ impl<'a> Scanner<'a> {
                     &padded
                 }
             };
-            let (mask, high) = bytescan::string_specials(block);
-            self.block_mask = mask;
-            self.non_ascii |= high;
+            let classes = bytescan::classify(block);
+            self.block_mask = classes.specials();
+            self.non_ascii |= classes.high;
             self.block_at = base;
         }
         (
@@ -1024,6 +1267,14 @@ impl<'a> Scanner<'a> {
     /// The blocks are fixed and their masks kept ([`Scanner::specials_from`]): a key and
     /// its short value, or several short values, share one.
     fn string_body(&mut self) -> Result<bool, DecodeError> {
+        if let Some(strings) = self.strings {
+            let (end, escaped, uncommon) = strings
+                .string_from(self.pos)
+                .ok_or(DecodeError::Truncated { what: "a string" })?;
+            self.uncommon_escape |= uncommon;
+            self.pos = end + 1;
+            return Ok(escaped);
+        }
         let mut escaped = false;
         loop {
             let (base, mut specials, last) = self.specials_from(self.pos);
@@ -1434,6 +1685,72 @@ mod tests {
                     text[at] = byte;
                 }
                 agrees_with_serde_json(&text)?;
+            }
+
+            /// The fast scans (compact members, or any layout over the string index) find
+            /// the members the byte-by-byte scan finds, or fail where it fails: events
+            /// written compactly or pretty-printed, with escapes of every kind (`\/` and
+            /// `\u` spellings included), strings across blocks, nested values, and bytes
+            /// changed anywhere.
+            #[test]
+            fn fast_scans_find_what_the_byte_by_byte_scan_finds(
+                base in proptest::collection::btree_map(
+                    "[a-z\\\\\"]{0,4}",
+                    prop_oneof![
+                        "[ -~\\\\\"\n\t\u{1}\u{e9}]{0,150}".prop_map(serde_json::Value::from),
+                        any::<i64>().prop_map(serde_json::Value::from),
+                        any::<f64>().prop_map(serde_json::Value::from),
+                        proptest::collection::vec("[a\\\\\"]{0,3}", 0..3)
+                            .prop_map(serde_json::Value::from),
+                        Just(serde_json::json!({"n": {"m": [true, null, "x\\y"]}})),
+                    ],
+                    0..8,
+                ),
+                layout in 0usize..4,
+                cut in 0usize..2000,
+                byte in prop_oneof![Just(b'"'), Just(b'\\'), Just(b'/'), Just(b' '), Just(b'u'), any::<u8>()],
+                mutate in any::<bool>(),
+            ) {
+                let mut text = match layout {
+                    1 => serde_json::to_vec_pretty(&base).unwrap(),
+                    _ => serde_json::to_vec(&base).unwrap(),
+                };
+                if layout >= 2 {
+                    // Uncommon spellings: `\/` for `/`, `\u0061` for `a`.
+                    let mut spelled = Vec::new();
+                    for &b in &text {
+                        match b {
+                            b'/' if layout == 2 => spelled.extend_from_slice(b"\\/"),
+                            b'a' if layout == 3 => spelled.extend_from_slice(b"\\u0061"),
+                            _ => spelled.push(b),
+                        }
+                    }
+                    text = spelled;
+                }
+                if mutate {
+                    let at = cut % text.len();
+                    text[at] = byte;
+                }
+                let mut index = EventIndex::new();
+                let fast = Event::parse(&text, &mut index).map(|_| ()).map_err(|e| e.to_string());
+                let mut members = Vec::new();
+                let slow = Event::scan_object(&mut Scanner::new(&text, None), &mut members)
+                    .map_err(|e| e.to_string());
+                if slow.is_ok() && std::str::from_utf8(&text).is_ok() {
+                    prop_assert_eq!(fast, Ok(()));
+                    // The byte-by-byte scan leaves `canonical` of non-strings unset.
+                    let canonical_strings = |ms: &[Member]| -> Vec<Member> {
+                        ms.iter()
+                            .map(|m| Member {
+                                canonical: m.canonical || !matches!(m.kind, ValueKind::String { .. }),
+                                ..*m
+                            })
+                            .collect()
+                    };
+                    prop_assert_eq!(canonical_strings(&index.members), canonical_strings(&members));
+                } else {
+                    prop_assert!(fast.is_err());
+                }
             }
         }
     }
