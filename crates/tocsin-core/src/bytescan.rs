@@ -85,6 +85,31 @@ pub(crate) fn classify(block: &[u8; BLOCK]) -> BlockClasses {
     }
 }
 
+/// [`classify`] with AVX-512BW: one load and three compares into bit masks, where the
+/// SSE2 version needs four loads, a dozen compares and twelve mask moves. It is the
+/// largest part of the string index that every event gets ([`crate::event`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bw")]
+#[inline]
+pub(crate) fn classify_avx512(block: &[u8; BLOCK]) -> BlockClasses {
+    use std::arch::x86_64::*;
+    // SAFETY: one unaligned 64-byte load of the 64-byte array.
+    let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+    BlockClasses {
+        quotes: _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'"' as i8)),
+        backslashes: _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8)),
+        controls: _mm512_cmplt_epu8_mask(v, _mm512_set1_epi8(0x20)),
+        high: _mm512_movepi8_mask(v) != 0,
+    }
+}
+
+/// Whether [`classify_avx512`] can run here (detected once, then a cached flag).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn avx512_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512bw")
+}
+
 /// Bytes at even positions of a block.
 const EVEN_BITS: u64 = 0x5555_5555_5555_5555;
 
@@ -162,6 +187,11 @@ mod tests {
             let bits = |test: fn(u8) -> bool| {
                 full.iter().enumerate().fold(0u64, |m, (i, &b)| m | (u64::from(test(b)) << i))
             };
+            #[cfg(target_arch = "x86_64")]
+            if avx512_available() {
+                // SAFETY: the processor has AVX-512BW.
+                prop_assert_eq!(unsafe { classify_avx512(&full) }, classify(&full));
+            }
             prop_assert_eq!(
                 classify(&full),
                 BlockClasses {

@@ -20,7 +20,7 @@
 
 use std::fmt;
 
-use crate::bytescan::{self, BLOCK};
+use crate::bytescan::{self, BlockClasses, BLOCK};
 
 /// Nesting deeper than this is rejected: it bounds the recursion of the validator.
 pub const MAX_DEPTH: usize = 64;
@@ -967,22 +967,40 @@ impl StringIndex {
     /// control character or an invalid escape: then the event is left to the scan that
     /// looks at every special byte (and reports the error if there is one).
     fn build(&mut self, raw: &[u8]) -> Option<bool> {
+        #[cfg(target_arch = "x86_64")]
+        if bytescan::avx512_available() {
+            // SAFETY: the processor has AVX-512BW.
+            return unsafe { self.build_avx512(raw) };
+        }
+        self.build_with(raw, bytescan::classify)
+    }
+
+    /// [`StringIndex::build`] with the blocks classified by AVX-512BW.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512bw")]
+    fn build_avx512(&mut self, raw: &[u8]) -> Option<bool> {
+        self.build_with(raw, |block| bytescan::classify_avx512(block))
+    }
+
+    /// [`StringIndex::build`] with the blocks classified by `classify`.
+    #[inline(always)]
+    fn build_with(
+        &mut self,
+        raw: &[u8],
+        classify: impl Fn(&[u8; BLOCK]) -> BlockClasses,
+    ) -> Option<bool> {
         let blocks = raw.len().div_ceil(BLOCK);
         self.quotes.resize(blocks, 0);
         self.backslashes.resize(blocks, 0);
         self.uncommon.clear();
         let mut high = false;
         let mut first_escaped = false;
-        let full = raw.chunks_exact(BLOCK);
-        let rest = full.remainder();
-        let mut padded = [b' '; BLOCK];
-        padded[..rest.len()].copy_from_slice(rest);
-        let last = (!rest.is_empty()).then_some(&padded[..]);
-        let all = full
-            .chain(last)
-            .zip(self.quotes.iter_mut().zip(&mut self.backslashes));
-        for (block_index, (block, (quotes, backslashes))) in all.enumerate() {
-            let classes = bytescan::classify(block.try_into().expect("a block of BLOCK bytes"));
+        for block_index in 0..blocks {
+            let base = block_index * BLOCK;
+            let classes = match raw.get(base..base + BLOCK) {
+                Some(block) => classify(block.try_into().expect("BLOCK bytes")),
+                None => Self::classify_last(raw, base, &classify),
+            };
             if classes.controls != 0 {
                 return None;
             }
@@ -992,24 +1010,60 @@ impl StringIndex {
             // An escaped backslash is always valid; any other escaped byte must be one of
             // the two-byte escapes or a `\u` with four hex digits. Messages hold a `\r\n\t`
             // per line: the common escapes are told apart by a table, without a branch.
+            // (Past the end of the event there is no byte: a backslash ending the event
+            // escapes nothing, and the space stands for it, which is not plain.)
             let others = escaped & !classes.backslashes;
             let mut bits = others;
             let mut class = 0u8;
             while bits != 0 {
-                class |= ESCAPE_CLASS[block[bits.trailing_zeros() as usize] as usize];
+                let byte = raw
+                    .get(base + bits.trailing_zeros() as usize)
+                    .unwrap_or(&b' ');
+                class |= ESCAPE_CLASS[*byte as usize];
                 bits &= bits - 1;
             }
             if class != PLAIN_ESCAPE {
-                Self::uncommon_escapes(raw, block_index * BLOCK, others, &mut self.uncommon)?;
+                Self::uncommon_escapes(raw, base, others, &mut self.uncommon)?;
             }
-            *quotes = classes.quotes & !escaped;
-            *backslashes = classes.backslashes;
+            self.quotes[block_index] = classes.quotes & !escaped;
+            self.backslashes[block_index] = classes.backslashes;
         }
         // A backslash ending the event escapes nothing: the scan reports the string as cut.
         if first_escaped {
             return None;
         }
         Some(high)
+    }
+
+    /// The classes of the last block of `raw`, from `base`, shorter than [`BLOCK`]: from
+    /// the [`BLOCK`] bytes that end the event, shifted down, where the event is that long
+    /// (a copy into a padded block costs a variable-length `memcpy` per event).
+    #[inline]
+    fn classify_last(
+        raw: &[u8],
+        base: usize,
+        classify: impl Fn(&[u8; BLOCK]) -> BlockClasses,
+    ) -> BlockClasses {
+        let len = raw.len() - base;
+        match raw.len().checked_sub(BLOCK) {
+            Some(from) => {
+                let ending = classify(raw[from..].try_into().expect("BLOCK bytes"));
+                let shift = BLOCK - len;
+                BlockClasses {
+                    quotes: ending.quotes >> shift,
+                    backslashes: ending.backslashes >> shift,
+                    controls: ending.controls >> shift,
+                    // The bytes before `base` were classified already: their high bit
+                    // adds nothing.
+                    high: ending.high,
+                }
+            }
+            None => {
+                let mut padded = [b' '; BLOCK];
+                padded[..len].copy_from_slice(&raw[base..]);
+                classify(&padded)
+            }
+        }
     }
 
     /// The escaped bytes `others` of the block at `base` hold an uncommon or invalid escape:
@@ -1727,6 +1781,24 @@ mod tests {
                     text[at] = byte;
                 }
                 agrees_with_serde_json(&text)?;
+            }
+
+            /// The string index is the same whichever way its blocks are classified (the
+            /// events above take the fastest way this processor has).
+            #[test]
+            fn string_index_agrees_across_classifiers(
+                text in "[ -~\\\\\"\u{e9}]{0,300}",
+            ) {
+                let raw = text.as_bytes();
+                let mut detected = StringIndex::default();
+                let mut portable = StringIndex::default();
+                let found = detected.build(raw);
+                prop_assert_eq!(found, portable.build_with(raw, bytescan::classify));
+                if found.is_some() {
+                    prop_assert_eq!(&detected.quotes, &portable.quotes);
+                    prop_assert_eq!(&detected.backslashes, &portable.backslashes);
+                    prop_assert_eq!(&detected.uncommon, &portable.uncommon);
+                }
             }
 
             /// The fast scans (compact members, or any layout over the string index) find
