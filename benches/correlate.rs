@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
                 next += 1;
                 // Each iteration leaves a key behind: start afresh well before the
                 // correlator's live-key limit, which would refuse new keys.
-                if next % 500_000 == 0 {
+                if next.is_multiple_of(500_000) {
                     *corr.borrow_mut() = Correlator::new(CorrelatorConfig::default());
                 }
                 let mut out = Vec::new();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 
 fn event(n: u32) -> String {
-    let domain = if n % 2 == 0 {
+    let domain = if n.is_multiple_of(2) {
         "x.first.example"
     } else {
         "x.second.example"

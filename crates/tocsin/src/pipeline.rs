@@ -282,7 +282,7 @@ impl Pipeline {
                                 // Blank lines in JSON-lines input are separators, not events.
                                 continue;
                             }
-                            let timed = self.metrics.is_some() && line_no % 64 == 0;
+                            let timed = self.metrics.is_some() && line_no.is_multiple_of(64);
                             let t = timed.then(Instant::now);
                             self.process_event(name, line_no, &line, None)?;
                             if let (Some(c), Some(m)) = (&events_counter, &self.metrics) {
@@ -291,7 +291,7 @@ impl Pipeline {
                                 if let Some(t) = t {
                                     m.event_seconds.observe(t.elapsed().as_secs_f64());
                                 }
-                                if line_no % 1024 == 0 {
+                                if line_no.is_multiple_of(1024) {
                                     self.publish_correlator_gauges();
                                 }
                             }
