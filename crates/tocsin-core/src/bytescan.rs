@@ -21,6 +21,8 @@ pub(crate) struct BlockClasses {
     pub backslashes: u64,
     /// Bytes below 0x20, which JSON forbids inside strings.
     pub controls: u64,
+    /// The bytes that make a common two-byte escape after a backslash: `"bfnrt`.
+    pub escapable: u64,
     /// The block holds a byte above ASCII: the scanner learns from its strings' blocks
     /// whether the event needs a full UTF-8 validation, without a pass of its own.
     pub high: bool,
@@ -35,6 +37,10 @@ impl BlockClasses {
     }
 }
 
+/// The bytes that follow a backslash in the common two-byte escapes (`\/` is valid too,
+/// but uncommon: the decoder looks at it apart).
+pub(crate) const PLAIN_ESCAPES: [u8; 6] = *b"\"bfnrt";
+
 /// Classify the bytes of one block (see [`BlockClasses`]).
 #[inline]
 pub(crate) fn classify(block: &[u8; BLOCK]) -> BlockClasses {
@@ -48,6 +54,7 @@ pub(crate) fn classify(block: &[u8; BLOCK]) -> BlockClasses {
             let backslash = _mm_set1_epi8(b'\\' as i8);
             let below_space = _mm_set1_epi8(0x1F);
             let (mut quotes, mut backslashes, mut controls) = (0u64, 0u64, 0u64);
+            let mut escapable = 0u64;
             let mut high = _mm_setzero_si128();
             for lane in 0..4 {
                 let v = _mm_loadu_si128(block.as_ptr().add(lane * 16).cast());
@@ -59,11 +66,17 @@ pub(crate) fn classify(block: &[u8; BLOCK]) -> BlockClasses {
                 // Unsigned `v <= 0x1F`: max(v, 0x1F) == 0x1F.
                 let control = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
                 controls |= u64::from(_mm_movemask_epi8(control) as u16) << shift;
+                let mut plain = _mm_setzero_si128();
+                for letter in PLAIN_ESCAPES {
+                    plain = _mm_or_si128(plain, _mm_cmpeq_epi8(v, _mm_set1_epi8(letter as i8)));
+                }
+                escapable |= u64::from(_mm_movemask_epi8(plain) as u16) << shift;
             }
             BlockClasses {
                 quotes,
                 backslashes,
                 controls,
+                escapable,
                 high: _mm_movemask_epi8(high) != 0,
             }
         }
@@ -71,15 +84,18 @@ pub(crate) fn classify(block: &[u8; BLOCK]) -> BlockClasses {
     #[cfg(not(target_arch = "x86_64"))]
     {
         let (mut quotes, mut backslashes, mut controls) = (0u64, 0u64, 0u64);
+        let mut escapable = 0u64;
         for (i, &b) in block.iter().enumerate() {
             quotes |= u64::from(b == b'"') << i;
             backslashes |= u64::from(b == b'\\') << i;
             controls |= u64::from(b < 0x20) << i;
+            escapable |= u64::from(PLAIN_ESCAPES.contains(&b)) << i;
         }
         BlockClasses {
             quotes,
             backslashes,
             controls,
+            escapable,
             high: !block.is_ascii(),
         }
     }
@@ -95,10 +111,15 @@ pub(crate) fn classify_avx512(block: &[u8; BLOCK]) -> BlockClasses {
     use std::arch::x86_64::*;
     // SAFETY: one unaligned 64-byte load of the 64-byte array.
     let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+    let mut escapable = 0u64;
+    for letter in PLAIN_ESCAPES {
+        escapable |= _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(letter as i8));
+    }
     BlockClasses {
         quotes: _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'"' as i8)),
         backslashes: _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8)),
         controls: _mm512_cmplt_epu8_mask(v, _mm512_set1_epi8(0x20)),
+        escapable,
         high: _mm512_movepi8_mask(v) != 0,
     }
 }
@@ -168,6 +189,8 @@ mod tests {
         prop_oneof![
             Just(b'"'),
             Just(b'\\'),
+            Just(b'n'),
+            Just(b't'),
             Just(0x1F),
             Just(0x20),
             Just(0x00),
@@ -198,6 +221,7 @@ mod tests {
                     quotes: bits(|b| b == b'"'),
                     backslashes: bits(|b| b == b'\\'),
                     controls: bits(|b| b < 0x20),
+                    escapable: bits(|b| b"\"bfnrt".contains(&b)),
                     high: !full.is_ascii(),
                 }
             );

@@ -844,25 +844,6 @@ fn hex4(digits: Option<&[u8]>) -> Option<u32> {
     Some(v)
 }
 
-/// What an escaped byte other than a backslash makes of its escape, for
-/// [`StringIndex::build`]: [`PLAIN_ESCAPE`] for `"`, `b`, `f`, `n`, `r` and `t`; another
-/// bit for anything else (`/` and `u`, which are valid but uncommon, and invalid bytes),
-/// which is then looked at again. The padding past the end of the event is a space, which
-/// is not plain: a backslash ending the event is caught there.
-const ESCAPE_CLASS: [u8; 256] = {
-    let mut table = [2u8; 256];
-    let plain = b"\"bfnrt";
-    let mut i = 0;
-    while i < plain.len() {
-        table[plain[i] as usize] = PLAIN_ESCAPE;
-        i += 1;
-    }
-    table
-};
-
-/// The [`ESCAPE_CLASS`] of the common escapes.
-const PLAIN_ESCAPE: u8 = 0;
-
 /// The bytes that may follow a backslash as a two-byte escape.
 const SIMPLE_ESCAPE: [bool; 256] = {
     let mut table = [false; 256];
@@ -1009,20 +990,11 @@ impl StringIndex {
             first_escaped = escapes >> 63 != 0;
             // An escaped backslash is always valid; any other escaped byte must be one of
             // the two-byte escapes or a `\u` with four hex digits. Messages hold a `\r\n\t`
-            // per line: the common escapes are told apart by a table, without a branch.
-            // (Past the end of the event there is no byte: a backslash ending the event
-            // escapes nothing, and the space stands for it, which is not plain.)
+            // per line: the common escapes are told by the block's mask, all at once, and
+            // the others looked at one by one. (Past the end of the event no byte is
+            // escapable: a backslash ending the event is found there.)
             let others = escaped & !classes.backslashes;
-            let mut bits = others;
-            let mut class = 0u8;
-            while bits != 0 {
-                let byte = raw
-                    .get(base + bits.trailing_zeros() as usize)
-                    .unwrap_or(&b' ');
-                class |= ESCAPE_CLASS[*byte as usize];
-                bits &= bits - 1;
-            }
-            if class != PLAIN_ESCAPE {
+            if others & !classes.escapable != 0 {
                 Self::uncommon_escapes(raw, base, others, &mut self.uncommon)?;
             }
             self.quotes[block_index] = classes.quotes & !escaped;
@@ -1053,6 +1025,7 @@ impl StringIndex {
                     quotes: ending.quotes >> shift,
                     backslashes: ending.backslashes >> shift,
                     controls: ending.controls >> shift,
+                    escapable: ending.escapable >> shift,
                     // The bytes before `base` were classified already: their high bit
                     // adds nothing.
                     high: ending.high,
