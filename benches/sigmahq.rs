@@ -11,109 +11,33 @@
 //! count from exhaustive evaluation (every rule of every active route, no prefilter),
 //! computed once per rule set. Run: `cargo bench -p tocsin-benches --bench sigmahq`.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use tocsin_benches::{
     count_matches, count_matches_with, generated_events, live_heap_bytes, match_all, record_figure,
-    repo, resident_bytes, test_data, CountingAllocator,
+    repo, resident_bytes, sigmahq_windows, sysmon_profile, walk_rules, CountingAllocator,
 };
 use tocsin_core::{Event, EventIndex};
 use tocsin_match::{CompiledRules, MatchConfig};
-use tocsin_rules::{parse_profile, parse_sigma_source, Profile, SigmaRule};
+use tocsin_rules::{parse_sigma_source, SigmaRule};
 
 #[global_allocator]
 static HEAP: CountingAllocator = CountingAllocator;
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            walk(&p, out);
-        } else if p.extension().is_some_and(|x| x == "yml")
-            && !p.to_string_lossy().ends_with(".tests.yml")
-        {
-            out.push(p);
-        }
-    }
-}
-
-fn profile() -> Profile {
-    let path = repo().join("rules/profiles/sysmon.yaml");
-    parse_profile("sysmon.yaml", &std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 /// (events, windows rules, label)
 fn inputs() -> (Vec<Vec<u8>>, Vec<SigmaRule>, &'static str) {
-    if let Some(data) = test_data() {
-        let mut files = Vec::new();
-        let mut gz = Vec::new();
-        collect_gz(&data.join("events/otrf"), &mut gz);
-        gz.sort();
-        let mut events = Vec::new();
-        for f in gz {
-            let mut text = String::new();
-            flate2::read::GzDecoder::new(std::fs::File::open(f).unwrap())
-                .read_to_string(&mut text)
-                .unwrap();
-            events.extend(
-                text.lines()
-                    .filter(|l| !l.is_empty())
-                    .map(|l| l.as_bytes().to_vec()),
-            );
-        }
-        for d in [
-            "rules/windows",
-            "rules-emerging-threats",
-            "rules-threat-hunting/windows",
-        ] {
-            walk(&data.join("sigma").join(d), &mut files);
-        }
-        files.sort();
-        let mut rules = Vec::new();
-        for f in files {
-            let src = parse_sigma_source(
-                &f.display().to_string(),
-                &std::fs::read_to_string(&f).unwrap(),
-            );
-            rules.extend(
-                src.rules
-                    .into_iter()
-                    .filter(|r| r.logsource.product.as_deref() == Some("windows")),
-            );
-        }
-        // A deterministic order that does not cluster by folder (so "the first 100 rules"
-        // is a fair sample of the corpus).
-        rules.sort_by_key(|r| {
-            tocsin_core::id::IdHasher::new("bench")
-                .part(r.id.as_bytes())
-                .digest()
-        });
-        (events, rules, "SigmaHQ windows rules over OTRF events")
-    } else {
-        eprintln!("TOCSIN_TEST_DATA not set: falling back to the tocsin gen workload and rules/");
-        let events = generated_events(100_000, 1);
-        let mut files = Vec::new();
-        walk(&repo().join("rules/sigma"), &mut files);
-        let mut rules = Vec::new();
-        for f in files {
-            rules.extend(parse_sigma_source("r", &std::fs::read_to_string(&f).unwrap()).rules);
-        }
-        (events, rules, "rules/ over the gen workload")
+    if let Some((events, rules)) = sigmahq_windows() {
+        return (events, rules, "SigmaHQ windows rules over OTRF events");
     }
-}
-
-fn collect_gz(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            collect_gz(&p, out);
-        } else if p.to_string_lossy().ends_with(".jsonl.gz") {
-            out.push(p);
-        }
+    eprintln!("TOCSIN_TEST_DATA not set: falling back to the tocsin gen workload and rules/");
+    let events = generated_events(100_000, 1);
+    let mut files = Vec::new();
+    walk_rules(&repo().join("rules/sigma"), &mut files);
+    let mut rules = Vec::new();
+    for f in files {
+        rules.extend(parse_sigma_source("r", &std::fs::read_to_string(&f).unwrap()).rules);
     }
+    (events, rules, "rules/ over the gen workload")
 }
 
 /// What the prefilter did, per event on average: shows where the time goes.
@@ -132,7 +56,7 @@ fn work_per_event(compiled: &CompiledRules, events: &[Vec<u8>]) -> String {
 
 fn bench(c: &mut Criterion) {
     let (events, rules, label) = inputs();
-    let profile = profile();
+    let profile = sysmon_profile();
     eprintln!("{label}: {} events, {} rules", events.len(), rules.len());
     let mut group = c.benchmark_group("sigmahq");
     group.sample_size(10);

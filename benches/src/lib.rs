@@ -284,6 +284,88 @@ pub fn record_figure(series: &str, x: u64, value: f64) {
     }
 }
 
+/// The Sigma rule files under `dir` (`*.yml`, not the `*.tests.yml` beside them), recursively.
+pub fn walk_rules(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            walk_rules(&p, out);
+        } else if p.extension().is_some_and(|x| x == "yml")
+            && !p.to_string_lossy().ends_with(".tests.yml")
+        {
+            out.push(p);
+        }
+    }
+}
+
+fn collect_gz(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            collect_gz(&p, out);
+        } else if p.to_string_lossy().ends_with(".jsonl.gz") {
+            out.push(p);
+        }
+    }
+}
+
+/// The repository's Sysmon profile (`rules/profiles/sysmon.yaml`).
+pub fn sysmon_profile() -> Profile {
+    let path = repo().join("rules/profiles/sysmon.yaml");
+    parse_profile("sysmon.yaml", &std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The real workload of the SigmaHQ benches, `None` without `TOCSIN_TEST_DATA`: the OTRF
+/// events (one line each) and the SigmaHQ rules for `product: windows` (rules, emerging
+/// threats, threat hunting), in a deterministic order that does not cluster by folder (so
+/// "the first 100 rules" is a fair sample of the corpus).
+pub fn sigmahq_windows() -> Option<(Vec<Vec<u8>>, Vec<SigmaRule>)> {
+    use std::io::Read;
+    let data = test_data()?;
+    let mut gz = Vec::new();
+    collect_gz(&data.join("events/otrf"), &mut gz);
+    gz.sort();
+    let mut events = Vec::new();
+    for f in gz {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(f).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        events.extend(
+            text.lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| l.as_bytes().to_vec()),
+        );
+    }
+    let mut files = Vec::new();
+    for d in [
+        "rules/windows",
+        "rules-emerging-threats",
+        "rules-threat-hunting/windows",
+    ] {
+        walk_rules(&data.join("sigma").join(d), &mut files);
+    }
+    files.sort();
+    let mut rules = Vec::new();
+    for f in files {
+        let src = parse_sigma_source(
+            &f.display().to_string(),
+            &std::fs::read_to_string(&f).unwrap(),
+        );
+        rules.extend(
+            src.rules
+                .into_iter()
+                .filter(|r| r.logsource.product.as_deref() == Some("windows")),
+        );
+    }
+    rules.sort_by_key(|r| {
+        tocsin_core::id::IdHasher::new("bench")
+            .part(r.id.as_bytes())
+            .digest()
+    });
+    Some((events, rules))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

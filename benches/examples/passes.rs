@@ -1,0 +1,81 @@
+//! Matching time per event over repeated passes, for comparisons on a noisy machine.
+//!
+//! Criterion reports one mean per run; on a shared host a neighbour moves it by more than
+//! a change under test. This runs the `sigmahq` bench's workload (all SigmaHQ Windows rules
+//! over the OTRF events, static and calibrated prefilters, decoding included) pass after
+//! pass in one process, alternating the two sets, and prints the fastest and the median
+//! pass: run two builds alternately and compare their fastest passes.
+//!
+//! `TOCSIN_TEST_DATA=../shared/data cargo run --release -p tocsin-benches --example passes -- 8`
+
+use std::time::Instant;
+
+use tocsin_benches::{count_matches, sigmahq_windows, sysmon_profile};
+use tocsin_core::{Event, EventIndex};
+use tocsin_match::{CompiledRules, MatchConfig};
+
+fn main() {
+    let passes: usize = std::env::args()
+        .nth(1)
+        .map_or(8, |n| n.parse().expect("passes: a number"));
+    let Some((events, rules)) = sigmahq_windows() else {
+        eprintln!("TOCSIN_TEST_DATA is not set: this example needs the OTRF events");
+        std::process::exit(2);
+    };
+    let profile = sysmon_profile();
+    let config = MatchConfig::default();
+    let (static_set, _) = CompiledRules::compile(&rules, &[], &[], &profile, &config);
+    // Calibrated as the bench does: on every fifth event of the first half.
+    let sample = events[..events.len() / 2].iter().step_by(5);
+    let (calibrated, _, _) = CompiledRules::compile_calibrated(
+        &rules,
+        &[],
+        &[],
+        &profile,
+        &config,
+        sample.map(Vec::as_slice),
+    );
+    let sets = [("static", &static_set), ("calibrated", &calibrated)];
+    let expected: Vec<u64> = sets
+        .iter()
+        .map(|(_, set)| count_matches(set, &events, true))
+        .collect();
+    let mut scratches: Vec<_> = sets.iter().map(|(_, set)| set.new_scratch()).collect();
+    let mut times = vec![Vec::new(); sets.len()];
+    let mut index = EventIndex::new();
+    // One pass more than asked for: the first warms the caches and is not counted.
+    for pass in 0..=passes {
+        for (k, (_, set)) in sets.iter().enumerate() {
+            let start = Instant::now();
+            let mut found = 0u64;
+            for raw in &events {
+                let event = Event::parse(raw, &mut index).expect("OTRF events decode");
+                set.match_event(&event, &mut scratches[k]);
+                found += (scratches[k].matched().len() + scratches[k].ioc_hits().len()) as u64;
+            }
+            let per_event = start.elapsed().as_nanos() as f64 / events.len() as f64;
+            assert_eq!(
+                found, expected[k],
+                "prefiltered matching disagrees with exhaustive"
+            );
+            if pass > 0 {
+                times[k].push(per_event);
+            }
+        }
+    }
+    println!(
+        "{} events, {} rules, {passes} passes",
+        events.len(),
+        rules.len()
+    );
+    for (k, ((name, _), t)) in sets.iter().zip(&mut times).enumerate() {
+        t.sort_by(f64::total_cmp);
+        let (fastest, median) = (t[0], t[t.len() / 2]);
+        println!(
+            "{name:>10}: fastest {fastest:.0} ns/event ({:.0} k events/s), median {median:.0} ns/event ({:.0} k/s), {} matches",
+            1e6 / fastest,
+            1e6 / median,
+            expected[k]
+        );
+    }
+}
