@@ -107,6 +107,28 @@ struct Member {
     canonical: bool,
 }
 
+impl Member {
+    /// A member from the spans of its key and value (events are under 4 GiB: checked by
+    /// [`Event::parse`]).
+    fn new(
+        key: std::ops::Range<usize>,
+        key_escaped: bool,
+        value: std::ops::Range<usize>,
+        kind: ValueKind,
+        canonical: bool,
+    ) -> Self {
+        Member {
+            key_start: key.start as u32,
+            key_end: key.end as u32,
+            key_escaped,
+            value_start: value.start as u32,
+            value_end: value.end as u32,
+            kind,
+            canonical,
+        }
+    }
+}
+
 /// Reusable storage for the member table of an event; keep one per worker thread.
 ///
 /// Besides the members in order, it keeps an open-addressing hash table from key to member,
@@ -907,15 +929,13 @@ fn scan_compact_object(raw: &[u8], strings: &StringIndex, members: &mut Vec<Memb
             }
             None => return false,
         };
-        members.push(Member {
-            key_start: key_start as u32,
-            key_end: key_end as u32,
+        members.push(Member::new(
+            key_start..key_end,
             key_escaped,
-            value_start: value_start as u32,
-            value_end: value_end as u32,
+            value_start..value_end,
             kind,
             canonical,
-        });
+        ));
         match raw.get(after) {
             Some(b',') => pos = after + 1,
             Some(b'}') => return after + 1 == raw.len(),
@@ -1226,15 +1246,13 @@ impl<'a> Scanner<'a> {
             self.skip_ws();
             let (value_start, value_end, kind) = self.value(depth)?;
             let canonical = !self.uncommon_escape;
-            on_member(Member {
-                key_start: key_start as u32,
-                key_end: key_end as u32,
+            on_member(Member::new(
+                key_start..key_end,
                 key_escaped,
-                value_start: value_start as u32,
-                value_end: value_end as u32,
+                value_start..value_end,
                 kind,
                 canonical,
-            });
+            ));
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
