@@ -28,12 +28,41 @@ pub(crate) struct BlockClasses {
     pub high: bool,
 }
 
-impl BlockClasses {
-    /// The bytes that end a run of plain JSON string text: quotes, backslashes and
-    /// control characters.
-    #[inline]
-    pub(crate) fn specials(&self) -> u64 {
-        self.quotes | self.backslashes | self.controls
+/// Bit *i* set when `block[i]` ends a run of plain JSON string text: a quote, a backslash
+/// or a control character; and whether the block holds a byte above ASCII. What the
+/// byte-by-byte scanner needs of a block (lines the string index does not take, and nested
+/// objects read by dotted paths): [`classify`] without the masks it would not use.
+#[inline]
+pub(crate) fn string_specials(block: &[u8; BLOCK]) -> (u64, bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is enabled on every x86-64 target; the loads are unaligned loads of
+        // 16 bytes inside the 64-byte array.
+        unsafe {
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let backslash = _mm_set1_epi8(b'\\' as i8);
+            let below_space = _mm_set1_epi8(0x1F);
+            let mut mask = 0u64;
+            let mut high = _mm_setzero_si128();
+            for lane in 0..4 {
+                let v = _mm_loadu_si128(block.as_ptr().add(lane * 16).cast());
+                high = _mm_or_si128(high, v);
+                // Unsigned `v <= 0x1F`: max(v, 0x1F) == 0x1F.
+                let control = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
+                let special = _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                    control,
+                );
+                mask |= u64::from(_mm_movemask_epi8(special) as u16) << (lane * 16);
+            }
+            (mask, _mm_movemask_epi8(high) != 0)
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let c = classify(block);
+        (c.quotes | c.backslashes | c.controls, c.high)
     }
 }
 
@@ -210,6 +239,11 @@ mod tests {
             let bits = |test: fn(u8) -> bool| {
                 full.iter().enumerate().fold(0u64, |m, (i, &b)| m | (u64::from(test(b)) << i))
             };
+            let classes = classify(&full);
+            prop_assert_eq!(
+                string_specials(&full),
+                (classes.quotes | classes.backslashes | classes.controls, classes.high)
+            );
             #[cfg(target_arch = "x86_64")]
             if avx512_available() {
                 // SAFETY: the processor has AVX-512BW.

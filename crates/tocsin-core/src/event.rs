@@ -320,7 +320,7 @@ impl fmt::Display for FieldName {
 }
 
 impl<'a> Event<'a> {
-    /// Scan `raw` as one JSON object, its top-level members into `index`.
+    /// Scan the scanner's bytes as one JSON object, its top-level members into `members`.
     fn scan_object(
         scanner: &mut Scanner<'_>,
         members: &mut Vec<Member>,
@@ -358,27 +358,26 @@ impl<'a> Event<'a> {
             });
         }
         index.members.clear();
-        // The fast way: strings found in advance, then the structure scanned around them.
-        // Anything unusual (control characters, invalid escapes) leaves the index unbuilt,
-        // and any error is found again by the scan without it, which names it exactly.
-        let mut non_ascii = false;
-        let mut scanned = Err(DecodeError::Empty);
-        if let Some(high) = index.strings.build(raw) {
-            non_ascii = high;
-            if !scan_compact_object(raw, &index.strings, &mut index.members) {
+        // The fast way: strings found in advance, then the members scanned around them,
+        // compactly written or not. Anything unusual (control characters, invalid escapes)
+        // leaves the index unbuilt, and any error is found again by the scan without it,
+        // which names it exactly.
+        let indexed = index.strings.build(raw).filter(|_| {
+            scan_compact_object(raw, &index.strings, &mut index.members) || {
                 index.members.clear();
                 let mut scanner = Scanner::new(raw, Some(&index.strings));
-                scanned = Self::scan_object(&mut scanner, &mut index.members);
-            } else {
-                scanned = Ok(());
+                Self::scan_object(&mut scanner, &mut index.members).is_ok()
             }
-        }
-        if scanned.is_err() {
-            index.members.clear();
-            let mut scanner = Scanner::new(raw, None);
-            scanned = Self::scan_object(&mut scanner, &mut index.members);
-            non_ascii = scanner.non_ascii;
-        }
+        });
+        let (scanned, non_ascii) = match indexed {
+            Some(high) => (Ok(()), high),
+            None => {
+                index.members.clear();
+                let mut scanner = Scanner::new(raw, None);
+                let scanned = Self::scan_object(&mut scanner, &mut index.members);
+                (scanned, scanner.non_ascii)
+            }
+        };
         // UTF-8 is validated only when a string held a byte above ASCII (most events are
         // ASCII; the block classification tells, without a pass of its own), or when the
         // scan failed: then invalid UTF-8 is the error to report, as it would be had it
@@ -1073,7 +1072,7 @@ impl StringIndex {
             let at = base + others.trailing_zeros() as usize;
             others &= others - 1;
             match *raw.get(at)? {
-                b'"' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                b if bytescan::PLAIN_ESCAPES.contains(&b) => {}
                 b'/' => uncommon.push(at as u32),
                 b'u' => {
                     let digits = raw.get(at + 1..at + 5)?;
@@ -1183,9 +1182,9 @@ impl<'a> Scanner<'a> {
                     &padded
                 }
             };
-            let classes = bytescan::classify(block);
-            self.block_mask = classes.specials();
-            self.non_ascii |= classes.high;
+            let (specials, high) = bytescan::string_specials(block);
+            self.block_mask = specials;
+            self.non_ascii |= high;
             self.block_at = base;
         }
         (
