@@ -943,6 +943,13 @@ fn scan_compact_object(raw: &[u8], strings: &StringIndex, members: &mut Vec<Memb
     }
 }
 
+/// How far ahead of the block being classified the index asks for the event's bytes.
+/// Events arrive one after another from a buffer, but each is read once, front to back:
+/// without the hint the first touch of each cache line waited for memory (about 40 % of
+/// the index's time on the OTRF events). The hint reaches past the event's end into what
+/// usually follows it, the next event.
+const PREFETCH_AHEAD: usize = 512;
+
 /// Where the strings of one event end, found for the whole event before its structure is
 /// scanned: per 64-byte block, its unescaped quotes and its backslashes.
 ///
@@ -997,6 +1004,14 @@ impl StringIndex {
         let mut first_escaped = false;
         for block_index in 0..blocks {
             let base = block_index * BLOCK;
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(
+                    raw.as_ptr().wrapping_add(base + PREFETCH_AHEAD).cast(),
+                );
+            }
             let classes = match raw.get(base..base + BLOCK) {
                 Some(block) => classify(block.try_into().expect("BLOCK bytes")),
                 None => Self::classify_last(raw, base, &classify),
