@@ -7,6 +7,9 @@
 //! pass: run two builds alternately and compare their fastest passes.
 //!
 //! `TOCSIN_TEST_DATA=../shared/data cargo run --release -p tocsin-benches --example passes -- 8`
+//!
+//! A second argument, `static` or `calibrated`, runs that set alone: for a profiler, whose
+//! report should not mix the two.
 
 use std::time::Instant;
 
@@ -35,7 +38,15 @@ fn main() {
         &config,
         sample.map(Vec::as_slice),
     );
-    let sets = [("static", &static_set), ("calibrated", &calibrated)];
+    let only = std::env::args().nth(2);
+    let sets: Vec<_> = [("static", &static_set), ("calibrated", &calibrated)]
+        .into_iter()
+        .filter(|(name, _)| only.as_deref().is_none_or(|only| only == *name))
+        .collect();
+    assert!(
+        !sets.is_empty(),
+        "the second argument names a set: static or calibrated"
+    );
     let expected: Vec<u64> = sets
         .iter()
         .map(|(_, set)| count_matches(set, &events, true))
