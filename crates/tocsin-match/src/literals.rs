@@ -9,12 +9,16 @@
 //! A [`LiteralSet`] instead picks from each literal of four bytes or more one *fragment*,
 //! its four bytes least likely to occur in ordinary values, and keeps a small bit filter
 //! and hash table over the fragments (a few bytes per literal). The scan reads the value
-//! once, four bytes at a time at every position: one multiply and one bit test that nearly
-//! always says "no fragment here" (eight positions per step where the processor has AVX2,
-//! see [`avx2`]). Where a fragment does occur, the literals that carry it
-//! are compared in place. Literals shorter than four bytes are few and go to a small
+//! once, four bytes at a time at every second position: one multiply and one bit test that
+//! nearly always says "no fragment here" (eight positions per step where the processor has
+//! AVX2, see [`avx2`]). Every second position suffices because each literal of five bytes
+//! or more carries two fragments side by side, one of which starts at an even position
+//! wherever the literal occurs. Where a fragment does occur, the literals that carry it
+//! are compared in place. Literals shorter than that are few and go to a small
 //! Aho-Corasick automaton that stays in cache. (Giving them fragments of their own width
-//! was tried: the extra filter tests at every byte cost more than the automaton.)
+//! was tried: the extra filter tests at every byte cost more than the automaton.) Where no
+//! literal is shorter than four bytes but some have four, the automaton would be an extra
+//! pass and the scan tests every position instead.
 //!
 //! Matching is ASCII case-insensitive: literals are stored lower-cased and the caller
 //! lower-cases the value first (byte for byte, so positions are those of the value). Every occurrence of every literal is reported (overlapping): the same occurrences
@@ -39,6 +43,10 @@ pub(crate) const FRAGMENT: usize = 4;
 /// every four-byte window of a value is some literal's fragment one time in a dozen; eight
 /// bytes tell them apart.
 const LONG_FRAGMENT: usize = 8;
+
+/// The most positions an eight-byte fragment scan steps over at once (see
+/// [`LiteralSet::new`]): each literal gets as many fragments, a few bytes of table each.
+const LONG_STRIDE: usize = 4;
 
 /// Multiplier of the fragment hash (Knuth's multiplicative hashing).
 const HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -72,8 +80,11 @@ pub(crate) struct LiteralSet {
     patterns: Vec<Box<[u8]>>,
     /// Ids of empty literals (they occur at every position).
     empty: Vec<u32>,
-    /// Non-empty literals shorter than a fragment, and their pattern ids.
+    /// Non-empty literals too short for fragments, and their pattern ids.
     short: Option<(AhoCorasick, Vec<u32>)>,
+    /// The scan tests the windows at every `stride`-th position of the value (see
+    /// [`LiteralSet::new`]).
+    stride: usize,
     /// One bit per [`filter_hash`] of a fragment: clear means no literal has a fragment
     /// with this hash. (32-bit words, for the vector gather of [`avx2`].)
     filter: Box<[u32]>,
@@ -101,10 +112,43 @@ impl LiteralSet {
         let empty = (0..patterns.len() as u32)
             .filter(|&i| patterns[i as usize].is_empty())
             .collect();
+        // How many literals contain each four-byte gram: a fragment shared by many
+        // literals costs a comparison with each of them whenever it occurs.
+        let width = if patterns
+            .iter()
+            .all(|p| p.len() < FRAGMENT || p.len() >= LONG_FRAGMENT)
+        {
+            LONG_FRAGMENT
+        } else {
+            FRAGMENT
+        };
+        // The filter test is most of the scan's cost, one per tested position. A literal
+        // with `k` windows side by side has one that starts at a multiple of `k` in any
+        // value it occurs in: giving it those `k` windows as fragments lets the scan test
+        // every `k`-th position only. With four-byte fragments `k` is 2, and four-byte
+        // literals (one window) go to the automaton instead: where it runs anyway (for
+        // literals of one to three bytes) or where there are none of them. With eight-byte
+        // fragments (hashes of 32 hex digits and more) `k` is what the shortest literal
+        // allows, at most `LONG_STRIDE`.
+        let has_short = patterns.iter().any(|p| !p.is_empty() && p.len() < FRAGMENT);
+        let has_four = patterns.iter().any(|p| p.len() == FRAGMENT);
+        let stride = match width {
+            FRAGMENT if has_short || !has_four => 2,
+            FRAGMENT => 1,
+            _ => patterns
+                .iter()
+                .filter(|p| p.len() >= width)
+                .map(|p| p.len() - width + 1)
+                .min()
+                .unwrap_or(1)
+                .min(LONG_STRIDE),
+        };
+        // The shortest literal given fragments.
+        let fragmented = width + stride - 1;
         let (short_ids, short_patterns): (Vec<u32>, Vec<&[u8]>) = patterns
             .iter()
             .enumerate()
-            .filter(|(_, p)| !p.is_empty() && p.len() < FRAGMENT)
+            .filter(|(_, p)| !p.is_empty() && p.len() < fragmented)
             .map(|(i, p)| (i as u32, &p[..]))
             .unzip();
         let short = if short_patterns.is_empty() {
@@ -118,18 +162,8 @@ impl LiteralSet {
             Some((ac, short_ids))
         };
 
-        // How many literals contain each four-byte gram: a fragment shared by many
-        // literals costs a comparison with each of them whenever it occurs.
-        let width = if patterns
-            .iter()
-            .all(|p| p.len() < FRAGMENT || p.len() >= LONG_FRAGMENT)
-        {
-            LONG_FRAGMENT
-        } else {
-            FRAGMENT
-        };
         let mut shared: HashMap<u64, u32> = HashMap::new();
-        for p in patterns.iter().filter(|p| p.len() >= FRAGMENT) {
+        for p in patterns.iter().filter(|p| p.len() >= fragmented) {
             let mut grams: Vec<u64> = p.windows(width).map(gram).collect();
             grams.sort_unstable();
             grams.dedup();
@@ -139,22 +173,23 @@ impl LiteralSet {
         }
         let mut by_fragment: HashMap<u64, Vec<(u32, u32)>> = HashMap::new();
         for (id, p) in patterns.iter().enumerate() {
-            if p.len() < FRAGMENT {
+            if p.len() < fragmented {
                 continue;
             }
-            let (offset, fragment) = p
-                .windows(width)
-                .enumerate()
-                .map(|(o, w)| (o, gram(w)))
-                .min_by_key(|&(o, g)| {
-                    let common: u32 = p[o..o + width].iter().map(|&b| commonness(b)).sum();
-                    (common + 4 * (shared[&g] - 1), o)
-                })
-                .expect("a literal of FRAGMENT bytes or more has a window");
-            by_fragment
-                .entry(fragment)
-                .or_default()
-                .push((id as u32, offset as u32));
+            // The `stride` windows side by side that are together least common.
+            let cost = |o: usize| {
+                let common: u32 = p[o..o + width].iter().map(|&b| commonness(b)).sum();
+                common + 4 * (shared[&gram(&p[o..o + width])] - 1)
+            };
+            let first = (0..=p.len() - width - (stride - 1))
+                .min_by_key(|&o| ((o..o + stride).map(cost).sum::<u32>(), o))
+                .expect("a literal of `fragmented` bytes or more has `stride` windows");
+            for offset in first..first + stride {
+                by_fragment
+                    .entry(gram(&p[offset..offset + width]))
+                    .or_default()
+                    .push((id as u32, offset as u32));
+            }
         }
 
         // Table at most half full. Filter with 128 to 256 bits per fragment, at most 2 Mbit
@@ -190,6 +225,7 @@ impl LiteralSet {
             patterns,
             empty,
             short,
+            stride,
             filter,
             filter_bits,
             slots,
@@ -275,8 +311,9 @@ impl LiteralSet {
         if self.entries.is_empty() || hay.len() < W {
             return;
         }
-        for (pos, window) in hay.windows(W).enumerate().skip(from) {
-            let fragment = gram(window);
+        debug_assert!(from.is_multiple_of(self.stride));
+        for pos in (from..=hay.len() - W).step_by(self.stride) {
+            let fragment = gram(&hay[pos..pos + W]);
             let h = filter_hash(fragment, W, self.filter_bits);
             if self.filter[h >> 5] & (1 << (h & 31)) != 0 {
                 self.verify(hay, pos, fragment, found);
@@ -284,19 +321,24 @@ impl LiteralSet {
         }
     }
 
-    /// The four-byte fragment scan eight positions at a time where the processor can
-    /// ([`avx2::filter_candidates`]); returns the first position it did not test.
+    /// The four-byte fragment scan eight tested positions at a time where the processor
+    /// can ([`avx2::filter_candidates`]); returns the first position it did not test.
     #[inline]
     fn scan_vectorised(&self, hay: &[u8], found: &mut impl FnMut(u32, usize, usize)) -> usize {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 && !self.entries.is_empty() && hay.len() >= FRAGMENT {
             // SAFETY: `avx2` is set only when the processor has AVX2; the filter has
             // `1 << (filter_bits - 5)` words, `filter_bits` between 10 and 21.
+            let on = |pos: usize| {
+                let fragment = gram(&hay[pos..pos + FRAGMENT]);
+                self.verify(hay, pos, fragment, found);
+            };
             return unsafe {
-                avx2::filter_candidates(hay, &self.filter, self.filter_bits, |pos| {
-                    let fragment = gram(&hay[pos..pos + FRAGMENT]);
-                    self.verify(hay, pos, fragment, found);
-                })
+                if self.stride == 2 {
+                    avx2::filter_candidates::<2>(hay, &self.filter, self.filter_bits, on)
+                } else {
+                    avx2::filter_candidates::<1>(hay, &self.filter, self.filter_bits, on)
+                }
             };
         }
         let _ = (hay, found);
@@ -509,16 +551,17 @@ mod avx2 {
         }
     }
 
-    /// Test the four-byte windows of `hay` against `filter` (bit [`super::filter_hash`])
-    /// eight positions at a time while 16 bytes can be loaded; call `on(pos)` for each
-    /// position whose bit is set, in order. Returns the first position not tested.
+    /// Test the four-byte windows at every `STRIDE`-th position of `hay` (1 or 2) against
+    /// `filter` (bit [`super::filter_hash`]), eight positions at a time while their bytes
+    /// can be loaded; call `on(pos)` for each position whose bit is set, in order. Returns
+    /// the first position not tested (a multiple of `STRIDE`).
     ///
     /// # Safety
     /// The processor must have AVX2, and `filter` must hold `1 << (bits - 5)` words with
     /// `bits` between 5 and 32 (the gather reads the word of every hash unchecked).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn filter_candidates(
+    pub(super) unsafe fn filter_candidates<const STRIDE: usize>(
         hay: &[u8],
         filter: &[u32],
         bits: u32,
@@ -526,33 +569,65 @@ mod avx2 {
     ) -> usize {
         use std::arch::x86_64::*;
         debug_assert!((5..=32).contains(&bits) && filter.len() << 5 >= 1usize << bits);
-        // Lane 0 builds the windows at offsets 0..4, lane 1 those at 4..8, from the same
-        // 16 bytes in both lanes.
-        let windows = _mm256_setr_epi8(
-            0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6, //
-            4, 5, 6, 7, 5, 6, 7, 8, 6, 7, 8, 9, 7, 8, 9, 10,
-        );
+        // Stride 1: lane 0 builds the windows at offsets 0..4, lane 1 those at 4..8, from
+        // the same 16 bytes in both lanes. Stride 2: lane 0 those at 0, 2, 4, 6 from the
+        // 16 bytes at 0, lane 1 those at 8, 10, 12, 14 from the 16 bytes at 2.
+        let windows = if STRIDE == 1 {
+            _mm256_setr_epi8(
+                0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6, //
+                4, 5, 6, 7, 5, 6, 7, 8, 6, 7, 8, 9, 7, 8, 9, 10,
+            )
+        } else {
+            _mm256_setr_epi8(
+                0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9, //
+                6, 7, 8, 9, 8, 9, 10, 11, 10, 11, 12, 13, 12, 13, 14, 15,
+            )
+        };
+        // Bytes loaded per step.
+        let span = if STRIDE == 1 { 16 } else { 18 };
         let multiplier = _mm256_set1_epi32(super::FILTER_MUL as i32);
         let shift = _mm_cvtsi32_si128(32 - bits as i32);
         let low5 = _mm256_set1_epi32(31);
         let one = _mm256_set1_epi32(1);
-        let mut pos = 0;
-        while pos + 16 <= hay.len() {
-            // SAFETY: 16 bytes from `pos` are inside `hay`; the gather's word indexes are
-            // hashes of `bits` bits shifted right by 5, below `filter.len()`.
-            let bytes = _mm_loadu_si128(hay.as_ptr().add(pos).cast());
-            let grams = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(bytes), windows);
-            let h = _mm256_srl_epi32(_mm256_mullo_epi32(grams, multiplier), shift);
-            let words =
-                _mm256_i32gather_epi32::<4>(filter.as_ptr().cast(), _mm256_srli_epi32::<5>(h));
-            let set = _mm256_and_si256(_mm256_srlv_epi32(words, _mm256_and_si256(h, low5)), one);
-            let mut mask =
-                _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(set, one))) as u32;
+        // Bit `i` set when the window at `from + STRIDE * i` passes the filter.
+        let test = |from: usize| {
+            // SAFETY: `span` bytes from `from` are inside `hay` (the callers check); the
+            // gather's word indexes are hashes of `bits` bits shifted right by 5, below
+            // `filter.len()`.
+            unsafe {
+                let at = hay.as_ptr().add(from);
+                let bytes = if STRIDE == 1 {
+                    _mm256_broadcastsi128_si256(_mm_loadu_si128(at.cast()))
+                } else {
+                    _mm256_loadu2_m128i(at.add(2).cast(), at.cast())
+                };
+                let grams = _mm256_shuffle_epi8(bytes, windows);
+                let h = _mm256_srl_epi32(_mm256_mullo_epi32(grams, multiplier), shift);
+                let words =
+                    _mm256_i32gather_epi32::<4>(filter.as_ptr().cast(), _mm256_srli_epi32::<5>(h));
+                let set =
+                    _mm256_and_si256(_mm256_srlv_epi32(words, _mm256_and_si256(h, low5)), one);
+                _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(set, one))) as u32
+            }
+        };
+        let mut report = |from: usize, mut mask: u32| {
             while mask != 0 {
-                on(pos + mask.trailing_zeros() as usize);
+                on(from + STRIDE * mask.trailing_zeros() as usize);
                 mask &= mask - 1;
             }
-            pos += 8;
+        };
+        let mut pos = 0;
+        while pos + span <= hay.len() {
+            report(pos, test(pos));
+            pos += 8 * STRIDE;
+        }
+        // The rest, but for a few positions: one more step that ends with the value,
+        // keeping the lanes not tested yet.
+        if pos > 0 && pos + super::FRAGMENT <= hay.len() {
+            let last = (hay.len() - span) / STRIDE * STRIDE;
+            let tested = (pos - last) / STRIDE;
+            report(last, test(last) & (u32::MAX << tested));
+            pos = last + 8 * STRIDE;
         }
         pos
     }
@@ -701,6 +776,27 @@ mod tests {
         assert!(found(&set, &hay).iter().any(|&(p, _, _)| p == 77));
     }
 
+    #[test]
+    fn the_scan_strides_as_far_as_the_shortest_fragmented_literal_allows() {
+        let set = |literals: &[&str]| {
+            let literals: Vec<Vec<u8>> = literals.iter().map(|l| l.as_bytes().to_vec()).collect();
+            LiteralSet::new(&literals).unwrap()
+        };
+        // Four-byte literals go to the automaton when it runs anyway.
+        assert_eq!(set(&["-c", ".exe", "mimikatz"]).stride, 2);
+        assert_eq!(set(&["-c", ".exe", "mimikatz"]).short_len(), 2);
+        // Not otherwise: they keep a fragment, and every position is tested.
+        assert_eq!(set(&[".exe", "mimikatz"]).stride, 1);
+        assert_eq!(set(&[".exe", "mimikatz"]).short_len(), 0);
+        assert_eq!(set(&["\\cmd.", "mimikatz"]).stride, 2);
+        // Eight-byte fragments: as far as the shortest literal, at most LONG_STRIDE.
+        assert_eq!(set(&["0123456789", "0123456789abcdef"]).stride, 3);
+        assert_eq!(
+            set(&["MD5=0123456789abcdef0123456789abcdef"]).stride,
+            LONG_STRIDE
+        );
+    }
+
     proptest! {
         #[test]
         fn anchored_values_agree_with_trying_the_anchor(
@@ -723,6 +819,38 @@ mod tests {
                 prop_oneof![Just(b'A'), Just(b'b'), Just(b'\\'), Just(b'c'), Just(0xC3u8)], 0..100),
         ) {
             let set = LiteralSet::new(&literals).unwrap();
+            prop_assert_eq!(found(&set, &hay), naive(&literals, &hay));
+        }
+
+        // Without literals shorter than a fragment: the scan strides by two when no
+        // literal has four bytes, and tests every position when some do.
+        #[test]
+        fn agrees_with_trying_every_position_without_short_literals(
+            literals in proptest::collection::vec(proptest::collection::vec(
+                prop_oneof![Just(b'a'), Just(b'B'), Just(b'\\'), Just(b'c')], 4..12), 1..30),
+            hay in proptest::collection::vec(
+                prop_oneof![Just(b'A'), Just(b'b'), Just(b'\\'), Just(b'c')], 0..100),
+        ) {
+            let set = LiteralSet::new(&literals).unwrap();
+            prop_assert_eq!(found(&set, &hay), naive(&literals, &hay));
+        }
+
+        // Eight-byte fragments, two to four positions per step: values made of the
+        // literals themselves, at every offset.
+        #[test]
+        fn long_literals_agree_with_trying_every_position(
+            literals in proptest::collection::vec(proptest::collection::vec(
+                prop_oneof![Just(b'0'), Just(b'a'), Just(b'F')], 9..20), 1..12),
+            picks in proptest::collection::vec((any::<proptest::sample::Index>(), 0..3usize), 0..12),
+        ) {
+            let mut hay = Vec::new();
+            for (pick, gap) in picks {
+                hay.extend(std::iter::repeat_n(b'=', gap));
+                hay.extend_from_slice(&literals[pick.index(literals.len())]);
+            }
+            let set = LiteralSet::new(&literals).unwrap();
+            prop_assert_eq!(set.width, LONG_FRAGMENT);
+            prop_assert!(set.stride >= 2);
             prop_assert_eq!(found(&set, &hay), naive(&literals, &hay));
         }
     }
