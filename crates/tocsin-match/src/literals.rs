@@ -397,6 +397,9 @@ pub(crate) struct AnchoredValues {
     anchor: Anchor,
     /// Distinct literal lengths, ascending.
     lengths: Box<[usize]>,
+    /// Bit `n` set when some literal has `n` bytes, for `n` below 128: whether a value
+    /// can be a whole literal, told without a search of `lengths` (most values cannot).
+    short_lengths: u128,
     /// Lower-cased literal → pattern id.
     ids: HashMap<Box<[u8]>, u32, BuildHasherDefault<WordHasher>>,
 }
@@ -413,8 +416,13 @@ impl AnchoredValues {
         let mut lengths: Vec<usize> = ids.keys().map(|k| k.len()).collect();
         lengths.sort_unstable();
         lengths.dedup();
+        let short_lengths = lengths
+            .iter()
+            .filter(|&&len| len < 128)
+            .fold(0u128, |bits, &len| bits | 1 << len);
         AnchoredValues {
             anchor,
+            short_lengths,
             lengths: lengths.into_boxed_slice(),
             ids,
         }
@@ -432,7 +440,11 @@ impl AnchoredValues {
             Anchor::Whole => {
                 // Hash the value only when some literal is as long: a call trace of half
                 // a kilobyte is not hashed to learn that it is not `Ente`.
-                if self.lengths.binary_search(&n).is_ok() {
+                let some_as_long = match n {
+                    0..128 => self.short_lengths & 1 << n != 0,
+                    _ => self.lengths.binary_search(&n).is_ok(),
+                };
+                if some_as_long {
                     if let Some(&id) = self.ids.get(hay) {
                         found(id, 0, n);
                     }
@@ -748,6 +760,11 @@ mod tests {
         assert_eq!(anchored(Anchor::Start, &literals, b"C:\\x.exe").len(), 3);
         assert_eq!(anchored(Anchor::Whole, &literals, b"c:\\x.EXE").len(), 1);
         assert_eq!(anchored(Anchor::Whole, &literals, b"").len(), 1);
+        // Lengths of 128 bytes and more are searched for, not kept as bits.
+        let long = [b"x".repeat(200), b"y".repeat(127)];
+        assert_eq!(anchored(Anchor::Whole, &long, &b"X".repeat(200)).len(), 1);
+        assert_eq!(anchored(Anchor::Whole, &long, &b"y".repeat(127)).len(), 1);
+        assert_eq!(anchored(Anchor::Whole, &long, &b"x".repeat(201)).len(), 0);
     }
 
     #[test]
