@@ -6,25 +6,26 @@
 //! walks sparse transitions and failure links. Either way the scan cost several ns per
 //! byte, and the DFAs made memory grow with every rule.
 //!
-//! A [`LiteralSet`] instead picks from each literal of four bytes or more one *fragment*,
-//! its four bytes least likely to occur in ordinary values, and keeps a small bit filter
-//! and hash table over the fragments (a few bytes per literal). The scan reads the value
-//! once, four bytes at a time at every second position: one multiply and one bit test that
-//! nearly always says "no fragment here" (eight positions per step where the processor has
-//! AVX2, see [`avx2`]). Every second position suffices because each literal of five bytes
-//! or more carries two fragments side by side, one of which starts at an even position
-//! wherever the literal occurs. Where a fragment does occur, the literals that carry it
-//! are compared in place. Literals shorter than that are few and go to a small
-//! Aho-Corasick automaton that stays in cache. (Giving them fragments of their own width
-//! was tried: the extra filter tests at every byte cost more than the automaton.) Where no
-//! literal is shorter than four bytes but some have four, the automaton would be an extra
-//! pass and the scan tests every position instead.
+//! A [`LiteralSet`] instead picks from each literal of five bytes or more two *fragments*,
+//! two four-byte windows side by side least likely to occur in ordinary values, and keeps
+//! a small bit filter and hash table over the fragments (a few bytes per literal). The
+//! scan reads the value once, four bytes at a time at every second position: one multiply
+//! and one bit test that nearly always says "no fragment here" (eight positions per step
+//! where the processor has AVX2, see [`avx2`]). Every second position suffices because one
+//! of a literal's two fragments starts at an even position wherever the literal occurs.
+//! Where a fragment does occur, the literals that carry it are compared in place.
+//! Literals shorter than five bytes are few and go to a small Aho-Corasick automaton that
+//! stays in cache. (Giving the shortest fragments of their own width was tried: the extra
+//! filter tests at every byte cost more than the automaton.) Where no literal is shorter
+//! than four bytes but some have four, the automaton would be a pass of its own: then each
+//! literal carries one fragment and the scan tests every position. Sets of long literals
+//! (hashes) take eight-byte fragments, up to four side by side (see [`LiteralSet::new`]).
 //!
 //! Matching is ASCII case-insensitive: literals are stored lower-cased and the caller
 //! lower-cases the value first (byte for byte, so positions are those of the value). Every occurrence of every literal is reported (overlapping): the same occurrences
 //! as an overlapping Aho-Corasick search, in another order.
 //!
-//! Cost: one filter test per byte, plus, at each position where a fragment occurs, one
+//! Cost: one filter test per byte or per second byte, plus, at each position where a fragment occurs, one
 //! comparison per literal carrying it. Choosing fragments penalises those shared by many
 //! literals, which keeps the longest list short (`TOCSIN_DEBUG_STATS=1` prints it per
 //! field); a value made of one fragment repeated costs bytes × that list, a bounded
@@ -112,8 +113,6 @@ impl LiteralSet {
         let empty = (0..patterns.len() as u32)
             .filter(|&i| patterns[i as usize].is_empty())
             .collect();
-        // How many literals contain each four-byte gram: a fragment shared by many
-        // literals costs a comparison with each of them whenever it occurs.
         let width = if patterns
             .iter()
             .all(|p| p.len() < FRAGMENT || p.len() >= LONG_FRAGMENT)
@@ -162,6 +161,8 @@ impl LiteralSet {
             Some((ac, short_ids))
         };
 
+        // How many literals contain each gram: a fragment shared by many literals costs a
+        // comparison with each of them whenever it occurs.
         let mut shared: HashMap<u64, u32> = HashMap::new();
         for p in patterns.iter().filter(|p| p.len() >= fragmented) {
             let mut grams: Vec<u64> = p.windows(width).map(gram).collect();
