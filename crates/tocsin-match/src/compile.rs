@@ -1561,9 +1561,10 @@ impl CompiledRules {
             };
             if std::env::var_os("TOCSIN_DEBUG_STATS").is_some() {
                 eprintln!(
-                    "scanner {name}: {} patterns scanned ({} short), {} looked up, {} bytes, longest fragment list {}, {} routes{}",
+                    "scanner {name}: {} patterns scanned ({} short), stride {}, {} looked up, {} bytes, longest fragment list {}, {} routes{}",
                     literals.len(),
                     literals.short_len(),
+                    literals.stride(),
                     anchored.iter().map(AnchoredValues::len).sum::<usize>(),
                     literals.memory_usage()
                         + anchored.iter().map(AnchoredValues::memory_usage).sum::<usize>()

@@ -255,7 +255,12 @@ impl LiteralSet {
         self.patterns.len()
     }
 
-    /// Number of literals shorter than a fragment (searched by the small automaton).
+    /// Positions the fragment scan steps over at once (1, 2, or up to [`LONG_STRIDE`]).
+    pub(crate) fn stride(&self) -> usize {
+        self.stride
+    }
+
+    /// Number of literals left to the automaton.
     pub(crate) fn short_len(&self) -> usize {
         self.short.as_ref().map_or(0, |(_, ids)| ids.len())
     }
