@@ -1137,14 +1137,15 @@ impl StringIndex {
         Some((end, escaped, escaped && self.uncommon_between(start, end)))
     }
 
-    /// Whether an uncommon escape lies in `start..end`.
+    /// Whether an uncommon escape lies in `start..end`: the first one at or after `start`
+    /// (they are recorded in order), found by a binary search, so an event full of `\u`
+    /// escapes costs a few comparisons per string, not one per escape.
     #[inline]
     fn uncommon_between(&self, start: usize, end: usize) -> bool {
-        !self.uncommon.is_empty()
-            && self
-                .uncommon
-                .iter()
-                .any(|&at| (start..end).contains(&(at as usize)))
+        let first = self.uncommon.partition_point(|&at| (at as usize) < start);
+        self.uncommon
+            .get(first)
+            .is_some_and(|&at| (at as usize) < end)
     }
 }
 
@@ -1609,6 +1610,26 @@ mod tests {
             let theirs =
                 serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(s).is_ok();
             assert_eq!(ours, theirs, "{s}");
+        }
+    }
+
+    #[test]
+    fn only_the_strings_holding_an_uncommon_escape_lose_their_canonical_spelling() {
+        // Escaped strings before, between and after strings with `\/` and `\u` escapes,
+        // compact (the string index) and with whitespace (the scanner over it).
+        for raw in [
+            &br#"{"a":"x\\y","b":"\/p","c":"q\"r","d":"\u0061","e":"\t"}"#[..],
+            &br#"{ "a": "x\\y", "b": "\/p", "c": "q\"r", "d": "\u0061", "e": "\t" }"#[..],
+        ] {
+            let mut index = EventIndex::new();
+            Event::parse(raw, &mut index).unwrap();
+            let canonical: Vec<bool> = index.members.iter().map(|m| m.canonical).collect();
+            assert_eq!(
+                canonical,
+                [true, false, true, false, true],
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 
