@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use tocsin_benches::{generated_events, record_figure, repo, resident_bytes};
+use tocsin_benches::{generated_events, record_figure, resident_bytes, sysmon_profile};
 use tocsin_core::{Event, EventIndex};
 use tocsin_match::{CompiledRules, MatchConfig};
-use tocsin_rules::{parse_plain_list, parse_profile};
+use tocsin_rules::parse_plain_list;
 
 /// A plain list of `n` indicators: a quarter each IPv4, /24 ranges, domains, SHA-256.
 fn indicator_list(n: usize) -> String {
@@ -51,8 +51,7 @@ fn indicator_list(n: usize) -> String {
 
 fn bench(c: &mut Criterion) {
     let events = generated_events(100_000, 1);
-    let profile_text = std::fs::read_to_string(repo().join("rules/profiles/sysmon.yaml")).unwrap();
-    let profile = parse_profile("sysmon.yaml", &profile_text).unwrap();
+    let profile = sysmon_profile();
 
     let mut group = c.benchmark_group("iocs");
     group.sample_size(10);

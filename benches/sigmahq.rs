@@ -15,11 +15,11 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use tocsin_benches::{
     count_matches, count_matches_with, generated_events, live_heap_bytes, match_all, record_figure,
-    repo, resident_bytes, sigmahq_windows, sysmon_profile, walk_rules, CountingAllocator,
+    repo_rules, resident_bytes, sigmahq_windows, sysmon_profile, CountingAllocator,
 };
 use tocsin_core::{Event, EventIndex};
 use tocsin_match::{CompiledRules, MatchConfig};
-use tocsin_rules::{parse_sigma_source, SigmaRule};
+use tocsin_rules::SigmaRule;
 
 #[global_allocator]
 static HEAP: CountingAllocator = CountingAllocator;
@@ -30,14 +30,11 @@ fn inputs() -> (Vec<Vec<u8>>, Vec<SigmaRule>, &'static str) {
         return (events, rules, "SigmaHQ windows rules over OTRF events");
     }
     eprintln!("TOCSIN_TEST_DATA not set: falling back to the tocsin gen workload and rules/");
-    let events = generated_events(100_000, 1);
-    let mut files = Vec::new();
-    walk_rules(&repo().join("rules/sigma"), &mut files);
-    let mut rules = Vec::new();
-    for f in files {
-        rules.extend(parse_sigma_source("r", &std::fs::read_to_string(&f).unwrap()).rules);
-    }
-    (events, rules, "rules/ over the gen workload")
+    (
+        generated_events(100_000, 1),
+        repo_rules().0,
+        "rules/ over the gen workload",
+    )
 }
 
 /// What the prefilter did, per event on average: shows where the time goes.

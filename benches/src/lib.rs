@@ -188,12 +188,7 @@ pub fn repo_rules() -> (Vec<SigmaRule>, Vec<Indicator>, Profile) {
     }
     let iocs_text = std::fs::read_to_string(root.join("iocs/cert-eu-sample.txt")).unwrap();
     let (iocs, _) = parse_plain_list("iocs", &iocs_text, "sample");
-    let profile = parse_profile(
-        "sysmon.yaml",
-        &std::fs::read_to_string(root.join("profiles/sysmon.yaml")).unwrap(),
-    )
-    .unwrap();
-    (rules, iocs, profile)
+    (rules, iocs, sysmon_profile())
 }
 
 /// Match every event, with the prefilter or, when `unfiltered`, by evaluating every rule of
@@ -285,7 +280,7 @@ pub fn record_figure(series: &str, x: u64, value: f64) {
 }
 
 /// The Sigma rule files under `dir` (`*.yml`, not the `*.tests.yml` beside them), recursively.
-pub fn walk_rules(dir: &Path, out: &mut Vec<PathBuf>) {
+fn walk_rules(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.is_dir() {
