@@ -333,12 +333,12 @@ impl LiteralSet {
     fn scan_vectorised(&self, hay: &[u8], found: &mut impl FnMut(u32, usize, usize)) -> usize {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 && !self.entries.is_empty() && hay.len() >= FRAGMENT {
-            // SAFETY: `avx2` is set only when the processor has AVX2; the filter has
-            // `1 << (filter_bits - 5)` words, `filter_bits` between 10 and 21.
             let on = |pos: usize| {
                 let fragment = gram(&hay[pos..pos + FRAGMENT]);
                 self.verify(hay, pos, fragment, found);
             };
+            // SAFETY: `avx2` is set only when the processor has AVX2; the filter has
+            // `1 << (filter_bits - 5)` words, `filter_bits` between 10 and 21.
             return unsafe {
                 if self.stride == 2 {
                     avx2::filter_candidates::<2>(hay, &self.filter, self.filter_bits, on)
