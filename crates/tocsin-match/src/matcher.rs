@@ -114,12 +114,26 @@ fn field_value<'a>(event: &Event<'a>, paths: &[FieldName]) -> Option<FieldValue<
     paths.iter().find_map(|p| event.get_named(p))
 }
 
-/// Whether `at` falls inside an escape of the canonical JSON-escaped text `hay`, just
-/// after its backslash (there the escaped forms of literals may occur without the
-/// literals: the `n` of `\\n`). The backslashes before `at` pair up into escaped
-/// backslashes unless there is an odd number of them; text without escapes has none.
+/// Whether `at` falls inside an escape of the JSON-escaped text `hay`: just after the
+/// backslash of a two-byte escape (the `n` of `\n`), or after the backslash of a
+/// `\u00XX` escape up to its last digit (the `1f` of `\u001f`, which a control
+/// character is written as). There the escaped forms of literals may occur without the
+/// literals. A backslash starts an escape unless it is itself escaped: the backslashes
+/// before it pair up into escaped backslashes unless there is an odd number of them.
 fn inside_escape(hay: &[u8], at: usize) -> bool {
-    hay[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
+    let odd_backslashes_before =
+        |end: usize| hay[..end].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1;
+    if odd_backslashes_before(at) {
+        return true;
+    }
+    // Or `at` is 2 to 5 bytes after the backslash of a `\u` escape.
+    (2..=5).any(|k| {
+        at.checked_sub(k).is_some_and(|backslash| {
+            hay[backslash] == b'\\'
+                && hay[backslash + 1] == b'u'
+                && !odd_backslashes_before(backslash)
+        })
+    })
 }
 
 /// What routing decided for one tuple of routing values.

@@ -418,8 +418,8 @@ proptest! {
     /// (compared), so exactly one of the two matches.
     #[test]
     fn compared_literals_agree_with_scanned_ones(
-        values in proptest::collection::vec("[abnAB\\.\" ]{1,4}", 1..12),
-        field_text in "[abnAB\\.\"\n ]{0,12}",
+        values in proptest::collection::vec("[abnuAB01f\\.\" ]{1,4}", 1..12),
+        field_text in "[abnuAB01f\\.\"\n\u{1}\u{1f} ]{0,12}",
         modifier in 0usize..7,
         field_is_number in any::<bool>(),
     ) {
@@ -527,6 +527,8 @@ fn serde_json_string(s: &str) -> String {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
+            // Other control characters as JSON writers escape them.
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
             c => out.push(c),
         }
     }
@@ -662,4 +664,34 @@ fn literal_frequencies_outlive_a_change_of_rules() {
     let (c, _) = CompiledRules::compile(&src.rules, &[], &[], &profile(), &config);
     // Neither `\x.exe` (the old rule's choice) nor anything of the new rule occurs.
     assert_eq!(candidates_over(&c, &events), 0);
+}
+#[test]
+fn literals_never_match_inside_a_unicode_escape() {
+    // A control character other than `\n`, `\r`, `\t`, `\b`, `\f` is written `\u00XX`:
+    // the scan searches the escaped text, where `1f` occurs at the end of `abc\u001f`
+    // though the text `abc` + U+001F does not end with it.
+    let rules = [
+        rule(
+            "ends1f",
+            "  sel:\n    CommandLine|endswith: '1f'\n  condition: sel",
+        ),
+        rule(
+            "cased",
+            "  sel:\n    CommandLine|contains|cased: '001'\n  condition: sel",
+        ),
+        rule("kw", "  keywords:\n    - '01f'\n  condition: keywords"),
+        rule(
+            "starts",
+            "  sel:\n    CommandLine|startswith: 'abc'\n  condition: sel",
+        ),
+    ]
+    .concat();
+    let c = compile(&rules, "");
+    for written in [r"abc\u001f", r"abc\u001F"] {
+        let event = ev(&format!(r#""CommandLine":"{written}""#));
+        assert_eq!(matched(&c, &event), ["starts"], "{event}");
+    }
+    // Written as text, the same characters match; so does a literal backslash before `u`.
+    let event = ev(r#""CommandLine":"abc\\u001f""#);
+    assert_eq!(matched(&c, &event), ["ends1f", "cased", "kw", "starts"]);
 }
