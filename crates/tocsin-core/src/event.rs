@@ -147,6 +147,9 @@ pub struct EventIndex {
     key_bits: u128,
     /// Some member is an object: dotted paths may lead into it.
     has_objects: bool,
+    /// Some top-level string value holds an uncommon escape (see
+    /// [`Event::has_uncommon_escapes`]).
+    uncommon_values: bool,
     /// Where the event's strings are, from [`StringIndex::build`].
     strings: StringIndex,
 }
@@ -209,9 +212,11 @@ impl EventIndex {
         self.escaped_keys = false;
         self.key_bits = 0;
         self.has_objects = false;
+        self.uncommon_values = false;
         let mask = want - 1;
         for (i, m) in self.members.iter().enumerate() {
             self.has_objects |= m.kind == ValueKind::Object;
+            self.uncommon_values |= m.kind == (ValueKind::String { escaped: true }) && !m.canonical;
             if m.key_escaped {
                 self.escaped_keys = true;
                 continue;
@@ -254,6 +259,7 @@ pub struct Event<'a> {
     escaped_keys: bool,
     key_bits: u128,
     has_objects: bool,
+    uncommon_values: bool,
 }
 
 impl fmt::Debug for Event<'_> {
@@ -398,6 +404,7 @@ impl<'a> Event<'a> {
             escaped_keys: index.escaped_keys,
             key_bits: index.key_bits,
             has_objects: index.has_objects,
+            uncommon_values: index.uncommon_values,
         })
     }
 
@@ -414,6 +421,15 @@ impl<'a> Event<'a> {
     /// True when the event is `{}`.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// Whether some top-level string value is written with an escape other than the
+    /// two-byte ones of [`escape_json_into`] (`\u0041`, `\/`): its text then differs from
+    /// its raw bytes by more than that escaping, so a test of the raw event alone (such as
+    /// a search for keywords) can miss what the value holds. JSON writers seldom do this
+    /// but for characters outside ASCII.
+    pub fn has_uncommon_escapes(&self) -> bool {
+        self.uncommon_values
     }
 
     /// The value of a top-level member whose key is exactly `name` (last one wins, as in
@@ -1610,6 +1626,23 @@ mod tests {
             let theirs =
                 serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(s).is_ok();
             assert_eq!(ours, theirs, "{s}");
+        }
+    }
+
+    #[test]
+    fn values_with_uncommon_escapes_are_flagged() {
+        let mut idx = EventIndex::new();
+        for (raw, flagged) in [
+            (r#"{"a":"C:\\x\n","b":1}"#, false),
+            (r#"{"a":"\u0041","b":1}"#, true),
+            (r#"{"a":"x\/y"}"#, true),
+            (r#"{ "a" : "\u0041" }"#, true),
+            (r#"{ "a" : "plain" , "b" : "\\" }"#, false),
+            // Keys and nested values are not values a keyword search reads unescaped.
+            (r#"{"\u0041":"x","o":{"k":"\u0041"}}"#, false),
+        ] {
+            let e = Event::parse(raw.as_bytes(), &mut idx).unwrap();
+            assert_eq!(e.has_uncommon_escapes(), flagged, "{raw}");
         }
     }
 

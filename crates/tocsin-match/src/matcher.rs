@@ -435,9 +435,11 @@ impl CompiledRules {
             };
             if planned.keywords {
                 // Keyword searches look at every value of the event; skip them when no
-                // keyword can be present in the raw bytes at all.
+                // keyword can be present in the raw bytes at all. (Unless a value is
+                // written with `\u` escapes: `\u006dimikatz` holds `mimikatz`.)
                 if let Some(presence) = &scanner.presence {
-                    if !presence.is_match(event.raw(), lower_event) {
+                    if !event.has_uncommon_escapes() && !presence.is_match(event.raw(), lower_event)
+                    {
                         continue;
                     }
                 }

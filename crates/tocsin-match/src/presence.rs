@@ -18,7 +18,9 @@
 //! chose it are compared in place, ignoring ASCII case.
 //!
 //! The answer is exact: a keyword occurs (ignoring ASCII case) if and only if one of its
-//! pair's occurrences starts it. When the case combinations of the pairs would be too many
+//! pair's occurrences starts it. That holds of the raw bytes; a value written with `\u`
+//! escapes (`\u006dimikatz`) holds text its raw bytes do not show, so the matcher does not
+//! ask this test of such events ([`tocsin_core::Event::has_uncommon_escapes`]). When the case combinations of the pairs would be too many
 //! for Teddy (more than [`MAX_PATTERNS`]), or a keyword is shorter than a pair, the old way
 //! is kept ([`KeywordPresence::Lowered`]).
 

@@ -695,3 +695,24 @@ fn literals_never_match_inside_a_unicode_escape() {
     let event = ev(r#""CommandLine":"abc\\u001f""#);
     assert_eq!(matched(&c, &event), ["ends1f", "cased", "kw", "starts"]);
 }
+
+#[test]
+fn keywords_are_found_in_values_written_with_unicode_escapes() {
+    // The keyword presence test searches the raw event, where `\u006dimikatz` does not
+    // spell `mimikatz`; the value's text does, so the test must not rule the keyword out.
+    let rules = [
+        rule("kw", "  keywords:\n    - 'mimikatz'\n  condition: keywords"),
+        rule(
+            "cl",
+            "  sel:\n    CommandLine|contains: 'mimikatz'\n  condition: sel",
+        ),
+    ]
+    .concat();
+    let c = compile(&rules, "");
+    let event = ev(r#""CommandLine":"run \u006dimikatz now""#);
+    assert_eq!(matched(&c, &event), ["kw", "cl"], "{event}");
+    // Spaced out, the event takes the decoder's other path.
+    let spaced = event.replace(',', ", ");
+    assert_eq!(matched(&c, &spaced), ["kw", "cl"], "{spaced}");
+    assert!(matched(&c, &ev(r#""CommandLine":"run \u006dimi now""#)).is_empty());
+}
