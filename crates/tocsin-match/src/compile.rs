@@ -233,10 +233,14 @@ impl Test {
         fn value_cost(v: &ValueTest, atoms: &[Atom]) -> u8 {
             match v {
                 ValueTest::Atom { atom, .. } if atoms[*atom as usize].scanned => 1,
+                // Compared: a whole value first (it seldom holds, and a length tells most
+                // values apart), then a prefix or suffix, then a search.
+                ValueTest::Atom { need, .. } if need & HIT_ANY != 0 => 4,
+                ValueTest::Atom { need, .. } if need & (HIT_START | HIT_END) != 0 => 3,
                 ValueTest::Atom { .. } | ValueTest::Empty | ValueTest::Null => 2,
-                ValueTest::Cmp { .. } | ValueTest::Cidr { .. } | ValueTest::TimePart { .. } => 3,
-                ValueTest::FieldRef { .. } | ValueTest::Glob { .. } | ValueTest::ClassRun(_) => 4,
-                ValueTest::Regex { .. } => 5,
+                ValueTest::Cmp { .. } | ValueTest::Cidr { .. } | ValueTest::TimePart { .. } => 5,
+                ValueTest::FieldRef { .. } | ValueTest::Glob { .. } | ValueTest::ClassRun(_) => 6,
+                ValueTest::Regex { .. } => 7,
                 ValueTest::Any(vs) => vs.iter().map(|v| value_cost(v, atoms)).max().unwrap_or(0),
             }
         }

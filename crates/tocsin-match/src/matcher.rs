@@ -750,9 +750,20 @@ fn compare_literal(
     value: FieldValue<'_>,
     scratch: &mut MatchScratch,
 ) -> bool {
-    // Objects and arrays have no text: a literal never occurs in them.
-    if matches!(value.kind(), ValueKind::Object | ValueKind::Array) {
-        return false;
+    // A value without escapes is its own text (`GrantedAccess`, `EventType`, most values
+    // but paths): compared where it lies, ignoring ASCII case where the literal does,
+    // without copying it.
+    let plain: Option<&[u8]> = match value.kind() {
+        // Objects and arrays have no text: a literal never occurs in them.
+        ValueKind::Object | ValueKind::Array => return false,
+        ValueKind::Null => Some(b""),
+        ValueKind::String { escaped: true } => None,
+        ValueKind::String { escaped: false } | ValueKind::Number | ValueKind::Bool => {
+            Some(value.raw())
+        }
+    };
+    if let Some(text) = plain.filter(|text| text.len() < LONG_VALUE) {
+        return literal_holds(text, literal, need);
     }
     let MatchScratch {
         compared_lower,
@@ -785,12 +796,49 @@ fn compare_literal(
         && (need & HIT_ANY == 0 || contains(hay, lit, literal.rare as usize))
 }
 
+/// Whether `literal` occurs in the text `hay`, as written, where `need` says, ignoring
+/// ASCII case unless the literal is case-sensitive (its bytes are then as written, else
+/// lower-cased). For values shorter than [`LONG_VALUE`].
+fn literal_holds(hay: &[u8], literal: &Atom, need: u8) -> bool {
+    let lit = &*literal.bytes;
+    let equal = |a: &[u8]| {
+        if literal.cased {
+            a == lit
+        } else {
+            a.eq_ignore_ascii_case(lit)
+        }
+    };
+    let fits = hay.len() >= lit.len();
+    (need & HIT_WHOLE == 0 || (hay.len() == lit.len() && equal(hay)))
+        && (need & HIT_START == 0 || (fits && equal(&hay[..lit.len()])))
+        && (need & HIT_END == 0 || (fits && equal(&hay[hay.len() - lit.len()..])))
+        && (need & HIT_ANY == 0 || {
+            let Some(&rare) = lit.get(literal.rare as usize) else {
+                return true; // the empty literal
+            };
+            let Some(last_start) = hay.len().checked_sub(lit.len()) else {
+                return false;
+            };
+            // A match starting at `s` has its rare byte at `s + rare`, in either case.
+            let from = literal.rare as usize;
+            let window = &hay[from..=last_start + from];
+            let upper = rare.to_ascii_uppercase();
+            if literal.cased || upper == rare {
+                memchr::memchr_iter(rare, window).any(|s| equal(&hay[s..s + lit.len()]))
+            } else {
+                memchr::memchr2_iter(rare, upper, window).any(|s| equal(&hay[s..s + lit.len()]))
+            }
+        })
+}
+
+/// Values this long are searched with `memmem` (see [`contains`]).
+const LONG_VALUE: usize = 512;
+
 /// Whether `lit` occurs in `hay`, looking for its byte at offset `rare` (its least common)
 /// with `memchr` and comparing where it occurs. Values are short and needles many: this
 /// costs no searcher set-up per call, unlike `memmem`, which only pays off on long values
 /// (a PowerShell script block), where one byte recurs too often.
 fn contains(hay: &[u8], lit: &[u8], rare: usize) -> bool {
-    const LONG_VALUE: usize = 512;
     let Some(last_start) = hay.len().checked_sub(lit.len()) else {
         return false;
     };
