@@ -1030,13 +1030,18 @@ fn json_escaped(text: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Whether JSON writers write `b` as it is (ASCII letters, digits and a few safe
+/// punctuation marks): keywords are searched for in the raw event by their runs of these.
+pub(crate) fn verbatim_safe(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b" .,:;-_=+*!?#$%()[]{}@|~^`".contains(&b)
+}
+
 /// The longest run of a keyword that JSON writers never escape (ASCII letters, digits and
 /// a few safe punctuation marks), so that it appears verbatim in the raw event whenever
 /// the keyword appears in one of its values. Empty when there is no such run.
 fn verbatim_piece(pattern: &[u8]) -> Vec<u8> {
-    let safe = |b: u8| b.is_ascii_alphanumeric() || b" .,:;-_=+*!?#$%()[]{}@|~^`".contains(&b);
     pattern
-        .split(|&b| !safe(b))
+        .split(|&b| !verbatim_safe(b))
         .max_by_key(|run| run.len())
         .unwrap_or_default()
         .to_ascii_lowercase()

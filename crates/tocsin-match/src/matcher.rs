@@ -136,6 +136,22 @@ fn inside_escape(hay: &[u8], at: usize) -> bool {
     })
 }
 
+/// Whether the raw event holds a `\u` escape of a byte that keywords are searched for
+/// verbatim ([`crate::compile::verbatim_safe`]): then a keyword can occur in a value's
+/// text without occurring in the raw bytes. Writers escape other characters (Go's `<`,
+/// `>` and `&`, anything outside ASCII), which hide nothing the search looks for.
+/// (A `\u` after an escaped backslash counts too: that costs a search, never a match.)
+fn escapes_verbatim_bytes(raw: &[u8]) -> bool {
+    memchr::memchr_iter(b'\\', raw).any(|at| {
+        raw.get(at + 1) == Some(&b'u')
+            && raw
+                .get(at + 2..at + 6)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .is_some_and(crate::compile::verbatim_safe)
+    })
+}
+
 /// What routing decided for one tuple of routing values.
 #[derive(Default)]
 struct RouteSet {
@@ -436,10 +452,12 @@ impl CompiledRules {
             if planned.keywords {
                 // Keyword searches look at every value of the event; skip them when no
                 // keyword can be present in the raw bytes at all. (Unless a value is
-                // written with `\u` escapes: `\u006dimikatz` holds `mimikatz`.)
+                // written with `\u` escapes of the characters the test looks for:
+                // `\u006dimikatz` holds `mimikatz`.)
                 if let Some(presence) = &scanner.presence {
-                    if !event.has_uncommon_escapes() && !presence.is_match(event.raw(), lower_event)
-                    {
+                    let hidden =
+                        event.has_uncommon_escapes() && escapes_verbatim_bytes(event.raw());
+                    if !hidden && !presence.is_match(event.raw(), lower_event) {
                         continue;
                     }
                 }
