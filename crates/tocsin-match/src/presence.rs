@@ -21,9 +21,12 @@
 //! pair's occurrences starts it. That holds of the raw bytes; a value written with `\u`
 //! escapes (`\u006dimikatz`) holds text its raw bytes do not show, so the matcher does not
 //! ask this test of an event holding a `\u` escape of a character that keywords are
-//! searched by ([`tocsin_core::Event::has_uncommon_escapes`], then a look at the escapes). When the case combinations of the pairs would be too many
-//! for Teddy (more than [`MAX_PATTERNS`]), or a keyword is shorter than a pair, the old way
-//! is kept ([`KeywordPresence::Lowered`]).
+//! searched by ([`tocsin_core::Event::has_uncommon_escapes`], then a look at the
+//! escapes).
+//!
+//! When the case combinations of the pairs would be too many for Teddy (more than
+//! [`MAX_PATTERNS`]), or a keyword is shorter than a pair, the old way is kept
+//! ([`KeywordPresence::Lowered`]).
 
 use aho_corasick::packed::{self, MatchKind as PackedMatchKind};
 use aho_corasick::{AhoCorasick, Input, MatchKind, Span};
