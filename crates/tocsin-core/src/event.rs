@@ -504,12 +504,12 @@ impl<'a> Event<'a> {
                 continue;
             }
             let key = &self.raw[m.key_start as usize..m.key_end as usize];
-            if m.key_escaped || bytes.len() <= key.len() + 1 {
+            let Some(n) = key_prefix_of(key, m.key_escaped, bytes) else {
                 continue;
-            }
-            if &bytes[..key.len()] == key && bytes[key.len()] == b'.' {
+            };
+            if bytes.get(n) == Some(&b'.') {
                 let object = &self.raw[m.value_start as usize..m.value_end as usize];
-                if let Some(v) = find_in_object(object, &path[key.len() + 1..]) {
+                if let Some(v) = find_in_object(object, &path[n + 1..]) {
                     return Some(v);
                 }
             }
@@ -553,6 +553,26 @@ fn key_equals(raw: &[u8], m: &Member, name: &[u8]) -> bool {
     equal && rest.is_empty()
 }
 
+/// When the key (raw, `escaped` or not) spells the start of `name`: how many bytes of
+/// `name` it spells. Escaped keys are compared piece by piece as they unescape, without
+/// allocating (`"comm\u0061nd_line"` spells `command_line`).
+fn key_prefix_of(key: &[u8], escaped: bool, name: &[u8]) -> Option<usize> {
+    if !escaped {
+        return name.starts_with(key).then_some(key.len());
+    }
+    let mut rest = name;
+    let mut spelled = true;
+    unescape_pieces(key, |piece| {
+        if spelled {
+            match rest.strip_prefix(piece.as_bytes()) {
+                Some(r) => rest = r,
+                None => spelled = false,
+            }
+        }
+    });
+    spelled.then(|| name.len() - rest.len())
+}
+
 /// Byte equality of a key and a name, word by word inline: keys are short, and a call to
 /// `memcmp` for each field read cost more than the comparison.
 #[inline]
@@ -591,17 +611,13 @@ fn find_in_object<'a>(object: &'a [u8], path: &str) -> Option<FieldValue<'a>> {
             kind: m.kind,
             canonical: m.canonical,
         };
-        if m.key_escaped {
+        let Some(n) = key_prefix_of(key, m.key_escaped, bytes) else {
             return;
-        }
-        if key == bytes {
+        };
+        if n == bytes.len() {
             exact = Some(value);
-        } else if m.kind == ValueKind::Object
-            && bytes.len() > key.len() + 1
-            && &bytes[..key.len()] == key
-            && bytes[key.len()] == b'.'
-        {
-            if let Some(v) = find_in_object(value.raw, &path[key.len() + 1..]) {
+        } else if m.kind == ValueKind::Object && bytes[n] == b'.' {
+            if let Some(v) = find_in_object(value.raw, &path[n + 1..]) {
                 nested = Some(v);
             }
         }
@@ -1626,6 +1642,26 @@ mod tests {
             let theirs =
                 serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(s).is_ok();
             assert_eq!(ours, theirs, "{s}");
+        }
+    }
+
+    #[test]
+    fn dotted_paths_read_keys_written_with_escapes() {
+        let mut idx = EventIndex::new();
+        for raw in [
+            r#"{"process":{"comm\u0061nd_line":"x"}}"#,
+            r#"{"proc\u0065ss":{"command_line":"x"}}"#,
+            r#"{"proc\u0065ss":{"other":1,"comm\u0061nd_line":"x"}}"#,
+            r#"{ "proc\u0065ss" : { "comm\u0061nd_line" : "x" } }"#,
+        ] {
+            let e = Event::parse(raw.as_bytes(), &mut idx).unwrap();
+            assert_eq!(
+                text(e.get("process.command_line")).as_deref(),
+                Some("x"),
+                "{raw}"
+            );
+            assert_eq!(e.get("process.command"), None, "{raw}");
+            assert_eq!(e.get("process.command_line_x"), None, "{raw}");
         }
     }
 
