@@ -729,3 +729,49 @@ fn keywords_are_found_in_values_written_with_unicode_escapes() {
     let escaped = scanned(&ev(r#""CommandLine":"a \u0026 b \u006d""#));
     assert!(plain < escaped, "{plain} {escaped}");
 }
+
+/// `s` as a JSON string, each character whose flag in `spelled` (cycled) is set written as
+/// a `\u` escape, as some JSON writers do; the others as [`serde_json_string`] writes them.
+fn json_string_respelled(s: &str, spelled: &[bool]) -> String {
+    let mut out = String::from("\"");
+    for (i, c) in s.chars().enumerate() {
+        if spelled[i % spelled.len()] && u32::from(c) <= 0xFFFF {
+            out.push_str(&format!("\\u{:04X}", u32::from(c)));
+        } else {
+            let one = serde_json_string(&c.to_string());
+            out.push_str(&one[1..one.len() - 1]);
+        }
+    }
+    out.push('"');
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// The same text written two ways, canonically and with some of its characters as `\u`
+    /// escapes, matches the same rules: field tests, keywords and regexes read the text,
+    /// not how the event spells it.
+    #[test]
+    fn the_spelling_of_escapes_does_not_change_the_answer(
+        values in proptest::collection::vec("[abmu01fAB\\.\" ]{1,4}", 1..6),
+        text in "[abmu01fAB\\.\"\n\u{1}\u{1f} ]{0,16}",
+        spelled in proptest::collection::vec(any::<bool>(), 1..8),
+        modifier in 0usize..8,
+    ) {
+        let m = one_of_modifiers(
+            &["", "|contains", "|startswith", "|endswith", "|contains|all", "|cased", "|contains|cased", "|re"],
+            modifier,
+            &values,
+        );
+        let list = yaml_list(&values);
+        let rules = rule("field", &format!("  sel:\n    CommandLine{m}: {list}\n  condition: sel"))
+            + &rule("keyword", &format!("  keywords: {list}\n  condition: keywords"));
+        let src = parse_sigma_source("r.yml", &rules);
+        prop_assume!(src.diagnostics.error_count() == 0);
+        let (c, diags) = CompiledRules::compile(&src.rules, &[], &[], &profile(), &MatchConfig::default());
+        prop_assume!(diags.iter().all(|d| !d.is_error()));
+        let canonical = ev(&format!("\"CommandLine\":{}", serde_json_string(&text)));
+        let respelled = ev(&format!("\"CommandLine\":{}", json_string_respelled(&text, &spelled)));
+        prop_assert_eq!(matched(&c, &canonical), matched(&c, &respelled), "{} {}", canonical, respelled);
+    }
+}
