@@ -534,23 +534,10 @@ impl<'a> Event<'a> {
     }
 }
 
+/// Whether the key of `m` (escaped or not) spells `name`.
 fn key_equals(raw: &[u8], m: &Member, name: &[u8]) -> bool {
     let key = &raw[m.key_start as usize..m.key_end as usize];
-    if !m.key_escaped {
-        return key == name;
-    }
-    // Compare piece by piece as the key unescapes: no allocation on this lookup path.
-    let mut rest = name;
-    let mut equal = true;
-    unescape_pieces(key, |piece| {
-        if equal {
-            match rest.strip_prefix(piece.as_bytes()) {
-                Some(r) => rest = r,
-                None => equal = false,
-            }
-        }
-    });
-    equal && rest.is_empty()
+    key_prefix_of(key, m.key_escaped, name) == Some(name.len())
 }
 
 /// When the key (raw, `escaped` or not) spells the start of `name`: how many bytes of
