@@ -147,9 +147,9 @@ pub struct EventIndex {
     key_bits: u128,
     /// Some member is an object: dotted paths may lead into it.
     has_objects: bool,
-    /// Some top-level string value holds an uncommon escape (see
+    /// Some string of the event holds an uncommon escape (see
     /// [`Event::has_uncommon_escapes`]).
-    uncommon_values: bool,
+    uncommon_escapes: bool,
     /// Where the event's strings are, from [`StringIndex::build`].
     strings: StringIndex,
 }
@@ -212,11 +212,9 @@ impl EventIndex {
         self.escaped_keys = false;
         self.key_bits = 0;
         self.has_objects = false;
-        self.uncommon_values = false;
         let mask = want - 1;
         for (i, m) in self.members.iter().enumerate() {
             self.has_objects |= m.kind == ValueKind::Object;
-            self.uncommon_values |= m.kind == (ValueKind::String { escaped: true }) && !m.canonical;
             if m.key_escaped {
                 self.escaped_keys = true;
                 continue;
@@ -259,7 +257,7 @@ pub struct Event<'a> {
     escaped_keys: bool,
     key_bits: u128,
     has_objects: bool,
-    uncommon_values: bool,
+    uncommon_escapes: bool,
 }
 
 impl fmt::Debug for Event<'_> {
@@ -375,15 +373,16 @@ impl<'a> Event<'a> {
                 Self::scan_object(&mut scanner, &mut index.members).is_ok()
             }
         });
-        let (scanned, non_ascii) = match indexed {
-            Some(high) => (Ok(()), high),
+        let (scanned, non_ascii, uncommon_escapes) = match indexed {
+            Some(high) => (Ok(()), high, !index.strings.uncommon.is_empty()),
             None => {
                 index.members.clear();
                 let mut scanner = Scanner::new(raw, None);
                 let scanned = Self::scan_object(&mut scanner, &mut index.members);
-                (scanned, scanner.non_ascii)
+                (scanned, scanner.non_ascii, scanner.any_uncommon_escape)
             }
         };
+        index.uncommon_escapes = uncommon_escapes;
         // UTF-8 is validated only when a string held a byte above ASCII (most events are
         // ASCII; the block classification tells, without a pass of its own), or when the
         // scan failed: then invalid UTF-8 is the error to report, as it would be had it
@@ -404,7 +403,7 @@ impl<'a> Event<'a> {
             escaped_keys: index.escaped_keys,
             key_bits: index.key_bits,
             has_objects: index.has_objects,
-            uncommon_values: index.uncommon_values,
+            uncommon_escapes: index.uncommon_escapes,
         })
     }
 
@@ -423,13 +422,13 @@ impl<'a> Event<'a> {
         self.members.is_empty()
     }
 
-    /// Whether some top-level string value is written with an escape other than the
-    /// two-byte ones of [`escape_json_into`] (`\u0041`, `\/`): its text then differs from
-    /// its raw bytes by more than that escaping, so a test of the raw event alone (such as
-    /// a search for keywords) can miss what the value holds. JSON writers seldom do this
-    /// but for characters outside ASCII.
+    /// Whether some string of the event (a key or a value, at any depth) is written with
+    /// an escape other than the two-byte ones of [`escape_json_into`] (`\u0041`, `\/`):
+    /// its text then differs from its raw bytes by more than that escaping, so a test of
+    /// the raw event alone (such as a search for keywords) can miss what a value holds.
+    /// JSON writers seldom do this but for characters outside ASCII.
     pub fn has_uncommon_escapes(&self) -> bool {
-        self.uncommon_values
+        self.uncommon_escapes
     }
 
     /// The value of a top-level member whose key is exactly `name` (last one wins, as in
@@ -689,6 +688,40 @@ impl<'a> FieldValue<'a> {
             }
             ValueKind::Object | ValueKind::Array => None,
         }
+    }
+
+    /// For an object or an array: its JSON text with every string (keys too) written in
+    /// the canonical escaped form of [`escape_json_into`], into `buf`; `None` for other
+    /// values. Keyword searches read nested values as JSON text, and what they find must
+    /// not depend on how the writer spelled its escapes (`\u006dimikatz`).
+    pub fn canonical_json<'b>(&self, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
+        if !matches!(self.kind, ValueKind::Object | ValueKind::Array) {
+            return None;
+        }
+        buf.clear();
+        let raw = self.raw;
+        let mut at = 0;
+        while at < raw.len() {
+            if raw[at] != b'"' {
+                buf.push(raw[at]);
+                at += 1;
+                continue;
+            }
+            // A string (validated when the event was parsed): its body runs to the next
+            // quote that is not escaped.
+            let start = at + 1;
+            let mut end = start;
+            while raw[end] != b'"' {
+                end += if raw[end] == b'\\' { 2 } else { 1 };
+            }
+            buf.push(b'"');
+            unescape_pieces(&raw[start..end], |piece| {
+                escape_json_into(piece.as_bytes(), buf)
+            });
+            buf.push(b'"');
+            at = end + 1;
+        }
+        Some(buf.as_slice())
     }
 
     /// The value as an owned string (allocates; for output, not the hot path).
@@ -1180,6 +1213,8 @@ struct Scanner<'a> {
     /// Set when a string holds an escape other than the canonical two-byte ones (`\/`,
     /// `\u…`); [`Scanner::value`] clears it before each string and reads it after.
     uncommon_escape: bool,
+    /// Some string scanned so far held an uncommon escape (key or value, any depth).
+    any_uncommon_escape: bool,
     /// Some classified block held a byte above ASCII. Every byte of every string is in a
     /// classified block, and such a byte anywhere else is a syntax error: when this stays
     /// false, the event is ASCII and needs no UTF-8 validation.
@@ -1197,6 +1232,7 @@ impl<'a> Scanner<'a> {
             block_at: usize::MAX,
             block_mask: 0,
             uncommon_escape: false,
+            any_uncommon_escape: false,
             non_ascii: false,
             strings,
         }
@@ -1393,6 +1429,7 @@ impl<'a> Scanner<'a> {
                 .string_from(self.pos)
                 .ok_or(DecodeError::Truncated { what: "a string" })?;
             self.uncommon_escape |= uncommon;
+            self.any_uncommon_escape |= uncommon;
             self.pos = end + 1;
             return Ok(escaped);
         }
@@ -1413,6 +1450,7 @@ impl<'a> Scanner<'a> {
                 if byte == b'\\' && SIMPLE_ESCAPE[next as usize] {
                     escaped = true;
                     self.uncommon_escape |= next == b'/';
+                    self.any_uncommon_escape |= next == b'/';
                     self.pos += 2;
                 } else if self.special_byte(&mut escaped)? {
                     return Ok(escaped);
@@ -1452,6 +1490,7 @@ impl<'a> Scanner<'a> {
             Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 1,
             Some(b'u') => {
                 self.uncommon_escape = true;
+                self.any_uncommon_escape = true;
                 self.pos += 1;
                 for _ in 0..4 {
                     match self.peek() {
@@ -1653,6 +1692,20 @@ mod tests {
     }
 
     #[test]
+    fn nested_json_is_rewritten_with_canonical_escapes() {
+        let mut idx = EventIndex::new();
+        let raw = r#"{"o":{"k\u0041":["\u006d\/x\"y\\z\u001F", 1, {"n":null}]},"s":"t"}"#;
+        let e = Event::parse(raw.as_bytes(), &mut idx).unwrap();
+        let mut buf = Vec::new();
+        let o = e.get_flat("o").unwrap();
+        assert_eq!(
+            o.canonical_json(&mut buf),
+            Some(&br#"{"kA":["m/x\"y\\z\u001f", 1, {"n":null}]}"#[..])
+        );
+        assert_eq!(e.get_flat("s").unwrap().canonical_json(&mut buf), None);
+    }
+
+    #[test]
     fn values_with_uncommon_escapes_are_flagged() {
         let mut idx = EventIndex::new();
         for (raw, flagged) in [
@@ -1661,8 +1714,11 @@ mod tests {
             (r#"{"a":"x\/y"}"#, true),
             (r#"{ "a" : "\u0041" }"#, true),
             (r#"{ "a" : "plain" , "b" : "\\" }"#, false),
-            // Keys and nested values are not values a keyword search reads unescaped.
-            (r#"{"\u0041":"x","o":{"k":"\u0041"}}"#, false),
+            // Keys and nested values count too.
+            (r#"{"\u0041":"x"}"#, true),
+            (r#"{"o":{"k":"\u0041"}}"#, true),
+            (r#"{ "o" : [ "x\/" ] }"#, true),
+            (r#"{"o":{"k":"\n"},"a":["\\u0041"]}"#, false),
         ] {
             let e = Event::parse(raw.as_bytes(), &mut idx).unwrap();
             assert_eq!(e.has_uncommon_escapes(), flagged, "{raw}");

@@ -462,8 +462,12 @@ impl CompiledRules {
                     }
                 }
                 for (_, value) in event.members() {
-                    // Objects and arrays are searched as their JSON text, escaped already.
+                    // Objects and arrays are searched as their JSON text, escaped already
+                    // (rewritten canonically when the event spells an escape otherwise).
                     let hay: &[u8] = match value.kind() {
+                        ValueKind::Object | ValueKind::Array if event.has_uncommon_escapes() => {
+                            value.canonical_json(escaped_buf).unwrap_or_default()
+                        }
                         ValueKind::Object | ValueKind::Array => value.raw(),
                         _ => match value.escaped_text(escaped_buf) {
                             Some(t) => t,

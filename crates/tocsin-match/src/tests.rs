@@ -725,6 +725,9 @@ fn keywords_are_found_in_values_written_with_unicode_escapes() {
         assert!(s.matched().is_empty() || event.contains("006d"), "{event}");
         s.stats.scanned_bytes
     };
+    // In a nested object, where keywords read its JSON text.
+    let nested = ev(r#""o":{"x":["run \u006dimikatz"]}"#);
+    assert_eq!(matched(&c, &nested), ["kw"], "{nested}");
     let plain = scanned(&ev(r#""CommandLine":"a \u0026 b \u00e9""#));
     let escaped = scanned(&ev(r#""CommandLine":"a \u0026 b \u006d""#));
     assert!(plain < escaped, "{plain} {escaped}");
@@ -772,6 +775,10 @@ proptest! {
         prop_assume!(diags.iter().all(|d| !d.is_error()));
         let canonical = ev(&format!("\"CommandLine\":{}", serde_json_string(&text)));
         let respelled = ev(&format!("\"CommandLine\":{}", json_string_respelled(&text, &spelled)));
+        prop_assert_eq!(matched(&c, &canonical), matched(&c, &respelled), "{} {}", canonical, respelled);
+        // Nested, where keywords read the object's JSON text.
+        let canonical = ev(&format!("\"o\":[{{\"x\":{}}}]", serde_json_string(&text)));
+        let respelled = ev(&format!("\"o\":[{{\"x\":{}}}]", json_string_respelled(&text, &spelled)));
         prop_assert_eq!(matched(&c, &canonical), matched(&c, &respelled), "{} {}", canonical, respelled);
     }
 }
