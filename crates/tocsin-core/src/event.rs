@@ -506,7 +506,8 @@ impl<'a> Event<'a> {
             let Some(n) = key_prefix_of(key, m.key_escaped, bytes) else {
                 continue;
             };
-            if bytes.get(n) == Some(&b'.') {
+            // A dot, then at least one byte of the rest of the path.
+            if bytes.get(n) == Some(&b'.') && n + 1 < bytes.len() {
                 let object = &self.raw[m.value_start as usize..m.value_end as usize];
                 if let Some(v) = find_in_object(object, &path[n + 1..]) {
                     return Some(v);
@@ -602,7 +603,7 @@ fn find_in_object<'a>(object: &'a [u8], path: &str) -> Option<FieldValue<'a>> {
         };
         if n == bytes.len() {
             exact = Some(value);
-        } else if m.kind == ValueKind::Object && bytes[n] == b'.' {
+        } else if m.kind == ValueKind::Object && bytes[n] == b'.' && n + 1 < bytes.len() {
             if let Some(v) = find_in_object(value.raw, &path[n + 1..]) {
                 nested = Some(v);
             }
@@ -1689,6 +1690,10 @@ mod tests {
             assert_eq!(e.get("process.command"), None, "{raw}");
             assert_eq!(e.get("process.command_line_x"), None, "{raw}");
         }
+        // A path ending in a dot names no member, not an empty key.
+        let e = Event::parse(br#"{"a":{"":"x","b":{"":1}}}"#, &mut idx).unwrap();
+        assert_eq!(e.get("a."), None);
+        assert_eq!(e.get("a.b."), None);
     }
 
     #[test]
