@@ -782,3 +782,67 @@ proptest! {
         prop_assert_eq!(matched(&c, &canonical), matched(&c, &respelled), "{} {}", canonical, respelled);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// The same event written compactly and spread out with whitespace, its members in the
+    /// other order, matches the same rules (the decoder takes different paths for the two).
+    #[test]
+    fn layout_and_member_order_do_not_change_the_answer(
+        values in proptest::collection::vec("[abmu01fAB\\.\" ]{1,4}", 1..6),
+        texts in proptest::collection::vec("[abmu01fAB\\.\"\n\u{1f} ]{0,12}", 3),
+        modifier in 0usize..8,
+        field in 0usize..3,
+    ) {
+        let m = one_of_modifiers(
+            &["", "|contains", "|startswith", "|endswith", "|contains|all", "|cased", "|contains|cased", "|re"],
+            modifier,
+            &values,
+        );
+        let names = ["CommandLine", "Image", "ParentImage"];
+        let list = yaml_list(&values);
+        let rules = rule("field", &format!("  sel:\n    {}{m}: {list}\n  condition: sel", names[field]))
+            + &rule("keyword", &format!("  keywords: {list}\n  condition: keywords"))
+            + &rule("not", &format!("  sel:\n    {}{m}: {list}\n  condition: not sel", names[field]));
+        let src = parse_sigma_source("r.yml", &rules);
+        prop_assume!(src.diagnostics.error_count() == 0);
+        let (c, diags) = CompiledRules::compile(&src.rules, &[], &[], &profile(), &MatchConfig::default());
+        prop_assume!(diags.iter().all(|d| !d.is_error()));
+        // Alone, under `not` and behind a gate, the literals are compared, not scanned for.
+        let compared = compile(
+            &rule("compared", &format!("  sel:\n    {}{m}: {list}\n  gate:\n    EventID: 1\n  condition: gate and not sel", names[field])),
+            "",
+        );
+        let members: Vec<String> = names
+            .iter()
+            .zip(&texts)
+            .map(|(n, t)| format!("\"{n}\":{}", serde_json_string(t)))
+            .collect();
+        let compact = ev(&members.join(","));
+        let mut reversed = members.clone();
+        reversed.reverse();
+        let spread = format!(
+            "{{ \"Channel\" : \"Microsoft-Windows-Sysmon/Operational\" ,\n \"EventID\" : 1 , {} }}",
+            reversed.iter().map(|m| m.replacen(':', " :\t", 1)).collect::<Vec<_>>().join(" , ")
+        );
+        prop_assert_eq!(matched(&c, &compact), matched(&c, &spread), "{} {}", compact, spread);
+        prop_assert_eq!(matched(&compared, &compact), matched(&compared, &spread), "{} {}", compact, spread);
+        // Without `|cased` or a regex, the values' ASCII case does not matter either.
+        if !m.contains("cased") && m != "|re" {
+            let flipped: Vec<String> = names
+                .iter()
+                .zip(&texts)
+                .map(|(n, t)| {
+                    let t: String = t
+                        .chars()
+                        .map(|c| if c.is_ascii_lowercase() { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+                        .collect();
+                    format!("\"{n}\":{}", serde_json_string(&t))
+                })
+                .collect();
+            let flipped = ev(&flipped.join(","));
+            prop_assert_eq!(matched(&c, &compact), matched(&c, &flipped), "{} {}", compact, flipped);
+            prop_assert_eq!(matched(&compared, &compact), matched(&compared, &flipped), "{} {}", compact, flipped);
+        }
+    }
+}
