@@ -1724,6 +1724,10 @@ mod tests {
             (r#"{"o":{"k":"\u0041"}}"#, true),
             (r#"{ "o" : [ "x\/" ] }"#, true),
             (r#"{"o":{"k":"\n"},"a":["\\u0041"]}"#, false),
+            // Line breaks between tokens: the decoder's other path.
+            ("{\"o\":\n{\"k\":\"\\u0041\"}}", true),
+            ("{\"o\":\n[\"x\\/\"]}", true),
+            ("{\"o\":\n{\"k\":\"\\n\\\\u0041\"}}", false),
         ] {
             let e = Event::parse(raw.as_bytes(), &mut idx).unwrap();
             assert_eq!(e.has_uncommon_escapes(), flagged, "{raw}");

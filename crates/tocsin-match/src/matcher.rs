@@ -117,8 +117,8 @@ fn field_value<'a>(event: &Event<'a>, paths: &[FieldName]) -> Option<FieldValue<
 /// Whether `at` falls inside an escape of the JSON-escaped text `hay`: just after the
 /// backslash of a two-byte escape (the `n` of `\n`), or after the backslash of a
 /// `\uXXXX` escape up to its last digit (the `1f` of `\u001f`, as a control character
-/// is written in canonical text; objects' JSON text may hold others, `\u00e9`). There the escaped forms of literals may occur without the
-/// literals. A backslash starts an escape unless it is itself escaped: the backslashes
+/// is written in canonical text). There the escaped forms of literals may occur without
+/// the literals. A backslash starts an escape unless it is itself escaped: the backslashes
 /// before it pair up into escaped backslashes unless there is an odd number of them.
 fn inside_escape(hay: &[u8], at: usize) -> bool {
     let odd_backslashes_before =

@@ -418,8 +418,8 @@ proptest! {
     /// (compared), so exactly one of the two matches.
     #[test]
     fn compared_literals_agree_with_scanned_ones(
-        values in proptest::collection::vec("[abnuAB01f\\.\" ]{1,4}", 1..12),
-        field_text in "[abnuAB01f\\.\"\n\u{1}\u{1f} ]{0,12}",
+        values in proptest::collection::vec("[abnuAB01f\\\\.\" ]{1,4}", 1..12),
+        field_text in "[abnuAB01f\\\\.\"\n\u{1}\u{1f} ]{0,12}",
         modifier in 0usize..7,
         field_is_number in any::<bool>(),
     ) {
@@ -728,6 +728,9 @@ fn keywords_are_found_in_values_written_with_unicode_escapes() {
     // In a nested object, where keywords read its JSON text.
     let nested = ev(r#""o":{"x":["run \u006dimikatz"]}"#);
     assert_eq!(matched(&c, &nested), ["kw"], "{nested}");
+    // A line break between tokens sends the event to the decoder's other path.
+    let broken = format!("{{{SYSMON},\"o\":\n{{\"x\":\"run \\u006dimikatz\"}}}}");
+    assert_eq!(matched(&c, &broken), ["kw"], "{broken}");
     let plain = scanned(&ev(r#""CommandLine":"a \u0026 b \u00e9""#));
     let escaped = scanned(&ev(r#""CommandLine":"a \u0026 b \u006d""#));
     assert!(plain < escaped, "{plain} {escaped}");
@@ -756,8 +759,8 @@ proptest! {
     /// not how the event spells it.
     #[test]
     fn the_spelling_of_escapes_does_not_change_the_answer(
-        values in proptest::collection::vec("[abmu01fAB\\.\" ]{1,4}", 1..6),
-        text in "[abmu01fAB\\.\"\n\u{1}\u{1f} ]{0,16}",
+        values in proptest::collection::vec("[abmu01fAB\\\\.\" ]{1,4}", 1..6),
+        text in "[abmu01fAB\\\\.\"\n\u{1}\u{1f} ]{0,16}",
         spelled in proptest::collection::vec(any::<bool>(), 1..8),
         modifier in 0usize..8,
     ) {
@@ -789,8 +792,8 @@ proptest! {
     /// other order, matches the same rules (the decoder takes different paths for the two).
     #[test]
     fn layout_and_member_order_do_not_change_the_answer(
-        values in proptest::collection::vec("[abmu01fAB\\.\" ]{1,4}", 1..6),
-        texts in proptest::collection::vec("[abmu01fAB\\.\"\n\u{1f} ]{0,12}", 3),
+        values in proptest::collection::vec("[abmu01fAB\\\\.\" ]{1,4}", 1..6),
+        texts in proptest::collection::vec("[abmu01fAB\\\\.\"\n\u{1f} ]{0,12}", 3),
         modifier in 0usize..8,
         field in 0usize..3,
     ) {
