@@ -147,9 +147,6 @@ pub struct EventIndex {
     key_bits: u128,
     /// Some member is an object: dotted paths may lead into it.
     has_objects: bool,
-    /// Some string of the event holds an uncommon escape (see
-    /// [`Event::has_uncommon_escapes`]).
-    uncommon_escapes: bool,
     /// Where the event's strings are, from [`StringIndex::build`].
     strings: StringIndex,
 }
@@ -382,7 +379,6 @@ impl<'a> Event<'a> {
                 (scanned, scanner.non_ascii, scanner.any_uncommon_escape)
             }
         };
-        index.uncommon_escapes = uncommon_escapes;
         // UTF-8 is validated only when a string held a byte above ASCII (most events are
         // ASCII; the block classification tells, without a pass of its own), or when the
         // scan failed: then invalid UTF-8 is the error to report, as it would be had it
@@ -403,7 +399,7 @@ impl<'a> Event<'a> {
             escaped_keys: index.escaped_keys,
             key_bits: index.key_bits,
             has_objects: index.has_objects,
-            uncommon_escapes: index.uncommon_escapes,
+            uncommon_escapes,
         })
     }
 
@@ -684,7 +680,7 @@ impl<'a> FieldValue<'a> {
                     return Some(self.raw);
                 }
                 buf.clear();
-                unescape_pieces(self.raw, |piece| escape_json_into(piece.as_bytes(), buf));
+                escape_canonically(self.raw, buf);
                 Some(buf.as_slice())
             }
             ValueKind::Object | ValueKind::Array => None,
@@ -701,27 +697,23 @@ impl<'a> FieldValue<'a> {
         }
         buf.clear();
         let raw = self.raw;
-        let mut at = 0;
-        while at < raw.len() {
-            if raw[at] != b'"' {
-                buf.push(raw[at]);
-                at += 1;
-                continue;
+        // The text between strings is copied as it is; each string's end is found as the
+        // decoder finds it (the value was validated when the event was parsed).
+        let mut scanner = Scanner::new(raw, None);
+        let mut copied = 0;
+        while let Some(quote) = memchr::memchr(b'"', &raw[scanner.pos..]) {
+            let start = scanner.pos + quote + 1;
+            scanner.pos = start;
+            let Ok(escaped) = scanner.string_body() else {
+                break;
+            };
+            if escaped {
+                buf.extend_from_slice(&raw[copied..start]);
+                escape_canonically(&raw[start..scanner.pos - 1], buf);
+                copied = scanner.pos - 1;
             }
-            // A string (validated when the event was parsed): its body runs to the next
-            // quote that is not escaped.
-            let start = at + 1;
-            let mut end = start;
-            while raw[end] != b'"' {
-                end += if raw[end] == b'\\' { 2 } else { 1 };
-            }
-            buf.push(b'"');
-            unescape_pieces(&raw[start..end], |piece| {
-                escape_json_into(piece.as_bytes(), buf)
-            });
-            buf.push(b'"');
-            at = end + 1;
         }
+        buf.extend_from_slice(&raw[copied..]);
         Some(buf.as_slice())
     }
 
@@ -842,6 +834,12 @@ pub fn escape_json_into(text: &[u8], out: &mut Vec<u8>) {
             _ => out.push(b),
         }
     }
+}
+
+/// Append the string body `raw` (its JSON escapes as written) to `out` in canonical
+/// escaped form ([`escape_json_into`] of its text).
+fn escape_canonically(raw: &[u8], out: &mut Vec<u8>) {
+    unescape_pieces(raw, |piece| escape_json_into(piece.as_bytes(), out));
 }
 
 /// Decode the escape whose backslash precedes `rest`: the character it stands for and the
