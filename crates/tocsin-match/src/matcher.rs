@@ -417,6 +417,9 @@ impl CompiledRules {
 
     /// 2. Prefilter: each field that a rule of an active route tests, scanned once.
     fn scan_fields(&self, event: &Event<'_>, set: &RouteSet, scratch: &mut MatchScratch) {
+        // Whether the event's `\u` escapes hide bytes keywords are searched by: looked at
+        // once per event, for the first keyword scan that asks.
+        let mut hides_verbatim_bytes = None;
         for planned in set.scans.iter() {
             let value = if planned.keywords {
                 None
@@ -455,8 +458,9 @@ impl CompiledRules {
                 // written with `\u` escapes of the characters the test looks for:
                 // `\u006dimikatz` holds `mimikatz`.)
                 if let Some(presence) = &scanner.presence {
-                    let hidden =
-                        event.has_uncommon_escapes() && escapes_verbatim_bytes(event.raw());
+                    let hidden = event.has_uncommon_escapes()
+                        && *hides_verbatim_bytes
+                            .get_or_insert_with(|| escapes_verbatim_bytes(event.raw()));
                     if !hidden && !presence.is_match(event.raw(), lower_event) {
                         continue;
                     }
@@ -785,7 +789,7 @@ fn compare_literal(
         }
     };
     if let Some(text) = plain.filter(|text| text.len() < LONG_VALUE) {
-        return literal_holds(text, literal, need);
+        return literal_holds(text, literal, need, false);
     }
     let MatchScratch {
         compared_lower,
@@ -811,60 +815,37 @@ fn compare_literal(
         }
         compared_lower
     };
-    let lit = &*literal.bytes;
-    (need & HIT_WHOLE == 0 || hay == lit)
-        && (need & HIT_START == 0 || hay.starts_with(lit))
-        && (need & HIT_END == 0 || hay.ends_with(lit))
-        && (need & HIT_ANY == 0 || contains(hay, lit, literal.rare as usize))
+    literal_holds(hay, literal, need, true)
 }
 
-/// Whether `literal` occurs in the text `hay`, as written, where `need` says, ignoring
-/// ASCII case unless the literal is case-sensitive (its bytes are then as written, else
-/// lower-cased). For values shorter than [`LONG_VALUE`].
-fn literal_holds(hay: &[u8], literal: &Atom, need: u8) -> bool {
+/// Whether `literal` occurs in the text `hay` where `need` says. `folded`: `hay` is in
+/// the literal's case already (lower-cased, or as written for a case-sensitive literal),
+/// so bytes compare as they are; otherwise ASCII case is ignored where the literal does
+/// (for values shorter than [`LONG_VALUE`]).
+fn literal_holds(hay: &[u8], literal: &Atom, need: u8, folded: bool) -> bool {
     let lit = &*literal.bytes;
-    let equal = |a: &[u8]| {
-        if literal.cased {
-            a == lit
-        } else {
-            a.eq_ignore_ascii_case(lit)
-        }
-    };
+    let cased = folded || literal.cased;
     let fits = hay.len() >= lit.len();
-    (need & HIT_WHOLE == 0 || (hay.len() == lit.len() && equal(hay)))
-        && (need & HIT_START == 0 || (fits && equal(&hay[..lit.len()])))
-        && (need & HIT_END == 0 || (fits && equal(&hay[hay.len() - lit.len()..])))
-        && (need & HIT_ANY == 0 || {
-            let Some(&rare) = lit.get(literal.rare as usize) else {
-                return true; // the empty literal
-            };
-            let Some(last_start) = hay.len().checked_sub(lit.len()) else {
-                return false;
-            };
-            // A match starting at `s` has its rare byte at `s + rare`, in either case.
-            let from = literal.rare as usize;
-            let window = &hay[from..=last_start + from];
-            let upper = rare.to_ascii_uppercase();
-            if literal.cased || upper == rare {
-                memchr::memchr_iter(rare, window).any(|s| equal(&hay[s..s + lit.len()]))
-            } else {
-                memchr::memchr2_iter(rare, upper, window).any(|s| equal(&hay[s..s + lit.len()]))
-            }
-        })
+    (need & HIT_WHOLE == 0 || (hay.len() == lit.len() && eq_bytes(hay, lit, cased)))
+        && (need & HIT_START == 0 || (fits && eq_bytes(&hay[..lit.len()], lit, cased)))
+        && (need & HIT_END == 0 || (fits && eq_bytes(&hay[hay.len() - lit.len()..], lit, cased)))
+        && (need & HIT_ANY == 0 || contains(hay, lit, literal.rare as usize, cased))
 }
 
 /// Values this long are searched with `memmem` (see [`contains`]).
 const LONG_VALUE: usize = 512;
 
-/// Whether `lit` occurs in `hay`, looking for its byte at offset `rare` (its least common)
-/// with `memchr` and comparing where it occurs. Values are short and needles many: this
-/// costs no searcher set-up per call, unlike `memmem`, which only pays off on long values
-/// (a PowerShell script block), where one byte recurs too often.
-fn contains(hay: &[u8], lit: &[u8], rare: usize) -> bool {
+/// Whether `lit` occurs in `hay` (ignoring ASCII case unless `cased`), looking for its
+/// byte at offset `rare` (its least common) with `memchr`, in either case, and comparing
+/// where it occurs. Values are short and needles many: this costs no searcher set-up per
+/// call, unlike `memmem`, which only pays off on long values (a PowerShell script block),
+/// where one byte recurs too often; those are compared `cased`, lower-cased first.
+fn contains(hay: &[u8], lit: &[u8], rare: usize, cased: bool) -> bool {
     let Some(last_start) = hay.len().checked_sub(lit.len()) else {
         return false;
     };
     if hay.len() >= LONG_VALUE {
+        debug_assert!(cased, "long values are lower-cased before a search");
         return memchr::memmem::find(hay, lit).is_some();
     }
     let Some(&rare_byte) = lit.get(rare) else {
@@ -872,8 +853,14 @@ fn contains(hay: &[u8], lit: &[u8], rare: usize) -> bool {
     };
     // A match starting at `s` has its rare byte at `s + rare`: search `hay[rare..]`, where
     // the index found is the start itself.
-    memchr::memchr_iter(rare_byte, &hay[rare..=last_start + rare])
-        .any(|start| &hay[start..start + lit.len()] == lit)
+    let window = &hay[rare..=last_start + rare];
+    let at = |start: usize| eq_bytes(&hay[start..start + lit.len()], lit, cased);
+    let upper = rare_byte.to_ascii_uppercase();
+    if cased || upper == rare_byte {
+        memchr::memchr_iter(rare_byte, window).any(at)
+    } else {
+        memchr::memchr2_iter(rare_byte, upper, window).any(at)
+    }
 }
 
 fn eq_bytes(a: &[u8], b: &[u8], cased: bool) -> bool {
