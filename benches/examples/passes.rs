@@ -85,12 +85,16 @@ fn main() {
         t.sort_by(f64::total_cmp);
         let (fastest, median) = (t[0], t[t.len() / 2]);
         let mean = t.iter().sum::<f64>() / t.len() as f64;
+        let stats = scratches[k].stats;
+        let per = |x: u64| x as f64 / stats.events as f64;
         println!(
-            "{name:>10}: fastest {fastest:.0} ns/event ({:.0} k events/s), median {median:.0} ns/event ({:.0} k/s), mean {mean:.0} ns/event ({:.0} k/s), {} matches",
+            "{name:>10}: fastest {fastest:.0} ns/event ({:.0} k events/s), median {median:.0} ns/event ({:.0} k/s), mean {mean:.0} ns/event ({:.0} k/s), {} matches; per event {:.2} candidates, {:.2} turned away by a guard",
             1e6 / fastest,
             1e6 / median,
             1e6 / mean,
-            expected[k]
+            expected[k],
+            per(stats.candidates),
+            per(stats.guard_rejections)
         );
     }
 }

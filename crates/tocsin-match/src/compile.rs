@@ -35,6 +35,7 @@ use tocsin_rules::{
 use crate::calibrate::LiteralFrequencies;
 use crate::class_run::ClassRun;
 use crate::glob::{Glob, GlobPart};
+use crate::guard::Guard;
 use crate::ioc::{mask_v4, mask_v6, IocTable};
 use crate::literals::{Anchor, AnchoredValues, LiteralSet, FRAGMENT};
 use crate::presence::KeywordPresence;
@@ -112,6 +113,28 @@ pub(crate) struct Atom {
     pub scanned: bool,
     /// Offset of its least common byte: a comparison looks for that byte first.
     pub rare: u32,
+}
+
+impl Atom {
+    /// The literal as a comparison reads it.
+    pub(crate) fn literal(&self) -> LiteralRef<'_> {
+        LiteralRef {
+            bytes: &self.bytes,
+            rare: self.rare as usize,
+            cased: self.cased,
+        }
+    }
+}
+
+/// A literal to compare with a value's text: an [`Atom`]'s, or a copy of one in a rule's
+/// [`Guard`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LiteralRef<'a> {
+    /// As written for `cased` literals, lower-cased otherwise.
+    pub bytes: &'a [u8],
+    /// Offset of its least common byte.
+    pub rare: usize,
+    pub cased: bool,
 }
 
 /// Numeric comparison.
@@ -374,6 +397,8 @@ pub(crate) struct Scanner {
 /// give each thread its own [`crate::MatchScratch`].
 pub struct CompiledRules {
     pub(crate) rules: Vec<CompiledRule>,
+    /// Per rule: a test its condition needs, checked before the rule is read.
+    pub(crate) guards: Vec<Guard>,
     pub(crate) routes: Vec<Route>,
     pub(crate) atoms: Vec<Atom>,
     /// Atom → the field it is tested in.
@@ -1443,8 +1468,11 @@ impl CompiledRules {
                 crate::calibrate::field_key(paths.map(String::as_str), slot)
             })
         });
+        let mut prefilters: Vec<Vec<AtomId>> = Vec::with_capacity(compiled.len());
         for (i, rule) in compiled.iter().enumerate() {
-            match need_condition(rule, &rule.condition, &b.atoms, weights.as_deref()) {
+            let set = need_condition(rule, &rule.condition, &b.atoms, weights.as_deref());
+            prefilters.push(set.clone().unwrap_or_default());
+            match set {
                 Some(set) if !set.is_empty() => {
                     for a in set {
                         atom_rules[a as usize].push((i as RuleIdx, rule.route));
@@ -1479,6 +1507,11 @@ impl CompiledRules {
             }
             alternative.sort_by_key(|t| t.cost(&b.atoms));
         }
+        let guards = compiled
+            .iter()
+            .zip(&prefilters)
+            .map(|(rule, set)| Guard::for_rule(rule, set, &b.atoms, weights.as_deref()))
+            .collect();
 
         // One literal set per field over the distinct case-folded literals of all routes.
         let mut per_field: BTreeMap<(FieldSlot, Option<u32>), Vec<AtomId>> = BTreeMap::new();
@@ -1639,6 +1672,7 @@ impl CompiledRules {
         (
             CompiledRules {
                 rules: compiled,
+                guards,
                 routes,
                 atoms: b.atoms,
                 atom_fields,

@@ -24,6 +24,7 @@ pub mod compile;
 pub mod detect;
 pub mod explain;
 pub mod glob;
+mod guard;
 pub mod ioc;
 mod literals;
 pub mod matcher;

@@ -6,8 +6,10 @@
 //!    with that field's literal set, recording per atom whether it hit anywhere, at the start,
 //!    at the end, or as the whole value; every rule listed under a hit atom becomes a
 //!    candidate, as do the route's rules without a prefilter;
-//! 3. **verify** — evaluate each candidate's condition exactly (atom tests read the hit
-//!    bits, globs and regexes read the field again);
+//! 3. **verify** — check each candidate's guard, one test its rule needs kept in a flat
+//!    array (`crate::guard`), and turn it away when that fails; evaluate the others'
+//!    conditions exactly (atom tests read the hit bits, globs and regexes read the field
+//!    again);
 //! 4. **indicators** — look the profile's indicator fields up in the IOC tables.
 //!
 //! All per-event state lives in [`MatchScratch`] and is reused: once warm, matching an
@@ -19,9 +21,10 @@ use tocsin_core::{Event, FieldName, FieldValue, IndicatorType, ValueKind};
 use tocsin_rules::sigma::Condition;
 
 use crate::compile::{
-    in_cidr, Atom, AtomId, CompiledRules, CompiledSelection, RefMode, RuleIdx, Test, TimePart,
-    ValueTest, HIT_ANY, HIT_END, HIT_START, HIT_WHOLE, KEYWORD_SLOT,
+    in_cidr, AtomId, CompiledRules, CompiledSelection, LiteralRef, RefMode, RuleIdx, Test,
+    TimePart, ValueTest, HIT_ANY, HIT_END, HIT_START, HIT_WHOLE, KEYWORD_SLOT,
 };
+use crate::guard::GuardValue;
 use crate::ioc::each_listed_hash;
 
 /// An indicator found in an event: which indicator, and in which profile field.
@@ -90,6 +93,9 @@ pub struct ScratchStats {
     pub scanned_bytes: u64,
     /// Literal occurrences found by the scans.
     pub literal_hits: u64,
+    /// Candidates turned away by their rule's guard (a test the rule needs, checked
+    /// before the rule is read), of `candidates`.
+    pub guard_rejections: u64,
 }
 
 impl MatchScratch {
@@ -506,6 +512,11 @@ impl CompiledRules {
         scratch.stats.candidates += scratch.candidates.len() as u64;
         for i in 0..scratch.candidates.len() {
             let r = scratch.candidates[i];
+            // The exhaustive matcher skips guards: it is what they are checked against.
+            if !verify_all && !self.guard_admits(r, event, scratch) {
+                scratch.stats.guard_rejections += 1;
+                continue;
+            }
             let rule = &self.rules[r as usize];
             if self.eval_condition(&rule.condition, &rule.selections, event, scratch) {
                 scratch.matched.push(r);
@@ -561,6 +572,21 @@ impl CompiledRules {
         }
         ioc_hits.sort_unstable_by_key(|h| (h.indicator, h.field, h.path));
         ioc_hits.dedup_by_key(|h| h.indicator);
+    }
+
+    /// Whether rule `r`'s guard holds (or it has none): when not, the rule cannot match.
+    fn guard_admits(&self, r: RuleIdx, event: &Event<'_>, scratch: &mut MatchScratch) -> bool {
+        let guard = &self.guards[r as usize];
+        if !guard.is_some() {
+            return true;
+        }
+        let value = field_value(event, &self.fields[guard.field() as usize]);
+        guard.values().any(|v| match v {
+            GuardValue::Scanned { atom, need } => scratch.atom_bits[atom as usize] & need == need,
+            GuardValue::Compared { literal, need } => {
+                value.is_some_and(|v| compare_literal(literal, need, v, scratch))
+            }
+        })
     }
 
     pub(crate) fn eval_condition(
@@ -670,7 +696,7 @@ impl CompiledRules {
                 if literal.scanned {
                     scratch.atom_bits[*atom as usize] & need == *need
                 } else {
-                    value.is_some_and(|v| compare_literal(literal, *need, v, scratch))
+                    value.is_some_and(|v| compare_literal(literal.literal(), *need, v, scratch))
                 }
             }
             ValueTest::Null => match value {
@@ -770,8 +796,8 @@ fn any_scanned_value_hit(pairs: &[(AtomId, u8)], scratch: &MatchScratch) -> bool
 
 /// Whether an unscanned literal occurs in `value` where `need` says (the hit bits a scan
 /// would have set), comparing with the value's text.
-fn compare_literal(
-    literal: &Atom,
+pub(crate) fn compare_literal(
+    literal: LiteralRef<'_>,
     need: u8,
     value: FieldValue<'_>,
     scratch: &mut MatchScratch,
@@ -822,14 +848,14 @@ fn compare_literal(
 /// the literal's case already (lower-cased, or as written for a case-sensitive literal),
 /// so bytes compare as they are; otherwise ASCII case is ignored where the literal does
 /// (for values shorter than [`LONG_VALUE`]).
-fn literal_holds(hay: &[u8], literal: &Atom, need: u8, folded: bool) -> bool {
-    let lit = &*literal.bytes;
+fn literal_holds(hay: &[u8], literal: LiteralRef<'_>, need: u8, folded: bool) -> bool {
+    let lit = literal.bytes;
     let cased = folded || literal.cased;
     let fits = hay.len() >= lit.len();
     (need & HIT_WHOLE == 0 || (hay.len() == lit.len() && eq_bytes(hay, lit, cased)))
         && (need & HIT_START == 0 || (fits && eq_bytes(&hay[..lit.len()], lit, cased)))
         && (need & HIT_END == 0 || (fits && eq_bytes(&hay[hay.len() - lit.len()..], lit, cased)))
-        && (need & HIT_ANY == 0 || contains(hay, lit, literal.rare as usize, cased))
+        && (need & HIT_ANY == 0 || contains(hay, lit, literal.rare, cased))
 }
 
 /// Values this long are searched with `memmem` (see [`contains`]).

@@ -849,3 +849,114 @@ proptest! {
         }
     }
 }
+
+/// Work counters over `events`, matched in turn with one scratch space; every answer is
+/// checked against exhaustive evaluation (see [`matched`]).
+fn stats_over(c: &CompiledRules, events: &[String]) -> crate::ScratchStats {
+    let mut s = c.new_scratch();
+    let mut idx = EventIndex::new();
+    for e in events {
+        matched(c, e);
+        let event = Event::parse(e.as_bytes(), &mut idx).unwrap();
+        c.match_event(&event, &mut s);
+    }
+    s.stats
+}
+
+#[test]
+fn guards_turn_candidates_away_without_reading_the_rule() {
+    // By length the prefilter is the call trace's prefix, which every event has; the
+    // guard is the exact `GrantedAccess`, which turns away the events without it.
+    let katz = rule(
+        "katz",
+        "  sel:\n    CallTrace|startswith: 'C:\\Windows\\System32\\ntdll.dll+'\n    GrantedAccess: '0x1440'\n    TargetImage|endswith: '\\lsass.exe'\n  condition: sel",
+    );
+    let event = |access: &str, target: &str| {
+        ev(&format!(
+            r#""CallTrace":"C:\\Windows\\System32\\ntdll.dll+9d234","GrantedAccess":"{access}","TargetImage":"C:\\Windows\\{target}""#
+        ))
+    };
+    let events = [
+        event("0x1010", "lsass.exe"),
+        event("0x1440", "lsass.exe"),
+        event("0x1440", "svchost.exe"),
+        event("0X1440", "LSASS.EXE"),
+    ];
+    let c = compile(&katz, "");
+    let s = stats_over(&c, &events);
+    assert_eq!((s.candidates, s.guard_rejections, s.matches), (4, 1, 2));
+    assert_eq!(matched(&c, &events[1]), ["katz"]);
+    assert_eq!(matched(&c, &events[3]), ["katz"]);
+
+    // A guard of several values holds when one does; with `all`, each value is a test of
+    // its own. Another rule's prefilter makes `0x1440` a scanned literal: the guard then
+    // reads its hit bits.
+    let either = rule(
+        "either",
+        "  sel:\n    CallTrace|startswith: 'C:\\Windows\\System32\\ntdll.dll+'\n    GrantedAccess:\n      - '0x1440'\n      - '0x1fffff'\n  condition: sel",
+    );
+    let every = rule(
+        "every",
+        "  sel:\n    CallTrace|startswith: 'C:\\Windows\\System32\\ntdll.dll+'\n    TargetImage|contains|all:\n      - 'lsass'\n      - '.exe'\n  condition: sel",
+    );
+    let access = rule(
+        "access",
+        "  sel:\n    GrantedAccess: '0x1440'\n  condition: sel",
+    );
+    for (set, rejected) in [(either.clone() + &every, 2), (either + &every + &access, 2)] {
+        let c = compile(&set, "");
+        let s = stats_over(&c, &events);
+        assert_eq!(s.guard_rejections, rejected, "{set}");
+        assert_eq!(matched(&c, &events[0]), ["every"]);
+        assert!(matched(&c, &events[2]).starts_with(&["either".to_owned()]));
+    }
+
+    // Tests under `not`, `or` and of several alternatives are not needed: no guard.
+    let loose = rule(
+        "loose",
+        "  sel:\n    CallTrace|startswith: 'C:\\Windows\\System32\\ntdll.dll+'\n  access:\n    GrantedAccess: '0x1440'\n  target:\n    - TargetImage|endswith: '\\lsass.exe'\n    - GrantedAccess: '0x1010'\n  condition: sel and (access or not target) and target",
+    );
+    let c = compile(&loose, "");
+    let s = stats_over(&c, &events);
+    assert_eq!((s.candidates, s.guard_rejections), (4, 0));
+    assert_eq!(matched(&c, &events[1]), ["loose"]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// A guard answers as the test it copies: rule `g` is put on the candidate list by its
+    /// gate, and guarded by `sel`, compared (alone) or read from the hits (beside rule `s`,
+    /// whose prefilter `sel` is). Exhaustive evaluation, which skips guards, must agree
+    /// (see [`matched`]), and `g` must match exactly when `s` does.
+    #[test]
+    fn guards_answer_as_the_tests_they_copy(
+        values in proptest::collection::vec("[abnuAB01f\\\\.\" ]{1,4}", 1..8),
+        field_text in "[abnuAB01f\\\\.\"\n\u{1}\u{1f} ]{0,12}",
+        modifier in 0usize..7,
+        field_is_number in any::<bool>(),
+        echo in 0usize..3,
+    ) {
+        let m = one_of_modifiers(&["", "|contains", "|startswith", "|endswith", "|contains|all", "|cased", "|contains|cased"], modifier, &values);
+        let sel = format!("  sel:\n    CommandLine{m}: {}\n", yaml_list(&values));
+        // Often the field holds the values themselves, as written or in the other case.
+        let field_text = match echo {
+            0 => field_text,
+            1 => values.concat(),
+            _ => values.concat().chars().map(|c| if c.is_ascii_lowercase() { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() }).collect(),
+        };
+        let guarded = rule("g", &format!("{sel}  gate:\n    Image: 'gate.exe'\n  condition: gate and sel"));
+        let alone = rule("s", &format!("{sel}  condition: sel"));
+        let command_line = if field_is_number { "12".to_owned() } else { serde_json_string(&field_text) };
+        let event = format!("{{{SYSMON},\"CommandLine\":{command_line},\"Image\":\"gate.exe\"}}");
+        let with_scanned = compile(&(guarded.clone() + &alone), "");
+        let answer = matched(&with_scanned, &event);
+        prop_assert_eq!(answer.contains(&"g".to_owned()), answer.contains(&"s".to_owned()), "{}", event);
+        let compared = compile(&guarded, "");
+        let s = stats_over(&compared, std::slice::from_ref(&event));
+        prop_assert_eq!(s.matches > 0, answer.contains(&"s".to_owned()), "{}", event);
+        if m != "|contains|all" {
+            // The guard is the whole test: it alone turns `g` away.
+            prop_assert_eq!(s.guard_rejections, 1 - s.matches, "{}", event);
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Guards: one test every match of a rule needs, kept for all rules in one flat array, so
+//! that most candidates are turned away without reading their rule.
+//!
+//! Why: a candidate is verified by walking its rule (condition, selections, alternatives,
+//! tests, values, literals), each behind its own pointer. Over the SigmaHQ Windows rules
+//! and the OTRF events nearly every candidate fails, and about half the time verification
+//! took was the first touch of those structures, not the comparisons: evaluating every
+//! candidate twice added half as much again. Most candidates fail on a cheap test
+//! (`GrantedAccess: '0x1440'` beside the call trace that made `HandleKatz` a candidate).
+//!
+//! So each rule gets a [`Guard`]: one test its condition cannot hold without (a test under
+//! every `and`, outside every `not` and `or`), copied with its field and values into one
+//! cache line. A candidate whose guard fails cannot match, and its rule is not read; one
+//! whose guard holds is verified in full as before, the guard's test included. The guard
+//! answers as the test would: a literal the scan searched for reads its hit bits, another
+//! is compared with the field's text by the same function (`compare_literal` in
+//! [`crate::matcher`]). The exhaustive matcher
+//! ([`CompiledRules::match_event_unfiltered`](crate::CompiledRules::match_event_unfiltered))
+//! skips guards, and the property tests compare the two.
+
+use tocsin_rules::sigma::Condition;
+
+use crate::compile::{
+    Atom, AtomId, CompiledRule, CompiledSelection, FieldSlot, LiteralRef, Test, ValueTest, HIT_ANY,
+    HIT_END, HIT_START, KEYWORD_SLOT,
+};
+
+/// Bytes of a guard's values (the rest of its cache line is its field and their length).
+const ENTRY_BYTES: usize = 59;
+
+/// An entry's first byte: the hit bits it needs (`HIT_*`, the low four bits) and these.
+const SCANNED: u8 = 0x40;
+const CASED: u8 = 0x80;
+const NEED_BITS: u8 = 0x0f;
+
+/// One rule's guard: the field of a test its condition needs, and the test's values, one
+/// of which must hold. Each value is an entry in `entries`: a scanned literal as
+/// `[SCANNED | need, atom id (4 bytes)]`, a compared one as `[CASED? | need, offset of its
+/// rarest byte, length, bytes…]`. `len` 0: the rule has no guard.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Guard {
+    field: FieldSlot,
+    len: u8,
+    entries: [u8; ENTRY_BYTES],
+}
+
+/// One value of a guard's test.
+pub(crate) enum GuardValue<'g> {
+    /// A literal the field's scan searches for: it holds when its hit bits cover `need`.
+    Scanned { atom: AtomId, need: u8 },
+    /// A literal compared with the field's text where `need` says.
+    Compared { literal: LiteralRef<'g>, need: u8 },
+}
+
+impl Guard {
+    /// A rule without a guard: every candidate is verified.
+    const NONE: Guard = Guard {
+        field: 0,
+        len: 0,
+        entries: [0; ENTRY_BYTES],
+    };
+
+    /// Whether the rule has a guard.
+    pub fn is_some(&self) -> bool {
+        self.len != 0
+    }
+
+    /// The field its test reads.
+    pub fn field(&self) -> FieldSlot {
+        self.field
+    }
+
+    /// Its test's values: the test holds when one of them does.
+    pub fn values(&self) -> impl Iterator<Item = GuardValue<'_>> {
+        let mut rest = &self.entries[..self.len as usize];
+        std::iter::from_fn(move || {
+            let (&flags, tail) = rest.split_first()?;
+            let need = flags & NEED_BITS;
+            if flags & SCANNED != 0 {
+                let (id, tail) = tail.split_at(4);
+                rest = tail;
+                let atom = AtomId::from_le_bytes(id.try_into().expect("four bytes"));
+                return Some(GuardValue::Scanned { atom, need });
+            }
+            let (&[rare, len], tail) = tail.split_first_chunk::<2>()?;
+            let (bytes, tail) = tail.split_at(len as usize);
+            rest = tail;
+            let literal = LiteralRef {
+                bytes,
+                rare: rare as usize,
+                cased: flags & CASED != 0,
+            };
+            Some(GuardValue::Compared { literal, need })
+        })
+    }
+
+    /// The guard of `rule`, whose prefilter set is `prefilter`: of the tests its condition
+    /// needs whose values fit, the one most likely to fail. With observed frequencies
+    /// (`weights`, per atom), the one whose values occurred least; without, by shape: whole
+    /// values before prefixes or suffixes before searches, then fewer values, then longer.
+    /// A literal of the prefilter set is left out: it holds for most candidates.
+    pub fn for_rule(
+        rule: &CompiledRule,
+        prefilter: &[AtomId],
+        atoms: &[Atom],
+        weights: Option<&[f64]>,
+    ) -> Guard {
+        let mut needed = Vec::new();
+        needed_tests(&rule.condition, &rule.selections, &mut needed);
+        let mut choices: Vec<(FieldSlot, Vec<(AtomId, u8)>)> = Vec::new();
+        for test in needed {
+            let Some(values) = atom_values(test) else {
+                continue;
+            };
+            if test.all {
+                // Every value is needed: each is a test of its own.
+                choices.extend(values.iter().map(|&v| (test.field, vec![v])));
+            } else {
+                choices.push((test.field, values));
+            }
+        }
+        choices.retain(|(_, values)| {
+            values.iter().all(|(a, _)| !prefilter.contains(a))
+                && encoded_len(values, atoms) <= ENTRY_BYTES
+        });
+        let shape = |values: &[(AtomId, u8)]| {
+            let place = |need: u8| {
+                if need & HIT_ANY != 0 {
+                    2
+                } else if need & (HIT_START | HIT_END) != 0 {
+                    1
+                } else {
+                    0
+                }
+            };
+            let worst = values.iter().map(|&(_, n)| place(n)).max().unwrap_or(0);
+            let shortest = values
+                .iter()
+                .map(|&(a, _)| atoms[a as usize].bytes.len())
+                .min()
+                .unwrap_or(0);
+            (worst, values.len(), usize::MAX - shortest)
+        };
+        let share = |values: &[(AtomId, u8)]| {
+            weights.map_or(0.0, |w| values.iter().map(|&(a, _)| w[a as usize]).sum())
+        };
+        choices
+            .iter()
+            .min_by(|(_, x), (_, y)| {
+                share(x)
+                    .total_cmp(&share(y))
+                    .then_with(|| shape(x).cmp(&shape(y)))
+            })
+            .map_or(Guard::NONE, |(field, values)| {
+                Guard::encode(*field, values, atoms)
+            })
+    }
+
+    fn encode(field: FieldSlot, values: &[(AtomId, u8)], atoms: &[Atom]) -> Guard {
+        let mut out = Vec::with_capacity(ENTRY_BYTES);
+        for &(a, need) in values {
+            let atom = &atoms[a as usize];
+            if atom.scanned {
+                out.push(SCANNED | need);
+                out.extend_from_slice(&a.to_le_bytes());
+            } else {
+                out.push(if atom.cased { CASED | need } else { need });
+                out.push(atom.rare as u8);
+                out.push(atom.bytes.len() as u8);
+                out.extend_from_slice(&atom.bytes);
+            }
+        }
+        let mut guard = Guard {
+            field,
+            len: out.len() as u8,
+            ..Guard::NONE
+        };
+        guard.entries[..out.len()].copy_from_slice(&out);
+        guard
+    }
+}
+
+/// Bytes the entries of `values` take (see [`Guard`]); more than [`ENTRY_BYTES`] when one
+/// cannot be encoded at all.
+fn encoded_len(values: &[(AtomId, u8)], atoms: &[Atom]) -> usize {
+    values
+        .iter()
+        .map(|&(a, _)| {
+            let atom = &atoms[a as usize];
+            match atom.bytes.len() {
+                _ if atom.scanned => 5,
+                0 => usize::MAX / 64,
+                len if len > 255 || atom.rare > 255 => usize::MAX / 64,
+                len => 3 + len,
+            }
+        })
+        .sum()
+}
+
+/// The tests `cond` cannot hold without: every test of a selection with one alternative,
+/// through `and` and `all of`; nothing through `not`, `or` or `1 of` (unless of one).
+fn needed_tests<'r>(
+    cond: &Condition,
+    selections: &'r [CompiledSelection],
+    out: &mut Vec<&'r Test>,
+) {
+    let selection = |i: usize, out: &mut Vec<&'r Test>| {
+        if let [only] = selections[i].alternatives.as_slice() {
+            out.extend(only.iter());
+        }
+    };
+    match cond {
+        Condition::Selection(i) => selection(*i, out),
+        Condition::And(cs) => cs.iter().for_each(|c| needed_tests(c, selections, out)),
+        Condition::Or(cs) if cs.len() == 1 => needed_tests(&cs[0], selections, out),
+        Condition::AllOf(ss) => ss.iter().for_each(|&i| selection(i, out)),
+        Condition::AnyOf(ss) if ss.len() == 1 => selection(ss[0], out),
+        Condition::Not(_) | Condition::Or(_) | Condition::AnyOf(_) => {}
+    }
+}
+
+/// The (literal, hit bits needed) of each value of `test`, when the test is exactly "the
+/// field's value holds one (with `all`: each) of these literals where its bits say": not
+/// negated, no `exists`, not a keyword search, every value a literal.
+fn atom_values(test: &Test) -> Option<Vec<(AtomId, u8)>> {
+    if test.field == KEYWORD_SLOT || test.negate || test.exists.is_some() {
+        return None;
+    }
+    test.values
+        .iter()
+        .map(|v| match v {
+            ValueTest::Atom { atom, need } => Some((*atom, *need)),
+            _ => None,
+        })
+        .collect()
+}
