@@ -580,12 +580,13 @@ impl CompiledRules {
         if !guard.is_some() {
             return true;
         }
-        let value = field_value(event, &self.fields[guard.field() as usize]);
+        // The field is read for the first compared value (scanned ones read hit bits).
+        let mut value = None;
         guard.values().any(|v| match v {
             GuardValue::Scanned { atom, need } => scratch.atom_bits[atom as usize] & need == need,
-            GuardValue::Compared { literal, need } => {
-                value.is_some_and(|v| compare_literal(literal, need, v, scratch))
-            }
+            GuardValue::Compared { literal, need } => value
+                .get_or_insert_with(|| field_value(event, &self.fields[guard.field() as usize]))
+                .is_some_and(|v| compare_literal(literal, need, v, scratch)),
         })
     }
 
