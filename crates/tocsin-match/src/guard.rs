@@ -45,6 +45,9 @@ pub(crate) struct Guard {
     entries: [u8; ENTRY_BYTES],
 }
 
+// One cache line per rule.
+const _: () = assert!(std::mem::size_of::<Guard>() == 64);
+
 /// One value of a guard's test.
 pub(crate) enum GuardValue<'g> {
     /// A literal the field's scan searches for: it holds when its hit bits cover `need`.
@@ -121,8 +124,9 @@ impl Guard {
             }
         }
         choices.retain(|(_, values)| {
-            values.iter().all(|(a, _)| !prefilter.contains(a))
-                && encoded_len(values, atoms) <= ENTRY_BYTES
+            !values.is_empty()
+                && values.iter().all(|(a, _)| !prefilter.contains(a))
+                && encoded_len(values, atoms).is_some_and(|len| len <= ENTRY_BYTES)
         });
         let shape = |values: &[(AtomId, u8)]| {
             let place = |need: u8| {
@@ -181,18 +185,17 @@ impl Guard {
     }
 }
 
-/// Bytes the entries of `values` take (see [`Guard`]); more than [`ENTRY_BYTES`] when one
-/// cannot be encoded at all.
-fn encoded_len(values: &[(AtomId, u8)], atoms: &[Atom]) -> usize {
+/// Bytes the entries of `values` take (see [`Guard`]); `None` when one cannot be encoded
+/// (an empty literal, or one of more than 255 bytes).
+fn encoded_len(values: &[(AtomId, u8)], atoms: &[Atom]) -> Option<usize> {
     values
         .iter()
         .map(|&(a, _)| {
             let atom = &atoms[a as usize];
             match atom.bytes.len() {
-                _ if atom.scanned => 5,
-                0 => usize::MAX / 64,
-                len if len > 255 || atom.rare > 255 => usize::MAX / 64,
-                len => 3 + len,
+                _ if atom.scanned => Some(1 + 4),
+                1..=255 if atom.rare < 256 => Some(3 + atom.bytes.len()),
+                _ => None,
             }
         })
         .sum()
