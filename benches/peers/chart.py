@@ -46,7 +46,9 @@ def chart(summary: dict) -> str:
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
            f'viewBox="0 0 {WIDTH} {height}" font-family="sans-serif">',
            f'<rect width="{WIDTH}" height="{height}" fill="white"/>']
-    title = (f"Sigma engines on {summary['events']:,} OTRF events, "
+    times = summary.get("times", 1)
+    over = f" ({summary['events'] // times:,} {times} times over)" if times > 1 else ""
+    title = (f"Sigma engines on {summary['events']:,} OTRF events{over}, "
              f"{summary.get('rule_files', '?'):,} SigmaHQ rules (rules/windows)")
     out.append(text(12, 22, title, 15, weight="bold"))
     sub = (f"net events/s = events / (wall - start-up on one event); best of {summary.get('repeat', 1)}; "

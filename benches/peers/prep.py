@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Input preparation for benches/peers/run.sh (Python standard library only).
 
-    prep.py events OUT.jsonl [--limit N] [--startup STARTUP.jsonl] EVENTS_DIR
+    prep.py events OUT.jsonl [--limit N] [--times T] [--startup STARTUP.jsonl] EVENTS_DIR
         Concatenate EVENTS_DIR/**/*.jsonl.gz (sorted by path, as `find | sort`; the order
-        tests/reference.rs uses), keep the first N events, and number them: `"_line":N` is inserted as the first member of each JSON object
+        tests/reference.rs uses), keep the first N events, T times over (default once: a
+        longer stream, so that start-up no longer dominates the fastest engines' time),
+        and number them: `"_line":N` is inserted as the first member of each JSON object
         line (the rest of the line is kept byte for byte), so every engine sees the same
         events and each engine's detections can be tied back to an input line. Blank lines
         are dropped. With --startup, the first event that has an `@timestamp` is also written
@@ -35,12 +37,26 @@ def input_lines(events_dir: Path):
             yield from f
 
 
-def number_events(events_dir: Path, out: Path, limit: int | None, startup: Path | None) -> int:
+def repeated_lines(events_dir: Path, limit: int | None, times: int):
+    """The first `limit` non-blank input lines (all when None), `times` times over."""
+    for _ in range(times):
+        kept = 0
+        for raw in input_lines(events_dir):
+            if limit is not None and kept >= limit:
+                break
+            if raw.strip():
+                kept += 1
+                yield raw
+
+
+def number_events(
+    events_dir: Path, out: Path, limit: int | None, startup: Path | None, times: int = 1
+) -> int:
     n = 0
     first_timed = None
     tmp = out.with_name(out.name + ".part")
     with open(tmp, "wb") as f:
-        for raw in input_lines(events_dir):
+        for raw in repeated_lines(events_dir, limit, times):
             line = raw.strip()
             if not line:
                 continue
@@ -55,8 +71,6 @@ def number_events(events_dir: Path, out: Path, limit: int | None, startup: Path 
                 first = numbered
             if first_timed is None and b'"@timestamp"' in line:
                 first_timed = numbered
-            if limit is not None and n >= limit:
-                break
     tmp.replace(out)
     if startup is not None and n:
         startup.write_bytes((first_timed or first) + b"\n")
@@ -160,7 +174,7 @@ def any_profile(sysmon: Path, rules_dir: Path, out: Path) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) >= 3 and argv[0] == "events":
-        out, limit, startup = Path(argv[1]), None, None
+        out, limit, startup, times = Path(argv[1]), None, None, 1
         rest, events_dir = argv[2:-1], Path(argv[-1])
         while rest:
             flag, value, rest = rest[0], rest[1], rest[2:]
@@ -168,9 +182,13 @@ def main(argv: list[str]) -> int:
                 limit = None if value in ("", "all") else int(value)
             elif flag == "--startup":
                 startup = Path(value)
+            elif flag == "--times":
+                times = int(value)
+                if times < 1:
+                    raise SystemExit("prep.py: --times must be at least 1")
             else:
                 raise SystemExit(f"prep.py: unknown option {flag}")
-        n = number_events(events_dir, out, limit, startup)
+        n = number_events(events_dir, out, limit, startup, times)
         print(f"prep.py: {n} events -> {out}", file=sys.stderr)
         return 0
     if len(argv) == 4 and argv[0] == "any-profile":

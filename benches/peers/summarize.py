@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Collect a benches/peers run directory into summary.json and print a table (stdlib only).
 
-    summarize.py RUN_DIR --events-file EV --startup-file EV1 --rules DIR [--limit N] ...
+    summarize.py RUN_DIR --events-file EV --startup-file EV1 --rules DIR [--limit N] [--times T] ...
 
 Reads engines.tsv (status, threads, command), timings.tsv (wall clock per run, measured around
 the process), time/<engine>.<phase>.<rep>.time (`/usr/bin/time -v`: user, system, peak RSS),
@@ -122,6 +122,7 @@ def main() -> int:
     ap.add_argument("--startup-file", type=Path)
     ap.add_argument("--rules", type=Path, required=True)
     ap.add_argument("--limit", default="all")
+    ap.add_argument("--times", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--load-start", default="")
@@ -204,6 +205,7 @@ def main() -> int:
         "host": {"nproc": os.cpu_count(), "platform": platform.platform(),
                  "loadavg_start": a.load_start, "loadavg_end": a.load_end},
         "limit": a.limit,
+        "times": a.times,
         "events": events,
         "events_file": str(a.events_file),
         "startup_file": str(a.startup_file) if a.startup_file else None,
