@@ -105,7 +105,9 @@ fn bench(c: &mut Criterion) {
             || {
                 next += 1;
                 // Each iteration leaves a key behind: start afresh well before the
-                // correlator's live-key limit, which would refuse new keys.
+                // correlator's live-key limit, which would refuse new keys. (Batches of one:
+                // in a larger batch every setup runs before the routines, and a fresh
+                // correlator between them would lose the first organisation's detections.)
                 if next.is_multiple_of(500_000) {
                     *corr.borrow_mut() = Correlator::new(CorrelatorConfig::default());
                 }
@@ -126,7 +128,7 @@ fn bench(c: &mut Criterion) {
                 );
                 warnings
             },
-            BatchSize::SmallInput,
+            BatchSize::PerIteration,
         )
     });
     group.finish();
