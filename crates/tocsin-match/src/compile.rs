@@ -1507,6 +1507,8 @@ impl CompiledRules {
             }
             alternative.sort_by_key(|t| t.cost(&b.atoms));
         }
+        // After every literal's `scanned` is final: a guard reads a scanned literal's hit
+        // bits and compares the others, as verification does.
         let guards = compiled
             .iter()
             .zip(&prefilters)

@@ -3,20 +3,22 @@
 //!
 //! Why: a candidate is verified by walking its rule (condition, selections, alternatives,
 //! tests, values, literals), each behind its own pointer. Over the SigmaHQ Windows rules
-//! and the OTRF events nearly every candidate fails, and about half the time verification
-//! took was the first touch of those structures, not the comparisons: evaluating every
-//! candidate twice added half as much again. Most candidates fail on a cheap test
-//! (`GrantedAccess: '0x1440'` beside the call trace that made `HandleKatz` a candidate).
+//! and the OTRF events nearly every candidate fails, and about half of verification's time
+//! was cache misses on the first touch of those structures, not the comparisons (verifying
+//! every candidate a second time, with the structures now in cache, cost only half as much
+//! again). Most candidates fail on a cheap test (`GrantedAccess: '0x1440'` beside the call
+//! trace that made `HandleKatz` a candidate).
 //!
-//! So each rule gets a [`Guard`]: one test its condition cannot hold without (a test under
-//! every `and`, outside every `not` and `or`), copied with its field and values into one
-//! cache line. A candidate whose guard fails cannot match, and its rule is not read; one
-//! whose guard holds is verified in full as before, the guard's test included. The guard
-//! answers as the test would: a literal the scan searched for reads its hit bits, another
-//! is compared with the field's text by the same function (`compare_literal` in
-//! [`crate::matcher`]). The exhaustive matcher
+//! So each rule gets a [`Guard`]: one test its condition cannot hold without (a test of a
+//! selection of one alternative, reached from the condition only through `and` and
+//! `all of`), copied with its field and values into one cache line. A candidate whose
+//! guard fails cannot match, and its rule is not read; one whose guard holds is verified
+//! in full as before, the guard's test included. The guard answers as the test would: a
+//! literal the scan searched for reads its hit bits, another is compared with the field's
+//! text by the same function verification uses (`compare_literal` in [`crate::matcher`]).
+//! The exhaustive matcher
 //! ([`CompiledRules::match_event_unfiltered`](crate::CompiledRules::match_event_unfiltered))
-//! skips guards, and the property tests compare the two.
+//! skips guards, and the tests compare the two.
 
 use tocsin_rules::sigma::Condition;
 
@@ -25,13 +27,16 @@ use crate::compile::{
     HIT_END, HIT_START, KEYWORD_SLOT,
 };
 
-/// Bytes of a guard's values (the rest of its cache line is its field and their length).
+/// Bytes for a guard's values: its cache line less the field slot (4 bytes) and the
+/// number of bytes used (1). It also keeps every length and offset in an entry under 256.
 const ENTRY_BYTES: usize = 59;
 
-/// An entry's first byte: the hit bits it needs (`HIT_*`, the low four bits) and these.
+/// An entry's first byte holds the hit bits its value needs (`HIT_*`) in these bits…
+const NEED_BITS: u8 = 0x0f;
+/// …and these flags: the value is a scanned literal (read from the hit bits), or a
+/// compared one that is case-sensitive.
 const SCANNED: u8 = 0x40;
 const CASED: u8 = 0x80;
-const NEED_BITS: u8 = 0x0f;
 
 /// One rule's guard: the field of a test its condition needs, and the test's values, one
 /// of which must hold. Each value is an entry in `entries`: a scanned literal as
@@ -64,14 +69,9 @@ impl Guard {
         entries: [0; ENTRY_BYTES],
     };
 
-    /// Whether the rule has a guard.
-    pub fn is_some(&self) -> bool {
-        self.len != 0
-    }
-
-    /// The field its test reads.
-    pub fn field(&self) -> FieldSlot {
-        self.field
+    /// The field its test reads; `None` when the rule has no guard.
+    pub fn field(&self) -> Option<FieldSlot> {
+        (self.len != 0).then_some(self.field)
     }
 
     /// Its test's values: the test holds when one of them does.
@@ -86,7 +86,7 @@ impl Guard {
                 let atom = AtomId::from_le_bytes(id.try_into().expect("four bytes"));
                 return Some(GuardValue::Scanned { atom, need });
             }
-            let (&[rare, len], tail) = tail.split_first_chunk::<2>()?;
+            let (&[rare, len], tail) = tail.split_first_chunk::<2>().expect("an entry");
             let (bytes, tail) = tail.split_at(len as usize);
             rest = tail;
             let literal = LiteralRef {
@@ -164,6 +164,7 @@ impl Guard {
     fn encode(field: FieldSlot, values: &[(AtomId, u8)], atoms: &[Atom]) -> Guard {
         let mut out = Vec::with_capacity(ENTRY_BYTES);
         for &(a, need) in values {
+            debug_assert_eq!(need & !NEED_BITS, 0, "hit bits only");
             let atom = &atoms[a as usize];
             if atom.scanned {
                 out.push(SCANNED | need);
@@ -175,6 +176,7 @@ impl Guard {
                 out.extend_from_slice(&atom.bytes);
             }
         }
+        debug_assert!(out.len() <= ENTRY_BYTES, "checked by encoded_len");
         let mut guard = Guard {
             field,
             len: out.len() as u8,
@@ -186,7 +188,7 @@ impl Guard {
 }
 
 /// Bytes the entries of `values` take (see [`Guard`]); `None` when one cannot be encoded
-/// (an empty literal, or one of more than 255 bytes).
+/// (the empty literal, which holds anywhere).
 fn encoded_len(values: &[(AtomId, u8)], atoms: &[Atom]) -> Option<usize> {
     values
         .iter()
@@ -194,8 +196,8 @@ fn encoded_len(values: &[(AtomId, u8)], atoms: &[Atom]) -> Option<usize> {
             let atom = &atoms[a as usize];
             match atom.bytes.len() {
                 _ if atom.scanned => Some(1 + 4),
-                1..=255 if atom.rare < 256 => Some(3 + atom.bytes.len()),
-                _ => None,
+                0 => None,
+                len => Some(3 + len),
             }
         })
         .sum()

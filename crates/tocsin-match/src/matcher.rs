@@ -83,7 +83,7 @@ pub struct MatchScratch {
 pub struct ScratchStats {
     /// Events matched.
     pub events: u64,
-    /// Candidate rules verified.
+    /// Candidate rules, those their guard turned away included (see `guard_rejections`).
     pub candidates: u64,
     /// Rules that matched.
     pub matches: u64,
@@ -577,15 +577,18 @@ impl CompiledRules {
     /// Whether rule `r`'s guard holds (or it has none): when not, the rule cannot match.
     fn guard_admits(&self, r: RuleIdx, event: &Event<'_>, scratch: &mut MatchScratch) -> bool {
         let guard = &self.guards[r as usize];
-        if !guard.is_some() {
+        let Some(field) = guard.field() else {
             return true;
-        }
+        };
         // The field is read for the first compared value (scanned ones read hit bits).
         let mut value = None;
         guard.values().any(|v| match v {
-            GuardValue::Scanned { atom, need } => scratch.atom_bits[atom as usize] & need == need,
+            GuardValue::Scanned { atom, need } => {
+                debug_assert!(self.atoms[atom as usize].scanned);
+                scratch.atom_bits[atom as usize] & need == need
+            }
             GuardValue::Compared { literal, need } => value
-                .get_or_insert_with(|| field_value(event, &self.fields[guard.field() as usize]))
+                .get_or_insert_with(|| field_value(event, &self.fields[field as usize]))
                 .is_some_and(|v| compare_literal(literal, need, v, scratch)),
         })
     }
@@ -797,7 +800,7 @@ fn any_scanned_value_hit(pairs: &[(AtomId, u8)], scratch: &MatchScratch) -> bool
 
 /// Whether an unscanned literal occurs in `value` where `need` says (the hit bits a scan
 /// would have set), comparing with the value's text.
-pub(crate) fn compare_literal(
+fn compare_literal(
     literal: LiteralRef<'_>,
     need: u8,
     value: FieldValue<'_>,

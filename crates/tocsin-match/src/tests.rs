@@ -887,6 +887,9 @@ fn guards_turn_candidates_away_without_reading_the_rule() {
     assert_eq!((s.candidates, s.guard_rejections, s.matches), (4, 1, 2));
     assert_eq!(matched(&c, &events[1]), ["katz"]);
     assert_eq!(matched(&c, &events[3]), ["katz"]);
+    // The access it turns away, not the target: the whole value is chosen over the suffix.
+    assert_eq!(stats_over(&c, &events[..1]).guard_rejections, 1);
+    assert_eq!(stats_over(&c, &events[2..3]).guard_rejections, 0);
 
     // A guard of several values holds when one does; with `all`, each value is a test of
     // its own. Another rule's prefilter makes `0x1440` a scanned literal: the guard then
@@ -916,10 +919,52 @@ fn guards_turn_candidates_away_without_reading_the_rule() {
         "loose",
         "  sel:\n    CallTrace|startswith: 'C:\\Windows\\System32\\ntdll.dll+'\n  access:\n    GrantedAccess: '0x1440'\n  target:\n    - TargetImage|endswith: '\\lsass.exe'\n    - GrantedAccess: '0x1010'\n  condition: sel and (access or not target) and target",
     );
-    let c = compile(&loose, "");
+    // Nor are the tests of `1 of` several selections, nor a test whose values do not fit
+    // in a guard's cache line.
+    let one_of = rule(
+        "one_of",
+        "  sel:\n    CallTrace|startswith: 'C:\\Windows\\System32\\ntdll.dll+'\n  access_a:\n    GrantedAccess: '0x1440'\n  access_b:\n    GrantedAccess: '0x1010'\n  condition: sel and 1 of access_*",
+    );
+    let many: Vec<String> = (0..10).map(|i| format!("0x10{i}0")).collect();
+    let wide = rule(
+        "wide",
+        &format!(
+            "  sel:\n    CallTrace|startswith: 'C:\\Windows\\System32\\ntdll.dll+'\n    GrantedAccess: {}\n  condition: sel",
+            yaml_list(&many)
+        ),
+    );
+    let c = compile(&(loose + &one_of + &wide), "");
     let s = stats_over(&c, &events);
-    assert_eq!((s.candidates, s.guard_rejections), (4, 0));
-    assert_eq!(matched(&c, &events[1]), ["loose"]);
+    assert_eq!((s.candidates, s.guard_rejections), (12, 0));
+    assert_eq!(matched(&c, &events[0]), ["one_of", "wide"]);
+    assert_eq!(matched(&c, &events[1]), ["loose", "one_of"]);
+}
+
+#[test]
+fn guards_read_every_path_of_their_field() {
+    // `Image` is read from `NewProcessName` in Security events (the profile's second path):
+    // the guard reads the same value the test does, and turns away an event without it.
+    let r = rule(
+        "r",
+        "  sel:\n    CommandLine|contains: 'launcher --start'\n    Image|endswith: '\\x.exe'\n  condition: sel",
+    );
+    let c = compile(&r, "");
+    let security = |image: &str| {
+        format!(
+            r#"{{"Channel":"Security","EventID":4688,"CommandLine":"launcher --start",{image}}}"#
+        )
+    };
+    let events = [
+        security(r#""NewProcessName":"C:\\t\\x.exe""#),
+        security(r#""NewProcessName":"C:\\t\\y.exe""#),
+        security(r#""Image":null"#),
+        security(r#""Other":"C:\\t\\x.exe""#),
+        ev(r#""CommandLine":"launcher --start","Image":"C:\\t\\X.EXE""#),
+    ];
+    let s = stats_over(&c, &events);
+    assert_eq!((s.candidates, s.guard_rejections, s.matches), (5, 3, 2));
+    assert_eq!(matched(&c, &events[0]), ["r"]);
+    assert_eq!(matched(&c, &events[4]), ["r"]);
 }
 
 proptest! {
@@ -934,14 +979,16 @@ proptest! {
         field_text in "[abnuAB01f\\\\.\"\n\u{1}\u{1f} ]{0,12}",
         modifier in 0usize..7,
         field_is_number in any::<bool>(),
-        echo in 0usize..3,
+        echo in 0usize..4,
     ) {
         let m = one_of_modifiers(&["", "|contains", "|startswith", "|endswith", "|contains|all", "|cased", "|contains|cased"], modifier, &values);
         let sel = format!("  sel:\n    CommandLine{m}: {}\n", yaml_list(&values));
-        // Often the field holds the values themselves, as written or in the other case.
+        // Often the field holds the values themselves: as written, inside other text (where
+        // no prefix, suffix or whole value holds), or in the other case.
         let field_text = match echo {
             0 => field_text,
             1 => values.concat(),
+            2 => format!(" {} ", values.concat()),
             _ => values.concat().chars().map(|c| if c.is_ascii_lowercase() { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() }).collect(),
         };
         let guarded = rule("g", &format!("{sel}  gate:\n    Image: 'gate.exe'\n  condition: gate and sel"));
@@ -955,8 +1002,12 @@ proptest! {
         let s = stats_over(&compared, std::slice::from_ref(&event));
         prop_assert_eq!(s.matches > 0, answer.contains(&"s".to_owned()), "{}", event);
         if m != "|contains|all" {
-            // The guard is the whole test: it alone turns `g` away.
+            // The guard is the whole test: it alone turns `g` away, whether it compares its
+            // values or reads their hits.
             prop_assert_eq!(s.guard_rejections, 1 - s.matches, "{}", event);
+            let s = stats_over(&with_scanned, std::slice::from_ref(&event));
+            let g_matched = u64::from(answer.contains(&"g".to_owned()));
+            prop_assert_eq!(s.guard_rejections, 1 - g_matched, "{}", event);
         }
     }
 }
