@@ -1011,3 +1011,28 @@ proptest! {
         }
     }
 }
+
+/// The exhaustive matcher is what guards are checked against, so it must not use them:
+/// with two rules' guards swapped (each now wrong), `match_event` loses the match and
+/// `match_event_unfiltered` still finds it.
+#[test]
+fn exhaustive_matching_ignores_guards() {
+    let access = |id: &str, value: &str| {
+        rule(
+            id,
+            &format!("  sel:\n    CallTrace|startswith: 'C:\\Windows\\System32\\ntdll.dll+'\n    GrantedAccess: '{value}'\n  condition: sel"),
+        )
+    };
+    let mut c = compile(&(access("a", "0x1440") + &access("b", "0x1010")), "");
+    let event =
+        ev(r#""CallTrace":"C:\\Windows\\System32\\ntdll.dll+9d234","GrantedAccess":"0x1010""#);
+    assert_eq!(matched(&c, &event), ["b"]);
+    c.guards.swap(0, 1);
+    let mut idx = EventIndex::new();
+    let parsed = Event::parse(event.as_bytes(), &mut idx).unwrap();
+    let mut s = c.new_scratch();
+    c.match_event(&parsed, &mut s);
+    assert!(s.matched().is_empty(), "the swapped guard turns `b` away");
+    c.match_event_unfiltered(&parsed, &mut s);
+    assert_eq!(s.matched(), [1]);
+}
