@@ -58,8 +58,6 @@ def number_events(
     with open(tmp, "wb") as f:
         for raw in repeated_lines(events_dir, limit, times):
             line = raw.strip()
-            if not line:
-                continue
             if not line.startswith(b"{"):
                 raise SystemExit(f"prep.py: input line {n + 1} is not a JSON object")
             n += 1

@@ -244,6 +244,19 @@ pub(crate) struct Test {
     pub written_at: usize,
 }
 
+/// In which order compared literals are tried, by where they must occur (`need`): a whole
+/// value first (0: it seldom holds, and a length tells most values apart), then a prefix
+/// or suffix (1), then a search (2).
+pub(crate) fn compare_order(need: u8) -> u8 {
+    if need & HIT_ANY != 0 {
+        2
+    } else if need & (HIT_START | HIT_END) != 0 {
+        1
+    } else {
+        0
+    }
+}
+
 /// Fewest values for which a test is answered from the event's hits
 /// ([`Test::scanned_values`]) rather than value by value.
 const MANY_VALUES: usize = 8;
@@ -256,11 +269,8 @@ impl Test {
         fn value_cost(v: &ValueTest, atoms: &[Atom]) -> u8 {
             match v {
                 ValueTest::Atom { atom, .. } if atoms[*atom as usize].scanned => 1,
-                // Compared: a whole value first (it seldom holds, and a length tells most
-                // values apart), then a prefix or suffix, then a search.
-                ValueTest::Atom { need, .. } if need & HIT_ANY != 0 => 4,
-                ValueTest::Atom { need, .. } if need & (HIT_START | HIT_END) != 0 => 3,
-                ValueTest::Atom { .. } | ValueTest::Empty | ValueTest::Null => 2,
+                ValueTest::Atom { need, .. } => 2 + compare_order(*need),
+                ValueTest::Empty | ValueTest::Null => 2,
                 ValueTest::Cmp { .. } | ValueTest::Cidr { .. } | ValueTest::TimePart { .. } => 5,
                 ValueTest::FieldRef { .. } | ValueTest::Glob { .. } | ValueTest::ClassRun(_) => 6,
                 ValueTest::Regex { .. } => 7,
@@ -1468,26 +1478,24 @@ impl CompiledRules {
                 crate::calibrate::field_key(paths.map(String::as_str), slot)
             })
         });
+        // Per rule: its prefilter set (empty: verified on every event of its route).
         let mut prefilters: Vec<Vec<AtomId>> = Vec::with_capacity(compiled.len());
         for (i, rule) in compiled.iter().enumerate() {
-            let set = need_condition(rule, &rule.condition, &b.atoms, weights.as_deref());
-            prefilters.push(set.clone().unwrap_or_default());
-            match set {
-                Some(set) if !set.is_empty() => {
-                    for a in set {
-                        atom_rules[a as usize].push((i as RuleIdx, rule.route));
-                    }
-                }
-                _ => {
-                    if std::env::var_os("TOCSIN_DEBUG_STATS").is_some() {
-                        eprintln!(
-                            "rule without a prefilter (verified on every event of its route): {} ({})",
-                            rule.title, rule.location
-                        );
-                    }
-                    always[rule.route as usize].push(i as RuleIdx)
-                }
+            let set = need_condition(rule, &rule.condition, &b.atoms, weights.as_deref())
+                .unwrap_or_default();
+            for &a in &set {
+                atom_rules[a as usize].push((i as RuleIdx, rule.route));
             }
+            if set.is_empty() {
+                if std::env::var_os("TOCSIN_DEBUG_STATS").is_some() {
+                    eprintln!(
+                        "rule without a prefilter (verified on every event of its route): {} ({})",
+                        rule.title, rule.location
+                    );
+                }
+                always[rule.route as usize].push(i as RuleIdx)
+            }
+            prefilters.push(set);
         }
         // Only the literals of prefilter sets are scanned for; the others are compared when
         // a candidate is verified. Keyword literals stay scanned: comparing one later would

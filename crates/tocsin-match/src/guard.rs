@@ -23,8 +23,8 @@
 use tocsin_rules::sigma::Condition;
 
 use crate::compile::{
-    Atom, AtomId, CompiledRule, CompiledSelection, FieldSlot, LiteralRef, Test, ValueTest, HIT_ANY,
-    HIT_END, HIT_START, KEYWORD_SLOT,
+    compare_order, Atom, AtomId, CompiledRule, CompiledSelection, FieldSlot, LiteralRef, Test,
+    ValueTest, KEYWORD_SLOT,
 };
 
 /// Bytes for a guard's values: its cache line less the field slot (4 bytes) and the
@@ -129,16 +129,11 @@ impl Guard {
                 && encoded_len(values, atoms).is_some_and(|len| len <= ENTRY_BYTES)
         });
         let shape = |values: &[(AtomId, u8)]| {
-            let place = |need: u8| {
-                if need & HIT_ANY != 0 {
-                    2
-                } else if need & (HIT_START | HIT_END) != 0 {
-                    1
-                } else {
-                    0
-                }
-            };
-            let worst = values.iter().map(|&(_, n)| place(n)).max().unwrap_or(0);
+            let worst = values
+                .iter()
+                .map(|&(_, n)| compare_order(n))
+                .max()
+                .unwrap_or(0);
             let shortest = values
                 .iter()
                 .map(|&(a, _)| atoms[a as usize].bytes.len())

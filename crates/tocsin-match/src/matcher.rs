@@ -99,6 +99,11 @@ pub struct ScratchStats {
 }
 
 impl MatchScratch {
+    /// Whether a scanned literal hit this event where `need` says (its hit bits cover it).
+    fn atom_hit(&self, atom: AtomId, need: u8) -> bool {
+        self.atom_bits[atom as usize] & need == need
+    }
+
     /// Rules that matched the last event.
     pub fn matched(&self) -> &[RuleIdx] {
         &self.matched
@@ -585,7 +590,7 @@ impl CompiledRules {
         guard.values().any(|v| match v {
             GuardValue::Scanned { atom, need } => {
                 debug_assert!(self.atoms[atom as usize].scanned);
-                scratch.atom_bits[atom as usize] & need == need
+                scratch.atom_hit(atom, need)
             }
             GuardValue::Compared { literal, need } => value
                 .get_or_insert_with(|| field_value(event, &self.fields[field as usize]))
@@ -679,7 +684,7 @@ impl CompiledRules {
     /// A keyword value holds when any value of the event matches it.
     fn eval_keyword(&self, v: &ValueTest, event: &Event<'_>, scratch: &mut MatchScratch) -> bool {
         match v {
-            ValueTest::Atom { atom, need } => scratch.atom_bits[*atom as usize] & need == *need,
+            ValueTest::Atom { atom, need } => scratch.atom_hit(*atom, *need),
             ValueTest::Any(vs) => vs.iter().any(|v| self.eval_keyword(v, event, scratch)),
             _ => event
                 .members()
@@ -698,7 +703,7 @@ impl CompiledRules {
             ValueTest::Atom { atom, need } => {
                 let literal = &self.atoms[*atom as usize];
                 if literal.scanned {
-                    scratch.atom_bits[*atom as usize] & need == *need
+                    scratch.atom_hit(*atom, *need)
                 } else {
                     value.is_some_and(|v| compare_literal(literal.literal(), *need, v, scratch))
                 }
