@@ -5,8 +5,8 @@
 //! over the OTRF events, static and calibrated prefilters, decoding included) pass after
 //! pass in one process, alternating the two sets, and prints the fastest, the median and
 //! the mean pass: run two builds alternately and compare their fastest passes. (Criterion
-//! reports a mean, which takes in every pause a neighbour causes: on this shared host its
-//! figure lies between this loop's fastest and median passes.)
+//! reports a mean, which takes in every pause a neighbour causes: run one after the other
+//! on this shared host, its figure came out near this loop's mean pass.)
 //!
 //! `TOCSIN_TEST_DATA=../shared/data cargo run --release -p tocsin-benches --example passes -- 8`
 //!
