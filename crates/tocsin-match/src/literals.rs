@@ -163,7 +163,7 @@ impl LiteralSet {
 
         // How many literals contain each gram: a fragment shared by many literals costs a
         // comparison with each of them whenever it occurs.
-        let mut shared: HashMap<u64, u32> = HashMap::new();
+        let mut shared: HashMap<u64, u32, BuildHasherDefault<WordHasher>> = HashMap::default();
         for p in patterns.iter().filter(|p| p.len() >= fragmented) {
             let mut grams: Vec<u64> = p.windows(width).map(gram).collect();
             grams.sort_unstable();
@@ -172,18 +172,21 @@ impl LiteralSet {
                 *shared.entry(g).or_default() += 1;
             }
         }
-        let mut by_fragment: HashMap<u64, Vec<(u32, u32)>> = HashMap::new();
+        let mut by_fragment: HashMap<u64, Vec<(u32, u32)>, BuildHasherDefault<WordHasher>> =
+            HashMap::default();
+        let mut window_cost = Vec::new();
         for (id, p) in patterns.iter().enumerate() {
             if p.len() < fragmented {
                 continue;
             }
             // The `stride` windows side by side that are together least common.
-            let cost = |o: usize| {
-                let common: u32 = p[o..o + width].iter().map(|&b| commonness(b)).sum();
-                common + 4 * (shared[&gram(&p[o..o + width])] - 1)
-            };
+            window_cost.clear();
+            window_cost.extend(p.windows(width).map(|w| {
+                let common: u32 = w.iter().map(|&b| commonness(b)).sum();
+                common + 4 * (shared[&gram(w)] - 1)
+            }));
             let first = (0..=p.len() - width - (stride - 1))
-                .min_by_key(|&o| ((o..o + stride).map(cost).sum::<u32>(), o))
+                .min_by_key(|&o| (window_cost[o..o + stride].iter().sum::<u32>(), o))
                 .expect("a literal of `fragmented` bytes or more has `stride` windows");
             for offset in first..first + stride {
                 by_fragment
@@ -274,6 +277,15 @@ impl LiteralSet {
     /// `hay`, the value ASCII lower-cased.
     pub(crate) fn for_each_match(&self, hay: &[u8], found: impl FnMut(u32, usize, usize)) {
         self.for_each_match_with(hay, self.avx2, found)
+    }
+
+    /// Whether some literal occurs in `hay`, the value ASCII lower-cased.
+    pub(crate) fn is_match(&self, hay: &[u8]) -> bool {
+        // Occurrences are rare where this is asked (keyword presence); the scan is not
+        // cut short at the first.
+        let mut found = false;
+        self.for_each_match(hay, |_, _, _| found = true);
+        found
     }
 
     /// [`LiteralSet::for_each_match`], with or without the vector test (`avx2` only where
@@ -500,8 +512,14 @@ impl Hasher for WordHasher {
         }
     }
 
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(26) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
     fn finish(&self) -> u64 {
-        self.0
+        // The product's high bits are mixed from every input bit, its low bits only from
+        // the low ones; the table indexes by the low bits.
+        self.0.rotate_left(26)
     }
 }
 

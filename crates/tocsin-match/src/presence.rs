@@ -25,27 +25,94 @@
 //! escapes).
 //!
 //! When the case combinations of the pairs would be too many for Teddy (more than
-//! [`MAX_PATTERNS`]), or a keyword is shorter than a pair, the old way is kept
-//! ([`KeywordPresence::Lowered`]).
+//! [`MAX_PATTERNS`]), or a keyword is shorter than a pair, the event is lower-cased and
+//! searched ([`KeywordPresence::Lowered`]): keywords of five bytes or more with a
+//! [`LiteralSet`], the fragment filter the field scans use, and the few shorter ones with
+//! Teddy. That is the case of a route holding many keyword rules (all
+//! of them, when a profile gates no rule by its logsource). One automaton over more than a
+//! hundred keywords has no SIMD prefilter left and walked its states at every byte of
+//! every event, most of the matching time; the fragment filter tests eight positions per
+//! step whatever the number of keywords.
 
 use aho_corasick::packed::{self, MatchKind as PackedMatchKind};
-use aho_corasick::{AhoCorasick, Input, MatchKind, Span};
+use aho_corasick::{AhoCorasick, MatchKind, Span};
 
 use crate::calibrate::LiteralFrequencies;
-use crate::literals::commonness;
+use crate::literals::{commonness, LiteralSet};
 
 /// Most case combinations of pairs searched for at once: above 32 Teddy spreads them over
 /// twice the buckets at half the width, above 64 it gives up (the crate falls back to
-/// Rabin-Karp, slower than the lower-cased automaton).
+/// Rabin-Karp, slower than the lower-cased event's fragment scan).
 const MAX_PATTERNS: usize = 32;
 
 /// A test for "one of these keywords occurs in the raw event", ASCII case-insensitively.
 pub(crate) enum KeywordPresence {
     /// Pairs of bytes searched for in every case, then the keywords compared in place.
     Pairs(PairSearch),
-    /// The event lower-cased, then an automaton over the (lower-cased) keywords.
-    Lowered(AhoCorasick),
+    /// The event lower-cased, then searched for the (lower-cased) keywords.
+    Lowered(LoweredSearch),
 }
+
+/// The keywords searched for in the lower-cased event: see the module documentation.
+pub(crate) struct LoweredSearch {
+    /// The keywords of [`FRAGMENTED`] bytes or more.
+    fragmented: Option<LiteralSet>,
+    /// The shorter ones.
+    short: Option<ShortSearch>,
+}
+
+/// A search for a few short keywords that stops at the first occurrence.
+enum ShortSearch {
+    /// Teddy (and the number of keywords), comparing a few bytes of every position with
+    /// every keyword at once. (An
+    /// automaton would choose its prefilter by bytes rare in English text, such as `:`,
+    /// which stops at every member of a JSON event.)
+    Teddy(packed::Searcher, usize),
+    /// Where Teddy cannot be built (too many keywords, no vector instructions).
+    Automaton(AhoCorasick),
+}
+
+impl ShortSearch {
+    fn new(keywords: &[Vec<u8>]) -> Option<Self> {
+        let mut teddy = packed::Config::new()
+            .match_kind(PackedMatchKind::LeftmostFirst)
+            .builder();
+        teddy.extend(keywords);
+        if let Some(searcher) = teddy.build() {
+            return Some(ShortSearch::Teddy(searcher, keywords.len()));
+        }
+        AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(keywords)
+            .ok()
+            .map(ShortSearch::Automaton)
+    }
+
+    fn is_match(&self, hay: &[u8]) -> bool {
+        match self {
+            ShortSearch::Teddy(searcher, _) => searcher.find(hay).is_some(),
+            ShortSearch::Automaton(ac) => ac.is_match(hay),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ShortSearch::Teddy(_, keywords) => *keywords,
+            ShortSearch::Automaton(ac) => ac.patterns_len(),
+        }
+    }
+
+    fn memory_usage(&self) -> usize {
+        match self {
+            ShortSearch::Teddy(searcher, _) => searcher.memory_usage(),
+            ShortSearch::Automaton(ac) => ac.memory_usage(),
+        }
+    }
+}
+
+/// The shortest keyword given to the fragment filter: with no shorter one, it tests
+/// every second position (see [`LiteralSet::new`]).
+const FRAGMENTED: usize = 5;
 
 /// See the module documentation.
 pub(crate) struct PairSearch {
@@ -84,16 +151,31 @@ impl KeywordPresence {
                 commonness(pair[0]) + commonness(pair[1]) + if word { WORD_COST } else { 0 }
             }
         };
-        if let Some(pairs) = PairSearch::new(&keywords, pair_cost) {
-            return Some(KeywordPresence::Pairs(pairs));
+        match PairSearch::new(&keywords, pair_cost) {
+            Some(pairs) => Some(KeywordPresence::Pairs(pairs)),
+            None => Self::lowered(&keywords),
         }
-        // Case-sensitive over lower-cased keywords: the event is lower-cased first, which
-        // keeps the automaton's SIMD prefilter (ASCII case-insensitivity would rule it out).
-        AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostFirst)
-            .build(&keywords)
-            .ok()
-            .map(KeywordPresence::Lowered)
+    }
+
+    /// The [`KeywordPresence::Lowered`] test for (non-empty, lower-cased) `keywords`;
+    /// `None` when an automaton cannot be built.
+    fn lowered(keywords: &[Box<[u8]>]) -> Option<Self> {
+        let (long, short): (Vec<Vec<u8>>, Vec<Vec<u8>>) = keywords
+            .iter()
+            .map(|k| k.to_vec())
+            .partition(|k| k.len() >= FRAGMENTED);
+        let fragmented = match long.is_empty() {
+            true => None,
+            false => Some(LiteralSet::new(&long).ok()?),
+        };
+        let short = match short.is_empty() {
+            true => None,
+            false => Some(ShortSearch::new(&short)?),
+        };
+        Some(KeywordPresence::Lowered(LoweredSearch {
+            fragmented,
+            short,
+        }))
     }
 
     /// Whether a keyword occurs in `raw`, ignoring ASCII case. `lowered` is a buffer for
@@ -102,11 +184,18 @@ impl KeywordPresence {
     pub(crate) fn is_match(&self, raw: &[u8], lowered: &mut Vec<u8>) -> bool {
         match self {
             KeywordPresence::Pairs(pairs) => pairs.is_match(raw),
-            KeywordPresence::Lowered(automaton) => {
+            KeywordPresence::Lowered(search) => {
                 if lowered.is_empty() {
                     lowered.extend(raw.iter().map(u8::to_ascii_lowercase));
                 }
-                automaton.is_match(Input::new(lowered.as_slice()))
+                search
+                    .short
+                    .as_ref()
+                    .is_some_and(|short| short.is_match(lowered))
+                    || search
+                        .fragmented
+                        .as_ref()
+                        .is_some_and(|set| set.is_match(lowered))
             }
         }
     }
@@ -129,7 +218,15 @@ impl KeywordPresence {
                     .collect::<Vec<_>>()
                     .join(" ")
             ),
-            KeywordPresence::Lowered(_) => "the lower-cased event".to_owned(),
+            KeywordPresence::Lowered(search) => format!(
+                "the lower-cased event, {} keywords by fragments and {} by {}",
+                search.fragmented.as_ref().map_or(0, LiteralSet::len),
+                search.short.as_ref().map_or(0, ShortSearch::len),
+                match search.short {
+                    Some(ShortSearch::Automaton(_)) => "automaton",
+                    _ => "Teddy",
+                },
+            ),
         }
     }
 
@@ -145,7 +242,13 @@ impl KeywordPresence {
                         .sum::<usize>()
                     + p.keywords.iter().map(|k| 16 + k.len()).sum::<usize>()
             }
-            KeywordPresence::Lowered(a) => a.memory_usage(),
+            KeywordPresence::Lowered(search) => {
+                search
+                    .fragmented
+                    .as_ref()
+                    .map_or(0, LiteralSet::memory_usage)
+                    + search.short.as_ref().map_or(0, ShortSearch::memory_usage)
+            }
         }
     }
 }
@@ -362,9 +465,18 @@ mod tests {
             raw in "[a-dA-D:. \\\\\"{}]{0,80}",
         ) {
             let keywords: Vec<Vec<u8>> = keywords.iter().map(|k| k.as_bytes().to_vec()).collect();
+            let expected = naive(&keywords, raw.as_bytes());
             let p = KeywordPresence::new(&keywords, None).expect("no empty keyword");
             let mut buf = Vec::new();
-            prop_assert_eq!(p.is_match(raw.as_bytes(), &mut buf), naive(&keywords, raw.as_bytes()));
+            prop_assert_eq!(p.is_match(raw.as_bytes(), &mut buf), expected);
+            // The fallback for many keywords, whichever way these would be searched.
+            let boxed: Vec<Box<[u8]>> = keywords
+                .iter()
+                .map(|k| k.to_ascii_lowercase().into_boxed_slice())
+                .collect();
+            let lowered = KeywordPresence::lowered(&boxed).expect("an automaton");
+            buf.clear();
+            prop_assert_eq!(lowered.is_match(raw.as_bytes(), &mut buf), expected);
         }
     }
 }
