@@ -320,6 +320,92 @@ impl fmt::Display for FieldName {
     }
 }
 
+/// Many field names to read from each event at once ([`Event::locate_all`]).
+///
+/// Why: a matcher reads every field any of its rules tests, a hundred names when every
+/// rule applies to every event, from events of about thirty members. Probing the event
+/// once per name costs a hundred probes; walking the event's members and looking each
+/// key up among the names costs thirty.
+#[derive(Clone, Default)]
+pub struct FieldNames {
+    names: Box<[FieldName]>,
+    /// Open-addressed by [`key_hash`]: index into `names` + 1; 0 is empty. Twice as many
+    /// slots as names, at least 16, a power of two.
+    table: Box<[u32]>,
+}
+
+impl FieldNames {
+    /// The set of `names`, in this order (a name given twice keeps its first place).
+    pub fn new(names: impl IntoIterator<Item = FieldName>) -> Self {
+        let mut distinct: Vec<FieldName> = Vec::new();
+        for name in names {
+            if !distinct.contains(&name) {
+                distinct.push(name);
+            }
+        }
+        let size = (distinct.len() * 2).next_power_of_two().max(16);
+        let mut table = vec![0u32; size].into_boxed_slice();
+        for (i, name) in distinct.iter().enumerate() {
+            let mut slot = name.hash as usize & (size - 1);
+            while table[slot] != 0 {
+                slot = (slot + 1) & (size - 1);
+            }
+            table[slot] = i as u32 + 1;
+        }
+        FieldNames {
+            names: distinct.into_boxed_slice(),
+            table,
+        }
+    }
+
+    /// Number of (distinct) names.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The `i`-th name.
+    pub fn get(&self, i: usize) -> &FieldName {
+        &self.names[i]
+    }
+
+    /// The index of the name spelled by the (unescaped) key `key` whose [`key_hash`] is
+    /// `hash`.
+    #[inline]
+    fn find(&self, key: &[u8], hash: u32) -> Option<usize> {
+        let mask = self.table.len() - 1;
+        let mut slot = hash as usize & mask;
+        loop {
+            let entry = self.table[slot];
+            if entry == 0 {
+                return None;
+            }
+            let name = &self.names[entry as usize - 1];
+            if name.hash == hash && name.name.as_bytes() == key {
+                return Some(entry as usize - 1);
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+}
+
+impl fmt::Debug for FieldNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.names.iter()).finish()
+    }
+}
+
+/// What [`Event::locate_all`] found for a name: not in the event.
+pub const LOCATED_ABSENT: u32 = u32::MAX;
+
+/// What [`Event::locate_all`] found for a name: not a top-level key, but a dotted path that
+/// may lead into one of the event's objects; [`Event::get_named`] tells.
+pub const LOCATED_NESTED: u32 = u32::MAX - 1;
+
 impl<'a> Event<'a> {
     /// Scan the scanner's bytes as one JSON object, its top-level members into `members`.
     fn scan_object(
@@ -511,6 +597,47 @@ impl<'a> Event<'a> {
             }
         }
         None
+    }
+
+    /// Where each name of `names` is in this event, into `found` (one entry per name, in
+    /// order): the index of the member [`Event::get_named`] would read (for
+    /// [`Event::member_value`]), [`LOCATED_NESTED`] or [`LOCATED_ABSENT`]. Walks the
+    /// members once instead of probing once per name, so it pays when there are more
+    /// names than members. Returns false, leaving `found` empty, for an event with
+    /// escaped keys (read those names with [`Event::get_named`]).
+    pub fn locate_all(&self, names: &FieldNames, found: &mut Vec<u32>) -> bool {
+        found.clear();
+        if self.escaped_keys {
+            return false;
+        }
+        found.resize(names.len(), LOCATED_ABSENT);
+        for (i, m) in self.members.iter().enumerate() {
+            let (start, end) = (m.key_start as usize, m.key_end as usize);
+            let hash = key_hash_at(self.raw, start, end);
+            if let Some(n) = names.find(&self.raw[start..end], hash) {
+                // Members in order: of duplicate keys, the last one wins, as in a lookup.
+                found[n] = i as u32;
+            }
+        }
+        if self.has_objects {
+            for (n, name) in names.names.iter().enumerate() {
+                if found[n] == LOCATED_ABSENT && name.dotted {
+                    found[n] = LOCATED_NESTED;
+                }
+            }
+        }
+        true
+    }
+
+    /// The value of the `i`-th top-level member (an index from [`Event::locate_all`]).
+    #[inline]
+    pub fn member_value(&self, i: u32) -> FieldValue<'a> {
+        let m = &self.members[i as usize];
+        FieldValue {
+            raw: &self.raw[m.value_start as usize..m.value_end as usize],
+            kind: m.kind,
+            canonical: m.canonical,
+        }
     }
 
     /// Iterate over the top-level members as (raw key, value). Keys with escapes are
@@ -1879,6 +2006,28 @@ mod tests {
                     let got_text = got.map(|v| v.to_text().unwrap_or_else(|| String::from_utf8_lossy(v.raw()).into_owned()));
                     prop_assert_eq!(got_text, want, "{} in {}", name, text);
                     prop_assert_eq!(got, event.get(name));
+                }
+                // All the names at once, by the event's members: the same values.
+                let set = FieldNames::new(
+                    names.iter().chain(&keys).map(String::as_str).chain(["z"]).map(FieldName::new),
+                );
+                let mut found = Vec::new();
+                let escaped = escape_one && keys.first().is_some_and(|k| k.contains('a'));
+                prop_assert_eq!(event.locate_all(&set, &mut found), !escaped);
+                if !escaped {
+                    prop_assert_eq!(found.len(), set.len());
+                }
+                for (i, &at) in found.iter().enumerate() {
+                    let name = set.get(i);
+                    let got = match at {
+                        LOCATED_ABSENT => None,
+                        LOCATED_NESTED => {
+                            prop_assert!(event.get_flat(name.as_str()).is_none());
+                            event.get_named(name)
+                        }
+                        member => Some(event.member_value(member)),
+                    };
+                    prop_assert_eq!(got, event.get_named(name), "{} in {}", name, text);
                 }
             }
 

@@ -29,7 +29,8 @@ pub use detection::{
     RuleRef, SourceRef, DETECTION_SCHEMA,
 };
 pub use event::{
-    escape_json_into, DecodeError, Event, EventIndex, FieldName, FieldValue, ValueKind,
+    escape_json_into, DecodeError, Event, EventIndex, FieldName, FieldNames, FieldValue, ValueKind,
+    LOCATED_ABSENT, LOCATED_NESTED,
 };
 pub use incident::{IncidentCandidate, IndicatorSighting, RuleSummary};
 pub use member_state::MemberState;

@@ -17,7 +17,10 @@
 
 use regex_automata::{meta, Input};
 
-use tocsin_core::{Event, FieldName, FieldValue, IndicatorType, ValueKind};
+use tocsin_core::{
+    Event, FieldName, FieldNames, FieldValue, IndicatorType, ValueKind, LOCATED_ABSENT,
+    LOCATED_NESTED,
+};
 use tocsin_rules::sigma::Condition;
 
 use crate::compile::{
@@ -64,6 +67,9 @@ pub struct MatchScratch {
     active_list: Vec<u32>,
     /// The raw event, lower-cased, for keyword presence checks (filled on demand).
     lower_event: Vec<u8>,
+    /// Per name of the route set's [`RouteSet::names`]: where it is in the current event
+    /// (see [`Event::locate_all`]), when it has more names than members.
+    located: Vec<u32>,
     /// The field value being scanned, lower-cased.
     scan_lower: Vec<u8>,
     /// The text of the field value that unscanned literals were last compared with,
@@ -172,14 +178,20 @@ struct RouteSet {
     /// [`Event::get_named`] (usually from the event's key bits) without touching the
     /// scanner or the compiled field table.
     scans: Box<[PlannedScan]>,
-    /// The paths of the scanned fields, `PlannedScan::paths` indexes into it.
-    scan_paths: Box<[FieldName]>,
+    /// The paths of the scanned fields, each once. When they outnumber the event's
+    /// members they are found by walking the members ([`Event::locate_all`]), otherwise
+    /// one by one.
+    names: FieldNames,
+    /// Per path of each scanned field in turn, its index in `names`;
+    /// `PlannedScan::paths` indexes into it.
+    scan_paths: Box<[u32]>,
 }
 
 /// One field to scan for the routes of a [`RouteSet`].
 struct PlannedScan {
     scanner: u32,
-    /// Range of the field's paths in [`RouteSet::scan_paths`] (empty for keywords).
+    /// Range of the field's paths in [`RouteSet::scan_paths`], in the order they are
+    /// read (empty for keywords).
     paths: std::ops::Range<u32>,
     keywords: bool,
 }
@@ -271,6 +283,7 @@ impl CompiledRules {
             route_values: vec![String::new(); self.route_fields.len()],
             route_active: vec![false; self.routes.len()],
             lower_event: Vec::new(),
+            located: Vec::new(),
             scan_lower: Vec::new(),
             compared_lower: Vec::new(),
             compared_value: None,
@@ -386,7 +399,8 @@ impl CompiledRules {
             .filter(|&r| self.route_matches(r, scratch))
             .map(|r| r as u32)
             .collect();
-        let mut scan_paths: Vec<FieldName> = Vec::new();
+        let mut paths: Vec<FieldName> = Vec::new();
+        let mut scan_paths: Vec<u32> = Vec::new();
         let scans = self
             .scanners
             .iter()
@@ -396,7 +410,13 @@ impl CompiledRules {
                 let start = scan_paths.len() as u32;
                 let keywords = scanner.field == KEYWORD_SLOT;
                 if !keywords {
-                    scan_paths.extend(self.fields[scanner.field as usize].iter().cloned());
+                    for path in self.fields[scanner.field as usize].iter() {
+                        let at = paths.iter().position(|p| p == path).unwrap_or_else(|| {
+                            paths.push(path.clone());
+                            paths.len() - 1
+                        });
+                        scan_paths.push(at as u32);
+                    }
                 }
                 PlannedScan {
                     scanner: sid as u32,
@@ -408,6 +428,7 @@ impl CompiledRules {
         RouteSet {
             routes: routes.into_boxed_slice(),
             scans,
+            names: FieldNames::new(paths),
             scan_paths: scan_paths.into_boxed_slice(),
         }
     }
@@ -431,13 +452,26 @@ impl CompiledRules {
         // Whether the event's `\u` escapes hide bytes keywords are searched by: looked at
         // once per event, for the first keyword scan that asks.
         let mut hides_verbatim_bytes = None;
+        let located =
+            set.names.len() > event.len() && event.locate_all(&set.names, &mut scratch.located);
         for planned in set.scans.iter() {
             let value = if planned.keywords {
                 None
             } else {
                 let paths =
                     &set.scan_paths[planned.paths.start as usize..planned.paths.end as usize];
-                let Some(value) = field_value(event, paths) else {
+                let value = paths.iter().find_map(|&n| {
+                    let name = set.names.get(n as usize);
+                    if !located {
+                        return event.get_named(name);
+                    }
+                    match scratch.located[n as usize] {
+                        LOCATED_ABSENT => None,
+                        LOCATED_NESTED => event.get_named(name),
+                        member => Some(event.member_value(member)),
+                    }
+                });
+                let Some(value) = value else {
                     continue;
                 };
                 Some(value)

@@ -388,6 +388,51 @@ fn regexes_are_prefiltered_by_the_literals_every_match_contains() {
     assert_eq!(matched(&c, &kelvin), ["r3"]);
 }
 
+#[test]
+fn fields_outnumbering_the_members_are_found_by_walking_them() {
+    // Twelve fields scanned (and `Image` read by two paths, `Obj.inner` maybe nested):
+    // more names than the events below have members, so the scan finds them by walking
+    // the members (`Event::locate_all`). `matched` checks every answer against the
+    // exhaustive matcher, which reads each field by name.
+    let mut rules: String = (0..10)
+        .map(|i| {
+            rule(
+                &format!("f{i}"),
+                &format!("  sel:\n    F{i}|contains: hit\n  condition: sel"),
+            )
+        })
+        .collect();
+    rules += &rule(
+        "image",
+        "  sel:\n    Image|endswith: '\\hit.exe'\n  condition: sel",
+    );
+    rules += &rule(
+        "nested",
+        "  sel:\n    Obj.inner|contains: hit\n  condition: sel",
+    );
+    let c = compile(&rules, "");
+    assert_eq!(matched(&c, &ev(r#""F3":"a hit""#)), ["f3"]);
+    assert_eq!(matched(&c, &ev(r#""F3":"a hit","F9":"HIT""#)), ["f3", "f9"]);
+    // Of duplicate keys the last one counts.
+    assert_eq!(
+        matched(&c, &ev(r#""F3":"hit","F3":"miss""#)),
+        Vec::<String>::new()
+    );
+    assert_eq!(matched(&c, &ev(r#""F3":"miss","F3":"hit""#)), ["f3"]);
+    // The profile's second path of `Image`, and the first when both are there.
+    let security = r#"{"Channel":"Security","EventID":4688,"#;
+    let new_process = format!(r#"{security}"NewProcessName":"C:\\hit.exe"}}"#);
+    assert_eq!(matched(&c, &new_process), ["image"]);
+    let both = format!(r#"{security}"Image":"C:\\miss.exe","NewProcessName":"C:\\hit.exe"}}"#);
+    assert_eq!(matched(&c, &both), Vec::<String>::new());
+    // A dotted path into an object, and the same path as a flat key (which wins).
+    assert_eq!(matched(&c, &ev(r#""Obj":{"inner":"hit"}"#)), ["nested"]);
+    let flat_wins = ev(r#""Obj.inner":"miss","Obj":{"inner":"hit"}"#);
+    assert_eq!(matched(&c, &flat_wins), Vec::<String>::new());
+    // A key written with an escape: the names are read one by one.
+    assert_eq!(matched(&c, &ev(r#""F\u0033":"hit""#)), ["f3"]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     #[test]
