@@ -48,6 +48,112 @@ pub struct RuleSources {
     pub feed_format: Option<FeedFormat>,
 }
 
+/// One source file read and parsed on its own ([`ParsedFile::parse`]), not yet taken in.
+struct ParsedFile {
+    rel: PathBuf,
+    display: String,
+    /// Its text, what it holds and how that went; or why it could not be read.
+    read: std::result::Result<(String, RuleSources, FileOutcome), Diagnostic>,
+}
+
+impl ParsedFile {
+    fn parse(path: &Path, rel: &Path, feed_format: Option<FeedFormat>) -> Self {
+        let display = path.display().to_string();
+        let read = match std::fs::read(path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => {
+                    // Parsed into a set of its own, so that a file that fails as a whole
+                    // can be replaced by its previous version.
+                    let mut attempt = RuleSources {
+                        feed_format,
+                        ..RuleSources::default()
+                    };
+                    let outcome = attempt.add(rel, &display, &text);
+                    Ok((text, attempt, outcome))
+                }
+                Err(e) => Err(Diagnostic::error(
+                    Location::line(&display, 1),
+                    "encoding",
+                    format!(
+                        "file is not UTF-8 (invalid byte at offset {})",
+                        e.utf8_error().valid_up_to()
+                    ),
+                )),
+            },
+            Err(e) => Err(Diagnostic::error(
+                Location::line(&display, 0),
+                "io",
+                format!("cannot read: {e}"),
+            )),
+        };
+        ParsedFile {
+            rel: rel.to_path_buf(),
+            display,
+            read,
+        }
+    }
+}
+
+/// Read and parse `files` (path, path relative to its root) on as many threads as there
+/// are cores, and return them in the given order. Parsing the YAML of the SigmaHQ
+/// Windows rules is most of the start-up (and of each reload); files are independent
+/// until they are taken in, which is done in order so that the result (diagnostics
+/// included) is the same as one file after another.
+fn parse_files(files: &[(PathBuf, PathBuf)], feed_format: Option<FeedFormat>) -> Vec<ParsedFile> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(files.len() / PARSE_FILES_PER_THREAD)
+        .max(1);
+    parse_files_on(files, feed_format, threads)
+}
+
+/// [`parse_files`] on `threads` threads.
+fn parse_files_on(
+    files: &[(PathBuf, PathBuf)],
+    feed_format: Option<FeedFormat>,
+    threads: usize,
+) -> Vec<ParsedFile> {
+    if threads <= 1 {
+        return files
+            .iter()
+            .map(|(path, rel)| ParsedFile::parse(path, rel, feed_format))
+            .collect();
+    }
+    // Thread `t` takes files t, t + threads, …: neighbouring files (a folder of similar
+    // rules) are spread over the threads.
+    let mut per_thread: Vec<Vec<ParsedFile>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    files
+                        .iter()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|(path, rel)| ParsedFile::parse(path, rel, feed_format))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut iters: Vec<_> = per_thread.iter_mut().map(|v| v.drain(..)).collect();
+    let mut out = Vec::with_capacity(files.len());
+    for i in 0..files.len() {
+        out.extend(iters[i % threads].next());
+    }
+    out
+}
+
+/// Fewer files than this per thread are parsed on one thread: starting threads would
+/// cost more than it saves.
+const PARSE_FILES_PER_THREAD: usize = 16;
+
 /// The text of the last version of each source that loaded, by path.
 pub type LastGood = HashMap<String, String>;
 
@@ -235,12 +341,26 @@ impl RuleSources {
             let mut files = Vec::new();
             walk(root, &mut files)?;
             files.sort();
-            for f in files {
-                let rel = f.strip_prefix(root).unwrap_or(&f).to_path_buf();
-                if f.is_dir() {
+            // Files are parsed side by side, then taken in with the feed folders in
+            // this order.
+            let entries: Vec<(PathBuf, bool)> = files
+                .into_iter()
+                .map(|f| {
+                    let dir = f.is_dir();
+                    (f, dir)
+                })
+                .collect();
+            let jobs: Vec<(PathBuf, PathBuf)> = entries
+                .iter()
+                .filter(|(_, dir)| !dir)
+                .map(|(f, _)| (f.clone(), f.strip_prefix(root).unwrap_or(f).to_path_buf()))
+                .collect();
+            let mut parsed = parse_files(&jobs, feed_format).into_iter();
+            for (f, dir) in entries {
+                if dir {
                     s.add_misp_feed_dir(&f, last_good);
-                } else {
-                    s.add_file(&f, &rel, last_good);
+                } else if let Some(file) = parsed.next() {
+                    s.absorb_parsed(file, last_good);
                 }
             }
         }
@@ -336,47 +456,31 @@ impl RuleSources {
     }
 
     fn add_file(&mut self, path: &Path, rel: &Path, last_good: &mut LastGood) {
-        let display = path.display().to_string();
-        let text = match std::fs::read(path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => text,
-                Err(e) => {
-                    self.diagnostics.push(Diagnostic::error(
-                        Location::line(&display, 1),
-                        "encoding",
-                        format!(
-                            "file is not UTF-8 (invalid byte at offset {})",
-                            e.utf8_error().valid_up_to()
-                        ),
-                    ));
-                    return self.fall_back(rel, &display, last_good);
-                }
-            },
-            Err(e) => {
-                self.diagnostics.push(Diagnostic::error(
-                    Location::line(&display, 0),
-                    "io",
-                    format!("cannot read: {e}"),
-                ));
-                return self.fall_back(rel, &display, last_good);
+        let parsed = ParsedFile::parse(path, rel, self.feed_format);
+        self.absorb_parsed(parsed, last_good);
+    }
+
+    /// Take in one file parsed on its own: its items, or, when it failed as a whole and
+    /// an earlier version of it loaded, that version.
+    fn absorb_parsed(&mut self, parsed: ParsedFile, last_good: &mut LastGood) {
+        let ParsedFile { rel, display, read } = parsed;
+        match read {
+            Err(error) => {
+                self.diagnostics.push(error);
+                self.fall_back(&rel, &display, last_good);
             }
-        };
-        // Parse into a scratch set first, so that a file that fails as a whole can be
-        // replaced by its previous version.
-        let mut attempt = RuleSources {
-            feed_format: self.feed_format,
-            ..RuleSources::default()
-        };
-        let outcome = attempt.add(rel, &display, &text);
-        let failed_whole = outcome.items == 0 && outcome.errors > 0;
-        if failed_whole && last_good.get(&display).is_some_and(|old| *old != text) {
-            self.diagnostics.extend(attempt.diagnostics.0);
-            return self.fall_back(rel, &display, last_good);
+            Ok((text, attempt, outcome)) => {
+                let failed_whole = outcome.items == 0 && outcome.errors > 0;
+                if failed_whole && last_good.get(&display).is_some_and(|old| *old != text) {
+                    self.diagnostics.extend(attempt.diagnostics.0);
+                    return self.fall_back(&rel, &display, last_good);
+                }
+                if !failed_whole {
+                    last_good.insert(display, text);
+                }
+                self.absorb(attempt);
+            }
         }
-        if !failed_whole {
-            last_good.insert(display, text);
-        }
-        self.absorb(attempt);
     }
 
     /// Load the last good version of a source, if there is one, with a warning.
@@ -562,4 +666,82 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a parsed file holds, as text: its name, rule ids, item count and diagnostics,
+    /// or why it could not be read.
+    fn summary(parsed: Vec<ParsedFile>) -> Vec<String> {
+        parsed
+            .into_iter()
+            .map(|p| match p.read {
+                Ok((_, src, outcome)) => format!(
+                    "{} {:?} {} {}",
+                    p.display,
+                    src.sigma.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+                    outcome.items,
+                    src.diagnostics
+                        .0
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                ),
+                Err(d) => format!("{} unread: {d}", p.display),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn files_parsed_side_by_side_come_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut jobs = Vec::new();
+        for i in 0..50 {
+            let rel = PathBuf::from(format!("r{i:02}.yml"));
+            let path = dir.path().join(&rel);
+            let text = match i % 7 {
+                3 => b"title: [unclosed\n".to_vec(),
+                5 => vec![b't', 0xff, 0xfe],
+                _ => format!(
+                    "title: rule {i}\nid: 00000000-0000-4000-8000-{i:012}\nlogsource:\n  product: windows\ndetection:\n  sel:\n    Image|endswith: '\\x{i}.exe'\n  condition: sel\n"
+                )
+                .into_bytes(),
+            };
+            std::fs::write(&path, text).unwrap();
+            jobs.push((path, rel));
+        }
+        jobs.push((dir.path().join("gone.yml"), PathBuf::from("gone.yml")));
+        let one_by_one = summary(parse_files_on(&jobs, None, 1));
+        assert_eq!(one_by_one.len(), 51);
+        assert!(
+            one_by_one[0].contains("00000000-0000-4000-8000-000000000000"),
+            "{}",
+            one_by_one[0]
+        );
+        assert!(
+            one_by_one[3].contains("[] 0 ") && one_by_one[3].contains("r03.yml:"),
+            "{}",
+            one_by_one[3]
+        );
+        assert!(
+            one_by_one[5].contains("unread") && one_by_one[5].contains("not UTF-8"),
+            "{}",
+            one_by_one[5]
+        );
+        assert!(
+            one_by_one[50].contains("unread") && one_by_one[50].contains("cannot read"),
+            "{}",
+            one_by_one[50]
+        );
+        for threads in [2, 3, 8] {
+            assert_eq!(
+                summary(parse_files_on(&jobs, None, threads)),
+                one_by_one,
+                "{threads} threads"
+            );
+        }
+    }
 }
