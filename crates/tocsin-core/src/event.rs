@@ -373,6 +373,11 @@ impl FieldNames {
         &self.names[i]
     }
 
+    /// The index of `name` among the names, if it is one.
+    pub fn index_of(&self, name: &FieldName) -> Option<usize> {
+        self.find(name.name.as_bytes(), name.hash)
+    }
+
     /// The index of the name spelled by the (unescaped) key `key` whose [`key_hash`] is
     /// `hash`.
     #[inline]

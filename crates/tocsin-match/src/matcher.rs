@@ -399,37 +399,36 @@ impl CompiledRules {
             .filter(|&r| self.route_matches(r, scratch))
             .map(|r| r as u32)
             .collect();
+        // Every scanned field's paths in turn (a path may serve several fields).
         let mut paths: Vec<FieldName> = Vec::new();
-        let mut scan_paths: Vec<u32> = Vec::new();
         let scans = self
             .scanners
             .iter()
             .enumerate()
             .filter(|(_, sc)| sc.routes.iter().any(|r| routes.binary_search(r).is_ok()))
             .map(|(sid, scanner)| {
-                let start = scan_paths.len() as u32;
+                let start = paths.len() as u32;
                 let keywords = scanner.field == KEYWORD_SLOT;
                 if !keywords {
-                    for path in self.fields[scanner.field as usize].iter() {
-                        let at = paths.iter().position(|p| p == path).unwrap_or_else(|| {
-                            paths.push(path.clone());
-                            paths.len() - 1
-                        });
-                        scan_paths.push(at as u32);
-                    }
+                    paths.extend(self.fields[scanner.field as usize].iter().cloned());
                 }
                 PlannedScan {
                     scanner: sid as u32,
-                    paths: start..scan_paths.len() as u32,
+                    paths: start..paths.len() as u32,
                     keywords,
                 }
             })
             .collect();
+        let names = FieldNames::new(paths.iter().cloned());
+        let scan_paths = paths
+            .iter()
+            .map(|p| names.index_of(p).expect("every path is one of the names") as u32)
+            .collect();
         RouteSet {
             routes: routes.into_boxed_slice(),
             scans,
-            names: FieldNames::new(paths),
-            scan_paths: scan_paths.into_boxed_slice(),
+            names,
+            scan_paths,
         }
     }
 

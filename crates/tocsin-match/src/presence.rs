@@ -38,7 +38,7 @@ use aho_corasick::packed::{self, MatchKind as PackedMatchKind};
 use aho_corasick::{AhoCorasick, MatchKind, Span};
 
 use crate::calibrate::LiteralFrequencies;
-use crate::literals::{commonness, LiteralSet};
+use crate::literals::{commonness, LiteralSet, FRAGMENT};
 
 /// Most case combinations of pairs searched for at once: above 32 Teddy spreads them over
 /// twice the buckets at half the width, above 64 it gives up (the crate falls back to
@@ -110,9 +110,9 @@ impl ShortSearch {
     }
 }
 
-/// The shortest keyword given to the fragment filter: with no shorter one, it tests
-/// every second position (see [`LiteralSet::new`]).
-const FRAGMENTED: usize = 5;
+/// The shortest keyword given to the fragment filter: a fragment and one byte more, so
+/// that it tests every second position (see [`LiteralSet::new`]).
+const FRAGMENTED: usize = FRAGMENT + 1;
 
 /// See the module documentation.
 pub(crate) struct PairSearch {
