@@ -96,7 +96,7 @@ impl ParsedFile {
 
 /// Read and parse `files` (path, path relative to its root) on as many threads as there
 /// are cores, and return them in the given order. Parsing the YAML of the SigmaHQ
-/// Windows rules is most of the start-up (and of each reload); files are independent
+/// Windows rules is about half of the start-up (and of each reload); files are independent
 /// until they are taken in, which is done in order so that the result (diagnostics
 /// included) is the same as one file after another.
 fn parse_files(files: &[(PathBuf, PathBuf)], feed_format: Option<FeedFormat>) -> Vec<ParsedFile> {
