@@ -29,6 +29,7 @@ pub mod ioc;
 mod literals;
 pub mod matcher;
 mod presence;
+mod prior;
 mod required;
 
 pub use calibrate::LiteralFrequencies;

@@ -616,9 +616,6 @@ fn tests_run_cheapest_first_and_are_explained_as_written() {
     assert!(explained.matched);
 }
 
-/// A rule that ANDs a literal found in nearly every event with a rare one: calibrated on
-/// a sample, the prefilter keeps the rare one (fewer rules verified), and every answer
-/// stays what exhaustive evaluation gives.
 /// Rules verified (candidates) over `events`, matched in turn with one scratch space.
 fn candidates_over(c: &CompiledRules, events: &[String]) -> u64 {
     let mut s = c.new_scratch();
@@ -630,6 +627,9 @@ fn candidates_over(c: &CompiledRules, events: &[String]) -> u64 {
     s.stats.candidates
 }
 
+/// A rule that ANDs a literal found in nearly every event with a rare one: calibrated on
+/// a sample, the prefilter keeps the rare one (fewer rules verified), and every answer
+/// stays what exhaustive evaluation gives.
 #[test]
 fn calibration_keeps_the_rarer_literal_and_the_same_matches() {
     let rules = rule(
@@ -672,6 +672,44 @@ fn calibration_keeps_the_rarer_literal_and_the_same_matches() {
     }
     assert_eq!(matched(&calibrated, &events[0]), ["k"]);
     assert!(matched(&calibrated, &events[1]).is_empty());
+}
+
+/// Without a sample, the prefilter guesses from the rule set (`prior`): a literal that
+/// several rules test, in the same field (`ObjectType: 'Key'`) or in others
+/// (`\svchost.exe`), is common, so the rule's other test is searched for even when it
+/// lists more values. Matches stay the same.
+#[test]
+fn without_a_sample_literals_many_rules_share_are_not_searched_for() {
+    let rules = [
+        ("syskey", "ObjectType: 'Key'\n    ObjectName|endswith:\n      - 'lsa\\JD'\n      - 'lsa\\GBG'"),
+        ("sam", "ObjectType: 'Key'\n    ObjectName|endswith: '\\SAM'"),
+        ("system", "ObjectType: 'Key'\n    ObjectName|endswith: '\\SYSTEM'"),
+        ("access", "SourceImage|endswith: '\\svchost.exe'\n    GrantedAccess:\n      - '0x1410'\n      - '0x1010'"),
+        ("child", "ParentImage|endswith: '\\svchost.exe'\n    Image|endswith: '\\cmd.exe'"),
+        ("masquerade", "Image|endswith: '\\svchost.exe'\n    CommandLine|contains: ' -k x'"),
+    ]
+    .iter()
+    .map(|(id, sel)| rule(id, &format!("  sel:\n    {sel}\n  condition: sel")))
+    .collect::<String>();
+    let c = compile(&rules, "");
+    let common: Vec<String> = (0..20)
+        .map(|i| {
+            ev(&format!(
+                r#""ObjectType":"Key","ObjectName":"\\REGISTRY\\MACHINE\\k{i}","SourceImage":"C:\\Windows\\System32\\svchost.exe","GrantedAccess":"0x1000""#
+            ))
+        })
+        .collect();
+    // Neither common literal puts a rule on the candidate list.
+    assert_eq!(candidates_over(&c, &common), 0);
+    let hits = [
+        ev(
+            r#""ObjectType":"Key","ObjectName":"\\REGISTRY\\MACHINE\\CurrentControlSet\\Control\\lsa\\JD""#,
+        ),
+        ev(r#""SourceImage":"C:\\Windows\\System32\\svchost.exe","GrantedAccess":"0x1410""#),
+    ];
+    assert_eq!(matched(&c, &hits[0]), ["syskey"]);
+    assert_eq!(matched(&c, &hits[1]), ["access"]);
+    assert_eq!(candidates_over(&c, &hits), 2);
 }
 
 /// Frequencies know literals by content: compiled with more rules (as after a reload),
@@ -1062,15 +1100,18 @@ proptest! {
 /// `match_event_unfiltered` still finds it.
 #[test]
 fn exhaustive_matching_ignores_guards() {
-    let access = |id: &str, value: &str| {
+    // The two rules share no value: whichever test is a rule's guard, the other rule's
+    // guard fails on that rule's events.
+    let access = |id: &str, dll: &str, value: &str| {
         rule(
             id,
-            &format!("  sel:\n    CallTrace|startswith: 'C:\\Windows\\System32\\ntdll.dll+'\n    GrantedAccess: '{value}'\n  condition: sel"),
+            &format!("  sel:\n    CallTrace|startswith: 'C:\\Windows\\System32\\{dll}+'\n    GrantedAccess: '{value}'\n  condition: sel"),
         )
     };
-    let mut c = compile(&(access("a", "0x1440") + &access("b", "0x1010")), "");
+    let rules = access("a", "ntdll.dll", "0x1440") + &access("b", "KERNELBASE.dll", "0x1010");
+    let mut c = compile(&rules, "");
     let event =
-        ev(r#""CallTrace":"C:\\Windows\\System32\\ntdll.dll+9d234","GrantedAccess":"0x1010""#);
+        ev(r#""CallTrace":"C:\\Windows\\System32\\KERNELBASE.dll+9d234","GrantedAccess":"0x1010""#);
     assert_eq!(matched(&c, &event), ["b"]);
     c.guards.swap(0, 1);
     let mut idx = EventIndex::new();
