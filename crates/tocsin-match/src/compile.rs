@@ -3,7 +3,7 @@
 //! The pipeline, rule by rule:
 //! 1. **Route.** The rule's logsource is resolved through the profile into a
 //!    [`RouteCondition`]; rules with the same condition share a route.
-//! 2. **Tests.** Each `field|modifiers: values` becomes a [`Test`] over a field slot (the
+//! 2. **Tests.** Each `field|modifiers: values` becomes a `Test` over a field slot (the
 //!    profile's candidate paths for that Sigma field). Plain literals — equals, contains,
 //!    startswith, endswith — become *atoms*: (route, field, bytes, cased) entries that the
 //!    field's literal set (see `literals`) finds; the position of the hit (at the start,
