@@ -77,6 +77,37 @@ fn malformed_lines_go_to_the_dead_letter_file_with_line_and_reason() {
     assert!(stderr.contains("5 dead letters"), "{stderr}");
 }
 
+/// Lines are read where the reader's buffer holds them when they fit, and copied when they
+/// run across its end: over a file several buffers long, with CRLF and blank lines mixed
+/// in, every event is read whole and numbered by its line.
+#[test]
+fn lines_across_the_read_buffer_are_read_whole_and_numbered() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("long.jsonl");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+    let mut expected = Vec::new();
+    for line in 1..=12_000u64 {
+        match line % 3 {
+            0 => writeln!(f).unwrap(),
+            1 => write!(f, "{GOOD}\r\n").unwrap(),
+            _ => writeln!(f, "{GOOD}").unwrap(),
+        }
+        if line % 3 != 0 {
+            expected.push(line);
+        }
+    }
+    drop(f);
+    assert!(std::fs::metadata(&input).unwrap().len() > 4 * 256 * 1024);
+
+    let (_, dead, dets) = run_on(&input, &[]);
+    assert!(dead.is_empty(), "{:?}", dead.first());
+    let positions: Vec<u64> = dets
+        .iter()
+        .map(|d| d["source"]["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, expected);
+}
+
 #[test]
 fn without_a_dead_letter_file_reasons_are_summarised_on_stderr() {
     let dir = tempfile::tempdir().unwrap();

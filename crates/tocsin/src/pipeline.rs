@@ -272,29 +272,28 @@ impl Pipeline {
             .map(|m| m.events.with_label_values(&[name]));
         let mut line = std::mem::take(&mut self.line);
         let result = loop {
+            // The common case, read where the reader holds it, without a copy: a whole
+            // line within the limit in the reader's buffer. Any other (across the buffer's
+            // end, over the limit, the last line without a newline, a read error) is read
+            // by `read_line` into `line`.
+            if let Ok(chunk) = reader.fill_buf() {
+                let end = memchr::memchr(b'\n', chunk).filter(|&end| end <= self.max_event_bytes);
+                if let Some(end) = end {
+                    line_no += 1;
+                    let text = chunk[..end].strip_suffix(b"\r").unwrap_or(&chunk[..end]);
+                    let taken = self.take_line(name, line_no, text, events_counter.as_ref());
+                    reader.consume(end + 1);
+                    taken?;
+                    continue;
+                }
+            }
             match read_line(reader, &mut line, self.max_event_bytes) {
                 Ok(None) => break Ok(()),
                 Ok(Some(kind)) => {
                     line_no += 1;
                     match kind {
                         Line::Ok => {
-                            if line.iter().all(|b| b.is_ascii_whitespace()) {
-                                // Blank lines in JSON-lines input are separators, not events.
-                                continue;
-                            }
-                            let timed = self.metrics.is_some() && line_no.is_multiple_of(64);
-                            let t = timed.then(Instant::now);
-                            self.process_event(name, line_no, &line, None)?;
-                            if let (Some(c), Some(m)) = (&events_counter, &self.metrics) {
-                                c.inc();
-                                m.bytes.inc_by(line.len() as u64);
-                                if let Some(t) = t {
-                                    m.event_seconds.observe(t.elapsed().as_secs_f64());
-                                }
-                                if line_no.is_multiple_of(1024) {
-                                    self.publish_correlator_gauges();
-                                }
-                            }
+                            self.take_line(name, line_no, &line, events_counter.as_ref())?
                         }
                         Line::Oversized { total } => {
                             self.stats.events += 1;
@@ -315,6 +314,34 @@ impl Pipeline {
         };
         self.line = line;
         result
+    }
+
+    /// One line within the limit (without its line end): an event, or a blank separator.
+    fn take_line(
+        &mut self,
+        name: &str,
+        line_no: u64,
+        line: &[u8],
+        events_counter: Option<&prometheus::IntCounter>,
+    ) -> Result<()> {
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            // Blank lines in JSON-lines input are separators, not events.
+            return Ok(());
+        }
+        let timed = self.metrics.is_some() && line_no.is_multiple_of(64);
+        let t = timed.then(Instant::now);
+        self.process_event(name, line_no, line, None)?;
+        if let (Some(c), Some(m)) = (events_counter, &self.metrics) {
+            c.inc();
+            m.bytes.inc_by(line.len() as u64);
+            if let Some(t) = t {
+                m.event_seconds.observe(t.elapsed().as_secs_f64());
+            }
+            if line_no.is_multiple_of(1024) {
+                self.publish_correlator_gauges();
+            }
+        }
+        Ok(())
     }
 
     /// Process one archived event (for a hunt): `source` and `position` name it in
