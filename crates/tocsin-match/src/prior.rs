@@ -7,8 +7,8 @@
 //! compiler used to prefer the fewest literals, then the longest: `ObjectType: 'Key'`
 //! (one literal, in nearly every registry audit event) over four `ObjectName|endswith`
 //! values that almost never occur, `EventType: SetValue` over the registry key a rule is
-//! about, `C:\Windows\System32\ntdll.dll+` (in nearly every call trace) over the DLL
-//! that tells a tool apart.
+//! about, `C:\Windows\System32\ntdll.dll+` (in nearly every call trace) over the
+//! `GrantedAccess: '0x1440'` that tells HandleKatz apart.
 //!
 //! A rule set says more than that about its literals. A literal that many rules test, in
 //! any field, names something common on every machine: an event type, an access right,
