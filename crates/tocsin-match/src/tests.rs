@@ -675,18 +675,22 @@ fn calibration_keeps_the_rarer_literal_and_the_same_matches() {
 }
 
 /// Without a sample, the prefilter guesses from the rule set (`prior`): a literal that
-/// several rules test, in the same field (`ObjectType: 'Key'`) or in others
-/// (`\svchost.exe`), is common, so the rule's other test is searched for even when it
-/// lists more values. Matches stay the same.
+/// several rules test (`ObjectType: 'Key'`), or that several rules' literals begin with
+/// (the `CurrentVersion` key under their `Run` keys) or end with (`\svchost.exe` under
+/// whole paths, in other fields), is common, so the rule's other test is searched for even
+/// when it lists more values. Matches stay the same.
 #[test]
 fn without_a_sample_literals_many_rules_share_are_not_searched_for() {
     let rules = [
         ("syskey", "ObjectType: 'Key'\n    ObjectName|endswith:\n      - 'lsa\\JD'\n      - 'lsa\\GBG'"),
         ("sam", "ObjectType: 'Key'\n    ObjectName|endswith: '\\SAM'"),
         ("system", "ObjectType: 'Key'\n    ObjectName|endswith: '\\SYSTEM'"),
+        ("vbs", "TargetObject|contains: '\\Software\\Microsoft\\Windows\\CurrentVersion'\n    Details|contains:\n      - 'vbscript:'\n      - 'jscript:'"),
+        ("run", "TargetObject|contains: '\\Software\\Microsoft\\Windows\\CurrentVersion\\Run\\'"),
+        ("once", "TargetObject|contains: '\\Software\\Microsoft\\Windows\\CurrentVersion\\RunOnce\\'"),
         ("access", "SourceImage|endswith: '\\svchost.exe'\n    GrantedAccess:\n      - '0x1410'\n      - '0x1010'"),
-        ("child", "ParentImage|endswith: '\\svchost.exe'\n    Image|endswith: '\\cmd.exe'"),
-        ("masquerade", "Image|endswith: '\\svchost.exe'\n    CommandLine|contains: ' -k x'"),
+        ("child", "ParentImage: 'C:\\Windows\\System32\\svchost.exe'\n    Image|endswith: '\\cmd.exe'"),
+        ("masquerade", "Image: 'C:\\Windows\\Temp\\svchost.exe'"),
     ]
     .iter()
     .map(|(id, sel)| rule(id, &format!("  sel:\n    {sel}\n  condition: sel")))
@@ -695,21 +699,25 @@ fn without_a_sample_literals_many_rules_share_are_not_searched_for() {
     let common: Vec<String> = (0..20)
         .map(|i| {
             ev(&format!(
-                r#""ObjectType":"Key","ObjectName":"\\REGISTRY\\MACHINE\\k{i}","SourceImage":"C:\\Windows\\System32\\svchost.exe","GrantedAccess":"0x1000""#
+                r#""ObjectType":"Key","ObjectName":"\\REGISTRY\\MACHINE\\k{i}","TargetObject":"HKLM\\Software\\Microsoft\\Windows\\CurrentVersion\\Policies","Details":"DWORD (0x00000001)","SourceImage":"C:\\Windows\\System32\\svchost.exe","GrantedAccess":"0x1000""#
             ))
         })
         .collect();
-    // Neither common literal puts a rule on the candidate list.
+    // No common literal puts a rule on the candidate list.
     assert_eq!(candidates_over(&c, &common), 0);
     let hits = [
         ev(
             r#""ObjectType":"Key","ObjectName":"\\REGISTRY\\MACHINE\\CurrentControlSet\\Control\\lsa\\JD""#,
         ),
+        ev(
+            r#""TargetObject":"HKCU\\Software\\Microsoft\\Windows\\CurrentVersion\\x","Details":"vbscript:run""#,
+        ),
         ev(r#""SourceImage":"C:\\Windows\\System32\\svchost.exe","GrantedAccess":"0x1410""#),
     ];
     assert_eq!(matched(&c, &hits[0]), ["syskey"]);
-    assert_eq!(matched(&c, &hits[1]), ["access"]);
-    assert_eq!(candidates_over(&c, &hits), 2);
+    assert_eq!(matched(&c, &hits[1]), ["vbs"]);
+    assert_eq!(matched(&c, &hits[2]), ["access"]);
+    assert_eq!(candidates_over(&c, &hits), 3);
 }
 
 /// Frequencies know literals by content: compiled with more rules (as after a reload),
