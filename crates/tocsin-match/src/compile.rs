@@ -1341,7 +1341,8 @@ fn need_test(t: &Test, atoms: &[Atom], weights: AtomWeights<'_>) -> Option<Vec<A
     }
 }
 
-fn need_value(v: &ValueTest) -> Option<Vec<AtomId>> {
+/// The atoms of which one must hit for `v` to hold, or `None` when there is no such set.
+pub(crate) fn need_value(v: &ValueTest) -> Option<Vec<AtomId>> {
     match v {
         ValueTest::Atom { atom, .. } => Some(vec![*atom]),
         ValueTest::Glob { prefilter, .. } => prefilter.map(|a| vec![a]),

@@ -32,9 +32,7 @@
 //! Guards ([`crate::guard`]) are not chosen by these guesses: they cannot tell a whole
 //! value from a search, which is what makes a guard cheap and likely to fail.
 
-use std::collections::HashMap;
-
-use crate::compile::{Atom, AtomId, CompiledRule, ValueTest};
+use crate::compile::{need_value, Atom, CompiledRule};
 
 /// The guessed share of events holding a literal of one byte that one rule tests; each
 /// further byte divides it by [`PER_BYTE`], down to [`FLOOR`] (from seven bytes on):
@@ -48,9 +46,8 @@ const FLOOR: f64 = 0.002;
 pub(crate) fn atom_weights(rules: &[CompiledRule], atoms: &[Atom]) -> Vec<f64> {
     // Per atom: the rules testing it (each rule once).
     let mut rules_testing = vec![0u32; atoms.len()];
-    let mut last_rule = vec![u32::MAX; atoms.len()];
     let mut seen = Vec::new();
-    for (r, rule) in rules.iter().enumerate() {
+    for rule in rules {
         seen.clear();
         for test in rule
             .selections
@@ -58,36 +55,26 @@ pub(crate) fn atom_weights(rules: &[CompiledRule], atoms: &[Atom]) -> Vec<f64> {
             .flat_map(|s| s.alternatives.iter())
             .flatten()
         {
-            for value in &test.values {
-                value_atoms(value, &mut seen);
-            }
+            seen.extend(test.values.iter().filter_map(need_value).flatten());
         }
+        seen.sort_unstable();
+        seen.dedup();
         for &a in &seen {
-            if last_rule[a as usize] != r as u32 {
-                last_rule[a as usize] = r as u32;
-                rules_testing[a as usize] += 1;
-            }
+            rules_testing[a as usize] += 1;
         }
     }
     // The distinct literals, ignoring case and field, and the rules testing each.
-    let mut index: HashMap<Box<[u8]>, usize> = HashMap::with_capacity(atoms.len());
-    let mut tested: Vec<u32> = Vec::new();
-    let of_atom: Vec<usize> = atoms
+    let atom_literals: Vec<Box<[u8]>> = atoms.iter().map(lowered).collect();
+    let mut literals = atom_literals.clone();
+    literals.sort_unstable();
+    literals.dedup();
+    let of_atom: Vec<usize> = atom_literals
         .iter()
-        .zip(&rules_testing)
-        .map(|(atom, &n)| {
-            let next = index.len();
-            let i = *index.entry(lowered(atom)).or_insert(next);
-            if i == tested.len() {
-                tested.push(0);
-            }
-            tested[i] += n;
-            i
-        })
+        .map(|l| literals.binary_search(l).expect("every literal is listed"))
         .collect();
-    let mut literals = vec![Box::default(); index.len()];
-    for (literal, i) in index {
-        literals[i] = literal;
+    let mut tested = vec![0u32; literals.len()];
+    for (&i, &n) in of_atom.iter().zip(&rules_testing) {
+        tested[i] += n;
     }
     // Those testing a literal that begins or ends with it count too.
     let reversed: Vec<Box<[u8]>> = literals
@@ -134,21 +121,5 @@ fn lowered(atom: &Atom) -> Box<[u8]> {
         atom.bytes.to_ascii_lowercase().into()
     } else {
         atom.bytes.clone()
-    }
-}
-
-/// The atoms a value test reads.
-fn value_atoms(value: &ValueTest, out: &mut Vec<AtomId>) {
-    match value {
-        ValueTest::Atom { atom, .. } => out.push(*atom),
-        ValueTest::Glob {
-            prefilter: Some(a), ..
-        } => out.push(*a),
-        ValueTest::Regex {
-            prefilter: Some(set),
-            ..
-        } => out.extend_from_slice(set),
-        ValueTest::Any(vs) => vs.iter().for_each(|v| value_atoms(v, out)),
-        _ => {}
     }
 }
