@@ -65,20 +65,30 @@ pub(crate) fn commonness(b: u8) -> u32 {
     }
 }
 
-/// Where the literals carrying one fragment are listed in `entries`; `len` 0 marks a free
-/// slot.
-#[derive(Clone, Copy, Default)]
+/// One place of the open-addressed fragment table: the fragment's [`slot_key`] and where
+/// its group starts in [`LiteralSet`]'s `groups`; [`FREE`] marks a free slot.
+#[derive(Clone, Copy)]
 struct Slot {
-    fragment: u64,
-    start: u32,
-    len: u32,
+    key: u32,
+    group: u32,
 }
+
+/// The `group` of a free [`Slot`].
+const FREE: u32 = u32::MAX;
+
+/// Bytes of a group's header: the number of its literals (`u32`), then the fragment
+/// (`u64`).
+const GROUP_HEADER: usize = 12;
+
+/// Bytes of a literal's header in a group: its pattern id, the offset of the fragment in
+/// it and its length (`u32` each), followed by its bytes.
+const ENTRY_HEADER: usize = 12;
 
 /// A set of byte literals, searched ASCII case-insensitively. Pattern ids are the indexes
 /// of the literals given to [`LiteralSet::new`].
 pub(crate) struct LiteralSet {
-    /// The literals, lower-cased.
-    patterns: Vec<Box<[u8]>>,
+    /// Number of literals.
+    len: usize,
     /// Ids of empty literals (they occur at every position).
     empty: Vec<u32>,
     /// Non-empty literals too short for fragments, and their pattern ids.
@@ -93,8 +103,12 @@ pub(crate) struct LiteralSet {
     filter_bits: u32,
     /// Open-addressed table, indexed by fragment hash, of the fragments in use.
     slots: Box<[Slot]>,
-    /// (pattern id, offset of its fragment), grouped by fragment.
-    entries: Vec<(u32, u32)>,
+    /// Per fragment in use, one group: a header ([`GROUP_HEADER`]), then each literal that
+    /// carries the fragment, with its bytes ([`ENTRY_HEADER`]). Where a fragment occurs,
+    /// the comparisons read this one place: the table's slot, then the group (the
+    /// literals kept apart, each found through its id, cost four dependent reads from
+    /// memory, each likely a cache miss, where this costs two).
+    groups: Vec<u8>,
     /// Bits of the slot index.
     slot_bits: u32,
     /// Bytes per fragment: [`FRAGMENT`] or [`LONG_FRAGMENT`].
@@ -206,8 +220,15 @@ impl LiteralSet {
             .max(4);
         let filter_bits = (slot_bits + 6).min(21);
         let mut filter = vec![0u32; 1 << (filter_bits - 5)].into_boxed_slice();
-        let mut slots = vec![Slot::default(); 1 << slot_bits].into_boxed_slice();
-        let mut entries = Vec::new();
+        let mut slots = vec![
+            Slot {
+                key: 0,
+                group: FREE
+            };
+            1 << slot_bits
+        ]
+        .into_boxed_slice();
+        let mut groups = Vec::new();
         let mask = (1usize << slot_bits) - 1;
         let mut fragments: Vec<(u64, Vec<(u32, u32)>)> = by_fragment.into_iter().collect();
         fragments.sort_unstable_by_key(|(f, _)| *f);
@@ -215,25 +236,32 @@ impl LiteralSet {
             let h = filter_hash(fragment, width, filter_bits);
             filter[h >> 5] |= 1 << (h & 31);
             let mut i = hash(fragment, slot_bits);
-            while slots[i].len != 0 {
+            while slots[i].group != FREE {
                 i = (i + 1) & mask;
             }
             slots[i] = Slot {
-                fragment,
-                start: entries.len() as u32,
-                len: list.len() as u32,
+                key: slot_key(fragment),
+                group: u32::try_from(groups.len()).expect("literal groups under 4 GiB"),
             };
-            entries.extend(list);
+            groups.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            groups.extend_from_slice(&fragment.to_le_bytes());
+            for (id, offset) in list {
+                let pattern = &patterns[id as usize];
+                groups.extend_from_slice(&id.to_le_bytes());
+                groups.extend_from_slice(&offset.to_le_bytes());
+                groups.extend_from_slice(&(pattern.len() as u32).to_le_bytes());
+                groups.extend_from_slice(pattern);
+            }
         }
         Ok(LiteralSet {
-            patterns,
+            len: patterns.len(),
             empty,
             short,
             stride,
             filter,
             filter_bits,
             slots,
-            entries,
+            groups,
             slot_bits,
             width,
             avx2: avx2::available(),
@@ -242,20 +270,19 @@ impl LiteralSet {
 
     /// Heap bytes held (printed with `TOCSIN_DEBUG_STATS`).
     pub(crate) fn memory_usage(&self) -> usize {
-        self.patterns.iter().map(|p| p.len() + 16).sum::<usize>()
-            + self.empty.len() * 4
+        self.empty.len() * 4
             + self
                 .short
                 .as_ref()
                 .map_or(0, |(ac, ids)| ac.memory_usage() + ids.len() * 4)
             + std::mem::size_of_val(&*self.filter)
             + self.slots.len() * std::mem::size_of::<Slot>()
-            + self.entries.len() * 8
+            + self.groups.len()
     }
 
     /// Number of literals.
     pub(crate) fn len(&self) -> usize {
-        self.patterns.len()
+        self.len
     }
 
     /// Positions the fragment scan steps over at once (1, 2, or up to [`LONG_STRIDE`]).
@@ -270,7 +297,12 @@ impl LiteralSet {
 
     /// The most literals that share one fragment: the comparisons one occurrence may cost.
     pub(crate) fn longest_fragment_list(&self) -> usize {
-        self.slots.iter().map(|s| s.len as usize).max().unwrap_or(0)
+        self.slots
+            .iter()
+            .filter(|s| s.group != FREE)
+            .map(|s| read_u32(&self.groups, s.group as usize) as usize)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Call `found(pattern id, start, end)` for every occurrence of every literal in
@@ -326,7 +358,7 @@ impl LiteralSet {
         from: usize,
         found: &mut impl FnMut(u32, usize, usize),
     ) {
-        if self.entries.is_empty() || hay.len() < W {
+        if self.groups.is_empty() || hay.len() < W {
             return;
         }
         debug_assert!(from.is_multiple_of(self.stride));
@@ -344,7 +376,7 @@ impl LiteralSet {
     #[inline]
     fn scan_vectorised(&self, hay: &[u8], found: &mut impl FnMut(u32, usize, usize)) -> usize {
         #[cfg(target_arch = "x86_64")]
-        if self.avx2 && !self.entries.is_empty() && hay.len() >= FRAGMENT {
+        if self.avx2 && !self.groups.is_empty() && hay.len() >= FRAGMENT {
             let on = |pos: usize| {
                 let fragment = gram(&hay[pos..pos + FRAGMENT]);
                 self.verify(hay, pos, fragment, found);
@@ -373,21 +405,33 @@ impl LiteralSet {
         found: &mut impl FnMut(u32, usize, usize),
     ) {
         let mask = self.slots.len() - 1;
+        let key = slot_key(fragment);
         let mut i = hash(fragment, self.slot_bits);
-        let slot = loop {
+        let group = loop {
             let slot = self.slots[i];
-            if slot.len == 0 || slot.fragment == fragment {
-                break slot;
+            if slot.group == FREE {
+                // The filter let a fragment through that no literal has.
+                return;
+            }
+            // Four-byte fragments are their key; eight-byte ones are folded into it, and
+            // told apart by the group's copy.
+            let group = &self.groups[slot.group as usize..];
+            if slot.key == key && (self.width == FRAGMENT || read_u64(group, 4) == fragment) {
+                break group;
             }
             i = (i + 1) & mask;
         };
-        let entries = &self.entries[slot.start as usize..(slot.start + slot.len) as usize];
-        for &(id, offset) in entries {
-            let Some(start) = pos.checked_sub(offset as usize) else {
+        let mut at = GROUP_HEADER;
+        for _ in 0..read_u32(group, 0) {
+            let id = read_u32(group, at);
+            let offset = read_u32(group, at + 4) as usize;
+            let len = read_u32(group, at + 8) as usize;
+            let pattern = &group[at + ENTRY_HEADER..at + ENTRY_HEADER + len];
+            at += ENTRY_HEADER + len;
+            let Some(start) = pos.checked_sub(offset) else {
                 continue;
             };
-            let pattern = &self.patterns[id as usize];
-            let end = start + pattern.len();
+            let end = start + len;
             if end <= hay.len() && same_bytes(&hay[start..end], pattern) {
                 found(id, start, end);
             }
@@ -533,6 +577,25 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     } else {
         a == b
     }
+}
+
+/// The `u32` at `at` in a group (written little-endian by [`LiteralSet::new`]).
+#[inline]
+fn read_u32(group: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(group[at..at + 4].try_into().expect("four bytes"))
+}
+
+/// The `u64` at `at` in a group.
+#[inline]
+fn read_u64(group: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(group[at..at + 8].try_into().expect("eight bytes"))
+}
+
+/// A fragment's key in its [`Slot`]: a four-byte fragment itself, an eight-byte one
+/// folded (the group holds it whole).
+#[inline]
+fn slot_key(fragment: u64) -> u32 {
+    (fragment ^ (fragment >> 32)) as u32
 }
 
 /// The bytes of a fragment (four or eight) as one number.
