@@ -60,7 +60,7 @@ pub struct MatchScratch {
     route_active: Vec<bool>,
     /// Active routes and the scanners they need, per distinct tuple of routing values
     /// (an event's channel and event id, typically): routing costs one hash lookup.
-    route_cache: std::collections::HashMap<Box<[u8]>, usize>,
+    route_cache: std::collections::HashMap<Box<[u8]>, usize, RouteKeyHash>,
     route_sets: Vec<RouteSet>,
     route_key: Vec<u8>,
     /// Routes marked active for the current event (to clear them for the next).
@@ -196,6 +196,47 @@ struct PlannedScan {
     keywords: bool,
 }
 
+/// The hash of the routing cache's keys: XXH3 with a seed drawn per scratch space.
+///
+/// Why not the standard library's SipHash: routing keys are some fifty bytes, hashed once
+/// per event, and SipHash took a percent of the matching time. Why seeded: the keys come
+/// from events, and a sender who could predict the hash could fill the cache with keys
+/// that collide.
+#[derive(Clone)]
+struct RouteKeyHash {
+    seed: u64,
+}
+
+impl RouteKeyHash {
+    fn new() -> Self {
+        use std::hash::BuildHasher;
+        RouteKeyHash {
+            seed: std::collections::hash_map::RandomState::new().hash_one(0u64),
+        }
+    }
+}
+
+impl std::hash::BuildHasher for RouteKeyHash {
+    type Hasher = RouteKeyHasher;
+
+    fn build_hasher(&self) -> RouteKeyHasher {
+        RouteKeyHasher(self.seed)
+    }
+}
+
+/// See [`RouteKeyHash`]; each write is hashed with the hash so far as its seed.
+struct RouteKeyHasher(u64);
+
+impl std::hash::Hasher for RouteKeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Most distinct routing tuples remembered per scratch; beyond it, routing is computed
 /// without caching (bounded memory against hostile input).
 const ROUTE_CACHE_LIMIT: usize = 4096;
@@ -287,7 +328,7 @@ impl CompiledRules {
             scan_lower: Vec::new(),
             compared_lower: Vec::new(),
             compared_value: None,
-            route_cache: std::collections::HashMap::new(),
+            route_cache: std::collections::HashMap::with_hasher(RouteKeyHash::new()),
             route_sets: Vec::new(),
             route_key: Vec::new(),
             active_list: Vec::new(),
