@@ -9,8 +9,9 @@
 //!    field's literal set (see `literals`) finds; the position of the hit (at the start,
 //!    at the end, the whole value) is all it takes to verify them. Values with inner
 //!    wildcards become globs, prefiltered by their longest literal; `re` values become
-//!    regex-automata meta regexes with a size limit, prefiltered by the literals every match
-//!    contains (see `required`) when the regex has some.
+//!    regex-automata meta regexes with a size limit, prefiltered by literals every match
+//!    contains (see `required`) when the regex has some: of the sets it offers, the one
+//!    least likely to occur, as for the tests a rule ANDs.
 //! 3. **Prefilter.** From the condition we derive a set of atoms of which at least one must
 //!    hit for the rule to possibly match (`not` tests, and regexes without required literals,
 //!    give none). Rules with
@@ -39,7 +40,7 @@ use crate::guard::Guard;
 use crate::ioc::{mask_v4, mask_v6, IocTable};
 use crate::literals::{Anchor, AnchoredValues, LiteralSet, FRAGMENT};
 use crate::presence::KeywordPresence;
-use crate::required::required_literals;
+use crate::required::required_literal_sets;
 use tocsin_core::encoding::base64;
 
 /// Limits applied while compiling.
@@ -192,11 +193,12 @@ pub(crate) enum ValueTest {
         glob: Glob,
         prefilter: Option<AtomId>,
     },
-    /// A regex: its index in the regex table, and the atoms of which one must hit for it
-    /// to match (literals every match contains; see `required`), when there are some.
+    /// A regex: its index in the regex table, and sets of atoms of each of which one must
+    /// hit for it to match (literals every match contains; see `required`), when there are
+    /// some: the prefilter takes the set least likely to hit.
     Regex {
         index: u32,
-        prefilter: Option<Box<[AtomId]>>,
+        prefilters: Box<[Box<[AtomId]>]>,
     },
     /// A regex that only asks for a run of one character class (`.{1000,}`), counted.
     ClassRun(ClassRun),
@@ -784,19 +786,22 @@ impl Builder<'_> {
                         .map_err(|e| bad_regex(&e))?;
                     // The literals every match contains become the test's prefilter (field
                     // tests only: keyword regexes keep scanning every value).
-                    let prefilter = if keyword {
-                        None
+                    let prefilters = if keyword {
+                        Box::default()
                     } else {
-                        required_literals(&hir).map(|set| {
-                            set.iter()
-                                .map(|l| self.atom(route, slot, l, false, HIT_ANY))
-                                .collect()
-                        })
+                        required_literal_sets(&hir)
+                            .iter()
+                            .map(|set| {
+                                set.iter()
+                                    .map(|l| self.atom(route, slot, l, false, HIT_ANY))
+                                    .collect()
+                            })
+                            .collect()
                     };
                     self.regexes.push(regex);
                     ValueTest::Regex {
                         index: self.regexes.len() as u32 - 1,
-                        prefilter,
+                        prefilters,
                     }
                 }
             } else {
@@ -1335,20 +1340,40 @@ fn need_test(t: &Test, atoms: &[Atom], weights: AtomWeights<'_>) -> Option<Vec<A
         return None;
     }
     if t.all {
-        best(t.values.iter().map(need_value), atoms, weights)
+        best(
+            t.values.iter().map(|v| need_value(v, atoms, weights)),
+            atoms,
+            weights,
+        )
     } else {
-        union(t.values.iter().map(need_value))
+        union(t.values.iter().map(|v| need_value(v, atoms, weights)))
     }
 }
 
-/// The atoms of which one must hit for `v` to hold, or `None` when there is no such set.
-pub(crate) fn need_value(v: &ValueTest) -> Option<Vec<AtomId>> {
+/// The atoms of which one must hit for `v` to hold, or `None` when there is no such set
+/// (of a regex's sets, the best by `weights`).
+fn need_value(v: &ValueTest, atoms: &[Atom], weights: AtomWeights<'_>) -> Option<Vec<AtomId>> {
     match v {
         ValueTest::Atom { atom, .. } => Some(vec![*atom]),
         ValueTest::Glob { prefilter, .. } => prefilter.map(|a| vec![a]),
-        ValueTest::Regex { prefilter, .. } => prefilter.as_ref().map(|set| set.to_vec()),
-        ValueTest::Any(vs) => union(vs.iter().map(need_value)),
+        ValueTest::Regex { prefilters, .. } => best(
+            prefilters.iter().map(|set| Some(set.to_vec())),
+            atoms,
+            weights,
+        ),
+        ValueTest::Any(vs) => union(vs.iter().map(|v| need_value(v, atoms, weights))),
         _ => None,
+    }
+}
+
+/// Every atom `v` could put into a prefilter set (those of all of a regex's sets).
+pub(crate) fn prefilter_atoms(v: &ValueTest, out: &mut Vec<AtomId>) {
+    match v {
+        ValueTest::Atom { atom, .. } => out.push(*atom),
+        ValueTest::Glob { prefilter, .. } => out.extend(*prefilter),
+        ValueTest::Regex { prefilters, .. } => out.extend(prefilters.iter().flatten()),
+        ValueTest::Any(vs) => vs.iter().for_each(|v| prefilter_atoms(v, out)),
+        _ => {}
     }
 }
 

@@ -32,7 +32,7 @@
 //! Guards ([`crate::guard`]) are not chosen by these guesses: they cannot tell a whole
 //! value from a search, which is what makes a guard cheap and likely to fail.
 
-use crate::compile::{need_value, Atom, CompiledRule};
+use crate::compile::{prefilter_atoms, Atom, CompiledRule};
 
 /// The guessed share of events holding a literal of one byte that one rule tests; each
 /// further byte divides it by [`PER_BYTE`], down to [`FLOOR`] (from seven bytes on):
@@ -55,7 +55,9 @@ pub(crate) fn atom_weights(rules: &[CompiledRule], atoms: &[Atom]) -> Vec<f64> {
             .flat_map(|s| s.alternatives.iter())
             .flatten()
         {
-            seen.extend(test.values.iter().filter_map(need_value).flatten());
+            test.values
+                .iter()
+                .for_each(|v| prefilter_atoms(v, &mut seen));
         }
         seen.sort_unstable();
         seen.dedup();

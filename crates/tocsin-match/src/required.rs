@@ -8,14 +8,21 @@
 //! those words with the other literals costs next to nothing, and the regex then runs only
 //! on the events that have one.
 //!
-//! [`required_literals`] walks the regex's syntax tree and returns a set of literals of which
-//! at least one occurs in every match, or `None` when it finds no useful set. It is sound for
-//! any regex: a literal is only taken from parts every match must contain (concatenations,
-//! repetitions of at least one, every branch of an alternation). The literals are compared
-//! ASCII case-insensitively by the prefilter, which can only let more events through; the
-//! regex itself decides.
+//! [`required_literal_sets`] walks the regex's syntax tree and returns sets of literals, each
+//! a set of which at least one occurs in every match. It is sound for any regex: a literal
+//! is only taken from parts every match must contain (concatenations, repetitions of at
+//! least one, every branch of an alternation). The literals are compared ASCII
+//! case-insensitively by the prefilter, which can only let more events through; the regex
+//! itself decides.
+//!
+//! Why several sets: any one of them will do, and the compiler picks the one least likely
+//! to occur in events, as it picks among the tests a rule ANDs. Length alone cannot tell:
+//! `^C:\Windows\SYSTEM32\ntdll\.dll\+[a-z0-9]{4,6}\|...\|UNKNOWN\(` holds a long path
+//! that begins nearly every call trace, and the short `|unknown(` that almost none holds.
 
 use regex_syntax::hir::{Class, Hir, HirKind};
+
+use crate::literals::FRAGMENT;
 
 /// Shortest literal worth prefiltering on: shorter ones occur in most values.
 const MIN_LEN: usize = 3;
@@ -23,10 +30,68 @@ const MIN_LEN: usize = 3;
 /// At most this many alternatives in one set (an alternation of many words).
 const MAX_ALTERNATIVES: usize = 64;
 
-/// A set of literals, lower-cased, of which every match of `hir` contains at least one; `None`
-/// when there is none with every literal at least [`MIN_LEN`] bytes.
+/// At most this many sets are offered for one regex.
+const MAX_SETS: usize = 8;
+
+/// Sets of literals, lower-cased, of each of which every match of `hir` contains at least
+/// one, every literal at least [`MIN_LEN`] bytes: the most selective by length first, then
+/// the others whose literals are long enough for the fragment scan, at most [`MAX_SETS`].
+/// Empty when there is none.
+pub(crate) fn required_literal_sets(hir: &Hir) -> Vec<Vec<Vec<u8>>> {
+    let mut sets = Vec::new();
+    collect_required(hir, &mut sets);
+    sets.retain(|set| set.iter().all(|l| l.len() >= MIN_LEN));
+    // Stable: of equally selective sets, the first in the regex stays first.
+    sets.sort_by_key(|set| std::cmp::Reverse(selectivity(set)));
+    let mut distinct: Vec<Vec<Vec<u8>>> = Vec::new();
+    for set in sets {
+        // Past the first, only sets of literals long enough for the fragment scan: a
+        // shorter one is cheap to choose by its frequency and dear to scan for, as it
+        // adds an automaton's pass over the field.
+        let long = set.iter().all(|l| l.len() > FRAGMENT);
+        if (distinct.is_empty() || long) && !distinct.contains(&set) {
+            distinct.push(set);
+        }
+    }
+    distinct.truncate(MAX_SETS);
+    distinct
+}
+
+/// The most selective set of [`required_literal_sets`], by length alone.
+#[cfg(test)]
 pub(crate) fn required_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
-    required(hir).filter(|set| set.iter().all(|l| l.len() >= MIN_LEN))
+    required_literal_sets(hir).into_iter().next()
+}
+
+/// Push every required set of `hir` that [`required`] would choose among onto `out`.
+fn collect_required(hir: &Hir, out: &mut Vec<Vec<Vec<u8>>>) {
+    if let Some(set) = exact(hir) {
+        out.push(set);
+        return;
+    }
+    match hir.kind() {
+        HirKind::Capture(cap) => collect_required(&cap.sub, out),
+        HirKind::Repetition(rep) if rep.min >= 1 => collect_required(&rep.sub, out),
+        // Each branch needs one of its sets: its best one, with the others' best ones.
+        HirKind::Alternation(alts) => out.extend(union(alts, required)),
+        HirKind::Concat(parts) => {
+            let mut run: Vec<Vec<u8>> = vec![Vec::new()];
+            for part in parts {
+                match exact(part) {
+                    Some(set) if run.len() * set.len() <= MAX_ALTERNATIVES => {
+                        run = product(&run, &set);
+                    }
+                    Some(set) => out.push(std::mem::replace(&mut run, set)),
+                    None => {
+                        out.push(std::mem::replace(&mut run, vec![Vec::new()]));
+                        collect_required(part, out);
+                    }
+                }
+            }
+            out.push(run);
+        }
+        _ => {}
+    }
 }
 
 /// The best required set of `hir`, without the length floor.
@@ -154,15 +219,21 @@ fn class_strings(class: &Class) -> Option<Vec<Vec<u8>>> {
     Some(out)
 }
 
-/// The more selective of two required sets: the one whose shortest literal is longer, then
-/// the one with fewer literals.
+/// How selective a required set is by length alone: its shortest literal's length (up to
+/// eight bytes), then fewer literals.
+fn selectivity(set: &[Vec<u8>]) -> (usize, std::cmp::Reverse<usize>) {
+    let shortest = set.iter().map(Vec::len).min().unwrap_or(0);
+    (shortest.min(8), std::cmp::Reverse(set.len()))
+}
+
+/// The more selective of two required sets by [`selectivity`] (`a` when they tie).
 fn better(a: Option<Vec<Vec<u8>>>, b: Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8>>> {
-    let score = |s: &Vec<Vec<u8>>| {
-        let shortest = s.iter().map(Vec::len).min().unwrap_or(0);
-        (shortest.min(8), std::cmp::Reverse(s.len()))
-    };
     match (a, b) {
-        (Some(a), Some(b)) => Some(if score(&b) > score(&a) { b } else { a }),
+        (Some(a), Some(b)) => Some(if selectivity(&b) > selectivity(&a) {
+            b
+        } else {
+            a
+        }),
         (a, b) => a.or(b),
     }
 }
@@ -246,14 +317,18 @@ mod tests {
         ) {
             let config = syntax::Config::new().case_insensitive(case_insensitive);
             let hir = syntax::parse_with(&pattern, &config).unwrap();
-            let Some(set) = required(&hir) else { return Ok(()) };
+            let mut sets = Vec::new();
+            collect_required(&hir, &mut sets);
+            sets.extend(required(&hir));
             let regex = Regex::builder().syntax(config).build(&pattern).unwrap();
             if regex.is_match(&text) {
                 let lower = text.to_ascii_lowercase();
-                prop_assert!(
-                    set.iter().any(|l| lower.contains(std::str::from_utf8(l).unwrap())),
-                    "{pattern:?} matched {text:?} without any of {set:?}"
-                );
+                for set in &sets {
+                    prop_assert!(
+                        set.iter().any(|l| lower.contains(std::str::from_utf8(l).unwrap())),
+                        "{pattern:?} matched {text:?} without any of {set:?}"
+                    );
+                }
             }
         }
     }

@@ -720,6 +720,34 @@ fn without_a_sample_literals_many_rules_share_are_not_searched_for() {
     assert_eq!(candidates_over(&c, &hits), 3);
 }
 
+/// A regex offers each of its required literals to the prefilter, which takes the least
+/// common: not the long path that begins every call trace (other rules test it too), but
+/// the `|unknown(` of an injected thread.
+#[test]
+fn a_regex_is_prefiltered_by_its_least_common_required_literal() {
+    let rules = [
+        ("bof", r"CallTrace|re: '^C:\\Windows\\SYSTEM32\\ntdll\.dll\+[a-z0-9]{4,6}\|UNKNOWN\('"),
+        ("python", "CallTrace|contains: 'C:\\Windows\\SYSTEM32\\ntdll.dll+'\n    TargetImage|endswith: '\\lsass.exe'"),
+        ("dump", "CallTrace|contains: 'C:\\Windows\\SYSTEM32\\ntdll.dll+'\n    TargetImage|endswith: '\\procdump.exe'"),
+    ]
+    .iter()
+    .map(|(id, sel)| rule(id, &format!("  sel:\n    {sel}\n  condition: sel")))
+    .collect::<String>();
+    let c = compile(&rules, "");
+    let common: Vec<String> = (0..20)
+        .map(|i| {
+            ev(&format!(
+                r#""CallTrace":"C:\\Windows\\SYSTEM32\\ntdll.dll+9c58{i}|C:\\Windows\\System32\\KERNELBASE.dll+2c1a""#
+            ))
+        })
+        .collect();
+    assert_eq!(candidates_over(&c, &common), 0);
+    let hit =
+        ev(r#""CallTrace":"C:\\Windows\\SYSTEM32\\ntdll.dll+9c584|UNKNOWN(00000000DEADBEEF)""#);
+    assert_eq!(matched(&c, &hit), ["bof"]);
+    assert_eq!(candidates_over(&c, std::slice::from_ref(&hit)), 1);
+}
+
 /// Frequencies know literals by content: compiled with more rules (as after a reload),
 /// the calibrated choice of the old rule stays, and the new rule's literals, which the
 /// sample never measured, are assumed neither common nor absent.
