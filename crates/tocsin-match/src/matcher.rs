@@ -352,6 +352,30 @@ impl CompiledRules {
         }
     }
 
+    /// The routing cache's key for `event`: per routing field, its value's kind and raw
+    /// bytes (length first). Two events with the same key have the same routing values.
+    fn write_route_key(&self, event: &Event<'_>, key: &mut Vec<u8>) {
+        key.clear();
+        for path in &self.route_fields {
+            // Objects and arrays are no routing value (`text` has none): as if absent.
+            let value = event.get_named(path);
+            let kind = match value.as_ref().map(FieldValue::kind) {
+                None | Some(ValueKind::Object | ValueKind::Array) => 0,
+                Some(ValueKind::String { .. }) => 1,
+                Some(ValueKind::Number) => 2,
+                Some(ValueKind::Bool) => 3,
+                Some(ValueKind::Null) => 4,
+            };
+            key.push(kind);
+            let Some(value) = value.filter(|_| kind != 0) else {
+                continue;
+            };
+            let raw = value.raw();
+            key.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+            key.extend_from_slice(raw);
+        }
+    }
+
     fn route_matches(&self, route: usize, scratch: &MatchScratch) -> bool {
         self.routes[route].condition.iter().all(|alternatives| {
             alternatives.iter().any(|alt| {
@@ -393,23 +417,22 @@ impl CompiledRules {
         scratch.compared_value = None;
         scratch.stats.events += 1;
 
-        // 1. Route: which logsources does this event belong to?
-        self.read_route_values(event, scratch);
+        // 1. Route: which logsources does this event belong to? Cached by the routing
+        // values as the event writes them (escaped, in its case): events that write them
+        // alike route alike, and the values are read as text only on a miss.
         for &r in &scratch.active_list {
             scratch.route_active[r as usize] = false;
         }
         scratch.active_list.clear();
-        scratch.route_key.clear();
-        for (present, value) in scratch.route_present.iter().zip(&scratch.route_values) {
-            scratch.route_key.push(u8::from(*present));
-            scratch
-                .route_key
-                .extend(value.bytes().map(|b| b.to_ascii_lowercase()));
-            scratch.route_key.push(0);
+        self.write_route_key(event, &mut scratch.route_key);
+        if verify_all {
+            // The exhaustive matcher tests each rule's route itself.
+            self.read_route_values(event, scratch);
         }
         let idx = match scratch.route_cache.get(scratch.route_key.as_slice()) {
             Some(&i) => i,
             None => {
+                self.read_route_values(event, scratch);
                 let set = self.compute_route_set(scratch);
                 if scratch.route_cache.len() >= ROUTE_CACHE_LIMIT {
                     self.activate(&set, scratch);

@@ -720,6 +720,60 @@ fn without_a_sample_literals_many_rules_share_are_not_searched_for() {
     assert_eq!(candidates_over(&c, &hits), 3);
 }
 
+/// The routing cache is keyed by the routing values as events write them; events that
+/// write the same values otherwise (case, escapes, a number as a string) still route alike,
+/// whatever came first into the one scratch space they share.
+#[test]
+fn events_route_alike_however_they_write_their_routing_values() {
+    let c = compile(
+        &rule(
+            "x",
+            "  sel:\n    Image|endswith: '\\x.exe'\n  condition: sel",
+        ),
+        "",
+    );
+    let image = r#""NewProcessName":"C:\\x.exe""#;
+    let cases = [
+        (
+            format!(r#"{{"Channel":"Security","EventID":4688,{image}}}"#),
+            true,
+        ),
+        (
+            format!(r#"{{"Channel":"SECURITY","EventID":"4688",{image}}}"#),
+            true,
+        ),
+        (
+            format!(r#"{{"Channel":"Secur\u0069ty","EventID":4688,{image}}}"#),
+            true,
+        ),
+        (
+            format!(r#"{{"Channel":"Security","EventID":4689,{image}}}"#),
+            false,
+        ),
+        (
+            format!(r#"{{"Channel":"Security ","EventID":4688,{image}}}"#),
+            false,
+        ),
+        (
+            format!(r#"{{"Channel":["Security"],"EventID":4688,{image}}}"#),
+            false,
+        ),
+        (format!(r#"{{"EventID":4688,{image}}}"#), false),
+    ];
+    let mut s = c.new_scratch();
+    let mut idx = EventIndex::new();
+    for round in 0..2 {
+        for k in 0..cases.len() {
+            // Forward, then backward: each key meets a cache that others filled.
+            let (event, hit) = &cases[if round == 0 { k } else { cases.len() - 1 - k }];
+            let e = Event::parse(event.as_bytes(), &mut idx).unwrap();
+            c.match_event(&e, &mut s);
+            assert_eq!(!s.matched().is_empty(), *hit, "{event}");
+            assert_eq!(matched(&c, event).is_empty(), !*hit, "{event}");
+        }
+    }
+}
+
 /// A regex offers each of its required literals to the prefilter, which takes the least
 /// common: not the long path that begins every call trace (other rules test it too), but
 /// the `|unknown(` of an injected thread.
