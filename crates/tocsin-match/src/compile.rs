@@ -417,7 +417,7 @@ pub struct CompiledRules {
     /// Atom → the field it is tested in.
     pub(crate) atom_fields: Vec<FieldSlot>,
     /// Atom → (rule, its route) for the rules whose prefilter set contains it.
-    pub(crate) atom_rules: Vec<Vec<(RuleIdx, u32)>>,
+    pub(crate) atom_rules: AtomRules,
     /// One literal set per field, for all routes.
     pub(crate) scanners: Vec<Scanner>,
     pub(crate) regexes: Vec<Regex>,
@@ -1416,6 +1416,38 @@ fn best(
     })
 }
 
+/// Per atom, the (rule, its route) pairs of the rules whose prefilter set contains it: all
+/// lists in one array, each atom's found by its start. (A vector per atom cost twice the
+/// memory: a header each, and room for four pairs where most atoms have one.)
+pub(crate) struct AtomRules {
+    /// Atom `a`'s pairs are `pairs[starts[a]..starts[a + 1]]`.
+    starts: Box<[u32]>,
+    pairs: Box<[(RuleIdx, u32)]>,
+}
+
+impl AtomRules {
+    fn new(lists: &[Vec<(RuleIdx, u32)>]) -> Self {
+        let mut starts = Vec::with_capacity(lists.len() + 1);
+        starts.push(0u32);
+        let mut pairs = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+        for list in lists {
+            pairs.extend_from_slice(list);
+            starts.push(u32::try_from(pairs.len()).expect("fewer than 2^32 prefilter entries"));
+        }
+        AtomRules {
+            starts: starts.into_boxed_slice(),
+            pairs: pairs.into_boxed_slice(),
+        }
+    }
+
+    /// The (rule, route) pairs of atom `a`.
+    #[inline]
+    pub(crate) fn of(&self, a: AtomId) -> &[(RuleIdx, u32)] {
+        let a = a as usize;
+        &self.pairs[self.starts[a] as usize..self.starts[a + 1] as usize]
+    }
+}
+
 impl CompiledRules {
     /// Compile `rules` and `indicators` under `profile`. Rules that cannot be compiled are
     /// reported (file:line, id, title) and skipped.
@@ -1714,7 +1746,7 @@ impl CompiledRules {
                 routes,
                 atoms: b.atoms,
                 atom_fields,
-                atom_rules,
+                atom_rules: AtomRules::new(&atom_rules),
                 scanners,
                 regexes: b.regexes,
                 fields: b

@@ -291,7 +291,7 @@ impl CompiledRules {
                 let old = st.atom_bits[a as usize];
                 if old == 0 {
                     st.touched.push(a);
-                    for &(r, route) in &self.atom_rules[a as usize] {
+                    for &(r, route) in self.atom_rules.of(a) {
                         if st.route_active[route as usize] && !st.candidate_mark[r as usize] {
                             st.candidate_mark[r as usize] = true;
                             st.candidates.push(r);
