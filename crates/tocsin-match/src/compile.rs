@@ -397,7 +397,7 @@ pub(crate) struct Scanner {
     /// those of `literals`.
     pub anchored: Vec<AnchoredValues>,
     /// Pattern id → atoms with those bytes (case-insensitively).
-    pub pattern_atoms: Vec<Vec<AtomId>>,
+    pub pattern_atoms: Lists<AtomId>,
     /// Routes with rules that test this field; the field is scanned only when one is active.
     pub routes: Vec<u32>,
     /// For keyword searches: a test over pieces of the keywords that appear verbatim in the
@@ -417,7 +417,7 @@ pub struct CompiledRules {
     /// Atom → the field it is tested in.
     pub(crate) atom_fields: Vec<FieldSlot>,
     /// Atom → (rule, its route) for the rules whose prefilter set contains it.
-    pub(crate) atom_rules: AtomRules,
+    pub(crate) atom_rules: Lists<(RuleIdx, u32)>,
     /// One literal set per field, for all routes.
     pub(crate) scanners: Vec<Scanner>,
     pub(crate) regexes: Vec<Regex>,
@@ -1416,35 +1416,35 @@ fn best(
     })
 }
 
-/// Per atom, the (rule, its route) pairs of the rules whose prefilter set contains it: all
-/// lists in one array, each atom's found by its start. (A vector per atom cost twice the
-/// memory: a header each, and room for four pairs where most atoms have one.)
-pub(crate) struct AtomRules {
-    /// Atom `a`'s pairs are `pairs[starts[a]..starts[a + 1]]`.
+/// Lists in one array: list `i` is `items[starts[i]..starts[i + 1]]`. For the many short
+/// lists of a compiled set (the rules of each atom, the atoms of each scanned pattern): a
+/// vector per list cost a header each and room for four items where most lists hold one
+/// (the SigmaHQ Windows set's heap, 21.06 MiB with vectors, 20.09 with the atoms' rules
+/// in one array).
+pub(crate) struct Lists<T> {
     starts: Box<[u32]>,
-    pairs: Box<[(RuleIdx, u32)]>,
+    items: Box<[T]>,
 }
 
-impl AtomRules {
-    fn new(lists: &[Vec<(RuleIdx, u32)>]) -> Self {
+impl<T: Copy> Lists<T> {
+    pub(crate) fn new(lists: &[Vec<T>]) -> Self {
         let mut starts = Vec::with_capacity(lists.len() + 1);
         starts.push(0u32);
-        let mut pairs = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+        let mut items = Vec::with_capacity(lists.iter().map(Vec::len).sum());
         for list in lists {
-            pairs.extend_from_slice(list);
-            starts.push(u32::try_from(pairs.len()).expect("fewer than 2^32 prefilter entries"));
+            items.extend_from_slice(list);
+            starts.push(u32::try_from(items.len()).expect("fewer than 2^32 items"));
         }
-        AtomRules {
+        Lists {
             starts: starts.into_boxed_slice(),
-            pairs: pairs.into_boxed_slice(),
+            items: items.into_boxed_slice(),
         }
     }
 
-    /// The (rule, route) pairs of atom `a`.
+    /// List `i`.
     #[inline]
-    pub(crate) fn of(&self, a: AtomId) -> &[(RuleIdx, u32)] {
-        let a = a as usize;
-        &self.pairs[self.starts[a] as usize..self.starts[a + 1] as usize]
+    pub(crate) fn get(&self, i: usize) -> &[T] {
+        &self.items[self.starts[i] as usize..self.starts[i + 1] as usize]
     }
 }
 
@@ -1692,7 +1692,7 @@ impl CompiledRules {
                 field,
                 literals,
                 anchored,
-                pattern_atoms,
+                pattern_atoms: Lists::new(&pattern_atoms),
                 routes: routes.into_iter().collect(),
                 presence,
             });
@@ -1746,7 +1746,7 @@ impl CompiledRules {
                 routes,
                 atoms: b.atoms,
                 atom_fields,
-                atom_rules: AtomRules::new(&atom_rules),
+                atom_rules: Lists::new(&atom_rules),
                 scanners,
                 regexes: b.regexes,
                 fields: b

@@ -271,7 +271,7 @@ impl CompiledRules {
                 return;
             }
             st.stats.literal_hits += 1;
-            for &a in &scanner.pattern_atoms[pattern as usize] {
+            for &a in scanner.pattern_atoms.get(pattern as usize) {
                 let atom = &self.atoms[a as usize];
                 if atom.cased
                     && hay[start..end] != *atom.cased_escaped.as_deref().unwrap_or(&atom.bytes)
@@ -291,7 +291,7 @@ impl CompiledRules {
                 let old = st.atom_bits[a as usize];
                 if old == 0 {
                     st.touched.push(a);
-                    for &(r, route) in self.atom_rules.of(a) {
+                    for &(r, route) in self.atom_rules.get(a as usize) {
                         if st.route_active[route as usize] && !st.candidate_mark[r as usize] {
                             st.candidate_mark[r as usize] = true;
                             st.candidates.push(r);
