@@ -617,6 +617,20 @@ fn tests_run_cheapest_first_and_are_explained_as_written() {
 }
 
 /// Rules verified (candidates) over `events`, matched in turn with one scratch space.
+/// `n` events, the `i`th holding the members `fields(i)` (besides the Sysmon routing).
+fn events(n: usize, fields: impl Fn(usize) -> String) -> Vec<String> {
+    (0..n).map(|i| ev(&fields(i))).collect()
+}
+
+/// Rules of one selection each, `(id, the selection's tests)`, compiled.
+fn compile_selections(selections: &[(&str, &str)]) -> CompiledRules {
+    let rules: String = selections
+        .iter()
+        .map(|(id, sel)| rule(id, &format!("  sel:\n    {sel}\n  condition: sel")))
+        .collect();
+    compile(&rules, "")
+}
+
 fn candidates_over(c: &CompiledRules, events: &[String]) -> u64 {
     let mut s = c.new_scratch();
     let mut idx = EventIndex::new();
@@ -691,18 +705,13 @@ fn without_a_sample_literals_many_rules_share_are_not_searched_for() {
         ("access", "SourceImage|endswith: '\\svchost.exe'\n    GrantedAccess:\n      - '0x1410'\n      - '0x1010'"),
         ("child", "ParentImage: 'C:\\Windows\\System32\\svchost.exe'\n    Image|endswith: '\\cmd.exe'"),
         ("masquerade", "Image: 'C:\\Windows\\Temp\\svchost.exe'"),
-    ]
-    .iter()
-    .map(|(id, sel)| rule(id, &format!("  sel:\n    {sel}\n  condition: sel")))
-    .collect::<String>();
-    let c = compile(&rules, "");
-    let common: Vec<String> = (0..20)
-        .map(|i| {
-            ev(&format!(
-                r#""ObjectType":"Key","ObjectName":"\\REGISTRY\\MACHINE\\k{i}","TargetObject":"HKLM\\Software\\Microsoft\\Windows\\CurrentVersion\\Policies","Details":"DWORD (0x00000001)","SourceImage":"C:\\Windows\\System32\\svchost.exe","GrantedAccess":"0x1000""#
-            ))
-        })
-        .collect();
+    ];
+    let c = compile_selections(&rules);
+    let common = events(20, |i| {
+        format!(
+            r#""ObjectType":"Key","ObjectName":"\\REGISTRY\\MACHINE\\k{i}","TargetObject":"HKLM\\Software\\Microsoft\\Windows\\CurrentVersion\\Policies","Details":"DWORD (0x00000001)","SourceImage":"C:\\Windows\\System32\\svchost.exe","GrantedAccess":"0x1000""#
+        )
+    });
     // No common literal puts a rule on the candidate list.
     assert_eq!(candidates_over(&c, &common), 0);
     let hits = [
@@ -783,18 +792,13 @@ fn a_regex_is_prefiltered_by_its_least_common_required_literal() {
         ("bof", r"CallTrace|re: '^C:\\Windows\\SYSTEM32\\ntdll\.dll\+[a-z0-9]{4,6}\|UNKNOWN\('"),
         ("python", "CallTrace|contains: 'C:\\Windows\\SYSTEM32\\ntdll.dll+'\n    TargetImage|endswith: '\\lsass.exe'"),
         ("dump", "CallTrace|contains: 'C:\\Windows\\SYSTEM32\\ntdll.dll+'\n    TargetImage|endswith: '\\procdump.exe'"),
-    ]
-    .iter()
-    .map(|(id, sel)| rule(id, &format!("  sel:\n    {sel}\n  condition: sel")))
-    .collect::<String>();
-    let c = compile(&rules, "");
-    let common: Vec<String> = (0..20)
-        .map(|i| {
-            ev(&format!(
-                r#""CallTrace":"C:\\Windows\\SYSTEM32\\ntdll.dll+9c58{i}|C:\\Windows\\System32\\KERNELBASE.dll+2c1a""#
-            ))
-        })
-        .collect();
+    ];
+    let c = compile_selections(&rules);
+    let common = events(20, |i| {
+        format!(
+            r#""CallTrace":"C:\\Windows\\SYSTEM32\\ntdll.dll+9c58{i}|C:\\Windows\\System32\\KERNELBASE.dll+2c1a""#
+        )
+    });
     assert_eq!(candidates_over(&c, &common), 0);
     let hit =
         ev(r#""CallTrace":"C:\\Windows\\SYSTEM32\\ntdll.dll+9c584|UNKNOWN(00000000DEADBEEF)""#);
