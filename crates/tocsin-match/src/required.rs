@@ -63,7 +63,10 @@ pub(crate) fn required_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     required_literal_sets(hir).into_iter().next()
 }
 
-/// Push every required set of `hir` that [`required`] would choose among onto `out`.
+/// Push every required set of `hir` onto `out`, in the order of the regex. In a
+/// concatenation, runs of adjacent parts that match a finite set of strings join into one
+/// set (their product: `i(?:nvoke|ex)` gives `invoke` and `iex`); every run and every other
+/// part's own sets are candidates.
 fn collect_required(hir: &Hir, out: &mut Vec<Vec<Vec<u8>>>) {
     if let Some(set) = exact(hir) {
         out.push(set);
@@ -81,6 +84,7 @@ fn collect_required(hir: &Hir, out: &mut Vec<Vec<Vec<u8>>>) {
                     Some(set) if run.len() * set.len() <= MAX_ALTERNATIVES => {
                         run = product(&run, &set);
                     }
+                    // Too many combinations: close the run, start one from this part.
                     Some(set) => out.push(std::mem::replace(&mut run, set)),
                     None => {
                         out.push(std::mem::replace(&mut run, vec![Vec::new()]));
@@ -94,41 +98,13 @@ fn collect_required(hir: &Hir, out: &mut Vec<Vec<Vec<u8>>>) {
     }
 }
 
-/// The best required set of `hir`, without the length floor.
+/// The best required set of `hir` by [`better`], without the length floor: what an
+/// alternation's branch contributes.
 fn required(hir: &Hir) -> Option<Vec<Vec<u8>>> {
-    if let Some(set) = exact(hir) {
-        return Some(set);
-    }
-    match hir.kind() {
-        HirKind::Capture(cap) => required(&cap.sub),
-        HirKind::Repetition(rep) if rep.min >= 1 => required(&rep.sub),
-        HirKind::Alternation(alts) => union(alts, required),
-        HirKind::Concat(parts) => {
-            // Runs of adjacent parts that match a finite set of strings join into one set
-            // (their product: `i(?:nvoke|ex)` gives `invoke` and `iex`); every run and every
-            // other part's own set is a candidate, and the best one is kept.
-            let mut best: Option<Vec<Vec<u8>>> = None;
-            let mut run: Vec<Vec<u8>> = vec![Vec::new()];
-            for part in parts {
-                match exact(part) {
-                    Some(set) if run.len() * set.len() <= MAX_ALTERNATIVES => {
-                        run = product(&run, &set);
-                    }
-                    Some(set) => {
-                        // Too many combinations: close the run, start one from this part.
-                        best = better(best, Some(std::mem::replace(&mut run, set)));
-                    }
-                    None => {
-                        let closed = std::mem::replace(&mut run, vec![Vec::new()]);
-                        best = better(best, Some(closed));
-                        best = better(best, required(part));
-                    }
-                }
-            }
-            better(best, Some(run))
-        }
-        _ => None,
-    }
+    let mut sets = Vec::new();
+    collect_required(hir, &mut sets);
+    sets.into_iter()
+        .fold(None, |best, set| better(best, Some(set)))
 }
 
 /// The finite set of strings `hir` matches, lower-cased (ASCII), when it is small: a literal,
@@ -319,7 +295,6 @@ mod tests {
             let hir = syntax::parse_with(&pattern, &config).unwrap();
             let mut sets = Vec::new();
             collect_required(&hir, &mut sets);
-            sets.extend(required(&hir));
             let regex = Regex::builder().syntax(config).build(&pattern).unwrap();
             if regex.is_match(&text) {
                 let lower = text.to_ascii_lowercase();
