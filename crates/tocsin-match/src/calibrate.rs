@@ -8,7 +8,7 @@
 //! by `CallTrace|startswith: 'C:\Windows\System32\ntdll.dll+'` (in nearly every call
 //! trace) rather than by `GrantedAccess: '0x1440'` (rare), and over the SigmaHQ Windows
 //! rules and the OTRF events 2.9 rules were verified per event for 0.02 matches; the guess
-//! leaves 1.2, a sample 0.5.
+//! leaves 0.9, a sample 0.5.
 //!
 //! Calibration measures instead: compile the rules once with every literal searched for
 //! ([`MatchConfig::scan_every_literal`](crate::MatchConfig::scan_every_literal)), match a

@@ -8,7 +8,8 @@
 //!
 //! A [`LiteralSet`] instead picks from each literal of five bytes or more two *fragments*,
 //! two four-byte windows side by side least likely to occur in ordinary values, and keeps
-//! a small bit filter and hash table over the fragments (a few bytes per literal). The
+//! a small bit filter and hash table over the fragments (a few bytes per literal, and a
+//! copy of its bytes beside each of its fragments, where the comparison reads them). The
 //! scan reads the value once, four bytes at a time at every second position: one multiply
 //! and one bit test that nearly always says "no fragment here" (eight positions per step
 //! where the processor has AVX2, see [`avx2`]). Every second position suffices because one
@@ -333,12 +334,13 @@ impl LiteralSet {
         found
     }
 
-    /// [`LiteralSet::for_each_match`], with or without the vector test (`avx2` only where
-    /// the processor has it).
+    /// [`LiteralSet::for_each_match`], with or without the vector paths (`vector` only
+    /// where the processor has AVX2): the fragment filter's vector test and the `memmem`
+    /// search of a few literals.
     fn for_each_match_with(
         &self,
         hay: &[u8],
-        avx2: bool,
+        vector: bool,
         mut found: impl FnMut(u32, usize, usize),
     ) {
         for &id in &self.empty {
@@ -346,11 +348,10 @@ impl LiteralSet {
                 found(id, pos, pos);
             }
         }
-        // (Tests run the set without the vector paths too, and compare.)
         if let Some(few) = self
             .few
             .as_ref()
-            .filter(|_| avx2 && hay.len() >= FEW_MIN_VALUE)
+            .filter(|_| vector && hay.len() >= FEW_MIN_VALUE)
         {
             few.for_each_match(hay, &mut found);
             return;
@@ -363,7 +364,7 @@ impl LiteralSet {
         if self.width == LONG_FRAGMENT {
             self.scan::<LONG_FRAGMENT>(hay, 0, &mut found);
         } else {
-            let from = if avx2 {
+            let from = if vector {
                 self.scan_vectorised(hay, &mut found)
             } else {
                 0
@@ -814,11 +815,11 @@ mod tests {
     use proptest::prelude::*;
 
     /// Every (pattern, start, end) found, sorted; the same with and without the vector
-    /// test (where the processor has it).
+    /// paths (where the processor has them).
     fn found(set: &LiteralSet, hay: &[u8]) -> Vec<(u32, usize, usize)> {
-        let run = |avx2: bool| {
+        let run = |vector: bool| {
             let mut out = Vec::new();
-            set.for_each_match_with(&hay.to_ascii_lowercase(), avx2, |p, s, e| {
+            set.for_each_match_with(&hay.to_ascii_lowercase(), vector, |p, s, e| {
                 out.push((p, s, e))
             });
             out.sort_unstable();
