@@ -232,6 +232,12 @@ impl std::hash::Hasher for RouteKeyHasher {
         self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
     }
 
+    /// The length a slice's hash writes first: folded into the seed of the bytes' hash
+    /// that follows, not hashed on its own (a second XXH3 call per event).
+    fn write_usize(&mut self, n: usize) {
+        self.0 ^= (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
     fn finish(&self) -> u64 {
         self.0
     }
