@@ -1577,10 +1577,24 @@ impl CompiledRules {
         // search, and a guard's shape (whole values first) is what makes it cheap and
         // likely to fail (measured: 3 % slower by the prior, the same rejections).
         let observed = config.literal_frequencies.is_some().then_some(&weights[..]);
+        // How many tests read each field: a guard of presence takes the least read.
+        let mut field_tests: Vec<u32> = Vec::new();
+        for test in compiled
+            .iter()
+            .flat_map(|r| r.selections.iter())
+            .flat_map(|s| s.alternatives.iter().flatten())
+            .filter(|t| t.field != KEYWORD_SLOT)
+        {
+            let slot = test.field as usize;
+            if field_tests.len() <= slot {
+                field_tests.resize(slot + 1, 0);
+            }
+            field_tests[slot] += 1;
+        }
         let guards = compiled
             .iter()
             .zip(&prefilters)
-            .map(|(rule, set)| Guard::for_rule(rule, set, &b.atoms, observed))
+            .map(|(rule, set)| Guard::for_rule(rule, set, &b.atoms, observed, &field_tests))
             .collect();
 
         // One literal set per field over the distinct case-folded literals of all routes.

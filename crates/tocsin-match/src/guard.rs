@@ -19,6 +19,14 @@
 //! The exhaustive matcher
 //! ([`CompiledRules::match_event_unfiltered`](crate::CompiledRules::match_event_unfiltered))
 //! skips guards, and the tests compare the two.
+//!
+//! A rule with no such test (its selections all behind `not`, or tested by regular
+//! expressions, wildcards or field references) may still need a field to be there at all:
+//! `TargetFilename|fieldref: Image` cannot hold without `TargetFilename`, nor
+//! `not 1 of filter_*` with a `filter_null: Image: null` without `Image`. Its guard is then
+//! that field's presence ([`needed_fields`]). Such rules are often ones without a
+//! prefilter, candidates in every event of their route; where a profile does not route by
+//! logsource, that is every event, and six of them took a fifth of the matching time.
 
 use tocsin_rules::sigma::Condition;
 
@@ -34,14 +42,17 @@ const ENTRY_BYTES: usize = 59;
 /// An entry's first byte holds the hit bits its value needs (`HIT_*`) in these bits…
 const NEED_BITS: u8 = 0x0f;
 /// …and these flags: the value is a scanned literal (read from the hit bits), or a
-/// compared one that is case-sensitive.
+/// compared one that is case-sensitive…
 const SCANNED: u8 = 0x40;
 const CASED: u8 = 0x80;
+/// …or the guard's only entry, which holds when the field has a value (`null` included).
+const PRESENT: u8 = 0x20;
 
 /// One rule's guard: the field of a test its condition needs, and the test's values, one
 /// of which must hold. Each value is an entry in `entries`: a scanned literal as
 /// `[SCANNED | need, atom id (4 bytes)]`, a compared one as `[CASED? | need, offset of its
-/// rarest byte, length, bytes…]`. `len` 0: the rule has no guard.
+/// rarest byte, length, bytes…]`; a guard that asks only for the field's presence holds
+/// the one entry `[PRESENT]`. `len` 0: the rule has no guard.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 pub(crate) struct Guard {
@@ -59,6 +70,8 @@ pub(crate) enum GuardValue<'g> {
     Scanned { atom: AtomId, need: u8 },
     /// A literal compared with the field's text where `need` says.
     Compared { literal: LiteralRef<'g>, need: u8 },
+    /// The field has a value, `null` included.
+    Present,
 }
 
 impl Guard {
@@ -79,6 +92,10 @@ impl Guard {
         let mut rest = &self.entries[..self.len as usize];
         std::iter::from_fn(move || {
             let (&flags, tail) = rest.split_first()?;
+            if flags == PRESENT {
+                rest = tail;
+                return Some(GuardValue::Present);
+            }
             let need = flags & NEED_BITS;
             if flags & SCANNED != 0 {
                 let (id, tail) = tail.split_at(4);
@@ -103,11 +120,16 @@ impl Guard {
     /// (`weights`, per atom), the one whose values occurred least; without, by shape: whole
     /// values before prefixes or suffixes before searches, then fewer values, then longer.
     /// A literal of the prefilter set is left out: it holds for most candidates.
+    ///
+    /// When no test fits, the presence of a field the condition needs, the one fewest
+    /// tests of the rule set read (`field_tests`, per field slot): a field few rules read
+    /// is one few events have.
     pub fn for_rule(
         rule: &CompiledRule,
         prefilter: &[AtomId],
         atoms: &[Atom],
         weights: Option<&[f64]>,
+        field_tests: &[u32],
     ) -> Guard {
         let mut needed = Vec::new();
         needed_tests(&rule.condition, &rule.selections, &mut needed);
@@ -151,9 +173,26 @@ impl Guard {
                     .total_cmp(&share(y))
                     .then_with(|| shape(x).cmp(&shape(y)))
             })
-            .map_or(Guard::NONE, |(field, values)| {
-                Guard::encode(*field, values, atoms)
+            .map(|(field, values)| Guard::encode(*field, values, atoms))
+            .or_else(|| {
+                let needed = needed_fields(&rule.condition, &rule.selections);
+                let field = needed
+                    .into_iter()
+                    .min_by_key(|&f| (field_tests.get(f as usize).copied(), f))?;
+                Some(Guard::present(field))
             })
+            .unwrap_or(Guard::NONE)
+    }
+
+    /// The guard that holds when `field` has a value.
+    fn present(field: FieldSlot) -> Guard {
+        let mut guard = Guard {
+            field,
+            len: 1,
+            ..Guard::NONE
+        };
+        guard.entries[0] = PRESENT;
+        guard
     }
 
     fn encode(field: FieldSlot, values: &[(AtomId, u8)], atoms: &[Atom]) -> Guard {
@@ -218,6 +257,126 @@ fn needed_tests<'r>(
         Condition::AnyOf(ss) if ss.len() == 1 => selection(ss[0], out),
         Condition::Not(_) | Condition::Or(_) | Condition::AnyOf(_) => {}
     }
+}
+
+/// The fields `cond` cannot hold without: those it needs to have a value (`null`
+/// included), sorted. Found with their duals, the fields whose absence makes an
+/// expression hold, since `not` turns one into the other (`not Image: null` needs
+/// `Image`). Both sets are kept small rather than wrong: a field is in one only when the
+/// rule's tests say so, and the union or intersection of sets that miss a field misses it
+/// too.
+pub(crate) fn needed_fields(cond: &Condition, selections: &[CompiledSelection]) -> Vec<FieldSlot> {
+    let (mut needed, _) = presence(cond, selections);
+    needed.sort_unstable();
+    needed.dedup();
+    needed
+}
+
+/// (Fields `cond` needs, fields whose absence alone makes it hold.)
+fn presence(
+    cond: &Condition,
+    selections: &[CompiledSelection],
+) -> (Vec<FieldSlot>, Vec<FieldSlot>) {
+    let all = |cs: &mut dyn Iterator<Item = (Vec<FieldSlot>, Vec<FieldSlot>)>| {
+        // `and`: needs what any part needs; holds by an absence that makes every part hold.
+        let mut needs = Vec::new();
+        let mut absent: Option<Vec<FieldSlot>> = None;
+        for (n, a) in cs {
+            needs.extend(n);
+            absent = Some(match absent {
+                None => a,
+                Some(prev) => intersect(prev, &a),
+            });
+        }
+        (needs, absent.unwrap_or_default())
+    };
+    let any = |cs: &mut dyn Iterator<Item = (Vec<FieldSlot>, Vec<FieldSlot>)>| {
+        // `or`: needs what every part needs; holds by an absence that makes one part hold.
+        let mut needs: Option<Vec<FieldSlot>> = None;
+        let mut absent = Vec::new();
+        for (n, a) in cs {
+            absent.extend(a);
+            needs = Some(match needs {
+                None => n,
+                Some(prev) => intersect(prev, &n),
+            });
+        }
+        (needs.unwrap_or_default(), absent)
+    };
+    let selection = |i: usize| selection_presence(&selections[i]);
+    match cond {
+        Condition::Selection(i) => selection(*i),
+        Condition::Not(c) => {
+            let (needs, absent) = presence(c, selections);
+            (absent, needs)
+        }
+        Condition::And(cs) => all(&mut cs.iter().map(|c| presence(c, selections))),
+        Condition::Or(cs) => any(&mut cs.iter().map(|c| presence(c, selections))),
+        Condition::AllOf(ss) => all(&mut ss.iter().map(|&i| selection(i))),
+        Condition::AnyOf(ss) => any(&mut ss.iter().map(|&i| selection(i))),
+    }
+}
+
+/// [`presence`] of a selection: `or` over its alternatives of `and` over their tests.
+fn selection_presence(selection: &CompiledSelection) -> (Vec<FieldSlot>, Vec<FieldSlot>) {
+    let mut needs: Option<Vec<FieldSlot>> = None;
+    let mut absent = Vec::new();
+    for alternative in &selection.alternatives {
+        let mut alt_needs = Vec::new();
+        let mut alt_absent: Option<Vec<FieldSlot>> = None;
+        for test in alternative {
+            let (n, a) = match test_holds_when_absent(test) {
+                None => (vec![], vec![]),
+                Some(false) => (vec![test.field], vec![]),
+                Some(true) => (vec![], vec![test.field]),
+            };
+            alt_needs.extend(n);
+            alt_absent = Some(match alt_absent {
+                None => a,
+                Some(prev) => intersect(prev, &a),
+            });
+        }
+        absent.extend(alt_absent.unwrap_or_default());
+        needs = Some(match needs {
+            None => alt_needs,
+            Some(prev) => intersect(prev, &alt_needs),
+        });
+    }
+    (needs.unwrap_or_default(), absent)
+}
+
+/// Whether `test` holds on an event without its field (`None` for a keyword search,
+/// which reads no one field). As the matcher evaluates it: `exists` compares presence,
+/// `neq` needs a value, and of the values only `null` (or a list holding it) holds
+/// without one.
+fn test_holds_when_absent(test: &Test) -> Option<bool> {
+    if test.field == KEYWORD_SLOT {
+        return None;
+    }
+    if let Some(want) = test.exists {
+        return Some(!want);
+    }
+    if test.negate {
+        return Some(false);
+    }
+    fn holds(value: &ValueTest) -> bool {
+        match value {
+            ValueTest::Null => true,
+            ValueTest::Any(values) => values.iter().any(holds),
+            _ => false,
+        }
+    }
+    Some(if test.all {
+        test.values.iter().all(holds)
+    } else {
+        test.values.iter().any(holds)
+    })
+}
+
+/// The members of `a` that are in `b`.
+fn intersect(mut a: Vec<FieldSlot>, b: &[FieldSlot]) -> Vec<FieldSlot> {
+    a.retain(|f| b.contains(f));
+    a
 }
 
 /// The (literal, hit bits needed) of each value of `test`, when the test is exactly "the

@@ -698,6 +698,9 @@ impl CompiledRules {
             GuardValue::Compared { literal, need } => value
                 .get_or_insert_with(|| field_value(event, &self.fields[field as usize]))
                 .is_some_and(|v| compare_literal(literal, need, v, scratch)),
+            GuardValue::Present => value
+                .get_or_insert_with(|| field_value(event, &self.fields[field as usize]))
+                .is_some(),
         })
     }
 

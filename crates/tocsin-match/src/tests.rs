@@ -1216,3 +1216,115 @@ fn exhaustive_matching_ignores_guards() {
     c.match_event_unfiltered(&parsed, &mut s);
     assert_eq!(s.matched(), [1]);
 }
+
+#[test]
+fn a_rule_without_a_needed_value_is_guarded_by_a_field_it_needs() {
+    // Nothing these rules test by value is needed (a field reference, selections under
+    // `not`, a regular expression without a literal long enough to search for), but each
+    // needs a field to be there: `TargetFilename`, `Image` (`not Image: null`),
+    // `CommandLine`. An event without it is turned away by the guard.
+    let own = rule(
+        "own",
+        "  sel:\n    TargetFilename|fieldref: Image\n  condition: sel",
+    );
+    let missing = rule(
+        "missing",
+        "  filter_main:\n    Image|contains: '\\'\n  filter_null:\n    Image: null\n  condition: not 1 of filter_*",
+    );
+    let pattern = rule(
+        "pattern",
+        "  sel:\n    CommandLine|re: 'a.b'\n  condition: sel",
+    );
+    let c = compile(&(own + &missing + &pattern), "");
+    let events = [
+        ev(r#""Other":"x""#),
+        ev(r#""TargetFilename":"C:\\x.exe","Image":"C:\\x.exe""#),
+        ev(r#""Image":"System""#),
+        ev(r#""Image":null,"CommandLine":"a-b""#),
+        ev(r#""CommandLine":"xyz""#),
+    ];
+    assert_eq!(matched(&c, &events[0]), Vec::<String>::new());
+    assert_eq!(matched(&c, &events[1]), ["own"]);
+    assert_eq!(matched(&c, &events[2]), ["missing"]);
+    assert_eq!(matched(&c, &events[3]), ["pattern"]);
+    assert_eq!(matched(&c, &events[4]), Vec::<String>::new());
+    let s = stats_over(&c, &events);
+    // Three candidates per event. Turned away: all three from the first event; `pattern`
+    // from the second; `own` and `pattern` from the third; `own` from the fourth (whose
+    // `Image` is there, if `null`); `own` and `missing` from the fifth.
+    assert_eq!(
+        (s.candidates, s.guard_rejections, s.matches),
+        (15, 3 + 1 + 2 + 1 + 2, 3)
+    );
+
+    // Absence that makes a rule hold is no guard: `not` of a value test, `exists: false`.
+    let not_value = rule(
+        "not_value",
+        "  sel:\n    Image|contains: 'a'\n  condition: not sel",
+    );
+    let absent = rule(
+        "absent",
+        "  sel:\n    Image|exists: false\n  condition: sel",
+    );
+    let c = compile(&(not_value + &absent), "");
+    assert_eq!(matched(&c, &events[0]), ["not_value", "absent"]);
+    assert_eq!(stats_over(&c, &events[..1]).guard_rejections, 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+    /// A guard of presence never turns away a match: over conditions of `and`, `or`, `not`
+    /// and `1 of` of tests that hold or fail on an absent or `null` field, matching agrees
+    /// with the exhaustive matcher (which skips guards) on events with the fields absent,
+    /// `null` or set.
+    #[test]
+    fn guards_of_presence_agree_with_exhaustive_matching(
+        tests in proptest::collection::vec(0usize..10, 3),
+        condition in 0usize..10,
+        image in 0usize..5,
+        command_line in 0usize..4,
+    ) {
+        const TESTS: [&str; 10] = [
+            "Image: null",
+            "Image|exists: true",
+            "Image|exists: false",
+            "Image|contains: 'a'",
+            "Image|re: 'a.'",
+            "Image|fieldref: CommandLine",
+            "CommandLine: null",
+            "CommandLine|neq: 'b'",
+            "Image:\n      - ''\n      - 'xa'",
+            "- Image: null\n    - CommandLine|contains: 'b'",
+        ];
+        const CONDITIONS: [&str; 10] = [
+            "s1",
+            "not s1",
+            "s1 and not s2",
+            "not (s1 or s2)",
+            "not 1 of s*",
+            "s1 or not s2",
+            "all of s*",
+            "not s1 and not s2 and s3",
+            "(s1 or s2) and not s3",
+            "not (s1 and not s2) and s3",
+        ];
+        let selection = |i: usize| format!("  s{}:\n    {}\n", i + 1, TESTS[tests[i]]);
+        let detection = format!(
+            "{}{}{}  condition: {}",
+            selection(0),
+            selection(1),
+            selection(2),
+            CONDITIONS[condition]
+        );
+        let c = compile(&rule("r", &detection), "");
+        let image = [None, Some("null"), Some(r#""a1""#), Some(r#""xa""#), Some(r#""C:\\a""#)][image];
+        let command_line = [None, Some("null"), Some(r#""b""#), Some(r#""a1""#)][command_line];
+        let fields: Vec<String> = [("Image", image), ("CommandLine", command_line)]
+            .iter()
+            .filter_map(|(name, value)| value.map(|v| format!(r#""{name}":{v}"#)))
+            .chain(std::iter::once(r#""Other":"x""#.to_owned()))
+            .collect();
+        // `matched` asserts the agreement.
+        let _ = matched(&c, &ev(&fields.join(",")));
+    }
+}
