@@ -10,8 +10,10 @@
 //!
 //! `TOCSIN_TEST_DATA=../shared/data cargo run --release -p tocsin-benches --example passes -- 8`
 //!
-//! A second argument, `static` or `calibrated`, runs that set alone: for a profiler, whose
-//! report should not mix the two.
+//! A second argument, `static` or `calibrated` (or `both`), runs that set alone: for a
+//! profiler, whose report should not mix the two. A third names a profile file to match
+//! with instead of `rules/profiles/sysmon.yaml` (the peers' `any.yaml`, which routes no
+//! rule by its logsource).
 
 use std::time::Instant;
 
@@ -27,7 +29,13 @@ fn main() {
         eprintln!("TOCSIN_TEST_DATA is not set: this example needs the OTRF events");
         std::process::exit(2);
     };
-    let profile = sysmon_profile();
+    let profile = match std::env::args().nth(3) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).expect("the profile file reads");
+            tocsin_rules::parse_profile(&path, &text).expect("the profile parses")
+        }
+        None => sysmon_profile(),
+    };
     let config = MatchConfig::default();
     let (static_set, _) = CompiledRules::compile(&rules, &[], &[], &profile, &config);
     // Calibrated as the bench does: on every fifth event of the first half.
@@ -43,7 +51,10 @@ fn main() {
     let only = std::env::args().nth(2);
     let sets: Vec<_> = [("static", &static_set), ("calibrated", &calibrated)]
         .into_iter()
-        .filter(|(name, _)| only.as_deref().is_none_or(|only| only == *name))
+        .filter(|(name, _)| {
+            only.as_deref()
+                .is_none_or(|only| only == "both" || only == *name)
+        })
         .collect();
     assert!(
         !sets.is_empty(),
