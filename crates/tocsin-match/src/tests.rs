@@ -1279,12 +1279,12 @@ proptest! {
     /// `null` or set.
     #[test]
     fn guards_of_presence_agree_with_exhaustive_matching(
-        tests in proptest::collection::vec(0usize..10, 3),
+        tests in proptest::collection::vec(0usize..14, 3),
         condition in 0usize..10,
         image in 0usize..5,
         command_line in 0usize..4,
     ) {
-        const TESTS: [&str; 10] = [
+        const TESTS: [&str; 14] = [
             "Image: null",
             "Image|exists: true",
             "Image|exists: false",
@@ -1295,6 +1295,10 @@ proptest! {
             "CommandLine|neq: 'b'",
             "Image:\n      - ''\n      - 'xa'",
             "- Image: null\n    - CommandLine|contains: 'b'",
+            "Image|endswith:\n      - '1'\n      - 'A'",
+            "- Image|startswith: 'x'\n    - CommandLine|startswith: 'a'",
+            "Image|contains: 'a'\n    CommandLine|contains: 'b'",
+            "- Image|endswith: '1'\n      CommandLine: null\n    - CommandLine|contains: 'b'",
         ];
         const CONDITIONS: [&str; 10] = [
             "s1",
