@@ -1088,6 +1088,109 @@ fn verbatim_piece(pattern: &[u8]) -> Vec<u8> {
         .to_ascii_lowercase()
 }
 
+/// Per atom: whether the keyword presence test must look for it. When it finds none of
+/// these, the keyword scan is skipped and every keyword literal reads as absent; each
+/// rule must then answer as it would have, which takes, per rule:
+///
+/// - where its condition needs a keyword test to hold: that one test's literals (without
+///   them the rule fails either way), the test whose literals are rarest by the length of
+///   their verbatim pieces;
+/// - otherwise, per keyword test, all of its literals, or, for a test that needs every
+///   value (`|all`), one value's: without them the test fails either way.
+///
+/// Of ProxyLogon's `keywords_cmdlet|all: [OabVirtualDirectory, ' -ExternalUrl ']` and
+/// `keywords_params: [..., 'http://f/<script', ...]`, both needed, that takes
+/// `OabVirtualDirectory`, not the `script` (the verbatim piece of `http://f/<script`)
+/// that a fifth of the OTRF events hold. Atoms of other tests are not keyword atoms.
+fn presence_atoms(rules: &[CompiledRule], atoms: &[Atom]) -> Vec<bool> {
+    let mut needed = vec![false; atoms.len()];
+    for rule in rules {
+        let mut required = Vec::new();
+        crate::guard::needed_tests(&rule.condition, &rule.selections, &mut required);
+        let rarest = required
+            .into_iter()
+            .filter(|t| t.field == KEYWORD_SLOT)
+            .filter_map(|t| keyword_presence_atoms(t, atoms))
+            .max_by_key(|found| weakest_piece(found, atoms));
+        if let Some(found) = rarest {
+            found.iter().for_each(|&a| needed[a as usize] = true);
+            continue;
+        }
+        let keyword_tests = rule
+            .selections
+            .iter()
+            .flat_map(|s| s.alternatives.iter().flatten())
+            .filter(|t| t.field == KEYWORD_SLOT);
+        for test in keyword_tests {
+            let found = keyword_presence_atoms(test, atoms).unwrap_or_else(|| {
+                let mut all = Vec::new();
+                test.values.iter().for_each(|v| {
+                    value_atoms(v, &mut all);
+                });
+                all
+            });
+            found.iter().for_each(|&a| needed[a as usize] = true);
+        }
+    }
+    needed
+}
+
+/// The literals of a keyword test without which it fails: all of them, or for a test
+/// needing every value (`|all`), those of the value with the rarest by [`weakest_piece`].
+/// `None` when the test can hold without literals (a value that is a regular expression).
+fn keyword_presence_atoms(test: &Test, atoms: &[Atom]) -> Option<Vec<AtomId>> {
+    let per_value: Vec<(bool, Vec<AtomId>)> = test
+        .values
+        .iter()
+        .map(|v| {
+            let mut found = Vec::new();
+            let only_literals = value_atoms(v, &mut found);
+            (only_literals, found)
+        })
+        .collect();
+    if test.all {
+        per_value
+            .into_iter()
+            .filter(|(only_literals, found)| *only_literals && !found.is_empty())
+            .max_by_key(|(_, found)| weakest_piece(found, atoms))
+            .map(|(_, found)| found)
+    } else {
+        per_value
+            .iter()
+            .all(|(only_literals, _)| *only_literals)
+            .then(|| per_value.into_iter().flat_map(|(_, found)| found).collect())
+    }
+}
+
+/// The atoms of a value into `out`; whether the value is made of literals only.
+fn value_atoms(value: &ValueTest, out: &mut Vec<AtomId>) -> bool {
+    match value {
+        ValueTest::Atom { atom, .. } => {
+            out.push(*atom);
+            true
+        }
+        ValueTest::Any(values) => {
+            // Every variant's atoms, whether or not an earlier one was a literal.
+            let mut only_literals = true;
+            for v in values {
+                only_literals &= value_atoms(v, out);
+            }
+            only_literals
+        }
+        _ => false,
+    }
+}
+
+/// How rare a set of literals is, any one of which may occur: the length of the shortest
+/// of their verbatim pieces (what the presence test searches the raw event for).
+fn weakest_piece(found: &[AtomId], atoms: &[Atom]) -> usize {
+    found
+        .iter()
+        .map(|&a| verbatim_piece(&atoms[a as usize].bytes).len())
+        .min()
+        .unwrap_or(0)
+}
+
 /// The three `base64offset` variants: the value's Base64 text as it appears when the value
 /// starts at offset 0, 1 or 2 of a Base64-encoded blob, with the characters that depend on
 /// the surrounding bytes cut off (the algorithm of the Sigma reference implementation).
@@ -1612,6 +1715,7 @@ impl CompiledRules {
                 .push(a as AtomId);
         }
         let mut scanners = Vec::new();
+        let for_presence = presence_atoms(&compiled, &b.atoms);
         for ((field, _), atom_ids) in per_field {
             // Each literal is either scanned for or, when every test of it needs it at one
             // place (the whole value; the start or the end for the short ones), looked up
@@ -1680,7 +1784,15 @@ impl CompiledRules {
                 }
             };
             let presence = if field == KEYWORD_SLOT {
-                let pieces: Vec<Vec<u8>> = patterns.iter().map(|p| verbatim_piece(p)).collect();
+                let needed =
+                    |p: &usize| pattern_atoms[*p].iter().any(|&a| for_presence[a as usize]);
+                let mut pieces: Vec<Vec<u8>> = (0..patterns.len())
+                    .filter(needed)
+                    .map(|p| verbatim_piece(&patterns[p]))
+                    .collect();
+                if pieces.is_empty() {
+                    pieces = patterns.iter().map(|p| verbatim_piece(p)).collect();
+                }
                 KeywordPresence::new(&pieces, config.literal_frequencies.as_deref())
             } else {
                 None

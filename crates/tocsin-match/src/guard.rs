@@ -239,7 +239,7 @@ fn encoded_len(values: &[(AtomId, u8)], atoms: &[Atom]) -> Option<usize> {
 
 /// The tests `cond` cannot hold without: every test of a selection with one alternative,
 /// through `and` and `all of`; nothing through `not`, `or` or `1 of` (unless of one).
-fn needed_tests<'r>(
+pub(crate) fn needed_tests<'r>(
     cond: &Condition,
     selections: &'r [CompiledSelection],
     out: &mut Vec<&'r Test>,

@@ -1332,3 +1332,46 @@ proptest! {
         let _ = matched(&c, &ev(&fields.join(",")));
     }
 }
+
+#[test]
+fn keyword_scans_are_skipped_without_the_rarest_keyword_a_rule_needs() {
+    // `script` is in many events, `Set-OabVirtualDirectory` in few: a search needing both
+    // (`|all`), or a rule needing a search for each, scans for keywords only where the
+    // longer occurs.
+    let all = rule(
+        "all",
+        "  keywords:\n    '|all':\n      - 'Set-OabVirtualDirectory'\n      - 'script'\n  condition: keywords",
+    );
+    let both = rule(
+        "both",
+        "  cmdlet:\n    - 'Set-OabVirtualDirectory'\n  params:\n    - 'http://f/<script'\n    - 'eval(request'\n  condition: cmdlet and params",
+    );
+    let c = compile(&(all + &both), "");
+    let common = ev(r#""Message":"a PowerShell script ran from http://f/<script""#);
+    let all_of = ev(r#""Message":"Set-OabVirtualDirectory -ExternalUrl <script>""#);
+    let params = ev(r#""Message":"Set-OabVirtualDirectory -ExternalUrl http://f/<script""#);
+    let rare_only = ev(r#""Message":"Set-OabVirtualDirectory -ExternalUrl x""#);
+    assert_eq!(matched(&c, &common), Vec::<String>::new());
+    assert_eq!(matched(&c, &all_of), ["all"]);
+    assert_eq!(matched(&c, &params), ["all", "both"]);
+    assert_eq!(matched(&c, &rare_only), Vec::<String>::new());
+    let scanned = |c: &CompiledRules, event: &String| {
+        stats_over(c, std::slice::from_ref(event)).scanned_bytes
+    };
+    assert_eq!(
+        scanned(&c, &common),
+        0,
+        "no keyword scan without the rarer value"
+    );
+    assert!(scanned(&c, &all_of) > 0);
+
+    // A search the rule does not need to hold (here under `not`) keeps all its keywords:
+    // skipping the scan would read `script` as absent, and match.
+    let unless = rule(
+        "unless",
+        "  sel:\n    Message|contains: 'ran'\n  keywords:\n    - 'script'\n  condition: sel and not keywords",
+    );
+    let c = compile(&unless, "");
+    assert_eq!(matched(&c, &common), Vec::<String>::new());
+    assert_eq!(matched(&c, &ev(r#""Message":"it ran""#)), ["unless"]);
+}
