@@ -631,6 +631,15 @@ fn compile_selections(selections: &[(&str, &str)]) -> CompiledRules {
     compile(&rules, "")
 }
 
+/// Rules of (id, detection), compiled together.
+fn compile_rules(rules: &[(&str, &str)]) -> CompiledRules {
+    let rules: String = rules
+        .iter()
+        .map(|(id, detection)| rule(id, detection))
+        .collect();
+    compile(&rules, "")
+}
+
 fn candidates_over(c: &CompiledRules, events: &[String]) -> u64 {
     let mut s = c.new_scratch();
     let mut idx = EventIndex::new();
@@ -1223,19 +1232,14 @@ fn a_rule_without_a_needed_value_is_guarded_by_a_field_it_needs() {
     // `not`, a regular expression without a literal long enough to search for), but each
     // needs a field to be there: `TargetFilename`, `Image` (`not Image: null`),
     // `CommandLine`. An event without it is turned away by the guard.
-    let own = rule(
-        "own",
-        "  sel:\n    TargetFilename|fieldref: Image\n  condition: sel",
-    );
-    let missing = rule(
-        "missing",
-        "  filter_main:\n    Image|contains: '\\'\n  filter_null:\n    Image: null\n  condition: not 1 of filter_*",
-    );
-    let pattern = rule(
-        "pattern",
-        "  sel:\n    CommandLine|re: 'a.b'\n  condition: sel",
-    );
-    let c = compile(&(own + &missing + &pattern), "");
+    let c = compile_rules(&[
+        ("own", "  sel:\n    TargetFilename|fieldref: Image\n  condition: sel"),
+        (
+            "missing",
+            "  filter_main:\n    Image|contains: '\\'\n  filter_null:\n    Image: null\n  condition: not 1 of filter_*",
+        ),
+        ("pattern", "  sel:\n    CommandLine|re: 'a.b'\n  condition: sel"),
+    ]);
     let events = [
         ev(r#""Other":"x""#),
         ev(r#""TargetFilename":"C:\\x.exe","Image":"C:\\x.exe""#),
@@ -1258,15 +1262,16 @@ fn a_rule_without_a_needed_value_is_guarded_by_a_field_it_needs() {
     );
 
     // Absence that makes a rule hold is no guard: `not` of a value test, `exists: false`.
-    let not_value = rule(
-        "not_value",
-        "  sel:\n    Image|contains: 'a'\n  condition: not sel",
-    );
-    let absent = rule(
-        "absent",
-        "  sel:\n    Image|exists: false\n  condition: sel",
-    );
-    let c = compile(&(not_value + &absent), "");
+    let c = compile_rules(&[
+        (
+            "not_value",
+            "  sel:\n    Image|contains: 'a'\n  condition: not sel",
+        ),
+        (
+            "absent",
+            "  sel:\n    Image|exists: false\n  condition: sel",
+        ),
+    ]);
     assert_eq!(matched(&c, &events[0]), ["not_value", "absent"]);
     assert_eq!(stats_over(&c, &events[..1]).guard_rejections, 0);
 }
@@ -1338,15 +1343,16 @@ fn keyword_scans_are_skipped_without_the_rarest_keyword_a_rule_needs() {
     // `script` is in many events, `Set-OabVirtualDirectory` in few: a search needing both
     // (`|all`), or a rule needing a search for each, scans for keywords only where the
     // longer occurs.
-    let all = rule(
-        "all",
-        "  keywords:\n    '|all':\n      - 'Set-OabVirtualDirectory'\n      - 'script'\n  condition: keywords",
-    );
-    let both = rule(
-        "both",
-        "  cmdlet:\n    - 'Set-OabVirtualDirectory'\n  params:\n    - 'http://f/<script'\n    - 'eval(request'\n  condition: cmdlet and params",
-    );
-    let c = compile(&(all + &both), "");
+    let c = compile_rules(&[
+        (
+            "all",
+            "  keywords:\n    '|all':\n      - 'Set-OabVirtualDirectory'\n      - 'script'\n  condition: keywords",
+        ),
+        (
+            "both",
+            "  cmdlet:\n    - 'Set-OabVirtualDirectory'\n  params:\n    - 'http://f/<script'\n    - 'eval(request'\n  condition: cmdlet and params",
+        ),
+    ]);
     let common = ev(r#""Message":"a PowerShell script ran from http://f/<script""#);
     let all_of = ev(r#""Message":"Set-OabVirtualDirectory -ExternalUrl <script>""#);
     let params = ev(r#""Message":"Set-OabVirtualDirectory -ExternalUrl http://f/<script""#);
