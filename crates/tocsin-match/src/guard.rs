@@ -265,15 +265,15 @@ pub(crate) fn needed_tests<'r>(
 /// `Image`). Both sets are kept small rather than wrong: a field is in one only when the
 /// rule's tests say so, and the union or intersection of sets that miss a field misses it
 /// too.
-pub(crate) fn needed_fields(cond: &Condition, selections: &[CompiledSelection]) -> Vec<FieldSlot> {
-    let (mut needed, _) = presence(cond, selections);
+fn needed_fields(cond: &Condition, selections: &[CompiledSelection]) -> Vec<FieldSlot> {
+    let (mut needed, _) = field_presence(cond, selections);
     needed.sort_unstable();
     needed.dedup();
     needed
 }
 
 /// (Fields `cond` needs, fields whose absence alone makes it hold.)
-fn presence(
+fn field_presence(
     cond: &Condition,
     selections: &[CompiledSelection],
 ) -> (Vec<FieldSlot>, Vec<FieldSlot>) {
@@ -303,22 +303,22 @@ fn presence(
         }
         (needs.unwrap_or_default(), absent)
     };
-    let selection = |i: usize| selection_presence(&selections[i]);
+    let selection = |i: usize| selection_field_presence(&selections[i]);
     match cond {
         Condition::Selection(i) => selection(*i),
         Condition::Not(c) => {
-            let (needs, absent) = presence(c, selections);
+            let (needs, absent) = field_presence(c, selections);
             (absent, needs)
         }
-        Condition::And(cs) => all(&mut cs.iter().map(|c| presence(c, selections))),
-        Condition::Or(cs) => any(&mut cs.iter().map(|c| presence(c, selections))),
+        Condition::And(cs) => all(&mut cs.iter().map(|c| field_presence(c, selections))),
+        Condition::Or(cs) => any(&mut cs.iter().map(|c| field_presence(c, selections))),
         Condition::AllOf(ss) => all(&mut ss.iter().map(|&i| selection(i))),
         Condition::AnyOf(ss) => any(&mut ss.iter().map(|&i| selection(i))),
     }
 }
 
-/// [`presence`] of a selection: `or` over its alternatives of `and` over their tests.
-fn selection_presence(selection: &CompiledSelection) -> (Vec<FieldSlot>, Vec<FieldSlot>) {
+/// [`field_presence`] of a selection: `or` over its alternatives of `and` over their tests.
+fn selection_field_presence(selection: &CompiledSelection) -> (Vec<FieldSlot>, Vec<FieldSlot>) {
     let mut needs: Option<Vec<FieldSlot>> = None;
     let mut absent = Vec::new();
     for alternative in &selection.alternatives {
