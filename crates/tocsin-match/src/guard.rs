@@ -272,37 +272,11 @@ fn needed_fields(cond: &Condition, selections: &[CompiledSelection]) -> Vec<Fiel
     needed
 }
 
-/// (Fields `cond` needs, fields whose absence alone makes it hold.)
-fn field_presence(
-    cond: &Condition,
-    selections: &[CompiledSelection],
-) -> (Vec<FieldSlot>, Vec<FieldSlot>) {
-    let all = |cs: &mut dyn Iterator<Item = (Vec<FieldSlot>, Vec<FieldSlot>)>| {
-        // `and`: needs what any part needs; holds by an absence that makes every part hold.
-        let mut needs = Vec::new();
-        let mut absent: Option<Vec<FieldSlot>> = None;
-        for (n, a) in cs {
-            needs.extend(n);
-            absent = Some(match absent {
-                None => a,
-                Some(prev) => intersect(prev, &a),
-            });
-        }
-        (needs, absent.unwrap_or_default())
-    };
-    let any = |cs: &mut dyn Iterator<Item = (Vec<FieldSlot>, Vec<FieldSlot>)>| {
-        // `or`: needs what every part needs; holds by an absence that makes one part hold.
-        let mut needs: Option<Vec<FieldSlot>> = None;
-        let mut absent = Vec::new();
-        for (n, a) in cs {
-            absent.extend(a);
-            needs = Some(match needs {
-                None => n,
-                Some(prev) => intersect(prev, &n),
-            });
-        }
-        (needs.unwrap_or_default(), absent)
-    };
+/// Fields an expression needs, and fields whose absence alone makes it hold.
+type FieldPresence = (Vec<FieldSlot>, Vec<FieldSlot>);
+
+/// [`FieldPresence`] of `cond`.
+fn field_presence(cond: &Condition, selections: &[CompiledSelection]) -> FieldPresence {
     let selection = |i: usize| selection_field_presence(&selections[i]);
     match cond {
         Condition::Selection(i) => selection(*i),
@@ -310,39 +284,46 @@ fn field_presence(
             let (needs, absent) = field_presence(c, selections);
             (absent, needs)
         }
-        Condition::And(cs) => all(&mut cs.iter().map(|c| field_presence(c, selections))),
-        Condition::Or(cs) => any(&mut cs.iter().map(|c| field_presence(c, selections))),
-        Condition::AllOf(ss) => all(&mut ss.iter().map(|&i| selection(i))),
-        Condition::AnyOf(ss) => any(&mut ss.iter().map(|&i| selection(i))),
+        Condition::And(cs) => all_of(cs.iter().map(|c| field_presence(c, selections))),
+        Condition::Or(cs) => any_of(cs.iter().map(|c| field_presence(c, selections))),
+        Condition::AllOf(ss) => all_of(ss.iter().map(|&i| selection(i))),
+        Condition::AnyOf(ss) => any_of(ss.iter().map(|&i| selection(i))),
     }
 }
 
-/// [`field_presence`] of a selection: `or` over its alternatives of `and` over their tests.
-fn selection_field_presence(selection: &CompiledSelection) -> (Vec<FieldSlot>, Vec<FieldSlot>) {
-    let mut needs: Option<Vec<FieldSlot>> = None;
-    let mut absent = Vec::new();
-    for alternative in &selection.alternatives {
-        let mut alt_needs = Vec::new();
-        let mut alt_absent: Option<Vec<FieldSlot>> = None;
-        for test in alternative {
-            let (n, a) = match test_holds_when_absent(test) {
-                None => (vec![], vec![]),
-                Some(false) => (vec![test.field], vec![]),
-                Some(true) => (vec![], vec![test.field]),
-            };
-            alt_needs.extend(n);
-            alt_absent = Some(match alt_absent {
-                None => a,
-                Some(prev) => intersect(prev, &a),
-            });
-        }
-        absent.extend(alt_absent.unwrap_or_default());
-        needs = Some(match needs {
-            None => alt_needs,
-            Some(prev) => intersect(prev, &alt_needs),
+/// [`FieldPresence`] of a selection: `or` over its alternatives of `and` over their tests.
+fn selection_field_presence(selection: &CompiledSelection) -> FieldPresence {
+    any_of(selection.alternatives.iter().map(|alternative| {
+        all_of(
+            alternative
+                .iter()
+                .map(|test| match test_holds_when_absent(test) {
+                    None => (vec![], vec![]),
+                    Some(false) => (vec![test.field], vec![]),
+                    Some(true) => (vec![], vec![test.field]),
+                }),
+        )
+    }))
+}
+
+/// `and`: needs what any part needs; holds by an absence that makes every part hold.
+fn all_of(parts: impl Iterator<Item = FieldPresence>) -> FieldPresence {
+    let mut needs = Vec::new();
+    let mut absent: Option<Vec<FieldSlot>> = None;
+    for (n, a) in parts {
+        needs.extend(n);
+        absent = Some(match absent {
+            None => a,
+            Some(prev) => intersect(prev, &a),
         });
     }
-    (needs.unwrap_or_default(), absent)
+    (needs, absent.unwrap_or_default())
+}
+
+/// `or`: needs what every part needs; holds by an absence that makes one part hold.
+fn any_of(parts: impl Iterator<Item = FieldPresence>) -> FieldPresence {
+    let (absent, needs) = all_of(parts.map(|(needs, absent)| (absent, needs)));
+    (needs, absent)
 }
 
 /// Whether `test` holds on an event without its field (`None` for a keyword search,
