@@ -431,14 +431,18 @@ impl CompiledRules {
         }
         scratch.active_list.clear();
         self.write_route_key(event, &mut scratch.route_key);
-        if verify_all {
-            // The exhaustive matcher tests each rule's route itself.
+        let cached = scratch
+            .route_cache
+            .get(scratch.route_key.as_slice())
+            .copied();
+        if cached.is_none() || verify_all {
+            // A miss computes the route set from the values; the exhaustive matcher tests
+            // each rule's route itself.
             self.read_route_values(event, scratch);
         }
-        let idx = match scratch.route_cache.get(scratch.route_key.as_slice()) {
-            Some(&i) => i,
+        let idx = match cached {
+            Some(i) => i,
             None => {
-                self.read_route_values(event, scratch);
                 let set = self.compute_route_set(scratch);
                 if scratch.route_cache.len() >= ROUTE_CACHE_LIMIT {
                     self.activate(&set, scratch);
