@@ -58,7 +58,7 @@ fn main() {
         .collect();
     assert!(
         !sets.is_empty(),
-        "the second argument names a set: static or calibrated"
+        "the second argument names a set: static, calibrated or both"
     );
     let expected: Vec<u64> = sets
         .iter()
