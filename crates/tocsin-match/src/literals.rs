@@ -23,7 +23,8 @@
 //! (hashes) take eight-byte fragments, up to four side by side (see [`LiteralSet::new`]).
 //!
 //! A set of at most four literals searches values of 64 bytes or more with `memchr`'s
-//! `memmem` instead, one SIMD pass per literal ([`FewLiterals`]): the fragment scan's cost
+//! `memmem` instead, one SIMD pass per literal ([`FewLiterals`]), where the processor has
+//! AVX2 (the switch the vector filter test uses gates it too): the fragment scan's cost
 //! per byte pays for thousands of literals, not for one.
 //!
 //! Matching is ASCII case-insensitive: literals are stored lower-cased and the caller
@@ -903,6 +904,16 @@ mod tests {
         assert!(hay.len() >= FEW_MIN_VALUE);
         let all = found(&set, hay);
         assert_eq!(all, naive(&literals, hay));
+        // The search itself, also where `found` runs the scalar scan alone (no AVX2): every
+        // occurrence but the empty literal's, which the set reports apart.
+        let mut searched = Vec::new();
+        let few = set.few.as_ref().expect("built above");
+        few.for_each_match(&hay.to_ascii_lowercase(), &mut |p, s, e| {
+            searched.push((p, s, e))
+        });
+        searched.sort_unstable();
+        let without_empty: Vec<_> = all.iter().copied().filter(|&(p, _, _)| p != 3).collect();
+        assert_eq!(searched, without_empty);
         assert_eq!(all.iter().filter(|&&(p, _, _)| p == 1).count(), 5);
         // Too many literals for it: the fragment scan alone.
         let many: Vec<Vec<u8>> = (0..=FEW)
