@@ -1469,7 +1469,9 @@ fn need_value(v: &ValueTest, atoms: &[Atom], weights: AtomWeights<'_>) -> Option
     }
 }
 
-/// Every atom `v` could put into a prefilter set (those of all of a regex's sets).
+/// Every atom `v` names as a literal to search for: its own, a glob's, those of all of a
+/// regex's sets, those of every variant of a list (even where another variant has none,
+/// so that no prefilter set comes of it): what the prior counts as tested.
 pub(crate) fn prefilter_atoms(v: &ValueTest, out: &mut Vec<AtomId>) {
     match v {
         ValueTest::Atom { atom, .. } => out.push(*atom),

@@ -55,9 +55,9 @@ pub(crate) fn atom_weights(rules: &[CompiledRule], atoms: &[Atom]) -> Vec<f64> {
             .flat_map(|s| s.alternatives.iter())
             .flatten()
         {
-            test.values
-                .iter()
-                .for_each(|v| prefilter_atoms(v, &mut seen));
+            for v in &test.values {
+                prefilter_atoms(v, &mut seen);
+            }
         }
         seen.sort_unstable();
         seen.dedup();
