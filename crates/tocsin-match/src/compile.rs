@@ -88,7 +88,18 @@ pub(crate) const KEYWORD_SLOT: FieldSlot = u32::MAX;
 /// Per atom, an estimate of the share of events in which it occurs: observed
 /// ([`LiteralFrequencies`]) when the compile has them, guessed from the rule set
 /// ([`crate::prior`]) when not. Prefilter choices minimise it.
-type AtomWeights<'w> = &'w [f64];
+/// How common each atom is, for choosing among the alternatives of an AND.
+#[derive(Clone, Copy)]
+struct AtomWeights<'w> {
+    /// The share of events holding it, guessed ([`crate::prior`]) or observed
+    /// ([`crate::calibrate`]).
+    share: &'w [f64],
+    /// The share of routes whose rules test its field: of alternatives alike in share and
+    /// shape, the one whose literals are searched for in fewer kinds of events is taken
+    /// (`.exe` in `TargetFilename`, not in `Image`, for a rule on files an executable
+    /// writes).
+    breadth: &'w [f64],
+}
 
 /// Hit bits recorded per atom and event.
 pub(crate) const HIT_ANY: u8 = 1;
@@ -503,6 +514,49 @@ fn problem(code: &'static str, message: impl Into<String>) -> RuleProblem {
 }
 
 impl Builder<'_> {
+    /// Per atom: whether it is only ever tested as the whole value of a field of few
+    /// values (see [`crate::prior::atom_weights`]).
+    fn categorical_atoms(&self) -> Vec<bool> {
+        let routing: std::collections::HashSet<&str> = self
+            .routes
+            .iter()
+            .flat_map(|(condition, _)| condition.dimensions.iter().flatten().flatten())
+            .map(|(field, _)| field.as_str())
+            .collect();
+        let routed = |slot: FieldSlot| {
+            self.fields
+                .get(slot as usize)
+                .is_some_and(|paths| paths.iter().any(|p| routing.contains(p.as_str())))
+        };
+        self.atoms
+            .iter()
+            .zip(&self.atom_home)
+            .zip(&self.atom_need)
+            .map(|((atom, (field, _)), &need)| {
+                need == HIT_WHOLE
+                    && (routed(*field)
+                        || atom.bytes.eq_ignore_ascii_case(b"true")
+                        || atom.bytes.eq_ignore_ascii_case(b"false"))
+            })
+            .collect()
+    }
+
+    /// Per atom: the share of routes whose rules test its field. A field tested under
+    /// many logsources (`Image`) is in many kinds of events, one tested under few
+    /// (`TargetFilename`) in few; and a field's literals are searched for in every event
+    /// that has it, whichever rules need them.
+    fn field_breadths(&self) -> Vec<f64> {
+        let mut field_routes: HashMap<FieldSlot, std::collections::BTreeSet<u32>> = HashMap::new();
+        for (field, routes) in &self.atom_home {
+            field_routes.entry(*field).or_default().extend(routes);
+        }
+        let all_routes = self.routes.len().max(1) as f64;
+        self.atom_home
+            .iter()
+            .map(|(field, _)| field_routes[field].len() as f64 / all_routes)
+            .collect()
+    }
+
     fn slot(&mut self, sigma_field: &str) -> FieldSlot {
         if let Some(&s) = self.field_index.get(sigma_field) {
             return s;
@@ -1499,7 +1553,8 @@ fn union(sets: impl Iterator<Item = Option<Vec<AtomId>>>) -> Option<Vec<AtomId>>
 
 /// The most selective of several alternatives that must all hold: the one whose atoms
 /// occur in the fewest events by `weights` (summed; a hair per atom breaks ties towards
-/// fewer), then the one with fewer atoms and a longer shortest atom.
+/// fewer), then the one with fewer atoms and a longer shortest atom, then the one whose
+/// fields are the narrowest.
 fn best(
     sets: impl Iterator<Item = Option<Vec<AtomId>>>,
     atoms: &[Atom],
@@ -1513,11 +1568,17 @@ fn best(
             .unwrap_or(0);
         (s.len(), usize::MAX - shortest)
     };
-    let share = |s: &Vec<AtomId>| s.iter().map(|&a| weights[a as usize] + 1e-9).sum::<f64>();
+    let share = |s: &Vec<AtomId>| {
+        s.iter()
+            .map(|&a| weights.share[a as usize] + 1e-9)
+            .sum::<f64>()
+    };
+    let breadth = |s: &Vec<AtomId>| s.iter().map(|&a| weights.breadth[a as usize]).sum::<f64>();
     sets.flatten().min_by(|x, y| {
         share(x)
             .total_cmp(&share(y))
             .then_with(|| shape(x).cmp(&shape(y)))
+            .then_with(|| breadth(x).total_cmp(&breadth(y)))
     })
 }
 
@@ -1633,17 +1694,22 @@ impl CompiledRules {
         let mut atom_rules: Vec<Vec<(RuleIdx, u32)>> = vec![Vec::new(); b.atoms.len()];
         let mut always: Vec<Vec<RuleIdx>> = vec![Vec::new(); b.routes.len()];
         let atom_fields: Vec<FieldSlot> = b.atom_home.iter().map(|(field, _)| *field).collect();
-        let weights = match config.literal_frequencies.as_ref() {
+        let shares = match config.literal_frequencies.as_ref() {
             Some(f) => f.atom_weights(&b.atoms, &atom_fields, |slot| {
                 let paths = b.fields.get(slot as usize).into_iter().flatten();
                 crate::calibrate::field_key(paths.map(String::as_str), slot)
             }),
-            None => crate::prior::atom_weights(&compiled, &b.atoms),
+            None => crate::prior::atom_weights(&compiled, &b.atoms, &b.categorical_atoms()),
+        };
+        let breadths = b.field_breadths();
+        let weights = AtomWeights {
+            share: &shares,
+            breadth: &breadths,
         };
         // Per rule: its prefilter set (empty: verified on every event of its route).
         let mut prefilters: Vec<Vec<AtomId>> = Vec::with_capacity(compiled.len());
         for (i, rule) in compiled.iter().enumerate() {
-            let set = need_condition(rule, &rule.condition, &b.atoms, &weights).unwrap_or_default();
+            let set = need_condition(rule, &rule.condition, &b.atoms, weights).unwrap_or_default();
             for &a in &set {
                 atom_rules[a as usize].push((i as RuleIdx, rule.route));
             }
@@ -1681,7 +1747,7 @@ impl CompiledRules {
         // observed frequencies only: the prior's guesses do not tell a whole value from a
         // search, and a guard's shape (whole values first) is what makes it cheap and
         // likely to fail (measured: 3 % slower by the prior, the same rejections).
-        let observed = config.literal_frequencies.is_some().then_some(&weights[..]);
+        let observed = config.literal_frequencies.is_some().then_some(&shares[..]);
         // How many tests read each field: a guard of presence takes the least read.
         let mut field_tests = vec![0u32; b.field_names.len()];
         for test in compiled

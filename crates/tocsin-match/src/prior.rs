@@ -23,6 +23,13 @@
 //! Only the order of the guesses matters (each AND keeps the alternative with the
 //! smallest sum), and the matches are the same whatever is chosen.
 //!
+//! Two kinds of value are common whatever their length or the rules testing them: the
+//! whole value of a field the profile routes events by (`EventID: 4688`, `Channel`: it
+//! names the event's type, and every event has one), and a boolean (`Initiated: 'true'`).
+//! Where the guesses still tie (`.exe` in `Image` or in `TargetFilename`), the compiler
+//! takes the literal in the field fewer logsources test ([`crate::compile`]'s breadth):
+//! a field's literals are searched for in every event that has the field.
+//!
 //! Counting literals that contain it anywhere (`ntdll.dll` within
 //! `C:\Windows\System32\ntdll.dll+`) was tried too: one Aho-Corasick search of every
 //! literal for all the others added 90 ms to compiling the SigmaHQ set (a start-up of
@@ -42,8 +49,18 @@ const ONE_BYTE: f64 = 0.5;
 const PER_BYTE: f64 = 3.0;
 const FLOOR: f64 = 0.002;
 
-/// Per atom: the guessed share of events holding it (see the module docs).
-pub(crate) fn atom_weights(rules: &[CompiledRule], atoms: &[Atom]) -> Vec<f64> {
+/// The guessed share of events holding a whole value of a field of few values: all of them.
+const CATEGORICAL: f64 = 1.0;
+
+/// Per atom: the guessed share of events holding it (see the module docs). `categorical`
+/// marks the atoms only ever tested as the whole value of a field of few values: one the
+/// profile routes events by (`EventID`, `Channel`: they name the event's type, which every
+/// event has one of), or a boolean (`true`, `false`).
+pub(crate) fn atom_weights(
+    rules: &[CompiledRule],
+    atoms: &[Atom],
+    categorical: &[bool],
+) -> Vec<f64> {
     // Per atom: the rules testing it (each rule once).
     let mut rules_testing = vec![0u32; atoms.len()];
     let mut seen = Vec::new();
@@ -88,11 +105,16 @@ pub(crate) fn atom_weights(rules: &[CompiledRule], atoms: &[Atom]) -> Vec<f64> {
     of_atom
         .into_iter()
         .zip(atoms)
-        .map(|(i, atom)| {
+        .zip(categorical)
+        .map(|((i, atom), &categorical)| {
             let rules = starting[i] + ending[i] - tested[i];
             let by_length =
                 (ONE_BYTE / PER_BYTE.powi(atom.bytes.len().saturating_sub(1) as i32)).max(FLOOR);
-            (by_length * f64::from(rules.max(1))).min(1.0)
+            if categorical {
+                CATEGORICAL
+            } else {
+                (by_length * f64::from(rules.max(1))).min(1.0)
+            }
         })
         .collect()
 }

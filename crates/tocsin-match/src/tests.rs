@@ -738,6 +738,58 @@ fn without_a_sample_literals_many_rules_share_are_not_searched_for() {
     assert_eq!(candidates_over(&c, &hits), 3);
 }
 
+/// A whole value of a field the profile routes events by names the event's type (every
+/// Security 4688 event holds `4688`), and a boolean is one of two values: the prior takes
+/// both as common, so the rule's other test is searched for, though it is shorter.
+#[test]
+fn without_a_sample_event_types_and_booleans_are_taken_as_common() {
+    let rules = [
+        ("type", "EventID: 4688\n    CommandLine|contains: ' /c'"),
+        ("bool", "Initiated: 'true'\n    DestinationPort: 88"),
+    ];
+    let c = compile_selections(&rules);
+    let common: Vec<String> = (0..20)
+        .map(|i| {
+            format!(
+                r#"{{"Channel":"Security","EventID":4688,"CommandLine":"whoami {i}","Initiated":"true","DestinationPort":"443"}}"#
+            )
+        })
+        .collect();
+    assert_eq!(candidates_over(&c, &common), 0);
+    let hits = [
+        r#"{"Channel":"Security","EventID":4688,"CommandLine":"cmd /c x"}"#.to_owned(),
+        ev(r#""Initiated":"true","DestinationPort":88"#),
+    ];
+    assert_eq!(matched(&c, &hits[0]), ["type"]);
+    assert_eq!(matched(&c, &hits[1]), ["bool"]);
+    assert_eq!(candidates_over(&c, &hits), 2);
+}
+
+/// Of two alternatives the prior guesses alike (`.exe`, in any field), the prefilter
+/// takes the one in the field fewer logsources test: `Image` is in process and DNS events
+/// alike, a `QueryName` only in DNS events.
+#[test]
+fn without_a_sample_the_narrower_field_breaks_a_tie() {
+    let rules = rule(
+        "exe",
+        "  sel:\n    Image|endswith: '.exe'\n    QueryName|endswith: '.exe'\n  condition: sel",
+    )
+    .replace("category: process_creation", "category: dns_query")
+        + &rule(
+            "cmd",
+            "  sel:\n    Image|endswith: '\\cmd.exe'\n  condition: sel",
+        );
+    let c = compile(&rules, "");
+    let dns = |name: &str| {
+        format!(
+            r#"{{"Channel":"Microsoft-Windows-Sysmon/Operational","EventID":22,"Image":"C:\\x\\svc.exe","QueryName":"{name}"}}"#
+        )
+    };
+    let common: Vec<String> = (0..20).map(|i| dns(&format!("host{i}.example"))).collect();
+    assert_eq!(candidates_over(&c, &common), 0);
+    assert_eq!(matched(&c, &dns("payload.exe")), ["exe"]);
+}
+
 /// The routing cache is keyed by the routing values as events write them; events that
 /// write the same values otherwise (case, escapes, a number as a string) still route alike,
 /// whatever came first into the one scratch space they share.
