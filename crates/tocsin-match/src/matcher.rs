@@ -72,11 +72,14 @@ pub struct MatchScratch {
     located: Vec<u32>,
     /// The field value being scanned, lower-cased.
     scan_lower: Vec<u8>,
-    /// The text of the field value that unscanned literals were last compared with,
-    /// lower-cased, and which value it was (start and length of its raw bytes in the
-    /// current event): a filter of many literals on one field reads it once.
+    /// The field value that unscanned literals were last compared with, lower-cased (its
+    /// text, or for a long value its canonical JSON-escaped form), and which value it was
+    /// (start and length of its raw bytes in the current event): a filter of many
+    /// literals on one field reads it once.
     compared_lower: Vec<u8>,
     compared_value: Option<(usize, usize)>,
+    /// A literal in JSON-escaped form, to compare with `compared_lower`.
+    escaped_literal: Vec<u8>,
     /// Per routing field: its text in the current event (when present).
     route_values: Vec<String>,
     route_present: Vec<bool>,
@@ -333,6 +336,7 @@ impl CompiledRules {
             located: Vec::new(),
             scan_lower: Vec::new(),
             compared_lower: Vec::new(),
+            escaped_literal: Vec::new(),
             compared_value: None,
             route_cache: std::collections::HashMap::with_hasher(RouteKeyHash::new()),
             route_sets: Vec::new(),
@@ -940,27 +944,60 @@ fn compare_literal(
         compared_lower,
         compared_value,
         verify_buf,
+        escaped_buf,
+        escaped_literal,
         ..
     } = scratch;
-    let hay: &[u8] = if literal.cased {
+    if literal.cased {
         // Rare: read the text as written each time.
         let Some(text) = value.text(verify_buf) else {
             return false;
         };
-        text.as_bytes()
-    } else {
-        let raw = value.raw();
-        let id = (raw.as_ptr() as usize, raw.len());
+        return literal_holds(text.as_bytes(), literal, need, true);
+    }
+    let raw = value.raw();
+    let id = (raw.as_ptr() as usize, raw.len());
+    if raw.len() < LONG_VALUE {
+        // A short value with escapes (a path): its text, lower-cased once.
         if *compared_value != Some(id) {
             compared_lower.clear();
             if let Some(text) = value.text(verify_buf) {
-                compared_lower.extend(text.bytes().map(|b| b.to_ascii_lowercase()));
+                compared_lower.extend_from_slice(text.as_bytes());
+                compared_lower.make_ascii_lowercase();
             }
             *compared_value = Some(id);
         }
-        compared_lower
+        return literal_holds(compared_lower, literal, need, true);
+    }
+    // A long value is compared as a scan reads it: in its JSON-escaped form, which is
+    // nearly always its raw bytes, lower-cased once (not unescaped first: a PowerShell
+    // context of 5 KB holds an escape every few dozen bytes), with the literal escaped
+    // alike; an occurrence counts only where it starts at an escape boundary.
+    if *compared_value != Some(id) {
+        compared_lower.clear();
+        if let Some(escaped) = value.escaped_text(escaped_buf) {
+            compared_lower.extend_from_slice(escaped);
+            compared_lower.make_ascii_lowercase();
+        }
+        *compared_value = Some(id);
+    }
+    escaped_literal.clear();
+    tocsin_core::escape_json_into(literal.bytes, escaped_literal);
+    escaped_holds(compared_lower, escaped_literal, need)
+}
+
+/// Whether the escaped literal `lit` occurs in the escaped text `hay` where `need` says,
+/// both in one case, at a place where a character of the text starts (as the scans count).
+fn escaped_holds(hay: &[u8], lit: &[u8], need: u8) -> bool {
+    let Some(last_start) = hay.len().checked_sub(lit.len()) else {
+        return false;
     };
-    literal_holds(hay, literal, need, true)
+    let at_boundary = |at: usize| !inside_escape(hay, at);
+    let occurs = || memchr::memmem::find_iter(hay, lit).any(at_boundary);
+    (need & HIT_WHOLE == 0 || hay == lit)
+        && (need & HIT_START == 0 || hay.starts_with(lit))
+        && (need & HIT_END == 0 || (hay.ends_with(lit) && at_boundary(last_start)))
+        && (need & HIT_ANY == 0 || occurs())
 }
 
 /// Whether `literal` occurs in the text `hay` where `need` says. `folded`: `hay` is in
@@ -977,7 +1014,8 @@ fn literal_holds(hay: &[u8], literal: LiteralRef<'_>, need: u8, folded: bool) ->
         && (need & HIT_ANY == 0 || contains(hay, lit, literal.rare, cased))
 }
 
-/// Values this long are searched with `memmem` (see [`contains`]).
+/// Values this long are searched with `memmem` (see [`contains`]), and compared with
+/// unscanned literals in their escaped form (see [`compare_literal`]).
 const LONG_VALUE: usize = 512;
 
 /// Whether `lit` occurs in `hay` (ignoring ASCII case unless `cased`), looking for its

@@ -460,13 +460,15 @@ proptest! {
     /// for; both ways must give the same answer (and with eight values or more, the scanned
     /// test is answered from the event's hits). Rule `s` puts the values on the candidate
     /// list (scanned; with `|all`, one of them); rule `u` only tests them under `not`
-    /// (compared), so exactly one of the two matches.
+    /// (compared), so exactly one of the two matches. A `long` value is compared in its
+    /// escaped form, as scans read it.
     #[test]
     fn compared_literals_agree_with_scanned_ones(
         values in proptest::collection::vec("[abnuAB01f\\\\.\" ]{1,4}", 1..12),
         field_text in "[abnuAB01f\\\\.\"\n\u{1}\u{1f} ]{0,12}",
         modifier in 0usize..7,
         field_is_number in any::<bool>(),
+        long in any::<bool>(),
     ) {
         let m = one_of_modifiers(&["", "|contains", "|startswith", "|endswith", "|contains|all", "|cased", "|contains|cased"], modifier, &values);
         let sel = format!("  sel:\n    CommandLine{m}: {}\n", yaml_list(&values));
@@ -476,6 +478,11 @@ proptest! {
             "",
         );
         prop_assert_eq!(compared.stats().scanned_atoms, 1, "only the gate is scanned for");
+        let field_text = if long {
+            format!("{field_text}{}{field_text}", "x".repeat(520))
+        } else {
+            field_text
+        };
         let command_line = if field_is_number { "12".to_owned() } else { serde_json_string(&field_text) };
         let event = format!("{{{SYSMON},\"CommandLine\":{command_line},\"Image\":\"gate.exe\"}}");
         let hits = matched(&scanned, &event).len() + matched(&compared, &event).len();
@@ -1210,7 +1217,8 @@ proptest! {
     /// A guard answers as the test it copies: rule `g` is put on the candidate list by its
     /// gate, and guarded by `sel`, compared (alone) or read from the hits (beside rule `s`,
     /// whose prefilter `sel` is). Exhaustive evaluation, which skips guards, must agree
-    /// (see [`matched`]), and `g` must match exactly when `s` does.
+    /// (see [`matched`]), and `g` must match exactly when `s` does. A `long` value is
+    /// compared in its escaped form.
     #[test]
     fn guards_answer_as_the_tests_they_copy(
         values in proptest::collection::vec("[abnuAB01f\\\\.\" ]{1,4}", 1..8),
@@ -1218,6 +1226,7 @@ proptest! {
         modifier in 0usize..7,
         field_is_number in any::<bool>(),
         echo in 0usize..4,
+        long in any::<bool>(),
     ) {
         let m = one_of_modifiers(&["", "|contains", "|startswith", "|endswith", "|contains|all", "|cased", "|contains|cased"], modifier, &values);
         let sel = format!("  sel:\n    CommandLine{m}: {}\n", yaml_list(&values));
@@ -1231,6 +1240,11 @@ proptest! {
         };
         let guarded = rule("g", &format!("{sel}  gate:\n    Image: 'gate.exe'\n  condition: gate and sel"));
         let alone = rule("s", &format!("{sel}  condition: sel"));
+        let field_text = if long {
+            format!("{field_text}{}{field_text}", "x".repeat(520))
+        } else {
+            field_text
+        };
         let command_line = if field_is_number { "12".to_owned() } else { serde_json_string(&field_text) };
         let event = format!("{{{SYSMON},\"CommandLine\":{command_line},\"Image\":\"gate.exe\"}}");
         let with_scanned = compile(&(guarded.clone() + &alone), "");
