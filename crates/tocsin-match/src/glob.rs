@@ -45,6 +45,12 @@ impl Glob {
         Glob { parts, cased }
     }
 
+    /// Whether every text matches: the pattern is only `*` (`|contains: '*'`), so a value
+    /// need not be read, nor unescaped, to be tested.
+    pub fn matches_every_text(&self) -> bool {
+        self.parts.iter().all(|p| *p == GlobPart::AnyRun)
+    }
+
     /// Whether `text` matches the whole pattern.
     pub fn is_match(&self, text: &[u8]) -> bool {
         self.match_from(0, text)

@@ -830,6 +830,9 @@ impl CompiledRules {
             ValueTest::Empty => value.is_some_and(|v| {
                 matches!(v.kind(), ValueKind::String { .. }) && v.raw().is_empty()
             }),
+            ValueTest::Glob { glob, .. } if glob.matches_every_text() => {
+                value.is_some_and(|v| !matches!(v.kind(), ValueKind::Object | ValueKind::Array))
+            }
             ValueTest::Glob { glob, .. } => value
                 .and_then(|v| v.text(&mut scratch.verify_buf))
                 .is_some_and(|t| glob.is_match(t.as_bytes())),

@@ -555,6 +555,35 @@ fn compared_literals_use_their_own_fields_text() {
     assert_eq!(matched(&c, &base("\\\\svchost.exe", "C:\\\\x.exe")), ["f"]);
 }
 
+/// `|contains: '*'` (a pattern of wildcards alone) holds for any value with text, long
+/// and escaped or not, which it does not read: as the general pattern `?*` does for
+/// any but the empty one.
+#[test]
+fn a_pattern_of_wildcards_alone_holds_for_every_value_with_text() {
+    let c = compile_rules(&[
+        ("any", "  sel:\n    Payload|contains: '*'\n  condition: sel"),
+        ("one", "  sel:\n    Payload: '?*'\n  condition: sel"),
+    ]);
+    let long = format!("C:\\\\{}\\n", "x".repeat(600));
+    let cases = [
+        (format!("\"{long}\""), vec!["any", "one"]),
+        ("\"\"".to_owned(), vec!["any"]),
+        ("12".to_owned(), vec!["any", "one"]),
+        ("true".to_owned(), vec!["any", "one"]),
+        ("null".to_owned(), vec!["any"]),
+        (r#"{"a":"b"}"#.to_owned(), vec![]),
+        ("[1]".to_owned(), vec![]),
+    ];
+    for (value, want) in cases {
+        assert_eq!(
+            matched(&c, &ev(&format!(r#""Payload":{value}"#))),
+            want,
+            "{value}"
+        );
+    }
+    assert!(matched(&c, &ev(r#""Other":"x""#)).is_empty());
+}
+
 /// `modifiers[i]`, with `|contains|all` made `|contains` for a single value (`all` needs two).
 fn one_of_modifiers<'m>(modifiers: &[&'m str], i: usize, values: &[String]) -> &'m str {
     match modifiers[i] {
