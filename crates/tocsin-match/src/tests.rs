@@ -584,6 +584,31 @@ fn a_pattern_of_wildcards_alone_holds_for_every_value_with_text() {
     assert!(matched(&c, &ev(r#""Other":"x""#)).is_empty());
 }
 
+/// A regex over a long value is run only when every literal set it requires occurs (the
+/// prefilter checks one, the others are compared first); the answers are the regex's.
+#[test]
+fn a_regex_over_a_long_value_is_answered_as_the_regex_says() {
+    let c = compile_rules(&[(
+        "stdin",
+        r#"  sel:
+    Payload|re: 'cmd.{0,5}(?:/c|/r).+powershell.+(?:\$\{?input\}?|noexit).+"'
+  condition: sel"#,
+    )]);
+    let pad = "x".repeat(600);
+    let payload = |text: &str| ev(&format!(r#""Payload":"{pad}{text}{pad}""#));
+    assert_eq!(
+        matched(&c, &payload(r#"cmd /c echo | powershell -noexit \"x\""#)),
+        ["stdin"]
+    );
+    // The regex is case-sensitive: an upper-case `PowerShell` does not do.
+    assert!(matched(&c, &payload(r#"cmd /c echo | PowerShell -noexit \"x\""#)).is_empty());
+    // Every required literal but one.
+    assert!(matched(&c, &payload(r#"cmd /c echo | pwsh -noexit \"x\""#)).is_empty());
+    assert!(matched(&c, &payload(r#"cmd /c echo | powershell -noexit x"#)).is_empty());
+    // The literals, but not in the regex's order.
+    assert!(matched(&c, &payload(r#"powershell -noexit \"x\" cmd /c"#)).is_empty());
+}
+
 /// `modifiers[i]`, with `|contains|all` made `|contains` for a single value (`all` needs two).
 fn one_of_modifiers<'m>(modifiers: &[&'m str], i: usize, values: &[String]) -> &'m str {
     match modifiers[i] {
