@@ -9,10 +9,10 @@
 //! objects on demand), as a [`FieldValue`] that borrows the raw bytes; strings are unescaped
 //! only when they contain escapes, into a caller-owned buffer.
 //!
-//! The pass runs in two steps: a [`StringIndex`] of the whole event first (where its
+//! The pass runs in two steps: a `StringIndex` of the whole event first (where its
 //! strings end, from 64-byte block masks), then the members, checked byte by byte only
 //! between strings. A line the index or the compact layout cannot take (control
-//! characters, whitespace, errors) is scanned again by the general [`Scanner`].
+//! characters, whitespace, errors) is scanned again by the general `Scanner`.
 //!
 //! The validating pass rejects anything that is not one well-formed JSON object in UTF-8,
 //! so every malformed line is caught here, named by a [`DecodeError`], and can go to the

@@ -283,7 +283,7 @@ struct RunArgs {
     /// Format of --output.
     #[arg(long = "warning-format", value_enum, default_value = "json")]
     warning_format: pipeline::WarningFormat,
-    /// Write each recipient's warnings (rules/recipients.yaml) to DIR/<recipient>.jsonl.
+    /// Write each recipient's warnings (rules/recipients.yaml) to DIR/RECIPIENT.jsonl.
     #[arg(long = "recipients-out", value_name = "DIR")]
     recipients_out: Option<PathBuf>,
     /// Reload rules and feeds when their files change (checked every --watch-interval
