@@ -142,13 +142,21 @@ pub struct Pipeline {
 }
 
 /// Compiles the rules again with prefilters chosen by literal frequencies over a sample.
-pub type Recompile = Box<dyn FnOnce(&[Vec<u8>]) -> Result<CompiledRules>>;
+pub type Recompile = Box<dyn FnOnce(&[Vec<u8>]) -> Result<CompiledRules> + Send>;
 
-/// The sample being gathered for `--calibrate`, and what to do with it.
-struct Calibration {
-    wanted: usize,
-    sample: Vec<Vec<u8>>,
-    recompile: Recompile,
+/// Where `--calibrate` is.
+enum Calibration {
+    /// The sample being gathered, and what to do with it.
+    Gathering {
+        wanted: usize,
+        sample: Vec<Vec<u8>>,
+        recompile: Recompile,
+    },
+    /// Compiling in a thread of its own, while the events go on being matched with the
+    /// current rules: it took half a second of a worker's time (parsing the rules again,
+    /// matching the sample for every literal, compiling twice), in which no event was
+    /// matched.
+    Compiling(std::thread::JoinHandle<Result<CompiledRules>>),
 }
 
 impl Pipeline {
@@ -188,7 +196,7 @@ impl Pipeline {
     /// Once `events` valid events have been seen, compile the rules again with `recompile`
     /// over copies of them and swap the result in before the next event.
     pub fn with_calibration(mut self, events: usize, recompile: Recompile) -> Self {
-        self.calibration = Some(Calibration {
+        self.calibration = Some(Calibration::Gathering {
             wanted: events,
             sample: Vec::with_capacity(events.min(100_000)),
             recompile,
@@ -196,20 +204,54 @@ impl Pipeline {
         self
     }
 
-    /// Swap in the calibrated rules when the sample is complete. On failure the current
-    /// rules stay (matches are the same either way, only slower).
+    /// Start compiling the calibrated rules when the sample is complete, and swap them in
+    /// between two events once compiled. On failure the current rules stay (matches are
+    /// the same either way, only slower).
     fn calibrate_if_ready(&mut self) {
-        let Some(c) = self.calibration.take_if(|c| c.sample.len() >= c.wanted) else {
+        match &self.calibration {
+            Some(Calibration::Gathering { wanted, sample, .. }) if sample.len() >= *wanted => {
+                let Some(Calibration::Gathering {
+                    sample, recompile, ..
+                }) = self.calibration.take()
+                else {
+                    unreachable!("matched above")
+                };
+                let compiling = std::thread::Builder::new()
+                    .name("tocsin-calibrate".into())
+                    .spawn(move || recompile(&sample));
+                match compiling {
+                    Ok(handle) => self.calibration = Some(Calibration::Compiling(handle)),
+                    Err(e) => crate::logging::warn(&format!(
+                        "tocsin: cannot start calibrating, keeping the current prefilters: {e}"
+                    )),
+                }
+            }
+            Some(Calibration::Compiling(handle)) if handle.is_finished() => {
+                self.finish_calibration();
+            }
+            _ => {}
+        }
+    }
+
+    /// Wait for the calibrated rules being compiled, if any, and swap them in.
+    fn finish_calibration(&mut self) {
+        let Some(Calibration::Compiling(handle)) = self
+            .calibration
+            .take_if(|c| matches!(c, Calibration::Compiling(_)))
+        else {
             return;
         };
-        match (c.recompile)(&c.sample) {
-            Ok(rules) => {
+        match handle.join() {
+            Ok(Ok(rules)) => {
                 self.swap_rules(Arc::new(rules));
                 self.stats.calibrated = true;
             }
-            Err(e) => crate::logging::warn(&format!(
+            Ok(Err(e)) => crate::logging::warn(&format!(
                 "tocsin: calibration failed, keeping the current prefilters: {e:#}"
             )),
+            Err(_) => crate::logging::warn(
+                "tocsin: calibration failed (its thread panicked), keeping the current prefilters",
+            ),
         }
     }
 
@@ -421,8 +463,8 @@ impl Pipeline {
                 return self.dead_letter(source, line_no, e.kind(), reason, total, bytes);
             }
         };
-        if let Some(c) = &mut self.calibration {
-            c.sample.push(bytes.to_vec());
+        if let Some(Calibration::Gathering { sample, .. }) = &mut self.calibration {
+            sample.push(bytes.to_vec());
         }
         self.rules.match_event(&event, &mut self.scratch);
         let matched = !(self.scratch.matched().is_empty() && self.scratch.ioc_hits().is_empty());
@@ -579,6 +621,9 @@ impl Pipeline {
     /// Flush outputs; return the counters, the dead-letter summary and the latest version
     /// of each warning.
     pub fn finish(mut self) -> Result<(RunStats, Vec<String>, Vec<EarlyWarning>, Correlator)> {
+        // A calibration still compiling is waited for, so that the run reports it either
+        // way (it can change no answer).
+        self.finish_calibration();
         // Correlation windows still open at the end of the input are judged now.
         self.warnings.clear();
         self.correlator.finish(&mut self.warnings);
