@@ -85,10 +85,9 @@ pub type FieldSlot = u32;
 /// The pseudo field slot of keyword (field-less) searches: every value of the event.
 pub(crate) const KEYWORD_SLOT: FieldSlot = u32::MAX;
 
-/// Per atom, an estimate of the share of events in which it occurs: observed
-/// ([`LiteralFrequencies`]) when the compile has them, guessed from the rule set
-/// ([`crate::prior`]) when not. Prefilter choices minimise it.
-/// How common each atom is, for choosing among the alternatives of an AND.
+/// How common each atom is, for choosing among the alternatives of an AND: prefilter
+/// choices minimise its share, observed ([`LiteralFrequencies`]) when the compile has
+/// them, guessed from the rule set ([`crate::prior`]) when not.
 #[derive(Clone, Copy)]
 struct AtomWeights<'w> {
     /// The share of events holding it, guessed ([`crate::prior`]) or observed
@@ -541,7 +540,7 @@ impl Builder<'_> {
             .collect()
     }
 
-    /// Per atom: the share of routes whose rules test its field. A field tested under
+    /// Per atom: the share of routes whose rules test its field for a literal. A field tested under
     /// many logsources (`Image`) is in many kinds of events, one tested under few
     /// (`TargetFilename`) in few; and a field's literals are searched for in every event
     /// that has it, whichever rules need them.

@@ -946,7 +946,8 @@ fn any_scanned_value_hit(pairs: &[(AtomId, u8)], scratch: &MatchScratch) -> bool
 }
 
 /// Whether an unscanned literal occurs in `value` where `need` says (the hit bits a scan
-/// would have set), comparing with the value's text.
+/// would have set), comparing with the value's text, or for a long value with its
+/// escaped form as the scans read it.
 fn compare_literal(
     literal: LiteralRef<'_>,
     need: u8,
@@ -1021,7 +1022,19 @@ fn escaped_holds(hay: &[u8], lit: &[u8], need: u8) -> bool {
         return false;
     };
     let at_boundary = |at: usize| !inside_escape(hay, at);
-    let occurs = || memchr::memmem::find_iter(hay, lit).any(at_boundary);
+    // Every occurrence, overlapping ones too: one rejected inside an escape (the `n` of
+    // `\nnn` for `nn`) may overlap the one that counts.
+    let occurs = || {
+        let finder = memchr::memmem::Finder::new(lit);
+        let mut from = 0;
+        while let Some(at) = finder.find(&hay[from..]) {
+            if at_boundary(from + at) {
+                return true;
+            }
+            from += at + 1;
+        }
+        false
+    };
     (need & HIT_WHOLE == 0 || hay == lit)
         && (need & HIT_START == 0 || hay.starts_with(lit))
         && (need & HIT_END == 0 || (hay.ends_with(lit) && at_boundary(last_start)))
@@ -1050,7 +1063,8 @@ const LONG_VALUE: usize = 512;
 /// byte at offset `rare` (its least common) with `memchr`, in either case, and comparing
 /// where it occurs. Values are short and needles many: this costs no searcher set-up per
 /// call, unlike `memmem`, which only pays off on long values (a PowerShell script block),
-/// where one byte recurs too often; those are compared `cased`, lower-cased first.
+/// where one byte recurs too often (those reach here only for a `cased` literal: the
+/// others are compared in escaped form, [`escaped_holds`]).
 fn contains(hay: &[u8], lit: &[u8], rare: usize, cased: bool) -> bool {
     let Some(last_start) = hay.len().checked_sub(lit.len()) else {
         return false;

@@ -607,6 +607,39 @@ fn a_regex_over_a_long_value_is_answered_as_the_regex_says() {
     assert!(matched(&c, &payload(r#"cmd /c echo | powershell -noexit x"#)).is_empty());
     // The literals, but not in the regex's order.
     assert!(matched(&c, &payload(r#"powershell -noexit \"x\" cmd /c"#)).is_empty());
+    // A required literal right after an escape (a tab: `.` takes no line break), and a
+    // regex that ignores case.
+    assert_eq!(
+        matched(&c, &payload(r#"cmd /c echo\tpowershell -noexit \"x\""#)),
+        ["stdin"]
+    );
+    assert!(matched(&c, &payload(r#"cmd /c echo\npowershell -noexit \"x\""#)).is_empty());
+    let folded = compile_rules(&[(
+        "folded",
+        "  sel:\n    Payload|re: '(?i)cmd.{0,5}/c.+powershell.+noexit'\n  condition: sel",
+    )]);
+    assert_eq!(
+        matched(&folded, &payload(r#"CMD /C echo | PowerShell -NoExit"#)),
+        ["folded"]
+    );
+    assert!(matched(&folded, &payload(r#"CMD /C echo | pwsh -NoExit"#)).is_empty());
+}
+
+/// In a long value, compared in its escaped form, an occurrence of a literal that
+/// overlaps one inside an escape still counts: `nn` in a line break and two `n` (`\nnn`).
+#[test]
+fn a_literal_overlapping_an_escape_in_a_long_value_is_found() {
+    let c = compile_rules(&[(
+        "f",
+        "  sel:\n    Image: 'gate.exe'\n  filter:\n    Payload|contains: 'nn'\n  condition: sel and not filter",
+    )]);
+    for pad in [0, 600] {
+        let x = "x".repeat(pad);
+        let event = |payload: &str| ev(&format!(r#""Image":"gate.exe","Payload":"{x}{payload}""#));
+        assert!(matched(&c, &event(r"\nnn")).is_empty(), "{pad}");
+        assert_eq!(matched(&c, &event(r"\nn")), ["f"], "{pad}");
+        assert_eq!(matched(&c, &event(r"n\nn")), ["f"], "{pad}");
+    }
 }
 
 /// `modifiers[i]`, with `|contains|all` made `|contains` for a single value (`all` needs two).
