@@ -104,7 +104,8 @@ pub struct RunStats {
     pub withheld: u64,
     pub missing_time: u64,
     pub reloads: u64,
-    /// `--calibrate` swapped in rules with prefilters chosen by literal frequencies.
+    /// `--calibrate` compiled rules with prefilters chosen by literal frequencies (and
+    /// swapped them in, unless the input ended or the rules were reloaded first).
     pub calibrated: bool,
     pub bad_context: u64,
     pub seconds: f64,
@@ -137,7 +138,8 @@ pub struct Pipeline {
     metrics: Option<Arc<Metrics>>,
     /// `--archive`: every event, detection and warning version, as Parquet.
     archive: Option<tocsin_archive::writer::ArchiveWriter>,
-    /// `--calibrate`: the first events, copied aside until there are enough.
+    /// `--calibrate`: the first events, copied aside until there are enough, then the
+    /// calibrated rules being compiled.
     calibration: Option<Calibration>,
 }
 
@@ -155,8 +157,12 @@ enum Calibration {
     /// Compiling in a thread of its own, while the events go on being matched with the
     /// current rules: it took half a second of a worker's time (parsing the rules again,
     /// matching the sample for every literal, compiling twice), in which no event was
-    /// matched.
-    Compiling(std::thread::JoinHandle<Result<CompiledRules>>),
+    /// matched. `reloads`: how many reloads had been taken when it started (a set
+    /// reloaded since is newer than the files it read).
+    Compiling {
+        thread: std::thread::JoinHandle<Result<CompiledRules>>,
+        reloads: u64,
+    },
 }
 
 impl Pipeline {
@@ -194,7 +200,8 @@ impl Pipeline {
     }
 
     /// Once `events` valid events have been seen, compile the rules again with `recompile`
-    /// over copies of them and swap the result in before the next event.
+    /// over copies of them, in a thread of its own, and swap the result in between two
+    /// events once it is ready.
     pub fn with_calibration(mut self, events: usize, recompile: Recompile) -> Self {
         self.calibration = Some(Calibration::Gathering {
             wanted: events,
@@ -220,30 +227,41 @@ impl Pipeline {
                     .name("tocsin-calibrate".into())
                     .spawn(move || recompile(&sample));
                 match compiling {
-                    Ok(handle) => self.calibration = Some(Calibration::Compiling(handle)),
+                    Ok(thread) => {
+                        self.calibration = Some(Calibration::Compiling {
+                            thread,
+                            reloads: self.stats.reloads,
+                        })
+                    }
                     Err(e) => crate::logging::warn(&format!(
                         "tocsin: cannot start calibrating, keeping the current prefilters: {e}"
                     )),
                 }
             }
-            Some(Calibration::Compiling(handle)) if handle.is_finished() => {
-                self.finish_calibration();
+            Some(Calibration::Compiling { thread, .. }) if thread.is_finished() => {
+                self.finish_calibration(true);
             }
             _ => {}
         }
     }
 
-    /// Wait for the calibrated rules being compiled, if any, and swap them in.
-    fn finish_calibration(&mut self) {
-        let Some(Calibration::Compiling(handle)) = self
+    /// Wait for the calibrated rules being compiled, if any, and swap them in (`swap`,
+    /// unless no event is left) if no reload came first: a reloaded set is newer.
+    fn finish_calibration(&mut self, swap: bool) {
+        let Some(Calibration::Compiling { thread, reloads }) = self
             .calibration
-            .take_if(|c| matches!(c, Calibration::Compiling(_)))
+            .take_if(|c| matches!(c, Calibration::Compiling { .. }))
         else {
             return;
         };
-        match handle.join() {
+        match thread.join() {
+            Ok(Ok(_)) if self.stats.reloads != reloads => crate::logging::warn(
+                "tocsin: the rules were reloaded while calibrating: the reloaded set stays (the next reload uses the frequencies)",
+            ),
             Ok(Ok(rules)) => {
-                self.swap_rules(Arc::new(rules));
+                if swap {
+                    self.swap_rules(Arc::new(rules));
+                }
                 self.stats.calibrated = true;
             }
             Ok(Err(e)) => crate::logging::warn(&format!(
@@ -622,8 +640,9 @@ impl Pipeline {
     /// of each warning.
     pub fn finish(mut self) -> Result<(RunStats, Vec<String>, Vec<EarlyWarning>, Correlator)> {
         // A calibration still compiling is waited for, so that the run reports it either
-        // way (it can change no answer).
-        self.finish_calibration();
+        // way (it can change no answer); with no event left, its rules are not swapped in
+        // (the counters of the last set stay for `TOCSIN_DEBUG_STATS`).
+        self.finish_calibration(false);
         // Correlation windows still open at the end of the input are judged now.
         self.warnings.clear();
         self.correlator.finish(&mut self.warnings);
