@@ -640,6 +640,18 @@ fn a_literal_overlapping_an_escape_in_a_long_value_is_found() {
         assert_eq!(matched(&c, &event(r"\nn")), ["f"], "{pad}");
         assert_eq!(matched(&c, &event(r"n\nn")), ["f"], "{pad}");
     }
+    // Escapes other than the canonical ones are rewritten before the comparison.
+    let c = compile_rules(&[(
+        "g",
+        "  sel:\n    Image: 'gate.exe'\n  filter:\n    Payload|contains: 'a/b'\n  condition: sel and not filter",
+    )]);
+    for pad in [0, 600] {
+        let x = "x".repeat(pad);
+        let event = |payload: &str| ev(&format!(r#""Image":"gate.exe","Payload":"{x}{payload}""#));
+        assert!(matched(&c, &event(r"\u0041\/B")).is_empty(), "{pad}");
+        assert!(matched(&c, &event(r"\u0061\u002fb")).is_empty(), "{pad}");
+        assert_eq!(matched(&c, &event(r"\u0041\\B")), ["g"], "{pad}");
+    }
 }
 
 /// `modifiers[i]`, with `|contains|all` made `|contains` for a single value (`all` needs two).
