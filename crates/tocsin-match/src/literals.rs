@@ -501,10 +501,8 @@ impl FewLiterals {
     fn for_each_match(&self, hay: &[u8], found: &mut impl FnMut(u32, usize, usize)) {
         for (id, finder) in &self.finders {
             let len = finder.needle().len();
-            let mut at = 0;
-            while let Some(i) = finder.find(&hay[at..]) {
-                found(*id, at + i, at + i + len);
-                at += i + 1;
+            for at in overlapping_finds(finder, hay) {
+                found(*id, at, at + len);
             }
         }
     }
@@ -515,6 +513,21 @@ impl FewLiterals {
             .map(|(_, f)| f.needle().len() + std::mem::size_of::<memmem::Finder<'static>>())
             .sum()
     }
+}
+
+/// Where `finder`'s needle starts in `hay`, overlapping occurrences too: `memmem`'s own
+/// iterator resumes after each occurrence, so one that a caller rejects (inside a JSON
+/// escape: the `n` of `\nnn` for `nn`) would hide the one after it that counts.
+pub(crate) fn overlapping_finds<'h>(
+    finder: &'h memmem::Finder<'_>,
+    hay: &'h [u8],
+) -> impl Iterator<Item = usize> + 'h {
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        let at = from + finder.find(hay.get(from..)?)?;
+        from = at + 1;
+        Some(at)
+    })
 }
 
 /// Where the literals of an [`AnchoredValues`] must sit in the value.

@@ -1022,18 +1022,10 @@ fn escaped_holds(hay: &[u8], lit: &[u8], need: u8) -> bool {
         return false;
     };
     let at_boundary = |at: usize| !inside_escape(hay, at);
-    // Every occurrence, overlapping ones too: one rejected inside an escape (the `n` of
-    // `\nnn` for `nn`) may overlap the one that counts.
     let occurs = || {
         let finder = memchr::memmem::Finder::new(lit);
-        let mut from = 0;
-        while let Some(at) = finder.find(&hay[from..]) {
-            if at_boundary(from + at) {
-                return true;
-            }
-            from += at + 1;
-        }
-        false
+        let found = crate::literals::overlapping_finds(&finder, hay).any(at_boundary);
+        found
     };
     (need & HIT_WHOLE == 0 || hay == lit)
         && (need & HIT_START == 0 || hay.starts_with(lit))
