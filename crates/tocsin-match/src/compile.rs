@@ -540,10 +540,10 @@ impl Builder<'_> {
             .collect()
     }
 
-    /// Per atom: the share of routes whose rules test its field for a literal. A field tested under
-    /// many logsources (`Image`) is in many kinds of events, one tested under few
-    /// (`TargetFilename`) in few; and a field's literals are searched for in every event
-    /// that has it, whichever rules need them.
+    /// Per atom: the share of routes whose rules test its field for a literal. A field
+    /// tested under many logsources (`Image`) is in many kinds of events, one tested under
+    /// few (`TargetFilename`) in few; and a field's literals are searched for in every
+    /// event that has it, whichever rules need them.
     fn field_breadths(&self) -> Vec<f64> {
         let mut field_routes: HashMap<FieldSlot, std::collections::BTreeSet<u32>> = HashMap::new();
         for (field, routes) in &self.atom_home {

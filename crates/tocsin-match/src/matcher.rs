@@ -984,31 +984,29 @@ fn compare_literal(
         };
         return literal_holds(text.as_bytes(), literal, need, true);
     }
+    // A short value with escapes (a path) is compared as its text. A long one is compared
+    // as a scan reads it: in its JSON-escaped form, which is nearly always its raw bytes
+    // (not unescaped first: a PowerShell context of 5 KB holds an escape every few dozen
+    // bytes), with the literal escaped alike; an occurrence counts only where it starts
+    // at an escape boundary. Either is lower-cased once for a run of comparisons.
     let raw = value.raw();
+    let long = raw.len() >= LONG_VALUE;
     let id = (raw.as_ptr() as usize, raw.len());
-    if raw.len() < LONG_VALUE {
-        // A short value with escapes (a path): its text, lower-cased once.
-        if *compared_value != Some(id) {
-            compared_lower.clear();
-            if let Some(text) = value.text(verify_buf) {
-                compared_lower.extend_from_slice(text.as_bytes());
-                compared_lower.make_ascii_lowercase();
-            }
-            *compared_value = Some(id);
-        }
-        return literal_holds(compared_lower, literal, need, true);
-    }
-    // A long value is compared as a scan reads it: in its JSON-escaped form, which is
-    // nearly always its raw bytes, lower-cased once (not unescaped first: a PowerShell
-    // context of 5 KB holds an escape every few dozen bytes), with the literal escaped
-    // alike; an occurrence counts only where it starts at an escape boundary.
     if *compared_value != Some(id) {
         compared_lower.clear();
-        if let Some(escaped) = value.escaped_text(escaped_buf) {
-            compared_lower.extend_from_slice(escaped);
+        let bytes = if long {
+            value.escaped_text(escaped_buf)
+        } else {
+            value.text(verify_buf).map(str::as_bytes)
+        };
+        if let Some(bytes) = bytes {
+            compared_lower.extend_from_slice(bytes);
             compared_lower.make_ascii_lowercase();
         }
         *compared_value = Some(id);
+    }
+    if !long {
+        return literal_holds(compared_lower, literal, need, true);
     }
     escaped_literal.clear();
     tocsin_core::escape_json_into(literal.bytes, escaped_literal);
