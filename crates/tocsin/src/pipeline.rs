@@ -215,45 +215,48 @@ impl Pipeline {
     /// between two events once compiled. On failure the current rules stay (matches are
     /// the same either way, only slower).
     fn calibrate_if_ready(&mut self) {
-        match &self.calibration {
-            Some(Calibration::Gathering { wanted, sample, .. }) if sample.len() >= *wanted => {
-                let Some(Calibration::Gathering {
-                    sample, recompile, ..
-                }) = self.calibration.take()
-                else {
-                    unreachable!("matched above")
-                };
+        if self.calibration.is_none() {
+            return; // every event once calibrated, or without `--calibrate`
+        }
+        self.calibration = match self.calibration.take() {
+            Some(Calibration::Gathering {
+                wanted,
+                sample,
+                recompile,
+            }) if sample.len() >= wanted => {
                 let compiling = std::thread::Builder::new()
                     .name("tocsin-calibrate".into())
                     .spawn(move || recompile(&sample));
                 match compiling {
-                    Ok(thread) => {
-                        self.calibration = Some(Calibration::Compiling {
-                            thread,
-                            reloads: self.stats.reloads,
-                        })
+                    Ok(thread) => Some(Calibration::Compiling {
+                        thread,
+                        reloads: self.stats.reloads,
+                    }),
+                    Err(e) => {
+                        crate::logging::warn(&format!(
+                            "tocsin: cannot start calibrating, keeping the current prefilters: {e}"
+                        ));
+                        None
                     }
-                    Err(e) => crate::logging::warn(&format!(
-                        "tocsin: cannot start calibrating, keeping the current prefilters: {e}"
-                    )),
                 }
             }
-            Some(Calibration::Compiling { thread, .. }) if thread.is_finished() => {
-                self.finish_calibration(true);
+            Some(Calibration::Compiling { thread, reloads }) if thread.is_finished() => {
+                self.finish_calibration(thread, reloads, true);
+                None
             }
-            _ => {}
-        }
+            other => other,
+        };
     }
 
-    /// Wait for the calibrated rules being compiled, if any, and swap them in (`swap`,
-    /// unless no event is left) if no reload came first: a reloaded set is newer.
-    fn finish_calibration(&mut self, swap: bool) {
-        let Some(Calibration::Compiling { thread, reloads }) = self
-            .calibration
-            .take_if(|c| matches!(c, Calibration::Compiling { .. }))
-        else {
-            return;
-        };
+    /// Wait for the calibrated rules compiled by `thread`, and swap them in (`swap`,
+    /// unless no event is left) if no reload came first (`reloads` when it started): a
+    /// reloaded set is newer.
+    fn finish_calibration(
+        &mut self,
+        thread: std::thread::JoinHandle<Result<CompiledRules>>,
+        reloads: u64,
+        swap: bool,
+    ) {
         match thread.join() {
             Ok(Ok(_)) if self.stats.reloads != reloads => crate::logging::warn(
                 "tocsin: the rules were reloaded while calibrating: the reloaded set stays (the next reload uses the frequencies)",
@@ -642,7 +645,9 @@ impl Pipeline {
         // A calibration still compiling is waited for, so that the run reports it either
         // way (it can change no answer); with no event left, its rules are not swapped in
         // (the counters of the last set stay for `TOCSIN_DEBUG_STATS`).
-        self.finish_calibration(false);
+        if let Some(Calibration::Compiling { thread, reloads }) = self.calibration.take() {
+            self.finish_calibration(thread, reloads, false);
+        }
         // Correlation windows still open at the end of the input are judged now.
         self.warnings.clear();
         self.correlator.finish(&mut self.warnings);
