@@ -1076,24 +1076,33 @@ fn scan_compact_object(raw: &[u8], strings: &StringIndex, members: &mut Vec<Memb
         return raw.len() == 2;
     }
     let mut scanner = Scanner::new(raw, Some(strings));
+    let mut quotes = QuoteCursor::new(&strings.quotes);
     let mut pos = 1;
     loop {
-        if raw.get(pos) != Some(&b'"') {
+        // The key's opening quote is the next quote: the ones before it were consumed.
+        if raw.get(pos) != Some(&b'"') || quotes.next() != Some(pos) {
             return false;
         }
         let key_start = pos + 1;
-        let Some((key_end, key_escaped, _)) = strings.string_from(key_start) else {
+        let Some(key_end) = quotes.next() else {
             return false;
         };
+        let key_escaped = strings.escapes_between(key_start, key_end);
         if raw.get(key_end + 1) != Some(&b':') {
             return false;
         }
         let at = key_end + 2;
         let (value_start, value_end, kind, canonical, after) = match raw.get(at) {
             Some(b'"') => {
-                let Some((end, escaped, uncommon)) = strings.string_from(at + 1) else {
+                // Unescaped (a colon precedes it), so the next quote.
+                if quotes.next() != Some(at) {
+                    return false;
+                }
+                let Some(end) = quotes.next() else {
                     return false;
                 };
+                let escaped = strings.escapes_between(at + 1, end);
+                let uncommon = escaped && strings.uncommon_between(at + 1, end);
                 (
                     at + 1,
                     end,
@@ -1107,6 +1116,8 @@ fn scan_compact_object(raw: &[u8], strings: &StringIndex, members: &mut Vec<Memb
                 let Ok((start, end, kind)) = scanner.value(1) else {
                     return false;
                 };
+                // The quotes of strings nested in the value are behind us.
+                quotes.skip_to(scanner.pos);
                 (start, end, kind, true, scanner.pos)
             }
             None => return false,
@@ -1123,6 +1134,54 @@ fn scan_compact_object(raw: &[u8], strings: &StringIndex, members: &mut Vec<Memb
             Some(b'}') => return after + 1 == raw.len(),
             _ => return false,
         }
+    }
+}
+
+/// The unescaped quotes of an event in order, read from the [`StringIndex`] masks.
+///
+/// Why not [`StringIndex::string_from`] for each string: there, where a string ends is
+/// looked up from where it starts, which is known only once the string before it has been
+/// found, so each member of an event waits for a chain of dependent loads (a mask, its
+/// lowest bit, the byte after it). Read in order, the next quote depends only on the mask
+/// in hand, and the checks on the bytes around it run alongside. Decoding the OTRF events
+/// went from 611 to 581 ns each.
+struct QuoteCursor<'a> {
+    quotes: &'a [u64],
+    block: usize,
+    /// The quotes of `block` not read yet.
+    mask: u64,
+}
+
+impl<'a> QuoteCursor<'a> {
+    fn new(quotes: &'a [u64]) -> Self {
+        QuoteCursor {
+            quotes,
+            block: 0,
+            mask: quotes.first().copied().unwrap_or(0),
+        }
+    }
+
+    /// The position of the next quote; `None` past the last.
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        while self.mask == 0 {
+            self.block += 1;
+            self.mask = *self.quotes.get(self.block)?;
+        }
+        let at = self.block * BLOCK + self.mask.trailing_zeros() as usize;
+        self.mask &= self.mask - 1;
+        Some(at)
+    }
+
+    /// Pass over the quotes before `pos` (which is not before the next quote's block).
+    #[inline]
+    fn skip_to(&mut self, pos: usize) {
+        let block = pos / BLOCK;
+        if block != self.block {
+            self.block = block;
+            self.mask = self.quotes.get(block).copied().unwrap_or(0);
+        }
+        self.mask &= !0u64 << (pos % BLOCK);
     }
 }
 
@@ -1318,6 +1377,23 @@ impl StringIndex {
             || self.backslashes[first + 1..block].iter().any(|&b| b != 0)
             || self.backslashes[block] & ((quotes & quotes.wrapping_neg()) - 1) != 0;
         Some((end, escaped, escaped && self.uncommon_between(start, end)))
+    }
+
+    /// Whether a backslash lies in `start..end` (a string's body, from the quote cursor).
+    #[inline(always)]
+    fn escapes_between(&self, start: usize, end: usize) -> bool {
+        let (first, last) = (start / BLOCK, end / BLOCK);
+        let from = !0u64 << (start % BLOCK);
+        let before_end = (1u64 << (end % BLOCK)) - 1;
+        if first == last {
+            return self.backslashes[first] & from & before_end != 0;
+        }
+        self.backslashes[first] & from != 0
+            || self.backslashes[first + 1..last].iter().any(|&b| b != 0)
+            || self
+                .backslashes
+                .get(last)
+                .is_some_and(|&b| b & before_end != 0)
     }
 
     /// Whether an uncommon escape lies in `start..end`: the first one at or after `start`
@@ -1861,6 +1937,35 @@ mod tests {
         ] {
             let e = Event::parse(raw.as_bytes(), &mut idx).unwrap();
             assert_eq!(e.has_uncommon_escapes(), flagged, "{raw}");
+        }
+    }
+
+    /// Compact events take the compact scan, nested values holding quotes included (a
+    /// failed compact scan is not an error, only the slower general scan: the property
+    /// tests cannot tell).
+    #[test]
+    fn compact_events_with_nested_values_take_the_compact_scan() {
+        let long = "x\\\"y".repeat(30);
+        let events = [
+            (r#"{"n":1,"s":"x"}"#.to_string(), 2),
+            (
+                r#"{"a":{"b":"c","d":["e\"f",1]},"g":"h","i":[],"j":true}"#.to_string(),
+                4,
+            ),
+            (
+                format!(r#"{{"a":["{long}",{{"b":"{long}"}}],"c":"{long}","d":null}}"#),
+                3,
+            ),
+        ];
+        for (text, members) in events {
+            let mut strings = StringIndex::default();
+            assert!(strings.build(text.as_bytes()).is_some(), "{text}");
+            let mut found = Vec::new();
+            assert!(
+                scan_compact_object(text.as_bytes(), &strings, &mut found),
+                "{text}"
+            );
+            assert_eq!(found.len(), members, "{text}");
         }
     }
 
