@@ -513,19 +513,30 @@ fn problem(code: &'static str, message: impl Into<String>) -> RuleProblem {
 }
 
 impl Builder<'_> {
-    /// Per atom: whether it is only ever tested as the whole value of a field of few
-    /// values (see [`crate::prior::atom_weights`]).
-    fn categorical_atoms(&self) -> Vec<bool> {
-        let routing: std::collections::HashSet<&str> = self
+    /// The fields the profile routes events by (`Channel`, `EventID`), each once, in the
+    /// order the routes first name them: the compiled routes refer to them by position.
+    fn routing_fields(&self) -> Vec<&str> {
+        let mut fields: Vec<&str> = Vec::new();
+        for (field, _) in self
             .routes
             .iter()
             .flat_map(|(condition, _)| condition.dimensions.iter().flatten().flatten())
-            .map(|(field, _)| field.as_str())
-            .collect();
+        {
+            if !fields.contains(&field.as_str()) {
+                fields.push(field);
+            }
+        }
+        fields
+    }
+
+    /// Per atom: whether it is only ever tested as the whole value of a field of few
+    /// values (see [`crate::prior::atom_weights`]).
+    fn categorical_atoms(&self) -> Vec<bool> {
+        let routing = self.routing_fields();
         let routed = |slot: FieldSlot| {
             self.fields
                 .get(slot as usize)
-                .is_some_and(|paths| paths.iter().any(|p| routing.contains(p.as_str())))
+                .is_some_and(|paths| paths.iter().any(|p| routing.contains(&p.as_str())))
         };
         self.atoms
             .iter()
@@ -1888,15 +1899,13 @@ impl CompiledRules {
                 presence,
             });
         }
-        let mut route_fields: Vec<String> = Vec::new();
-        let mut route_field_index = |name: &str| -> u32 {
-            match route_fields.iter().position(|f| f == name) {
-                Some(i) => i as u32,
-                None => {
-                    route_fields.push(name.to_owned());
-                    route_fields.len() as u32 - 1
-                }
-            }
+        let route_fields: Vec<FieldName> =
+            b.routing_fields().into_iter().map(FieldName::new).collect();
+        let route_field_index = |name: &str| -> u32 {
+            route_fields
+                .iter()
+                .position(|f| f.as_str() == name)
+                .expect("every routing field is listed") as u32
         };
         let routes = b
             .routes
@@ -1945,7 +1954,7 @@ impl CompiledRules {
                     .iter()
                     .map(|paths| paths.iter().map(|p| FieldName::new(p)).collect())
                     .collect(),
-                route_fields: route_fields.iter().map(|f| FieldName::new(f)).collect(),
+                route_fields,
                 iocs: IocTable::build(indicators),
                 profile: profile.clone(),
                 indicator_fields,
