@@ -5,7 +5,9 @@
 //! plus poison messages, run `tocsin worker match`, and check that every detection `tocsin
 //! match` finds offline arrives on `tocsin.detections` (same ids), that each poison message is
 //! on `tocsin.dead-letter` with its reason and origin, that SIGTERM gives a clean exit 0, and
-//! that a restarted worker of the same group reads nothing again (the offsets were committed).
+//! that a restarted worker of the same group reads nothing again (the offsets were committed;
+//! unless the first worker's log shows a rebalance or a failed commit, after which reading
+//! again is at-least-once as designed).
 //! The fault tests kill workers with SIGKILL and make members leave their group mid-stream,
 //! and check that nothing is lost and that repeats are only repeats of the same ids.
 
@@ -263,6 +265,17 @@ fn match_worker_delivers_every_detection_and_dead_letters_poison() {
     // Everything was committed: a new member of the group reads only what comes next. One
     // new matching event (a matched line with one more field, so new bytes and a new id)
     // shows that the restarted worker has its partitions before it is stopped.
+    // A redelivery after a graceful stop breaks the commit contract, unless the first worker
+    // lost its partitions on the way (a rebalance, as when a heartbeat is late on a loaded
+    // machine) or a commit failed: reading again from the last commit is then at-least-once
+    // as designed, and the probe is still awaited behind the events read again.
+    let first_stderr = stderr;
+    let rebalanced = first_stderr
+        .lines()
+        .filter(|l| l.contains("assigned ") && l.contains(&topic))
+        .count()
+        > 1;
+    let redelivery_allowed = rebalanced || first_stderr.contains("commit failed");
     let again = spawn_worker(&bootstrap, &topic, &group);
     let probe = format!("{{\"probe\":\"{id}\",{}", &lines[probe_line - 1][1..]);
     sink.send(&topic, None, probe.as_bytes(), &[]).unwrap();
@@ -284,10 +297,13 @@ fn match_worker_delivers_every_detection_and_dead_letters_poison() {
             .starts_with(&topic)
         {
             let id = d["id"].as_str().unwrap();
-            assert!(
-                !expected.contains(id),
-                "detection {id} delivered again after a commit"
-            );
+            if expected.contains(id) {
+                assert!(
+                    redelivery_allowed,
+                    "detection {id} delivered again after a commit; the first worker said:\n{first_stderr}"
+                );
+                continue;
+            }
             probe_seen = true;
         }
     }
