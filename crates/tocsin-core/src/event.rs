@@ -1101,8 +1101,7 @@ fn scan_compact_object(raw: &[u8], strings: &StringIndex, members: &mut Vec<Memb
                 let Some(end) = quotes.next() else {
                     return false;
                 };
-                let escaped = strings.escapes_between(at + 1, end);
-                let uncommon = escaped && strings.uncommon_between(at + 1, end);
+                let (escaped, uncommon) = strings.escapes_in(at + 1, end);
                 (
                     at + 1,
                     end,
@@ -1351,35 +1350,37 @@ impl StringIndex {
     fn string_from(&self, start: usize) -> Option<(usize, bool, bool)> {
         let (block, offset) = (start / BLOCK, start % BLOCK);
         let quotes = *self.quotes.get(block)? & (!0u64 << offset);
-        if quotes == 0 {
-            return self.string_across_blocks(start);
-        }
-        // Most strings end in the block they start in: the bits from `start` up to the
-        // closing quote are the lowest quote bit minus the start bit.
-        let end = block * BLOCK + quotes.trailing_zeros() as usize;
-        let body = (quotes & quotes.wrapping_neg()) - (1u64 << offset);
-        let escaped = self.backslashes[block] & body != 0;
-        Some((end, escaped, escaped && self.uncommon_between(start, end)))
+        // Most strings end in the block they start in.
+        let end = if quotes == 0 {
+            self.string_end_across_blocks(start)?
+        } else {
+            block * BLOCK + quotes.trailing_zeros() as usize
+        };
+        let (escaped, uncommon) = self.escapes_in(start, end);
+        Some((end, escaped, uncommon))
     }
 
-    /// [`StringIndex::string_from`] for a string that runs past its first block.
+    /// Where the string body from `start` ends, for one that runs past its first block.
     #[inline(never)]
-    fn string_across_blocks(&self, start: usize) -> Option<(usize, bool, bool)> {
-        let first = start / BLOCK;
-        let mut block = first + 1;
+    fn string_end_across_blocks(&self, start: usize) -> Option<usize> {
+        let mut block = start / BLOCK + 1;
         let mut quotes = *self.quotes.get(block)?;
         while quotes == 0 {
             block += 1;
             quotes = *self.quotes.get(block)?;
         }
-        let end = block * BLOCK + quotes.trailing_zeros() as usize;
-        let escaped = self.backslashes[first] >> (start % BLOCK) != 0
-            || self.backslashes[first + 1..block].iter().any(|&b| b != 0)
-            || self.backslashes[block] & ((quotes & quotes.wrapping_neg()) - 1) != 0;
-        Some((end, escaped, escaped && self.uncommon_between(start, end)))
+        Some(block * BLOCK + quotes.trailing_zeros() as usize)
     }
 
-    /// Whether a backslash lies in `start..end` (a string's body, from the quote cursor).
+    /// Whether the string body `start..end` holds escapes, and whether one of them is
+    /// uncommon.
+    #[inline(always)]
+    fn escapes_in(&self, start: usize, end: usize) -> (bool, bool) {
+        let escaped = self.escapes_between(start, end);
+        (escaped, escaped && self.uncommon_between(start, end))
+    }
+
+    /// Whether a backslash lies in `start..end` (a string's body).
     #[inline(always)]
     fn escapes_between(&self, start: usize, end: usize) -> bool {
         let (first, last) = (start / BLOCK, end / BLOCK);
