@@ -1020,15 +1020,12 @@ fn escaped_holds(hay: &[u8], lit: &[u8], need: u8) -> bool {
         return false;
     };
     let at_boundary = |at: usize| !inside_escape(hay, at);
-    let occurs = || {
-        let finder = memchr::memmem::Finder::new(lit);
-        let found = crate::literals::overlapping_finds(&finder, hay).any(at_boundary);
-        found
-    };
     (need & HIT_WHOLE == 0 || hay == lit)
         && (need & HIT_START == 0 || hay.starts_with(lit))
         && (need & HIT_END == 0 || (hay.ends_with(lit) && at_boundary(last_start)))
-        && (need & HIT_ANY == 0 || occurs())
+        && (need & HIT_ANY == 0
+            || crate::literals::overlapping_finds(&memchr::memmem::Finder::new(lit), hay)
+                .any(at_boundary))
 }
 
 /// Whether `literal` occurs in the text `hay` where `need` says. `folded`: `hay` is in
