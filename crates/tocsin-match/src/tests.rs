@@ -478,11 +478,7 @@ proptest! {
             "",
         );
         prop_assert_eq!(compared.stats().scanned_atoms, 1, "only the gate is scanned for");
-        let field_text = if long {
-            format!("{field_text}{}{field_text}", "x".repeat(520))
-        } else {
-            field_text
-        };
+        let field_text = lengthened(field_text, long);
         let command_line = if field_is_number { "12".to_owned() } else { serde_json_string(&field_text) };
         let event = format!("{{{SYSMON},\"CommandLine\":{command_line},\"Image\":\"gate.exe\"}}");
         let hits = matched(&scanned, &event).len() + matched(&compared, &event).len();
@@ -654,6 +650,16 @@ fn filtered_payloads(literal: &str, cases: &[(&str, bool)]) {
             let event = ev(&format!(r#""Image":"gate.exe","Payload":"{x}{payload}""#));
             assert_eq!(matched(&c, &event).is_empty(), *filtered, "{pad} {payload}");
         }
+    }
+}
+
+/// `text`, or (`long`) twice around 520 bytes of padding: a value over `LONG_VALUE`,
+/// which unscanned literals are compared with in its escaped form.
+fn lengthened(text: String, long: bool) -> String {
+    if long {
+        format!("{text}{}{text}", "x".repeat(520))
+    } else {
+        text
     }
 }
 
@@ -1342,11 +1348,7 @@ proptest! {
         };
         let guarded = rule("g", &format!("{sel}  gate:\n    Image: 'gate.exe'\n  condition: gate and sel"));
         let alone = rule("s", &format!("{sel}  condition: sel"));
-        let field_text = if long {
-            format!("{field_text}{}{field_text}", "x".repeat(520))
-        } else {
-            field_text
-        };
+        let field_text = lengthened(field_text, long);
         let command_line = if field_is_number { "12".to_owned() } else { serde_json_string(&field_text) };
         let event = format!("{{{SYSMON},\"CommandLine\":{command_line},\"Image\":\"gate.exe\"}}");
         let with_scanned = compile(&(guarded.clone() + &alone), "");
