@@ -19,7 +19,9 @@
 //! stays in cache. (Giving the shortest fragments of their own width was tried: the extra
 //! filter tests at every byte cost more than the automaton.) Where no literal is shorter
 //! than four bytes but some have four, the automaton would be a pass of its own: then each
-//! literal carries one fragment and the scan tests every position. Sets of long literals
+//! literal carries one fragment and the scan tests every position. Where every literal has
+//! seven bytes or more, each carries four fragments and the scan tests every fourth
+//! position (call traces: the filter's cost over them halved). Sets of long literals
 //! (hashes) take eight-byte fragments, up to four side by side (see [`LiteralSet::new`]).
 //!
 //! A set of at most four literals searches values of 64 bytes or more with `memchr`'s
@@ -55,6 +57,11 @@ const LONG_FRAGMENT: usize = 8;
 /// The most positions an eight-byte fragment scan steps over at once (see
 /// [`LiteralSet::new`]): each literal gets as many fragments, a few bytes of table each.
 const LONG_STRIDE: usize = 4;
+
+/// The positions a four-byte fragment scan steps over at once where every literal has
+/// seven bytes or more (see [`LiteralSet::new`]): the vector test's eight windows are then
+/// the eight words of 32 bytes as loaded, with no shuffle.
+const WIDE_STRIDE: usize = 4;
 
 /// Multiplier of the fragment hash (Knuth's multiplicative hashing).
 const HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -150,12 +157,18 @@ impl LiteralSet {
         // value it occurs in: giving it those `k` windows as fragments lets the scan test
         // every `k`-th position only. With four-byte fragments `k` is 2, and four-byte
         // literals (one window) go to the automaton instead: where it runs anyway (for
-        // literals of one to three bytes) or where there are none of them. With eight-byte
-        // fragments (hashes of 32 hex digits and more) `k` is what the shortest literal
-        // allows, at most `LONG_STRIDE`.
+        // literals of one to three bytes) or where there are none of them. Where no literal
+        // is shorter than `WIDE_STRIDE + 3` bytes, `k` is `WIDE_STRIDE` (giving the shorter
+        // ones to the automaton costs more than it saves: its pass over every byte is
+        // slower than the filter's). With eight-byte fragments (hashes of 32 hex digits and
+        // more) `k` is what the shortest literal allows, at most `LONG_STRIDE`.
         let has_short = patterns.iter().any(|p| !p.is_empty() && p.len() < FRAGMENT);
         let has_four = patterns.iter().any(|p| p.len() == FRAGMENT);
+        let all_wide = patterns
+            .iter()
+            .all(|p| p.is_empty() || p.len() >= FRAGMENT + WIDE_STRIDE - 1);
         let stride = match width {
+            FRAGMENT if all_wide => WIDE_STRIDE,
             FRAGMENT if has_short || !has_four => 2,
             FRAGMENT => 1,
             _ => patterns
@@ -408,7 +421,9 @@ impl LiteralSet {
             // SAFETY: `avx2` is set only when the processor has AVX2; the filter has
             // `1 << (filter_bits - 5)` words, `filter_bits` between 10 and 21.
             return unsafe {
-                if self.stride == 2 {
+                if self.stride == WIDE_STRIDE {
+                    avx2::filter_candidates::<WIDE_STRIDE>(hay, &self.filter, self.filter_bits, on)
+                } else if self.stride == 2 {
                     avx2::filter_candidates::<2>(hay, &self.filter, self.filter_bits, on)
                 } else {
                     avx2::filter_candidates::<1>(hay, &self.filter, self.filter_bits, on)
@@ -741,7 +756,7 @@ mod avx2 {
         }
     }
 
-    /// Test the four-byte windows at every `STRIDE`-th position of `hay` (1 or 2) against
+    /// Test the four-byte windows at every `STRIDE`-th position of `hay` (1, 2 or 4) against
     /// `filter` (bit [`super::filter_hash`]), eight positions at a time while their bytes
     /// can be loaded; call `on(pos)` for each position whose bit is set, in order. Returns
     /// the first position not tested (a multiple of `STRIDE`).
@@ -762,6 +777,7 @@ mod avx2 {
         // Stride 1: lane 0 builds the windows at offsets 0..4, lane 1 those at 4..8, from
         // the same 16 bytes in both lanes. Stride 2: lane 0 those at 0, 2, 4, 6 from the
         // 16 bytes at 0, lane 1 those at 8, 10, 12, 14 from the 16 bytes at 2.
+        // Stride 4: no shuffle, the windows at 0, 4, …, 28 are the 32 bytes at 0.
         let windows = if STRIDE == 1 {
             _mm256_setr_epi8(
                 0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6, //
@@ -774,7 +790,11 @@ mod avx2 {
             )
         };
         // Bytes loaded per step.
-        let span = if STRIDE == 1 { 16 } else { 18 };
+        let span = match STRIDE {
+            1 => 16,
+            2 => 18,
+            _ => 32,
+        };
         let multiplier = _mm256_set1_epi32(super::FILTER_MUL as i32);
         let shift = _mm_cvtsi32_si128(32 - bits as i32);
         let low5 = _mm256_set1_epi32(31);
@@ -786,12 +806,17 @@ mod avx2 {
             // `filter.len()`.
             unsafe {
                 let at = hay.as_ptr().add(from);
-                let bytes = if STRIDE == 1 {
-                    _mm256_broadcastsi128_si256(_mm_loadu_si128(at.cast()))
-                } else {
-                    _mm256_loadu2_m128i(at.add(2).cast(), at.cast())
+                let grams = match STRIDE {
+                    1 => _mm256_shuffle_epi8(
+                        _mm256_broadcastsi128_si256(_mm_loadu_si128(at.cast())),
+                        windows,
+                    ),
+                    2 => _mm256_shuffle_epi8(
+                        _mm256_loadu2_m128i(at.add(2).cast(), at.cast()),
+                        windows,
+                    ),
+                    _ => _mm256_loadu_si256(at.cast()),
                 };
-                let grams = _mm256_shuffle_epi8(bytes, windows);
                 let h = _mm256_srl_epi32(_mm256_mullo_epi32(grams, multiplier), shift);
                 let words =
                     _mm256_i32gather_epi32::<4>(filter.as_ptr().cast(), _mm256_srli_epi32::<5>(h));
@@ -1008,6 +1033,9 @@ mod tests {
             let literals: Vec<Vec<u8>> = literals.iter().map(|l| l.as_bytes().to_vec()).collect();
             LiteralSet::new(&literals).unwrap()
         };
+        // No literal under seven bytes: every fourth position.
+        assert_eq!(set(&["\\cmd.ex", "mimikatz"]).stride, WIDE_STRIDE);
+        assert_eq!(set(&["\\cmd.ex", "mimikatz"]).short_len(), 0);
         // Four-byte literals go to the automaton when it runs anyway.
         assert_eq!(set(&["-c", ".exe", "mimikatz"]).stride, 2);
         assert_eq!(set(&["-c", ".exe", "mimikatz"]).short_len(), 2);
@@ -1058,6 +1086,26 @@ mod tests {
                 prop_oneof![Just(b'A'), Just(b'b'), Just(b'\\'), Just(b'c')], 0..100),
         ) {
             let set = LiteralSet::new(&literals).unwrap();
+            prop_assert_eq!(found(&set, &hay), naive(&literals, &hay));
+        }
+
+        // Four-byte fragments, every fourth position: literals of seven bytes or more (one
+        // of seven, or the eight-byte fragments would be taken), and values made of them
+        // at every offset.
+        #[test]
+        fn wide_strides_agree_with_trying_every_position(
+            mut literals in proptest::collection::vec(proptest::collection::vec(
+                prop_oneof![Just(b'a'), Just(b'B'), Just(b'\\'), Just(b'c')], 7..12), 1..12),
+            picks in proptest::collection::vec((any::<proptest::sample::Index>(), 0..4usize), 0..12),
+        ) {
+            literals[0].truncate(7);
+            let mut hay = Vec::new();
+            for (pick, gap) in picks {
+                hay.extend(std::iter::repeat_n(b'=', gap));
+                hay.extend_from_slice(&literals[pick.index(literals.len())]);
+            }
+            let set = LiteralSet::new(&literals).unwrap();
+            prop_assert_eq!(set.stride, WIDE_STRIDE);
             prop_assert_eq!(found(&set, &hay), naive(&literals, &hay));
         }
 
