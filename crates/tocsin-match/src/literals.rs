@@ -885,6 +885,16 @@ mod tests {
         }
     }
 
+    /// A value made of the literals `picks` names, each after its number of `=`.
+    fn made_of(literals: &[Vec<u8>], picks: &[(proptest::sample::Index, usize)]) -> Vec<u8> {
+        let mut hay = Vec::new();
+        for (pick, gap) in picks {
+            hay.extend(std::iter::repeat_n(b'=', *gap));
+            hay.extend_from_slice(&literals[pick.index(literals.len())]);
+        }
+        hay
+    }
+
     /// The same, by trying every literal at every position.
     fn naive(literals: &[Vec<u8>], hay: &[u8]) -> Vec<(u32, usize, usize)> {
         let mut out = Vec::new();
@@ -1099,11 +1109,7 @@ mod tests {
             picks in proptest::collection::vec((any::<proptest::sample::Index>(), 0..4usize), 0..12),
         ) {
             literals[0].truncate(7);
-            let mut hay = Vec::new();
-            for (pick, gap) in picks {
-                hay.extend(std::iter::repeat_n(b'=', gap));
-                hay.extend_from_slice(&literals[pick.index(literals.len())]);
-            }
+            let hay = made_of(&literals, &picks);
             let set = LiteralSet::new(&literals).unwrap();
             prop_assert_eq!(set.stride, WIDE_STRIDE);
             prop_assert_eq!(found(&set, &hay), naive(&literals, &hay));
@@ -1117,11 +1123,7 @@ mod tests {
                 prop_oneof![Just(b'0'), Just(b'a'), Just(b'F')], 9..20), 1..12),
             picks in proptest::collection::vec((any::<proptest::sample::Index>(), 0..3usize), 0..12),
         ) {
-            let mut hay = Vec::new();
-            for (pick, gap) in picks {
-                hay.extend(std::iter::repeat_n(b'=', gap));
-                hay.extend_from_slice(&literals[pick.index(literals.len())]);
-            }
+            let hay = made_of(&literals, &picks);
             let set = LiteralSet::new(&literals).unwrap();
             prop_assert_eq!(set.width, LONG_FRAGMENT);
             prop_assert!(set.stride >= 2);
