@@ -19,10 +19,11 @@
 //! stays in cache. (Giving the shortest fragments of their own width was tried: the extra
 //! filter tests at every byte cost more than the automaton.) Where no literal is shorter
 //! than four bytes but some have four, the automaton would be a pass of its own: then each
-//! literal carries one fragment and the scan tests every position. Where every literal has
-//! seven bytes or more, each carries four fragments and the scan tests every fourth
-//! position (call traces: the filter's cost over them halved). Sets of long literals
-//! (hashes) take eight-byte fragments, up to four side by side (see [`LiteralSet::new`]).
+//! literal carries one fragment and the scan tests every position. Where no literal is
+//! shorter than seven bytes, each carries four fragments and the scan tests every fourth
+//! position (call traces: half the filter tests). Sets whose literals all have eight bytes
+//! or more (hashes) take eight-byte fragments instead, up to four side by side (see
+//! [`LiteralSet::new`]).
 //!
 //! A set of at most four literals searches values of 64 bytes or more with `memchr`'s
 //! `memmem` instead, one SIMD pass per literal ([`FewLiterals`]), where the processor has
@@ -58,9 +59,9 @@ const LONG_FRAGMENT: usize = 8;
 /// [`LiteralSet::new`]): each literal gets as many fragments, a few bytes of table each.
 const LONG_STRIDE: usize = 4;
 
-/// The positions a four-byte fragment scan steps over at once where every literal has
-/// seven bytes or more (see [`LiteralSet::new`]): the vector test's eight windows are then
-/// the eight words of 32 bytes as loaded, with no shuffle.
+/// The positions a four-byte fragment scan steps over at once where no literal is shorter
+/// than seven bytes (see [`LiteralSet::new`]): the vector test's eight windows are then the
+/// eight words of 32 bytes as loaded, with no shuffle.
 const WIDE_STRIDE: usize = 4;
 
 /// Multiplier of the fragment hash (Knuth's multiplicative hashing).
@@ -158,7 +159,8 @@ impl LiteralSet {
         // every `k`-th position only. With four-byte fragments `k` is 2, and four-byte
         // literals (one window) go to the automaton instead: where it runs anyway (for
         // literals of one to three bytes) or where there are none of them. Where no literal
-        // is shorter than `WIDE_STRIDE + 3` bytes, `k` is `WIDE_STRIDE` (giving the shorter
+        // is shorter than `WIDE_STRIDE + 3` bytes (and some are shorter than eight, or the
+        // set would take eight-byte fragments), `k` is `WIDE_STRIDE` (giving the shorter
         // ones to the automaton costs more than it saves: its pass over every byte is
         // slower than the filter's). With eight-byte fragments (hashes of 32 hex digits and
         // more) `k` is what the shortest literal allows, at most `LONG_STRIDE`.
@@ -773,6 +775,12 @@ mod avx2 {
         mut on: impl FnMut(usize),
     ) -> usize {
         use std::arch::x86_64::*;
+        const {
+            assert!(
+                matches!(STRIDE, 1 | 2 | 4),
+                "the steps below know strides 1, 2 and 4"
+            )
+        };
         debug_assert!((5..=32).contains(&bits) && filter.len() << 5 >= 1usize << bits);
         // Stride 1: lane 0 builds the windows at offsets 0..4, lane 1 those at 4..8, from
         // the same 16 bytes in both lanes. Stride 2: lane 0 those at 0, 2, 4, 6 from the
