@@ -23,9 +23,18 @@
 //! observed with one rule set still apply after a reload adds or removes rules; a literal
 //! the sample never saw in its field counts as absent, one the table does not know at all
 //! (a new rule's) as [`UNSEEN`].
+//!
+//! Frequencies can be saved and loaded ([`LiteralFrequencies::to_json`],
+//! [`LiteralFrequencies::from_json`]; `tocsin rules calibrate` writes them, `--frequencies`
+//! reads them): a worker started with a saved file matches with calibrated prefilters from
+//! its first event, where `--calibrate` would first gather a sample and compile twice, in
+//! every replica and after every restart. The file holds counts, not shares: integers
+//! read back exactly, so a loaded table chooses exactly what the observed one did.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 use tocsin_core::{Event, EventIndex};
 use tocsin_rules::{Diagnostic, Indicator, Profile, SigmaFilter, SigmaRule};
@@ -52,6 +61,8 @@ pub struct LiteralFrequencies {
     /// ([`crate::presence`]); a pair absent here never occurred.
     pair_shares: HashMap<[u8; 2], f64>,
     events: u64,
+    /// The profile whose field mappings the literals' paths come from.
+    profile: String,
 }
 
 impl fmt::Debug for LiteralFrequencies {
@@ -60,6 +71,7 @@ impl fmt::Debug for LiteralFrequencies {
             .field("literals", &self.shares.len())
             .field("pairs", &self.pair_shares.len())
             .field("events", &self.events)
+            .field("profile", &self.profile)
             .finish()
     }
 }
@@ -87,6 +99,12 @@ impl LiteralFrequencies {
     /// Events the frequencies were observed over.
     pub fn events(&self) -> u64 {
         self.events
+    }
+
+    /// The name of the profile the frequencies were observed with: the literals' fields
+    /// are known by the event paths it maps them to.
+    pub fn profile(&self) -> &str {
+        &self.profile
     }
 
     /// Literals known.
@@ -197,6 +215,7 @@ impl CompiledRules {
             shares,
             pair_shares,
             events,
+            profile: self.profile().name.clone(),
         }
     }
 
@@ -238,4 +257,201 @@ pub(crate) fn field_key<'a>(paths: impl Iterator<Item = &'a str>, field: FieldSl
         return "".into();
     }
     paths.collect::<Vec<_>>().join("|").into()
+}
+
+/// The `format` of a saved frequency table ([`LiteralFrequencies::to_json`]).
+pub const FREQUENCIES_FORMAT: &str = "tocsin.literal-frequencies/v1";
+
+/// Why a saved frequency table cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrequenciesError {
+    /// Not JSON, or not the table's shape (the message names the line and column).
+    #[error("{0}")]
+    Syntax(#[from] serde_json::Error),
+    /// Another format, or another version of it.
+    #[error("format is {found:?}, expected {FREQUENCIES_FORMAT:?}")]
+    Format {
+        /// The `format` the file gives.
+        found: String,
+    },
+    /// An entry that cannot be right, named by its place in the file.
+    #[error("{entry}: {reason}")]
+    Entry {
+        /// Which entry: `literals[3] (field "Image", "\\cmd.exe")` or `pairs["6d69"]`.
+        entry: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A saved frequency table, as written to a file.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedFrequencies {
+    format: String,
+    /// The profile whose field mappings the literals' paths come from.
+    profile: String,
+    /// Events observed.
+    events: u64,
+    literals: Vec<SavedLiteral>,
+    /// Per pair of adjacent bytes (lower-cased, in hex: `"6d69"` is `mi`): the events
+    /// holding it. A pair not listed occurred in none.
+    pairs: BTreeMap<String, u64>,
+}
+
+/// One literal of a saved table.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedLiteral {
+    /// The event paths of its field, `|`-separated; empty for keywords.
+    field: String,
+    /// Its bytes as searched for (lower-cased unless `cased`; backslashes and quotes
+    /// escaped as in the raw JSON event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    /// Its bytes in hex, instead of `text` when they are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hex: Option<String>,
+    /// Whether it is compared with its case.
+    cased: bool,
+    /// Events in which it occurred, of the table's `events`.
+    events: u64,
+}
+
+impl LiteralFrequencies {
+    /// The table as JSON ([`FREQUENCIES_FORMAT`]), literals in a stable order, so that
+    /// two tables observed alike write the same file.
+    pub fn to_json(&self) -> String {
+        // Shares were computed as `count / events`: multiplying back and rounding gives
+        // the count exactly.
+        let count = |share: f64| (share * self.events as f64).round() as u64;
+        let mut literals: Vec<(&LiteralKey, u64)> = self
+            .shares
+            .iter()
+            .map(|(key, &share)| (key, count(share)))
+            .collect();
+        literals.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let saved = SavedFrequencies {
+            format: FREQUENCIES_FORMAT.to_string(),
+            profile: self.profile.clone(),
+            events: self.events,
+            literals: literals
+                .into_iter()
+                .map(|((field, bytes, cased), events)| {
+                    let text = std::str::from_utf8(bytes).ok().map(str::to_string);
+                    SavedLiteral {
+                        field: field.to_string(),
+                        hex: text.is_none().then(|| hex(bytes)),
+                        text,
+                        cased: *cased,
+                        events,
+                    }
+                })
+                .collect(),
+            pairs: self
+                .pair_shares
+                .iter()
+                .map(|(pair, &share)| (hex(pair), count(share)))
+                .collect(),
+        };
+        let mut json = serde_json::to_string_pretty(&saved).expect("a table always serialises");
+        json.push('\n');
+        json
+    }
+
+    /// Read a table written by [`LiteralFrequencies::to_json`]. The shares are those of the
+    /// table written, to the bit.
+    pub fn from_json(json: &str) -> Result<LiteralFrequencies, FrequenciesError> {
+        let saved: SavedFrequencies = serde_json::from_str(json)?;
+        if saved.format != FREQUENCIES_FORMAT {
+            return Err(FrequenciesError::Format {
+                found: saved.format,
+            });
+        }
+        let events = saved.events;
+        let share = |entry: &dyn Fn() -> String, n: u64| {
+            if n > events {
+                return Err(FrequenciesError::Entry {
+                    entry: entry(),
+                    reason: format!("occurred in {n} events, more than the {events} observed"),
+                });
+            }
+            Ok(n as f64 / events.max(1) as f64)
+        };
+        let mut shares = HashMap::with_capacity(saved.literals.len());
+        for (i, literal) in saved.literals.into_iter().enumerate() {
+            let name = || {
+                let shown = literal.text.as_deref().or(literal.hex.as_deref());
+                format!(
+                    "literals[{i}] (field {:?}, {:?})",
+                    literal.field,
+                    shown.unwrap_or("")
+                )
+            };
+            let bytes: Box<[u8]> = match (&literal.text, &literal.hex) {
+                (Some(text), None) => text.as_bytes().into(),
+                (None, Some(digits)) => unhex(digits).ok_or_else(|| FrequenciesError::Entry {
+                    entry: name(),
+                    reason: "hex is not an even number of hexadecimal digits".into(),
+                })?,
+                _ => {
+                    return Err(FrequenciesError::Entry {
+                        entry: name(),
+                        reason: "needs exactly one of text and hex".into(),
+                    })
+                }
+            };
+            let value = share(&name, literal.events)?;
+            let key = (literal.field.as_str().into(), bytes, literal.cased);
+            if shares.insert(key, value).is_some() {
+                return Err(FrequenciesError::Entry {
+                    entry: name(),
+                    reason: "listed twice".into(),
+                });
+            }
+        }
+        let mut pair_shares = HashMap::with_capacity(saved.pairs.len());
+        for (digits, n) in &saved.pairs {
+            let name = || format!("pairs[{digits:?}]");
+            let pair: [u8; 2] = unhex(digits)
+                .and_then(|b| <[u8; 2]>::try_from(&*b).ok())
+                .ok_or_else(|| FrequenciesError::Entry {
+                    entry: name(),
+                    reason: "a pair is two bytes in four hexadecimal digits".into(),
+                })?;
+            if pair != pair.map(|b| b.to_ascii_lowercase()) {
+                return Err(FrequenciesError::Entry {
+                    entry: name(),
+                    reason: "pairs are lower-cased".into(),
+                });
+            }
+            pair_shares.insert(pair, share(&name, *n)?);
+        }
+        Ok(LiteralFrequencies {
+            shares,
+            pair_shares,
+            events,
+            profile: saved.profile,
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hex digits (either case) as bytes; `None` unless an even number of hex digits.
+fn unhex(digits: &str) -> Option<Box<[u8]>> {
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let high = char::from(pair[0]).to_digit(16)?;
+            let low = char::from(pair[1]).to_digit(16)?;
+            Some((high * 16 + low) as u8)
+        })
+        .collect()
 }

@@ -32,7 +32,7 @@ mod presence;
 mod prior;
 mod required;
 
-pub use calibrate::LiteralFrequencies;
+pub use calibrate::{FrequenciesError, LiteralFrequencies, FREQUENCIES_FORMAT};
 pub use compile::{
     CompileStats, CompiledRule, CompiledRules, CorrelationUse, MatchConfig, RuleIdx,
 };

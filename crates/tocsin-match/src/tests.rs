@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use tocsin_core::{Event, EventIndex};
 use tocsin_rules::{parse_plain_list, parse_profile, parse_sigma_source, Profile};
 
-use crate::{CompiledRules, MatchConfig};
+use crate::{CompiledRules, LiteralFrequencies, MatchConfig};
 
 const PROFILE: &str = r#"
 name: test
@@ -810,6 +810,103 @@ fn calibration_keeps_the_rarer_literal_and_the_same_matches() {
     }
     assert_eq!(matched(&calibrated, &events[0]), ["k"]);
     assert!(matched(&calibrated, &events[1]).is_empty());
+}
+
+/// Saved and read back, a frequency table chooses exactly what the observed one chose
+/// (its shares are the same to the bit), and writes the same file again.
+#[test]
+fn saved_frequencies_read_back_choose_the_same_prefilters() {
+    let rules = rule(
+        "k",
+        "  sel:\n    CommandLine|startswith: 'C:\\Windows\\System32\\ntdll.dll+'\n    Image|endswith: '\\x.exe'\n  condition: sel",
+    ) + &rule("kw", "  keywords:\n    - 'Mimikatz'\n  condition: keywords")
+        + &rule("cased", "  sel:\n    User|cased: 'SYSTEM'\n  condition: sel");
+    let src = parse_sigma_source("r.yml", &rules);
+    assert_eq!(src.diagnostics.error_count(), 0, "{:?}", src.diagnostics);
+    // Counts of 1, 3 and 7 in 7 events: shares that are no short binary fractions.
+    let events: Vec<String> = (0..7)
+        .map(|i| {
+            let image = if i % 3 == 0 { "x.exe" } else { "y.exe" };
+            ev(&format!(
+                r#""CommandLine":"C:\\Windows\\System32\\ntdll.dll+{i}","Image":"C:\\t\\{image}","User":"SYSTEM""#
+            ))
+        })
+        .collect();
+    let (calibrated, _, observed) = CompiledRules::compile_calibrated(
+        &src.rules,
+        &[],
+        &[],
+        &profile(),
+        &MatchConfig::default(),
+        events.iter().map(|e| e.as_bytes()),
+    );
+    let json = observed.to_json();
+    let read = LiteralFrequencies::from_json(&json).unwrap();
+    assert_eq!(read.events(), 7);
+    assert_eq!(read.len(), observed.len());
+    assert_eq!(read.profile(), profile().name);
+    assert_eq!(read.to_json(), json);
+    let saved: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(saved["format"], crate::FREQUENCIES_FORMAT);
+    let counts: Vec<u64> = saved["literals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["events"].as_u64().unwrap())
+        .collect();
+    assert!(counts.contains(&3) && counts.contains(&7), "{json}");
+    let config = MatchConfig {
+        literal_frequencies: Some(std::sync::Arc::new(read)),
+        ..MatchConfig::default()
+    };
+    let (loaded, _) = CompiledRules::compile(&src.rules, &[], &[], &profile(), &config);
+    let (plain, _) =
+        CompiledRules::compile(&src.rules, &[], &[], &profile(), &MatchConfig::default());
+    let candidates = candidates_over(&loaded, &events);
+    assert_eq!(candidates, candidates_over(&calibrated, &events));
+    assert!(
+        candidates_over(&plain, &events) > candidates,
+        "{candidates}"
+    );
+}
+
+/// A saved table that cannot be right is refused with the place of the fault: its line
+/// and column for JSON that is not the table's, its entry otherwise.
+#[test]
+fn a_bad_frequency_table_names_what_is_wrong() {
+    let table = |literals: &str, pairs: &str| {
+        format!(
+            "{{\n  \"format\": \"{}\",\n  \"profile\": \"p\",\n  \"events\": 10,\n  \"literals\": [{literals}],\n  \"pairs\": {{{pairs}}}\n}}",
+            crate::FREQUENCIES_FORMAT
+        )
+    };
+    let good = r#"{"field": "Image", "text": "\\x.exe", "cased": false, "events": 2}"#;
+    let read = LiteralFrequencies::from_json(&table(good, r#""6d69": 10"#)).unwrap();
+    assert_eq!((read.len(), read.events()), (1, 10));
+    let error = |json: String| {
+        LiteralFrequencies::from_json(&json)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = error(
+        table(good, r#""6d69": 10"#).replace("literal-frequencies/v1", "literal-frequencies/v9"),
+    );
+    assert!(e.contains("literal-frequencies/v9"), "{e}");
+    let e = error(table(&good.replace("\"events\": 2", "\"events\": 11"), ""));
+    assert!(
+        e.contains("literals[0]") && e.contains("\"Image\"") && e.contains("11 events"),
+        "{e}"
+    );
+    let e = error(table(&good.replace("\"text\"", "\"hex\""), ""));
+    assert!(e.contains("literals[0]") && e.contains("hex"), "{e}");
+    let e = error(table(&format!("{good}, {good}"), ""));
+    assert!(e.contains("literals[1]") && e.contains("twice"), "{e}");
+    let e = error(table(good, r#""6d": 1"#));
+    assert!(e.contains(r#"pairs["6d"]"#), "{e}");
+    let e = error(table(good, r#""4d69": 1"#));
+    assert!(e.contains("lower-cased"), "{e}");
+    let e = error(table(&good.replace("\"cased\"", "\"case\""), ""));
+    assert!(e.contains("line 5"), "{e}");
 }
 
 /// Without a sample, the prefilter guesses from the rule set (`prior`): a literal that
