@@ -187,3 +187,99 @@ fn calibrated_prefilters_give_the_same_detections() {
     assert!(json_lines(&dir.path().join("plain.jsonl")).len() > 10);
     assert_eq!(plain, calibrated, "calibration changed the detections");
 }
+
+/// `rules calibrate` saves the frequencies of a sample, and `--frequencies` compiles with
+/// them from the first event: the prefilters are others than the guessed ones, the
+/// detections the same. A table that cannot be right stops the run, naming the file and
+/// the place.
+#[test]
+fn saved_frequencies_choose_the_prefilters_from_the_first_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    generate_events(&input, 4000, 13);
+    // Beside the repository's rules, one whose two tests the guess and a sample rank
+    // apart: two long prefixes (common in the events, guessed rare by their length)
+    // against a short switch (guessed common, absent from the events).
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(
+        site.path().join("rare-switch.yml"),
+        "title: A system binary with a rare switch\nid: 5f0c2a8e-3b1d-4c7e-9a64-0d2f7b1e8c35\nlogsource:\n  category: process_creation\n  product: windows\ndetection:\n  sel:\n    Image|startswith:\n      - 'C:\\Windows\\System32\\'\n      - 'C:\\Windows\\SysWOW64\\'\n    CommandLine|contains: ' -zq'\n  condition: sel\nlevel: low\n",
+    )
+    .unwrap();
+    let rules: [std::ffi::OsString; 4] = [
+        "--rules".into(),
+        repo().join("rules").into(),
+        "--rules".into(),
+        site.path().into(),
+    ];
+    let table = dir.path().join("frequencies.json");
+    let out = run_ok(
+        tocsin()
+            .args(["rules", "calibrate"])
+            .args(&rules)
+            .args(["--events", "1000", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&table),
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("over 1000 events"), "{log}");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&table).unwrap()).unwrap();
+    assert_eq!(saved["format"], "tocsin.literal-frequencies/v1");
+    assert_eq!(saved["events"], 1000);
+    let literals = saved["literals"].as_array().unwrap();
+    assert!(literals.iter().any(|l| l["events"].as_u64() > Some(0)));
+    assert!(literals.iter().any(|l| l["events"] == 0));
+
+    let run = |name: &str, extra: &[&std::ffi::OsStr]| {
+        let path = dir.path().join(name);
+        let out = run_ok(
+            tocsin()
+                .args(["run", "--output", "-", "--input"])
+                .arg(&input)
+                .arg("--detections")
+                .arg(&path)
+                .args(&rules)
+                .args(extra),
+        );
+        (
+            std::fs::read(&path).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // "… literals of which N scanned for": the literals the prefilters search for.
+    let scanned = |log: &str| {
+        let before = log.split(" scanned for").next().unwrap();
+        before.rsplit(' ').next().unwrap().parse::<u32>().unwrap()
+    };
+    let (plain, plain_log) = run("plain.jsonl", &[]);
+    let (chosen, log) = run(
+        "chosen.jsonl",
+        &["--frequencies".as_ref(), table.as_os_str()],
+    );
+    assert!(
+        log.contains("prefilters chosen by the literal frequencies in"),
+        "{log}"
+    );
+    // The guess searches for both prefixes, the table for the switch alone.
+    assert_eq!(scanned(&plain_log), scanned(&log) + 1, "{plain_log}\n{log}");
+    assert!(json_lines(&dir.path().join("plain.jsonl")).len() > 10);
+    assert_eq!(
+        plain, chosen,
+        "the saved frequencies changed the detections"
+    );
+
+    let text = std::fs::read_to_string(&table).unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, text.replacen("\"cased\"", "\"case\"", 1)).unwrap();
+    let out = tocsin()
+        .args(["run", "--output", "-", "--input"])
+        .arg(&input)
+        .arg("--frequencies")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("bad.json") && e.contains("line "), "{e}");
+}

@@ -93,3 +93,53 @@ fn contract_violations_are_rejected() {
         assert!(!ew.is_valid(&doc), "{what} was accepted");
     }
 }
+
+/// `tocsin rules calibrate` writes what its schema describes; the schema refuses a table
+/// that breaks it.
+#[test]
+fn saved_literal_frequencies_are_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("e.jsonl");
+    generate_events(&events, 2000, 9);
+    let table = dir.path().join("f.json");
+    run_ok(
+        tocsin()
+            .args(["rules", "calibrate", "--events", "800", "--input"])
+            .arg(&events)
+            .arg("--output")
+            .arg(&table),
+    );
+    let schema = validator("literal-frequencies.schema.json");
+    let good: serde_json::Value = serde_json::from_slice(&std::fs::read(&table).unwrap()).unwrap();
+    assert_valid(&schema, &good, "frequencies");
+    assert_eq!(good["events"], 800);
+    assert!(good["pairs"].as_object().unwrap().len() > 100);
+    type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+    let mutations: Vec<(&str, Mutation)> = vec![
+        (
+            "another version",
+            Box::new(|t| t["format"] = "tocsin.literal-frequencies/v2".into()),
+        ),
+        (
+            "upper-case pair",
+            Box::new(|t| t["pairs"]["4D69"] = 1.into()),
+        ),
+        (
+            "text and hex",
+            Box::new(|t| t["literals"][0]["hex"] = "6d69".into()),
+        ),
+        (
+            "negative count",
+            Box::new(|t| t["literals"][0]["events"] = (-1).into()),
+        ),
+        (
+            "extra field",
+            Box::new(|t| t["literals"][0]["share"] = 0.5.into()),
+        ),
+    ];
+    for (what, mutate) in mutations {
+        let mut doc = good.clone();
+        mutate(&mut doc);
+        assert!(!schema.is_valid(&doc), "{what} was accepted");
+    }
+}

@@ -66,6 +66,9 @@ pub struct RulesSection {
     pub profile: String,
     /// Any rule error stops the worker.
     pub strict: bool,
+    /// A literal-frequency table written by `tocsin rules calibrate`: prefilters chosen by
+    /// it from the first event, in every replica. Empty: guessed from the rules.
+    pub frequencies: String,
     /// Seconds between checks of the rule and feed files for changes (a ConfigMap update);
     /// 0: only on SIGHUP. The match workers reload Sigma rules and indicator feeds without a
     /// restart; the correlate workers read the policy, correlation rules and recipients at
@@ -80,6 +83,7 @@ impl Default for RulesSection {
             iocs: Vec::new(),
             profile: String::new(),
             strict: false,
+            frequencies: String::new(),
             watch_s: 10,
         }
     }
@@ -407,11 +411,13 @@ mod tests {
                 ("TOCSIN_MATCH_BATCH_MS", "50"),
                 ("TOCSIN_TOPICS_EVENTS", "x, y"),
                 ("TOCSIN_KAFKA_CLIENT_SASL_PASSWORD", "hunter2"),
+                ("TOCSIN_RULES_FREQUENCIES", "/etc/tocsin/frequencies.json"),
                 ("TOCSIN_UNRELATED", "1"),
             ]),
         )
         .unwrap();
         assert_eq!(c.kafka.bootstrap, "10.0.0.1:9092");
+        assert_eq!(c.rules.frequencies, "/etc/tocsin/frequencies.json");
         assert_eq!(c.matching.batch, 100);
         assert_eq!(c.matching.batch_ms, 50);
         assert_eq!(c.topics.events, ["x", "y"]);

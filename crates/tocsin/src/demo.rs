@@ -29,6 +29,7 @@ pub fn demo(
         strict: true,
         iocs: Vec::new(),
         iocs_format: None,
+        frequencies: None,
     };
     let (sources, compiled) = match prepare_rules(&args, true)? {
         Ok(x) => x,

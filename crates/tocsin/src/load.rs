@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 
-use tocsin_match::{CompiledRules, MatchConfig};
+use tocsin_match::{CompiledRules, LiteralFrequencies, MatchConfig};
 use tocsin_rules::{
     parse_placeholders, parse_policy, parse_profile, parse_sigma_source, CorrelationRule,
     Diagnostic, Diagnostics, EscalationPolicy, Indicator, Location, Profile, SigmaFilter,
@@ -666,6 +666,14 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Read a literal-frequency table written by `tocsin rules calibrate` (`--frequencies`).
+pub fn read_frequencies(path: &Path) -> Result<LiteralFrequencies> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read literal frequencies from {}", path.display()))?;
+    LiteralFrequencies::from_json(&text)
+        .with_context(|| format!("{}: not a literal-frequency table", path.display()))
 }
 
 #[cfg(test)]

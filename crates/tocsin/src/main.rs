@@ -7,6 +7,7 @@
 //! - 3: the rule set has errors and `--strict` was given (or `rules check` found errors).
 
 mod author;
+mod calibrate;
 mod config;
 mod demo;
 mod feeds;
@@ -134,6 +135,10 @@ enum RulesCommand {
         #[arg(long, value_enum, default_value = "text")]
         format: author::Format,
     },
+    /// Observe how often each literal of the rules occurs in sample events, and write the
+    /// table for `--frequencies` (and the workers' `rules.frequencies`): prefilters
+    /// calibrated from the first event, in every replica.
+    Calibrate(calibrate::CalibrateArgs),
     /// Run the rule test cases (`*.tests.yml`, see rules/README.md) found under the paths
     /// against the rules loaded from them. Exit code 1 when a case fails.
     Test {
@@ -229,6 +234,11 @@ struct RuleArgs {
     /// Force the format of the feeds instead of detecting it.
     #[arg(long = "iocs-format", value_enum, value_name = "FORMAT")]
     iocs_format: Option<feeds::FeedFormat>,
+    /// Choose each rule's prefilter by the literal frequencies in FILE (written by `tocsin
+    /// rules calibrate`) instead of guessing from the rules: calibrated from the first
+    /// event, and kept by reloads. Matches are the same either way.
+    #[arg(long, value_name = "FILE")]
+    frequencies: Option<PathBuf>,
 }
 
 impl RuleArgs {
@@ -400,6 +410,7 @@ fn main() -> ExitCode {
             profile,
             format,
         }) => author::check(&paths, profile.as_deref(), format),
+        Command::Rules(RulesCommand::Calibrate(a)) => calibrate::calibrate(a),
         Command::Rules(RulesCommand::Test { paths, profile }) => {
             author::test(&paths, profile.as_deref())
         }
@@ -497,7 +508,12 @@ pub(crate) fn prepare_rules(
     args: &RuleArgs,
     quiet: bool,
 ) -> Result<std::result::Result<(RuleSources, tocsin_match::CompiledRules), ExitCode>> {
-    prepare_rules_with(args, quiet, &mut load::LastGood::new())
+    prepare_rules_with(
+        args,
+        quiet,
+        &mut load::LastGood::new(),
+        &reload::SharedFrequencies::default(),
+    )
 }
 
 /// Give memory freed after loading back to the operating system. Parsing a large feed
@@ -512,13 +528,40 @@ pub(crate) fn release_freed_memory() {
     }
 }
 
-/// [`prepare_rules`], remembering each source that loaded (for later reloads).
+/// [`prepare_rules`], remembering each source that loaded (for later reloads), and the
+/// table of `--frequencies` in `frequencies` (for the reloads to choose by it too).
 pub(crate) fn prepare_rules_with(
     args: &RuleArgs,
     quiet: bool,
     last_good: &mut load::LastGood,
+    frequencies: &reload::SharedFrequencies,
 ) -> Result<std::result::Result<(RuleSources, tocsin_match::CompiledRules), ExitCode>> {
-    let (sources, compiled) = args.spec().load(last_good, None)?;
+    let table = match &args.frequencies {
+        Some(path) => Some(std::sync::Arc::new(load::read_frequencies(path)?)),
+        None => None,
+    };
+    if let Ok(mut shared) = frequencies.lock() {
+        shared.clone_from(&table);
+    }
+    let (sources, compiled) = args.spec().load(last_good, table.clone())?;
+    if let (Some(table), Some(path)) = (&table, &args.frequencies) {
+        let profile = &compiled.profile().name;
+        if table.profile() != profile {
+            logging::warn(&format!(
+                "tocsin: {} was observed with profile '{}', the rules use '{profile}': literals of fields it maps otherwise count as unseen",
+                path.display(),
+                table.profile()
+            ));
+        }
+        if !quiet {
+            logging::say(&format!(
+                "tocsin: prefilters chosen by the literal frequencies in {} ({} literals observed over {} events)",
+                path.display(),
+                table.len(),
+                table.events()
+            ));
+        }
+    }
     release_freed_memory();
     match report_rules(&sources, &compiled, quiet, args.strict) {
         Some(code) => Ok(Err(code)),
@@ -580,12 +623,13 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         None => None,
     };
     let mut last_good = load::LastGood::new();
-    let (sources, compiled) = match prepare_rules_with(&a.rules, a.quiet, &mut last_good)? {
-        Ok(x) => x,
-        Err(code) => return Ok(code),
-    };
-    // SIGHUP reloads in every run; --watch also polls the files.
     let frequencies = reload::SharedFrequencies::default();
+    let (sources, compiled) =
+        match prepare_rules_with(&a.rules, a.quiet, &mut last_good, &frequencies)? {
+            Ok(x) => x,
+            Err(code) => return Ok(code),
+        };
+    // SIGHUP reloads in every run; --watch also polls the files.
     let reloads = reload::spawn(
         a.rules.spec(),
         last_good,

@@ -73,6 +73,18 @@ impl RuleSpec {
         Ok((sources.compile(&profile, &config), frequencies))
     }
 
+    /// How often each literal of the rules occurs in `sample` (raw events), and the sources
+    /// loaded (for their diagnostics).
+    pub fn observe(
+        &self,
+        last_good: &mut LastGood,
+        sample: &[Vec<u8>],
+    ) -> Result<(RuleSources, LiteralFrequencies)> {
+        let (sources, profile) = self.load_sources(last_good)?;
+        let frequencies = sources.observe_literals(&profile, sample);
+        Ok((sources, frequencies))
+    }
+
     /// Load every source and pick the profile.
     fn load_sources(
         &self,

@@ -173,6 +173,7 @@ fn rule_args(c: &Config) -> RuleArgs {
         strict: c.rules.strict,
         iocs: c.rules.iocs.clone(),
         iocs_format: None,
+        frequencies: (!c.rules.frequencies.is_empty()).then(|| PathBuf::from(&c.rules.frequencies)),
     }
 }
 
@@ -193,19 +194,15 @@ impl LiveRules {
     ) -> Result<std::result::Result<(crate::load::RuleSources, Self), std::process::ExitCode>> {
         let args = rule_args(c);
         let mut last_good = crate::load::LastGood::new();
-        let (sources, compiled) = match crate::prepare_rules_with(&args, quiet, &mut last_good)? {
-            Ok(r) => r,
-            Err(code) => return Ok(Err(code)),
-        };
+        let frequencies = crate::reload::SharedFrequencies::default();
+        let (sources, compiled) =
+            match crate::prepare_rules_with(&args, quiet, &mut last_good, &frequencies)? {
+                Ok(r) => r,
+                Err(code) => return Ok(Err(code)),
+            };
         let watch = (c.rules.watch_s > 0).then(|| Duration::from_secs(c.rules.watch_s));
-        let updates = crate::reload::spawn(
-            args.spec(),
-            last_good,
-            watch,
-            quiet,
-            metrics,
-            Default::default(),
-        )?;
+        let updates =
+            crate::reload::spawn(args.spec(), last_good, watch, quiet, metrics, frequencies)?;
         Ok(Ok((
             sources,
             LiveRules {
