@@ -13,6 +13,9 @@
 #   tocsin-any    tocsin run with a generated profile `any`: no logsource conditions, no field mapping
 #   tocsin-calibrated  tocsin with --calibrate 5000: prefilters chosen by literal frequencies
 #                 observed in the first 5,000 events (same matches as tocsin)
+#   tocsin-frequencies tocsin with --frequencies: the same observation made once, before the
+#                 timed runs, by `tocsin rules calibrate --events 5000`, and read at start
+#                 (same matches as tocsin)
 #   pysigma       tests/reference/sigma_sqlite_reference.py (pySigma + SQLite) with the sysmon profile
 #   pysigma-any   the same with the `any` profile
 #   rsigma        rsigma engine eval, no pipeline (logsource ignored)
@@ -66,7 +69,7 @@ THREADS="${PEER_THREADS:-$(nproc)}"
 REPEAT="${REPEAT:-1}"
 ENGINES="${ENGINES:-tocsin tocsin-any pysigma pysigma-any rsigma rsigma-sysmon chainsaw hayabusa}"
 B="$PEERS_CACHE/bin"
-KNOWN=" tocsin tocsin-any tocsin-calibrated pysigma pysigma-any rsigma rsigma-sysmon chainsaw hayabusa "
+KNOWN=" tocsin tocsin-any tocsin-calibrated tocsin-frequencies pysigma pysigma-any rsigma rsigma-sysmon chainsaw hayabusa "
 for e in $ENGINES; do
     case "$KNOWN" in *" $e "*) ;; *) echo "unknown engine '$e' (known:$KNOWN)" >&2; exit 2 ;; esac
 done
@@ -100,18 +103,30 @@ mkdir -p "$TR/profiles"
 cp "$REPO/rules/profiles/sysmon.yaml" "$TR/profiles/sysmon.yaml"
 python3 "$HERE/prep.py" any-profile "$REPO/rules/profiles/sysmon.yaml" "$RULES" "$TR/profiles/any.yaml"
 
+# The frequency table of `tocsin-frequencies`: the first 5,000 events, as --calibrate 5000
+# observes them, saved once (not timed).
+FREQUENCIES="$OUT/work/frequencies.json"
+case " $ENGINES " in *" tocsin-frequencies "*)
+    if [ -x "$TOCSIN_BIN" ]; then
+        "$TOCSIN_BIN" rules calibrate --rules "$RULES" --rules "$TR" --profile sysmon \
+            --input "$EV" --events 5000 --output "$FREQUENCIES" 2> "$OUT/work/calibrate.stderr" \
+            || { echo "tocsin rules calibrate failed:" >&2; cat "$OUT/work/calibrate.stderr" >&2; exit 1; }
+    fi ;;
+esac
+
 # ---- engines ---------------------------------------------------------------------------------
 # engine_cmd ENGINE EVENTS OUTFILE: sets CMD (argv), CWD, STDOUT_IS_OUTPUT, THREADS_OF, NEEDS.
 engine_cmd() {
     local e=$1 ev=$2 o=$3
     CWD="$OUT"; STDOUT_IS_OUTPUT=0; THREADS_OF=1
     case $e in
-        tocsin|tocsin-any|tocsin-calibrated)
+        tocsin|tocsin-any|tocsin-calibrated|tocsin-frequencies)
             local prof=sysmon; if [ "$e" = tocsin-any ]; then prof=any; fi
             NEEDS="$TOCSIN_BIN"
             CMD=("$TOCSIN_BIN" run --rules "$RULES" --rules "$TR" --profile "$prof"
                  --input "$ev" --output "${o%.out}.warnings.jsonl" --detections "$o")
-            if [ "$e" = tocsin-calibrated ]; then CMD+=(--calibrate 5000); fi ;;
+            if [ "$e" = tocsin-calibrated ]; then CMD+=(--calibrate 5000); fi
+            if [ "$e" = tocsin-frequencies ]; then CMD+=(--frequencies "$FREQUENCIES"); fi ;;
         pysigma|pysigma-any)
             local prof=sysmon; if [ "$e" = pysigma-any ]; then prof=any; fi
             NEEDS="$PYSIGMA"
@@ -201,7 +216,7 @@ for e in "${RUNNABLE[@]}"; do
             engine_cmd "$e" "$EV" "$OUT/$e.ids.out"
             "${CMD[@]}" --include-event > "$OUT/$e.ids.out" 2> "$OUT/work/$e.ids.stderr" \
                 || echo "  $e identity run failed (rc $?)" ;;
-        tocsin|tocsin-any|tocsin-calibrated)
+        tocsin|tocsin-any|tocsin-calibrated|tocsin-frequencies)
             prof=sysmon; if [ "$e" = tocsin-any ]; then prof=any; fi
             "$TOCSIN_BIN" rules check --format json --profile "$prof" "$RULES" "$TR" \
                 > "$OUT/work/$e.rules-check.json" 2> /dev/null || true ;;
