@@ -269,6 +269,27 @@ fn saved_frequencies_choose_the_prefilters_from_the_first_event() {
         "the saved frequencies changed the detections"
     );
 
+    // Written gzip-compressed when its name says so, and read so.
+    let packed = dir.path().join("frequencies.json.gz");
+    run_ok(
+        tocsin()
+            .args(["rules", "calibrate"])
+            .args(&rules)
+            .args(["--events", "1000", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&packed),
+    );
+    let bytes = std::fs::read(&packed).unwrap();
+    assert!(bytes.starts_with(&[0x1f, 0x8b]));
+    assert!(bytes.len() * 3 < std::fs::metadata(&table).unwrap().len() as usize);
+    let (unpacked, log) = run(
+        "unpacked.jsonl",
+        &["--frequencies".as_ref(), packed.as_os_str()],
+    );
+    assert_eq!(scanned(&plain_log), scanned(&log) + 1, "{log}");
+    assert_eq!(plain, unpacked);
+
     let text = std::fs::read_to_string(&table).unwrap();
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, text.replacen("\"cased\"", "\"case\"", 1)).unwrap();

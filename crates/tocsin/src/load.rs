@@ -668,10 +668,19 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Read a literal-frequency table written by `tocsin rules calibrate` (`--frequencies`).
+/// Read a literal-frequency table written by `tocsin rules calibrate` (`--frequencies`),
+/// plain or gzip-compressed (recognised by content).
 pub fn read_frequencies(path: &Path) -> Result<LiteralFrequencies> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read literal frequencies from {}", path.display()))?;
+    let cannot = || format!("cannot read literal frequencies from {}", path.display());
+    let bytes = std::fs::read(path).with_context(cannot)?;
+    let text = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&*bytes), &mut text)
+            .with_context(cannot)?;
+        text
+    } else {
+        String::from_utf8(bytes).with_context(cannot)?
+    };
     LiteralFrequencies::from_json(&text)
         .with_context(|| format!("{}: not a literal-frequency table", path.display()))
 }
