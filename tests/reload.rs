@@ -212,17 +212,21 @@ fn saved_frequencies_choose_the_prefilters_from_the_first_event() {
         "--rules".into(),
         site.path().into(),
     ];
+    // `rules calibrate` over the first 1,000 events into `table`; its stderr.
+    let calibrate = |table: &std::path::Path| {
+        let out = run_ok(
+            tocsin()
+                .args(["rules", "calibrate"])
+                .args(&rules)
+                .args(["--events", "1000", "--input"])
+                .arg(&input)
+                .arg("--output")
+                .arg(table),
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
     let table = dir.path().join("frequencies.json");
-    let out = run_ok(
-        tocsin()
-            .args(["rules", "calibrate"])
-            .args(&rules)
-            .args(["--events", "1000", "--input"])
-            .arg(&input)
-            .arg("--output")
-            .arg(&table),
-    );
-    let log = String::from_utf8_lossy(&out.stderr);
+    let log = calibrate(&table);
     assert!(log.contains("over 1000 events"), "{log}");
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&table).unwrap()).unwrap();
     assert_eq!(saved["format"], "tocsin.literal-frequencies/v1");
@@ -271,15 +275,7 @@ fn saved_frequencies_choose_the_prefilters_from_the_first_event() {
 
     // Written gzip-compressed when its name says so, and read so.
     let packed = dir.path().join("frequencies.json.gz");
-    run_ok(
-        tocsin()
-            .args(["rules", "calibrate"])
-            .args(&rules)
-            .args(["--events", "1000", "--input"])
-            .arg(&input)
-            .arg("--output")
-            .arg(&packed),
-    );
+    calibrate(&packed);
     let bytes = std::fs::read(&packed).unwrap();
     assert!(bytes.starts_with(&[0x1f, 0x8b]));
     assert!(bytes.len() * 3 < std::fs::metadata(&table).unwrap().len() as usize);

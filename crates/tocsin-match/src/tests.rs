@@ -765,6 +765,19 @@ fn candidates_over(c: &CompiledRules, events: &[String]) -> u64 {
     s.stats.candidates
 }
 
+/// `rules` compiled with prefilters calibrated on `sample` (no filters, no indicators,
+/// the test profile), with the compile diagnostics and the frequencies observed.
+fn calibrated_on<'e>(
+    rules: &[tocsin_rules::SigmaRule],
+    sample: impl IntoIterator<Item = &'e [u8]>,
+) -> (
+    CompiledRules,
+    Vec<tocsin_rules::Diagnostic>,
+    LiteralFrequencies,
+) {
+    CompiledRules::compile_calibrated(rules, &[], &[], &profile(), &MatchConfig::default(), sample)
+}
+
 /// A rule that ANDs a literal found in nearly every event with a rare one: calibrated on
 /// a sample, the prefilter keeps the rare one (fewer rules verified), and every answer
 /// stays what exhaustive evaluation gives.
@@ -791,14 +804,7 @@ fn calibration_keeps_the_rarer_literal_and_the_same_matches() {
     let sample = events.iter().step_by(2).map(|e| e.as_bytes());
     let (plain, _) =
         CompiledRules::compile(&src.rules, &[], &[], &profile(), &MatchConfig::default());
-    let (calibrated, diags, frequencies) = CompiledRules::compile_calibrated(
-        &src.rules,
-        &[],
-        &[],
-        &profile(),
-        &MatchConfig::default(),
-        sample,
-    );
+    let (calibrated, diags, frequencies) = calibrated_on(&src.rules, sample);
     assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
     assert_eq!(frequencies.events(), 100);
     // By length the compiler picks the `CommandLine` prefix, in every event; by
@@ -832,14 +838,7 @@ fn saved_frequencies_read_back_choose_the_same_prefilters() {
             ))
         })
         .collect();
-    let (calibrated, _, observed) = CompiledRules::compile_calibrated(
-        &src.rules,
-        &[],
-        &[],
-        &profile(),
-        &MatchConfig::default(),
-        events.iter().map(|e| e.as_bytes()),
-    );
+    let (calibrated, _, observed) = calibrated_on(&src.rules, events.iter().map(|e| e.as_bytes()));
     let json = observed.to_json();
     let read = LiteralFrequencies::from_json(&json).unwrap();
     assert_eq!(read.events(), 7);
@@ -1096,14 +1095,7 @@ fn literal_frequencies_outlive_a_change_of_rules() {
         })
         .collect();
     let src = parse_sigma_source("r.yml", &old);
-    let (_, _, frequencies) = CompiledRules::compile_calibrated(
-        &src.rules,
-        &[],
-        &[],
-        &profile(),
-        &MatchConfig::default(),
-        events.iter().map(|e| e.as_bytes()),
-    );
+    let (_, _, frequencies) = calibrated_on(&src.rules, events.iter().map(|e| e.as_bytes()));
     assert_eq!(frequencies.len(), 2);
     let more = old + &rule("new", "  sel:\n    CommandLine|contains: 'whoami'\n    Image|endswith: '\\cmd.exe'\n  condition: sel");
     let src = parse_sigma_source("r.yml", &more);
