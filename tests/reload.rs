@@ -154,6 +154,27 @@ fn sighup_reloads_between_events() {
     });
 }
 
+/// `tocsin run` over `input` with `extra` flags, every detection written to `detections`:
+/// the detections file's bytes and the run's stderr.
+fn run_detecting<S: AsRef<std::ffi::OsStr>>(
+    input: &std::path::Path,
+    detections: &std::path::Path,
+    extra: &[S],
+) -> (Vec<u8>, String) {
+    let out = run_ok(
+        tocsin()
+            .args(["run", "--output", "-", "--input"])
+            .arg(input)
+            .arg("--detections")
+            .arg(detections)
+            .args(extra),
+    );
+    (
+        std::fs::read(detections).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `--calibrate`: once the first events are in, the rules are compiled again with each
 /// rule's prefilter chosen by how often its literals occurred in them, and swapped in
 /// before the next event. The detections are exactly those of a run without it.
@@ -162,21 +183,8 @@ fn calibrated_prefilters_give_the_same_detections() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events.jsonl");
     generate_events(&input, 6000, 11);
-    let detections = |name: &str, extra: &[&str]| {
-        let path = dir.path().join(name);
-        let out = run_ok(
-            tocsin()
-                .args(["run", "--output", "-", "--input"])
-                .arg(&input)
-                .arg("--detections")
-                .arg(&path)
-                .args(extra),
-        );
-        (
-            std::fs::read(&path).unwrap(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let detections =
+        |name: &str, extra: &[&str]| run_detecting(&input, &dir.path().join(name), extra);
     let (plain, plain_log) = detections("plain.jsonl", &[]);
     let (calibrated, log) = detections("calibrated.jsonl", &["--calibrate", "1000"]);
     assert!(
@@ -236,20 +244,12 @@ fn saved_frequencies_choose_the_prefilters_from_the_first_event() {
     assert!(literals.iter().any(|l| l["events"] == 0));
 
     let run = |name: &str, extra: &[&std::ffi::OsStr]| {
-        let path = dir.path().join(name);
-        let out = run_ok(
-            tocsin()
-                .args(["run", "--output", "-", "--input"])
-                .arg(&input)
-                .arg("--detections")
-                .arg(&path)
-                .args(&rules)
-                .args(extra),
-        );
-        (
-            std::fs::read(&path).unwrap(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let args: Vec<&std::ffi::OsStr> = rules
+            .iter()
+            .map(|a| a.as_os_str())
+            .chain(extra.iter().copied())
+            .collect();
+        run_detecting(&input, &dir.path().join(name), &args)
     };
     // "… literals of which N scanned for": the literals the prefilters search for.
     let scanned = |log: &str| {
