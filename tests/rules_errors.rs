@@ -64,6 +64,30 @@ fn bad_rules_are_reported_and_the_rest_load() {
         .unwrap();
     assert_eq!(strict.status.code(), Some(3));
 
+    // `rules calibrate` too: the table is written without the bad rules' literals, and
+    // not at all with --strict.
+    let table = dir.path().join("f.json");
+    let calibrate = |strict: &[&str]| {
+        tocsin()
+            .args(["rules", "calibrate", "--rules"])
+            .arg(&rules)
+            .args(strict)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&table)
+            .output()
+            .unwrap()
+    };
+    let out = calibrate(&["--strict"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(!table.exists());
+    let out = calibrate(&[]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 rule errors"), "{stderr}");
+    assert!(table.exists());
+
     std::fs::write(rules.join("escalation.yaml"), "version: 1\nwindow: soon\n").unwrap();
     let out = tocsin()
         .args(["run", "--rules"])

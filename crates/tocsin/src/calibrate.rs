@@ -69,6 +69,12 @@ pub fn calibrate(a: CalibrateArgs) -> Result<ExitCode> {
         .spec()
         .observe(&mut load::LastGood::new(), &sample)?;
     let errors = sources.diagnostics.error_count();
+    if errors > 0 && a.rules.strict {
+        logging::warn(&format!(
+            "tocsin: {errors} rule errors (`tocsin rules check` lists them) and --strict: no table written"
+        ));
+        return Ok(ExitCode::from(3));
+    }
     if errors > 0 {
         logging::warn(&format!(
             "tocsin: {errors} rule errors (`tocsin rules check` lists them): those rules' literals are not in the table"
