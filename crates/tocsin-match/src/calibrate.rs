@@ -28,8 +28,8 @@
 //! [`LiteralFrequencies::from_json`]; `tocsin rules calibrate` writes them, `--frequencies`
 //! reads them): a worker started with a saved file matches with calibrated prefilters from
 //! its first event, where `--calibrate` would first gather a sample and compile twice, in
-//! every replica and after every restart. The file holds counts, not shares: integers
-//! read back exactly, so a loaded table chooses exactly what the observed one did.
+//! every replica and after every restart. The table holds counts, not shares, and so does
+//! the file: a loaded table chooses exactly what the observed one did.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -51,15 +51,16 @@ pub const UNSEEN: f64 = 0.05;
 /// (lower-cased unless case-sensitive) and whether it is case-sensitive.
 type LiteralKey = (Box<str>, Box<[u8]>, bool);
 
-/// How often each literal of a rule set occurred in a sample of events (the share of the
-/// sample's events in which it occurred where its tests look for it).
+/// How often each literal of a rule set occurred in a sample of events (in how many of the
+/// sample's events it occurred where its tests look for it; its share is that count over
+/// `events`).
 #[derive(Clone, Default)]
 pub struct LiteralFrequencies {
-    shares: HashMap<LiteralKey, f64>,
-    /// Per pair of adjacent bytes (lower-cased) seen in a raw event: the share of events
-    /// holding it. Keyword presence tests search the raw event for pairs
-    /// ([`crate::presence`]); a pair absent here never occurred.
-    pair_shares: HashMap<[u8; 2], f64>,
+    counts: HashMap<LiteralKey, u64>,
+    /// Per pair of adjacent bytes (lower-cased) seen in a raw event: the events holding
+    /// it. Keyword presence tests search the raw event for pairs ([`crate::presence`]); a
+    /// pair absent here never occurred.
+    pair_counts: HashMap<[u8; 2], u64>,
     events: u64,
     /// The profile whose field mappings the literals' paths come from.
     profile: String,
@@ -68,8 +69,8 @@ pub struct LiteralFrequencies {
 impl fmt::Debug for LiteralFrequencies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LiteralFrequencies")
-            .field("literals", &self.shares.len())
-            .field("pairs", &self.pair_shares.len())
+            .field("literals", &self.counts.len())
+            .field("pairs", &self.pair_counts.len())
             .field("events", &self.events)
             .field("profile", &self.profile)
             .finish()
@@ -109,30 +110,39 @@ impl LiteralFrequencies {
 
     /// Literals known.
     pub fn len(&self) -> usize {
-        self.shares.len()
+        self.counts.len()
     }
 
     /// True when no literal is known.
     pub fn is_empty(&self) -> bool {
-        self.shares.is_empty()
+        self.counts.is_empty()
+    }
+
+    /// The share of the sample's events that `count` events are.
+    fn share_of(&self, count: u64) -> f64 {
+        count as f64 / self.events.max(1) as f64
     }
 
     /// The share of events holding the literal, if known.
     fn share(&self, key: &LiteralKey) -> Option<f64> {
-        self.shares.get(key).copied()
+        self.counts.get(key).map(|&n| self.share_of(n))
     }
 
     /// The share of the sample's raw events holding `pair` (lower-cased) anywhere,
     /// ignoring ASCII case; `None` when nothing was observed.
     pub(crate) fn pair_share(&self, pair: [u8; 2]) -> Option<f64> {
-        (self.events > 0).then(|| self.pair_shares.get(&pair).copied().unwrap_or(0.0))
+        let count = self.pair_counts.get(&pair).copied().unwrap_or(0);
+        (self.events > 0).then(|| self.share_of(count))
     }
 
     /// Frequencies of pairs alone, as if observed over `events` events.
     #[cfg(test)]
     pub(crate) fn from_pair_shares(events: u64, pairs: &[([u8; 2], f64)]) -> Self {
         LiteralFrequencies {
-            pair_shares: pairs.iter().copied().collect(),
+            pair_counts: pairs
+                .iter()
+                .map(|&(pair, share)| (pair, (share * events as f64).round() as u64))
+                .collect(),
             events,
             ..LiteralFrequencies::default()
         }
@@ -189,18 +199,13 @@ impl CompiledRules {
             }
             events += 1;
         }
-        let pair_shares = pair_events
+        let pair_counts = pair_events
             .iter()
             .enumerate()
             .filter(|(_, &n)| n > 0)
-            .map(|(pair, &n)| {
-                (
-                    (pair as u16).to_le_bytes(),
-                    f64::from(n) / events.max(1) as f64,
-                )
-            })
+            .map(|(pair, &n)| ((pair as u16).to_le_bytes(), u64::from(n)))
             .collect();
-        let shares = self
+        let counts = self
             .atoms
             .iter()
             .zip(&self.atom_fields)
@@ -208,12 +213,12 @@ impl CompiledRules {
             .filter(|((atom, _), _)| atom.scanned)
             .map(|((atom, &field), &n)| {
                 let key = (self.field_key(field), atom.bytes.clone(), atom.cased);
-                (key, n as f64 / events.max(1) as f64)
+                (key, n)
             })
             .collect();
         LiteralFrequencies {
-            shares,
-            pair_shares,
+            counts,
+            pair_counts,
             events,
             profile: self.profile().name.clone(),
         }
@@ -353,14 +358,7 @@ impl LiteralFrequencies {
     /// two tables observed alike write the same file, one literal and one pair per line
     /// (for the SigmaHQ Windows rules, 26,000 literals in 2.2 MB; 0.3 MB gzip-compressed).
     pub fn to_json(&self) -> String {
-        // Shares were computed as `count / events`: multiplying back and rounding gives
-        // the count exactly.
-        let count = |share: f64| (share * self.events as f64).round() as u64;
-        let mut literals: Vec<(&LiteralKey, u64)> = self
-            .shares
-            .iter()
-            .map(|(key, &share)| (key, count(share)))
-            .collect();
+        let mut literals: Vec<(&LiteralKey, &u64)> = self.counts.iter().collect();
         literals.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let saved = SavedFrequencies {
             format: FREQUENCIES_FORMAT.to_string(),
@@ -375,21 +373,20 @@ impl LiteralFrequencies {
                         hex: text.is_none().then(|| hex(bytes)),
                         text,
                         cased: *cased,
-                        events,
+                        events: *events,
                     }
                 })
                 .collect(),
             pairs: self
-                .pair_shares
+                .pair_counts
                 .iter()
-                .map(|(pair, &share)| (hex(pair), count(share)))
+                .map(|(pair, &n)| (hex(pair), n))
                 .collect(),
         };
         saved.write()
     }
 
-    /// Read a table written by [`LiteralFrequencies::to_json`]. The shares are those of the
-    /// table written, to the bit.
+    /// Read a table written by [`LiteralFrequencies::to_json`].
     pub fn from_json(json: &str) -> Result<LiteralFrequencies, FrequenciesError> {
         let saved: SavedFrequencies = serde_json::from_str(json)?;
         if saved.format != FREQUENCIES_FORMAT {
@@ -398,16 +395,16 @@ impl LiteralFrequencies {
             });
         }
         let events = saved.events;
-        let share = |entry: &dyn Fn() -> String, n: u64| {
+        let count = |entry: &dyn Fn() -> String, n: u64| {
             if n > events {
                 return Err(FrequenciesError::Entry {
                     entry: entry(),
                     reason: format!("occurred in {n} events, more than the {events} observed"),
                 });
             }
-            Ok(n as f64 / events.max(1) as f64)
+            Ok(n)
         };
-        let mut shares = HashMap::with_capacity(saved.literals.len());
+        let mut counts = HashMap::with_capacity(saved.literals.len());
         for (i, literal) in saved.literals.into_iter().enumerate() {
             let name = || {
                 let shown = literal.text.as_deref().or(literal.hex.as_deref());
@@ -430,16 +427,16 @@ impl LiteralFrequencies {
                     })
                 }
             };
-            let value = share(&name, literal.events)?;
+            let n = count(&name, literal.events)?;
             let key = (literal.field.as_str().into(), bytes, literal.cased);
-            if shares.insert(key, value).is_some() {
+            if counts.insert(key, n).is_some() {
                 return Err(FrequenciesError::Entry {
                     entry: name(),
                     reason: "listed twice".into(),
                 });
             }
         }
-        let mut pair_shares = HashMap::with_capacity(saved.pairs.len());
+        let mut pair_counts = HashMap::with_capacity(saved.pairs.len());
         for (digits, n) in &saved.pairs {
             let name = || format!("pairs[{digits:?}]");
             let pair: [u8; 2] = unhex(digits)
@@ -454,11 +451,11 @@ impl LiteralFrequencies {
                     reason: "pairs are lower-cased".into(),
                 });
             }
-            pair_shares.insert(pair, share(&name, *n)?);
+            pair_counts.insert(pair, count(&name, *n)?);
         }
         Ok(LiteralFrequencies {
-            shares,
-            pair_shares,
+            counts,
+            pair_counts,
             events,
             profile: saved.profile,
         })
