@@ -18,6 +18,7 @@
 //! demo` works from any directory.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -669,18 +670,14 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// Read a literal-frequency table written by `tocsin rules calibrate` (`--frequencies`),
-/// plain or gzip-compressed (recognised by content).
+/// plain or gzip-compressed (recognised by content, as inputs are: [`crate::input::open`]).
 pub fn read_frequencies(path: &Path) -> Result<LiteralFrequencies> {
     let cannot = || format!("cannot read literal frequencies from {}", path.display());
-    let bytes = std::fs::read(path).with_context(cannot)?;
-    let text = if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&*bytes), &mut text)
-            .with_context(cannot)?;
-        text
-    } else {
-        String::from_utf8(bytes).with_context(cannot)?
-    };
+    let mut text = String::new();
+    crate::input::open(&path.to_string_lossy())
+        .with_context(cannot)?
+        .read_to_string(&mut text)
+        .with_context(cannot)?;
     LiteralFrequencies::from_json(&text)
         .with_context(|| format!("{}: not a literal-frequency table", path.display()))
 }
