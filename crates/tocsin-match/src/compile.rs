@@ -61,6 +61,12 @@ pub struct MatchConfig {
     /// Search every literal in every event, not only those of prefilter sets: slower, for
     /// observing literal frequencies ([`CompiledRules::observe_literals`]).
     pub scan_every_literal: bool,
+    /// Entries of each matching thread's memo of literal scans (rounded up to a power of
+    /// two; 0 turns it off): a field value that its literal set scanned recently is not
+    /// scanned again, its hits are replayed (`crate::scan_memo`). Matches are the same
+    /// either way. Memory per thread: at most this many times 2 KiB of values, and their
+    /// hits.
+    pub scan_memo_slots: usize,
 }
 
 impl Default for MatchConfig {
@@ -72,6 +78,7 @@ impl Default for MatchConfig {
             max_expansions: 4096,
             literal_frequencies: None,
             scan_every_literal: false,
+            scan_memo_slots: 4096,
         }
     }
 }
@@ -442,6 +449,8 @@ pub struct CompiledRules {
     /// The profile's fields that list hashes (Sysmon `Hashes`), prepared.
     pub(crate) hash_list_fields: Box<[FieldName]>,
     pub(crate) not_applicable: usize,
+    /// [`MatchConfig::scan_memo_slots`], for each new scratch space.
+    pub(crate) scan_memo_slots: usize,
 }
 
 impl std::fmt::Debug for CompiledRules {
@@ -1960,6 +1969,7 @@ impl CompiledRules {
                 indicator_fields,
                 hash_list_fields,
                 not_applicable,
+                scan_memo_slots: config.scan_memo_slots,
             },
             diags,
         )

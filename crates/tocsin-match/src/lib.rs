@@ -31,6 +31,7 @@ pub mod matcher;
 mod presence;
 mod prior;
 mod required;
+mod scan_memo;
 
 pub use calibrate::{FrequenciesError, LiteralFrequencies, FREQUENCIES_FORMAT};
 pub use compile::{

@@ -29,6 +29,7 @@ use crate::compile::{
 };
 use crate::guard::GuardValue;
 use crate::ioc::each_listed_hash;
+use crate::scan_memo::{self, Lookup, ScanMemo};
 
 /// An indicator found in an event: which indicator, and in which profile field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,8 @@ pub struct MatchScratch {
     located: Vec<u32>,
     /// The field value being scanned, lower-cased.
     scan_lower: Vec<u8>,
+    /// What the literal scans found in recent values, per literal set (`crate::scan_memo`).
+    scan_memo: ScanMemo,
     /// The field value that unscanned literals were last compared with, lower-cased (its
     /// text, or for a long value its canonical JSON-escaped form), and which value it was
     /// (start and length of its raw bytes in the current event): a filter of many
@@ -100,6 +103,9 @@ pub struct ScratchStats {
     pub active_routes: u64,
     /// Bytes of field values scanned for literals.
     pub scanned_bytes: u64,
+    /// Field values not scanned because the same literal set scanned the same value
+    /// recently: its hits were replayed (see [`crate::MatchConfig::scan_memo_slots`]).
+    pub memo_replays: u64,
     /// Literal occurrences found by the scans.
     pub literal_hits: u64,
     /// Candidates turned away by their rule's guard (a test the rule needs, checked
@@ -267,11 +273,26 @@ impl CompiledRules {
     /// for in; no occurrence starts inside one of its escapes.
     fn scan(
         &self,
-        scanner: &crate::compile::Scanner,
+        scanner_index: u32,
         hay: &[u8],
         lower: &mut Vec<u8>,
+        memo: Option<&mut ScanMemo>,
         st: &mut ScanState<'_>,
     ) {
+        let lookup = memo.map_or(Lookup::Skip, |m| m.lookup(scanner_index, hay));
+        let mut remembered = match lookup {
+            Lookup::Hit(hits) => {
+                st.stats.memo_replays += 1;
+                for &hit in hits {
+                    let (atom, bits) = scan_memo::unpack(hit);
+                    self.note_hit(atom, bits, st);
+                }
+                return;
+            }
+            Lookup::Miss(hits) => Some(hits),
+            Lookup::Skip => None,
+        };
+        let scanner = &self.scanners[scanner_index as usize];
         st.stats.scanned_bytes += hay.len() as u64;
         lower.clear();
         lower.extend(hay.iter().map(u8::to_ascii_lowercase));
@@ -297,23 +318,33 @@ impl CompiledRules {
                 if start == 0 && end == hay.len() {
                     bits |= HIT_WHOLE;
                 }
-                let old = st.atom_bits[a as usize];
-                if old == 0 {
-                    st.touched.push(a);
-                    for &(r, route) in self.atom_rules.get(a as usize) {
-                        if st.route_active[route as usize] && !st.candidate_mark[r as usize] {
-                            st.candidate_mark[r as usize] = true;
-                            st.candidates.push(r);
-                        }
-                    }
+                if let Some(recording) = remembered.as_mut() {
+                    recording.push(a, bits);
                 }
-                st.atom_bits[a as usize] = old | bits;
+                self.note_hit(a, bits, st);
             }
         };
         for anchored in &scanner.anchored {
             anchored.for_each_match(lower, &mut found);
         }
         scanner.literals.for_each_match(lower, found);
+    }
+
+    /// Record that literal `a` occurred where `bits` say, and make the rules of active
+    /// routes whose prefilter set holds it candidates (on its first hit in the event).
+    #[inline]
+    fn note_hit(&self, a: AtomId, bits: u8, st: &mut ScanState<'_>) {
+        let old = st.atom_bits[a as usize];
+        if old == 0 {
+            st.touched.push(a);
+            for &(r, route) in self.atom_rules.get(a as usize) {
+                if st.route_active[route as usize] && !st.candidate_mark[r as usize] {
+                    st.candidate_mark[r as usize] = true;
+                    st.candidates.push(r);
+                }
+            }
+        }
+        st.atom_bits[a as usize] = old | bits;
     }
 
     /// Fresh scratch space sized for these rules.
@@ -335,6 +366,7 @@ impl CompiledRules {
             lower_event: Vec::new(),
             located: Vec::new(),
             scan_lower: Vec::new(),
+            scan_memo: ScanMemo::new(self.scan_memo_slots),
             compared_lower: Vec::new(),
             escaped_literal: Vec::new(),
             compared_value: None,
@@ -450,7 +482,7 @@ impl CompiledRules {
                 let set = self.compute_route_set(scratch);
                 if scratch.route_cache.len() >= ROUTE_CACHE_LIMIT {
                     self.activate(&set, scratch);
-                    self.scan_fields(event, &set, scratch);
+                    self.scan_fields(event, &set, scratch, !verify_all);
                     return self.verify(event, scratch, verify_all);
                 }
                 scratch.route_sets.push(set);
@@ -465,7 +497,7 @@ impl CompiledRules {
         // boxes, no allocation), then put it back.
         let set = std::mem::take(&mut scratch.route_sets[idx]);
         self.activate(&set, scratch);
-        self.scan_fields(event, &set, scratch);
+        self.scan_fields(event, &set, scratch, !verify_all);
         scratch.route_sets[idx] = set;
         self.verify(event, scratch, verify_all)
     }
@@ -525,7 +557,16 @@ impl CompiledRules {
     }
 
     /// 2. Prefilter: each field that a rule of an active route tests, scanned once.
-    fn scan_fields(&self, event: &Event<'_>, set: &RouteSet, scratch: &mut MatchScratch) {
+    ///
+    /// With `remember`, values scanned recently are answered from the scan memo (the
+    /// exhaustive matcher scans every value: it is what the memo is checked against).
+    fn scan_fields(
+        &self,
+        event: &Event<'_>,
+        set: &RouteSet,
+        scratch: &mut MatchScratch,
+        remember: bool,
+    ) {
         // Whether the event's `\u` escapes hide bytes keywords are searched by: looked at
         // once per event, for the first keyword scan that asks.
         let mut hides_verbatim_bytes = None;
@@ -558,6 +599,7 @@ impl CompiledRules {
                 escaped_buf,
                 lower_event,
                 scan_lower,
+                scan_memo,
                 atom_bits,
                 touched,
                 candidate_mark,
@@ -600,7 +642,13 @@ impl CompiledRules {
                             None => continue,
                         },
                     };
-                    self.scan(scanner, hay, scan_lower, &mut state);
+                    self.scan(
+                        planned.scanner,
+                        hay,
+                        scan_lower,
+                        remember.then_some(&mut *scan_memo),
+                        &mut state,
+                    );
                 }
                 continue;
             }
@@ -610,7 +658,13 @@ impl CompiledRules {
             let Some(hay) = value.escaped_text(escaped_buf) else {
                 continue;
             };
-            self.scan(scanner, hay, scan_lower, &mut state);
+            self.scan(
+                planned.scanner,
+                hay,
+                scan_lower,
+                remember.then_some(&mut *scan_memo),
+                &mut state,
+            );
         }
     }
 

@@ -1640,3 +1640,92 @@ fn keyword_scans_are_skipped_without_the_rarest_keyword_a_rule_needs() {
     assert_eq!(matched(&c, &common), Vec::<String>::new());
     assert_eq!(matched(&c, &ev(r#""Message":"it ran""#)), ["unless"]);
 }
+
+/// A value scanned before is answered from the scan memo: the same literal hits (anywhere,
+/// at the start, at the end, the whole value, cased or not) and the same candidates, for
+/// events of another route too, as a scan without the memo and exhaustive evaluation.
+#[test]
+fn values_scanned_before_are_answered_from_the_memo_alike() {
+    let dns = |id: &str, detection: &str| {
+        format!("title: rule {id}\nid: {id}\nlogsource:\n  product: windows\n  category: dns_query\ndetection:\n{detection}\n---\n")
+    };
+    let rules = rule(
+        "contains",
+        "  sel:\n    CommandLine|contains: 'invoke-mimikatz'\n  condition: sel",
+    ) + &rule(
+        "starts",
+        "  sel:\n    CommandLine|startswith: 'powershell.exe -enc'\n  condition: sel",
+    ) + &rule(
+        "ends",
+        "  sel:\n    CommandLine|endswith: '-nop -w hidden'\n  condition: sel",
+    ) + &rule(
+        "whole",
+        "  sel:\n    CommandLine: 'cmd.exe /c whoami /all > out.txt'\n  condition: sel",
+    ) + &rule(
+        "cased",
+        "  sel:\n    CommandLine|contains|cased: 'Invoke-Mimikatz'\n  condition: sel",
+    ) + &dns(
+        "dns",
+        "  sel:\n    CommandLine|contains: 'invoke-mimikatz'\n  condition: sel",
+    );
+    let src = parse_sigma_source("r.yml", &rules);
+    assert_eq!(src.diagnostics.error_count(), 0, "{:?}", src.diagnostics);
+    let with_slots = |slots| {
+        let config = MatchConfig {
+            scan_memo_slots: slots,
+            ..MatchConfig::default()
+        };
+        CompiledRules::compile(&src.rules, &[], &[], &profile(), &config).0
+    };
+    let (remembering, scanning) = (with_slots(64), with_slots(0));
+    let command_lines = [
+        "powershell.exe -enc AAAA; Invoke-Mimikatz -nop -w hidden",
+        "powershell.exe -enc AAAA; invoke-mimikatz -nop -w hidden",
+        "cmd.exe /c whoami /all > out.txt",
+        "cmd.exe /c whoami /all > out.txt and more",
+        "notepad.exe C:\\Users\\Public\\invoke-mimikatz.txt",
+    ];
+    let routes = [
+        r#""Channel":"Microsoft-Windows-Sysmon/Operational","EventID":1"#,
+        r#""Channel":"Microsoft-Windows-Sysmon/Operational","EventID":22"#,
+    ];
+    let mut events = Vec::new();
+    for round in 0..3 {
+        for (i, line) in command_lines.iter().enumerate() {
+            let route = routes[(i + round) % 2];
+            events.push(format!(
+                "{{{route},\"CommandLine\":{}}}",
+                serde_json_string(line)
+            ));
+        }
+    }
+    let ids = |c: &CompiledRules, s: &crate::MatchScratch| -> Vec<String> {
+        s.matched()
+            .iter()
+            .map(|&r| c.rules()[r as usize].id.clone())
+            .collect()
+    };
+    let (mut remembered, mut scanned) = (remembering.new_scratch(), scanning.new_scratch());
+    let mut idx = EventIndex::new();
+    for event in &events {
+        let parsed = Event::parse(event.as_bytes(), &mut idx).unwrap();
+        remembering.match_event(&parsed, &mut remembered);
+        scanning.match_event(&parsed, &mut scanned);
+        let answer = ids(&remembering, &remembered);
+        assert_eq!(answer, ids(&scanning, &scanned), "{event}");
+        assert_eq!(answer, matched(&scanning, event), "{event}");
+    }
+    // Each distinct value was scanned once; every later event with it was replayed.
+    assert_eq!(remembered.stats.memo_replays, 10);
+    assert_eq!(scanned.stats.memo_replays, 0);
+    assert!(remembered.stats.scanned_bytes < scanned.stats.scanned_bytes);
+    // And the replays found something: every rule matched some event.
+    let mut every = std::collections::BTreeSet::new();
+    let mut s = remembering.new_scratch();
+    for event in &events {
+        let parsed = Event::parse(event.as_bytes(), &mut idx).unwrap();
+        remembering.match_event(&parsed, &mut s);
+        every.extend(ids(&remembering, &s));
+    }
+    assert_eq!(every.len(), 6, "{every:?}");
+}
