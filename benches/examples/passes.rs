@@ -11,7 +11,8 @@
 //! `TOCSIN_TEST_DATA=../shared/data cargo run --release -p tocsin-benches --example passes -- 8`
 //!
 //! A second argument, `static` or `calibrated` (or `both`), runs that set alone: for a
-//! profiler, whose report should not mix the two. A third names a profile file to match
+//! profiler, whose report should not mix the two; `memo` runs both sets with and without
+//! the scan memo (`MatchConfig::scan_memo_slots`). A third names a profile file to match
 //! with instead of `rules/profiles/sysmon.yaml` (the peers' `any.yaml`, which routes no
 //! rule by its logsource).
 
@@ -36,29 +37,36 @@ fn main() {
         }
         None => sysmon_profile(),
     };
-    let config = MatchConfig::default();
-    let (static_set, _) = CompiledRules::compile(&rules, &[], &[], &profile, &config);
-    // Calibrated as the bench does: on every fifth event of the first half.
-    let sample = events[..events.len() / 2].iter().step_by(5);
-    let (calibrated, _, _) = CompiledRules::compile_calibrated(
-        &rules,
-        &[],
-        &[],
-        &profile,
-        &config,
-        sample.map(Vec::as_slice),
-    );
-    let only = std::env::args().nth(2);
-    let sets: Vec<_> = [("static", &static_set), ("calibrated", &calibrated)]
-        .into_iter()
-        .filter(|(name, _)| {
-            only.as_deref()
-                .is_none_or(|only| only == "both" || only == *name)
-        })
-        .collect();
+    let compile_both = |config: &MatchConfig| {
+        let (static_set, _) = CompiledRules::compile(&rules, &[], &[], &profile, config);
+        // Calibrated as the bench does: on every fifth event of the first half.
+        let sample = events[..events.len() / 2].iter().step_by(5);
+        let (calibrated, _, _) = CompiledRules::compile_calibrated(
+            &rules,
+            &[],
+            &[],
+            &profile,
+            config,
+            sample.map(Vec::as_slice),
+        );
+        [static_set, calibrated]
+    };
+    let only = std::env::args().nth(2).unwrap_or_else(|| "both".into());
+    let [static_set, calibrated] = compile_both(&MatchConfig::default());
+    let mut sets = vec![("static", static_set), ("calibrated", calibrated)];
+    if only == "memo" {
+        let [static_set, calibrated] = compile_both(&MatchConfig {
+            scan_memo_slots: 0,
+            ..MatchConfig::default()
+        });
+        sets.push(("static, no memo", static_set));
+        sets.push(("calibrated, no memo", calibrated));
+    } else {
+        sets.retain(|(name, _)| only == "both" || only == *name);
+    }
     assert!(
         !sets.is_empty(),
-        "the second argument names a set: static, calibrated or both"
+        "the second argument names a set: static, calibrated, both, or memo (both, with and without the scan memo)"
     );
     let expected: Vec<u64> = sets
         .iter()
@@ -99,13 +107,14 @@ fn main() {
         let stats = scratches[k].stats;
         let per = |x: u64| x as f64 / stats.events as f64;
         println!(
-            "{name:>10}: fastest {fastest:.0} ns/event ({:.0} k events/s), median {median:.0} ns/event ({:.0} k/s), mean {mean:.0} ns/event ({:.0} k/s), {} matches; per event {:.2} candidates, {:.2} turned away by a guard",
+            "{name:>19}: fastest {fastest:.0} ns/event ({:.0} k events/s), median {median:.0} ns/event ({:.0} k/s), mean {mean:.0} ns/event ({:.0} k/s), {} matches; per event {:.2} candidates, {:.2} turned away by a guard, {:.2} values answered from the scan memo",
             1e6 / fastest,
             1e6 / median,
             1e6 / mean,
             expected[k],
             per(stats.candidates),
-            per(stats.guard_rejections)
+            per(stats.guard_rejections),
+            per(stats.memo_replays)
         );
     }
 }
