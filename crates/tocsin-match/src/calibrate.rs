@@ -481,3 +481,31 @@ fn unhex(digits: &str) -> Option<Box<[u8]>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A literal whose bytes are not UTF-8 (a Sigma value can be any bytes once escaped or
+    /// encoded) is written as `hex` and reads back to the same bytes; a text one as `text`.
+    #[test]
+    fn literals_that_are_not_utf8_are_saved_in_hex_and_read_back() {
+        let binary: LiteralKey = ("Payload".into(), (*b"\xff\xfeab").into(), false);
+        let text: LiteralKey = ("CommandLine".into(), (*b"whoami").into(), true);
+        let table = LiteralFrequencies {
+            counts: HashMap::from([(binary.clone(), 3), (text.clone(), 1)]),
+            pair_counts: HashMap::from([(*b"mi", 2)]),
+            events: 5,
+            profile: "sysmon".into(),
+        };
+        let json = table.to_json();
+        assert!(json.contains(r#""hex":"fffe6162""#), "{json}");
+        assert!(json.contains(r#""text":"whoami""#), "{json}");
+        assert!(json.contains(r#""6d69": 2"#), "{json}");
+        let back = LiteralFrequencies::from_json(&json).unwrap();
+        assert_eq!(back.counts, table.counts);
+        assert_eq!(back.pair_counts, table.pair_counts);
+        assert_eq!((back.events, back.profile.as_str()), (5, "sysmon"));
+        assert_eq!(back.to_json(), json);
+    }
+}
