@@ -63,14 +63,16 @@ fn spawn(
 
 fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
     while std::time::Instant::now() < deadline {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
             if line.contains(needle) {
                 return line;
             }
+            seen.push(line);
         }
     }
-    panic!("no stderr line containing {needle:?} within 20 s");
+    panic!("no stderr line containing {needle:?} within 20 s; saw: {seen:#?}");
 }
 
 /// Feed 200 events around a reload and check the switch.
@@ -196,6 +198,39 @@ fn calibrated_prefilters_give_the_same_detections() {
     assert_eq!(plain, calibrated, "calibration changed the detections");
 }
 
+/// The repository's rules and beside them one whose two tests the guess and a sample of
+/// generated events rank apart: two long prefixes (common in the events, guessed rare by
+/// their length) against a short switch (guessed common, absent from the events). The
+/// directory of that rule, and the `--rules` arguments for both.
+fn rules_with_a_rare_switch() -> (tempfile::TempDir, [std::ffi::OsString; 4]) {
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(
+        site.path().join("rare-switch.yml"),
+        "title: A system binary with a rare switch\nid: 5f0c2a8e-3b1d-4c7e-9a64-0d2f7b1e8c35\nlogsource:\n  category: process_creation\n  product: windows\ndetection:\n  sel:\n    Image|startswith:\n      - 'C:\\Windows\\System32\\'\n      - 'C:\\Windows\\SysWOW64\\'\n    CommandLine|contains: ' -zq'\n  condition: sel\nlevel: low\n",
+    )
+    .unwrap();
+    let rules = [
+        "--rules".into(),
+        repo().join("rules").into(),
+        "--rules".into(),
+        site.path().into(),
+    ];
+    (site, rules)
+}
+
+/// "… literals of which N scanned for" (start-up) or "(N literals scanned for)" (a
+/// reload): how many literals the prefilters search for.
+fn scanned_for(log: &str) -> u32 {
+    let before = log.split(" scanned for").next().unwrap();
+    let before = before.strip_suffix(" literals").unwrap_or(before);
+    before
+        .rsplit([' ', '('])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("no count of literals scanned for in {log:?}"))
+}
+
 /// `rules calibrate` saves the frequencies of a sample, and `--frequencies` compiles with
 /// them from the first event: the prefilters are others than the guessed ones, the
 /// detections the same. A table that cannot be right stops the run, naming the file and
@@ -205,21 +240,7 @@ fn saved_frequencies_choose_the_prefilters_from_the_first_event() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events.jsonl");
     generate_events(&input, 4000, 13);
-    // Beside the repository's rules, one whose two tests the guess and a sample rank
-    // apart: two long prefixes (common in the events, guessed rare by their length)
-    // against a short switch (guessed common, absent from the events).
-    let site = tempfile::tempdir().unwrap();
-    std::fs::write(
-        site.path().join("rare-switch.yml"),
-        "title: A system binary with a rare switch\nid: 5f0c2a8e-3b1d-4c7e-9a64-0d2f7b1e8c35\nlogsource:\n  category: process_creation\n  product: windows\ndetection:\n  sel:\n    Image|startswith:\n      - 'C:\\Windows\\System32\\'\n      - 'C:\\Windows\\SysWOW64\\'\n    CommandLine|contains: ' -zq'\n  condition: sel\nlevel: low\n",
-    )
-    .unwrap();
-    let rules: [std::ffi::OsString; 4] = [
-        "--rules".into(),
-        repo().join("rules").into(),
-        "--rules".into(),
-        site.path().into(),
-    ];
+    let (_site, rules) = rules_with_a_rare_switch();
     // `rules calibrate` over the first 1,000 events into `table`; its stderr.
     let calibrate = |table: &std::path::Path| {
         let out = run_ok(
@@ -251,11 +272,7 @@ fn saved_frequencies_choose_the_prefilters_from_the_first_event() {
             .collect();
         run_detecting(&input, &dir.path().join(name), &args)
     };
-    // "… literals of which N scanned for": the literals the prefilters search for.
-    let scanned = |log: &str| {
-        let before = log.split(" scanned for").next().unwrap();
-        before.rsplit(' ').next().unwrap().parse::<u32>().unwrap()
-    };
+    let scanned = scanned_for;
     let (plain, plain_log) = run("plain.jsonl", &[]);
     let (chosen, log) = run(
         "chosen.jsonl",
@@ -299,4 +316,88 @@ fn saved_frequencies_choose_the_prefilters_from_the_first_event() {
     assert_eq!(out.status.code(), Some(1));
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("bad.json") && e.contains("line "), "{e}");
+}
+
+/// A changed frequency table is read again by the next reload (with `--watch`, its change
+/// triggers one) and the rules are compiled by it; a table that cannot be read is reported
+/// and the one in use kept. No event is lost across the reloads.
+#[test]
+fn a_changed_frequency_table_is_read_again_by_the_next_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_site, rules) = rules_with_a_rare_switch();
+    // `rules calibrate` over the first `events` of `input`, into `output`.
+    let calibrate = |input: &std::path::Path, events: &str, output: &std::path::Path| {
+        run_ok(
+            tocsin()
+                .args(["rules", "calibrate"])
+                .args(&rules)
+                .args(["--events", events, "--input"])
+                .arg(input)
+                .arg("--output")
+                .arg(output),
+        );
+    };
+    // Table A: a sample where the switch is everywhere and the prefixes nowhere. Table B:
+    // generated events, where it is the other way round.
+    let switches = dir.path().join("switches.jsonl");
+    let line = r#"{"EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational","Image":"D:\\tools\\x.exe","CommandLine":"x.exe -zq"}"#;
+    std::fs::write(&switches, format!("{line}\n").repeat(50)).unwrap();
+    let generated = dir.path().join("generated.jsonl");
+    generate_events(&generated, 1000, 13);
+    let (table_a, table_b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    calibrate(&switches, "50", &table_a);
+    calibrate(&generated, "1000", &table_b);
+    // What a start with table B searches for.
+    let args = |table: &std::path::Path| {
+        let mut args: Vec<std::ffi::OsString> = rules.to_vec();
+        args.extend(["--frequencies".into(), table.into()]);
+        args
+    };
+    let (_, log_b) = run_detecting(&generated, &dir.path().join("b.jsonl"), &args(&table_b));
+    let (_, log_a) = run_detecting(&generated, &dir.path().join("a.jsonl"), &args(&table_a));
+    assert_ne!(scanned_for(&log_a), scanned_for(&log_b), "{log_a}\n{log_b}");
+
+    let table = dir.path().join("frequencies.json");
+    std::fs::copy(&table_a, &table).unwrap();
+    let iocs = rules_dir("domain first.example\n");
+    let detections = dir.path().join("d.jsonl");
+    let mut extra: Vec<&std::ffi::OsStr> = rules.iter().map(|a| a.as_os_str()).collect();
+    extra.extend(["--frequencies".as_ref(), table.as_os_str()]);
+    extra.extend(["--watch", "--watch-interval", "0.2"].map(std::ffi::OsStr::new));
+    let extra: Vec<&str> = extra.iter().map(|a| a.to_str().unwrap()).collect();
+    let (mut child, rx) = spawn(iocs.path(), &detections, &extra);
+    let started = wait_for(&rx, " scanned for");
+    assert_eq!(scanned_for(&started), scanned_for(&log_a), "{started}");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut feed = |from: u32| {
+        for n in from..from + 50 {
+            writeln!(stdin, "{}", event(n)).unwrap();
+        }
+        stdin.flush().unwrap();
+    };
+    feed(0);
+
+    // Replaced by table B (as a ConfigMap update replaces a file): read again, compiled by.
+    std::fs::copy(&table_b, &table).unwrap();
+    let read = wait_for(&rx, "literal frequencies read again");
+    assert!(
+        read.contains("frequencies.json") && read.contains("over 1000 events"),
+        "{read}"
+    );
+    let reloaded = wait_for(&rx, "reloaded (files changed)");
+    assert_eq!(scanned_for(&reloaded), scanned_for(&log_b), "{reloaded}");
+    feed(50);
+
+    // A broken table: said, and table B stays in use.
+    std::fs::write(&table, "{\"format\": \"tocsin.literal-frequencies/v1\",").unwrap();
+    let kept = wait_for(&rx, "keeping the literal frequencies in use");
+    assert!(kept.contains("frequencies.json"), "{kept}");
+    let reloaded = wait_for(&rx, "reloaded (files changed)");
+    assert_eq!(scanned_for(&reloaded), scanned_for(&log_b), "{reloaded}");
+    feed(100);
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let summary = wait_for(&rx, " events (");
+    assert!(summary.contains("tocsin: 150 events"), "{summary}");
+    assert_eq!(json_lines(&detections).len(), 75, "the even events of 150");
 }

@@ -236,7 +236,8 @@ struct RuleArgs {
     iocs_format: Option<feeds::FeedFormat>,
     /// Choose each rule's prefilter by the literal frequencies in FILE (written by `tocsin
     /// rules calibrate`) instead of guessing from the rules: calibrated from the first
-    /// event, and kept by reloads. Matches are the same either way.
+    /// event, kept by reloads, and read again by the next reload when the file changes
+    /// (with `--watch`, a change triggers one). Matches are the same either way.
     #[arg(long, value_name = "FILE")]
     frequencies: Option<PathBuf>,
 }
@@ -248,6 +249,7 @@ impl RuleArgs {
             iocs: self.iocs.clone(),
             iocs_format: self.iocs_format,
             profile: self.profile.clone(),
+            frequencies: self.frequencies.clone(),
         }
     }
 }
@@ -624,6 +626,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     };
     let mut last_good = load::LastGood::new();
     let frequencies = reload::SharedFrequencies::default();
+    let loaded = a.rules.spec().snapshot();
     let (sources, compiled) =
         match prepare_rules_with(&a.rules, a.quiet, &mut last_good, &frequencies)? {
             Ok(x) => x,
@@ -632,6 +635,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     // SIGHUP reloads in every run; --watch also polls the files.
     let reloads = reload::spawn(
         a.rules.spec(),
+        loaded,
         last_good,
         a.watch
             .then(|| std::time::Duration::from_secs_f64(a.watch_interval.max(0.1))),

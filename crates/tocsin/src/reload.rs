@@ -6,6 +6,9 @@
 //! channel that the pipeline polls between two events, so each event is matched by exactly
 //! one set. A source that fails to load as a whole keeps its previous version
 //! ([`crate::load::LastGood`]); rule errors are reported and the rest of the new set is used.
+//! A literal-frequency table (`--frequencies`) is read again when its file has changed (a
+//! new calibration shipped in a ConfigMap); one that cannot be read is reported and the
+//! table in use is kept.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +38,8 @@ pub struct RuleSpec {
     pub iocs_format: Option<FeedFormat>,
     /// Profile name.
     pub profile: Option<String>,
+    /// The literal-frequency table (`--frequencies`), if any: watched with the rules.
+    pub frequencies: Option<PathBuf>,
 }
 
 impl RuleSpec {
@@ -109,11 +114,64 @@ impl RuleSpec {
     /// (path, size, mtime) of every source file, to notice changes.
     fn fingerprint(&self) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
         let mut out = Vec::new();
-        for root in self.rules.iter().chain(&self.iocs) {
+        for root in self.rules.iter().chain(&self.iocs).chain(&self.frequencies) {
             collect(root, &mut out);
         }
         out.sort();
         out
+    }
+
+    /// The state of the files, to take before they are first loaded and give to
+    /// [`spawn`]: a change made while they load is then seen by the first poll, not
+    /// taken for the state that was loaded.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            files: self.fingerprint(),
+            table: table_fingerprint(self),
+        }
+    }
+}
+
+/// Sizes and modification times of the rule, feed and frequency-table files at one moment
+/// ([`RuleSpec::snapshot`]).
+pub struct Snapshot {
+    files: Vec<(PathBuf, u64, Option<SystemTime>)>,
+    /// The frequency table's alone: read again only when it changed.
+    table: Vec<(PathBuf, u64, Option<SystemTime>)>,
+}
+
+/// The size and modification time of the literal-frequency table, if there is one.
+fn table_fingerprint(spec: &RuleSpec) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    if let Some(path) = &spec.frequencies {
+        collect(path, &mut out);
+    }
+    out
+}
+
+/// Read the changed literal-frequency table into `frequencies`, for the reload under way
+/// and those after it; a table that cannot be read leaves the one in use (said on stderr).
+/// An unchanged table is not read again, so a calibration made in the process
+/// (`--calibrate`) stays until the file changes.
+fn reread_table(spec: &RuleSpec, frequencies: &SharedFrequencies) {
+    let Some(path) = &spec.frequencies else {
+        return;
+    };
+    match crate::load::read_frequencies(path) {
+        Ok(table) => {
+            crate::logging::say(&format!(
+                "tocsin: literal frequencies read again from {} ({} literals observed over {} events)",
+                path.display(),
+                table.len(),
+                table.events()
+            ));
+            if let Ok(mut shared) = frequencies.lock() {
+                *shared = Some(Arc::new(table));
+            }
+        }
+        Err(e) => crate::logging::warn(&format!(
+            "tocsin: keeping the literal frequencies in use: {e:#}"
+        )),
     }
 }
 
@@ -134,9 +192,11 @@ fn collect(path: &Path, out: &mut Vec<(PathBuf, u64, Option<SystemTime>)>) {
 }
 
 /// Start the reloader. New rule sets arrive on the returned channel. With `watch`, files are
-/// polled at that interval; SIGHUP always triggers a reload.
+/// polled at that interval and compared with `loaded`, their state when the set in use was
+/// loaded; SIGHUP always triggers a reload.
 pub fn spawn(
     spec: RuleSpec,
+    loaded: Snapshot,
     mut last_good: LastGood,
     watch: Option<Duration>,
     quiet: bool,
@@ -149,7 +209,10 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("tocsin-reload".into())
         .spawn(move || {
-            let mut seen = spec.fingerprint();
+            let Snapshot {
+                files: mut seen,
+                table: mut table_seen,
+            } = loaded;
             let mut last_poll = Instant::now();
             loop {
                 std::thread::sleep(Duration::from_millis(100));
@@ -169,6 +232,11 @@ pub fn spawn(
                     continue;
                 }
                 let started = Instant::now();
+                let now = table_fingerprint(&spec);
+                if now != table_seen {
+                    table_seen = now;
+                    reread_table(&spec, &frequencies);
+                }
                 let observed = frequencies.lock().ok().and_then(|f| f.clone());
                 match spec.load(&mut last_good, observed) {
                     Ok((sources, compiled)) => {
@@ -189,9 +257,10 @@ pub fn spawn(
                             m.reloads.with_label_values(&[outcome]).inc();
                         }
                         crate::logging::say(&format!(
-                            "tocsin: reloaded ({}): {} rules, {} indicators, {} errors, in {:.2} s",
+                            "tocsin: reloaded ({}): {} rules ({} literals scanned for), {} indicators, {} errors, in {:.2} s",
                             if signalled { "SIGHUP" } else { "files changed" },
                             s.rules,
+                            s.scanned_atoms,
                             s.indicators,
                             errors,
                             started.elapsed().as_secs_f64()

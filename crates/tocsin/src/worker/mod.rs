@@ -195,14 +195,22 @@ impl LiveRules {
         let args = rule_args(c);
         let mut last_good = crate::load::LastGood::new();
         let frequencies = crate::reload::SharedFrequencies::default();
+        let loaded = args.spec().snapshot();
         let (sources, compiled) =
             match crate::prepare_rules_with(&args, quiet, &mut last_good, &frequencies)? {
                 Ok(r) => r,
                 Err(code) => return Ok(Err(code)),
             };
         let watch = (c.rules.watch_s > 0).then(|| Duration::from_secs(c.rules.watch_s));
-        let updates =
-            crate::reload::spawn(args.spec(), last_good, watch, quiet, metrics, frequencies)?;
+        let updates = crate::reload::spawn(
+            args.spec(),
+            loaded,
+            last_good,
+            watch,
+            quiet,
+            metrics,
+            frequencies,
+        )?;
         Ok(Ok((
             sources,
             LiveRules {
