@@ -87,6 +87,14 @@ fn bad_rules_are_reported_and_the_rest_load() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("2 rule errors"), "{stderr}");
     assert!(table.exists());
+    // A table given to `calibrate` would be silently ignored: refused instead.
+    let out = calibrate(&["--frequencies", table.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--frequencies") && stderr.contains("f.json"),
+        "{stderr}"
+    );
 
     std::fs::write(rules.join("escalation.yaml"), "version: 1\nwindow: soon\n").unwrap();
     let out = tocsin()

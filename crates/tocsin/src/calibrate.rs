@@ -43,6 +43,12 @@ pub struct CalibrateArgs {
 
 /// Read the sample, observe it, write the table.
 pub fn calibrate(a: CalibrateArgs) -> Result<ExitCode> {
+    if let Some(table) = &a.rules.frequencies {
+        bail!(
+            "--frequencies {}: `rules calibrate` searches for every literal and reads no table; a new table comes from calibrating again over a new sample",
+            table.display()
+        );
+    }
     let wanted = a.events as usize;
     let mut sample: Vec<Vec<u8>> = Vec::with_capacity(wanted.min(100_000));
     let mut line = Vec::new();
