@@ -616,6 +616,10 @@ impl CompiledRules {
                 route_active,
                 stats,
             };
+            let mut scan = |hay: &[u8], state: &mut ScanState<'_>| {
+                let memo = remember.then_some(&mut *scan_memo);
+                self.scan(planned.scanner, hay, scan_lower, memo, state);
+            };
             if planned.keywords {
                 // Keyword searches look at every value of the event; skip them when no
                 // keyword can be present in the raw bytes at all. (Unless a value is
@@ -642,13 +646,7 @@ impl CompiledRules {
                             None => continue,
                         },
                     };
-                    self.scan(
-                        planned.scanner,
-                        hay,
-                        scan_lower,
-                        remember.then_some(&mut *scan_memo),
-                        &mut state,
-                    );
+                    scan(hay, &mut state);
                 }
                 continue;
             }
@@ -658,13 +656,7 @@ impl CompiledRules {
             let Some(hay) = value.escaped_text(escaped_buf) else {
                 continue;
             };
-            self.scan(
-                planned.scanner,
-                hay,
-                scan_lower,
-                remember.then_some(&mut *scan_memo),
-                &mut state,
-            );
+            scan(hay, &mut state);
         }
     }
 
