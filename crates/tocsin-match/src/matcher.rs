@@ -270,7 +270,9 @@ impl CompiledRules {
     /// Look `hay` up among one field's whole values and run its literal set over it,
     /// recording atom hits and candidate rules. `hay` is the value's text in canonical
     /// JSON-escaped form ([`FieldValue::escaped_text`]), which the literals are searched
-    /// for in; no occurrence starts inside one of its escapes.
+    /// for in; no occurrence starts inside one of its escapes. With `memo`, a value this
+    /// literal set scanned recently is not scanned: its remembered hits are recorded
+    /// again; a value scanned now is remembered.
     fn scan(
         &self,
         scanner_index: u32,
@@ -289,7 +291,7 @@ impl CompiledRules {
                 }
                 return;
             }
-            Lookup::Miss(hits) => Some(hits),
+            Lookup::Miss(recording) => Some(recording),
             Lookup::Skip => None,
         };
         let scanner = &self.scanners[scanner_index as usize];
