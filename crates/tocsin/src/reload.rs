@@ -111,52 +111,35 @@ impl RuleSpec {
         Ok((sources, profile))
     }
 
-    /// (path, size, mtime) of every source file, to notice changes.
-    fn fingerprint(&self) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-        let mut out = Vec::new();
-        for root in self.rules.iter().chain(&self.iocs).chain(&self.frequencies) {
-            collect(root, &mut out);
-        }
-        out.sort();
-        out
-    }
-
-    /// The state of the files, to take before they are first loaded and give to
-    /// [`spawn`]: a change made while they load is then seen by the first poll, not
-    /// taken for the state that was loaded.
+    /// The state of every source file (rules, feeds, the frequency table), to take before
+    /// they are loaded and give to [`spawn`]: a change made while they load is then seen
+    /// by the first poll, not taken for the state that was loaded.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            files: self.fingerprint(),
-            table: table_fingerprint(self),
+        let mut files = Vec::new();
+        for root in self.rules.iter().chain(&self.iocs).chain(&self.frequencies) {
+            collect(root, &mut files);
         }
+        files.sort();
+        Snapshot(files)
     }
 }
 
-/// Sizes and modification times of the rule, feed and frequency-table files at one moment
-/// ([`RuleSpec::snapshot`]).
-pub struct Snapshot {
-    files: Vec<(PathBuf, u64, Option<SystemTime>)>,
-    /// The frequency table's alone: read again only when it changed.
-    table: Vec<(PathBuf, u64, Option<SystemTime>)>,
-}
+/// (path, size, mtime) of every source file at one moment ([`RuleSpec::snapshot`]).
+#[derive(PartialEq)]
+pub struct Snapshot(Vec<(PathBuf, u64, Option<SystemTime>)>);
 
-/// The size and modification time of the literal-frequency table, if there is one.
-fn table_fingerprint(spec: &RuleSpec) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let mut out = Vec::new();
-    if let Some(path) = &spec.frequencies {
-        collect(path, &mut out);
+impl Snapshot {
+    /// The state of one file (as given on the command line).
+    fn of(&self, path: &Path) -> Option<&(PathBuf, u64, Option<SystemTime>)> {
+        self.0.iter().find(|(p, _, _)| p == path)
     }
-    out
 }
 
 /// Read the changed literal-frequency table into `frequencies`, for the reload under way
 /// and those after it; a table that cannot be read leaves the one in use (said on stderr).
 /// An unchanged table is not read again, so a calibration made in the process
 /// (`--calibrate`) stays until the file changes.
-fn reread_table(spec: &RuleSpec, frequencies: &SharedFrequencies) {
-    let Some(path) = &spec.frequencies else {
-        return;
-    };
+fn reread_table(path: &Path, frequencies: &SharedFrequencies) {
     match crate::load::read_frequencies(path) {
         Ok(table) => {
             crate::logging::say(&format!(
@@ -193,7 +176,7 @@ fn collect(path: &Path, out: &mut Vec<(PathBuf, u64, Option<SystemTime>)>) {
 
 /// Start the reloader. New rule sets arrive on the returned channel. With `watch`, files are
 /// polled at that interval and compared with `loaded`, their state when the set in use was
-/// loaded; SIGHUP always triggers a reload.
+/// loaded (each reload takes it again before loading); SIGHUP always triggers a reload.
 pub fn spawn(
     spec: RuleSpec,
     loaded: Snapshot,
@@ -209,10 +192,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("tocsin-reload".into())
         .spawn(move || {
-            let Snapshot {
-                files: mut seen,
-                table: mut table_seen,
-            } = loaded;
+            let mut loaded = loaded;
             let mut last_poll = Instant::now();
             loop {
                 std::thread::sleep(Duration::from_millis(100));
@@ -221,22 +201,20 @@ pub fn spawn(
                 if let Some(interval) = watch {
                     if last_poll.elapsed() >= interval {
                         last_poll = Instant::now();
-                        let now = spec.fingerprint();
-                        if now != seen {
-                            seen = now;
-                            changed = true;
-                        }
+                        changed = spec.snapshot() != loaded;
                     }
                 }
                 if !signalled && !changed {
                     continue;
                 }
                 let started = Instant::now();
-                let now = table_fingerprint(&spec);
-                if now != table_seen {
-                    table_seen = now;
-                    reread_table(&spec, &frequencies);
+                let now = spec.snapshot();
+                if let Some(path) = &spec.frequencies {
+                    if now.of(path) != loaded.of(path) {
+                        reread_table(path, &frequencies);
+                    }
                 }
+                loaded = now;
                 let observed = frequencies.lock().ok().and_then(|f| f.clone());
                 match spec.load(&mut last_good, observed) {
                     Ok((sources, compiled)) => {
