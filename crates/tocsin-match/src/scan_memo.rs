@@ -101,7 +101,15 @@ impl ScanMemo {
             self.recent[set] = way;
             return Lookup::Hit(&self.entries[2 * set + way as usize].hits);
         }
-        let way = 1 - self.recent[set];
+        // An entry given up (see [`Recording::push`]) or never used goes first; else the
+        // less recently used.
+        let way = if self.entries[2 * set].hash == 0 {
+            0
+        } else if self.entries[2 * set + 1].hash == 0 {
+            1
+        } else {
+            1 - self.recent[set]
+        };
         self.recent[set] = way;
         let entry = &mut self.entries[2 * set + way as usize];
         entry.hash = hash;
@@ -181,7 +189,8 @@ mod tests {
             _ => panic!("the first look is a miss"),
         }
         assert!(matches!(memo.lookup(3, many), Lookup::Miss(_)));
-        // A value differing in one byte is not the same value, whatever its slot.
+        // A value differing in one byte is another value. (That the bytes are compared,
+        // not only the hashes, would take an XXH3 collision to show.)
         let mut other = value.to_vec();
         other[3] = b'w';
         assert!(matches!(memo.lookup(1, &other), Lookup::Miss(_)));
