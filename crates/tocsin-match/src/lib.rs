@@ -14,7 +14,9 @@
 //! hits, not with the number of rules. The compile pipeline is documented in [`compile`].
 //!
 //! Invariants: no I/O; nothing allocated per event on the no-detection path (except URL
-//! fields when URL indicators are loaded: `url::Url` parsing allocates); a rule that
+//! fields when URL indicators are loaded: `url::Url` parsing allocates), once the
+//! scratch space's caches have warmed up (the routing cache, the regexes' lazy DFAs, and
+//! the scan memo, whose entries keep their buffers); a rule that
 //! uses something the matcher cannot evaluate exactly is rejected with a diagnostic, never
 //! approximated.
 
