@@ -132,6 +132,26 @@ fn metrics_move_as_events_flow() {
         "{after}"
     );
     assert!(after.contains("tocsin_event_processing_seconds_bucket"));
+    // The matcher's work: the prefilter handed rules to evaluation and scanned values;
+    // a guard turns away candidates only.
+    let candidates = metric(&after, "tocsin_match_candidate_rules_total");
+    assert!(candidates > 0.0, "{after}");
+    assert!(
+        metric(&after, "tocsin_match_guard_rejections_total") <= candidates,
+        "{after}"
+    );
+    assert!(
+        metric(&after, "tocsin_match_scanned_bytes_total") > 0.0,
+        "{after}"
+    );
+    assert!(
+        metric(&after, "tocsin_match_literal_hits_total") > 0.0,
+        "{after}"
+    );
+    assert!(
+        after.contains("tocsin_match_scan_memo_replays_total "),
+        "{after}"
+    );
     // Label values come from the rule set, never from events.
     let rule_ids: Vec<String> = std::fs::read_dir(repo().join("rules/sigma"))
         .unwrap()

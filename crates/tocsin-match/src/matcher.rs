@@ -113,6 +113,25 @@ pub struct ScratchStats {
     pub guard_rejections: u64,
 }
 
+impl ScratchStats {
+    /// The work counted since `earlier`, a snapshot of the same counters: what a metrics
+    /// exporter adds to its totals each time it publishes.
+    pub fn since(&self, earlier: &ScratchStats) -> ScratchStats {
+        ScratchStats {
+            events: self.events.saturating_sub(earlier.events),
+            candidates: self.candidates.saturating_sub(earlier.candidates),
+            matches: self.matches.saturating_sub(earlier.matches),
+            active_routes: self.active_routes.saturating_sub(earlier.active_routes),
+            scanned_bytes: self.scanned_bytes.saturating_sub(earlier.scanned_bytes),
+            memo_replays: self.memo_replays.saturating_sub(earlier.memo_replays),
+            literal_hits: self.literal_hits.saturating_sub(earlier.literal_hits),
+            guard_rejections: self
+                .guard_rejections
+                .saturating_sub(earlier.guard_rejections),
+        }
+    }
+}
+
 impl MatchScratch {
     /// Whether a scanned literal hit this event where `need` says (its hit bits cover it).
     fn atom_hit(&self, atom: AtomId, need: u8) -> bool {

@@ -19,6 +19,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use tocsin_match::ScratchStats;
 
 /// A component's readiness.
 enum Readiness {
@@ -26,6 +27,41 @@ enum Readiness {
     /// Ready until then, unless renewed.
     ReadyUntil(Instant),
     NotReady(String),
+}
+
+/// The matcher's work: how well the prefilter does on the live traffic. Per event, the
+/// candidate rules and the bytes scanned are what a rule change moves first (a rule whose
+/// literal is in every event makes every event its candidate), before events/s does.
+pub struct MatchWork {
+    candidates: IntCounter,
+    guard_rejections: IntCounter,
+    scanned_bytes: IntCounter,
+    memo_replays: IntCounter,
+    literal_hits: IntCounter,
+}
+
+/// Moves a matching thread's [`ScratchStats`] into the process's [`MatchWork`] counters.
+///
+/// The scratch space counts with plain integers (no atomics on the hot path); its owner
+/// calls [`MatchWorkPublisher::publish`] every so often, which adds what was counted since
+/// the last call. A new rule set comes with a new scratch space, counting from zero:
+/// publish the old one's last counts and [`MatchWorkPublisher::restart`] before the swap.
+#[derive(Default)]
+pub struct MatchWorkPublisher {
+    published: ScratchStats,
+}
+
+impl MatchWorkPublisher {
+    /// Add `now`'s counts since the last call to the metrics.
+    pub fn publish(&mut self, metrics: &Metrics, now: &ScratchStats) {
+        metrics.add_match_work(&now.since(&self.published));
+        self.published = *now;
+    }
+
+    /// The scratch space was replaced: its counts start again from zero.
+    pub fn restart(&mut self) {
+        self.published = ScratchStats::default();
+    }
 }
 
 /// The metrics of one process.
@@ -72,6 +108,8 @@ pub struct Metrics {
     pub state_restores: IntCounter,
     /// Correlate workers: state records written to the changelog.
     pub state_records: IntCounter,
+    /// The matcher's work, from its scratch space's counters.
+    pub match_work: MatchWork,
     /// Each component's readiness.
     readiness: Mutex<BTreeMap<&'static str, Readiness>>,
 }
@@ -200,6 +238,28 @@ impl Metrics {
                 "tocsin_state_records_total",
                 "Correlator state records written to the changelog.",
             )?,
+            match_work: MatchWork {
+                candidates: counter(
+                    "tocsin_match_candidate_rules_total",
+                    "Rules the prefilter handed to evaluation, those their guard turned away included.",
+                )?,
+                guard_rejections: counter(
+                    "tocsin_match_guard_rejections_total",
+                    "Candidate rules turned away by their guard (a test the rule needs, checked before the rule is read).",
+                )?,
+                scanned_bytes: counter(
+                    "tocsin_match_scanned_bytes_total",
+                    "Bytes of field values scanned for the rules' literals.",
+                )?,
+                memo_replays: counter(
+                    "tocsin_match_scan_memo_replays_total",
+                    "Field values not scanned: the same value was scanned recently and its literals were replayed from the scan memo.",
+                )?,
+                literal_hits: counter(
+                    "tocsin_match_literal_hits_total",
+                    "Literal occurrences the scans found.",
+                )?,
+            },
             readiness: Mutex::new(BTreeMap::from([(
                 "rules",
                 Readiness::NotReady("rules not loaded".to_owned()),
@@ -242,6 +302,16 @@ impl Metrics {
                     .inc();
             }
         }
+    }
+
+    /// Add the matcher's work counted since the last call (see [`MatchWorkPublisher`]).
+    fn add_match_work(&self, work: &ScratchStats) {
+        let w = &self.match_work;
+        w.candidates.inc_by(work.candidates);
+        w.guard_rejections.inc_by(work.guard_rejections);
+        w.scanned_bytes.inc_by(work.scanned_bytes);
+        w.memo_replays.inc_by(work.memo_replays);
+        w.literal_hits.inc_by(work.literal_hits);
     }
 
     /// Mark the process ready (rules loaded) or not.

@@ -27,7 +27,7 @@ use tocsin_match::{CompiledRules, MatchScratch};
 use tocsin_rules::EscalationPolicy;
 
 use crate::input::{read_line, Line};
-use crate::metrics::Metrics;
+use crate::metrics::{MatchWorkPublisher, Metrics};
 
 /// Where undecodable lines go.
 pub enum DeadLetterSink {
@@ -121,6 +121,8 @@ pub struct Pipeline {
     reloads: Option<Receiver<Arc<CompiledRules>>>,
     context_fields: ContextFields,
     scratch: MatchScratch,
+    /// What of the scratch space's counters the metrics have.
+    match_work: MatchWorkPublisher,
     index: EventIndex,
     correlator: Correlator,
     max_event_bytes: usize,
@@ -177,6 +179,7 @@ impl Pipeline {
         Pipeline {
             context_fields: rules.profile().context.clone(),
             scratch: rules.new_scratch(),
+            match_work: MatchWorkPublisher::default(),
             rules,
             reloads: None,
             index: EventIndex::new(),
@@ -315,6 +318,8 @@ impl Pipeline {
 
     /// Match the next events with `rules`.
     fn swap_rules(&mut self, rules: Arc<CompiledRules>) {
+        self.publish_match_work();
+        self.match_work.restart();
         self.scratch = rules.new_scratch();
         self.context_fields = rules.profile().context.clone();
         self.rules = rules;
@@ -399,6 +404,7 @@ impl Pipeline {
             m.bytes.inc_by(line.len() as u64);
             if let Some(t) = t {
                 m.event_seconds.observe(t.elapsed().as_secs_f64());
+                self.match_work.publish(m, &self.scratch.stats);
             }
             if line_no.is_multiple_of(1024) {
                 self.publish_correlator_gauges();
@@ -567,6 +573,13 @@ impl Pipeline {
         self.write_warnings()
     }
 
+    /// Add the matcher's work since the last call to the metrics.
+    fn publish_match_work(&mut self) {
+        if let Some(m) = &self.metrics {
+            self.match_work.publish(m, &self.scratch.stats);
+        }
+    }
+
     /// Copy the correlator's gauges and counters into the metrics.
     fn publish_correlator_gauges(&self) {
         let Some(m) = &self.metrics else { return };
@@ -648,6 +661,7 @@ impl Pipeline {
         if let Some(Calibration::Compiling { thread, reloads }) = self.calibration.take() {
             self.finish_calibration(thread, reloads, false);
         }
+        self.publish_match_work();
         // Correlation windows still open at the end of the input are judged now.
         self.warnings.clear();
         self.correlator.finish(&mut self.warnings);

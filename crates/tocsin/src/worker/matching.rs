@@ -27,7 +27,7 @@ use super::{
     WorkerArgs,
 };
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{MatchWorkPublisher, Metrics};
 
 /// `tocsin worker match`.
 #[derive(Args)]
@@ -158,6 +158,7 @@ pub fn run(
             commit_batch(&mut source, metrics, "match", opened);
             stats.batches += 1;
         }
+        m.publish_match_work();
         // This worker keeps no state per partition: revocations need no action.
         source.take_revoked();
         // A reloaded rule set takes over between two batches.
@@ -188,6 +189,8 @@ pub fn run(
 struct MatchState<'a> {
     rules: Arc<CompiledRules>,
     scratch: tocsin_match::MatchScratch,
+    /// What of the scratch space's counters the metrics have.
+    match_work: MatchWorkPublisher,
     index: EventIndex,
     detections: Vec<Detection>,
     json: Vec<u8>,
@@ -201,6 +204,7 @@ impl<'a> MatchState<'a> {
     fn new(rules: Arc<CompiledRules>, c: &Config, metrics: Option<&'a Metrics>) -> Self {
         MatchState {
             scratch: rules.new_scratch(),
+            match_work: MatchWorkPublisher::default(),
             rules,
             index: EventIndex::new(),
             detections: Vec::new(),
@@ -214,6 +218,8 @@ impl<'a> MatchState<'a> {
 
     /// Match with `rules` from now on.
     fn use_rules(&mut self, rules: Arc<CompiledRules>) {
+        self.publish_match_work();
+        self.match_work.restart();
         self.scratch = rules.new_scratch();
         if let Some(m) = self.metrics {
             let s = rules.stats();
@@ -222,6 +228,13 @@ impl<'a> MatchState<'a> {
             m.rule_set_version.inc();
         }
         self.rules = rules;
+    }
+
+    /// Add the matcher's work since the last call to the metrics.
+    fn publish_match_work(&mut self) {
+        if let Some(m) = self.metrics {
+            self.match_work.publish(m, &self.scratch.stats);
+        }
     }
 
     fn process(
