@@ -201,16 +201,31 @@ impl LiteralSet {
         };
 
         // How many literals contain each gram: a fragment shared by many literals costs a
-        // comparison with each of them whenever it occurs.
-        let mut shared: HashMap<u64, u32, BuildHasherDefault<WordHasher>> = HashMap::default();
+        // comparison with each of them whenever it occurs. Counted by sorting every
+        // literal's distinct grams: with the SigmaHQ command-line literals that is a few
+        // hundred thousand grams, and a hash map of them (17 bytes an entry at half load
+        // and more) was the largest allocation of the whole compilation.
+        let mut grams: Vec<u64> = Vec::new();
         for p in patterns.iter().filter(|p| p.len() >= fragmented) {
-            let mut grams: Vec<u64> = p.windows(width).map(gram).collect();
-            grams.sort_unstable();
-            grams.dedup();
-            for g in grams {
-                *shared.entry(g).or_default() += 1;
+            let start = grams.len();
+            grams.extend(p.windows(width).map(gram));
+            grams[start..].sort_unstable();
+            let mut kept = start;
+            for i in start..grams.len() {
+                if i == start || grams[i] != grams[kept - 1] {
+                    grams[kept] = grams[i];
+                    kept += 1;
+                }
             }
+            grams.truncate(kept);
         }
+        grams.sort_unstable();
+        // How many literals contain `g`, one of the grams counted.
+        let shared = |g: u64| -> u32 {
+            let first = grams.partition_point(|&x| x < g);
+            let end = first + grams[first..].partition_point(|&x| x == g);
+            (end - first) as u32
+        };
         let mut by_fragment: HashMap<u64, Vec<(u32, u32)>, BuildHasherDefault<WordHasher>> =
             HashMap::default();
         let mut window_cost = Vec::new();
@@ -222,7 +237,7 @@ impl LiteralSet {
             window_cost.clear();
             window_cost.extend(p.windows(width).map(|w| {
                 let common: u32 = w.iter().map(|&b| commonness(b)).sum();
-                common + 4 * (shared[&gram(w)] - 1)
+                common + 4 * (shared(gram(w)) - 1)
             }));
             let first = (0..=p.len() - width - (stride - 1))
                 .min_by_key(|&o| (window_cost[o..o + stride].iter().sum::<u32>(), o))
