@@ -14,8 +14,9 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use tocsin_benches::{
-    count_matches, count_matches_with, generated_events, live_heap_bytes, match_all, record_figure,
-    repo_rules, resident_bytes, sigmahq_windows, sysmon_profile, CountingAllocator,
+    count_matches, count_matches_with, generated_events, live_heap_bytes, match_all,
+    peak_heap_bytes, record_figure, repo_rules, reset_peak_heap, resident_bytes, sigmahq_windows,
+    sysmon_profile, CountingAllocator,
 };
 use tocsin_core::{Event, EventIndex};
 use tocsin_match::{CompiledRules, MatchConfig};
@@ -87,11 +88,18 @@ fn bench(c: &mut Criterion) {
     for n in sizes {
         let before = resident_bytes();
         let heap_before = live_heap_bytes();
+        reset_peak_heap();
         let (compiled, _) =
             CompiledRules::compile(&rules[..n], &[], &[], &profile, &MatchConfig::default());
         // Exact: the bytes the compiled set keeps on the heap (the compiler's temporaries
-        // and the diagnostics are freed by now).
+        // and the diagnostics are freed by now), and the most the compiler held at once.
         let compiled_heap = live_heap_bytes().saturating_sub(heap_before);
+        let compile_peak = peak_heap_bytes().saturating_sub(heap_before);
+        record_figure(
+            "sigmahq-compile-peak-heap-bytes",
+            n as u64,
+            compile_peak as f64,
+        );
         let compiled_bytes = resident_bytes().saturating_sub(before);
         record_figure(
             "sigmahq-compiled-heap-bytes",
@@ -119,10 +127,12 @@ fn bench(c: &mut Criterion) {
         let scratch_heap = live_heap_bytes().saturating_sub(heap_before);
         record_figure("sigmahq-scratch-heap-bytes", n as u64, scratch_heap as f64);
         eprintln!(
-            "{n} rules: compiled set {:.2} MiB on the heap ({:.1} KB per rule), a warm \
-             scratch space {:.2} MiB; resident set grew {:.2} MiB while compiling",
+            "{n} rules: compiled set {:.2} MiB on the heap ({:.1} KB per rule; {:.2} MiB at \
+             the compiler's peak), a warm scratch space {:.2} MiB; resident set grew {:.2} \
+             MiB while compiling",
             compiled_heap as f64 / 1048576.0,
             compiled_heap as f64 / n as f64 / 1000.0,
+            compile_peak as f64 / 1048576.0,
             scratch_heap as f64 / 1048576.0,
             compiled_bytes as f64 / 1048576.0
         );

@@ -27,11 +27,19 @@ pub struct CountingAllocator;
 
 thread_local! {
     static LIVE_HEAP: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+    /// The most `LIVE_HEAP` has been since [`reset_peak_heap`].
+    static PEAK_HEAP: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
 }
 
 fn count_heap(delta: isize) {
     // `try_with`: a thread's last frees may come after its counter is gone.
-    let _ = LIVE_HEAP.try_with(|live| live.set(live.get() + delta));
+    let _ = LIVE_HEAP.try_with(|live| {
+        let now = live.get() + delta;
+        live.set(now);
+        if delta > 0 {
+            let _ = PEAK_HEAP.try_with(|peak| peak.set(peak.get().max(now)));
+        }
+    });
 }
 
 // SAFETY: every call is passed to the system allocator unchanged; only the sizes are
@@ -75,6 +83,19 @@ unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
 /// [`CountingAllocator`] (0 otherwise).
 pub fn live_heap_bytes() -> u64 {
     LIVE_HEAP.with(|live| live.get()).max(0) as u64
+}
+
+/// Start counting this thread's peak heap again from what it holds now.
+pub fn reset_peak_heap() {
+    let live = LIVE_HEAP.with(|live| live.get());
+    PEAK_HEAP.with(|peak| peak.set(live));
+}
+
+/// The most bytes this thread held at once since [`reset_peak_heap`], when the bench
+/// installed [`CountingAllocator`] (0 otherwise): what a step needed at its peak, its
+/// temporaries included.
+pub fn peak_heap_bytes() -> u64 {
+    PEAK_HEAP.with(|peak| peak.get()).max(0) as u64
 }
 
 /// The repository root.
