@@ -205,19 +205,13 @@ impl LiteralSet {
         // literal's distinct grams: with the SigmaHQ command-line literals that is a few
         // hundred thousand grams, and a hash map of them (17 bytes an entry at half load
         // and more) was the largest allocation of the whole compilation.
-        let mut grams: Vec<u64> = Vec::new();
+        let (mut grams, mut own): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
         for p in patterns.iter().filter(|p| p.len() >= fragmented) {
-            let start = grams.len();
-            grams.extend(p.windows(width).map(gram));
-            grams[start..].sort_unstable();
-            let mut kept = start;
-            for i in start..grams.len() {
-                if i == start || grams[i] != grams[kept - 1] {
-                    grams[kept] = grams[i];
-                    kept += 1;
-                }
-            }
-            grams.truncate(kept);
+            own.clear();
+            own.extend(p.windows(width).map(gram));
+            own.sort_unstable();
+            own.dedup();
+            grams.extend_from_slice(&own);
         }
         grams.sort_unstable();
         // How many literals contain `g`, one of the grams counted.
