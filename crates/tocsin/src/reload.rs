@@ -197,18 +197,19 @@ pub fn spawn(
             loop {
                 std::thread::sleep(Duration::from_millis(100));
                 let signalled = hangup.swap(false, Ordering::SeqCst);
-                let mut changed = false;
+                // A poll that saw a change keeps what it saw: the state this reload loads.
+                let mut changed = None;
                 if let Some(interval) = watch {
                     if last_poll.elapsed() >= interval {
                         last_poll = Instant::now();
-                        changed = spec.snapshot() != loaded;
+                        changed = Some(spec.snapshot()).filter(|now| *now != loaded);
                     }
                 }
-                if !signalled && !changed {
+                if !signalled && changed.is_none() {
                     continue;
                 }
                 let started = Instant::now();
-                let now = spec.snapshot();
+                let now = changed.unwrap_or_else(|| spec.snapshot());
                 if let Some(path) = &spec.frequencies {
                     if now.of(path) != loaded.of(path) {
                         reread_table(path, &frequencies);
