@@ -530,9 +530,53 @@ pub(crate) fn release_freed_memory() {
     }
 }
 
+/// Rules loaded and compiled ([`prepare_rules`]), with their reloader running.
+pub(crate) struct WatchedRules {
+    pub sources: RuleSources,
+    pub compiled: tocsin_match::CompiledRules,
+    /// The reloaded sets, in the order they were compiled.
+    pub reloads: std::sync::mpsc::Receiver<std::sync::Arc<tocsin_match::CompiledRules>>,
+    /// The literal-frequency table in use, shared with the reloader (a calibration made in
+    /// the process is put here for the reloads to choose by).
+    pub frequencies: reload::SharedFrequencies,
+}
+
+/// [`prepare_rules`], then the reloader: SIGHUP reloads, and with `watch` a change of the
+/// files does, seen against their state taken before this load. `Err(code)` when
+/// `--strict` fails.
+pub(crate) fn load_watched(
+    args: &RuleArgs,
+    quiet: bool,
+    watch: Option<std::time::Duration>,
+    metrics: Option<std::sync::Arc<metrics::Metrics>>,
+) -> Result<std::result::Result<WatchedRules, ExitCode>> {
+    let mut last_good = load::LastGood::new();
+    let frequencies = reload::SharedFrequencies::default();
+    let loaded = args.spec().snapshot();
+    let (sources, compiled) = match prepare_rules_with(args, quiet, &mut last_good, &frequencies)? {
+        Ok(x) => x,
+        Err(code) => return Ok(Err(code)),
+    };
+    let reloads = reload::spawn(
+        args.spec(),
+        loaded,
+        last_good,
+        watch,
+        quiet,
+        metrics,
+        std::sync::Arc::clone(&frequencies),
+    )?;
+    Ok(Ok(WatchedRules {
+        sources,
+        compiled,
+        reloads,
+        frequencies,
+    }))
+}
+
 /// [`prepare_rules`], remembering each source that loaded (for later reloads), and the
 /// table of `--frequencies` in `frequencies` (for the reloads to choose by it too).
-pub(crate) fn prepare_rules_with(
+fn prepare_rules_with(
     args: &RuleArgs,
     quiet: bool,
     last_good: &mut load::LastGood,
@@ -624,25 +668,19 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         }
         None => None,
     };
-    let mut last_good = load::LastGood::new();
-    let frequencies = reload::SharedFrequencies::default();
-    let loaded = a.rules.spec().snapshot();
-    let (sources, compiled) =
-        match prepare_rules_with(&a.rules, a.quiet, &mut last_good, &frequencies)? {
-            Ok(x) => x,
-            Err(code) => return Ok(code),
-        };
     // SIGHUP reloads in every run; --watch also polls the files.
-    let reloads = reload::spawn(
-        a.rules.spec(),
-        loaded,
-        last_good,
-        a.watch
-            .then(|| std::time::Duration::from_secs_f64(a.watch_interval.max(0.1))),
-        a.quiet,
-        metrics.clone(),
-        std::sync::Arc::clone(&frequencies),
-    )?;
+    let watch = a
+        .watch
+        .then(|| std::time::Duration::from_secs_f64(a.watch_interval.max(0.1)));
+    let WatchedRules {
+        sources,
+        compiled,
+        reloads,
+        frequencies,
+    } = match load_watched(&a.rules, a.quiet, watch, metrics.clone())? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
     let mut policy = sources.policy.clone().unwrap_or_default();
     policy.exercise |= a.exercise;
     let correlator = Correlator::new(correlator_config(&sources, policy));

@@ -192,30 +192,16 @@ impl LiveRules {
         quiet: bool,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<std::result::Result<(crate::load::RuleSources, Self), std::process::ExitCode>> {
-        let args = rule_args(c);
-        let mut last_good = crate::load::LastGood::new();
-        let frequencies = crate::reload::SharedFrequencies::default();
-        let loaded = args.spec().snapshot();
-        let (sources, compiled) =
-            match crate::prepare_rules_with(&args, quiet, &mut last_good, &frequencies)? {
-                Ok(r) => r,
-                Err(code) => return Ok(Err(code)),
-            };
         let watch = (c.rules.watch_s > 0).then(|| Duration::from_secs(c.rules.watch_s));
-        let updates = crate::reload::spawn(
-            args.spec(),
-            loaded,
-            last_good,
-            watch,
-            quiet,
-            metrics,
-            frequencies,
-        )?;
+        let rules = match crate::load_watched(&rule_args(c), quiet, watch, metrics)? {
+            Ok(r) => r,
+            Err(code) => return Ok(Err(code)),
+        };
         Ok(Ok((
-            sources,
+            rules.sources,
             LiveRules {
-                current: Arc::new(compiled),
-                updates,
+                current: Arc::new(rules.compiled),
+                updates: rules.reloads,
             },
         )))
     }
