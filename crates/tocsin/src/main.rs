@@ -712,10 +712,10 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         policy: sources.policy.clone().unwrap_or_default(),
     };
     // The parsed rules (about 12 MB with the SigmaHQ set) are compiled now; what the run
-    // needed of them (policy, correlation rules, recipients) is copied out. Freed here, their
-    // memory serves the rest of the run (a reload's compilation first) instead of staying
-    // allocated to the end.
+    // needed of them (policy, correlation rules, recipients) is copied out. Freed here and
+    // given back, as the loading's temporaries were, instead of staying allocated to the end.
     drop(sources);
+    release_freed_memory();
     let mut pipeline = Pipeline::new(
         std::sync::Arc::new(compiled),
         correlator,
