@@ -272,7 +272,6 @@ fn saved_frequencies_choose_the_prefilters_from_the_first_event() {
             .collect();
         run_detecting(&input, &dir.path().join(name), &args)
     };
-    let scanned = scanned_for;
     let (plain, plain_log) = run("plain.jsonl", &[]);
     let (chosen, log) = run(
         "chosen.jsonl",
@@ -283,7 +282,11 @@ fn saved_frequencies_choose_the_prefilters_from_the_first_event() {
         "{log}"
     );
     // The guess searches for both prefixes, the table for the switch alone.
-    assert_eq!(scanned(&plain_log), scanned(&log) + 1, "{plain_log}\n{log}");
+    assert_eq!(
+        scanned_for(&plain_log),
+        scanned_for(&log) + 1,
+        "{plain_log}\n{log}"
+    );
     assert!(json_lines(&dir.path().join("plain.jsonl")).len() > 10);
     assert_eq!(
         plain, chosen,
@@ -300,7 +303,7 @@ fn saved_frequencies_choose_the_prefilters_from_the_first_event() {
         "unpacked.jsonl",
         &["--frequencies".as_ref(), packed.as_os_str()],
     );
-    assert_eq!(scanned(&plain_log), scanned(&log) + 1, "{log}");
+    assert_eq!(scanned_for(&plain_log), scanned_for(&log) + 1, "{log}");
     assert_eq!(plain, unpacked);
 
     let text = std::fs::read_to_string(&table).unwrap();

@@ -37,8 +37,8 @@ const MEMO_MAX_HITS: usize = 64;
 /// One remembered scan.
 #[derive(Default)]
 struct Entry {
-    /// The hash of (scanner, value) this entry holds; 0 when empty (a real hash of 0 is
-    /// only a miss).
+    /// The hash of (scanner, value) this entry holds, with its lowest bit set; 0 when
+    /// the entry holds nothing (never used, or given up).
     hash: u64,
     scanner: u32,
     value: Vec<u8>,

@@ -40,6 +40,17 @@ pub struct MatchWork {
     literal_hits: IntCounter,
 }
 
+impl MatchWork {
+    /// Add work counted since the last publication (see [`MatchWorkPublisher`]).
+    fn add(&self, work: &ScratchStats) {
+        self.candidates.inc_by(work.candidates);
+        self.guard_rejections.inc_by(work.guard_rejections);
+        self.scanned_bytes.inc_by(work.scanned_bytes);
+        self.memo_replays.inc_by(work.memo_replays);
+        self.literal_hits.inc_by(work.literal_hits);
+    }
+}
+
 /// Moves a matching thread's [`ScratchStats`] into the process's [`MatchWork`] counters.
 ///
 /// The scratch space counts with plain integers (no atomics on the hot path); its owner
@@ -54,7 +65,7 @@ pub struct MatchWorkPublisher {
 impl MatchWorkPublisher {
     /// Add `now`'s counts since the last call to the metrics.
     pub fn publish(&mut self, metrics: &Metrics, now: &ScratchStats) {
-        metrics.add_match_work(&now.since(&self.published));
+        metrics.match_work.add(&now.since(&self.published));
         self.published = *now;
     }
 
@@ -108,8 +119,8 @@ pub struct Metrics {
     pub state_restores: IntCounter,
     /// Correlate workers: state records written to the changelog.
     pub state_records: IntCounter,
-    /// The matcher's work, from its scratch space's counters.
-    pub match_work: MatchWork,
+    /// The matcher's work, from its scratch space's counters ([`MatchWorkPublisher`]).
+    match_work: MatchWork,
     /// Each component's readiness.
     readiness: Mutex<BTreeMap<&'static str, Readiness>>,
 }
@@ -302,16 +313,6 @@ impl Metrics {
                     .inc();
             }
         }
-    }
-
-    /// Add the matcher's work counted since the last call (see [`MatchWorkPublisher`]).
-    fn add_match_work(&self, work: &ScratchStats) {
-        let w = &self.match_work;
-        w.candidates.inc_by(work.candidates);
-        w.guard_rejections.inc_by(work.guard_rejections);
-        w.scanned_bytes.inc_by(work.scanned_bytes);
-        w.memo_replays.inc_by(work.memo_replays);
-        w.literal_hits.inc_by(work.literal_hits);
     }
 
     /// Mark the process ready (rules loaded) or not.
