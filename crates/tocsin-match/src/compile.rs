@@ -418,6 +418,10 @@ pub(crate) struct Scanner {
     pub pattern_atoms: Lists<AtomId>,
     /// Routes with rules that test this field; the field is scanned only when one is active.
     pub routes: Vec<u32>,
+    /// Every rule with a test of this field (for keywords: with a keyword search), sorted:
+    /// the rules that read its hits. Where routing values rule all of them out, the field
+    /// is not scanned ([`RouteTest`]).
+    pub readers: Vec<RuleIdx>,
     /// For keyword searches: a test over pieces of the keywords that appear verbatim in the
     /// raw JSON whenever the keyword appears in a value; when it finds nothing in the raw
     /// event, the value-by-value scan is skipped.
@@ -443,6 +447,13 @@ pub struct CompiledRules {
     pub(crate) fields: Vec<Box<[FieldName]>>,
     /// Event fields that route conditions read; each is read once per event.
     pub(crate) route_fields: Vec<FieldName>,
+    /// Per field slot, the index in `route_fields` of its one event path when that is a
+    /// routing field (`u32::MAX` otherwise): a test of such a field is answered alike for
+    /// every event of a routing tuple.
+    pub(crate) slot_route_field: Vec<u32>,
+    /// The rules with a test of such a field, in order: when a tuple's scans are planned,
+    /// those whose condition fails on the tuple's values alone are left out of it.
+    pub(crate) route_tested_rules: Vec<RuleIdx>,
     pub(crate) iocs: IocTable,
     pub(crate) profile: Profile,
     /// Indicator fields resolved: (type, paths).
@@ -1605,6 +1616,21 @@ fn best(
     })
 }
 
+/// Per field slot, the index of its one path in `route_fields`, `u32::MAX` when it has
+/// other paths or its path routes nothing (see [`CompiledRules::slot_route_field`]).
+fn slot_route_fields(fields: &[Vec<String>], route_fields: &[FieldName]) -> Vec<u32> {
+    fields
+        .iter()
+        .map(|paths| match paths.as_slice() {
+            [path] => route_fields
+                .iter()
+                .position(|f| f.as_str() == path)
+                .map_or(u32::MAX, |i| i as u32),
+            _ => u32::MAX,
+        })
+        .collect()
+}
+
 /// Lists in one array: list `i` is `items[starts[i]..starts[i + 1]]`. For the many short
 /// lists of a compiled set (the rules of each atom, the atoms of each scanned pattern): a
 /// vector per list cost a header each and room for four items where most lists hold one
@@ -1801,6 +1827,20 @@ impl CompiledRules {
                 .or_default()
                 .push(a as AtomId);
         }
+        // Per field, the rules that test it (in order, each once).
+        let mut field_readers: HashMap<FieldSlot, Vec<RuleIdx>> = HashMap::new();
+        for (i, rule) in compiled.iter().enumerate() {
+            for test in rule
+                .selections
+                .iter()
+                .flat_map(|s| s.alternatives.iter().flatten())
+            {
+                let readers = field_readers.entry(test.field).or_default();
+                if readers.last() != Some(&(i as RuleIdx)) {
+                    readers.push(i as RuleIdx);
+                }
+            }
+        }
         let mut scanners = Vec::new();
         let for_presence = presence_atoms(&compiled, &b.atoms);
         for ((field, _), atom_ids) in per_field {
@@ -1909,17 +1949,57 @@ impl CompiledRules {
                 anchored,
                 pattern_atoms: Lists::new(&pattern_atoms),
                 routes: routes.into_iter().collect(),
+                readers: field_readers.get(&field).cloned().unwrap_or_default(),
                 presence,
             });
         }
-        let route_fields: Vec<FieldName> =
+        let mut route_fields: Vec<FieldName> =
             b.routing_fields().into_iter().map(FieldName::new).collect();
+        // The profile's other routing fields join them where rules test them (the event
+        // id, in rules for a whole channel): events are then told apart by their values
+        // too, and rules their values rule out are left out for them (see
+        // `CompiledRules::route_tested_rules`).
+        let tested: std::collections::HashSet<&str> = compiled
+            .iter()
+            .flat_map(|r| r.selections.iter())
+            .flat_map(|s| s.alternatives.iter().flatten())
+            .filter_map(
+                |t| match b.fields.get(t.field as usize).map(Vec::as_slice) {
+                    Some([path]) => Some(path.as_str()),
+                    _ => None,
+                },
+            )
+            .collect();
+        for (field, _) in [&profile.products, &profile.categories, &profile.services]
+            .into_iter()
+            .flat_map(|dimension| dimension.values().flatten().flatten())
+        {
+            if tested.contains(field.as_str()) && route_fields.iter().all(|f| f.as_str() != field) {
+                route_fields.push(FieldName::new(field));
+            }
+        }
         let route_field_index = |name: &str| -> u32 {
             route_fields
                 .iter()
                 .position(|f| f.as_str() == name)
                 .expect("every routing field is listed") as u32
         };
+        let slot_route_field = slot_route_fields(&b.fields, &route_fields);
+        let route_tested_rules = compiled
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| {
+                rule.selections
+                    .iter()
+                    .flat_map(|s| s.alternatives.iter().flatten())
+                    .any(|t| {
+                        slot_route_field
+                            .get(t.field as usize)
+                            .is_some_and(|&f| f != u32::MAX)
+                    })
+            })
+            .map(|(i, _)| i as RuleIdx)
+            .collect();
         let routes = b
             .routes
             .iter()
@@ -1968,6 +2048,8 @@ impl CompiledRules {
                     .map(|paths| paths.iter().map(|p| FieldName::new(p)).collect())
                     .collect(),
                 route_fields,
+                slot_route_field,
+                route_tested_rules,
                 iocs: IocTable::build(indicators),
                 profile: profile.clone(),
                 indicator_fields,

@@ -201,6 +201,9 @@ fn escapes_verbatim_bytes(raw: &[u8]) -> bool {
 #[derive(Default)]
 struct RouteSet {
     routes: Box<[u32]>,
+    /// The rules of those routes verified on every event (they have no prefilter set),
+    /// less those the routing values rule out.
+    always: Box<[RuleIdx]>,
     /// The fields to scan, in one contiguous plan: an event of a common type reads it
     /// from cache, and a field absent from the event (most are) is told by
     /// [`Event::get_named`] (usually from the event's key bits) without touching the
@@ -498,10 +501,12 @@ impl CompiledRules {
             self.read_route_values(event, scratch);
         }
         let idx = match cached {
-            Some(i) => i,
-            None => {
-                let set = self.compute_route_set(scratch);
-                if scratch.route_cache.len() >= ROUTE_CACHE_LIMIT {
+            Some(i) if !verify_all => i,
+            _ => {
+                // The exhaustive matcher rules nothing out by routing values, and shares
+                // no set with the prefiltered one.
+                let set = self.compute_route_set(event, scratch, !verify_all);
+                if verify_all || scratch.route_cache.len() >= ROUTE_CACHE_LIMIT {
                     self.activate(&set, scratch);
                     self.scan_fields(event, &set, scratch, !verify_all);
                     return self.verify(event, scratch, verify_all);
@@ -524,19 +529,55 @@ impl CompiledRules {
     }
 
     /// The routes whose condition holds for the current routing values, and the scanners
-    /// (fields) their rules need.
-    fn compute_route_set(&self, scratch: &MatchScratch) -> RouteSet {
+    /// (fields) their rules need. With `rule_out`, rules whose condition fails on the
+    /// routing values alone ([`CompiledRules::routed_condition`]) are left out: no field
+    /// is scanned for them alone, and they are not verified on every event. (The set
+    /// serves every event with the same routing key, which holds the routing values' kinds
+    /// and bytes; a test is answered only from a value the key holds, a present string,
+    /// number, boolean or `null`.)
+    fn compute_route_set(
+        &self,
+        event: &Event<'_>,
+        scratch: &mut MatchScratch,
+        rule_out: bool,
+    ) -> RouteSet {
         let routes: Vec<u32> = (0..self.routes.len())
             .filter(|&r| self.route_matches(r, scratch))
             .map(|r| r as u32)
             .collect();
+        let active = |rule: RuleIdx| {
+            routes
+                .binary_search(&self.rules[rule as usize].route)
+                .is_ok()
+        };
+        let mut ruled_out = vec![false; if rule_out { self.rules.len() } else { 0 }];
+        for &r in self.route_tested_rules.iter().filter(|_| rule_out) {
+            let rule = &self.rules[r as usize];
+            if active(r)
+                && self.routed_condition(&rule.condition, &rule.selections, event, scratch)
+                    == Some(false)
+            {
+                ruled_out[r as usize] = true;
+            }
+        }
+        scratch.compared_value = None;
+        let live =
+            |rule: RuleIdx| active(rule) && !ruled_out.get(rule as usize).copied().unwrap_or(false);
+        let always: Box<[RuleIdx]> = routes
+            .iter()
+            .flat_map(|&r| self.routes[r as usize].always.iter().copied())
+            .filter(|&r| live(r))
+            .collect();
         // Every scanned field's paths in turn (a path may serve several fields).
         let mut paths: Vec<FieldName> = Vec::new();
-        let scans = self
+        let scans: Box<[PlannedScan]> = self
             .scanners
             .iter()
             .enumerate()
-            .filter(|(_, sc)| sc.routes.iter().any(|r| routes.binary_search(r).is_ok()))
+            .filter(|(_, sc)| {
+                sc.routes.iter().any(|r| routes.binary_search(r).is_ok())
+                    && sc.readers.iter().any(|&r| live(r))
+            })
             .map(|(sid, scanner)| {
                 let start = paths.len() as u32;
                 let keywords = scanner.field == KEYWORD_SLOT;
@@ -557,9 +598,102 @@ impl CompiledRules {
             .collect();
         RouteSet {
             routes: routes.into_boxed_slice(),
+            always,
             scans,
             names,
             scan_paths,
+        }
+    }
+
+    /// What `cond` comes to from its tests of routing fields alone, the others unknown
+    /// (`None`): `Some(false)` when no event with these routing values can match, as
+    /// `EventID: 4663` in a rule for the `Security` channel on event 4658. Answered as
+    /// [`CompiledRules::eval_condition`] would, in three-valued logic.
+    fn routed_condition(
+        &self,
+        cond: &Condition,
+        selections: &[CompiledSelection],
+        event: &Event<'_>,
+        scratch: &mut MatchScratch,
+    ) -> Option<bool> {
+        let selection = |i: usize, scratch: &mut MatchScratch| {
+            any_known(selections[i].alternatives.iter().map(|alternative| {
+                all_known(
+                    alternative
+                        .iter()
+                        .map(|t| self.routed_test(t, event, scratch)),
+                )
+            }))
+        };
+        match cond {
+            Condition::Selection(i) => selection(*i, scratch),
+            Condition::Not(c) => self
+                .routed_condition(c, selections, event, scratch)
+                .map(|b| !b),
+            Condition::And(cs) => all_known(
+                cs.iter()
+                    .map(|c| self.routed_condition(c, selections, event, scratch)),
+            ),
+            Condition::Or(cs) => any_known(
+                cs.iter()
+                    .map(|c| self.routed_condition(c, selections, event, scratch)),
+            ),
+            Condition::AllOf(ss) => all_known(ss.iter().map(|&i| selection(i, scratch))),
+            Condition::AnyOf(ss) => any_known(ss.iter().map(|&i| selection(i, scratch))),
+        }
+    }
+
+    /// [`CompiledRules::eval_test`] where the test reads a routing field whose value the
+    /// routing key holds (a string, number, boolean or `null`), and its values can be
+    /// compared with it alone; `None` elsewhere.
+    fn routed_test(&self, t: &Test, event: &Event<'_>, scratch: &mut MatchScratch) -> Option<bool> {
+        let route_field = *self.slot_route_field.get(t.field as usize)?;
+        let path = self.route_fields.get(route_field as usize)?;
+        let value = event
+            .get_named(path)
+            .filter(|v| !matches!(v.kind(), ValueKind::Object | ValueKind::Array))?;
+        let present = !value.is_null();
+        if let Some(want) = t.exists {
+            return Some(present == want);
+        }
+        let values = t
+            .values
+            .iter()
+            .map(|v| self.routed_value(v, value, scratch));
+        let hit = if t.all {
+            all_known(values)
+        } else {
+            any_known(values)
+        }?;
+        Some(if t.negate { present && !hit } else { hit })
+    }
+
+    /// [`CompiledRules::eval_value`] on a present `value`, for the values that need
+    /// nothing else of the event; `None` for the others.
+    fn routed_value(
+        &self,
+        v: &ValueTest,
+        value: FieldValue<'_>,
+        scratch: &mut MatchScratch,
+    ) -> Option<bool> {
+        let empty_string =
+            || matches!(value.kind(), ValueKind::String { .. }) && value.raw().is_empty();
+        match v {
+            ValueTest::Atom { atom, need } => Some(compare_literal(
+                self.atoms[*atom as usize].literal(),
+                *need,
+                value,
+                scratch,
+            )),
+            ValueTest::Null => Some(value.is_null() || empty_string()),
+            ValueTest::Empty => Some(empty_string()),
+            ValueTest::Cmp { op, value: want } => {
+                Some(value.as_f64().is_some_and(|got| op.holds(got, *want)))
+            }
+            ValueTest::Any(vs) => {
+                any_known(vs.iter().map(|v| self.routed_value(v, value, scratch)))
+            }
+            _ => None,
         }
     }
 
@@ -568,11 +702,11 @@ impl CompiledRules {
             scratch.route_active[route_idx as usize] = true;
             scratch.active_list.push(route_idx);
             scratch.stats.active_routes += 1;
-            for &r in &self.routes[route_idx as usize].always {
-                if !scratch.candidate_mark[r as usize] {
-                    scratch.candidate_mark[r as usize] = true;
-                    scratch.candidates.push(r);
-                }
+        }
+        for &r in set.always.iter() {
+            if !scratch.candidate_mark[r as usize] {
+                scratch.candidate_mark[r as usize] = true;
+                scratch.candidates.push(r);
             }
         }
     }
@@ -997,6 +1131,24 @@ impl CompiledRules {
         let (kind, paths) = &self.indicator_fields[hit.field as usize];
         (Some(*kind), paths[hit.path as usize].as_str())
     }
+}
+
+/// Three-valued `and`: false if one part is, true if all are, else unknown.
+fn all_known(parts: impl IntoIterator<Item = Option<bool>>) -> Option<bool> {
+    let mut known = true;
+    for part in parts {
+        match part {
+            Some(false) => return Some(false),
+            Some(true) => {}
+            None => known = false,
+        }
+    }
+    known.then_some(true)
+}
+
+/// Three-valued `or`: true if one part is, false if all are, else unknown.
+fn any_known(parts: impl IntoIterator<Item = Option<bool>>) -> Option<bool> {
+    all_known(parts.into_iter().map(|p| p.map(|b| !b))).map(|b| !b)
 }
 
 /// Whether one of `pairs` (literal, hit bits needed; sorted) hit as needed in this event,

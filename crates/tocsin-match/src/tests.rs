@@ -21,6 +21,9 @@ logsources:
       - {Channel: Security, EventID: 4688}
     dns_query:
       - {Channel: Microsoft-Windows-Sysmon/Operational, EventID: 22}
+  service:
+    security:
+      - {Channel: Security}
 indicators:
   fields:
     ip: [DestinationIp]
@@ -1728,4 +1731,146 @@ fn values_scanned_before_are_answered_from_the_memo_alike() {
         every.extend(ids(&remembering, &s));
     }
     assert_eq!(every.len(), 6, "{every:?}");
+}
+
+/// A rule for the whole `Security` channel whose detection names event ids.
+fn security_rule(id: &str, detection: &str) -> String {
+    format!("title: rule {id}\nid: {id}\nlogsource:\n  product: windows\n  service: security\ndetection:\n{detection}\n---\n")
+}
+
+/// `events` matched one after the other with one scratch space (so that routing tuples
+/// are answered from its cache), each answer checked against exhaustive evaluation; the
+/// rule ids matched per event, and the bytes scanned per event.
+fn matched_in_turn(c: &CompiledRules, events: &[String]) -> Vec<(Vec<String>, u64)> {
+    let mut s = c.new_scratch();
+    let mut exhaustive = c.new_scratch();
+    let mut idx = EventIndex::new();
+    let ids = |s: &crate::MatchScratch| -> Vec<String> {
+        s.matched()
+            .iter()
+            .map(|&r| c.rules()[r as usize].id.clone())
+            .collect()
+    };
+    events
+        .iter()
+        .map(|e| {
+            let event = Event::parse(e.as_bytes(), &mut idx).unwrap();
+            let before = s.stats.scanned_bytes;
+            c.match_event(&event, &mut s);
+            c.match_event_unfiltered(&event, &mut exhaustive);
+            assert_eq!(
+                ids(&s),
+                ids(&exhaustive),
+                "prefilter changed the answer on {e}"
+            );
+            (ids(&s), s.stats.scanned_bytes - before)
+        })
+        .collect()
+}
+
+#[test]
+fn rules_their_routing_values_rule_out_are_not_scanned_for() {
+    let rules = security_rule(
+        "needs",
+        "  sel:\n    EventID: 4663\n    ObjectName|contains: 'lsass'\n  condition: sel",
+    ) + &security_rule(
+        "either",
+        "  sel_a:\n    EventID: 4656\n    ObjectName|endswith: '.kdbx'\n  sel_b:\n    EventID: 4663\n    AccessMask: '0x10'\n  condition: 1 of sel_*",
+    ) + &security_rule(
+        "unless",
+        "  sel:\n    ProcessName|contains: 'mimi'\n  filter:\n    EventID: 4658\n  condition: sel and not filter",
+    ) + &security_rule(
+        "later",
+        "  sel:\n    EventID|gte: 5000\n    Application|endswith: 'svchost.exe'\n  condition: sel",
+    );
+    let c = compile(&rules, "");
+    let security = |id: &str| {
+        format!(
+            r#"{{"Channel":"Security","EventID":{id},"ObjectName":"C:\\lsass\\x.kdbx","ProcessName":"mimi.exe","AccessMask":"0x10","Application":"C:\\svchost.exe"}}"#
+        )
+    };
+    let events = [
+        security("4658"),
+        security("4663"),
+        security("4658"),
+        security("\"4656\""),
+        security("5156"),
+        security("4663"),
+        // Without an event id nothing is ruled out, and the tests read the event.
+        r#"{"Channel":"Security","ObjectName":"C:\\lsass","ProcessName":"mimi"}"#.to_owned(),
+        r#"{"Channel":"Security","EventID":null,"ProcessName":"mimi"}"#.to_owned(),
+        r#"{"Channel":"Security","EventID":{"n":4663},"ProcessName":"mimi"}"#.to_owned(),
+    ];
+    let got = matched_in_turn(&c, &events);
+    let ids: Vec<Vec<&str>> = got
+        .iter()
+        .map(|(ids, _)| ids.iter().map(String::as_str).collect())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            vec![],
+            vec!["needs", "either", "unless"],
+            vec![],
+            vec!["either", "unless"],
+            vec!["unless", "later"],
+            vec!["needs", "either", "unless"],
+            vec!["unless"],
+            vec!["unless"],
+            vec!["unless"],
+        ]
+    );
+    // Event 4658 rules every rule out: no field is scanned, though each holds a literal.
+    assert_eq!(got[0].1, 0, "{:?}", got);
+    assert_eq!(got[2].1, 0, "{:?}", got);
+    assert!(got[1].1 > 0 && got[3].1 > 0 && got[4].1 > 0, "{got:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// Rules that name event ids in every way a condition can (needed, under `not`, in
+    /// one alternative of several, compared as numbers, as `null`), over events whose ids
+    /// are numbers, strings, `null` or missing, in any order through one scratch space:
+    /// what routing values rule out is what exhaustive evaluation finds no match for.
+    #[test]
+    fn routing_values_rule_out_only_rules_that_cannot_match(
+        templates in proptest::collection::vec((0usize..7, 0usize..3, 0usize..3), 1..5),
+        events in proptest::collection::vec((0usize..6, any::<bool>(), any::<bool>()), 1..10),
+    ) {
+        let ids = ["4656", "4658", "5156"];
+        let rules: String = templates
+            .iter()
+            .enumerate()
+            .map(|(i, &(t, a, b))| {
+                let (a, b) = (ids[a], ids[b]);
+                let detection = match t {
+                    0 => format!("  sel:\n    EventID: {a}\n    ObjectName|contains: 'x'\n  condition: sel"),
+                    1 => format!("  sel:\n    ObjectName|contains: 'x'\n  f:\n    EventID: {a}\n  condition: sel and not f"),
+                    2 => format!("  a:\n    EventID: {a}\n    ObjectName|contains: 'x'\n  b:\n    EventID|gte: {b}\n    ProcessName|contains: 'y'\n  condition: a or b"),
+                    3 => format!("  sel:\n    EventID:\n      - {a}\n      - {b}\n    ObjectName|endswith: 'x'\n  condition: sel"),
+                    4 => "  sel:\n    ObjectName|contains: 'x'\n  f:\n    EventID: null\n  condition: sel and not f".to_owned(),
+                    5 => format!("  sel:\n    ProcessName|contains: 'y'\n  f:\n    - EventID: {a}\n    - ObjectName: 'bx'\n  condition: sel and not f"),
+                    _ => "  sel:\n    EventID: null\n    ProcessName|endswith: 'y'\n  condition: sel".to_owned(),
+                };
+                security_rule(&format!("r{i}"), &detection)
+            })
+            .collect();
+        let c = compile(&rules, "");
+        let events: Vec<String> = events
+            .iter()
+            .map(|&(id, object, process)| {
+                let id = match id {
+                    0..=2 => format!(r#","EventID":{}"#, ids[id]),
+                    3 => r#","EventID":"4658""#.to_owned(),
+                    4 => r#","EventID":null"#.to_owned(),
+                    _ => String::new(),
+                };
+                let object = if object { "bx" } else { "b" };
+                let process = if process { "y" } else { "z" };
+                format!(r#"{{"Channel":"Security"{id},"ObjectName":"{object}","ProcessName":"{process}"}}"#)
+            })
+            .collect();
+        // `matched_in_turn` asserts the agreement.
+        matched_in_turn(&c, &events);
+    }
 }
