@@ -1,11 +1,14 @@
 //! The per-event hot path: route → prefilter → verify.
 //!
 //! [`CompiledRules::match_event`] reads top to bottom:
-//! 1. **route** — evaluate each route's logsource condition on the event;
+//! 1. **route** — evaluate each route's logsource condition on the event, once per
+//!    distinct tuple of routing values (cached); leave out the rules of those routes whose
+//!    condition fails on the tuple's values alone (`EventID: 4663` on event 4658 of the
+//!    `Security` channel, for a rule of the whole channel), and the fields only they read;
 //! 2. **prefilter** — for each active route, scan each field that its rules reference once
 //!    with that field's literal set, recording per atom whether it hit anywhere, at the start,
 //!    at the end, or as the whole value; every rule listed under a hit atom becomes a
-//!    candidate, as do the route's rules without a prefilter;
+//!    candidate, as do the route's rules without a prefilter (those left in);
 //! 3. **verify** — check each candidate's guard, one test its rule needs kept in a flat
 //!    array (`crate::guard`), and turn it away when that fails; evaluate the others'
 //!    conditions exactly (atom tests read the hit bits, globs and regexes read the field
