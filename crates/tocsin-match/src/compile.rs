@@ -1776,10 +1776,47 @@ impl CompiledRules {
         // Only the literals of prefilter sets are scanned for; the others are compared when
         // a candidate is verified. Keyword literals stay scanned: comparing one later would
         // read every value of the event.
+        // So are the literals of rules verified on every event (no prefilter set) in a
+        // field scanned anyway: found by the scan, not compared on every event (the seven
+        // filters of a rule whose selection is `ContextInfo|contains: '*'`, each searched
+        // for in a 5 KB PowerShell context).
+        let mut prefiltered_field = vec![false; b.field_names.len()];
+        for (a, rules) in atom_rules.iter().enumerate() {
+            if let Some(seen) = prefiltered_field.get_mut(b.atom_home[a].0 as usize) {
+                *seen |= !rules.is_empty();
+            }
+        }
+        let mut of_unfiltered_rule = vec![false; b.atoms.len()];
+        let mut found = Vec::new();
+        for (rule, _) in compiled
+            .iter()
+            .zip(&prefilters)
+            .filter(|(_, p)| p.is_empty())
+        {
+            for test in rule
+                .selections
+                .iter()
+                .flat_map(|s| s.alternatives.iter().flatten())
+            {
+                found.clear();
+                test.values
+                    .iter()
+                    .for_each(|v| prefilter_atoms(v, &mut found));
+                for &a in &found {
+                    of_unfiltered_rule[a as usize] = true;
+                }
+            }
+        }
         for (a, atom) in b.atoms.iter_mut().enumerate() {
+            let field = b.atom_home[a].0;
             atom.scanned = config.scan_every_literal
                 || !atom_rules[a].is_empty()
-                || b.atom_home[a].0 == KEYWORD_SLOT;
+                || field == KEYWORD_SLOT
+                || (of_unfiltered_rule[a]
+                    && prefiltered_field
+                        .get(field as usize)
+                        .copied()
+                        .unwrap_or(false));
         }
         for alternative in compiled
             .iter_mut()

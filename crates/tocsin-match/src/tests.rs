@@ -1874,3 +1874,45 @@ proptest! {
         matched_in_turn(&c, &events);
     }
 }
+
+#[test]
+fn literals_of_rules_verified_on_every_event_are_scanned_where_their_field_is() {
+    // `host` has no prefilter (its selection holds for every text): it is verified on
+    // every event, and its filters' literals are found by the scan of `ContextInfo`,
+    // which `other` needs anyway, rather than compared each time.
+    let host = (
+        "host",
+        "  sel:\n    ContextInfo|contains: '*'\n  filter:\n    ContextInfo|contains:\n      - '= powershell'\n      - 'dsac.exe'\n  condition: sel and not filter",
+    );
+    let other = (
+        "other",
+        "  sel:\n    ContextInfo|contains: 'mimikatz'\n  condition: sel",
+    );
+    let c = compile_rules(&[host, other]);
+    assert_eq!(c.stats().unfiltered_rules, 1);
+    assert_eq!(c.stats().scanned_atoms, 3, "mimikatz and both filters");
+    let context = |text: &str, long: bool| {
+        ev(&format!(
+            "\"ContextInfo\":{}",
+            serde_json_string(&lengthened(text.to_owned(), long))
+        ))
+    };
+    for long in [false, true] {
+        let m = |text: &str| matched(&c, &context(text, long));
+        assert_eq!(
+            m("Host Application = PowerShell.exe -nop"),
+            Vec::<String>::new()
+        );
+        assert_eq!(m("Host Application = C:\\dsac.exe"), Vec::<String>::new());
+        assert_eq!(m("Host Application = evil.exe"), ["host"]);
+        assert_eq!(m("= evil.exe mimikatz"), ["host", "other"]);
+    }
+    // Alone, `host` leaves the field unscanned: its literals are compared.
+    let c = compile_rules(&[host]);
+    assert_eq!(c.stats().scanned_atoms, 0);
+    assert_eq!(matched(&c, &context("= evil.exe", false)), ["host"]);
+    assert_eq!(
+        matched(&c, &context("= powershell", true)),
+        Vec::<String>::new()
+    );
+}
