@@ -1,0 +1,93 @@
+//! Decoding and matching time per event type (`Channel`/`EventID`) over the OTRF events,
+//! all SigmaHQ Windows rules and the `sysmon` profile (static prefilters): where the
+//! matching time of the `sigmahq` bench goes, type by type, and how much of it decoding
+//! alone takes.
+//!
+//! `TOCSIN_TEST_DATA=../shared/data cargo run --release -p tocsin-benches --example types`
+//!
+//! Each type's events are decoded, then decoded and matched, in passes (`PASSES`, 7 by
+//! default); the fastest of each is reported. `ONLY=Security/4658` runs one type alone,
+//! for a profiler.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use tocsin_benches::{sigmahq_windows, sysmon_profile};
+use tocsin_core::{Event, EventIndex, FieldName};
+use tocsin_match::{CompiledRules, MatchConfig};
+
+fn main() {
+    let Some((events, rules)) = sigmahq_windows() else {
+        eprintln!("TOCSIN_TEST_DATA is not set: this example needs the OTRF events");
+        std::process::exit(2);
+    };
+    let only = std::env::var("ONLY").ok();
+    let passes: usize = std::env::var("PASSES")
+        .ok()
+        .map_or(7, |n| n.parse().expect("PASSES: a number"));
+    let (set, _) =
+        CompiledRules::compile(&rules, &[], &[], &sysmon_profile(), &MatchConfig::default());
+    let mut index = EventIndex::new();
+    let (channel, event_id) = (FieldName::new("Channel"), FieldName::new("EventID"));
+    let mut types: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();
+    for raw in &events {
+        let event = Event::parse(raw, &mut index).expect("OTRF events decode");
+        let text = |name: &FieldName| {
+            event.get_named(name).map_or(String::new(), |v| {
+                v.to_text()
+                    .unwrap_or_else(|| String::from_utf8_lossy(v.raw()).into_owned())
+            })
+        };
+        let name = format!("{}/{}", text(&channel), text(&event_id));
+        types.entry(name).or_default().push(raw);
+    }
+    let mut scratch = set.new_scratch();
+    let mut rows = Vec::new();
+    for (name, events) in &types {
+        if only.as_ref().is_some_and(|o| o != name) {
+            continue;
+        }
+        let (mut decoding, mut matching) = (f64::MAX, f64::MAX);
+        for _ in 0..passes {
+            let start = Instant::now();
+            for raw in events {
+                let event = Event::parse(raw, &mut index).expect("OTRF events decode");
+                std::hint::black_box(event.len());
+            }
+            decoding = decoding.min(start.elapsed().as_secs_f64());
+            let start = Instant::now();
+            for raw in events {
+                let event = Event::parse(raw, &mut index).expect("OTRF events decode");
+                set.match_event(&event, &mut scratch);
+                std::hint::black_box(scratch.matched().len());
+            }
+            matching = matching.min(start.elapsed().as_secs_f64());
+        }
+        let bytes: usize = events.iter().map(|e| e.len()).sum();
+        rows.push((matching, decoding, name, events.len(), bytes));
+    }
+    let total: f64 = rows.iter().map(|r| r.0).sum();
+    let decoded: f64 = rows.iter().map(|r| r.1).sum();
+    let count: usize = rows.iter().map(|r| r.3).sum();
+    println!(
+        "{count} events: decoding {:.1} ms, decoding and matching {:.1} ms ({:.0} ns per event)",
+        decoded * 1e3,
+        total * 1e3,
+        total * 1e9 / count.max(1) as f64
+    );
+    println!(
+        "{:>48} {:>7} {:>7} {:>9} {:>9} {:>6}",
+        "type", "events", "bytes", "decode ns", "all ns", "share"
+    );
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (matching, decoding, name, n, bytes) in rows {
+        let per = |t: f64| t * 1e9 / n as f64;
+        println!(
+            "{name:>48} {n:>7} {:>7} {:>9.0} {:>9.0} {:>5.1}%",
+            bytes / n,
+            per(decoding),
+            per(matching),
+            100.0 * matching / total
+        );
+    }
+}
