@@ -59,8 +59,9 @@ pub struct MatchConfig {
     /// then chosen among its alternatives by those frequencies, not by the literals'
     /// length (see [`crate::calibrate`]). Matches are the same either way.
     pub literal_frequencies: Option<std::sync::Arc<LiteralFrequencies>>,
-    /// Search every literal in every event, not only those of prefilter sets: slower, for
-    /// observing literal frequencies ([`CompiledRules::observe_literals`]).
+    /// Search every literal in every event, not only those of prefilter sets, and rule no
+    /// rule out by its routing values: slower, for observing literal frequencies
+    /// ([`CompiledRules::observe_literals`]).
     pub scan_every_literal: bool,
     /// Entries of each matching thread's memo of literal scans (rounded up to a power of
     /// two; 0 turns it off): a field value that its literal set scanned recently is not
@@ -420,7 +421,7 @@ pub(crate) struct Scanner {
     pub routes: Vec<u32>,
     /// Every rule with a test of this field (for keywords: with a keyword search), sorted:
     /// the rules that read its hits. Where routing values rule all of them out, the field
-    /// is not scanned ([`RouteTest`]).
+    /// is not scanned ([`CompiledRules::route_tested_rules`]).
     pub readers: Vec<RuleIdx>,
     /// For keyword searches: a test over pieces of the keywords that appear verbatim in the
     /// raw JSON whenever the keyword appears in a value; when it finds nothing in the raw
@@ -448,11 +449,14 @@ pub struct CompiledRules {
     /// Event fields that route conditions read; each is read once per event.
     pub(crate) route_fields: Vec<FieldName>,
     /// Per field slot, the index in `route_fields` of its one event path when that is a
-    /// routing field (`u32::MAX` otherwise): a test of such a field is answered alike for
-    /// every event of a routing tuple.
+    /// routing field (`u32::MAX` otherwise): the field's value, and so a comparison of it
+    /// with literals, is the same for every event of a routing tuple.
     pub(crate) slot_route_field: Vec<u32>,
     /// The rules with a test of such a field, in order: when a tuple's scans are planned,
-    /// those whose condition fails on the tuple's values alone are left out of it.
+    /// those whose condition fails on the tuple's values alone are ruled out there (no
+    /// field is scanned for them alone, and they are dropped from the candidates). Empty
+    /// with [`MatchConfig::scan_every_literal`]: a calibration observes every literal in
+    /// every event.
     pub(crate) route_tested_rules: Vec<RuleIdx>,
     pub(crate) iocs: IocTable,
     pub(crate) profile: Profile,
@@ -1557,6 +1561,17 @@ fn need_value(v: &ValueTest, atoms: &[Atom], weights: AtomWeights<'_>) -> Option
     }
 }
 
+/// The atoms whose hits verification of `v` reads: its own, a regex's required ones,
+/// those of every variant of a list.
+fn verified_atoms(v: &ValueTest, out: &mut Vec<AtomId>) {
+    match v {
+        ValueTest::Atom { atom, .. } => out.push(*atom),
+        ValueTest::Regex { prefilters, .. } => out.extend(prefilters.iter().flatten()),
+        ValueTest::Any(vs) => vs.iter().for_each(|v| verified_atoms(v, out)),
+        _ => {}
+    }
+}
+
 /// Every atom `v` names as a literal to search for: its own, a glob's, those of all of a
 /// regex's sets, those of every variant of a list (even where another variant has none,
 /// so that no prefilter set comes of it): what the prior counts as tested.
@@ -1777,9 +1792,12 @@ impl CompiledRules {
         // a candidate is verified. Keyword literals stay scanned: comparing one later would
         // read every value of the event.
         // So are the literals of rules verified on every event (no prefilter set) in a
-        // field scanned anyway: found by the scan, not compared on every event (the seven
-        // filters of a rule whose selection is `ContextInfo|contains: '*'`, each searched
-        // for in a 5 KB PowerShell context).
+        // field some other rule's prefilter has scanned (for that rule's routes): found by
+        // the scan, not compared on every event (the seven filters of a rule whose
+        // selection is `ContextInfo|contains: '*'`, each searched for in a 5 KB PowerShell
+        // context). Those that verification reads: literals, and the literals a regex
+        // requires, looked for before it runs on a long value (not a glob's, which the
+        // glob does not read).
         let mut prefiltered_field = vec![false; b.field_names.len()];
         for (a, rules) in atom_rules.iter().enumerate() {
             if let Some(seen) = prefiltered_field.get_mut(b.atom_home[a].0 as usize) {
@@ -1801,7 +1819,7 @@ impl CompiledRules {
                 found.clear();
                 test.values
                     .iter()
-                    .for_each(|v| prefilter_atoms(v, &mut found));
+                    .for_each(|v| verified_atoms(v, &mut found));
                 for &a in &found {
                     of_unfiltered_rule[a as usize] = true;
                 }
@@ -2025,6 +2043,7 @@ impl CompiledRules {
         let route_tested_rules = compiled
             .iter()
             .enumerate()
+            .filter(|_| !config.scan_every_literal)
             .filter(|(_, rule)| {
                 rule.selections
                     .iter()

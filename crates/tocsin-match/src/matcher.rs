@@ -4,7 +4,8 @@
 //! 1. **route** — evaluate each route's logsource condition on the event, once per
 //!    distinct tuple of routing values (cached); leave out the rules of those routes whose
 //!    condition fails on the tuple's values alone (`EventID: 4663` on event 4658 of the
-//!    `Security` channel, for a rule of the whole channel), and the fields only they read;
+//!    `Security` channel, for a rule of the whole channel): no candidates, and the fields
+//!    only they read are not scanned;
 //! 2. **prefilter** — for each active route, scan each field that its rules reference once
 //!    with that field's literal set, recording per atom whether it hit anywhere, at the start,
 //!    at the end, or as the whole value; every rule listed under a hit atom becomes a
@@ -207,6 +208,11 @@ struct RouteSet {
     /// The rules of those routes verified on every event (they have no prefilter set),
     /// less those the routing values rule out.
     always: Box<[RuleIdx]>,
+    /// The rules the routing values rule out, one bit each (empty when none are): a hit
+    /// in a field that is scanned for other rules still makes one a candidate, and it is
+    /// dropped before verification, whose hit bits of the fields it alone reads were never
+    /// scanned for.
+    ruled_out: Box<[u64]>,
     /// The fields to scan, in one contiguous plan: an event of a common type reads it
     /// from cache, and a field absent from the event (most are) is told by
     /// [`Event::get_named`] (usually from the event's key bits) without touching the
@@ -512,6 +518,7 @@ impl CompiledRules {
                 if verify_all || scratch.route_cache.len() >= ROUTE_CACHE_LIMIT {
                     self.activate(&set, scratch);
                     self.scan_fields(event, &set, scratch, !verify_all);
+                    drop_ruled_out(&set, scratch);
                     return self.verify(event, scratch, verify_all);
                 }
                 scratch.route_sets.push(set);
@@ -527,14 +534,16 @@ impl CompiledRules {
         let set = std::mem::take(&mut scratch.route_sets[idx]);
         self.activate(&set, scratch);
         self.scan_fields(event, &set, scratch, !verify_all);
+        drop_ruled_out(&set, scratch);
         scratch.route_sets[idx] = set;
         self.verify(event, scratch, verify_all)
     }
 
     /// The routes whose condition holds for the current routing values, and the scanners
     /// (fields) their rules need. With `rule_out`, rules whose condition fails on the
-    /// routing values alone ([`CompiledRules::routed_condition`]) are left out: no field
-    /// is scanned for them alone, and they are not verified on every event. (The set
+    /// routing values alone ([`CompiledRules::routed_condition`]) are ruled out: no field
+    /// is scanned for them alone, they are not verified on every event, and a hit of
+    /// theirs in a field scanned for others makes no candidate of them. (The set
     /// serves every event with the same routing key, which holds the routing values' kinds
     /// and bytes; a test is answered only from a value the key holds, a present string,
     /// number, boolean or `null`.)
@@ -553,19 +562,21 @@ impl CompiledRules {
                 .binary_search(&self.rules[rule as usize].route)
                 .is_ok()
         };
-        let mut ruled_out = vec![false; if rule_out { self.rules.len() } else { 0 }];
+        let mut ruled_out: Vec<u64> = Vec::new();
         for &r in self.route_tested_rules.iter().filter(|_| rule_out) {
             let rule = &self.rules[r as usize];
             if active(r)
                 && self.routed_condition(&rule.condition, &rule.selections, event, scratch)
                     == Some(false)
             {
-                ruled_out[r as usize] = true;
+                if ruled_out.is_empty() {
+                    ruled_out = vec![0; self.rules.len().div_ceil(64)];
+                }
+                ruled_out[r as usize / 64] |= 1 << (r % 64);
             }
         }
         scratch.compared_value = None;
-        let live =
-            |rule: RuleIdx| active(rule) && !ruled_out.get(rule as usize).copied().unwrap_or(false);
+        let live = |rule: RuleIdx| active(rule) && !bit_set(&ruled_out, rule);
         let always: Box<[RuleIdx]> = routes
             .iter()
             .flat_map(|&r| self.routes[r as usize].always.iter().copied())
@@ -602,6 +613,7 @@ impl CompiledRules {
         RouteSet {
             routes: routes.into_boxed_slice(),
             always,
+            ruled_out: ruled_out.into_boxed_slice(),
             scans,
             names,
             scan_paths,
@@ -658,6 +670,9 @@ impl CompiledRules {
         let present = !value.is_null();
         if let Some(want) = t.exists {
             return Some(present == want);
+        }
+        if t.negate && !present {
+            return Some(false);
         }
         let values = t
             .values
@@ -1134,6 +1149,31 @@ impl CompiledRules {
         let (kind, paths) = &self.indicator_fields[hit.field as usize];
         (Some(*kind), paths[hit.path as usize].as_str())
     }
+}
+
+/// Whether bit `i` of `bits` is set (bits past the end are not).
+fn bit_set(bits: &[u64], i: RuleIdx) -> bool {
+    bits.get(i as usize / 64)
+        .is_some_and(|word| word & (1 << (i % 64)) != 0)
+}
+
+/// Drop the candidates `set` rules out (see [`RouteSet::ruled_out`]), unmarking them.
+fn drop_ruled_out(set: &RouteSet, scratch: &mut MatchScratch) {
+    if set.ruled_out.is_empty() {
+        return;
+    }
+    let MatchScratch {
+        candidates,
+        candidate_mark,
+        ..
+    } = scratch;
+    candidates.retain(|&r| {
+        let out = bit_set(&set.ruled_out, r);
+        if out {
+            candidate_mark[r as usize] = false;
+        }
+        !out
+    });
 }
 
 /// Three-valued `and`: false if one part is, true if all are, else unknown.

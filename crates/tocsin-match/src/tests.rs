@@ -1829,12 +1829,13 @@ fn rules_their_routing_values_rule_out_are_not_scanned_for() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     /// Rules that name event ids in every way a condition can (needed, under `not`, in
-    /// one alternative of several, compared as numbers, as `null`), over events whose ids
+    /// one alternative of several, compared as numbers, as `null`), beside rules that read
+    /// only the event id or none, over events whose ids
     /// are numbers, strings, `null` or missing, in any order through one scratch space:
     /// what routing values rule out is what exhaustive evaluation finds no match for.
     #[test]
     fn routing_values_rule_out_only_rules_that_cannot_match(
-        templates in proptest::collection::vec((0usize..7, 0usize..3, 0usize..3), 1..5),
+        templates in proptest::collection::vec((0usize..10, 0usize..3, 0usize..3), 1..7),
         events in proptest::collection::vec((0usize..6, any::<bool>(), any::<bool>()), 1..10),
     ) {
         let ids = ["4656", "4658", "5156"];
@@ -1850,7 +1851,12 @@ proptest! {
                     3 => format!("  sel:\n    EventID:\n      - {a}\n      - {b}\n    ObjectName|endswith: 'x'\n  condition: sel"),
                     4 => "  sel:\n    ObjectName|contains: 'x'\n  f:\n    EventID: null\n  condition: sel and not f".to_owned(),
                     5 => format!("  sel:\n    ProcessName|contains: 'y'\n  f:\n    - EventID: {a}\n    - ObjectName: 'bx'\n  condition: sel and not f"),
-                    _ => "  sel:\n    EventID: null\n    ProcessName|endswith: 'y'\n  condition: sel".to_owned(),
+                    6 => "  sel:\n    EventID: null\n    ProcessName|endswith: 'y'\n  condition: sel".to_owned(),
+                    // Rules beside which a field can be left to others: one that reads no
+                    // event id, one that reads nothing else, one with no prefilter.
+                    7 => "  sel:\n    ObjectName|contains: 'x'\n  condition: sel".to_owned(),
+                    8 => format!("  sel:\n    EventID: {a}\n  condition: sel"),
+                    _ => format!("  sel:\n    ProcessName|exists: true\n  f:\n    EventID: {a}\n  condition: sel and not f"),
                 };
                 security_rule(&format!("r{i}"), &detection)
             })
@@ -1914,5 +1920,41 @@ fn literals_of_rules_verified_on_every_event_are_scanned_where_their_field_is() 
     assert_eq!(
         matched(&c, &context("= powershell", true)),
         Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_rule_its_routing_values_rule_out_is_no_candidate_through_another_field() {
+    // At event 4658, `only_id`, `present` and `unless` are ruled out, so nothing needs
+    // the scan of `EventID` (whose literals `only_id` and, having no prefilter of its own,
+    // `present` make scanned); `plain` still needs `ProcessName`, whose hit on `mimi`
+    // makes `unless` a candidate. Verified there, `unless` would read `EventID: 4658` as
+    // not hit (never scanned for) and match.
+    let rules = security_rule("only_id", "  sel:\n    EventID: 4794\n  condition: sel")
+        + &security_rule(
+            "present",
+            "  sel:\n    ProcessName|exists: true\n  filter:\n    EventID: 4658\n  condition: sel and not filter",
+        )
+        + &security_rule(
+            "unless",
+            "  sel:\n    ProcessName|contains: 'mimi'\n  filter:\n    EventID: 4658\n  condition: sel and not filter",
+        )
+        + &security_rule("plain", "  sel:\n    ProcessName|contains: 'mimi'\n  condition: sel");
+    let c = compile(&rules, "");
+    let event =
+        |id: u32| format!(r#"{{"Channel":"Security","EventID":{id},"ProcessName":"mimi.exe"}}"#);
+    let got = matched_in_turn(&c, &[event(4658), event(4663), event(4658), event(4794)]);
+    let ids: Vec<Vec<&str>> = got
+        .iter()
+        .map(|(ids, _)| ids.iter().map(String::as_str).collect())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            vec!["plain"],
+            vec!["present", "unless", "plain"],
+            vec!["plain"],
+            vec!["only_id", "present", "unless", "plain"],
+        ]
     );
 }
