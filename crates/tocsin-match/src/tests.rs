@@ -1768,6 +1768,13 @@ fn matched_in_turn(c: &CompiledRules, events: &[String]) -> Vec<(Vec<String>, u6
         .collect()
 }
 
+/// The rule ids of each event of [`matched_in_turn`]'s answer.
+fn rule_ids(got: &[(Vec<String>, u64)]) -> Vec<Vec<&str>> {
+    got.iter()
+        .map(|(ids, _)| ids.iter().map(String::as_str).collect())
+        .collect()
+}
+
 #[test]
 fn rules_their_routing_values_rule_out_are_not_scanned_for() {
     let rules = security_rule(
@@ -1802,10 +1809,7 @@ fn rules_their_routing_values_rule_out_are_not_scanned_for() {
         r#"{"Channel":"Security","EventID":{"n":4663},"ProcessName":"mimi"}"#.to_owned(),
     ];
     let got = matched_in_turn(&c, &events);
-    let ids: Vec<Vec<&str>> = got
-        .iter()
-        .map(|(ids, _)| ids.iter().map(String::as_str).collect())
-        .collect();
+    let ids = rule_ids(&got);
     assert_eq!(
         ids,
         [
@@ -1944,10 +1948,7 @@ fn a_rule_its_routing_values_rule_out_is_no_candidate_through_another_field() {
     let event =
         |id: u32| format!(r#"{{"Channel":"Security","EventID":{id},"ProcessName":"mimi.exe"}}"#);
     let got = matched_in_turn(&c, &[event(4658), event(4663), event(4658), event(4794)]);
-    let ids: Vec<Vec<&str>> = got
-        .iter()
-        .map(|(ids, _)| ids.iter().map(String::as_str).collect())
-        .collect();
+    let ids = rule_ids(&got);
     assert_eq!(
         ids,
         [
