@@ -1248,14 +1248,7 @@ impl StringIndex {
         let mut first_escaped = false;
         for block_index in 0..blocks {
             let base = block_index * BLOCK;
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch::<_MM_HINT_T0>(
-                    raw.as_ptr().wrapping_add(base + PREFETCH_AHEAD).cast(),
-                );
-            }
+            crate::prefetch(raw.as_ptr().wrapping_add(base + PREFETCH_AHEAD));
             let classes = match raw.get(base..base + BLOCK) {
                 Some(block) => classify(block.try_into().expect("BLOCK bytes")),
                 None => Self::classify_last(raw, base, &classify),

@@ -877,19 +877,6 @@ fn host_of(org: &Org, n: u64) -> Host<'_> {
     }
 }
 
-/// Ask the CPU to bring the cache line at `p` in; a hint, never a read.
-#[inline(always)]
-fn prefetch<T: ?Sized>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 /// The organisations of the next background events, drawn two events ahead.
 ///
 /// Why: with 10^5 organisations and more, an event's organisation (its record, then its
@@ -906,9 +893,9 @@ impl<'t> OrgsAhead<'t> {
     fn new(orgs: &'t [Org], rng: &mut Rng) -> Self {
         let next = [Self::draw(orgs, rng), Self::draw(orgs, rng)];
         let ahead = OrgsAhead { orgs, next };
-        prefetch(&orgs[next[0]]);
-        prefetch(&orgs[next[1]]);
-        prefetch(orgs[next[0]].text.as_ptr());
+        tocsin_core::prefetch(&orgs[next[0]]);
+        tocsin_core::prefetch(&orgs[next[1]]);
+        tocsin_core::prefetch(orgs[next[0]].text.as_ptr());
         ahead
     }
 
@@ -920,8 +907,8 @@ impl<'t> OrgsAhead<'t> {
     fn take(&mut self, rng: &mut Rng) -> &'t Org {
         let org = &self.orgs[self.next[0]];
         self.next = [self.next[1], Self::draw(self.orgs, rng)];
-        prefetch(&self.orgs[self.next[1]]);
-        prefetch(self.orgs[self.next[0]].text.as_ptr());
+        tocsin_core::prefetch(&self.orgs[self.next[1]]);
+        tocsin_core::prefetch(self.orgs[self.next[0]].text.as_ptr());
         org
     }
 }
