@@ -379,6 +379,15 @@ pub struct CompiledRule {
     pub(crate) route: u32,
 }
 
+impl CompiledRule {
+    /// Every test of every selection, in order (a test of several alternatives once each).
+    pub(crate) fn tests(&self) -> impl Iterator<Item = &Test> {
+        self.selections
+            .iter()
+            .flat_map(|s| s.alternatives.iter().flatten())
+    }
+}
+
 /// One correlation rule's use of a detection rule: which event fields to copy into the
 /// detection (`group-by`, after aliases, and `condition.field`).
 #[derive(Debug, Clone)]
@@ -1205,11 +1214,7 @@ fn presence_atoms(rules: &[CompiledRule], atoms: &[Atom]) -> Vec<bool> {
             found.iter().for_each(|&a| needed[a as usize] = true);
             continue;
         }
-        let keyword_tests = rule
-            .selections
-            .iter()
-            .flat_map(|s| s.alternatives.iter().flatten())
-            .filter(|t| t.field == KEYWORD_SLOT);
+        let keyword_tests = rule.tests().filter(|t| t.field == KEYWORD_SLOT);
         for test in keyword_tests {
             let found = keyword_presence_atoms(test, atoms).unwrap_or_else(|| {
                 let mut all = Vec::new();
@@ -1811,11 +1816,7 @@ impl CompiledRules {
             .zip(&prefilters)
             .filter(|(_, p)| p.is_empty())
         {
-            for test in rule
-                .selections
-                .iter()
-                .flat_map(|s| s.alternatives.iter().flatten())
-            {
+            for test in rule.tests() {
                 found.clear();
                 test.values
                     .iter()
@@ -1856,8 +1857,7 @@ impl CompiledRules {
         let mut field_tests = vec![0u32; b.field_names.len()];
         for test in compiled
             .iter()
-            .flat_map(|r| r.selections.iter())
-            .flat_map(|s| s.alternatives.iter().flatten())
+            .flat_map(CompiledRule::tests)
             .filter(|t| t.field != KEYWORD_SLOT)
         {
             field_tests[test.field as usize] += 1;
@@ -1885,11 +1885,7 @@ impl CompiledRules {
         // Per field, the rules that test it (in order, each once).
         let mut field_readers: HashMap<FieldSlot, Vec<RuleIdx>> = HashMap::new();
         for (i, rule) in compiled.iter().enumerate() {
-            for test in rule
-                .selections
-                .iter()
-                .flat_map(|s| s.alternatives.iter().flatten())
-            {
+            for test in rule.tests() {
                 let readers = field_readers.entry(test.field).or_default();
                 if readers.last() != Some(&(i as RuleIdx)) {
                     readers.push(i as RuleIdx);
@@ -2016,8 +2012,7 @@ impl CompiledRules {
         // `CompiledRules::route_tested_rules`).
         let tested: std::collections::HashSet<&str> = compiled
             .iter()
-            .flat_map(|r| r.selections.iter())
-            .flat_map(|s| s.alternatives.iter().flatten())
+            .flat_map(CompiledRule::tests)
             .filter_map(
                 |t| match b.fields.get(t.field as usize).map(Vec::as_slice) {
                     Some([path]) => Some(path.as_str()),
@@ -2045,14 +2040,11 @@ impl CompiledRules {
             .enumerate()
             .filter(|_| !config.scan_every_literal)
             .filter(|(_, rule)| {
-                rule.selections
-                    .iter()
-                    .flat_map(|s| s.alternatives.iter().flatten())
-                    .any(|t| {
-                        slot_route_field
-                            .get(t.field as usize)
-                            .is_some_and(|&f| f != u32::MAX)
-                    })
+                rule.tests().any(|t| {
+                    slot_route_field
+                        .get(t.field as usize)
+                        .is_some_and(|&f| f != u32::MAX)
+                })
             })
             .map(|(i, _)| i as RuleIdx)
             .collect();

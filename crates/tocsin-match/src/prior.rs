@@ -66,12 +66,7 @@ pub(crate) fn atom_weights(
     let mut seen = Vec::new();
     for rule in rules {
         seen.clear();
-        for test in rule
-            .selections
-            .iter()
-            .flat_map(|s| s.alternatives.iter())
-            .flatten()
-        {
+        for test in rule.tests() {
             for v in &test.values {
                 prefilter_atoms(v, &mut seen);
             }
