@@ -677,7 +677,7 @@ impl CompiledRules {
         let values = t
             .values
             .iter()
-            .map(|v| self.routed_value(v, value, scratch));
+            .map(|v| self.routed_value(v, value, event, scratch));
         let hit = if t.all {
             all_known(values)
         } else {
@@ -687,15 +687,15 @@ impl CompiledRules {
     }
 
     /// [`CompiledRules::eval_value`] on a present `value`, for the values that need
-    /// nothing else of the event; `None` for the others.
+    /// nothing else of the event; `None` for the others. A literal is compared with the
+    /// value (verification reads a scanned one's hit bits, which routing has not got).
     fn routed_value(
         &self,
         v: &ValueTest,
         value: FieldValue<'_>,
+        event: &Event<'_>,
         scratch: &mut MatchScratch,
     ) -> Option<bool> {
-        let empty_string =
-            || matches!(value.kind(), ValueKind::String { .. }) && value.raw().is_empty();
         match v {
             ValueTest::Atom { atom, need } => Some(compare_literal(
                 self.atoms[*atom as usize].literal(),
@@ -703,14 +703,13 @@ impl CompiledRules {
                 value,
                 scratch,
             )),
-            ValueTest::Null => Some(value.is_null() || empty_string()),
-            ValueTest::Empty => Some(empty_string()),
-            ValueTest::Cmp { op, value: want } => {
-                Some(value.as_f64().is_some_and(|got| op.holds(got, *want)))
+            ValueTest::Null | ValueTest::Empty | ValueTest::Cmp { .. } => {
+                Some(self.eval_value(v, Some(value), event, scratch))
             }
-            ValueTest::Any(vs) => {
-                any_known(vs.iter().map(|v| self.routed_value(v, value, scratch)))
-            }
+            ValueTest::Any(vs) => any_known(
+                vs.iter()
+                    .map(|v| self.routed_value(v, value, event, scratch)),
+            ),
             _ => None,
         }
     }
