@@ -6,13 +6,13 @@
 //! `TOCSIN_TEST_DATA=../shared/data cargo run --release -p tocsin-benches --example types`
 //!
 //! Each type's events are decoded, then decoded and matched, in passes (`PASSES`, 7 by
-//! default); the fastest of each is reported. `ONLY=Security/4658` runs one type alone,
-//! for a profiler.
+//! default); the fastest of each is reported, and the matches found are checked against
+//! exhaustive matching. `ONLY=Security/4658` runs one type alone, for a profiler.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use tocsin_benches::{sigmahq_windows, sysmon_profile};
+use tocsin_benches::{count_matches, sigmahq_windows, sysmon_profile};
 use tocsin_core::{Event, EventIndex, FieldName};
 use tocsin_match::{CompiledRules, MatchConfig};
 
@@ -43,12 +43,14 @@ fn main() {
     }
     let mut scratch = set.new_scratch();
     let mut rows = Vec::new();
+    // Matches found, checked against exhaustive matching: a fast wrong answer fails.
+    let mut found = 0u64;
     for (name, events) in &types {
         if only.as_ref().is_some_and(|o| o != name) {
             continue;
         }
         let (mut decoding, mut matching) = (f64::MAX, f64::MAX);
-        for _ in 0..passes {
+        for pass in 0..passes {
             let start = Instant::now();
             for raw in events {
                 let event = Event::parse(raw, &mut index).expect("OTRF events decode");
@@ -59,12 +61,21 @@ fn main() {
             for raw in events {
                 let event = Event::parse(raw, &mut index).expect("OTRF events decode");
                 set.match_event(&event, &mut scratch);
-                std::hint::black_box(scratch.matched().len());
+                if pass == 0 {
+                    found += scratch.matched().len() as u64;
+                }
             }
             matching = matching.min(start.elapsed().as_secs_f64());
         }
         let bytes: usize = events.iter().map(|e| e.len()).sum();
         rows.push((matching, decoding, name, events.len(), bytes));
+    }
+    if only.is_none() {
+        assert_eq!(
+            found,
+            count_matches(&set, &events, true),
+            "prefiltered matching disagrees with exhaustive"
+        );
     }
     let total: f64 = rows.iter().map(|r| r.0).sum();
     let decoded: f64 = rows.iter().map(|r| r.1).sum();
