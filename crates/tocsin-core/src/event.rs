@@ -1113,15 +1113,20 @@ fn scan_compact_object(raw: &[u8], strings: &StringIndex, members: &mut Vec<Memb
                     end + 1,
                 )
             }
-            Some(_) => {
-                scanner.pos = at;
-                let Ok((start, end, kind)) = scanner.value(1) else {
-                    return false;
-                };
-                // The quotes of strings nested in the value are behind us.
-                quotes.skip_to(scanner.pos);
-                (start, end, kind, true, scanner.pos)
-            }
+            // A whole number (`"EventID":10`) is read here, where the general scanner's
+            // dispatch cost more than its digits; any other value goes to that scanner.
+            Some(_) => match whole_number_end(raw, at) {
+                Some(end) => (at, end, ValueKind::Number, true, end),
+                None => {
+                    scanner.pos = at;
+                    let Ok((start, end, kind)) = scanner.value(1) else {
+                        return false;
+                    };
+                    // The quotes of strings nested in the value are behind us.
+                    quotes.skip_to(scanner.pos);
+                    (start, end, kind, true, scanner.pos)
+                }
+            },
             None => return false,
         };
         members.push(Member::new(
@@ -1137,6 +1142,19 @@ fn scan_compact_object(raw: &[u8], strings: &StringIndex, members: &mut Vec<Memb
             _ => return false,
         }
     }
+}
+
+/// Where the whole number at `at` ends, when one starts there: digits, no leading zero
+/// unless alone, followed by a member's delimiter (`,` or `}`). `None` for anything else
+/// (a sign, a fraction, an exponent, not a number), which the general scanner reads or
+/// rejects.
+#[inline(always)]
+fn whole_number_end(raw: &[u8], at: usize) -> Option<usize> {
+    let digits = raw[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let end = at + digits;
+    let delimited = matches!(raw.get(end), Some(b',' | b'}'));
+    let no_leading_zero = digits == 1 || raw[at] != b'0';
+    (digits > 0 && no_leading_zero && delimited).then_some(end)
 }
 
 /// The unescaped quotes of an event in order, read from the [`StringIndex`] masks.
@@ -1865,6 +1883,15 @@ mod tests {
             r#"{"a":-}"#,
             r#"{"a":1.}"#,
             r#"{"":""}"#,
+            // Numbers as compact events write them, read by the compact scan's own digits.
+            r#"{"a":0}"#,
+            r#"{"a":10,"b":0,"c":7}"#,
+            r#"{"a":01}"#,
+            r#"{"a":00,"b":1}"#,
+            r#"{"a":1x}"#,
+            r#"{"a":12"}"#,
+            r#"{"a":-0,"b":0.5,"c":1e3,"d":10E+2}"#,
+            r#"{"a":1"#,
         ];
         let mut index = EventIndex::new();
         for s in samples {
