@@ -34,6 +34,7 @@ mod presence;
 mod prior;
 mod required;
 mod scan_memo;
+mod text_cache;
 
 pub use calibrate::{FrequenciesError, LiteralFrequencies, FREQUENCIES_FORMAT};
 pub use compile::{

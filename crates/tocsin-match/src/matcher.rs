@@ -34,6 +34,7 @@ use crate::compile::{
 use crate::guard::GuardValue;
 use crate::ioc::each_listed_hash;
 use crate::scan_memo::{self, Lookup, ScanMemo};
+use crate::text_cache::TextCache;
 
 /// An indicator found in an event: which indicator, and in which profile field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,8 @@ pub struct MatchScratch {
     /// A field value rewritten in canonical JSON-escaped form, when its own escapes are
     /// not (rare; see [`FieldValue::escaped_text`]).
     escaped_buf: Vec<u8>,
-    verify_buf: String,
+    /// The texts of the event's escaped values that verification has read.
+    texts: TextCache,
     norm_buf: String,
     regex_caches: Vec<meta::Cache>,
     /// Routes whose condition holds for the current event.
@@ -391,7 +393,7 @@ impl CompiledRules {
             ioc_hits: Vec::new(),
             text_buf: String::new(),
             escaped_buf: Vec::new(),
-            verify_buf: String::new(),
+            texts: TextCache::default(),
             norm_buf: String::new(),
             regex_caches: self.regexes.iter().map(|r| r.create_cache()).collect(),
             route_values: vec![String::new(); self.route_fields.len()],
@@ -490,6 +492,7 @@ impl CompiledRules {
         scratch.ioc_hits.clear();
         scratch.lower_event.clear();
         scratch.compared_value = None;
+        scratch.texts.clear();
         scratch.stats.events += 1;
 
         // 1. Route: which logsources does this event belong to? Cached by the routing
@@ -867,7 +870,7 @@ impl CompiledRules {
 
     fn match_indicators(&self, event: &Event<'_>, scratch: &mut MatchScratch) {
         let MatchScratch {
-            text_buf,
+            texts,
             norm_buf,
             ioc_hits,
             ..
@@ -878,7 +881,7 @@ impl CompiledRules {
                 continue;
             }
             for (pi, path) in paths.iter().enumerate() {
-                let Some(text) = event.get_named(path).and_then(|v| v.text(text_buf)) else {
+                let Some(text) = event.get_named(path).and_then(|v| texts.text(v)) else {
                     continue;
                 };
                 self.iocs.lookup(*kind, text, norm_buf, |id| {
@@ -891,7 +894,7 @@ impl CompiledRules {
             }
         }
         for (pi, path) in self.hash_list_fields.iter().enumerate() {
-            let Some(text) = event.get_named(path).and_then(|v| v.text(text_buf)) else {
+            let Some(text) = event.get_named(path).and_then(|v| texts.text(v)) else {
                 continue;
             };
             each_listed_hash(text, |kind, value| {
@@ -1062,7 +1065,7 @@ impl CompiledRules {
                 value.is_some_and(|v| !matches!(v.kind(), ValueKind::Object | ValueKind::Array))
             }
             ValueTest::Glob { glob, .. } => value
-                .and_then(|v| v.text(&mut scratch.verify_buf))
+                .and_then(|v| scratch.texts.text(v))
                 .is_some_and(|t| glob.is_match(t.as_bytes())),
             ValueTest::Regex {
                 index: i,
@@ -1082,11 +1085,11 @@ impl CompiledRules {
                     return false;
                 }
                 let MatchScratch {
-                    verify_buf,
+                    texts,
                     regex_caches,
                     ..
                 } = scratch;
-                let Some(text) = v.text(verify_buf) else {
+                let Some(text) = texts.text(v) else {
                     return false;
                 };
                 // Whether it matches, not where: the search stops at the first match state
@@ -1099,7 +1102,7 @@ impl CompiledRules {
                     .is_some()
             }
             ValueTest::ClassRun(run) => value
-                .and_then(|v| v.text(&mut scratch.verify_buf))
+                .and_then(|v| scratch.texts.text(v))
                 .is_some_and(|t| run.is_match(t)),
             ValueTest::Cmp { op, value: want } => value
                 .and_then(|v| v.as_f64())
@@ -1109,7 +1112,7 @@ impl CompiledRules {
                 op,
                 value: want,
             } => value
-                .and_then(|v| time_part(v, *part, &mut scratch.verify_buf))
+                .and_then(|v| time_part(scratch.texts.text(v)?, *part))
                 .is_some_and(|got| op.holds(got as f64, *want)),
             ValueTest::FieldRef { field, mode, cased } => {
                 let Some(v) = value else { return false };
@@ -1117,17 +1120,15 @@ impl CompiledRules {
                     return false;
                 };
                 let MatchScratch {
-                    verify_buf,
-                    text_buf,
-                    ..
+                    texts, text_buf, ..
                 } = scratch;
-                let (Some(a), Some(b)) = (v.text(verify_buf), other.text(text_buf)) else {
+                let (Some(a), Some(b)) = (texts.text(v), other.text(text_buf)) else {
                     return false;
                 };
                 ref_matches(a.as_bytes(), b.as_bytes(), *mode, *cased)
             }
             ValueTest::Cidr { network, prefix } => value
-                .and_then(|v| v.text(&mut scratch.verify_buf))
+                .and_then(|v| scratch.texts.text(v))
                 .and_then(|t| {
                     t.trim()
                         .strip_prefix("::ffff:")
@@ -1233,14 +1234,14 @@ fn compare_literal(
     let MatchScratch {
         compared_lower,
         compared_value,
-        verify_buf,
+        texts,
         escaped_buf,
         escaped_literal,
         ..
     } = scratch;
     if literal.cased {
         // Rare: read the text as written each time.
-        let Some(text) = value.text(verify_buf) else {
+        let Some(text) = texts.text(value) else {
             return false;
         };
         return literal_holds(text.as_bytes(), literal, need, true);
@@ -1258,7 +1259,7 @@ fn compare_literal(
         let bytes = if long {
             value.escaped_text(escaped_buf)
         } else {
-            value.text(verify_buf).map(str::as_bytes)
+            texts.text(value).map(str::as_bytes)
         };
         if let Some(bytes) = bytes {
             compared_lower.extend_from_slice(bytes);
@@ -1359,8 +1360,8 @@ fn ref_matches(a: &[u8], b: &[u8], mode: RefMode, cased: bool) -> bool {
 
 /// Extract a part of a timestamp field without time-zone conversion: the digits as written
 /// for `YYYY-MM-DD[T ]HH:MM...` text, UTC for epoch numbers.
-fn time_part(v: FieldValue<'_>, part: TimePart, buf: &mut String) -> Option<u32> {
-    let text = v.text(buf)?.trim();
+fn time_part(text: &str, part: TimePart) -> Option<u32> {
+    let text = text.trim();
     let b = text.as_bytes();
     let digits = |r: std::ops::Range<usize>| -> Option<u32> {
         let s = b.get(r)?;
