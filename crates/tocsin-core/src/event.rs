@@ -1205,6 +1205,26 @@ impl<'a> QuoteCursor<'a> {
     }
 }
 
+/// The bytes to classify for the last block of `raw`, from `base`, shorter than [`BLOCK`],
+/// and how far down to shift their masks: the [`BLOCK`] bytes that end the event, where
+/// the event is that long (a copy into a padded block costs a variable-length `memcpy` per
+/// event), else the event copied into `padded` (spaces, which are in no class).
+#[inline]
+fn last_block<'r>(
+    raw: &'r [u8],
+    base: usize,
+    padded: &'r mut [u8; BLOCK],
+) -> (&'r [u8; BLOCK], usize) {
+    let len = raw.len() - base;
+    match raw.len().checked_sub(BLOCK) {
+        Some(from) => (raw[from..].try_into().expect("BLOCK bytes"), BLOCK - len),
+        None => {
+            padded[..len].copy_from_slice(&raw[base..]);
+            (padded, 0)
+        }
+    }
+}
+
 /// How far ahead of the block being classified the index asks for the event's bytes.
 /// Events arrive one after another from a buffer, but each is read once, front to back:
 /// without the hint the first touch of each cache line waited for memory (about 40 % of
@@ -1241,22 +1261,28 @@ impl StringIndex {
             // SAFETY: the processor has AVX-512BW.
             return unsafe { self.build_avx512(raw) };
         }
-        self.build_with(raw, bytescan::classify)
+        self.build_with(raw, bytescan::classify, bytescan::escapable)
     }
 
     /// [`StringIndex::build`] with the blocks classified by AVX-512BW.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512bw")]
     fn build_avx512(&mut self, raw: &[u8]) -> Option<bool> {
-        self.build_with(raw, |block| bytescan::classify_avx512(block))
+        self.build_with(
+            raw,
+            |block| bytescan::classify_avx512(block),
+            |block| bytescan::escapable_avx512(block),
+        )
     }
 
-    /// [`StringIndex::build`] with the blocks classified by `classify`.
+    /// [`StringIndex::build`] with the blocks classified by `classify`, and by `escapable`
+    /// where a byte other than a backslash is escaped.
     #[inline(always)]
     fn build_with(
         &mut self,
         raw: &[u8],
         classify: impl Fn(&[u8; BLOCK]) -> BlockClasses,
+        escapable: impl Fn(&[u8; BLOCK]) -> u64,
     ) -> Option<bool> {
         let blocks = raw.len().div_ceil(BLOCK);
         self.quotes.resize(blocks, 0);
@@ -1269,7 +1295,19 @@ impl StringIndex {
             crate::prefetch(raw.as_ptr().wrapping_add(base + PREFETCH_AHEAD));
             let classes = match raw.get(base..base + BLOCK) {
                 Some(block) => classify(block.try_into().expect("BLOCK bytes")),
-                None => Self::classify_last(raw, base, &classify),
+                None => {
+                    let mut padded = [b' '; BLOCK];
+                    let (block, shift) = last_block(raw, base, &mut padded);
+                    let ending = classify(block);
+                    BlockClasses {
+                        quotes: ending.quotes >> shift,
+                        backslashes: ending.backslashes >> shift,
+                        controls: ending.controls >> shift,
+                        // The bytes before `base` were classified already: their high
+                        // bit adds nothing.
+                        high: ending.high,
+                    }
+                }
             };
             if classes.controls != 0 {
                 return None;
@@ -1280,11 +1318,22 @@ impl StringIndex {
             // An escaped backslash is always valid; any other escaped byte must be one of
             // the two-byte escapes or a `\u` with four hex digits. Messages hold a `\r\n\t`
             // per line: the common escapes are told by the block's mask, all at once, and
-            // the others looked at one by one. (Past the end of the event no byte is
-            // escapable: a backslash ending the event is found there.)
+            // the others looked at one by one. Blocks whose escapes are all of backslashes
+            // (paths) need neither. (Past the end of the event no byte is escapable: a
+            // backslash ending the event is found there.)
             let others = escaped & !classes.backslashes;
-            if others & !classes.escapable != 0 {
-                Self::uncommon_escapes(raw, base, others, &mut self.uncommon)?;
+            if others != 0 {
+                let mut padded = [b' '; BLOCK];
+                let escapable = match raw.get(base..base + BLOCK) {
+                    Some(block) => escapable(block.try_into().expect("BLOCK bytes")),
+                    None => {
+                        let (block, shift) = last_block(raw, base, &mut padded);
+                        escapable(block) >> shift
+                    }
+                };
+                if others & !escapable != 0 {
+                    Self::uncommon_escapes(raw, base, others, &mut self.uncommon)?;
+                }
             }
             self.quotes[block_index] = classes.quotes & !escaped;
             self.backslashes[block_index] = classes.backslashes;
@@ -1294,38 +1343,6 @@ impl StringIndex {
             return None;
         }
         Some(high)
-    }
-
-    /// The classes of the last block of `raw`, from `base`, shorter than [`BLOCK`]: from
-    /// the [`BLOCK`] bytes that end the event, shifted down, where the event is that long
-    /// (a copy into a padded block costs a variable-length `memcpy` per event).
-    #[inline]
-    fn classify_last(
-        raw: &[u8],
-        base: usize,
-        classify: impl Fn(&[u8; BLOCK]) -> BlockClasses,
-    ) -> BlockClasses {
-        let len = raw.len() - base;
-        match raw.len().checked_sub(BLOCK) {
-            Some(from) => {
-                let ending = classify(raw[from..].try_into().expect("BLOCK bytes"));
-                let shift = BLOCK - len;
-                BlockClasses {
-                    quotes: ending.quotes >> shift,
-                    backslashes: ending.backslashes >> shift,
-                    controls: ending.controls >> shift,
-                    escapable: ending.escapable >> shift,
-                    // The bytes before `base` were classified already: their high bit
-                    // adds nothing.
-                    high: ending.high,
-                }
-            }
-            None => {
-                let mut padded = [b' '; BLOCK];
-                padded[..len].copy_from_slice(&raw[base..]);
-                classify(&padded)
-            }
-        }
     }
 
     /// The escaped bytes `others` of the block at `base` hold an uncommon or invalid escape:
@@ -2221,7 +2238,7 @@ mod tests {
                 let mut detected = StringIndex::default();
                 let mut portable = StringIndex::default();
                 let found = detected.build(raw);
-                prop_assert_eq!(found, portable.build_with(raw, bytescan::classify));
+                prop_assert_eq!(found, portable.build_with(raw, bytescan::classify, bytescan::escapable));
                 if found.is_some() {
                     prop_assert_eq!(&detected.quotes, &portable.quotes);
                     prop_assert_eq!(&detected.backslashes, &portable.backslashes);
