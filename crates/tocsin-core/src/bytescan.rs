@@ -26,6 +26,20 @@ pub(crate) struct BlockClasses {
     pub high: bool,
 }
 
+impl BlockClasses {
+    /// The masks moved down by `shift` bits (a block read from before where it starts,
+    /// see the event decoder's last block); `high` as it was.
+    #[inline]
+    pub(crate) fn shifted_down(self, shift: usize) -> BlockClasses {
+        BlockClasses {
+            quotes: self.quotes >> shift,
+            backslashes: self.backslashes >> shift,
+            controls: self.controls >> shift,
+            high: self.high,
+        }
+    }
+}
+
 /// Bit *i* set when `block[i]` ends a run of plain JSON string text: a quote, a backslash
 /// or a control character; and whether the block holds a byte above ASCII. What the
 /// byte-by-byte scanner needs of a block (lines the string index does not take, and nested
@@ -124,9 +138,30 @@ pub(crate) fn classify(block: &[u8; BLOCK]) -> BlockClasses {
 /// and most blocks of a Windows event need no more.
 #[inline]
 pub(crate) fn escapable(block: &[u8; BLOCK]) -> u64 {
-    block.iter().enumerate().fold(0u64, |mask, (i, &b)| {
-        mask | (u64::from(PLAIN_ESCAPES.contains(&b)) << i)
-    })
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is enabled on every x86-64 target; the loads are unaligned loads of
+        // 16 bytes inside the 64-byte array.
+        unsafe {
+            let mut mask = 0u64;
+            for lane in 0..4 {
+                let v = _mm_loadu_si128(block.as_ptr().add(lane * 16).cast());
+                let mut plain = _mm_setzero_si128();
+                for letter in PLAIN_ESCAPES {
+                    plain = _mm_or_si128(plain, _mm_cmpeq_epi8(v, _mm_set1_epi8(letter as i8)));
+                }
+                mask |= u64::from(_mm_movemask_epi8(plain) as u16) << (lane * 16);
+            }
+            mask
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        block.iter().enumerate().fold(0u64, |mask, (i, &b)| {
+            mask | (u64::from(PLAIN_ESCAPES.contains(&b)) << i)
+        })
+    }
 }
 
 /// [`classify`] with AVX-512BW: one load and three compares into bit masks, where the

@@ -1208,7 +1208,8 @@ impl<'a> QuoteCursor<'a> {
 /// The bytes to classify for the last block of `raw`, from `base`, shorter than [`BLOCK`],
 /// and how far down to shift their masks: the [`BLOCK`] bytes that end the event, where
 /// the event is that long (a copy into a padded block costs a variable-length `memcpy` per
-/// event), else the event copied into `padded` (spaces, which are in no class).
+/// event; the bytes before `base` were classified already, and their high bit adds
+/// nothing), else the event copied into `padded` (spaces, which are in no class).
 #[inline]
 fn last_block<'r>(
     raw: &'r [u8],
@@ -1290,25 +1291,15 @@ impl StringIndex {
         self.uncommon.clear();
         let mut high = false;
         let mut first_escaped = false;
+        let mut padded = [b' '; BLOCK];
         for block_index in 0..blocks {
             let base = block_index * BLOCK;
             crate::prefetch(raw.as_ptr().wrapping_add(base + PREFETCH_AHEAD));
-            let classes = match raw.get(base..base + BLOCK) {
-                Some(block) => classify(block.try_into().expect("BLOCK bytes")),
-                None => {
-                    let mut padded = [b' '; BLOCK];
-                    let (block, shift) = last_block(raw, base, &mut padded);
-                    let ending = classify(block);
-                    BlockClasses {
-                        quotes: ending.quotes >> shift,
-                        backslashes: ending.backslashes >> shift,
-                        controls: ending.controls >> shift,
-                        // The bytes before `base` were classified already: their high
-                        // bit adds nothing.
-                        high: ending.high,
-                    }
-                }
+            let (block, shift) = match raw.get(base..base + BLOCK) {
+                Some(block) => (block.try_into().expect("BLOCK bytes"), 0),
+                None => last_block(raw, base, &mut padded),
             };
+            let classes = classify(block).shifted_down(shift);
             if classes.controls != 0 {
                 return None;
             }
@@ -1322,18 +1313,8 @@ impl StringIndex {
             // (paths) need neither. (Past the end of the event no byte is escapable: a
             // backslash ending the event is found there.)
             let others = escaped & !classes.backslashes;
-            if others != 0 {
-                let mut padded = [b' '; BLOCK];
-                let escapable = match raw.get(base..base + BLOCK) {
-                    Some(block) => escapable(block.try_into().expect("BLOCK bytes")),
-                    None => {
-                        let (block, shift) = last_block(raw, base, &mut padded);
-                        escapable(block) >> shift
-                    }
-                };
-                if others & !escapable != 0 {
-                    Self::uncommon_escapes(raw, base, others, &mut self.uncommon)?;
-                }
+            if others != 0 && others & !(escapable(block) >> shift) != 0 {
+                Self::uncommon_escapes(raw, base, others, &mut self.uncommon)?;
             }
             self.quotes[block_index] = classes.quotes & !escaped;
             self.backslashes[block_index] = classes.backslashes;
