@@ -1240,7 +1240,7 @@ fn compare_literal(
         ..
     } = scratch;
     if literal.cased {
-        // Rare: read the text as written each time.
+        // Rare: compared with the text as written (not lower-cased), from the text cache.
         let Some(text) = texts.text(value) else {
             return false;
         };
