@@ -31,7 +31,11 @@ best_of_three() { # command...: the shortest wall time of three runs, in seconds
     done | sort -g | head -1
 }
 one() { run "$work/all.jsonl" one; }
-two() { run "$work/half.aa" a & run "$work/half.ab" b & wait; }
+two() { # both at once; fails when either fails
+    run "$work/half.aa" a & local first=$!
+    run "$work/half.ab" b & local second=$!
+    wait "$first" && wait "$second"
+}
 
 wall1=$(best_of_three one)
 wall2=$(best_of_three two)

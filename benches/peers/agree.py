@@ -29,6 +29,7 @@ PAIRS = [
     ("tocsin", "pysigma", "same routing and field table (Tocsin's sysmon profile): expected identical"),
     ("tocsin", "tocsin-calibrated", "prefilters calibrated on the first 5,000 events: expected identical"),
     ("tocsin", "tocsin-frequencies", "prefilters from a table saved from the first 5,000 events: expected identical"),
+    ("tocsin", "tocsin-x2", "two workers over the two halves of the events: expected identical"),
     ("tocsin", "rsigma-sysmon", "both gate by logsource; rsigma's sysmon pipeline adds EventID per category only"),
     ("tocsin", "chainsaw", "both gate by logsource; chainsaw: Provider + EventID, needs @timestamp (informative)"),
     ("tocsin-any", "pysigma-any", "no logsource conditions, field names verbatim: expected identical"),
@@ -38,7 +39,7 @@ PAIRS = [
 ]
 
 SYSMON_CHANNEL = "microsoft-windows-sysmon/operational"
-PROFILE_ROUTED = {"tocsin", "tocsin-calibrated", "tocsin-frequencies", "pysigma"}  # routed by Tocsin's sysmon profile
+PROFILE_ROUTED = {"tocsin", "tocsin-calibrated", "tocsin-frequencies", "tocsin-x2", "pysigma"}  # routed by Tocsin's sysmon profile
 # A Sigma wildcard escaped with an odd number of backslashes (`\*`, `\\\*`), i.e. a literal * or ?.
 ESCAPED_WILDCARD = re.compile(r"(?<!\\)(?:\\\\)*\\[*?]")
 KEY = re.compile(r"^(\s*)(?:-\s+)?([^\s:#'\"][^:#]*?|'[^']*'|\"[^\"]*\")\s*:(?:\s+(.*))?$")

@@ -18,11 +18,22 @@
         profile format's "no condition", and without field fallbacks. Under it Tocsin tests
         every rule's detection block against every event, with Sigma field names read
         verbatim: the question rsigma without a pipeline (and hayabusa) answers.
+
+    prep.py halves EVENTS.jsonl FIRST.jsonl SECOND.jsonl
+        Split EVENTS.jsonl into its first half of lines (rounded up) and the rest, byte for
+        byte: the inputs of the two workers of `tocsin-x2`.
+
+    prep.py merge-halves FIRST.jsonl OUT.jsonl DETECTIONS_A DETECTIONS_B
+        Tocsin detections of the two halves as one file: those of the second half with
+        `source.position` moved on by the first half's lines (FIRST.jsonl), so that they
+        name lines of the whole input, as a single `tocsin run`'s do (`source.name` still
+        names the half, and the second half's lines are written again by `json`).
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import sys
 from pathlib import Path
@@ -170,6 +181,35 @@ def any_profile(sysmon: Path, rules_dir: Path, out: Path) -> None:
     print(f"prep.py: wrote {out} ({counts} values, all unconditioned)", file=sys.stderr)
 
 
+def halves(events: Path, first: Path, second: Path) -> None:
+    with open(events, "rb") as f:
+        lines = f.readlines()
+    cut = (len(lines) + 1) // 2
+    # Written aside, then renamed: an interrupted split leaves no half to be taken as done.
+    for path, part in ((second, lines[cut:]), (first, lines[:cut])):
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(b"".join(part))
+        tmp.replace(path)
+
+
+def merge_halves(first: Path, out: Path, a: Path, b: Path) -> None:
+    with open(first, "rb") as f:
+        offset = sum(1 for _ in f)
+    with open(out, "wb") as merged:
+        merged.write(a.read_bytes() if a.exists() else b"")
+        if not b.exists():
+            return
+        with open(b, "rb") as f:
+            for raw in f:
+                if not raw.strip():
+                    continue
+                d = json.loads(raw)
+                source = d.get("source") or {}
+                if isinstance(source.get("position"), int):
+                    source["position"] += offset
+                merged.write(json.dumps(d, separators=(",", ":")).encode() + b"\n")
+
+
 def main(argv: list[str]) -> int:
     if len(argv) >= 3 and argv[0] == "events":
         out, limit, startup, times = Path(argv[1]), None, None, 1
@@ -188,6 +228,12 @@ def main(argv: list[str]) -> int:
                 raise SystemExit(f"prep.py: unknown option {flag}")
         n = number_events(events_dir, out, limit, startup, times)
         print(f"prep.py: {n} events -> {out}", file=sys.stderr)
+        return 0
+    if len(argv) == 4 and argv[0] == "halves":
+        halves(Path(argv[1]), Path(argv[2]), Path(argv[3]))
+        return 0
+    if len(argv) == 5 and argv[0] == "merge-halves":
+        merge_halves(Path(argv[1]), Path(argv[2]), Path(argv[3]), Path(argv[4]))
         return 0
     if len(argv) == 4 and argv[0] == "any-profile":
         any_profile(Path(argv[1]), Path(argv[2]), Path(argv[3]))

@@ -16,6 +16,9 @@
 #   tocsin-frequencies tocsin with --frequencies: the same observation made once, before the
 #                 timed runs, by `tocsin rules calibrate --events 5000`, and read at start
 #                 (same matches as tocsin)
+#   tocsin-x2     tocsin on both cores: two `tocsin run` processes at once, each over half of the
+#                 events (two-workers.sh), as two workers of a consumer group share a topic's
+#                 partitions; its detections are merged, untimed (same matches as tocsin)
 #   pysigma       tests/reference/sigma_sqlite_reference.py (pySigma + SQLite) with the sysmon profile
 #   pysigma-any   the same with the `any` profile
 #   rsigma        rsigma engine eval, no pipeline (logsource ignored)
@@ -67,9 +70,9 @@ MAPPING="$(abs "${CHAINSAW_MAPPING:-$DATA/../peers/chainsaw-flat-jsonl.yml}")"
 PYSIGMA="${TOCSIN_PYSIGMA_PYTHON:-${XDG_CACHE_HOME:-$HOME/.cache}/tocsin/pysigma-2.0.1-sqlite-2.1.1/bin/python}"
 THREADS="${PEER_THREADS:-$(nproc)}"
 REPEAT="${REPEAT:-1}"
-ENGINES="${ENGINES:-tocsin tocsin-any pysigma pysigma-any rsigma rsigma-sysmon chainsaw hayabusa}"
+ENGINES="${ENGINES:-tocsin tocsin-x2 tocsin-any pysigma pysigma-any rsigma rsigma-sysmon chainsaw hayabusa}"
 B="$PEERS_CACHE/bin"
-KNOWN=" tocsin tocsin-any tocsin-calibrated tocsin-frequencies pysigma pysigma-any rsigma rsigma-sysmon chainsaw hayabusa "
+KNOWN=" tocsin tocsin-x2 tocsin-any tocsin-calibrated tocsin-frequencies pysigma pysigma-any rsigma rsigma-sysmon chainsaw hayabusa "
 for e in $ENGINES; do
     case "$KNOWN" in *" $e "*) ;; *) echo "unknown engine '$e' (known:$KNOWN)" >&2; exit 2 ;; esac
 done
@@ -93,6 +96,14 @@ if [ ! -s "$EV" ] || [ ! -s "$EV1" ] || [ -n "${PEERS_REFRESH:-}" ]; then
     python3 "$HERE/prep.py" events "$EV" --limit "$LIMIT" --times "$TIMES" --startup "$EV1" "$DATA/events/otrf"
 fi
 EVENTS=$(wc -l < "$EV")
+# The two workers' halves of both inputs, prepared once beside them.
+case " $ENGINES " in *" tocsin-x2 "*)
+    for input in "$EV" "$EV1"; do
+        if [ ! -e "$input.half-a" ] || [ ! -e "$input.half-b" ] || [ "$input" -nt "$input.half-a" ]; then
+            python3 "$HERE/prep.py" halves "$input" "$input.half-a" "$input.half-b"
+        fi
+    done ;;
+esac
 RULE_FILES=$(find "$RULES" -name '*.yml' | wc -l)
 echo "== $EVENTS events ($EV), $RULE_FILES rule files ($RULES)"
 
@@ -127,6 +138,10 @@ engine_cmd() {
                  --input "$ev" --output "${o%.out}.warnings.jsonl" --detections "$o")
             if [ "$e" = tocsin-calibrated ]; then CMD+=(--calibrate 5000); fi
             if [ "$e" = tocsin-frequencies ]; then CMD+=(--frequencies "$FREQUENCIES"); fi ;;
+        tocsin-x2)
+            NEEDS="$TOCSIN_BIN"; THREADS_OF=2
+            CMD=("$HERE/two-workers.sh" "$o" "$ev.half-a" "$ev.half-b"
+                 "$TOCSIN_BIN" run --rules "$RULES" --rules "$TR" --profile sysmon) ;;
         pysigma|pysigma-any)
             local prof=sysmon; if [ "$e" = pysigma-any ]; then prof=any; fi
             NEEDS="$PYSIGMA"
@@ -216,7 +231,12 @@ for e in "${RUNNABLE[@]}"; do
             engine_cmd "$e" "$EV" "$OUT/$e.ids.out"
             "${CMD[@]}" --include-event > "$OUT/$e.ids.out" 2> "$OUT/work/$e.ids.stderr" \
                 || echo "  $e identity run failed (rc $?)" ;;
-        tocsin|tocsin-any|tocsin-calibrated|tocsin-frequencies)
+        tocsin|tocsin-x2|tocsin-any|tocsin-calibrated|tocsin-frequencies)
+            if [ "$e" = tocsin-x2 ]; then
+                # The halves' detections as one file, the second half's lines numbered on.
+                python3 "$HERE/prep.py" merge-halves "$EV.half-a" "$OUT/$e.out" "$OUT/$e.out.a" \
+                    "$OUT/$e.out.b" || echo "  $e: merging the halves' detections failed"
+            fi
             prof=sysmon; if [ "$e" = tocsin-any ]; then prof=any; fi
             "$TOCSIN_BIN" rules check --format json --profile "$prof" "$RULES" "$TR" \
                 > "$OUT/work/$e.rules-check.json" 2> /dev/null || true ;;
