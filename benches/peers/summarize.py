@@ -203,7 +203,8 @@ def main() -> int:
                     e["max_rss_kb_per_process"] = peaks
                     e["max_rss_kb"] = sum(peaks)
                 e.setdefault("notes", []).append(
-                    "two processes at once; peak RSS is the sum of the two processes' peaks")
+                    "two processes at once; peak RSS is the sum of the two processes' peaks" if peaks
+                    else "two processes at once; peak RSS is the larger one's (the two hold about twice)")
             if name.startswith("rsigma"):
                 e.setdefault("notes", []).append(
                     "timed without --include-event; (rule, line) pairs from a separate untimed run with it")
