@@ -30,6 +30,7 @@ PAIRS = [
     ("tocsin", "tocsin-calibrated", "prefilters calibrated on the first 5,000 events: expected identical"),
     ("tocsin", "tocsin-frequencies", "prefilters from a table saved from the first 5,000 events: expected identical"),
     ("tocsin", "tocsin-x2", "two workers over the two halves of the events: expected identical"),
+    ("rsigma-sysmon", "rsigma-sysmon-x2", "two workers over the two halves of the events: expected identical"),
     ("tocsin", "rsigma-sysmon", "both gate by logsource; rsigma's sysmon pipeline adds EventID per category only"),
     ("tocsin", "chainsaw", "both gate by logsource; chainsaw: Provider + EventID, needs @timestamp (informative)"),
     ("tocsin-any", "pysigma-any", "no logsource conditions, field names verbatim: expected identical"),

@@ -101,7 +101,7 @@ def chart(summary: dict) -> str:
             y = TOP + ROW * i
             tocsin = e["engine"].startswith("tocsin")
             color = "#c0392b" if tocsin else "#5d7fa3"
-            unit = "proc" if e["engine"] == "tocsin-x2" else "thr"  # two processes, see run.sh
+            unit = "proc" if e["engine"].endswith("-x2") else "thr"  # two processes, see run.sh
             label = f"{e['engine']}" + (f" ({e['threads']} {unit})" if e.get("threads", 1) > 1 else "")
             out.append(text(LEFT - 8, y + 18, label, 12, "end", "bold" if tocsin else "normal"))
             if e.get("net_events_per_s"):

@@ -22,6 +22,7 @@ QUESTION = {
     "tocsin": "routed by Tocsin's sysmon profile (Channel + EventID, field fallbacks)",
     "pysigma": "routed by Tocsin's sysmon profile (Channel + EventID, field fallbacks)",
     "rsigma-sysmon": "routed by EventID per category (rsigma sysmon pipeline)",
+    "rsigma-sysmon-x2": "routed by EventID per category (rsigma sysmon pipeline)",
     "chainsaw": "routed by Provider + EventID per category (chainsaw mapping)",
     "tocsin-any": "no logsource conditions, field names verbatim",
     "tocsin-calibrated": "routed by Tocsin's sysmon profile (Channel + EventID, field fallbacks)",
@@ -130,6 +131,7 @@ READERS = {
     "pysigma-any": read_pysigma,
     "rsigma": read_rsigma,
     "rsigma-sysmon": read_rsigma,
+    "rsigma-sysmon-x2": read_rsigma,
     "chainsaw": read_chainsaw,
     "hayabusa": read_hayabusa,
 }

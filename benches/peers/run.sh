@@ -19,6 +19,7 @@
 #   tocsin-x2     tocsin on both cores: two `tocsin run` processes at once, each over half of the
 #                 events (two-workers.sh), as two workers of a consumer group share a topic's
 #                 partitions; its detections are merged, untimed (same matches as tocsin)
+#   rsigma-sysmon-x2  rsigma -p sysmon on both cores, the same way (same matches as rsigma-sysmon)
 #   pysigma       tests/reference/sigma_sqlite_reference.py (pySigma + SQLite) with the sysmon profile
 #   pysigma-any   the same with the `any` profile
 #   rsigma        rsigma engine eval, no pipeline (logsource ignored)
@@ -72,7 +73,7 @@ THREADS="${PEER_THREADS:-$(nproc)}"
 REPEAT="${REPEAT:-1}"
 ENGINES="${ENGINES:-tocsin tocsin-x2 tocsin-any pysigma pysigma-any rsigma rsigma-sysmon chainsaw hayabusa}"
 B="$PEERS_CACHE/bin"
-KNOWN=" tocsin tocsin-x2 tocsin-any tocsin-calibrated tocsin-frequencies pysigma pysigma-any rsigma rsigma-sysmon chainsaw hayabusa "
+KNOWN=" tocsin tocsin-x2 rsigma-sysmon-x2 tocsin-any tocsin-calibrated tocsin-frequencies pysigma pysigma-any rsigma rsigma-sysmon chainsaw hayabusa "
 for e in $ENGINES; do
     case "$KNOWN" in *" $e "*) ;; *) echo "unknown engine '$e' (known:$KNOWN)" >&2; exit 2 ;; esac
 done
@@ -97,7 +98,7 @@ if [ ! -s "$EV" ] || [ ! -s "$EV1" ] || [ -n "${PEERS_REFRESH:-}" ]; then
 fi
 EVENTS=$(wc -l < "$EV")
 # The two workers' halves of both inputs, prepared once beside them.
-case " $ENGINES " in *" tocsin-x2 "*)
+case " $ENGINES " in *"-x2 "*)
     for input in "$EV" "$EV1"; do
         if [ ! -e "$input.half-a" ] || [ ! -e "$input.half-b" ] || [ "$input" -nt "$input.half-a" ]; then
             python3 "$HERE/prep.py" halves "$input" "$input.half-a" "$input.half-b"
@@ -141,7 +142,12 @@ engine_cmd() {
         tocsin-x2)
             NEEDS="$TOCSIN_BIN"; THREADS_OF=2
             CMD=("$HERE/two-workers.sh" "$o" "$ev.half-a" "$ev.half-b"
-                 "$TOCSIN_BIN" run --rules "$RULES" --rules "$TR" --profile sysmon) ;;
+                 "$TOCSIN_BIN" run --rules "$RULES" --rules "$TR" --profile sysmon
+                 --input "{input}" --detections "{out}" --output "{out}.warnings.jsonl") ;;
+        rsigma-sysmon-x2)
+            NEEDS="$B/rsigma"; THREADS_OF=2
+            CMD=("$HERE/two-workers.sh" "$o" "$ev.half-a" "$ev.half-b"
+                 "$B/rsigma" engine eval -r "$RULES" -e "@{input}" -p sysmon) ;;
         pysigma|pysigma-any)
             local prof=sysmon; if [ "$e" = pysigma-any ]; then prof=any; fi
             NEEDS="$PYSIGMA"
@@ -226,6 +232,15 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== identity runs and rule checks (not timed)"
 for e in "${RUNNABLE[@]}"; do
     case $e in
+        rsigma-sysmon-x2)
+            # The workers' detections as one file, then the identity run of each half (the
+            # `_line` numbers are the whole input's).
+            cat "$OUT/$e.out.a.stdout" "$OUT/$e.out.b.stdout" > "$OUT/$e.out" 2> /dev/null \
+                || echo "  $e: merging the halves' detections failed"
+            for half in a b; do
+                "$B/rsigma" engine eval -r "$RULES" -e "@$EV.half-$half" -p sysmon --include-event \
+                    2> "$OUT/work/$e.ids.$half.stderr" || echo "  $e identity run of half $half failed (rc $?)"
+            done > "$OUT/$e.ids.out" ;;
         rsigma|rsigma-sysmon)
             # The timed run writes no event; this one adds it (--include-event) for the _line.
             engine_cmd "$e" "$EV" "$OUT/$e.ids.out"

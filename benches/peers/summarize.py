@@ -69,9 +69,11 @@ def engine_counters(engine: str, run_dir: Path) -> dict:
         m = re.search(r"Loaded (\d+) rules", err)
         if m:
             c["rules_loaded"] = int(m.group(1))
-        m = re.search(r"Processed (\d+) events, (\d+) matches", err)
-        if m:
-            c["events_reported"], c["matches_reported"] = int(m.group(1)), int(m.group(2))
+        # One report per process (`rsigma-sysmon-x2` runs two at once): their sums.
+        reports = re.findall(r"Processed (\d+) events, (\d+) matches", err)
+        if reports:
+            c["events_reported"] = sum(int(r[0]) for r in reports)
+            c["matches_reported"] = sum(int(r[1]) for r in reports)
     elif engine == "chainsaw":
         m = re.search(r"Loaded (\d+) detection rules", err)
         if m:
@@ -196,7 +198,7 @@ def main() -> int:
                 e["events_considered"] = count_timed_events(a.events_file)
                 e.setdefault("notes", []).append(
                     "chainsaw skips events without @timestamp (events_considered)")
-            if name == "tocsin-x2":
+            if name.endswith("-x2"):
                 # /usr/bin/time reports the larger process's peak; two-workers.sh each one's.
                 peaks = [int(k) for k in re.findall(r"two-workers: peak RSS (\d+) KB", read_text(run / f"{name}.stderr"))]
                 if peaks:
