@@ -512,33 +512,33 @@ impl CompiledRules {
             // each rule's route itself.
             self.read_route_values(event, scratch);
         }
-        let idx = match cached {
-            Some(i) if !verify_all => i,
+        // The set, and the cache slot it goes back to. A cached set is borrowed out of the
+        // scratch while the rest of it is written (a move of a few boxes, no allocation).
+        let (set, slot) = match cached {
+            Some(i) if !verify_all => (std::mem::take(&mut scratch.route_sets[i]), Some(i)),
             _ => {
                 // The exhaustive matcher rules nothing out by routing values, and shares
-                // no set with the prefiltered one.
+                // no set with the prefiltered one; past the cache's limit a set is used
+                // once.
                 let set = self.compute_route_set(event, scratch, !verify_all);
-                if verify_all || scratch.route_cache.len() >= ROUTE_CACHE_LIMIT {
-                    self.activate(&set, scratch);
-                    self.scan_fields(event, &set, scratch, !verify_all);
-                    drop_ruled_out(&set, scratch);
-                    return self.verify(event, scratch, verify_all);
-                }
-                scratch.route_sets.push(set);
-                let i = scratch.route_sets.len() - 1;
-                scratch
-                    .route_cache
-                    .insert(scratch.route_key.clone().into_boxed_slice(), i);
-                i
+                let keep = !verify_all && scratch.route_cache.len() < ROUTE_CACHE_LIMIT;
+                let slot = keep.then(|| {
+                    scratch.route_sets.push(RouteSet::default());
+                    let i = scratch.route_sets.len() - 1;
+                    scratch
+                        .route_cache
+                        .insert(scratch.route_key.clone().into_boxed_slice(), i);
+                    i
+                });
+                (set, slot)
             }
         };
-        // Borrow the set out of the scratch while the rest of it is written (a move of two
-        // boxes, no allocation), then put it back.
-        let set = std::mem::take(&mut scratch.route_sets[idx]);
         self.activate(&set, scratch);
         self.scan_fields(event, &set, scratch, !verify_all);
         drop_ruled_out(&set, scratch);
-        scratch.route_sets[idx] = set;
+        if let Some(i) = slot {
+            scratch.route_sets[i] = set;
+        }
         self.verify(event, scratch, verify_all)
     }
 
@@ -578,7 +578,6 @@ impl CompiledRules {
                 ruled_out[r as usize / 64] |= 1 << (r % 64);
             }
         }
-        scratch.compared_value = None;
         let live = |rule: RuleIdx| active(rule) && !bit_set(&ruled_out, rule);
         let always: Box<[RuleIdx]> = routes
             .iter()
