@@ -1927,13 +1927,13 @@ fn literals_of_rules_verified_on_every_event_are_scanned_where_their_field_is() 
     );
 }
 
-#[test]
-fn a_rule_its_routing_values_rule_out_is_no_candidate_through_another_field() {
-    // At event 4658, `only_id`, `present` and `unless` are ruled out, so nothing needs
-    // the scan of `EventID` (whose literals `only_id` and, having no prefilter of its own,
-    // `present` make scanned); `plain` still needs `ProcessName`, whose hit on `mimi`
-    // makes `unless` a candidate. Verified there, `unless` would read `EventID: 4658` as
-    // not hit (never scanned for) and match.
+/// At event 4658, `only_id`, `present` and `unless` are ruled out, so nothing needs the
+/// scan of `EventID` (whose literals `only_id` and, having no prefilter of its own,
+/// `present` make scanned); `plain` still needs `ProcessName`, whose hit on `mimi` makes
+/// `unless` a candidate. Verified there, `unless` would read `EventID: 4658` as not hit
+/// (never scanned for) and match. [`RULED_OUT_ANSWERS`] are its answers for
+/// [`mimi_event`]s 4658, 4663, 4658 and 4794 in turn.
+fn ruled_out_through_another_field() -> CompiledRules {
     let rules = security_rule("only_id", "  sel:\n    EventID: 4794\n  condition: sel")
         + &security_rule(
             "present",
@@ -1944,18 +1944,38 @@ fn a_rule_its_routing_values_rule_out_is_no_candidate_through_another_field() {
             "  sel:\n    ProcessName|contains: 'mimi'\n  filter:\n    EventID: 4658\n  condition: sel and not filter",
         )
         + &security_rule("plain", "  sel:\n    ProcessName|contains: 'mimi'\n  condition: sel");
-    let c = compile(&rules, "");
-    let event =
-        |id: u32| format!(r#"{{"Channel":"Security","EventID":{id},"ProcessName":"mimi.exe"}}"#);
-    let got = matched_in_turn(&c, &[event(4658), event(4663), event(4658), event(4794)]);
+    compile(&rules, "")
+}
+
+/// A Security event of event id `id` whose process is `mimi.exe`.
+fn mimi_event(id: u32) -> String {
+    format!(r#"{{"Channel":"Security","EventID":{id},"ProcessName":"mimi.exe"}}"#)
+}
+
+const RULED_OUT_ANSWERS: [&[&str]; 4] = [
+    &["plain"],
+    &["present", "unless", "plain"],
+    &["plain"],
+    &["only_id", "present", "unless", "plain"],
+];
+
+#[test]
+fn a_rule_its_routing_values_rule_out_is_no_candidate_through_another_field() {
+    let c = ruled_out_through_another_field();
+    let events = [4658, 4663, 4658, 4794].map(mimi_event);
+    assert_eq!(rule_ids(&matched_in_turn(&c, &events)), RULED_OUT_ANSWERS);
+}
+
+#[test]
+fn past_the_routing_caches_limit_each_event_gets_a_set_of_its_own() {
+    // Four thousand and more distinct event ids fill the routing cache; the tuples after
+    // that are planned per event and not kept, and answer as the cached ones do (ruled-out
+    // rules dropped from the candidates included).
+    let c = ruled_out_through_another_field();
+    let mut events: Vec<String> = (10_000..14_200).map(mimi_event).collect();
+    events.extend([4658, 4663, 4658, 4794].map(mimi_event));
+    let got = matched_in_turn(&c, &events);
     let ids = rule_ids(&got);
-    assert_eq!(
-        ids,
-        [
-            vec!["plain"],
-            vec!["present", "unless", "plain"],
-            vec!["plain"],
-            vec!["only_id", "present", "unless", "plain"],
-        ]
-    );
+    assert_eq!(ids[0], ["present", "unless", "plain"]);
+    assert_eq!(ids[ids.len() - 4..], RULED_OUT_ANSWERS);
 }
