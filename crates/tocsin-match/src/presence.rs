@@ -418,6 +418,33 @@ mod tests {
     }
 
     #[test]
+    fn a_keyword_is_found_at_every_place_of_a_long_event() {
+        // Every place in and around three 64-byte blocks, the last position included;
+        // cut by one byte, or with its pair broken, it is not found.
+        let p = presence(&["MiMi::Katz", "zz"]);
+        assert!(matches!(p, KeywordPresence::Pairs(_)));
+        let mut buf = Vec::new();
+        for len in [2usize, 63, 64, 65, 127, 128, 129, 200] {
+            for at in 0..=len.saturating_sub(10) {
+                let mut raw = vec![b'.'; len];
+                if len >= 10 {
+                    raw[at..at + 10].copy_from_slice(b"mImI::kAtZ");
+                }
+                assert_eq!(p.is_match(&raw, &mut buf), len >= 10, "{len} {at}");
+                if len >= 10 {
+                    assert!(!p.is_match(&raw[..at + 9], &mut buf), "{len} {at}: cut");
+                    raw[at + 4] = b';';
+                    assert!(!p.is_match(&raw, &mut buf), "{len} {at}: broken");
+                }
+            }
+            // The other keyword in the event's last two bytes.
+            let mut raw = vec![b'.'; len];
+            raw[len - 2..].copy_from_slice(b"ZZ");
+            assert!(p.is_match(&raw, &mut buf), "{len}: at the end");
+        }
+    }
+
+    #[test]
     fn too_many_case_combinations_fall_back_to_the_lowered_event() {
         // Twenty-five keywords, pairs of rare letters, each in four cases.
         let rare = "jkqvz";
@@ -462,7 +489,8 @@ mod tests {
         #[test]
         fn agrees_with_searching_the_lowered_event(
             keywords in proptest::collection::vec("[a-dA-D:. \\\\]{1,6}", 1..12),
-            raw in "[a-dA-D:. \\\\\"{}]{0,80}",
+            // Longer than a few of Teddy's 32-byte steps.
+            raw in "[a-dA-D:. \\\\\"{}]{0,200}",
         ) {
             let keywords: Vec<Vec<u8>> = keywords.iter().map(|k| k.as_bytes().to_vec()).collect();
             let expected = naive(&keywords, raw.as_bytes());
