@@ -40,7 +40,7 @@ PAIRS = [
 ]
 
 SYSMON_CHANNEL = "microsoft-windows-sysmon/operational"
-PROFILE_ROUTED = {"tocsin", "tocsin-calibrated", "tocsin-frequencies", "tocsin-x2", "pysigma"}  # routed by Tocsin's sysmon profile
+PROFILE_ROUTED = {"tocsin", "tocsin-calibrated", "tocsin-frequencies", "pysigma"}  # routed by Tocsin's sysmon profile
 # A Sigma wildcard escaped with an odd number of backslashes (`\*`, `\\\*`), i.e. a literal * or ?.
 ESCAPED_WILDCARD = re.compile(r"(?<!\\)(?:\\\\)*\\[*?]")
 KEY = re.compile(r"^(\s*)(?:-\s+)?([^\s:#'\"][^:#]*?|'[^']*'|\"[^\"]*\")\s*:(?:\s+(.*))?$")
@@ -279,7 +279,9 @@ def gate(engine: str, rule: dict, event: dict, ctx: dict) -> bool | None:
     tocsin/pysigma: the sysmon profile's route. rsigma-sysmon: EventID only, approximated by
     the Sysmon EventIDs of the profile's category table (both follow pySigma's sysmon
     pipeline); service rules ungated. chainsaw: the preconditions of its mapping file.
-    Engines without logsource handling admit everything."""
+    Engines without logsource handling admit everything. An `-x2` engine routes as the
+    engine it runs twice."""
+    engine = peerout.base(engine)
     ls = rule["logsource"]
     if engine in PROFILE_ROUTED:
         return route_ok(ctx["profile"], ls, event)
@@ -313,6 +315,7 @@ def explain(missing: str, present: str, rule: dict | None, event: dict, ctx: dic
     """Why `missing` does not report the pair `present` reports (best guess from the inputs)."""
     rid = rule and rule.get("id")
     reason = ctx["not_loaded"].get(missing, {}).get(rid)
+    missing, present = peerout.base(missing), peerout.base(present)
     if reason:
         return f"rule not loaded by {missing}: {reason}"
     if rule is None:

@@ -22,12 +22,10 @@ QUESTION = {
     "tocsin": "routed by Tocsin's sysmon profile (Channel + EventID, field fallbacks)",
     "pysigma": "routed by Tocsin's sysmon profile (Channel + EventID, field fallbacks)",
     "rsigma-sysmon": "routed by EventID per category (rsigma sysmon pipeline)",
-    "rsigma-sysmon-x2": "routed by EventID per category (rsigma sysmon pipeline)",
     "chainsaw": "routed by Provider + EventID per category (chainsaw mapping)",
     "tocsin-any": "no logsource conditions, field names verbatim",
     "tocsin-calibrated": "routed by Tocsin's sysmon profile (Channel + EventID, field fallbacks)",
     "tocsin-frequencies": "routed by Tocsin's sysmon profile (Channel + EventID, field fallbacks)",
-    "tocsin-x2": "routed by Tocsin's sysmon profile (Channel + EventID, field fallbacks)",
     "pysigma-any": "no logsource conditions, field names verbatim",
     "rsigma": "no logsource conditions, field names verbatim",
     "hayabusa": "no logsource conditions (hayabusa's own field aliases)",
@@ -126,15 +124,24 @@ READERS = {
     "tocsin-any": read_tocsin,
     "tocsin-calibrated": read_tocsin,
     "tocsin-frequencies": read_tocsin,
-    "tocsin-x2": read_tocsin,
     "pysigma": read_pysigma,
     "pysigma-any": read_pysigma,
     "rsigma": read_rsigma,
     "rsigma-sysmon": read_rsigma,
-    "rsigma-sysmon-x2": read_rsigma,
     "chainsaw": read_chainsaw,
     "hayabusa": read_hayabusa,
 }
+
+
+def base(engine: str) -> str:
+    """The engine that an `-x2` engine (two processes of it over the two halves of the
+    events, see two-workers.sh) runs: its output, question and routing are that engine's."""
+    return engine.removesuffix("-x2")
+
+
+def question(engine: str) -> str:
+    """The question the engine's (rule, line) pairs answer."""
+    return QUESTION.get(base(engine), "")
 
 
 def identity_file(run_dir: Path, engine: str) -> Path:
@@ -146,14 +153,14 @@ def identity_file(run_dir: Path, engine: str) -> Path:
 def read_pairs(run_dir: Path, engine: str):
     """(detections, pairs) of an engine, or None when its output is missing."""
     path = identity_file(run_dir, engine)
-    if engine not in READERS or not path.exists():
+    if base(engine) not in READERS or not path.exists():
         return None
-    return READERS[engine](path)
+    return READERS[base(engine)](path)
 
 
 def read_detection_count(run_dir: Path, engine: str) -> int | None:
     """Detections written by the timed run."""
     path = run_dir / f"{engine}.out"
-    if engine not in READERS or not path.exists():
+    if base(engine) not in READERS or not path.exists():
         return None
-    return READERS[engine](path)[0]
+    return READERS[base(engine)](path)[0]

@@ -148,7 +148,7 @@ def main() -> int:
     engines = []
     for line in read_text(run / "engines.tsv").splitlines():
         name, status, threads, cwd, command = line.split("\t", 4)
-        e: dict = {"engine": name, "status": status, "question": peerout.QUESTION.get(name, ""),
+        e: dict = {"engine": name, "status": status, "question": peerout.question(name),
                    "threads": int(threads), "cwd": cwd, "command": command}
         full, start = timings.get((name, "full"), []), timings.get((name, "startup"), [])
         if status == "ok" and full:
