@@ -34,7 +34,10 @@ one() { run "$work/all.jsonl" one; }
 two() { # both at once; fails when either fails
     run "$work/half.aa" a & local first=$!
     run "$work/half.ab" b & local second=$!
-    wait "$first" && wait "$second"
+    local rc=0
+    wait "$first" || rc=$?
+    wait "$second" || rc=$?
+    return "$rc"
 }
 
 wall1=$(best_of_three one)

@@ -21,7 +21,7 @@
 
     prep.py halves EVENTS.jsonl FIRST.jsonl SECOND.jsonl
         Split EVENTS.jsonl into its first half of lines (rounded up) and the rest, byte for
-        byte: the inputs of the two workers of `tocsin-x2`.
+        byte: the inputs of the two workers of `tocsin-x2` and `rsigma-sysmon-x2`.
 
     prep.py merge-halves FIRST.jsonl OUT.jsonl DETECTIONS_A DETECTIONS_B
         Tocsin detections of the two halves as one file: those of the second half with
@@ -195,10 +195,11 @@ def halves(events: Path, first: Path, second: Path) -> None:
 def merge_halves(first: Path, out: Path, a: Path, b: Path) -> None:
     with open(first, "rb") as f:
         offset = sum(1 for _ in f)
+    for half in (a, b):
+        if not half.exists():
+            raise SystemExit(f"prep.py: {half} missing: a worker wrote no detections file")
     with open(out, "wb") as merged:
-        merged.write(a.read_bytes() if a.exists() else b"")
-        if not b.exists():
-            return
+        merged.write(a.read_bytes())
         with open(b, "rb") as f:
             for raw in f:
                 if not raw.strip():

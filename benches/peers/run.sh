@@ -8,7 +8,8 @@
 # distinct (rule, line) pairs and rules fired. Then agree.py compares the (rule, line) pairs of
 # the engines that answer the same question, and chart.py draws the figures.
 #
-# Engines (ENGINES, space-separated; default all of them):
+# Engines (ENGINES, space-separated; default: tocsin tocsin-x2 tocsin-any pysigma pysigma-any
+# rsigma rsigma-sysmon chainsaw hayabusa):
 #   tocsin        tocsin run, rules/profiles/sysmon.yaml (Channel + EventID routing, field fallbacks)
 #   tocsin-any    tocsin run with a generated profile `any`: no logsource conditions, no field mapping
 #   tocsin-calibrated  tocsin with --calibrate 5000: prefilters chosen by literal frequencies
@@ -238,8 +239,9 @@ for e in "${RUNNABLE[@]}"; do
             cat "$OUT/$e.out.a.stdout" "$OUT/$e.out.b.stdout" > "$OUT/$e.out" 2> /dev/null \
                 || echo "  $e: merging the halves' detections failed"
             for half in a b; do
-                "$B/rsigma" engine eval -r "$RULES" -e "@$EV.half-$half" -p sysmon --include-event \
-                    2> "$OUT/work/$e.ids.$half.stderr" || echo "  $e identity run of half $half failed (rc $?)"
+                engine_cmd rsigma-sysmon "$EV.half-$half" "$OUT/$e.ids.out"
+                "${CMD[@]}" --include-event 2> "$OUT/work/$e.ids.$half.stderr" \
+                    || echo "  $e identity run of half $half failed (rc $?)"
             done > "$OUT/$e.ids.out" ;;
         rsigma|rsigma-sysmon)
             # The timed run writes no event; this one adds it (--include-event) for the _line.

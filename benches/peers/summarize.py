@@ -63,8 +63,11 @@ def engine_counters(engine: str, run_dir: Path) -> dict:
         if reports:
             c["events_reported"] = sum(int(r[0]) for r in reports)
             c["self_reported_s"] = max(float(r[1]) for r in reports)
-            c["self_reported_events_per_s"] = round(c["events_reported"] / c["self_reported_s"]) \
-                if c["self_reported_s"] > 0 else None
+            if len(reports) == 1:
+                c["self_reported_events_per_s"] = int(reports[0][2])
+            else:
+                c["self_reported_events_per_s"] = round(c["events_reported"] / c["self_reported_s"]) \
+                    if c["self_reported_s"] > 0 else None
     elif engine.startswith("rsigma"):
         m = re.search(r"Loaded (\d+) rules", err)
         if m:
@@ -201,12 +204,13 @@ def main() -> int:
             if name.endswith("-x2"):
                 # /usr/bin/time reports the larger process's peak; two-workers.sh each one's.
                 peaks = [int(k) for k in re.findall(r"two-workers: peak RSS (\d+) KB", read_text(run / f"{name}.stderr"))]
-                if peaks:
+                both = len(peaks) == 2
+                if both:
                     e["max_rss_kb_per_process"] = peaks
                     e["max_rss_kb"] = sum(peaks)
                 e.setdefault("notes", []).append(
-                    "two processes at once; peak RSS is the sum of the two processes' peaks" if peaks
-                    else "two processes at once; peak RSS is the larger one's (the two hold about twice)")
+                    "two processes at once; peak RSS is the sum of the two processes' peaks" if both
+                    else "two processes at once, a worker's peak RSS missing: peak RSS is the larger one's")
             if name.startswith("rsigma"):
                 e.setdefault("notes", []).append(
                     "timed without --include-event; (rule, line) pairs from a separate untimed run with it")

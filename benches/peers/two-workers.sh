@@ -15,6 +15,8 @@ set -euo pipefail
 out=$1 a=$2 b=$3
 shift 3
 command=("$@")
+# A failed worker must leave no output of an earlier run to be merged as its own.
+rm -f "$out.a" "$out.b" "$out".a.* "$out".b.*
 worker() { # half (a or b), its input
     local argv=() arg
     for arg in "${command[@]}"; do
