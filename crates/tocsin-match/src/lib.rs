@@ -15,8 +15,8 @@
 //!
 //! Invariants: no I/O; nothing allocated per event on the no-detection path (except URL
 //! fields when URL indicators are loaded: `url::Url` parsing allocates), once the
-//! scratch space's caches have warmed up (the routing cache, the regexes' lazy DFAs, and
-//! the scan memo, whose entries keep their buffers); a rule that
+//! scratch space's caches have warmed up (the routing cache, the regexes' lazy DFAs, the
+//! scan memo and the text cache, whose entries keep their buffers); a rule that
 //! uses something the matcher cannot evaluate exactly is rejected with a diagnostic, never
 //! approximated.
 

@@ -1,8 +1,9 @@
 //! The unescaped texts of the current event's values, kept while the event is matched.
 //!
 //! Why: a value written with escapes (every Windows path, every script block with a line
-//! break) has no text of its own in the event's bytes; each glob, regex, field reference
-//! or CIDR test of it unescapes it again. On process creation one `CommandLine` is read
+//! break) has no text of its own in the event's bytes; each glob, regex, class run, field
+//! reference, CIDR, time part or short compared literal of it, and each indicator lookup,
+//! unescaped it again. On process creation one `CommandLine` is read
 //! by dozens of candidate rules, and on a PowerShell module event each regex of the
 //! obfuscation rules unescaped the same 18 KB payload anew. Here a value's text is made
 //! once per event and handed out again while it stays among the last few made.
