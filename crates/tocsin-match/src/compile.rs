@@ -1216,11 +1216,14 @@ fn presence_atoms(rules: &[CompiledRule], atoms: &[Atom]) -> Vec<bool> {
         }
         let keyword_tests = rule.tests().filter(|t| t.field == KEYWORD_SLOT);
         for test in keyword_tests {
+            // A test that can hold without literals (a value that is a glob or a regular
+            // expression without one every match contains) still reads the hits of the
+            // literals it names, and its rule may be a candidate by them: all of them.
             let found = keyword_presence_atoms(test, atoms).unwrap_or_else(|| {
                 let mut all = Vec::new();
-                test.values.iter().for_each(|v| {
-                    value_atoms(v, &mut all);
-                });
+                test.values
+                    .iter()
+                    .for_each(|v| prefilter_atoms(v, &mut all));
                 all
             });
             found.iter().for_each(|&a| needed[a as usize] = true);
@@ -1229,49 +1232,49 @@ fn presence_atoms(rules: &[CompiledRule], atoms: &[Atom]) -> Vec<bool> {
     needed
 }
 
-/// The literals of a keyword test without which it fails: all of them, or for a test
-/// needing every value (`|all`), those of the value with the rarest by [`weakest_piece`].
-/// `None` when the test can hold without literals (a value that is a regular expression).
+/// The literals of a keyword test without which it fails: all of its values' (see
+/// [`needed_literals`]), or for a test needing every value (`|all`), those of the value
+/// with the rarest by [`weakest_piece`]. `None` when the test can hold without any
+/// literal being present (a value that is a regular expression without a literal every
+/// match contains, a glob of wildcards alone).
 fn keyword_presence_atoms(test: &Test, atoms: &[Atom]) -> Option<Vec<AtomId>> {
-    let per_value: Vec<(bool, Vec<AtomId>)> = test
-        .values
-        .iter()
-        .map(|v| {
-            let mut found = Vec::new();
-            let only_literals = value_atoms(v, &mut found);
-            (only_literals, found)
-        })
-        .collect();
+    let per_value = test.values.iter().map(|v| needed_literals(v, atoms));
     if test.all {
         per_value
-            .into_iter()
-            .filter(|(only_literals, found)| *only_literals && !found.is_empty())
-            .max_by_key(|(_, found)| weakest_piece(found, atoms))
-            .map(|(_, found)| found)
+            .flatten()
+            .filter(|found| !found.is_empty())
+            .max_by_key(|found| weakest_piece(found, atoms))
     } else {
         per_value
-            .iter()
-            .all(|(only_literals, _)| *only_literals)
-            .then(|| per_value.into_iter().flat_map(|(_, found)| found).collect())
+            .collect::<Option<Vec<_>>>()
+            .map(|found| found.concat())
     }
 }
 
-/// The atoms of a value into `out`; whether the value is made of literals only.
-fn value_atoms(value: &ValueTest, out: &mut Vec<AtomId>) -> bool {
+/// Literals of which one occurs in any value that `value` holds for: a literal's own, a
+/// glob's prefilter literal (a run of it between wildcards), one of a regular expression's
+/// sets of required literals (the rarest by [`weakest_piece`]), every variant's for a list
+/// of variants. `None` when the value can hold without any.
+fn needed_literals(value: &ValueTest, atoms: &[Atom]) -> Option<Vec<AtomId>> {
     match value {
-        ValueTest::Atom { atom, .. } => {
-            out.push(*atom);
-            true
-        }
-        ValueTest::Any(values) => {
-            // Every variant's atoms, whether or not an earlier one was a literal.
-            let mut only_literals = true;
-            for v in values {
-                only_literals &= value_atoms(v, out);
+        ValueTest::Atom { atom, .. } => Some(vec![*atom]),
+        ValueTest::Glob {
+            prefilter: Some(atom),
+            ..
+        } => Some(vec![*atom]),
+        ValueTest::Regex { prefilters, .. } => prefilters
+            .iter()
+            .filter(|set| !set.is_empty())
+            .max_by_key(|set| weakest_piece(set, atoms))
+            .map(|set| set.to_vec()),
+        ValueTest::Any(variants) => {
+            let mut out = Vec::new();
+            for v in variants {
+                out.extend(needed_literals(v, atoms)?);
             }
-            only_literals
+            Some(out)
         }
-        _ => false,
+        _ => None,
     }
 }
 

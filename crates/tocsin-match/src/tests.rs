@@ -1979,3 +1979,48 @@ fn past_the_routing_caches_limit_each_event_gets_a_set_of_its_own() {
     assert_eq!(ids[0], ["present", "unless", "plain"]);
     assert_eq!(ids[ids.len() - 4..], RULED_OUT_ANSWERS);
 }
+
+/// A keyword search mixing plain keywords with wildcard or regular-expression ones. The
+/// presence test over the raw event, which lets the keyword scan be skipped, must look for
+/// the literals a wildcard or a regex needs too, or an event holding only such a keyword
+/// is missed (SigmaHQ's `lnx_shell_clear_cmd_history` has `'rm *sh_history'` beside
+/// `'history -c'`).
+#[test]
+fn keywords_with_wildcards_or_regexes_are_found_beside_plain_ones() {
+    let c = compile_rules(&[
+        (
+            "mixed",
+            "  keywords:\n    - 'history -c'\n    - 'rm *sh_history'\n  condition: keywords",
+        ),
+        (
+            "glob",
+            "  keywords:\n    - 'shred *_history'\n  condition: keywords",
+        ),
+        (
+            "regex",
+            "  keywords:\n    - 'unset histfile'\n  pattern:\n    '|re': 'export +histfilesize=0'\n  condition: keywords or pattern",
+        ),
+        (
+            "regex_only",
+            "  pattern:\n    '|re': 'truncate -s ?0 .*history'\n  condition: pattern",
+        ),
+        (
+            "either",
+            "  sel:\n    Image|endswith: '\\bash'\n  keywords:\n    - 'wipe *_history'\n  condition: sel or keywords",
+        ),
+    ]);
+    let cases = [
+        ("rm /root/.bash_history", vec!["mixed"]),
+        ("history -c", vec!["mixed"]),
+        ("shred -u ~/.zsh_history", vec!["glob"]),
+        ("export  histfilesize=0", vec!["regex"]),
+        ("truncate -s0 ~/.bash_history", vec!["regex_only"]),
+        ("unset HISTFILE", vec!["regex"]),
+        ("wipe ~/.bash_history", vec!["either"]),
+        ("ls -la", vec![]),
+    ];
+    for (message, want) in cases {
+        let event = ev(&format!(r#""Message":"{message}""#));
+        assert_eq!(matched(&c, &event), want, "{message}");
+    }
+}
