@@ -965,6 +965,12 @@ impl Builder<'_> {
                 )
             })
         };
+        let too_many = |limit: usize| {
+            problem(
+                "limit",
+                format!("'{key}': expands into more than {limit} values"),
+            )
+        };
         let mut forms = vec![Form::Text(value)];
         if t.has(Modifier::Expand) {
             let mut expanded = Vec::new();
@@ -981,13 +987,20 @@ impl Builder<'_> {
         }
         for &m in &t.modifiers {
             forms = match m {
-                Modifier::Windash => forms
-                    .into_iter()
-                    .flat_map(|f| match f {
-                        Form::Text(s) => windash_variants(&s).into_iter().map(Form::Text).collect(),
-                        b => vec![b],
-                    })
-                    .collect(),
+                Modifier::Windash => {
+                    let mut out = Vec::new();
+                    for f in forms {
+                        match f {
+                            Form::Text(s) => {
+                                let variants = windash_variants(&s, self.config.max_expansions)
+                                    .ok_or_else(|| too_many(self.config.max_expansions))?;
+                                out.extend(variants.into_iter().map(Form::Text));
+                            }
+                            b => out.push(b),
+                        }
+                    }
+                    out
+                }
                 Modifier::Utf16Le | Modifier::Utf16Be | Modifier::Utf16 => {
                     let mut out = Vec::new();
                     for f in forms {
@@ -1029,13 +1042,7 @@ impl Builder<'_> {
                 _ => forms,
             };
             if forms.len() > self.config.max_expansions {
-                return Err(problem(
-                    "limit",
-                    format!(
-                        "'{key}': expands into more than {} values",
-                        self.config.max_expansions
-                    ),
-                ));
+                return Err(too_many(self.config.max_expansions));
             }
         }
         forms
@@ -1093,28 +1100,50 @@ impl Builder<'_> {
     }
 }
 
-/// The `windash` variants of a value: each `-` or `/` that starts a command-line flag is
-/// replaced by each of `-`, `/`, `–`, `—`, `―` (the same character throughout a variant).
-fn windash_variants(s: &SigmaString) -> Vec<SigmaString> {
-    const DASHES: [char; 5] = ['-', '/', '\u{2013}', '\u{2014}', '\u{2015}'];
-    DASHES
-        .iter()
-        .map(|&d| {
-            let mut v = s.clone();
-            v.map_literals(|lit| {
-                let chars: Vec<char> = lit.chars().collect();
-                let mut out = String::with_capacity(lit.len());
-                for (i, &c) in chars.iter().enumerate() {
-                    let flag_start = (c == '-' || c == '/')
-                        && (i == 0 || !chars[i - 1].is_alphanumeric())
-                        && chars.get(i + 1).is_some_and(|n| n.is_alphanumeric());
-                    out.push(if flag_start { d } else { c });
-                }
-                out
-            });
-            v
-        })
-        .collect()
+/// The `windash` variants of a value: each `-` or `/` that starts a command-line flag (after
+/// the start or a character that is not a word character, before a word character, as
+/// pySigma's `\B[-/]\b`) is replaced by each of `-`, `/`, `–`, `—`, `―`, every flag
+/// independently of the others: all the combinations, as the specification asks, so that
+/// `psexec -s /i` is found by ` -s -i`. `None` when there would be more than `limit`.
+fn windash_variants(s: &SigmaString, limit: usize) -> Option<Vec<SigmaString>> {
+    const DASHES: [&str; 5] = ["-", "/", "\u{2013}", "\u{2014}", "\u{2015}"];
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = vec![SigmaString::default()];
+    for part in &s.parts {
+        let StrPart::Literal(lit) = part else {
+            out.iter_mut().for_each(|o| o.parts.push(part.clone()));
+            continue;
+        };
+        let chars: Vec<char> = lit.chars().collect();
+        let mut run = String::new();
+        for (i, &c) in chars.iter().enumerate() {
+            let flag_start = (c == '-' || c == '/')
+                && (i == 0 || !word(chars[i - 1]))
+                && chars.get(i + 1).is_some_and(|&n| word(n));
+            if !flag_start {
+                run.push(c);
+                continue;
+            }
+            if out.len() * DASHES.len() > limit {
+                return None;
+            }
+            out = out
+                .iter()
+                .flat_map(|o| {
+                    DASHES.iter().map(|dash| {
+                        let mut variant = o.clone();
+                        push_literal(&mut variant, &format!("{run}{dash}"));
+                        variant
+                    })
+                })
+                .collect();
+            run.clear();
+        }
+        if !run.is_empty() {
+            out.iter_mut().for_each(|o| push_literal(o, &run));
+        }
+    }
+    Some(out)
 }
 
 /// Sigma regexes are PCRE, where `\w`, `\d` and `\s` are ASCII classes; Rust's are
@@ -2281,12 +2310,37 @@ mod tests {
 
     #[test]
     fn windash_replaces_flag_dashes_only() {
-        let v = windash_variants(&SigmaString::literal(" -enc x-y"));
-        let texts: Vec<String> = v
-            .iter()
-            .map(|s| s.as_literal().unwrap().to_owned())
-            .collect();
-        assert_eq!(texts[1], " /enc x-y");
-        assert_eq!(texts.len(), 5);
+        let texts = |s: &str, limit: usize| -> Option<Vec<String>> {
+            let variants = windash_variants(&SigmaString::literal(s), limit)?;
+            Some(
+                variants
+                    .iter()
+                    .map(|v| v.as_literal().unwrap().to_owned())
+                    .collect(),
+            )
+        };
+        let one = texts(" -enc x-y", 100).unwrap();
+        assert_eq!(one.len(), 5);
+        assert_eq!(one[1], " /enc x-y");
+        // Each flag on its own: every combination of two flags' dashes.
+        let two = texts(" -s /i", 100).unwrap();
+        assert_eq!(two.len(), 25);
+        assert_eq!(
+            two.iter().collect::<std::collections::HashSet<_>>().len(),
+            25
+        );
+        for mixed in [" /s -i", " -s /i", " \u{2013}s \u{2015}i"] {
+            assert!(two.iter().any(|t| t == mixed), "{mixed}");
+        }
+        // `_` is a word character (pySigma's `\B[-/]\b`): after it no flag starts, before
+        // it one does.
+        assert_eq!(
+            texts("a_-x -_y", 100).unwrap()[1],
+            "a_-x /_y",
+            "only the second dash starts a flag"
+        );
+        // More variants than the limit: none.
+        assert_eq!(texts(" -a -b -c", 124), None);
+        assert_eq!(texts(" -a -b -c", 125).map(|t| t.len()), Some(125));
     }
 }

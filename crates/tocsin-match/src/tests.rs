@@ -2024,3 +2024,26 @@ fn keywords_with_wildcards_or_regexes_are_found_beside_plain_ones() {
         assert_eq!(matched(&c, &event), want, "{message}");
     }
 }
+
+/// `windash` replaces each flag's dash independently: all the combinations, as the
+/// specification asks, so that a command line mixing `-` and `/` (PsExec's `/s -i`) is
+/// found by a value written with `-` throughout.
+#[test]
+fn windash_combines_the_dashes_of_each_flag() {
+    let c = compile_rules(&[(
+        "psexec",
+        "  sel:\n    CommandLine|windash|contains: ' -s -i cmd'\n  condition: sel",
+    )]);
+    for (command_line, hit) in [
+        ("PsExec.exe -s -i cmd", true),
+        ("PsExec.exe /s -i cmd", true),
+        ("PsExec.exe -s /i cmd", true),
+        ("PsExec.exe \\u2013s \\u2015i cmd", true),
+        ("PsExec.exe /s /i cmd", true),
+        ("PsExec.exe +s -i cmd", false),
+    ] {
+        let event = ev(&format!(r#""CommandLine":"{command_line}""#));
+        let want: &[&str] = if hit { &["psexec"] } else { &[] };
+        assert_eq!(matched(&c, &event), want, "{command_line}");
+    }
+}
