@@ -669,10 +669,11 @@ impl CompiledRules {
         let value = event
             .get_named(path)
             .filter(|v| !matches!(v.kind(), ValueKind::Object | ValueKind::Array))?;
-        let present = !value.is_null();
+        // `exists` asks whether the field is there, whatever its value, `null` too.
         if let Some(want) = t.exists {
-            return Some(present == want);
+            return Some(want);
         }
+        let present = !value.is_null();
         if t.negate && !present {
             return Some(false);
         }
@@ -995,10 +996,13 @@ impl CompiledRules {
             return present && !hit;
         }
         let value = field_value(event, &self.fields[t.field as usize]);
-        let present = value.is_some_and(|v| !v.is_null());
+        // `exists` asks whether the field is there, whatever its value: "the presence of
+        // a field, not its value, be it empty or null" (the specification's modifiers
+        // appendix). rsigma and pySigma's SQLite backend take a `null` as absent.
         if let Some(want) = t.exists {
-            return present == want;
+            return value.is_some() == want;
         }
+        let present = value.is_some_and(|v| !v.is_null());
         let hit = if t.all {
             t.values
                 .iter()

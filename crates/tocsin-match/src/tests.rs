@@ -2047,3 +2047,25 @@ fn windash_combines_the_dashes_of_each_flag() {
         assert_eq!(matched(&c, &event), want, "{command_line}");
     }
 }
+
+/// `exists` asks whether the field is there, "not its value, be it empty or null" (the
+/// specification's modifiers appendix).
+#[test]
+fn exists_holds_for_a_field_whose_value_is_null_or_empty() {
+    let c = compile_rules(&[
+        ("there", "  sel:\n    Field|exists: true\n  condition: sel"),
+        (
+            "missing",
+            "  sel:\n    Field|exists: false\n  condition: sel",
+        ),
+    ]);
+    for (fields, want) in [
+        (r#""Field":null"#, "there"),
+        (r#""Field":"""#, "there"),
+        (r#""Field":"x""#, "there"),
+        (r#""Field":{"a":1}"#, "there"),
+        (r#""Other":"x""#, "missing"),
+    ] {
+        assert_eq!(matched(&c, &ev(fields)), [want], "{fields}");
+    }
+}
