@@ -669,6 +669,14 @@ fn check_chain(key: &str, mods: &[Modifier]) -> Result<(), String> {
     {
         return Err(format!("'{key}': 'fieldref' combines only with contains/startswith/endswith, cased, neq and all"));
     }
+    // Placeholders are replaced in strings matched as text; a regex, a field name, an
+    // address or a number would take `%name%` literally, which the specification says a
+    // tool must not do with a placeholder it cannot resolve.
+    if has(Expand) && (has(Re) || has(FieldRef) || has(Cidr) || numeric > 0 || time_parts > 0) {
+        return Err(format!(
+            "'{key}': 'expand' applies to strings matched as text; it does not combine with re, fieldref, cidr or numeric and time-part modifiers"
+        ));
+    }
     Ok(())
 }
 
@@ -759,5 +767,14 @@ detection:
         assert_eq!(e.location.line, 21);
         let bad = RULE.replace("Image|endswith: '\\powershell.exe'", "Image|re|contains: x");
         assert_eq!(parse(&bad).unwrap_err().code, "bad-modifier-chain");
+        for chain in ["re|expand", "expand|fieldref", "expand|gt", "hour|expand"] {
+            let bad = RULE.replace(
+                "Image|endswith: '\\powershell.exe'",
+                &format!("Image|{chain}: '%servers%'"),
+            );
+            let e = parse(&bad).unwrap_err();
+            assert_eq!(e.code, "bad-modifier-chain", "{chain}");
+            assert!(e.message.contains("'expand'"), "{chain}: {}", e.message);
+        }
     }
 }
