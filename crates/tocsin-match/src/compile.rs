@@ -871,37 +871,8 @@ impl Builder<'_> {
                     )
                 };
                 let hir = syntax::parse_with(pattern, &syntax).map_err(|e| bad_regex(&e))?;
-                if let Some(run) = ClassRun::of(&hir) {
-                    ValueTest::ClassRun(run)
-                } else {
-                    let regex = Regex::builder()
-                        .configure(
-                            Regex::config()
-                                .nfa_size_limit(Some(self.config.regex_size_limit))
-                                .hybrid_cache_capacity(2 * (1 << 20)),
-                        )
-                        .build_from_hir(&hir)
-                        .map_err(|e| bad_regex(&e))?;
-                    // The literals every match contains become the test's prefilter (field
-                    // tests only: keyword regexes keep scanning every value).
-                    let prefilters = if keyword {
-                        Box::default()
-                    } else {
-                        required_literal_sets(&hir)
-                            .iter()
-                            .map(|set| {
-                                set.iter()
-                                    .map(|l| self.atom(route, slot, l, false, HIT_ANY))
-                                    .collect()
-                            })
-                            .collect()
-                    };
-                    self.regexes.push(regex);
-                    ValueTest::Regex {
-                        index: self.regexes.len() as u32 - 1,
-                        prefilters,
-                    }
-                }
+                self.regex_test(&hir, route, slot, keyword)
+                    .map_err(|e| bad_regex(&e))?
             } else {
                 let s = match v {
                     SigmaValue::Null if keyword => {
@@ -929,7 +900,24 @@ impl Builder<'_> {
                     } else if t.has(Modifier::EndsWith) {
                         s.star_before();
                     }
-                    tests.push(self.string_test(&s, route, slot, cased));
+                    if !cased && has_unicode_case(&s) {
+                        if let Some(spellings) = case_spellings(&s, MAX_CASE_SPELLINGS) {
+                            for spelling in spellings {
+                                tests.push(self.string_test(&spelling, route, slot, cased));
+                            }
+                            continue;
+                        }
+                        tests.push(self.caseless_unicode_test(&s, route, slot, keyword).map_err(
+                            |e| {
+                                problem(
+                                    "bad-value",
+                                    format!("'{key}': '{s}' cannot be matched without regard to case: {e}"),
+                                )
+                            },
+                        )?);
+                    } else {
+                        tests.push(self.string_test(&s, route, slot, cased));
+                    }
                 }
                 if tests.len() == 1 {
                     tests.pop().unwrap_or(ValueTest::Empty)
@@ -1057,6 +1045,82 @@ impl Builder<'_> {
             .collect()
     }
 
+    /// A regular expression's test (or a run of one class, counted), prefiltered by the
+    /// literals every match contains (field tests only: keyword regexes keep scanning
+    /// every value).
+    fn regex_test(
+        &mut self,
+        hir: &regex_syntax::hir::Hir,
+        route: u32,
+        slot: FieldSlot,
+        keyword: bool,
+    ) -> Result<ValueTest, String> {
+        if let Some(run) = ClassRun::of(hir) {
+            return Ok(ValueTest::ClassRun(run));
+        }
+        let regex = Regex::builder()
+            .configure(
+                Regex::config()
+                    .nfa_size_limit(Some(self.config.regex_size_limit))
+                    .hybrid_cache_capacity(2 * (1 << 20)),
+            )
+            .build_from_hir(hir)
+            .map_err(|e| e.to_string())?;
+        let prefilters = if keyword {
+            Box::default()
+        } else {
+            required_literal_sets(hir)
+                .iter()
+                .map(|set| {
+                    set.iter()
+                        .map(|l| self.atom(route, slot, l, false, HIT_ANY))
+                        .collect()
+                })
+                .collect()
+        };
+        self.regexes.push(regex);
+        Ok(ValueTest::Regex {
+            index: self.regexes.len() as u32 - 1,
+            prefilters,
+        })
+    }
+
+    /// A string with letters outside ASCII, matched without regard to case as the
+    /// specification asks of every value (`\Système` finds `AUTORITE NT\SYSTÈME`,
+    /// `СИСТЕМА` finds `система`): the literal scans fold ASCII letters only, so the value
+    /// becomes a case-insensitive regular expression of its text and wildcards, anchored
+    /// as the value is, prefiltered by the literals it requires (its ASCII runs).
+    fn caseless_unicode_test(
+        &mut self,
+        s: &SigmaString,
+        route: u32,
+        slot: FieldSlot,
+        keyword: bool,
+    ) -> Result<ValueTest, String> {
+        // Searched for, as regexes are: a value's leading and trailing `*` leave that end
+        // open, where `.*` would keep the regex engine from looking for its literal first.
+        let parts = s.parts.as_slice();
+        let open_start = matches!(parts.first(), Some(StrPart::AnyRun));
+        let open_end = parts.len() > 1 && matches!(parts.last(), Some(StrPart::AnyRun));
+        let inner = &parts[usize::from(open_start)..parts.len() - usize::from(open_end)];
+        let mut pattern = String::from(if open_start { "" } else { "^" });
+        for part in inner {
+            match part {
+                StrPart::Literal(l) => pattern.push_str(&regex_syntax::escape(l)),
+                StrPart::AnyRun => pattern.push_str(".*"),
+                StrPart::AnyOne => pattern.push('.'),
+            }
+        }
+        if !open_end {
+            pattern.push('$');
+        }
+        let syntax = syntax::Config::new()
+            .case_insensitive(true)
+            .dot_matches_new_line(true);
+        let hir = syntax::parse_with(&pattern, &syntax).map_err(|e| e.to_string())?;
+        self.regex_test(&hir, route, slot, keyword)
+    }
+
     fn string_test(
         &mut self,
         s: &SigmaString,
@@ -1098,6 +1162,70 @@ impl Builder<'_> {
         let atom = self.atom(route, field, lit.as_bytes(), cased, need);
         ValueTest::Atom { atom, need }
     }
+}
+
+/// At most this many spellings of a value by the cases of its letters outside ASCII
+/// ([`case_spellings`]); a value with more (a word in Cyrillic) becomes a case-insensitive
+/// regular expression instead.
+const MAX_CASE_SPELLINGS: usize = 16;
+
+/// The spellings of `s` by the cases of its letters outside ASCII (`Système`, `SystÈme`),
+/// each letter in each of its one-character case forms, every combination: the literal
+/// scans fold ASCII letters themselves, so these cover the value without regard to case
+/// and keep it a literal that is scanned for. `None` past `limit` spellings.
+fn case_spellings(s: &SigmaString, limit: usize) -> Option<Vec<SigmaString>> {
+    let mut out = vec![SigmaString::default()];
+    for part in &s.parts {
+        let StrPart::Literal(lit) = part else {
+            out.iter_mut().for_each(|o| o.parts.push(part.clone()));
+            continue;
+        };
+        for c in lit.chars() {
+            let mut forms = vec![c];
+            if !c.is_ascii() {
+                for form in [one_char(c.to_lowercase()), one_char(c.to_uppercase())]
+                    .into_iter()
+                    .flatten()
+                {
+                    if !forms.contains(&form) {
+                        forms.push(form);
+                    }
+                }
+            }
+            if out.len() * forms.len() > limit {
+                return None;
+            }
+            out = out
+                .iter()
+                .flat_map(|o| {
+                    forms.iter().map(|&form| {
+                        let mut spelling = o.clone();
+                        push_literal(&mut spelling, form.encode_utf8(&mut [0; 4]));
+                        spelling
+                    })
+                })
+                .collect();
+        }
+    }
+    Some(out)
+}
+
+/// The one character of a case mapping; `None` when it maps to several (`ß` to `SS`).
+fn one_char(mut chars: impl Iterator<Item = char>) -> Option<char> {
+    let first = chars.next()?;
+    chars.next().is_none().then_some(first)
+}
+
+/// Whether a literal part of `s` holds a letter outside ASCII that has another case
+/// (`è`/`È`, `с`/`С`): matching it without regard to case takes Unicode's case folding.
+fn has_unicode_case(s: &SigmaString) -> bool {
+    let cased = |c: char| {
+        !c.is_ascii()
+            && (c.to_lowercase().ne(std::iter::once(c)) || c.to_uppercase().ne(std::iter::once(c)))
+    };
+    s.parts
+        .iter()
+        .any(|p| matches!(p, StrPart::Literal(l) if l.chars().any(cased)))
 }
 
 /// The `windash` variants of a value: each `-` or `/` that starts a command-line flag (after
@@ -2306,6 +2434,25 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn letters_outside_ascii_are_spelled_in_each_case() {
+        let spellings = |s: &str| -> Option<Vec<String>> {
+            let all = case_spellings(&SigmaString::parse(s), MAX_CASE_SPELLINGS)?;
+            Some(all.iter().map(|v| v.to_string()).collect())
+        };
+        assert_eq!(
+            spellings("*\\Système").unwrap(),
+            ["*\\Système", "*\\SystÈme"]
+        );
+        // A letter whose other case is two letters (`ß`, `SS`) keeps its own spelling.
+        assert_eq!(spellings("straße").unwrap(), ["straße"]);
+        assert_eq!(spellings("arrêté").unwrap().len(), 4);
+        // Seven Cyrillic letters, 128 spellings: none (a regular expression instead).
+        assert_eq!(spellings("СИСТЕМА"), None);
+        assert!(has_unicode_case(&SigmaString::parse("*СИСТЕМА")));
+        assert!(!has_unicode_case(&SigmaString::parse("Microsoft® ˣ ⠀")));
     }
 
     #[test]

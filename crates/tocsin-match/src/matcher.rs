@@ -1128,7 +1128,7 @@ impl CompiledRules {
                 let (Some(a), Some(b)) = (texts.text(v), other.text(text_buf)) else {
                     return false;
                 };
-                ref_matches(a.as_bytes(), b.as_bytes(), *mode, *cased)
+                ref_matches(a, b, *mode, *cased)
             }
             ValueTest::Cidr { network, prefix } => value
                 .and_then(|v| scratch.texts.text(v))
@@ -1348,8 +1348,22 @@ fn eq_bytes(a: &[u8], b: &[u8], cased: bool) -> bool {
     }
 }
 
-/// `fieldref`: compare a field's text `a` with the referenced field's text `b`.
-fn ref_matches(a: &[u8], b: &[u8], mode: RefMode, cased: bool) -> bool {
+/// `fieldref`: compare a field's text `a` with the referenced field's text `b`, without
+/// regard to case unless `cased` (letters outside ASCII too, see [`caseless_prefix`]).
+fn ref_matches(a: &str, b: &str, mode: RefMode, cased: bool) -> bool {
+    let ascii = a.is_ascii() && b.is_ascii();
+    if !cased && !ascii {
+        // Where a prefix equal to `b` that starts at `i` ends in `a`.
+        let from = |i: usize| caseless_prefix(&a[i..], b).map(|n| i + n);
+        let mut starts = a.char_indices().map(|(i, _)| i).chain([a.len()]);
+        return match mode {
+            RefMode::Equals => from(0) == Some(a.len()),
+            RefMode::StartsWith => from(0).is_some(),
+            RefMode::EndsWith => starts.any(|i| from(i) == Some(a.len())),
+            RefMode::Contains => starts.any(|i| from(i).is_some()),
+        };
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
     match mode {
         RefMode::Equals => eq_bytes(a, b, cased),
         RefMode::StartsWith => a.len() >= b.len() && eq_bytes(&a[..b.len()], b, cased),
@@ -1359,6 +1373,20 @@ fn ref_matches(a: &[u8], b: &[u8], mode: RefMode, cased: bool) -> bool {
                 || (a.len() >= b.len() && a.windows(b.len()).any(|w| eq_bytes(w, b, cased)))
         }
     }
+}
+
+/// Where in `a` a prefix ends that equals `b` letter by letter without regard to case
+/// (each letter's lower-case mapping compared, so `È` equals `è`); `None` when `a` does
+/// not start so.
+fn caseless_prefix(a: &str, b: &str) -> Option<usize> {
+    let mut letters = a.char_indices();
+    for want in b.chars() {
+        let (_, got) = letters.next()?;
+        if got != want && !got.to_lowercase().eq(want.to_lowercase()) {
+            return None;
+        }
+    }
+    Some(letters.next().map_or(a.len(), |(i, _)| i))
 }
 
 /// Extract a part of a timestamp field without time-zone conversion: the digits as written

@@ -2069,3 +2069,82 @@ fn exists_holds_for_a_field_whose_value_is_null_or_empty() {
         assert_eq!(matched(&c, &ev(fields)), [want], "{fields}");
     }
 }
+
+/// "All values are treated as case-insensitive strings": letters outside ASCII too, as in
+/// the accounts of a localised Windows (`AUTORITE NT\Système`, `NT AUTHORITY\СИСТЕМА`),
+/// which SigmaHQ rules name; `cased` still compares as written.
+#[test]
+fn letters_outside_ascii_match_in_either_case() {
+    let c = compile_rules(&[
+        (
+            "fr",
+            "  sel:\n    User|endswith: '\\Système'\n  condition: sel",
+        ),
+        (
+            "ru",
+            "  sel:\n    User|contains: 'СИСТЕМА'\n  condition: sel",
+        ),
+        (
+            "glob",
+            "  sel:\n    CommandLine: '*net* localgroup administratör*'\n  condition: sel",
+        ),
+        (
+            "cased",
+            "  sel:\n    User|contains|cased: 'Système'\n  condition: sel",
+        ),
+    ]);
+    for (fields, want) in [
+        (r#""User":"AUTORITE NT\\SYSTÈME""#, vec!["fr"]),
+        (r#""User":"AUTORITE NT\\système""#, vec!["fr"]),
+        (r#""User":"AUTORITE NT\\Système""#, vec!["fr", "cased"]),
+        (r#""User":"AUTORITE NT\\Syst\u00e8me""#, vec!["fr", "cased"]),
+        (r#""User":"AUTORITE NT\\Systeme""#, vec![]),
+        (r#""User":"AUTORITE NT\\Système x""#, vec!["cased"]),
+        (r#""User":"NT AUTHORITY\\система""#, vec!["ru"]),
+        (
+            r#""CommandLine":"NET.EXE LOCALGROUP ADMINISTRATÖR eve /add""#,
+            vec!["glob"],
+        ),
+        (
+            r#""CommandLine":"net localgroup administrator eve /add""#,
+            vec![],
+        ),
+    ] {
+        assert_eq!(matched(&c, &ev(fields)), want, "{fields}");
+    }
+    // A field compared with another, too.
+    let c = compile_rules(&[
+        (
+            "same",
+            "  sel:\n    User|fieldref: TargetUser\n  condition: sel",
+        ),
+        (
+            "ends",
+            "  sel:\n    User|fieldref|endswith: TargetUser\n  condition: sel",
+        ),
+        (
+            "cased",
+            "  sel:\n    User|fieldref|cased: TargetUser\n  condition: sel",
+        ),
+    ]);
+    for (fields, want) in [
+        (
+            r#""User":"AUTORITE NT\\SYSTÈME","TargetUser":"autorite nt\\système""#,
+            vec!["same", "ends"],
+        ),
+        (
+            r#""User":"AUTORITE NT\\SYSTÈME","TargetUser":"Système""#,
+            vec!["ends"],
+        ),
+        (
+            r#""User":"NT AUTHORITY\\система","TargetUser":"NT AUTHORITY\\система""#,
+            vec!["same", "ends", "cased"],
+        ),
+        (
+            r#""User":"AUTORITE NT\\SYSTÈME","TargetUser":"Systeme""#,
+            vec![],
+        ),
+    ] {
+        assert_eq!(matched(&c, &ev(fields)), want, "{fields}");
+    }
+}
