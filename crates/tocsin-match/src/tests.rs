@@ -2148,3 +2148,27 @@ fn letters_outside_ascii_match_in_either_case() {
         assert_eq!(matched(&c, &ev(fields)), want, "{fields}");
     }
 }
+
+/// A whole number written as a float (`4242.0`) is that number, as pySigma reads it, and
+/// matches the text events write (`4242`); other floats keep their text.
+#[test]
+fn a_whole_number_written_as_a_float_is_that_number() {
+    let c = compile_rules(&[(
+        "f",
+        "  sel:\n    ProcessId: 4242.0\n    Version: 1.5\n  condition: sel",
+    )]);
+    let none = Vec::<String>::new();
+    assert_eq!(
+        matched(&c, &ev(r#""ProcessId":4242,"Version":"1.5""#)),
+        ["f"]
+    );
+    assert_eq!(
+        matched(&c, &ev(r#""ProcessId":"4242","Version":1.5"#)),
+        ["f"]
+    );
+    assert_eq!(matched(&c, &ev(r#""ProcessId":42420,"Version":1.5"#)), none);
+    assert_eq!(
+        matched(&c, &ev(r#""ProcessId":4242,"Version":"1.50""#)),
+        none
+    );
+}

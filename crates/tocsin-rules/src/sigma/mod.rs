@@ -685,10 +685,20 @@ fn scalar(v: &Value, mods: &[Modifier]) -> Result<SigmaValue, String> {
     Ok(match v {
         Value::Null => SigmaValue::Null,
         Value::Bool(b) => SigmaValue::Bool(*b),
-        Value::Number(n) => SigmaValue::Number {
-            value: n.as_f64().unwrap_or(f64::NAN),
-            text: n.to_string(),
-        },
+        Value::Number(n) => {
+            let value = n.as_f64().unwrap_or(f64::NAN);
+            // A whole number written as a float (`4688.0`) is that whole number, as in
+            // pySigma: compared as `4688`, the text events write.
+            let whole = n.is_f64() && value.fract() == 0.0 && value.abs() < 9.0e15;
+            SigmaValue::Number {
+                value,
+                text: if whole {
+                    (value as i64).to_string()
+                } else {
+                    n.to_string()
+                },
+            }
+        }
         Value::String(s) if raw_string => SigmaValue::String(SigmaString::literal(s)),
         Value::String(s) => SigmaValue::String(SigmaString::parse(s)),
         Value::Sequence(_) | Value::Mapping(_) => {
