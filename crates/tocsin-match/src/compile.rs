@@ -1274,21 +1274,50 @@ fn windash_variants(s: &SigmaString, limit: usize) -> Option<Vec<SigmaString>> {
     Some(out)
 }
 
-/// Sigma regexes are PCRE, where `\w`, `\d` and `\s` are ASCII classes; Rust's are
-/// Unicode (and `\w{1,64}` then compiles to a huge automaton). Outside character classes,
-/// rewrite them to their ASCII forms so both the meaning and the size match PCRE.
+/// Sigma regexes are PCRE, where `\w`, `\d`, `\s`, their negations and `\b` are ASCII;
+/// Rust's are Unicode (and `\w{1,64}` then compiles to a huge automaton). Rewrite them to
+/// their ASCII forms, inside brackets too, so that both the meaning and the size match
+/// PCRE: `\w` becomes `(?-u:\w)`, `\W` `[^0-9A-Za-z_]` (a character that is not an ASCII
+/// word character, letters outside ASCII included, as PCRE reads it), `\b` `(?-u:\b)`.
 pub(crate) fn pcre_ascii_classes(pattern: &str) -> String {
+    /// The members of each ASCII class, as written inside brackets.
+    fn members(class: char) -> Option<&'static str> {
+        match class.to_ascii_lowercase() {
+            'w' => Some("0-9A-Za-z_"),
+            'd' => Some("0-9"),
+            's' => Some(r"\t\n\x0B\x0C\r "),
+            _ => None,
+        }
+    }
     let mut out = String::with_capacity(pattern.len() + 16);
     let mut chars = pattern.chars();
     let mut in_class = false;
     while let Some(c) = chars.next() {
         match c {
             '\\' => match chars.next() {
-                Some(e @ ('w' | 'd' | 's')) if !in_class => {
-                    out.push_str("(?-u:\\");
-                    out.push(e);
-                    out.push(')');
+                Some(e) if members(e).is_some() => {
+                    let set = members(e).unwrap_or_default();
+                    match (in_class, e.is_ascii_lowercase()) {
+                        (false, true) => {
+                            out.push_str("(?-u:\\");
+                            out.push(e);
+                            out.push(')');
+                        }
+                        (false, false) => {
+                            out.push_str("[^");
+                            out.push_str(set);
+                            out.push(']');
+                        }
+                        (true, true) => out.push_str(set),
+                        // A nested class: the union with the characters outside the set.
+                        (true, false) => {
+                            out.push_str("[^");
+                            out.push_str(set);
+                            out.push(']');
+                        }
+                    }
                 }
+                Some('b') if !in_class => out.push_str(r"(?-u:\b)"),
                 Some(e) => {
                     out.push('\\');
                     out.push(e);
@@ -1309,6 +1338,16 @@ pub(crate) fn pcre_ascii_classes(pattern: &str) -> String {
                     chars.next();
                 }
             }
+            // Inside brackets, a POSIX class (`[:alpha:]`) is kept: Rust reads it alike.
+            '[' if chars.as_str().starts_with(':') && chars.as_str().contains(":]") => {
+                let rest = chars.as_str();
+                let end = rest.find(":]").unwrap_or_default() + 2;
+                out.push('[');
+                out.push_str(&rest[..end]);
+                chars = rest[end..].chars();
+            }
+            // Any other '[' inside brackets is a literal for PCRE, a nested class for Rust.
+            '[' => out.push_str(r"\["),
             ']' if in_class => {
                 in_class = false;
                 out.push(c);
@@ -2412,8 +2451,33 @@ mod tests {
             pcre_ascii_classes(r"-k\s\w{1,64}"),
             r"-k(?-u:\s)(?-u:\w){1,64}"
         );
-        assert_eq!(pcre_ascii_classes(r"[\w.]+\\d"), r"[\w.]+\\d");
-        assert_eq!(pcre_ascii_classes(r"[]\d]\d"), r"[]\d](?-u:\d)");
+        assert_eq!(pcre_ascii_classes(r"[\w.]+\\d"), r"[0-9A-Za-z_.]+\\d");
+        assert_eq!(pcre_ascii_classes(r"[]\d]\d"), r"[]0-9](?-u:\d)");
+        assert_eq!(
+            pcre_ascii_classes(r"\W\S\D\b[^\s\W][[]"),
+            r"[^0-9A-Za-z_][^\t\n\x0B\x0C\r ][^0-9](?-u:\b)[^\t\n\x0B\x0C\r [^0-9A-Za-z_]][\[]"
+        );
+        // What the regex engine makes of them: PCRE's ASCII classes on text outside ASCII.
+        let matches = |pattern: &str, text: &str| {
+            regex_automata::meta::Regex::new(&pcre_ascii_classes(pattern))
+                .unwrap()
+                .is_match(text)
+        };
+        assert!(matches(r"^\W$", "é"), "é is no ASCII word character");
+        assert!(!matches(r"^\w$", "é"));
+        assert!(matches(r"^[\W]$", "é"));
+        assert!(
+            matches(r"^\S$", "\u{2003}"),
+            "an em space is no ASCII space"
+        );
+        assert!(
+            matches(r"^\D$", "\u{0663}"),
+            "an Arabic-Indic three is no ASCII digit"
+        );
+        assert!(matches(r"x\b", "xé"), "a word boundary between x and é");
+        assert!(matches(r"^[\d[]+$", "1[2"));
+        assert!(matches(r"^[[:alpha:]\d]+$", "a1"));
+        assert!(!matches(r"^[[:alpha:]]+$", "a1"));
     }
 
     #[test]
