@@ -2172,3 +2172,42 @@ fn a_whole_number_written_as_a_float_is_that_number() {
         none
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// Keyword searches of plain, wildcard and regex keywords, needed by their rule or not,
+    /// beside another rule's plain keywords on the same route (so that the keyword
+    /// presence test has something to skip by): the prefiltered answer is the exhaustive
+    /// one. (Wildcard keywords beside plain ones once lost matches here.)
+    #[test]
+    fn keyword_searches_agree_with_exhaustive_matching(
+        keywords in proptest::collection::vec("[ab]{1,3}(\\*[ab]{1,3})?", 1..4),
+        pattern in proptest::option::of("[ab]{2,3}\\.?[ab]{0,2}"),
+        condition in 0usize..5,
+        message in "[abz. ]{0,14}",
+        image in "[ab]{0,3}",
+    ) {
+        const CONDITIONS: [&str; 5] = [
+            "keywords",
+            "keywords or sel",
+            "keywords and sel",
+            "sel and not keywords",
+            "sel or not keywords",
+        ];
+        let pattern = pattern.map_or(String::new(), |p| {
+            format!("  pattern:\n    '|re': '{p}'\n")
+        });
+        let with_pattern = if pattern.is_empty() { "" } else { " or pattern" };
+        let detection = format!(
+            "  keywords:\n{}{pattern}  sel:\n    Image|endswith: 'a'\n  condition: ({}){with_pattern}",
+            keywords.iter().map(|k| format!("    - '{k}'\n")).collect::<String>(),
+            CONDITIONS[condition],
+        );
+        let rules = [rule("r", &detection), rule("other", "  keywords:\n    - 'zz'\n  condition: keywords")].concat();
+        let src = parse_sigma_source("r.yml", &rules);
+        prop_assume!(src.diagnostics.error_count() == 0);
+        let (c, _) = CompiledRules::compile(&src.rules, &[], &[], &profile(), &MatchConfig::default());
+        let event = ev(&format!(r#""Message":"{message}","Image":"{image}""#));
+        let _ = matched(&c, &event);
+    }
+}
