@@ -137,3 +137,84 @@ fn correlation_cycles_are_rejected_and_the_rest_loads() {
         "brute-force is not on the cycle: {text}"
     );
 }
+
+/// A correlation over another correlation groups by its own `group-by` (the
+/// specification's failed-logins-then-success example), through its aliases for the
+/// correlation it refers to; one that groups by a field the other does not carry is an
+/// error naming that field, and is set aside while the rest loads.
+#[test]
+fn chained_correlations_group_by_their_own_fields() {
+    const SUCCESS: &str = "title: Logon\nid: logon\nname: logon\nlogsource:\n  product: windows\n  service: security\ndetection:\n  selection:\n    EventID: 4624\n  condition: selection\nlevel: low\n";
+    const MANY_FAILED: &str = "title: Many failed logons\nid: many-failed\nname: many_failed\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [TargetUserName, IpAddress]\n  timespan: 10m\n  condition: {gte: 3}\nlevel: medium\n";
+    const THEN_SUCCESS: &str = "title: Failed logons then a logon\nid: then-success\ncorrelation:\n  type: temporal_ordered\n  rules: [many_failed, logon]\n  group-by: [user]\n  timespan: 1h\n  aliases:\n    user:\n      many_failed: TargetUserName\n      logon: TargetUserName\nlevel: high\n";
+    const BY_WORKSTATION: &str = "title: By workstation\nid: by-workstation\ncorrelation:\n  type: temporal_ordered\n  rules: [many_failed, logon]\n  group-by: [WorkstationName]\n  timespan: 1h\nlevel: high\n";
+    let dir = rules_dir();
+    std::fs::write(dir.path().join("failed_logon.yml"), FAILED_LOGON).unwrap();
+    std::fs::write(dir.path().join("logon.yml"), SUCCESS).unwrap();
+    std::fs::write(
+        dir.path().join("chain.yml"),
+        format!("{MANY_FAILED}---\n{THEN_SUCCESS}---\n{BY_WORKSTATION}"),
+    )
+    .unwrap();
+    let out = tocsin()
+        .args(["rules", "check"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("correlation-group-by")
+            && l.contains("'WorkstationName'")
+            && l.contains("chain.yml")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("'then-success' groups by"),
+        "the aliased chain loads: {text}"
+    );
+
+    std::fs::write(
+        dir.path().join("chain.yml"),
+        format!("{MANY_FAILED}---\n{THEN_SUCCESS}"),
+    )
+    .unwrap();
+    let event = |id: u32, user: &str, ip: &str, minute: u32| {
+        format!("{{\"Channel\":\"Security\",\"EventID\":{id},\"TargetUserName\":\"{user}\",\"IpAddress\":\"{ip}\",\"@timestamp\":\"2026-03-02T08:{minute:02}:00Z\"}}\n")
+    };
+    let mut lines = String::new();
+    for minute in 0..3 {
+        // Three failures each for alice and carol, from their own addresses.
+        lines.push_str(&event(4625, "alice", "10.1.1.1", minute));
+        lines.push_str(&event(4625, "carol", "10.3.3.3", minute));
+    }
+    // Then a logon by alice from elsewhere (the chain groups by user alone), and by dave.
+    lines.push_str(&event(4624, "alice", "10.9.9.9", 5));
+    lines.push_str(&event(4624, "dave", "10.3.3.3", 6));
+    let input = dir.path().join("e.jsonl");
+    std::fs::write(&input, lines).unwrap();
+    let dets = dir.path().join("d.jsonl");
+    run_ok(
+        tocsin()
+            .args(["run", "--quiet", "--rules"])
+            .arg(dir.path())
+            .arg("--input")
+            .arg(&input)
+            .arg("--detections")
+            .arg(&dets),
+    );
+    let fired: Vec<(String, String)> = json_lines(&dets)
+        .iter()
+        .map(|d| {
+            (
+                d["rule"]["id"].as_str().unwrap().to_owned(),
+                d["fields"]["user"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(fired, [("then-success".to_owned(), "alice".to_owned())]);
+}

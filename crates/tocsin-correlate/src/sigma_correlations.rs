@@ -170,12 +170,21 @@ impl CorrelationRules {
         fields: &BTreeMap<String, String>,
     ) -> Vec<String> {
         let mut keys = Vec::new();
+        let name = self
+            .rules
+            .get(correlation_id)
+            .and_then(|r| r.name.as_deref());
         for consumer in self.consumers.get(correlation_id).into_iter().flatten() {
             if let Some(c) = self.rules.get(consumer) {
+                // The consumer's own group-by, through its aliases for this correlation
+                // (loading makes sure the correlation groups by each of them).
                 let values: Vec<&str> = c
                     .group_by
                     .iter()
-                    .map(|g| fields.get(g).map(String::as_str).unwrap_or_default())
+                    .map(|g| {
+                        let field = c.field_for(g, correlation_id, name);
+                        fields.get(field).map(String::as_str).unwrap_or_default()
+                    })
                     .collect();
                 keys.push(correlation_rule_key(&c.id, &values));
             }
@@ -411,11 +420,20 @@ impl CorrelationRules {
         };
         self.stats.fired += 1;
         let mut fields: BTreeMap<String, String> = BTreeMap::new();
+        // A detection rule's detections carry the group-by values under the group-by's
+        // own names; a correlation's firings under its own group-by, reached through this
+        // rule's aliases for it.
+        let source = &first.detection;
+        let source_name = self
+            .rules
+            .get(&source.rule.id)
+            .and_then(|r| r.name.as_deref());
         for g in &rule.group_by {
-            fields.insert(
-                g.clone(),
-                first.detection.fields.get(g).cloned().unwrap_or_default(),
-            );
+            let value = source.fields.get(g).or_else(|| {
+                let field = rule.field_for(g, &source.rule.id, source_name);
+                source.fields.get(field)
+            });
+            fields.insert(g.clone(), value.cloned().unwrap_or_default());
         }
         if let (Some(v), Some(f)) = (&value, rule.condition.fields.first()) {
             fields.insert(f.clone(), v.clone());

@@ -587,11 +587,68 @@ impl RuleSources {
         self.diagnostics.extend(diags);
         let diags = reject_correlation_cycles(&mut self.correlations);
         self.diagnostics.extend(diags);
+        let diags = reject_unchainable_group_by(&mut self.correlations);
+        self.diagnostics.extend(diags);
         let diags = compiled.attach_correlations(&self.correlations);
         self.diagnostics.extend(diags);
         compiled.resolve_rule_names(&mut self.correlations);
         compiled
     }
+}
+
+/// A correlation rule that refers to another correlation rule groups by its own
+/// `group-by` (the specification: "the correlation rule only uses its own group-by"), so
+/// each of its fields must be one the other's firings carry: one the other groups by,
+/// directly or through an alias for it. A firing carries its group-by values, not those
+/// of each event it counted (which may differ: many failed logins on one computer, by
+/// several users), so a correlation that groups by anything else would key every firing
+/// by an empty value: it is an error and is set aside. The others load.
+fn reject_unchainable_group_by(correlations: &mut Vec<CorrelationRule>) -> Vec<Diagnostic> {
+    let mut problems: Vec<Option<String>> = Vec::new();
+    for c in correlations.iter() {
+        let mut problem = None;
+        for reference in &c.rules {
+            let Some(inner) = correlations
+                .iter()
+                .find(|t| t.id == *reference || t.name.as_deref() == Some(reference.as_str()))
+            else {
+                continue;
+            };
+            let missing: Vec<&str> = c
+                .group_by
+                .iter()
+                .map(|g| c.field_for(g, &inner.id, inner.name.as_deref()))
+                .filter(|field| !inner.group_by.iter().any(|g| g == field))
+                .collect();
+            if !missing.is_empty() {
+                problem = Some(format!(
+                    "correlation rule '{}' groups by {}, which the correlation rule '{reference}' it refers to does not group by (its firings carry only its own group-by: {}); group by those, or map them with aliases; it is not loaded",
+                    c.name.as_deref().unwrap_or(&c.id),
+                    missing.iter().map(|m| format!("'{m}'")).collect::<Vec<_>>().join(", "),
+                    if inner.group_by.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        inner.group_by.join(", ")
+                    },
+                ));
+                break;
+            }
+        }
+        problems.push(problem);
+    }
+    let mut diags = Vec::new();
+    let mut problems = problems.into_iter();
+    correlations.retain(|c| match problems.next().flatten() {
+        None => true,
+        Some(message) => {
+            diags.push(
+                Diagnostic::error(c.location.clone(), "correlation-group-by", message)
+                    .for_rule(Some(&c.id), Some(&c.title)),
+            );
+            false
+        }
+    });
+    diags
 }
 
 /// Correlation rules that refer to themselves, directly or through other correlation rules,
