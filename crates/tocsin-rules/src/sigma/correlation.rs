@@ -428,10 +428,26 @@ pub fn parse_correlation(
             aliases.insert(alias, m);
         }
     }
-    let generate = match corr.get("generate") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(bad("generate:", "'generate' must be true or false".into())),
+    // The specification and its schema place `generate` beside `level`, at the top of the
+    // document; pySigma reads it inside `correlation`. Either is taken; both must agree.
+    let generate_at = |v: Option<&Value>| match v {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(bad("generate:", "'generate' must be true or false".into())),
+    };
+    let generate = match (
+        generate_at(corr.get("generate"))?,
+        generate_at(map.get("generate"))?,
+    ) {
+        (Some(inner), Some(outer)) if inner != outer => {
+            return Err(bad(
+                "generate:",
+                format!(
+                    "'generate' is {outer} at the top of the rule and {inner} in 'correlation'"
+                ),
+            ))
+        }
+        (inner, outer) => inner.or(outer).unwrap_or(false),
     };
     let level = match map.get("level").and_then(Value::as_str) {
         None => Level::Medium,
@@ -491,6 +507,26 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, 8);
+    }
+
+    /// `generate` is read at the top of the rule, where the specification and its schema
+    /// put it, and inside `correlation`, where pySigma reads it; the two must agree.
+    #[test]
+    fn generate_is_read_where_either_puts_it() {
+        let rule = |top: &str, inner: &str| {
+            parse(&format!("title: t\n{top}correlation:\n  type: event_count\n  rules: [a]\n  group-by: [Host]\n  timespan: 1h\n  condition: {{gte: 2}}\n{inner}"))
+        };
+        assert!(!rule("", "").unwrap().generate);
+        assert!(rule("generate: true\n", "").unwrap().generate);
+        assert!(rule("", "  generate: true\n").unwrap().generate);
+        assert!(
+            rule("generate: true\n", "  generate: true\n")
+                .unwrap()
+                .generate
+        );
+        let e = rule("generate: false\n", "  generate: true\n").unwrap_err();
+        assert!(e.message.contains("'generate'"), "{e}");
+        assert!(rule("generate: yes please\n", "").is_err());
     }
 
     #[test]
