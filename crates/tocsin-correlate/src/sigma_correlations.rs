@@ -232,6 +232,19 @@ impl CorrelationRules {
             .reduce(|a, b| format!("{a}\u{1f}{b}"));
         let eager = is_eager(rule);
         let timespan = rule.timespan;
+        // A window judged when it closes: a detection for a key without an open window,
+        // whose own window would have closed already, came after that key's window was
+        // judged (or would have been): late, not the start of a window in the past that
+        // would be judged at once on it alone.
+        let open = self
+            .groups
+            .get(key)
+            .is_some_and(|g| g.window_start.is_some());
+        let closed_before = self.watermark.0.saturating_sub(self.allowed_lateness.0);
+        if !eager && !open && d.event_time.0 + timespan.0 < closed_before {
+            self.stats.late += 1;
+            return;
+        }
         if !self.groups.contains_key(key) && self.groups.len() >= self.max_groups {
             self.evict_oldest();
         }

@@ -600,6 +600,41 @@ mod sigma_correlation_rules {
         );
     }
 
+    /// A detection that arrives after its key's window was judged is late: it does not open
+    /// a window in the past, judged at once on it alone (an hour with five heartbeats is
+    /// not "fewer than three" because the fifth came late).
+    #[test]
+    fn a_detection_after_its_window_was_judged_is_late() {
+        let quiet = correlation("title: Quiet host\nid: quiet\ncorrelation:\n  type: event_count\n  rules: [heartbeat]\n  group-by: [Host]\n  timespan: 1h\n  condition: {lt: 3}\n");
+        let beat = |host: &str, at: i64| det(&quiet, "heartbeat", at, &[("Host", host)]);
+        let ds = vec![
+            beat("h1", 0),
+            beat("h1", 10),
+            beat("h1", 20),
+            beat("h1", 30),
+            // Event time moves two hours on: h1's window is judged (four, not quiet).
+            beat("h2", 120),
+            beat("h2", 121),
+            beat("h2", 122),
+            // h1's fifth heartbeat of that hour arrives now.
+            beat("h1", 40),
+        ];
+        let mut c = Correlator::new(CorrelatorConfig {
+            correlation_rules: vec![quiet],
+            ..CorrelatorConfig::default()
+        });
+        let (mut warnings, mut out) = (Vec::new(), Vec::new());
+        for d in &ds {
+            c.push(d, &mut warnings);
+            out.extend(c.take_derived());
+        }
+        c.finish(&mut warnings);
+        out.extend(c.take_derived());
+        let fired: Vec<String> = out.iter().map(|d| d.fields["Host"].clone()).collect();
+        assert!(fired.is_empty(), "{fired:?}");
+        assert_eq!(c.correlation_rule_stats().late, 1);
+    }
+
     #[test]
     fn value_count_and_upper_bounds_wait_for_the_window() {
         let spray = correlation("title: Spray\nid: spray\ncorrelation:\n  type: value_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 1h\n  condition: {field: TargetUserName, gte: 3}\n");
