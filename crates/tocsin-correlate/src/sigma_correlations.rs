@@ -273,26 +273,50 @@ impl CorrelationRules {
             detection: d.clone(),
         };
         if eager {
-            // Sliding window ending at the newest detection.
+            // Sliding windows of `timespan`. The detections of the last `timespan` and
+            // allowed lateness are kept, so that one arriving out of order joins the
+            // windows it falls in.
             let newest = group
                 .items
                 .back()
                 .map(|i| i.time)
                 .unwrap_or(item.time)
                 .max(item.time);
-            if item.time.0 < newest.0 - timespan.0 - self.allowed_lateness.0 {
+            let lateness = self.allowed_lateness.0;
+            if item.time.0 < newest.0 - timespan.0 - lateness {
                 self.stats.late += 1;
                 return;
             }
+            let at = item.time;
             insert_sorted(&mut group.items, item);
-            let horizon = newest.0 - timespan.0;
-            while group.items.front().is_some_and(|i| i.time.0 < horizon) {
+            let keep_from = newest.0 - timespan.0 - lateness;
+            while group.items.front().is_some_and(|i| i.time.0 < keep_from) {
                 group.items.pop_front();
             }
             let rule = &self.rules[&correlation_id];
-            if let Some(aggregate) = evaluate(rule, group.items.make_contiguous()) {
-                let items: Vec<Item> = group.items.drain(..).collect();
-                let fired = self.fire(&correlation_id, key, &items, aggregate, None);
+            let items = group.items.make_contiguous();
+            let window = |from: usize| {
+                let end = items.partition_point(|i| i.time.0 <= items[from].time.0 + timespan.0);
+                from..end
+            };
+            let held = if at == newest {
+                // In order: the window ending at the newest detection.
+                let from = items.partition_point(|i| i.time.0 < newest.0 - timespan.0);
+                evaluate(rule, &items[from..]).map(|a| (from..items.len(), a))
+            } else {
+                // Out of order: each window that starts within `timespan` before it and
+                // holds it.
+                let first = items.partition_point(|i| i.time.0 < at.0 - timespan.0);
+                let last = items.partition_point(|i| i.time <= at);
+                (first..last).find_map(|from| {
+                    let range = window(from);
+                    evaluate(rule, &items[range.clone()]).map(|a| (range, a))
+                })
+            };
+            if let Some((range, aggregate)) = held {
+                let fired_items: Vec<Item> = items[range].to_vec();
+                group.items.clear();
+                let fired = self.fire(&correlation_id, key, &fired_items, aggregate, None);
                 out.extend(fired);
             }
         } else {

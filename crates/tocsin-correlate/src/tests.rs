@@ -600,6 +600,34 @@ mod sigma_correlation_rules {
         );
     }
 
+    /// A sliding window takes a detection that arrives out of order, within the allowed
+    /// lateness, into the windows it falls in: two failures 30 s apart fire a two-in-a-
+    /// minute rule even when a later one arrived between them.
+    #[test]
+    fn a_sliding_window_takes_a_detection_that_arrives_out_of_order() {
+        let burst = correlation("title: Burst\nid: burst\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [Host]\n  timespan: 1m\n  condition: {gte: 2}\n");
+        let at = |seconds: i64| {
+            let mut d = det(&burst, "failed_logon", 0, &[("Host", "h1")]);
+            d.event_time = Timestamp(d.event_time.0 + seconds * 1000);
+            d.id = format!("det-{seconds}");
+            d
+        };
+        let mut c = Correlator::new(CorrelatorConfig {
+            correlation_rules: vec![burst.clone()],
+            allowed_lateness: tocsin_core::DurationMs(5 * MIN),
+            ..CorrelatorConfig::default()
+        });
+        let (mut warnings, mut out) = (Vec::new(), Vec::new());
+        for d in [at(0), at(180), at(30)] {
+            c.push(&d, &mut warnings);
+            out.extend(c.take_derived());
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].fields["event_count"], "2");
+        assert_eq!(out[0].event_time, at(30).event_time);
+        assert_eq!(c.correlation_rule_stats().late, 0);
+    }
+
     /// A detection that arrives after its key's window was judged is late: it does not open
     /// a window in the past, judged at once on it alone (an hour with five heartbeats is
     /// not "fewer than three" because the fifth came late).
