@@ -21,6 +21,33 @@ fn rules_dir() -> tempfile::TempDir {
     dir
 }
 
+/// The detections `tocsin run` publishes with the rules of `dir` over `input`.
+fn detections_of(dir: &std::path::Path, input: &std::path::Path) -> Vec<serde_json::Value> {
+    let dets = dir.join("d.jsonl");
+    run_ok(
+        tocsin()
+            .args(["run", "--quiet", "--rules"])
+            .arg(dir)
+            .arg("--input")
+            .arg(input)
+            .arg("--detections")
+            .arg(&dets),
+    );
+    json_lines(&dets)
+}
+
+/// `tocsin rules check` over `dir`, which must fail; its output.
+fn rules_check_fails(dir: &std::path::Path) -> String {
+    let out = tocsin().args(["rules", "check"]).arg(dir).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    text
+}
+
 #[test]
 fn correlations_fire_and_generate_decides_what_is_published() {
     let dir = rules_dir();
@@ -45,17 +72,7 @@ fn correlations_fire_and_generate_decides_what_is_published() {
         ));
     }
     std::fs::write(&input, lines).unwrap();
-    let dets = dir.path().join("d.jsonl");
-    run_ok(
-        tocsin()
-            .args(["run", "--quiet", "--rules"])
-            .arg(dir.path())
-            .arg("--input")
-            .arg(&input)
-            .arg("--detections")
-            .arg(&dets),
-    );
-    let detections = json_lines(&dets);
+    let detections = detections_of(dir.path(), &input);
     let summary: Vec<(String, String)> = detections
         .iter()
         .map(|d| {
@@ -87,16 +104,7 @@ fn correlations_fire_and_generate_decides_what_is_published() {
 
     // Without the generate: true correlation, the base detections only feed brute force.
     std::fs::write(dir.path().join("brute_force.yml"), BRUTE_FORCE).unwrap();
-    run_ok(
-        tocsin()
-            .args(["run", "--quiet", "--rules"])
-            .arg(dir.path())
-            .arg("--input")
-            .arg(&input)
-            .arg("--detections")
-            .arg(&dets),
-    );
-    let ids: Vec<String> = json_lines(&dets)
+    let ids: Vec<String> = detections_of(dir.path(), &input)
         .iter()
         .map(|d| d["rule"]["id"].as_str().unwrap().to_owned())
         .collect();
@@ -113,17 +121,7 @@ fn correlation_cycles_are_rejected_and_the_rest_loads() {
     let ping = "title: Ping\nid: ping\nname: ping\ncorrelation:\n  type: temporal\n  rules: [failed_logon, pong]\n  group-by: [IpAddress]\n  timespan: 10m\nlevel: high\n";
     let pong = "title: Pong\nid: pong\nname: pong\ncorrelation:\n  type: event_count\n  rules: [ping]\n  group-by: [IpAddress]\n  timespan: 10m\n  condition: {gte: 1}\nlevel: high\n";
     std::fs::write(dir.path().join("loop.yml"), format!("{ping}---\n{pong}")).unwrap();
-    let out = tocsin()
-        .args(["rules", "check"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{text}");
+    let text = rules_check_fails(dir.path());
     for id in ["ping", "pong"] {
         assert!(
             text.lines()
@@ -156,17 +154,7 @@ fn chained_correlations_group_by_their_own_fields() {
         format!("{MANY_FAILED}---\n{THEN_SUCCESS}---\n{BY_WORKSTATION}"),
     )
     .unwrap();
-    let out = tocsin()
-        .args(["rules", "check"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{text}");
+    let text = rules_check_fails(dir.path());
     assert!(
         text.lines().any(|l| l.contains("correlation-group-by")
             && l.contains("'WorkstationName'")
@@ -197,17 +185,7 @@ fn chained_correlations_group_by_their_own_fields() {
     lines.push_str(&event(4624, "dave", "10.3.3.3", 6));
     let input = dir.path().join("e.jsonl");
     std::fs::write(&input, lines).unwrap();
-    let dets = dir.path().join("d.jsonl");
-    run_ok(
-        tocsin()
-            .args(["run", "--quiet", "--rules"])
-            .arg(dir.path())
-            .arg("--input")
-            .arg(&input)
-            .arg("--detections")
-            .arg(&dets),
-    );
-    let fired: Vec<(String, String)> = json_lines(&dets)
+    let fired: Vec<(String, String)> = detections_of(dir.path(), &input)
         .iter()
         .map(|d| {
             (
