@@ -900,23 +900,26 @@ impl Builder<'_> {
                     } else if t.has(Modifier::EndsWith) {
                         s.star_before();
                     }
-                    if !cased && has_unicode_case(&s) {
-                        if let Some(spellings) = case_spellings(&s, MAX_CASE_SPELLINGS) {
-                            for spelling in spellings {
-                                tests.push(self.string_test(&spelling, route, slot, cased));
+                    // Letters outside ASCII: one literal per case spelling, or past
+                    // their limit a case-insensitive regex (`None` when not needed).
+                    let caseless = (!cased && has_unicode_case(&s))
+                        .then(|| case_spellings(&s, MAX_CASE_SPELLINGS));
+                    match caseless {
+                        None => tests.push(self.string_test(&s, route, slot, cased)),
+                        Some(Some(spellings)) => {
+                            for spelling in &spellings {
+                                tests.push(self.string_test(spelling, route, slot, cased));
                             }
-                            continue;
                         }
-                        tests.push(self.caseless_unicode_test(&s, route, slot, keyword).map_err(
-                            |e| {
+                        Some(None) => {
+                            let test = self.caseless_unicode_test(&s, route, slot, keyword);
+                            tests.push(test.map_err(|e| {
                                 problem(
                                     "bad-value",
                                     format!("'{key}': '{s}' cannot be matched without regard to case: {e}"),
                                 )
-                            },
-                        )?);
-                    } else {
-                        tests.push(self.string_test(&s, route, slot, cased));
+                            })?);
+                        }
                     }
                 }
                 if tests.len() == 1 {
@@ -1174,23 +1177,46 @@ const MAX_CASE_SPELLINGS: usize = 16;
 /// scans fold ASCII letters themselves, so these cover the value without regard to case
 /// and keep it a literal that is scanned for. `None` past `limit` spellings.
 fn case_spellings(s: &SigmaString, limit: usize) -> Option<Vec<SigmaString>> {
+    respell(s, limit, |chars, i| {
+        let c = chars[i];
+        let mut forms = vec![c];
+        if !c.is_ascii() {
+            for form in [one_char(c.to_lowercase()), one_char(c.to_uppercase())]
+                .into_iter()
+                .flatten()
+            {
+                if !forms.contains(&form) {
+                    forms.push(form);
+                }
+            }
+        }
+        forms
+    })
+}
+
+/// Every spelling of `s` with each character of its literal parts replaced by each of
+/// its `forms` (given the part's characters and the character's index; one form keeps
+/// the character as it is), all the combinations; wildcards are kept. `None` past `limit`
+/// spellings. The `windash` variants and the case spellings are made so.
+fn respell(
+    s: &SigmaString,
+    limit: usize,
+    forms: impl Fn(&[char], usize) -> Vec<char>,
+) -> Option<Vec<SigmaString>> {
     let mut out = vec![SigmaString::default()];
     for part in &s.parts {
         let StrPart::Literal(lit) = part else {
             out.iter_mut().for_each(|o| o.parts.push(part.clone()));
             continue;
         };
-        for c in lit.chars() {
-            let mut forms = vec![c];
-            if !c.is_ascii() {
-                for form in [one_char(c.to_lowercase()), one_char(c.to_uppercase())]
-                    .into_iter()
-                    .flatten()
-                {
-                    if !forms.contains(&form) {
-                        forms.push(form);
-                    }
-                }
+        let chars: Vec<char> = lit.chars().collect();
+        // The characters since the last one with several forms, the same in every spelling.
+        let mut run = String::new();
+        for i in 0..chars.len() {
+            let forms = forms(&chars, i);
+            if let [only] = forms.as_slice() {
+                run.push(*only);
+                continue;
             }
             if out.len() * forms.len() > limit {
                 return None;
@@ -1200,11 +1226,15 @@ fn case_spellings(s: &SigmaString, limit: usize) -> Option<Vec<SigmaString>> {
                 .flat_map(|o| {
                     forms.iter().map(|&form| {
                         let mut spelling = o.clone();
-                        push_literal(&mut spelling, form.encode_utf8(&mut [0; 4]));
+                        push_literal(&mut spelling, &format!("{run}{form}"));
                         spelling
                     })
                 })
                 .collect();
+            run.clear();
+        }
+        if !run.is_empty() {
+            out.iter_mut().for_each(|o| push_literal(o, &run));
         }
     }
     Some(out)
@@ -1234,44 +1264,19 @@ fn has_unicode_case(s: &SigmaString) -> bool {
 /// independently of the others: all the combinations, as the specification asks, so that
 /// `psexec -s /i` is found by ` -s -i`. `None` when there would be more than `limit`.
 fn windash_variants(s: &SigmaString, limit: usize) -> Option<Vec<SigmaString>> {
-    const DASHES: [&str; 5] = ["-", "/", "\u{2013}", "\u{2014}", "\u{2015}"];
+    const DASHES: [char; 5] = ['-', '/', '\u{2013}', '\u{2014}', '\u{2015}'];
     let word = |c: char| c.is_alphanumeric() || c == '_';
-    let mut out = vec![SigmaString::default()];
-    for part in &s.parts {
-        let StrPart::Literal(lit) = part else {
-            out.iter_mut().for_each(|o| o.parts.push(part.clone()));
-            continue;
-        };
-        let chars: Vec<char> = lit.chars().collect();
-        let mut run = String::new();
-        for (i, &c) in chars.iter().enumerate() {
-            let flag_start = (c == '-' || c == '/')
-                && (i == 0 || !word(chars[i - 1]))
-                && chars.get(i + 1).is_some_and(|&n| word(n));
-            if !flag_start {
-                run.push(c);
-                continue;
-            }
-            if out.len() * DASHES.len() > limit {
-                return None;
-            }
-            out = out
-                .iter()
-                .flat_map(|o| {
-                    DASHES.iter().map(|dash| {
-                        let mut variant = o.clone();
-                        push_literal(&mut variant, &format!("{run}{dash}"));
-                        variant
-                    })
-                })
-                .collect();
-            run.clear();
+    respell(s, limit, |chars, i| {
+        let c = chars[i];
+        let flag_start = (c == '-' || c == '/')
+            && (i == 0 || !word(chars[i - 1]))
+            && chars.get(i + 1).is_some_and(|&n| word(n));
+        if flag_start {
+            DASHES.to_vec()
+        } else {
+            vec![c]
         }
-        if !run.is_empty() {
-            out.iter_mut().for_each(|o| push_literal(o, &run));
-        }
-    }
-    Some(out)
+    })
 }
 
 /// Sigma regexes are PCRE, where `\w`, `\d`, `\s`, their negations and `\b` are ASCII;
@@ -1295,33 +1300,26 @@ pub(crate) fn pcre_ascii_classes(pattern: &str) -> String {
     while let Some(c) = chars.next() {
         match c {
             '\\' => match chars.next() {
-                Some(e) if members(e).is_some() => {
-                    let set = members(e).unwrap_or_default();
-                    match (in_class, e.is_ascii_lowercase()) {
-                        (false, true) => {
-                            out.push_str("(?-u:\\");
-                            out.push(e);
-                            out.push(')');
-                        }
-                        (false, false) => {
-                            out.push_str("[^");
-                            out.push_str(set);
-                            out.push(']');
-                        }
-                        (true, true) => out.push_str(set),
-                        // A nested class: the union with the characters outside the set.
-                        (true, false) => {
-                            out.push_str("[^");
-                            out.push_str(set);
-                            out.push(']');
-                        }
+                Some(e) => match members(e) {
+                    Some(_) if !in_class && e.is_ascii_lowercase() => {
+                        out.push_str("(?-u:\\");
+                        out.push(e);
+                        out.push(')');
                     }
-                }
-                Some('b') if !in_class => out.push_str(r"(?-u:\b)"),
-                Some(e) => {
-                    out.push('\\');
-                    out.push(e);
-                }
+                    Some(set) if e.is_ascii_lowercase() => out.push_str(set),
+                    // A negation: the characters outside the set (inside brackets, a
+                    // nested class, which Rust unites with the rest).
+                    Some(set) => {
+                        out.push_str("[^");
+                        out.push_str(set);
+                        out.push(']');
+                    }
+                    None if e == 'b' && !in_class => out.push_str(r"(?-u:\b)"),
+                    None => {
+                        out.push('\\');
+                        out.push(e);
+                    }
+                },
                 None => out.push('\\'),
             },
             '[' if !in_class => {

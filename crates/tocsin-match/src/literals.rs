@@ -31,7 +31,9 @@
 //! per byte pays for thousands of literals, not for one.
 //!
 //! Matching is ASCII case-insensitive: literals are stored lower-cased and the caller
-//! lower-cases the value first (byte for byte, so positions are those of the value). Every occurrence of every literal is reported (overlapping): the same occurrences
+//! lower-cases the value first (byte for byte, so positions are those of the value); a
+//! Sigma value with letters outside ASCII comes here as one literal per case spelling
+//! (`compile::case_spellings`). Every occurrence of every literal is reported (overlapping): the same occurrences
 //! as an overlapping Aho-Corasick search, in another order.
 //!
 //! Cost: one filter test per byte or per second byte, plus, at each position where a fragment occurs, one
