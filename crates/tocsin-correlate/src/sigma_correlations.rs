@@ -170,19 +170,13 @@ impl CorrelationRules {
         fields: &BTreeMap<String, String>,
     ) -> Vec<String> {
         let mut keys = Vec::new();
-        let name = self
-            .rules
-            .get(correlation_id)
-            .and_then(|r| r.name.as_deref());
         for consumer in self.consumers.get(correlation_id).into_iter().flatten() {
             if let Some(c) = self.rules.get(consumer) {
-                // The consumer's own group-by, through its aliases for this correlation
-                // (loading makes sure the correlation groups by each of them).
                 let values: Vec<&str> = c
                     .group_by
                     .iter()
                     .map(|g| {
-                        let field = c.field_for(g, correlation_id, name);
+                        let field = self.firing_field(c, g, correlation_id);
                         fields.get(field).map(String::as_str).unwrap_or_default()
                     })
                     .collect();
@@ -190,6 +184,22 @@ impl CorrelationRules {
             }
         }
         keys
+    }
+
+    /// The field of a firing of `correlation_id` that carries `group_field` of its
+    /// consumer `consumer`: the consumer's own group-by, through its aliases for that
+    /// correlation (loading makes sure the correlation groups by each of them).
+    fn firing_field<'a>(
+        &'a self,
+        consumer: &'a CorrelationRule,
+        group_field: &'a str,
+        correlation_id: &str,
+    ) -> &'a str {
+        let name = self
+            .rules
+            .get(correlation_id)
+            .and_then(|r| r.name.as_deref());
+        consumer.field_for(group_field, correlation_id, name)
     }
 
     /// Whether detections of `correlation_id` only feed other correlations.
@@ -314,7 +324,7 @@ impl CorrelationRules {
                 })
             };
             if let Some((range, aggregate)) = held {
-                let fired_items: Vec<Item> = items[range].to_vec();
+                let fired_items: Vec<Item> = group.items.drain(range).collect();
                 group.items.clear();
                 let fired = self.fire(&correlation_id, key, &fired_items, aggregate, None);
                 out.extend(fired);
@@ -458,19 +468,16 @@ impl CorrelationRules {
         self.stats.fired += 1;
         let mut fields: BTreeMap<String, String> = BTreeMap::new();
         // A detection rule's detections carry the group-by values under the group-by's
-        // own names; a correlation's firings under its own group-by, reached through this
-        // rule's aliases for it.
+        // own names; a correlation's firings under their own group-by, as keyed.
         let source = &first.detection;
-        let source_name = self
-            .rules
-            .get(&source.rule.id)
-            .and_then(|r| r.name.as_deref());
         for g in &rule.group_by {
-            let value = source.fields.get(g).or_else(|| {
-                let field = rule.field_for(g, &source.rule.id, source_name);
-                source.fields.get(field)
-            });
-            fields.insert(g.clone(), value.cloned().unwrap_or_default());
+            let field = if source.kind == DetectionKind::Correlation {
+                self.firing_field(rule, g, &source.rule.id)
+            } else {
+                g
+            };
+            let value = source.fields.get(field).cloned().unwrap_or_default();
+            fields.insert(g.clone(), value);
         }
         if let (Some(v), Some(f)) = (&value, rule.condition.fields.first()) {
             fields.insert(f.clone(), v.clone());
