@@ -636,13 +636,23 @@ fn reject_unchainable_group_by(correlations: &mut Vec<CorrelationRule>) -> Vec<D
         }
         problems.push(problem);
     }
+    set_aside(correlations, "correlation-group-by", problems)
+}
+
+/// Remove the correlation rules with a problem (`problems`, one per rule in order), each
+/// reported as an error under `code`.
+fn set_aside(
+    correlations: &mut Vec<CorrelationRule>,
+    code: &'static str,
+    problems: Vec<Option<String>>,
+) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     let mut problems = problems.into_iter();
     correlations.retain(|c| match problems.next().flatten() {
         None => true,
         Some(message) => {
             diags.push(
-                Diagnostic::error(c.location.clone(), "correlation-group-by", message)
+                Diagnostic::error(c.location.clone(), code, message)
                     .for_rule(Some(&c.id), Some(&c.title)),
             );
             false
@@ -678,29 +688,20 @@ fn reject_correlation_cycles(correlations: &mut Vec<CorrelationRule>) -> Vec<Dia
         }
         false
     };
-    let on_cycle: Vec<bool> = (0..edges.len()).map(reaches_itself).collect();
-    let mut diags = Vec::new();
-    let mut i = 0;
-    correlations.retain(|c| {
-        let keep = !on_cycle[i];
-        i += 1;
-        if !keep {
-            diags.push(
-                Diagnostic::error(
-                    c.location.clone(),
-                    "correlation-cycle",
-                    format!(
-                        "correlation rule '{}' refers back to itself through {}; it is not loaded",
-                        c.name.as_deref().unwrap_or(&c.id),
-                        c.rules.join(", ")
-                    ),
+    let problems = correlations
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            reaches_itself(i).then(|| {
+                format!(
+                    "correlation rule '{}' refers back to itself through {}; it is not loaded",
+                    c.name.as_deref().unwrap_or(&c.id),
+                    c.rules.join(", ")
                 )
-                .for_rule(Some(&c.id), Some(&c.title)),
-            );
-        }
-        keep
-    });
-    diags
+            })
+        })
+        .collect();
+    set_aside(correlations, "correlation-cycle", problems)
 }
 
 /// Files under `dir`, recursively; a directory holding a `manifest.json` (a MISP feed) is
