@@ -246,12 +246,14 @@ impl CorrelationRules {
         // whose own window would have closed already, came after that key's window was
         // judged (or would have been): late, not the start of a window in the past that
         // would be judged at once on it alone.
-        let open = self
-            .groups
-            .get(key)
-            .is_some_and(|g| g.window_start.is_some());
         let closed_before = self.watermark.0.saturating_sub(self.allowed_lateness.0);
-        if !eager && !open && d.event_time.0 + timespan.0 < closed_before {
+        if !eager
+            && d.event_time.0 + timespan.0 < closed_before
+            && self
+                .groups
+                .get(key)
+                .is_none_or(|g| g.window_start.is_none())
+        {
             self.stats.late += 1;
             return;
         }
