@@ -281,14 +281,22 @@ def sql_regexp(pattern: str, value) -> bool:
 
 
 class ReferenceBackend(sqliteBackend):
-    """The SQLite backend, with numeric comparisons (|gt, |lt, ...) read as numbers.
+    """The SQLite backend, with numeric comparisons (|gt, |lt, ...) read as numbers, and
+    `null` read as Tocsin reads it.
 
     Our columns are TEXT, and SQLite compares a TEXT column with a number literal as text
     ('10' < '9'). The backend's own `numeric()` helper (which its correlations use) turns the
     column into a number, or NULL when it is not one.
+
+    A Sigma `null` stands for an empty or absent field (../shared/reference's reading of the
+    specification, and Tocsin's: rules/README.md); the backend writes `IS NULL`, which leaves
+    out the empty text. That is a reading of the specification, not a matching detail, so
+    the reference is told Tocsin's: events with empty values (the rule-derived events have
+    many) would otherwise differ on every rule with a `Field: null` filter.
     """
 
     compare_op_expression = numeric("{field}") + " {operator} {value}"
+    field_null_expression = "({field} IS NULL OR {field} = '')"
 
 
 def make_backend() -> ReferenceBackend:
@@ -316,14 +324,22 @@ def raw_documents(text: str) -> list[dict]:
         return []
 
 
-def is_windows(logsource) -> bool:
-    if isinstance(logsource, dict):
-        return logsource.get("product") == "windows"
-    return getattr(logsource, "product", None) == "windows"
+def product_filter(product: str | None):
+    """A test of a rule's logsource: its product is `product`, or anything when None."""
+
+    def test(logsource) -> bool:
+        if product is None:
+            return True
+        if isinstance(logsource, dict):
+            return logsource.get("product") == product
+        return getattr(logsource, "product", None) == product
+
+    return test
 
 
-def load_rules(files: list[Path]) -> tuple[list[tuple[str, SigmaRule]], dict[str, str]]:
-    """Windows detection rules as (id, rule), and parse errors by rule id.
+def load_rules(files: list[Path], wanted) -> tuple[list[tuple[str, SigmaRule]], dict[str, str]]:
+    """The detection rules whose logsource `wanted` accepts, as (id, rule), and parse errors
+    by rule id.
 
     Correlation rules and filters are skipped. A rule id seen before is skipped (the first
     file in path order wins, as in Tocsin).
@@ -345,7 +361,7 @@ def load_rules(files: list[Path]) -> tuple[list[tuple[str, SigmaRule]], dict[str
             for doc in raw_documents(text) or [{}]:
                 if "correlation" in doc or "filter" in doc:
                     continue
-                if doc and not is_windows(doc.get("logsource") or {}):
+                if doc and not wanted(doc.get("logsource") or {}):
                     continue
                 rule_id = str(doc.get("id") or path)
                 if remember(rule_id, path):
@@ -354,7 +370,7 @@ def load_rules(files: list[Path]) -> tuple[list[tuple[str, SigmaRule]], dict[str
         for rule in collection.rules:
             if isinstance(rule, (SigmaCorrelationRule, SigmaFilter)):
                 continue
-            if not is_windows(rule.logsource):
+            if not wanted(rule.logsource):
                 continue
             rule_id = str(rule.id) if rule.id else str(path)
             if not remember(rule_id, path):
@@ -426,6 +442,8 @@ def parse_args(argv=None):
     p.add_argument("--output", required=True, type=Path, help="result JSON")
     p.add_argument("--profile", type=Path, default=DEFAULT_PROFILE,
                    help=f"Tocsin profile for routing and field fallbacks (default {DEFAULT_PROFILE})")
+    p.add_argument("--product", default="windows",
+                   help="only rules of this logsource product (default windows); 'any' for all")
     return p.parse_args(argv)
 
 
@@ -443,9 +461,11 @@ def main(argv=None) -> int:
     profile = Profile(args.profile)
 
     files = rule_files(args.rules)
-    rules, conversion_errors = load_rules(files)
+    rules, conversion_errors = load_rules(
+        files, product_filter(None if args.product == "any" else args.product))
     rules_total = len(rules) + len(conversion_errors)
-    log(f"{len(files)} files, {rules_total} windows rules, {len(conversion_errors)} parse errors")
+    log(f"{len(files)} files, {rules_total} rules of product {args.product}, "
+        f"{len(conversion_errors)} parse errors")
 
     backend = make_backend()
     not_applicable, converted = [], []  # converted: (id, route, wheres)
