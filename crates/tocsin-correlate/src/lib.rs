@@ -366,6 +366,17 @@ impl Correlator {
         }
     }
 
+    /// Take `rules` in place of the Sigma correlation rules in use (a reload between two
+    /// detections); see [`CorrelationRules::replace_rules`] for what is kept.
+    pub fn replace_correlation_rules(
+        &mut self,
+        rules: Vec<CorrelationRule>,
+    ) -> sigma_correlations::CorrelationRulesReplaced {
+        let replaced = self.sigma.replace_rules(&rules);
+        self.config.correlation_rules = rules;
+        replaced
+    }
+
     /// Counters of the Sigma correlation rules.
     pub fn correlation_rule_stats(&self) -> sigma_correlations::CorrelationRuleStats {
         self.sigma.stats()

@@ -42,6 +42,10 @@ pub struct CorrelationRuleStats {
     /// Repeats of a detection id the group has seen (redeliveries), ignored.
     #[serde(default)]
     pub duplicates: u64,
+    /// Groups dropped, with what they had counted, because their correlation rule changed
+    /// what its windows mean or was removed (a reload, or a restore under other rules).
+    #[serde(default)]
+    pub discarded: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -76,6 +80,11 @@ pub struct SigmaState {
     groups: Vec<(String, Group)>,
     watermark_ms: i64,
     stats: CorrelationRuleStats,
+    /// Correlation id → [`window_digest`] of the rule the groups were counted under, so that
+    /// a restore under changed rules drops what no longer means the same. Absent from
+    /// snapshots written before it was kept: their groups are all taken.
+    #[serde(default)]
+    definitions: BTreeMap<String, u128>,
 }
 
 /// The engine: correlation rules and their per-group windows.
@@ -89,6 +98,57 @@ pub struct CorrelationRules {
     allowed_lateness: DurationMs,
     max_groups: usize,
     stats: CorrelationRuleStats,
+}
+
+/// What [`CorrelationRules::replace_rules`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CorrelationRulesReplaced {
+    /// Correlations of the new set not in the old one.
+    pub added: usize,
+    /// Correlations in both whose windows mean the same: their groups were kept.
+    pub kept: usize,
+    /// Correlations in both whose windows changed: their groups were dropped.
+    pub changed: usize,
+    /// Correlations of the old set not in the new one.
+    pub removed: usize,
+    /// Groups dropped (of changed and removed correlations), with what they had counted.
+    pub groups_dropped: usize,
+}
+
+impl CorrelationRulesReplaced {
+    /// Whether the set differs from the one it replaced.
+    pub fn differs(&self) -> bool {
+        self.added + self.changed + self.removed > 0
+    }
+}
+
+/// A digest of what a correlation's groups count by: its id, type, referenced rules,
+/// group-by, timespan, condition and aliases (not its title, level, tags or `generate`,
+/// which only shape what a firing says). Two rules with the same digest give a group's
+/// counts the same meaning. Made from the parsed rule's debug text: stable within one
+/// version of Tocsin; a new version may read a snapshot's digests as changed, and then
+/// drops those groups, which errs on the side of counting afresh.
+fn window_digest(rule: &CorrelationRule) -> u128 {
+    let definition = format!(
+        "{:?}",
+        (
+            &rule.id,
+            rule.kind,
+            &rule.rules,
+            &rule.group_by,
+            rule.timespan,
+            &rule.condition,
+            &rule.aliases,
+        )
+    );
+    IdHasher::new("correlation-windows")
+        .part(definition.as_bytes())
+        .digest()
+}
+
+/// Whether what `a` counted in a group means the same under `b`.
+fn same_windows(a: &CorrelationRule, b: &CorrelationRule) -> bool {
+    window_digest(a) == window_digest(b)
 }
 
 fn aggregate_label(kind: CorrelationType) -> &'static str {
@@ -130,6 +190,45 @@ impl CorrelationRules {
         }
     }
 
+    /// Take `rules` in place of the rules in use (a reload), keeping what was counted for
+    /// every correlation whose windows mean the same under both sets: same id, type,
+    /// referenced rules, group-by, timespan, condition and aliases. A changed title, level,
+    /// tags or `generate` keeps its groups too (they only shape what a firing says). The
+    /// groups of a correlation that is gone, or whose windows changed, are dropped: their
+    /// counts were made under another definition. The watermark and counters go on.
+    pub fn replace_rules(&mut self, rules: &[CorrelationRule]) -> CorrelationRulesReplaced {
+        let mut next = CorrelationRules::new(rules, self.allowed_lateness, self.max_groups);
+        let mut replaced = CorrelationRulesReplaced::default();
+        for rule in rules {
+            match self.rules.get(&rule.id) {
+                None => replaced.added += 1,
+                Some(old) if same_windows(old, rule) => replaced.kept += 1,
+                Some(_) => replaced.changed += 1,
+            }
+        }
+        replaced.removed = self
+            .rules
+            .keys()
+            .filter(|id| !next.rules.contains_key(*id))
+            .count();
+        for (key, group) in std::mem::take(&mut self.groups) {
+            let keep = matches!(
+                (self.rules.get(&group.correlation), next.rules.get(&group.correlation)),
+                (Some(old), Some(new)) if same_windows(old, new)
+            );
+            if keep {
+                next.groups.insert(key, group);
+            } else {
+                replaced.groups_dropped += 1;
+            }
+        }
+        next.watermark = self.watermark;
+        next.stats = self.stats;
+        next.stats.discarded += replaced.groups_dropped as u64;
+        *self = next;
+        replaced
+    }
+
     /// The state to snapshot.
     pub fn snapshot_state(&self) -> SigmaState {
         let mut groups: Vec<(String, Group)> = self
@@ -142,14 +241,38 @@ impl CorrelationRules {
             groups,
             watermark_ms: self.watermark.0,
             stats: self.stats,
+            definitions: self
+                .rules
+                .iter()
+                .map(|(id, rule)| (id.clone(), window_digest(rule)))
+                .collect(),
         }
     }
 
-    /// Take over a snapshot's state.
+    /// Take over a snapshot's state. Groups of a correlation these rules do not have, or
+    /// whose windows the snapshot's rule defined otherwise, are dropped (counted in
+    /// `discarded`): a restart with changed rules starts those afresh, as a reload does.
     pub fn restore_state(&mut self, state: SigmaState) {
-        self.groups = state.groups.into_iter().collect();
         self.watermark = Timestamp(state.watermark_ms);
         self.stats = state.stats;
+        let digests: HashMap<&str, u128> = self
+            .rules
+            .iter()
+            .map(|(id, rule)| (id.as_str(), window_digest(rule)))
+            .collect();
+        let mut discarded = 0;
+        self.groups = state
+            .groups
+            .into_iter()
+            .filter(|(_, group)| {
+                let now = digests.get(group.correlation.as_str());
+                let then = state.definitions.get(&group.correlation);
+                let keep = now.is_some() && then.is_none_or(|then| Some(then) == now);
+                discarded += u64::from(!keep);
+                keep
+            })
+            .collect();
+        self.stats.discarded += discarded;
     }
 
     /// Counters.

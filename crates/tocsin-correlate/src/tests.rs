@@ -806,6 +806,113 @@ mod sigma_correlation_rules {
         );
     }
 
+    /// A reload replaces the correlation rules between two detections: a correlation whose
+    /// windows mean the same keeps what its groups counted (a new title is used from the next
+    /// firing on), one whose condition changed starts afresh under the new one, a new one
+    /// counts from the reload on, and a removed one no longer fires.
+    #[test]
+    fn replaced_correlation_rules_keep_the_groups_of_unchanged_windows() {
+        let rule = |id: &str, title: &str, gte: u32| {
+            correlation(&format!("title: {title}\nid: {id}\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [Host]\n  timespan: 1h\n  condition: {{gte: {gte}}}\n"))
+        };
+        let (same, changed, removed) = (
+            rule("same", "Same", 4),
+            rule("changed", "Changed", 4),
+            rule("removed", "Removed", 4),
+        );
+        let fail = |c: &CorrelationRule, at: i64| det(c, "failed_logon", at, &[("Host", "h1")]);
+        let mut correlator = Correlator::new(CorrelatorConfig {
+            correlation_rules: vec![same.clone(), changed.clone(), removed.clone()],
+            ..CorrelatorConfig::default()
+        });
+        let feed = |correlator: &mut Correlator, rules: &[&CorrelationRule], at: i64| {
+            let mut warnings = Vec::new();
+            for c in rules {
+                correlator.push(&fail(c, at), &mut warnings);
+            }
+            correlator.take_derived()
+        };
+        let mut out = Vec::new();
+        let old: [&CorrelationRule; 3] = [&same, &changed, &removed];
+        for at in 0..3 {
+            out.extend(feed(&mut correlator, &old, at));
+        }
+        assert!(out.is_empty(), "{out:?}");
+        let snapshot = correlator.snapshot();
+
+        let renamed = rule("same", "Same, renamed", 4);
+        let stricter = rule("changed", "Changed", 5);
+        let added = rule("added", "Added", 2);
+        let replaced = correlator.replace_correlation_rules(vec![
+            renamed.clone(),
+            stricter.clone(),
+            added.clone(),
+        ]);
+        assert_eq!(
+            (
+                replaced.kept,
+                replaced.changed,
+                replaced.added,
+                replaced.removed
+            ),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(replaced.groups_dropped, 2, "{replaced:?}");
+        assert!(replaced.differs());
+
+        let new: [&CorrelationRule; 4] = [&renamed, &stricter, &added, &removed];
+        for at in 3..5 {
+            out.extend(feed(&mut correlator, &new, at));
+        }
+        let fired: Vec<(&str, &str, &str)> = out
+            .iter()
+            .map(|d| {
+                (
+                    d.rule.id.as_str(),
+                    d.rule.title.as_str(),
+                    d.fields["event_count"].as_str(),
+                )
+            })
+            .collect();
+        // `same` counted 3 before the reload: its fourth fires, under its new title;
+        // `changed` counts 2 since the reload, short of 5; `added` reaches 2.
+        assert_eq!(
+            fired,
+            vec![("same", "Same, renamed", "4"), ("added", "Added", "2")],
+            "{out:#?}"
+        );
+        assert!(correlator.correlation_rule_stats().unknown >= 2);
+        assert_eq!(correlator.correlation_rule_stats().discarded, 2);
+
+        // A restart under the new rules, from the state saved before the change, drops
+        // and keeps the same groups.
+        let mut restarted = Correlator::restore(
+            CorrelatorConfig {
+                correlation_rules: vec![renamed.clone(), stricter.clone(), added.clone()],
+                ..CorrelatorConfig::default()
+            },
+            &snapshot,
+        )
+        .unwrap();
+        let mut after_restart = Vec::new();
+        for at in 3..5 {
+            after_restart.extend(feed(&mut restarted, &new, at));
+        }
+        assert_eq!(
+            after_restart
+                .iter()
+                .map(|d| (d.rule.id.as_str(), d.fields["event_count"].as_str()))
+                .collect::<Vec<_>>(),
+            vec![("same", "4"), ("added", "2")],
+            "{after_restart:#?}"
+        );
+        assert_eq!(restarted.correlation_rule_stats().discarded, 2);
+
+        let again = correlator.replace_correlation_rules(vec![renamed, stricter, added]);
+        assert!(!again.differs(), "{again:?}");
+        assert_eq!(again.groups_dropped, 0);
+    }
+
     #[test]
     fn late_detections_are_counted_not_merged() {
         let c = correlation("title: Count\nid: cnt\ncorrelation:\n  type: event_count\n  rules: [r]\n  group-by: [Host]\n  timespan: 10m\n  condition: {gte: 3}\n");
