@@ -1410,3 +1410,109 @@ fn archive_worker_archives_every_event_detection_and_warning_despite_a_kill() {
         archiver_err.lines().last().unwrap_or("")
     );
 }
+
+/// A correlation rule added while `tocsin worker all` runs (`rules.watch_s`) reaches the
+/// correlate thread too: it counts the failures published after the reload (not those
+/// before it, when it did not exist) and its firing arrives on the detections topic.
+#[test]
+fn correlate_worker_takes_a_new_correlation_rule_without_a_restart() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let id = unique();
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site-rules");
+    std::fs::create_dir(&site).unwrap();
+    std::fs::write(
+        site.join("failed_logon.yml"),
+        "title: Failed logon\nid: failed-logon\nname: failed_logon\nlogsource:\n  product: windows\n  service: security\ndetection:\n  selection:\n    EventID: 4625\n  condition: selection\nlevel: low\n",
+    )
+    .unwrap();
+    let config = scenario_config(dir.path(), &bootstrap, &id);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace(
+        "[rules]\npaths = [",
+        &format!("[rules]\nwatch_s = 1\npaths = [\"{}\", ", site.display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    create_topics(&config, 1);
+    let listen = free_loopback_addr();
+    let worker = Reaped(Some(spawn_configured_with(
+        &config,
+        "all",
+        &["--listen", &listen.to_string()],
+    )));
+    let reader = Source::subscribe(
+        &KafkaSettings::new(bootstrap.clone()),
+        &format!("test-{id}-reader"),
+        &[format!("test.{id}.detections")],
+    )
+    .unwrap();
+    let mut sink = Sink::new(&KafkaSettings::new(bootstrap.clone())).unwrap();
+    let topic = format!("test.{id}.events");
+    let publish = |sink: &mut Sink, minutes: std::ops::Range<u32>| {
+        for m in minutes {
+            let event = format!("{{\"Channel\":\"Security\",\"EventID\":4625,\"IpAddress\":\"10.1.1.1\",\"sector\":\"health\",\"member_state\":\"DE\",\"organisation\":\"Klinikum Test\",\"@timestamp\":\"2026-03-02T08:{m:02}:00Z\"}}");
+            sink.send(&topic, None, event.as_bytes(), &[]).unwrap();
+        }
+        sink.flush(Duration::from_secs(30)).unwrap();
+    };
+    let consumed = |n: f64| {
+        let until = Instant::now() + Duration::from_secs(60);
+        let series = format!("tocsin_events_total{{source=\"test.{id}.events\"}}");
+        while metric(&http_get(listen, "/metrics").1, &series).unwrap_or(0.0) < n {
+            assert!(
+                Instant::now() < until,
+                "the worker did not consume {n} events"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Three failures before the correlation exists.
+    publish(&mut sink, 0..3);
+    consumed(3.0);
+    std::fs::write(
+        site.join("burst.yml"),
+        "title: Failed logons from one address\nid: burst\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 1h\n  condition: {gte: 3}\nlevel: high\n",
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while metric(&http_get(listen, "/metrics").1, "tocsin_rule_set_version") != Some(2.0) {
+        assert!(
+            Instant::now() < until,
+            "the correlation rule was not loaded"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Both threads switch between batches: publish after a few windows have passed.
+    std::thread::sleep(Duration::from_millis(1000));
+    publish(&mut sink, 3..6);
+    consumed(6.0);
+    let mut fired = Vec::new();
+    let until = Instant::now() + Duration::from_secs(30);
+    while fired.is_empty() && Instant::now() < until {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            let d: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
+            if d["kind"] == "correlation" {
+                fired.push((
+                    d["rule"]["id"].as_str().unwrap().to_owned(),
+                    d["fields"]["event_count"].as_str().unwrap().to_owned(),
+                    d["event_time"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+    }
+    assert_eq!(
+        fired,
+        [(
+            "burst".to_owned(),
+            "3".to_owned(),
+            "2026-03-02T08:05:00.000Z".to_owned()
+        )],
+        "the new correlation fires on the third failure after the reload"
+    );
+    let (status, err) = terminate(worker.take());
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("correlation rules replaced: 1 added"),
+        "the correlate thread logs the change:\n{err}"
+    );
+}

@@ -404,3 +404,74 @@ fn a_changed_frequency_table_is_read_again_by_the_next_reload() {
     assert!(summary.contains("tocsin: 150 events"), "{summary}");
     assert_eq!(json_lines(&detections).len(), 75, "the even events of 150");
 }
+
+/// A reload brings the correlation rules with the detection rules: a correlation added
+/// while `tocsin run --watch` runs counts the detections that come after it (not those
+/// before, which it did not exist for), and a changed one starts afresh under its new
+/// condition.
+#[test]
+fn watch_reloads_correlation_rules() {
+    const FAILED_LOGON: &str = "title: Failed logon\nid: failed-logon\nname: failed_logon\nlogsource:\n  product: windows\n  service: security\ndetection:\n  selection:\n    EventID: 4625\n  condition: selection\nlevel: low\n";
+    let burst = |gte: u32| {
+        format!("title: Failed logons from one address\nid: burst\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 1h\n  condition: {{gte: {gte}}}\n  generate: true\nlevel: high\n")
+    };
+    let failure = |minute: u32| {
+        format!("{{\"Channel\":\"Security\",\"EventID\":4625,\"IpAddress\":\"10.1.1.1\",\"@timestamp\":\"2026-03-02T08:{minute:02}:00Z\"}}")
+    };
+    let rules = rules_dir("");
+    std::fs::write(rules.path().join("failed_logon.yml"), FAILED_LOGON).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let detections = work.path().join("d.jsonl");
+    let (mut child, rx) = spawn(
+        rules.path(),
+        &detections,
+        &["--watch", "--watch-interval", "0.2"],
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    let mut feed = |minutes: std::ops::Range<u32>| {
+        for m in minutes {
+            writeln!(stdin, "{}", failure(m)).unwrap();
+        }
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Four failures before any correlation rule exists.
+    feed(0..4);
+    std::fs::write(rules.path().join("burst.yml"), burst(3)).unwrap();
+    let line = wait_for(&rx, "reloaded");
+    assert!(line.contains("1 correlation rules"), "{line}");
+    // Four more: the new rule fires at the third of them, and the fourth starts a new count.
+    feed(4..8);
+    wait_for(&rx, "correlation rules replaced: 1 added");
+    // The condition changes: the group's count of one is dropped and starts again under
+    // gte 2, so the rule fires at the second failure after the reload, not the first.
+    std::fs::write(rules.path().join("burst.yml"), burst(2)).unwrap();
+    wait_for(&rx, "reloaded");
+    feed(8..10);
+    wait_for(&rx, "correlation rules replaced: 0 added, 1 changed");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+
+    let fired: Vec<(String, String)> = json_lines(&detections)
+        .iter()
+        .filter(|d| d["kind"] == "correlation")
+        .map(|d| {
+            (
+                d["event_time"].as_str().unwrap().to_owned(),
+                d["fields"]["event_count"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fired,
+        vec![
+            ("2026-03-02T08:06:00.000Z".to_owned(), "3".to_owned()),
+            ("2026-03-02T08:09:00.000Z".to_owned(), "2".to_owned()),
+        ]
+    );
+    let failed = json_lines(&detections)
+        .iter()
+        .filter(|d| d["rule"]["id"] == "failed-logon")
+        .count();
+    assert_eq!(failed, 10, "every failure is published (generate: true from the reload on, and no correlation before it)");
+}

@@ -535,7 +535,7 @@ pub(crate) struct WatchedRules {
     pub sources: RuleSources,
     pub compiled: tocsin_match::CompiledRules,
     /// The reloaded sets, in the order they were compiled.
-    pub reloads: std::sync::mpsc::Receiver<std::sync::Arc<tocsin_match::CompiledRules>>,
+    pub reloads: std::sync::mpsc::Receiver<reload::Reloaded>,
     /// The literal-frequency table in use, shared with the reloader (a calibration made in
     /// the process is put here for the reloads to choose by).
     pub frequencies: reload::SharedFrequencies,

@@ -28,6 +28,7 @@ use tocsin_rules::EscalationPolicy;
 
 use crate::input::{read_line, Line};
 use crate::metrics::{MatchWorkPublisher, Metrics};
+use crate::reload::Reloaded;
 
 /// Where undecodable lines go.
 pub enum DeadLetterSink {
@@ -118,7 +119,7 @@ pub struct RunStats {
 pub struct Pipeline {
     rules: Arc<CompiledRules>,
     /// New rule sets from the reloader, swapped in between two events.
-    reloads: Option<Receiver<Arc<CompiledRules>>>,
+    reloads: Option<Receiver<Reloaded>>,
     context_fields: ContextFields,
     scratch: MatchScratch,
     /// What of the scratch space's counters the metrics have.
@@ -299,7 +300,7 @@ impl Pipeline {
 
     /// Take new rule sets from `reloads`: each is swapped in atomically between two events,
     /// so every event is matched by exactly one rule set, old or new.
-    pub fn with_reloads(mut self, reloads: Receiver<Arc<CompiledRules>>) -> Self {
+    pub fn with_reloads(mut self, reloads: Receiver<Reloaded>) -> Self {
         self.reloads = Some(reloads);
         self
     }
@@ -310,8 +311,21 @@ impl Pipeline {
         while let Ok(r) = rx.try_recv() {
             newest = Some(r);
         }
-        if let Some(rules) = newest {
-            self.swap_rules(rules);
+        if let Some(reloaded) = newest {
+            self.swap_rules(reloaded.compiled);
+            let replaced = self
+                .correlator
+                .replace_correlation_rules(reloaded.correlations);
+            if replaced.differs() {
+                crate::logging::say(&format!(
+                    "tocsin: correlation rules replaced: {} added, {} changed, {} removed, {} kept; {} open groups dropped",
+                    replaced.added,
+                    replaced.changed,
+                    replaced.removed,
+                    replaced.kept,
+                    replaced.groups_dropped
+                ));
+            }
             self.stats.reloads += 1;
         }
     }

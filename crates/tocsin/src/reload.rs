@@ -4,7 +4,10 @@
 //! size or modification time of any rule or feed file — then loads and compiles the whole set
 //! again while the old one keeps serving. Only a complete new set is handed over, through a
 //! channel that the pipeline polls between two events, so each event is matched by exactly
-//! one set. A source that fails to load as a whole keeps its previous version
+//! one set. The correlation rules come with it: the pipeline gives them to its correlator
+//! at the same point, which keeps what the groups of unchanged correlations counted
+//! ([`tocsin_correlate::Correlator::replace_correlation_rules`]). A source that fails to
+//! load as a whole keeps its previous version
 //! ([`crate::load::LastGood`]); rule errors are reported and the rest of the new set is used.
 //! A literal-frequency table (`--frequencies`) is read again when its file has changed (a
 //! new calibration shipped in a ConfigMap); one that cannot be read is reported and the
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Result;
 
 use tocsin_match::{CompiledRules, LiteralFrequencies, MatchConfig};
+use tocsin_rules::CorrelationRule;
 
 use crate::feeds::FeedFormat;
 use crate::load::{LastGood, RuleSources};
@@ -26,6 +30,14 @@ use crate::load::{LastGood, RuleSources};
 /// Literal frequencies observed by `--calibrate`, shared by the pipeline (which observes
 /// them once) and the reloader (whose later rule sets keep choosing by them).
 pub type SharedFrequencies = Arc<Mutex<Option<Arc<LiteralFrequencies>>>>;
+
+/// A rule set loaded again: the compiled detection rules and the correlation rules that
+/// go with them (the detection rules carry their correlation keys).
+#[derive(Clone)]
+pub struct Reloaded {
+    pub compiled: Arc<CompiledRules>,
+    pub correlations: Vec<CorrelationRule>,
+}
 
 /// What to load, and how.
 #[derive(Clone)]
@@ -185,7 +197,7 @@ pub fn spawn(
     quiet: bool,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     frequencies: SharedFrequencies,
-) -> Result<Receiver<Arc<CompiledRules>>> {
+) -> Result<Receiver<Reloaded>> {
     let hangup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))?;
     let (tx, rx) = mpsc::channel();
@@ -228,7 +240,12 @@ pub fn spawn(
                         let errors = sources.diagnostics.error_count();
                         // Hand the set over first, then say so: whoever reads the message
                         // may rely on the next event being matched by the new set.
-                        if tx.send(Arc::new(compiled)).is_err() {
+                        let correlations = sources.correlations.len();
+                        let reloaded = Reloaded {
+                            compiled: Arc::new(compiled),
+                            correlations: sources.correlations,
+                        };
+                        if tx.send(reloaded).is_err() {
                             return;
                         }
                         if let Some(m) = &metrics {
@@ -236,10 +253,11 @@ pub fn spawn(
                             m.reloads.with_label_values(&[outcome]).inc();
                         }
                         crate::logging::say(&format!(
-                            "tocsin: reloaded ({}): {} rules ({} literals scanned for), {} indicators, {} errors, in {:.2} s",
+                            "tocsin: reloaded ({}): {} rules ({} literals scanned for), {} correlation rules, {} indicators, {} errors, in {:.2} s",
                             if signalled { "SIGHUP" } else { "files changed" },
                             s.rules,
                             s.scanned_atoms,
+                            correlations,
                             s.indicators,
                             errors,
                             started.elapsed().as_secs_f64()

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -29,7 +30,7 @@ use tocsin_kafka::changelog::{self, StateKey};
 use tocsin_kafka::sink::Sink;
 use tocsin_kafka::source::{Received, Source};
 use tocsin_kafka::{dead_letter, KafkaSettings};
-use tocsin_rules::EscalationPolicy;
+use tocsin_rules::{CorrelationRule, EscalationPolicy};
 
 use super::{
     acknowledged, commit_batch, publish_detection, rule_args, rules_loaded, serve_metrics,
@@ -38,6 +39,7 @@ use super::{
 use crate::config::Config;
 use crate::load::RuleSources;
 use crate::metrics::Metrics;
+use crate::reload::Reloaded;
 
 /// `tocsin worker correlate`.
 #[derive(Args)]
@@ -66,19 +68,27 @@ pub fn main(a: CorrelateWorkerArgs) -> Result<std::process::ExitCode> {
     if let Some(b) = a.batch_ms {
         c.correlate.batch_ms = b;
     }
-    let (sources, compiled) = match crate::prepare_rules(&rule_args(&c), a.common.quiet)? {
+    let metrics = serve_metrics(&c, a.common.quiet)?;
+    let watch = (c.rules.watch_s > 0).then(|| Duration::from_secs(c.rules.watch_s));
+    let rules = match crate::load_watched(&rule_args(&c), a.common.quiet, watch, metrics.clone())? {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
     let stop = stop_on_signals(&c)?;
-    let metrics = serve_metrics(&c, a.common.quiet)?;
     if let Some(m) = &metrics {
-        rules_loaded(m, &compiled);
+        rules_loaded(m, &rules.compiled);
     }
-    drop(compiled);
+    drop(rules.compiled);
     let _span = worker_span("correlate", &c.correlate.group).entered();
     supervised("correlate", &stop, || {
-        run(&c, &sources, metrics.as_deref(), &stop, a.common.quiet)
+        run(
+            &c,
+            &rules.sources,
+            metrics.as_deref(),
+            &stop,
+            a.common.quiet,
+            Some(&rules.reloads),
+        )
     })?;
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -114,13 +124,16 @@ struct Outputs {
     dead_letter_topic: String,
 }
 
-/// Run until `stop`; returns after the last batch is committed.
+/// Run until `stop`; returns after the last batch is committed. The correlation rules of
+/// each reload on `reloads` replace those in use between two batches, in every partition's
+/// correlator (see [`Correlator::replace_correlation_rules`]), and in those restored later.
 pub fn run(
     c: &Config,
     sources: &RuleSources,
     metrics: Option<&Metrics>,
     stop: &AtomicBool,
     quiet: bool,
+    reloads: Option<&Receiver<Reloaded>>,
 ) -> Result<()> {
     let settings = c.kafka_settings();
     let cfg = &c.correlate;
@@ -198,10 +211,10 @@ pub fn run(
         m.batch_seconds.with_label_values(&["correlate"]);
     }
     let readiness = metrics.map(|m| (m, "correlate"));
-    let restoring = Restoring {
+    let mut restoring = Restoring {
         settings: &settings,
         config: c,
-        correlator: &correlator_config,
+        correlator: correlator_config,
         timeout: restore_timeout,
         metrics,
         quiet,
@@ -218,6 +231,12 @@ pub fn run(
         let mut in_batch = 0u64;
         let mut revoked = Vec::new();
         while !stopping && in_batch < cfg.batch && opened.elapsed() < batch_window {
+            // Reloaded correlation rules are taken before the next message (a try_recv): the
+            // match workers tag detections with a new correlation's key from their own
+            // reload on, and the sooner it is known here, the fewer of them go uncounted.
+            if let Some(rules) = reloads.and_then(newest_correlation_rules) {
+                replace_correlation_rules(&mut parts, &mut restoring.correlator, rules, quiet);
+            }
             let Some(polled) = source.poll(Duration::from_millis(50)) else {
                 // A rebalance ends a poll without a message: partitions taken away end the
                 // batch (their state is written first); partitions given are restored now,
@@ -359,11 +378,58 @@ pub fn run(
     Ok(())
 }
 
+/// The correlation rules of the newest reload on `reloads`, if one arrived.
+fn newest_correlation_rules(reloads: &Receiver<Reloaded>) -> Option<Vec<CorrelationRule>> {
+    let mut newest = None;
+    while let Ok(r) = reloads.try_recv() {
+        newest = Some(r.correlations);
+    }
+    newest
+}
+
+/// Give `rules` to every partition's correlator, and to those restored from now on. A
+/// partition whose groups changed has its state written with the next batch.
+fn replace_correlation_rules(
+    parts: &mut HashMap<i32, Partition>,
+    config: &mut CorrelatorConfig,
+    rules: Vec<CorrelationRule>,
+    quiet: bool,
+) {
+    let mut dropped = 0;
+    let mut summary = None;
+    for part in parts.values_mut() {
+        let replaced = part.correlator.replace_correlation_rules(rules.clone());
+        if replaced.groups_dropped > 0 {
+            part.dirty = true;
+        }
+        dropped += replaced.groups_dropped;
+        summary = Some(replaced);
+    }
+    config.correlation_rules = rules;
+    if let Some(s) = summary.filter(|s| s.differs() && !quiet) {
+        tracing::info!(
+            added = s.added,
+            changed = s.changed,
+            removed = s.removed,
+            kept = s.kept,
+            groups_dropped = dropped,
+            "correlation rules replaced: {} added, {} changed, {} removed, {} kept; {} open groups dropped in {} partitions",
+            s.added,
+            s.changed,
+            s.removed,
+            s.kept,
+            dropped,
+            parts.len()
+        );
+    }
+}
+
 /// What restoring a partition needs.
 struct Restoring<'a> {
     settings: &'a KafkaSettings,
     config: &'a Config,
-    correlator: &'a CorrelatorConfig,
+    /// The correlators' configuration, with the correlation rules of the latest reload.
+    correlator: CorrelatorConfig,
     timeout: Duration,
     metrics: Option<&'a Metrics>,
     quiet: bool,
@@ -398,7 +464,7 @@ fn restore_logged(
             Some(format!("restoring the state of partition {partition}")),
         );
     }
-    let p = restore(r.settings, r.config, key, r.correlator, r.timeout)?;
+    let p = restore(r.settings, r.config, key, &r.correlator, r.timeout)?;
     stats.restored += 1;
     if let Some(m) = r.metrics {
         m.state_restores.inc();

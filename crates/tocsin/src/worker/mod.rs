@@ -181,7 +181,10 @@ fn rule_args(c: &Config) -> RuleArgs {
 /// changes every `rules.watch_s`). It outlives the worker loop's in-process restarts.
 pub struct LiveRules {
     current: Arc<tocsin_match::CompiledRules>,
-    updates: std::sync::mpsc::Receiver<Arc<tocsin_match::CompiledRules>>,
+    updates: std::sync::mpsc::Receiver<crate::reload::Reloaded>,
+    /// Where each reload goes on to, for the correlate thread of `worker all` (its
+    /// correlation rules).
+    forward: Option<std::sync::mpsc::Sender<crate::reload::Reloaded>>,
 }
 
 impl LiveRules {
@@ -202,6 +205,7 @@ impl LiveRules {
             LiveRules {
                 current: Arc::new(rules.compiled),
                 updates: rules.reloads,
+                forward: None,
             },
         )))
     }
@@ -209,8 +213,13 @@ impl LiveRules {
     /// The newest reloaded set, if one arrived since the last call.
     fn take_newest(&mut self) -> Option<Arc<tocsin_match::CompiledRules>> {
         let mut newest = None;
+        // The correlation rules that come with a reload are the correlate worker's
+        // business; this worker only tags detections with their keys.
         while let Ok(r) = self.updates.try_recv() {
-            newest = Some(r);
+            if let Some(forward) = &self.forward {
+                let _ = forward.send(r.clone());
+            }
+            newest = Some(r.compiled);
         }
         if let Some(r) = &newest {
             self.current = Arc::clone(r);
@@ -374,6 +383,9 @@ pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
     if let Some(m) = &metrics {
         rules_loaded(m, &live.current);
     }
+    // The match thread takes each reload and passes it on to the correlate thread.
+    let (forward, correlation_reloads) = std::sync::mpsc::channel();
+    live.forward = Some(forward);
     let stop = stop_on_signals(&c)?;
     let m = metrics.as_deref();
     std::thread::scope(|scope| {
@@ -391,7 +403,7 @@ pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
         let _guard = StopOnPanic(&stop);
         let _span = worker_span("correlate", &c.correlate.group).entered();
         let correlated = supervised("correlate", &stop, || {
-            correlating::run(&c, &sources, m, &stop, quiet)
+            correlating::run(&c, &sources, m, &stop, quiet, Some(&correlation_reloads))
         });
         if correlated.is_err() {
             stop.store(true, Ordering::Relaxed);
