@@ -39,7 +39,8 @@ pub struct CorrelationRuleStats {
     pub unknown: u64,
     /// Groups evicted for the group limit.
     pub evicted: u64,
-    /// Repeats of a detection id the group has seen (redeliveries), ignored.
+    /// Detections the group had counted already (redeliveries; for the aggregating types
+    /// also an event counted under another of the correlation's rules), ignored.
     #[serde(default)]
     pub duplicates: u64,
     /// Groups dropped, with what they had counted, because their correlation rule changed
@@ -65,13 +66,14 @@ struct Group {
     window_start: Option<Timestamp>,
     items: VecDeque<Item>,
     last_seen: Timestamp,
-    /// Digests of the latest detection ids the group took (at most [`RECENT_IDS`]), so that
-    /// a redelivered detection is not counted twice, even after its window fired.
+    /// The [`item_identity`] of the latest detections the group took (at most
+    /// [`RECENT_IDS`]), so that a redelivered detection is not counted twice, even after its
+    /// window fired.
     #[serde(default)]
     recent: VecDeque<u128>,
 }
 
-/// How many detection ids a group remembers for de-duplication.
+/// How many detections a group remembers for de-duplication.
 const RECENT_IDS: usize = 4096;
 
 /// The engine's state, for snapshots: groups (sorted by key), watermark, counters.
@@ -144,6 +146,32 @@ fn window_digest(rule: &CorrelationRule) -> u128 {
     IdHasher::new("correlation-windows")
         .part(definition.as_bytes())
         .digest()
+}
+
+/// What a group knows a detection by, to count it once: a redelivered detection (the same
+/// event read again after a worker restart or a rebalance) must not count twice.
+///
+/// A detection read from a source is known by where its event lies (topic and partition
+/// and offset, or file and line), not by its id (which hashes the rule and the event's
+/// bytes): two byte-identical log lines are two events. For the aggregating types
+/// (`event_count`, `value_count`, `value_sum`, `value_avg`, `value_percentile`) that is
+/// all, so that an event two of the correlation's rules match counts once, as the types
+/// count events; the temporal types count the rules an event matched, so there the rule is
+/// part of it. A detection without a source (another correlation's firing) is known by its
+/// id.
+fn item_identity(kind: CorrelationType, d: &Detection) -> u128 {
+    let Some(source) = &d.source else {
+        return crate::id_digest(&d.id);
+    };
+    let hasher = IdHasher::new("correlation-item")
+        .part(source.name.as_bytes())
+        .part(&source.position.to_le_bytes());
+    match kind {
+        CorrelationType::Temporal | CorrelationType::TemporalOrdered => {
+            hasher.part(d.rule.id.as_bytes()).digest()
+        }
+        _ => hasher.digest(),
+    }
 }
 
 /// Whether what `a` counted in a group means the same under `b`.
@@ -365,6 +393,7 @@ impl CorrelationRules {
             .reduce(|a, b| format!("{a}\u{1f}{b}"));
         let eager = is_eager(rule);
         let timespan = rule.timespan;
+        let identity = item_identity(rule.kind, d);
         // A window judged when it closes: a detection for a key without an open window,
         // whose own window would have closed already, came after that key's window was
         // judged (or would have been): late, not the start of a window in the past that
@@ -390,7 +419,7 @@ impl CorrelationRules {
             last_seen: d.event_time,
             recent: VecDeque::new(),
         });
-        let digest = crate::id_digest(&d.id);
+        let digest = identity;
         if group.recent.contains(&digest) {
             self.stats.duplicates += 1;
             return;

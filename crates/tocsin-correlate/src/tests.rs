@@ -806,6 +806,53 @@ mod sigma_correlation_rules {
         );
     }
 
+    /// A group knows a detection by where its event lies: an event two of an
+    /// `event_count`'s rules match counts once, two byte-identical lines (the same
+    /// detection id) at two places count twice, a redelivery (same place, same rule) not
+    /// at all; a temporal correlation still sees both rules of one event.
+    #[test]
+    fn events_count_once_by_their_place_not_their_bytes() {
+        let count = correlation("title: Three events\nid: three\ncorrelation:\n  type: event_count\n  rules: [rule_a, rule_b]\n  group-by: [Host]\n  timespan: 1h\n  condition: {gte: 3}\n");
+        let both = correlation("title: Both\nid: both\ncorrelation:\n  type: temporal\n  rules: [rule_a, rule_b]\n  group-by: [Host]\n  timespan: 1h\n");
+        let at = |c: &CorrelationRule, rule: &str, host: &str, line: u64| {
+            let mut d = det(c, rule, line as i64, &[("Host", host)]);
+            d.source = Some(tocsin_core::SourceRef {
+                name: "events.jsonl".into(),
+                position: line,
+            });
+            d
+        };
+        // h1: line 1 matched by both rules, line 2 by one: two events, no firing; a
+        // redelivery of line 2 changes nothing; line 3 is the third event.
+        let mut ds = vec![
+            at(&count, "rule_a", "h1", 1),
+            at(&count, "rule_b", "h1", 1),
+            at(&count, "rule_a", "h1", 2),
+            at(&count, "rule_a", "h1", 2),
+        ];
+        let before_third = run(std::slice::from_ref(&count), &ds);
+        assert!(before_third.is_empty(), "{before_third:#?}");
+        ds.push(at(&count, "rule_a", "h1", 3));
+        // h2: three byte-identical lines, so one detection id, at lines 10 to 12.
+        for line in 10..13 {
+            let mut d = at(&count, "rule_a", "h2", line);
+            d.id = "det-0123456789abcdef0123456789abcdef".into();
+            d.event_time = ds[0].event_time;
+            ds.push(d);
+        }
+        let fired: Vec<(String, String)> = run(std::slice::from_ref(&count), &ds)
+            .iter()
+            .map(|d| (d.fields["Host"].clone(), d.fields["event_count"].clone()))
+            .collect();
+        assert_eq!(
+            fired,
+            vec![("h1".into(), "3".into()), ("h2".into(), "3".into())]
+        );
+        // One event matched by both rules is both rules matched.
+        let one_event = [at(&both, "rule_a", "h1", 1), at(&both, "rule_b", "h1", 1)];
+        assert_eq!(run(&[both], &one_event).len(), 1);
+    }
+
     /// A reload replaces the correlation rules between two detections: a correlation whose
     /// windows mean the same keeps what its groups counted (a new title is used from the next
     /// firing on), one whose condition changed starts afresh under the new one, a new one
