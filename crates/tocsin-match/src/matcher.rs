@@ -1064,9 +1064,10 @@ impl CompiledRules {
             ValueTest::Empty => value.is_some_and(|v| {
                 matches!(v.kind(), ValueKind::String { .. }) && v.raw().is_empty()
             }),
-            ValueTest::Glob { glob, .. } if glob.matches_every_text() => {
-                value.is_some_and(|v| !matches!(v.kind(), ValueKind::Object | ValueKind::Array))
-            }
+            // Any text: not a `null`, which has none (see the glob below), nor a container.
+            ValueTest::Glob { glob, .. } if glob.matches_every_text() => value.is_some_and(|v| {
+                !v.is_null() && !matches!(v.kind(), ValueKind::Object | ValueKind::Array)
+            }),
             ValueTest::Glob { glob, .. } => value
                 .and_then(|v| scratch.texts.text(v))
                 .is_some_and(|t| glob.is_match(t.as_bytes())),
