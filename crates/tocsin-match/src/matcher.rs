@@ -1054,6 +1054,13 @@ impl CompiledRules {
         event: &Event<'_>,
         scratch: &mut MatchScratch,
     ) -> bool {
+        // A JSON `null` has no text: only the `null` test holds for it (`exists` was
+        // decided before), as in pySigma's SQLite backend, where it is absent. Its text
+        // would otherwise be empty, which `'*'`, `re: '^$'` and `fieldref|contains` take.
+        let value = match v {
+            ValueTest::Null => value,
+            _ => value.filter(|v| !v.is_null()),
+        };
         match v {
             ValueTest::Atom { atom, need } => self.atom_holds(*atom, *need, value, scratch),
             ValueTest::Null => match value {
@@ -1064,10 +1071,9 @@ impl CompiledRules {
             ValueTest::Empty => value.is_some_and(|v| {
                 matches!(v.kind(), ValueKind::String { .. }) && v.raw().is_empty()
             }),
-            // Any text: not a `null`, which has none (see the glob below), nor a container.
-            ValueTest::Glob { glob, .. } if glob.matches_every_text() => value.is_some_and(|v| {
-                !v.is_null() && !matches!(v.kind(), ValueKind::Object | ValueKind::Array)
-            }),
+            ValueTest::Glob { glob, .. } if glob.matches_every_text() => {
+                value.is_some_and(|v| !matches!(v.kind(), ValueKind::Object | ValueKind::Array))
+            }
             ValueTest::Glob { glob, .. } => value
                 .and_then(|v| scratch.texts.text(v))
                 .is_some_and(|t| glob.is_match(t.as_bytes())),
@@ -1120,7 +1126,9 @@ impl CompiledRules {
                 .is_some_and(|got| op.holds(got as f64, *want)),
             ValueTest::FieldRef { field, mode, cased } => {
                 let Some(v) = value else { return false };
-                let Some(other) = field_value(event, &self.fields[*field as usize]) else {
+                let Some(other) =
+                    field_value(event, &self.fields[*field as usize]).filter(|o| !o.is_null())
+                else {
                     return false;
                 };
                 let MatchScratch {

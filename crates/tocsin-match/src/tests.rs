@@ -2071,6 +2071,34 @@ fn exists_holds_for_a_field_whose_value_is_null_or_empty() {
     }
 }
 
+/// A JSON `null` has no text: only the `null` test holds for it, not a regular expression
+/// that matches the empty text, nor a field reference to or from it (pySigma's SQLite
+/// backend, where a `null` is absent, agrees).
+#[test]
+fn a_null_has_no_text_for_any_test() {
+    let c = compile_rules(&[
+        ("empty-re", "  sel:\n    A|re: '^$'\n  condition: sel"),
+        ("same", "  sel:\n    A|fieldref: B\n  condition: sel"),
+        (
+            "holds",
+            "  sel:\n    A|fieldref|contains: B\n  condition: sel",
+        ),
+        ("nothing", "  sel:\n    A: null\n  condition: sel"),
+    ]);
+    for (fields, want) in [
+        (r#""A":null,"B":null"#, &["nothing"][..]),
+        (r#""A":"x","B":null"#, &[][..]),
+        (r#""A":null,"B":"""#, &["nothing"][..]),
+        (
+            r#""A":"","B":"""#,
+            &["empty-re", "same", "holds", "nothing"][..],
+        ),
+        (r#""A":"xyz","B":"y""#, &["holds"][..]),
+    ] {
+        assert_eq!(matched(&c, &ev(fields)), want, "{fields}");
+    }
+}
+
 /// "All values are treated as case-insensitive strings": letters outside ASCII too, as in
 /// the accounts of a localised Windows (`AUTORITE NT\Système`, `NT AUTHORITY\СИСТЕМА`),
 /// which SigmaHQ rules name; `cased` still compares as written.
