@@ -708,6 +708,45 @@ fn same_key(key: &[u8], name: &[u8]) -> bool {
     a.remainder().iter().zip(b.remainder()).all(|(x, y)| x == y)
 }
 
+/// The scalars of the (validated) container at the scanner's position, for
+/// [`FieldValue::for_each_scalar`].
+fn scalars_of<'a>(
+    scanner: &mut Scanner<'a>,
+    raw: &'a [u8],
+    f: &mut impl FnMut(FieldValue<'a>),
+) -> Result<(), DecodeError> {
+    let mut visit = |span: std::ops::Range<usize>, kind: ValueKind, canonical: bool| {
+        let value = FieldValue {
+            raw: &raw[span],
+            kind,
+            canonical,
+        };
+        if matches!(kind, ValueKind::Object | ValueKind::Array) {
+            value.for_each_scalar(f);
+        } else {
+            f(value);
+        }
+    };
+    scanner.skip_ws();
+    match scanner.peek() {
+        Some(b'{') => {
+            scanner.pos += 1;
+            scanner.object_members(1, |m| {
+                visit(
+                    m.value_start as usize..m.value_end as usize,
+                    m.kind,
+                    m.canonical,
+                )
+            })
+        }
+        Some(b'[') => {
+            scanner.pos += 1;
+            scanner.array_values(1, visit)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Search an already validated object (`{...}` text) for `path`, descending into nested
 /// objects. Used for dotted paths; it re-scans only the nested object's bytes.
 fn find_in_object<'a>(object: &'a [u8], path: &str) -> Option<FieldValue<'a>> {
@@ -850,6 +889,22 @@ impl<'a> FieldValue<'a> {
         }
         buf.extend_from_slice(&raw[copied..]);
         Some(buf.as_slice())
+    }
+
+    /// Call `f` with every scalar value inside this object or array, at any depth, in
+    /// order (not the keys); a scalar value is its own only one. Keyword searches with
+    /// wildcards or regular expressions test values one by one, nested ones included.
+    /// Allocates nothing: nested containers are scanned again where they lie.
+    pub fn for_each_scalar(&self, f: &mut impl FnMut(FieldValue<'a>)) {
+        match self.kind {
+            ValueKind::Object | ValueKind::Array => {
+                let mut scanner = Scanner::new(self.raw, None);
+                // Validated when the event was parsed: an error cannot occur, and would
+                // only end the walk.
+                let _ = scalars_of(&mut scanner, self.raw, f);
+            }
+            _ => f(*self),
+        }
     }
 
     /// The value as an owned string (allocates; for output, not the hot path).
@@ -1611,6 +1666,16 @@ impl<'a> Scanner<'a> {
     }
 
     fn array(&mut self, depth: usize) -> Result<(), DecodeError> {
+        self.array_values(depth, |_, _, _| {})
+    }
+
+    /// Scan an array's values after its `[`, through its `]`, calling `on_value` with each
+    /// one's span, kind and whether it is written with canonical escapes only.
+    fn array_values(
+        &mut self,
+        depth: usize,
+        mut on_value: impl FnMut(std::ops::Range<usize>, ValueKind, bool),
+    ) -> Result<(), DecodeError> {
         if depth > MAX_DEPTH {
             return Err(DecodeError::TooDeep);
         }
@@ -1621,7 +1686,8 @@ impl<'a> Scanner<'a> {
         }
         loop {
             self.skip_ws();
-            self.value(depth)?;
+            let (start, end, kind) = self.value(depth)?;
+            on_value(start..end, kind, !self.uncommon_escape);
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -1922,6 +1988,28 @@ mod tests {
         let e = Event::parse(br#"{"a":{"":"x","b":{"":1}}}"#, &mut idx).unwrap();
         assert_eq!(e.get("a."), None);
         assert_eq!(e.get("a.b."), None);
+    }
+
+    #[test]
+    fn every_scalar_inside_is_visited_in_order() {
+        let raw = br#"{"a":{"b":"x\\y","c":[1,null,{"d":true}],"e":{}},"f":[],"g":"\u0041"}"#;
+        let mut index = EventIndex::new();
+        let event = Event::parse(raw, &mut index).unwrap();
+        let mut seen = Vec::new();
+        for (_, value) in event.members() {
+            value.for_each_scalar(&mut |v| {
+                seen.push((
+                    v.kind(),
+                    String::from_utf8_lossy(v.raw()).into_owned(),
+                    v.to_text(),
+                ))
+            });
+        }
+        let raws: Vec<&str> = seen.iter().map(|(_, raw, _)| raw.as_str()).collect();
+        assert_eq!(raws, ["x\\\\y", "1", "null", "true", "\\u0041"]);
+        assert_eq!(seen[0].2.as_deref(), Some("x\\y"));
+        assert_eq!(seen[4].2.as_deref(), Some("A"));
+        assert!(seen[2].0 == ValueKind::Null);
     }
 
     #[test]

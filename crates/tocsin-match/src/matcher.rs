@@ -1019,14 +1019,23 @@ impl CompiledRules {
         }
     }
 
-    /// A keyword value holds when any value of the event matches it.
+    /// A keyword value holds when any value of the event matches it, the values inside its
+    /// objects and arrays included (a literal is found in their JSON text by the scan; a
+    /// wildcard or regex keyword is tested on each of their scalars).
     fn eval_keyword(&self, v: &ValueTest, event: &Event<'_>, scratch: &mut MatchScratch) -> bool {
         match v {
             ValueTest::Atom { atom, need } => scratch.atom_hit(*atom, *need),
             ValueTest::Any(vs) => vs.iter().any(|v| self.eval_keyword(v, event, scratch)),
-            _ => event
-                .members()
-                .any(|(_, value)| self.eval_value(v, Some(value), event, scratch)),
+            _ => event.members().any(|(_, value)| match value.kind() {
+                ValueKind::Object | ValueKind::Array => {
+                    let mut hit = false;
+                    value.for_each_scalar(&mut |scalar| {
+                        hit = hit || self.eval_value(v, Some(scalar), event, scratch);
+                    });
+                    hit
+                }
+                _ => self.eval_value(v, Some(value), event, scratch),
+            }),
         }
     }
 

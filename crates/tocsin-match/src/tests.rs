@@ -2026,6 +2026,49 @@ fn keywords_with_wildcards_or_regexes_are_found_beside_plain_ones() {
     }
 }
 
+/// Keywords search the values inside objects and arrays too (ECS events nest their fields:
+/// `process.command_line`), wildcard and regex keywords as well as plain ones, each nested
+/// value on its own: a wildcard does not span a key and a value, or two values.
+#[test]
+fn keywords_search_nested_values_whatever_their_kind() {
+    let c = compile_rules(&[
+        (
+            "plain",
+            "  keywords:\n    - 'mimikatz'\n  condition: keywords",
+        ),
+        (
+            "glob",
+            "  keywords:\n    - 'rm *sh_history'\n  condition: keywords",
+        ),
+        (
+            "regex",
+            "  pattern:\n    '|re': 'mimi.atz'\n  condition: pattern",
+        ),
+        (
+            "span",
+            "  keywords:\n    - 'line*run'\n  condition: keywords",
+        ),
+    ]);
+    for (fields, want) in [
+        (
+            r#""process":{"command_line":"run mimikatz now"}"#,
+            &["plain", "regex"][..],
+        ),
+        (
+            r#""process":{"args":["-f","rm ~/.bash_history"]}"#,
+            &["glob"][..],
+        ),
+        (
+            r#""a":[{"b":{"c":["x","rm -f .zsh_history"]}}]"#,
+            &["glob"][..],
+        ),
+        (r#""process":{"command_line":"run"}"#, &[][..]),
+        (r#""process":{"args":["rm x","sh_history"]}"#, &[][..]),
+    ] {
+        assert_eq!(matched(&c, &ev(fields)), want, "{fields}");
+    }
+}
+
 /// `windash` replaces each flag's dash independently: all the combinations, as the
 /// specification asks, so that a command line mixing `-` and `/` (PsExec's `/s -i`) is
 /// found by a value written with `-` throughout.
