@@ -80,6 +80,7 @@ pub fn main(a: CorrelateWorkerArgs) -> Result<std::process::ExitCode> {
     }
     drop(rules.compiled);
     let _span = worker_span("correlate", &c.correlate.group).entered();
+    let mut live = LiveCorrelations::new(&rules.sources, Some(&rules.reloads));
     supervised("correlate", &stop, || {
         run(
             &c,
@@ -87,7 +88,7 @@ pub fn main(a: CorrelateWorkerArgs) -> Result<std::process::ExitCode> {
             metrics.as_deref(),
             &stop,
             a.common.quiet,
-            Some(&rules.reloads),
+            &mut live,
         )
     })?;
     Ok(std::process::ExitCode::SUCCESS)
@@ -124,21 +125,52 @@ struct Outputs {
     dead_letter_topic: String,
 }
 
+/// The correlation rules a correlate worker uses, and the reloads that replace them. It
+/// outlives [`run`], which [`supervised`] calls again after a transient error: a restart
+/// goes on with the newest rules, not those of the start.
+pub struct LiveCorrelations<'a> {
+    current: Vec<CorrelationRule>,
+    reloads: Option<&'a Receiver<Reloaded>>,
+}
+
+impl<'a> LiveCorrelations<'a> {
+    pub fn new(sources: &RuleSources, reloads: Option<&'a Receiver<Reloaded>>) -> Self {
+        LiveCorrelations {
+            current: sources.correlations.clone(),
+            reloads,
+        }
+    }
+
+    /// The correlation rules of the newest reload, if one arrived since the last call;
+    /// they are the current ones from then on.
+    fn take_newest(&mut self) -> Option<Vec<CorrelationRule>> {
+        let mut newest = None;
+        while let Some(r) = self.reloads.and_then(|rx| rx.try_recv().ok()) {
+            newest = Some(r.correlations);
+        }
+        if let Some(rules) = &newest {
+            self.current.clone_from(rules);
+        }
+        newest
+    }
+}
+
 /// Run until `stop`; returns after the last batch is committed. The correlation rules of
-/// each reload on `reloads` replace those in use between two batches, in every partition's
-/// correlator (see [`Correlator::replace_correlation_rules`]), and in those restored later.
+/// each reload replace those in use between two messages, in every partition's correlator
+/// (see [`Correlator::replace_correlation_rules`]), and in those restored later.
 pub fn run(
     c: &Config,
     sources: &RuleSources,
     metrics: Option<&Metrics>,
     stop: &AtomicBool,
     quiet: bool,
-    reloads: Option<&Receiver<Reloaded>>,
+    live: &mut LiveCorrelations<'_>,
 ) -> Result<()> {
     let settings = c.kafka_settings();
     let cfg = &c.correlate;
     let policy = sources.policy.clone().unwrap_or_default();
-    let correlator_config = crate::correlator_config(sources, policy.clone());
+    let mut correlator_config = crate::correlator_config(sources, policy.clone());
+    correlator_config.correlation_rules = live.current.clone();
     let outputs = Outputs {
         audiences: [
             Audience::Technical,
@@ -234,7 +266,7 @@ pub fn run(
             // Reloaded correlation rules are taken before the next message (a try_recv): the
             // match workers tag detections with a new correlation's key from their own
             // reload on, and the sooner it is known here, the fewer of them go uncounted.
-            if let Some(rules) = reloads.and_then(newest_correlation_rules) {
+            if let Some(rules) = live.take_newest() {
                 replace_correlation_rules(&mut parts, &mut restoring.correlator, rules, quiet);
             }
             let Some(polled) = source.poll(Duration::from_millis(50)) else {
@@ -376,15 +408,6 @@ pub fn run(
         );
     }
     Ok(())
-}
-
-/// The correlation rules of the newest reload on `reloads`, if one arrived.
-fn newest_correlation_rules(reloads: &Receiver<Reloaded>) -> Option<Vec<CorrelationRule>> {
-    let mut newest = None;
-    while let Ok(r) = reloads.try_recv() {
-        newest = Some(r.correlations);
-    }
-    newest
 }
 
 /// Give `rules` to every partition's correlator, and to those restored from now on. A

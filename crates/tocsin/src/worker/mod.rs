@@ -388,6 +388,7 @@ pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
     live.forward = Some(forward);
     let stop = stop_on_signals(&c)?;
     let m = metrics.as_deref();
+    let mut correlations = correlating::LiveCorrelations::new(&sources, Some(&correlation_reloads));
     std::thread::scope(|scope| {
         let matcher = scope.spawn(|| {
             let _guard = StopOnPanic(&stop);
@@ -403,7 +404,7 @@ pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
         let _guard = StopOnPanic(&stop);
         let _span = worker_span("correlate", &c.correlate.group).entered();
         let correlated = supervised("correlate", &stop, || {
-            correlating::run(&c, &sources, m, &stop, quiet, Some(&correlation_reloads))
+            correlating::run(&c, &sources, m, &stop, quiet, &mut correlations)
         });
         if correlated.is_err() {
             stop.store(true, Ordering::Relaxed);
