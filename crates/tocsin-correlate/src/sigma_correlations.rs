@@ -152,8 +152,10 @@ fn window_digest(rule: &CorrelationRule) -> u128 {
 /// event read again after a worker restart or a rebalance) must not count twice.
 ///
 /// A detection read from a source is known by where its event lies (topic and partition
-/// and offset, or file and line), not by its id (which hashes the rule and the event's
-/// bytes): two byte-identical log lines are two events. For the aggregating types
+/// and offset, or file and line) and its event time, not by its id (which hashes the rule
+/// and the event's bytes): two byte-identical log lines are two events, and the event time
+/// tells apart the lines at one place of two inputs of the same name (two days' logs read
+/// from stdin, then correlated again by `tocsin report`). For the aggregating types
 /// (`event_count`, `value_count`, `value_sum`, `value_avg`, `value_percentile`) that is
 /// all, so that an event two of the correlation's rules match counts once, as the types
 /// count events; the temporal types count the rules an event matched, so there the rule is
@@ -165,7 +167,8 @@ fn item_identity(kind: CorrelationType, d: &Detection) -> u128 {
     };
     let hasher = IdHasher::new("correlation-item")
         .part(source.name.as_bytes())
-        .part(&source.position.to_le_bytes());
+        .part(&source.position.to_le_bytes())
+        .part(&d.event_time.0.to_le_bytes());
     match kind {
         CorrelationType::Temporal | CorrelationType::TemporalOrdered => {
             hasher.part(d.rule.id.as_bytes()).digest()

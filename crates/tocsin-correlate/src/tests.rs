@@ -848,6 +848,17 @@ mod sigma_correlation_rules {
             fired,
             vec![("h1".into(), "3".into()), ("h2".into(), "3".into())]
         );
+        // The same place of another input of the same name (a second file read from stdin)
+        // at another time is another event: h3's lines 1 and 2, then line 1 again a
+        // minute later, are three.
+        let mut again = at(&count, "rule_a", "h3", 1);
+        again.event_time = Timestamp(again.event_time.0 + MIN);
+        let stdin_twice = [
+            at(&count, "rule_a", "h3", 1),
+            at(&count, "rule_a", "h3", 2),
+            again,
+        ];
+        assert_eq!(run(std::slice::from_ref(&count), &stdin_twice).len(), 1);
         // One event matched by both rules is both rules matched.
         let one_event = [at(&both, "rule_a", "h1", 1), at(&both, "rule_b", "h1", 1)];
         assert_eq!(run(&[both], &one_event).len(), 1);
