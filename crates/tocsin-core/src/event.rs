@@ -722,7 +722,8 @@ fn scalars_of<'a>(
             canonical,
         };
         if matches!(kind, ValueKind::Object | ValueKind::Array) {
-            value.for_each_scalar(f);
+            let mut inner = Scanner::new(value.raw, None);
+            let _ = scalars_of(&mut inner, value.raw, f);
         } else {
             f(value);
         }
@@ -861,47 +862,32 @@ impl<'a> FieldValue<'a> {
         }
     }
 
-    /// For an object or an array: its JSON text with every string (keys too) written in
-    /// the canonical escaped form of [`escape_json_into`], into `buf`; `None` for other
-    /// values. Keyword searches read nested values as JSON text, and what they find must
-    /// not depend on how the writer spelled its escapes (`\u006dimikatz`).
-    pub fn canonical_json<'b>(&self, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
-        if !matches!(self.kind, ValueKind::Object | ValueKind::Array) {
-            return None;
-        }
-        buf.clear();
-        let raw = self.raw;
-        // The text between strings is copied as it is; each string's end is found as the
-        // decoder finds it (the value was validated when the event was parsed).
-        let mut scanner = Scanner::new(raw, None);
-        let mut copied = 0;
-        while let Some(quote) = memchr::memchr(b'"', &raw[scanner.pos..]) {
-            let start = scanner.pos + quote + 1;
-            scanner.pos = start;
-            let Ok(escaped) = scanner.string_body() else {
-                break;
-            };
-            if escaped {
-                buf.extend_from_slice(&raw[copied..start]);
-                escape_canonically(&raw[start..scanner.pos - 1], buf);
-                copied = scanner.pos - 1;
-            }
-        }
-        buf.extend_from_slice(&raw[copied..]);
-        Some(buf.as_slice())
-    }
-
     /// Call `f` with every scalar value inside this object or array, at any depth, in
     /// order (not the keys); a scalar value is its own only one. Keyword searches with
     /// wildcards or regular expressions test values one by one, nested ones included.
     /// Allocates nothing: nested containers are scanned again where they lie.
     pub fn for_each_scalar(&self, f: &mut impl FnMut(FieldValue<'a>)) {
+        self.any_scalar(&mut |v| {
+            f(v);
+            false
+        });
+    }
+
+    /// Whether `f` holds for a scalar value inside this object or array, at any depth (or
+    /// for this value, a scalar): [`FieldValue::for_each_scalar`], asking no more once one
+    /// holds. A nested container is read once per level above it, so a walk costs the
+    /// value's size times its depth (events nest a few levels).
+    pub fn any_scalar(&self, f: &mut impl FnMut(FieldValue<'a>) -> bool) -> bool {
         match self.kind {
             ValueKind::Object | ValueKind::Array => {
                 let mut scanner = Scanner::new(self.raw, None);
+                let mut found = false;
                 // Validated when the event was parsed: an error cannot occur, and would
                 // only end the walk.
-                let _ = scalars_of(&mut scanner, self.raw, f);
+                let _ = scalars_of(&mut scanner, self.raw, &mut |v| {
+                    found = found || f(v);
+                });
+                found
             }
             _ => f(*self),
         }
@@ -2013,17 +1999,16 @@ mod tests {
     }
 
     #[test]
-    fn nested_json_is_rewritten_with_canonical_escapes() {
+    fn nested_scalars_keep_their_canonical_spelling_or_are_rewritten() {
         let mut idx = EventIndex::new();
-        let raw = r#"{"o":{"k\u0041":["\u006d\/x\"y\\z\u001F", 1, {"n":null}]},"s":"t"}"#;
+        let raw = r#"{"o":{"k\u0041":["\u006d\/x\"y\\z\u001F", "p\\q", {"n":null}]},"s":"t"}"#;
         let e = Event::parse(raw.as_bytes(), &mut idx).unwrap();
         let mut buf = Vec::new();
-        let o = e.get_flat("o").unwrap();
-        assert_eq!(
-            o.canonical_json(&mut buf),
-            Some(&br#"{"kA":["m/x\"y\\z\u001f", 1, {"n":null}]}"#[..])
-        );
-        assert_eq!(e.get_flat("s").unwrap().canonical_json(&mut buf), None);
+        let mut seen = Vec::new();
+        e.get_flat("o").unwrap().for_each_scalar(&mut |v| {
+            seen.push(String::from_utf8_lossy(v.escaped_text(&mut buf).unwrap()).into_owned())
+        });
+        assert_eq!(seen, [r#"m/x\"y\\z\u001f"#, r#"p\\q"#, ""]);
     }
 
     #[test]

@@ -808,20 +808,14 @@ impl CompiledRules {
                         continue;
                     }
                 }
+                // Every value, those inside objects and arrays one by one (not their keys,
+                // as at the top level), as each keyword test reads them.
                 for (_, value) in event.members() {
-                    // Objects and arrays are searched as their JSON text, escaped already
-                    // (rewritten canonically when the event spells an escape otherwise).
-                    let hay: &[u8] = match value.kind() {
-                        ValueKind::Object | ValueKind::Array if event.has_uncommon_escapes() => {
-                            value.canonical_json(escaped_buf).unwrap_or_default()
+                    value.for_each_scalar(&mut |scalar| {
+                        if let Some(hay) = scalar.escaped_text(escaped_buf) {
+                            scan(hay, &mut state);
                         }
-                        ValueKind::Object | ValueKind::Array => value.raw(),
-                        _ => match value.escaped_text(escaped_buf) {
-                            Some(t) => t,
-                            None => continue,
-                        },
-                    };
-                    scan(hay, &mut state);
+                    });
                 }
                 continue;
             }
@@ -1026,15 +1020,8 @@ impl CompiledRules {
         match v {
             ValueTest::Atom { atom, need } => scratch.atom_hit(*atom, *need),
             ValueTest::Any(vs) => vs.iter().any(|v| self.eval_keyword(v, event, scratch)),
-            _ => event.members().any(|(_, value)| match value.kind() {
-                ValueKind::Object | ValueKind::Array => {
-                    let mut hit = false;
-                    value.for_each_scalar(&mut |scalar| {
-                        hit = hit || self.eval_value(v, Some(scalar), event, scratch);
-                    });
-                    hit
-                }
-                _ => self.eval_value(v, Some(value), event, scratch),
+            _ => event.members().any(|(_, value)| {
+                value.any_scalar(&mut |scalar| self.eval_value(v, Some(scalar), event, scratch))
             }),
         }
     }

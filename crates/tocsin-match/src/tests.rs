@@ -2028,7 +2028,8 @@ fn keywords_with_wildcards_or_regexes_are_found_beside_plain_ones() {
 
 /// Keywords search the values inside objects and arrays too (ECS events nest their fields:
 /// `process.command_line`), wildcard and regex keywords as well as plain ones, each nested
-/// value on its own: a wildcard does not span a key and a value, or two values.
+/// value on its own: a wildcard does not span a key and a value, or two values, and keys
+/// are not searched (as at the top level).
 #[test]
 fn keywords_search_nested_values_whatever_their_kind() {
     let c = compile_rules(&[
@@ -2064,6 +2065,14 @@ fn keywords_search_nested_values_whatever_their_kind() {
         ),
         (r#""process":{"command_line":"run"}"#, &[][..]),
         (r#""process":{"args":["rm x","sh_history"]}"#, &[][..]),
+        // Keys are not values, nested or not.
+        (r#""mimikatz":{"line":{"run":1}}"#, &[][..]),
+        (r#""process":{"mimikatz":1}"#, &[][..]),
+        // Escapes are read, nested too.
+        (
+            r#""process":{"args":["mimikatz"]}"#,
+            &["plain", "regex"][..],
+        ),
     ] {
         assert_eq!(matched(&c, &ev(fields)), want, "{fields}");
     }
