@@ -732,7 +732,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
             a.calibrate as usize,
             Box::new(move |sample: &[Vec<u8>]| {
                 let started = std::time::Instant::now();
-                let (compiled, observed) =
+                let (loaded, observed) =
                     spec.load_calibrated(&mut load::LastGood::new(), sample)?;
                 if !quiet {
                     eprintln!(
@@ -745,7 +745,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
                 if let Ok(mut shared) = frequencies.lock() {
                     *shared = Some(observed);
                 }
-                Ok(compiled)
+                Ok(loaded)
             }),
         );
     }

@@ -146,8 +146,9 @@ pub struct Pipeline {
     calibration: Option<Calibration>,
 }
 
-/// Compiles the rules again with prefilters chosen by literal frequencies over a sample.
-pub type Recompile = Box<dyn FnOnce(&[Vec<u8>]) -> Result<CompiledRules> + Send>;
+/// Loads and compiles the rules again with prefilters chosen by literal frequencies over a
+/// sample (with the correlation rules loaded with them).
+pub type Recompile = Box<dyn FnOnce(&[Vec<u8>]) -> Result<Reloaded> + Send>;
 
 /// Where `--calibrate` is.
 enum Calibration {
@@ -163,7 +164,7 @@ enum Calibration {
     /// matched. `reloads`: how many reloads had been taken when it started (a set
     /// reloaded since is newer than the files it read).
     Compiling {
-        thread: std::thread::JoinHandle<Result<CompiledRules>>,
+        thread: std::thread::JoinHandle<Result<Reloaded>>,
         reloads: u64,
     },
 }
@@ -257,7 +258,7 @@ impl Pipeline {
     /// reloaded set is newer.
     fn finish_calibration(
         &mut self,
-        thread: std::thread::JoinHandle<Result<CompiledRules>>,
+        thread: std::thread::JoinHandle<Result<Reloaded>>,
         reloads: u64,
         swap: bool,
     ) {
@@ -265,9 +266,9 @@ impl Pipeline {
             Ok(Ok(_)) if self.stats.reloads != reloads => crate::logging::warn(
                 "tocsin: the rules were reloaded while calibrating: the reloaded set stays (the next reload uses the frequencies)",
             ),
-            Ok(Ok(rules)) => {
+            Ok(Ok(loaded)) => {
                 if swap {
-                    self.swap_rules(Arc::new(rules));
+                    self.take_rule_set(loaded);
                 }
                 self.stats.calibrated = true;
             }
@@ -312,21 +313,27 @@ impl Pipeline {
             newest = Some(r);
         }
         if let Some(reloaded) = newest {
-            self.swap_rules(reloaded.compiled);
-            let replaced = self
-                .correlator
-                .replace_correlation_rules(reloaded.correlations);
-            if replaced.differs() {
-                crate::logging::say(&format!(
-                    "tocsin: correlation rules replaced: {} added, {} changed, {} removed, {} kept; {} open groups dropped",
-                    replaced.added,
-                    replaced.changed,
-                    replaced.removed,
-                    replaced.kept,
-                    replaced.groups_dropped
-                ));
-            }
+            self.take_rule_set(reloaded);
             self.stats.reloads += 1;
+        }
+    }
+
+    /// Match the next events with a loaded rule set, and correlate their detections with
+    /// its correlation rules (the detection rules tag detections with their keys).
+    fn take_rule_set(&mut self, loaded: Reloaded) {
+        self.swap_rules(loaded.compiled);
+        let replaced = self
+            .correlator
+            .replace_correlation_rules(loaded.correlations);
+        if replaced.differs() {
+            crate::logging::say(&format!(
+                "tocsin: correlation rules replaced: {} added, {} changed, {} removed, {} kept; {} open groups dropped",
+                replaced.added,
+                replaced.changed,
+                replaced.removed,
+                replaced.kept,
+                replaced.groups_dropped
+            ));
         }
     }
 

@@ -75,19 +75,25 @@ impl RuleSpec {
     }
 
     /// Load everything and compile it with prefilters chosen by how often their literals
-    /// occur in `sample` (raw events; see `tocsin_match::calibrate`).
+    /// occur in `sample` (raw events; see `tocsin_match::calibrate`), with the correlation
+    /// rules that go with it.
     pub fn load_calibrated(
         &self,
         last_good: &mut LastGood,
         sample: &[Vec<u8>],
-    ) -> Result<(CompiledRules, Arc<LiteralFrequencies>)> {
+    ) -> Result<(Reloaded, Arc<LiteralFrequencies>)> {
         let (mut sources, profile) = self.load_sources(last_good)?;
         let frequencies = Arc::new(sources.observe_literals(&profile, sample));
         let config = MatchConfig {
             literal_frequencies: Some(Arc::clone(&frequencies)),
             ..MatchConfig::default()
         };
-        Ok((sources.compile(&profile, &config), frequencies))
+        let compiled = sources.compile(&profile, &config);
+        let reloaded = Reloaded {
+            compiled: Arc::new(compiled),
+            correlations: sources.correlations,
+        };
+        Ok((reloaded, frequencies))
     }
 
     /// How often each literal of the rules occurs in `sample` (raw events), and the sources
