@@ -14,7 +14,8 @@ such rules anyway, made from each rule's detection values:
 - one event with all the rule's selections but its filters, and one with the filters too;
 - that event with every value upper-cased (case-insensitive matching), and with every value
   cut short by one character (a near miss);
-- values a selection lists under `|all` in one value.
+- values a selection lists under `|all` in one value;
+- each keyword event again with its keyword inside a nested object's array.
 
 Every event is matched against every rule on both sides, so an event made from one rule is
 a negative (or an accidental positive) for all the others. Regular expressions are not
@@ -213,6 +214,12 @@ def rule_events(doc: dict) -> list[dict]:
     for e in (merged, merged_with_filters, upper(merged), cut_short(merged)):
         if e and e not in events:
             events.append(e)
+    # Keywords inside nested objects and arrays (ECS events nest their fields).
+    for e in list(events):
+        if KEYWORD_FIELD in e:
+            nested = {k: v for k, v in e.items() if k != KEYWORD_FIELD}
+            nested["payload"] = {"args": ["-x", e[KEYWORD_FIELD]], "depth": {"n": 1}}
+            events.append(nested)
     return events
 
 

@@ -51,7 +51,8 @@ DEFAULT_PROFILE = Path(__file__).resolve().parents[2] / "rules" / "profiles" / "
 
 TABLE = "logs"  # the backend's default table name ("SELECT * FROM logs WHERE ...")
 
-# Column holding the text of all the event's values, for keyword (field-less) searches.
+# Column holding the text of all the event's values (those inside objects and arrays too,
+# one by one, without keys), for keyword (field-less) searches.
 # Event-field columns always contain '#' (see column_name), so this name cannot collide.
 FULLTEXT_COLUMN = "_fulltext"
 # Joins the values in FULLTEXT_COLUMN. Keywords never contain it, so a keyword without
@@ -178,6 +179,19 @@ def flatten(event: dict, prefix: str = "", out: dict | None = None) -> dict:
     return out
 
 
+def scalars(value):
+    """Every scalar value inside an object or array, at any depth, in order (not the keys):
+    what a keyword search reads, in Tocsin as at the top level."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from scalars(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from scalars(v)
+    else:
+        yield value
+
+
 def sql_value(value):
     """JSON value -> stored text; JSON null is an absent field (SQL NULL)."""
     if value is None:
@@ -198,7 +212,7 @@ def event_row(event: dict, profile: Profile) -> dict[str, str]:
         row[column_name(sigma_field)] = (
             sql_value(fields[present]) if present is not None else None
         )
-    values = [sql_value(v) for v in event.values()]
+    values = [sql_value(v) for v in scalars(event)]
     row[FULLTEXT_COLUMN] = VALUE_SEPARATOR.join(v for v in values if v is not None)
     return {k: v for k, v in row.items() if v is not None}
 
