@@ -708,28 +708,34 @@ fn same_key(key: &[u8], name: &[u8]) -> bool {
     a.remainder().iter().zip(b.remainder()).all(|(x, y)| x == y)
 }
 
-/// The scalars of the (validated) container at the scanner's position, for
-/// [`FieldValue::for_each_scalar`].
+/// Whether `f` holds for a scalar of the (validated) container at the scanner's position,
+/// for [`FieldValue::any_scalar`]. Once one holds, `f` is not called again and nested
+/// containers are no longer read (the container's own text is still stepped over).
 fn scalars_of<'a>(
     scanner: &mut Scanner<'a>,
     raw: &'a [u8],
-    f: &mut impl FnMut(FieldValue<'a>),
-) -> Result<(), DecodeError> {
+    f: &mut impl FnMut(FieldValue<'a>) -> bool,
+) -> bool {
+    let mut found = false;
     let mut visit = |span: std::ops::Range<usize>, kind: ValueKind, canonical: bool| {
+        if found {
+            return;
+        }
         let value = FieldValue {
             raw: &raw[span],
             kind,
             canonical,
         };
-        if matches!(kind, ValueKind::Object | ValueKind::Array) {
-            let mut inner = Scanner::new(value.raw, None);
-            let _ = scalars_of(&mut inner, value.raw, f);
+        found = if matches!(kind, ValueKind::Object | ValueKind::Array) {
+            scalars_of(&mut Scanner::new(value.raw, None), value.raw, f)
         } else {
-            f(value);
-        }
+            f(value)
+        };
     };
     scanner.skip_ws();
-    match scanner.peek() {
+    // Validated when the event was parsed: an error cannot occur, and would only end the
+    // walk.
+    let _ = match scanner.peek() {
         Some(b'{') => {
             scanner.pos += 1;
             scanner.object_members(1, |m| {
@@ -742,10 +748,11 @@ fn scalars_of<'a>(
         }
         Some(b'[') => {
             scanner.pos += 1;
-            scanner.array_values(1, visit)
+            scanner.array_values(1, &mut visit)
         }
         _ => Ok(()),
-    }
+    };
+    found
 }
 
 /// Search an already validated object (`{...}` text) for `path`, descending into nested
@@ -880,14 +887,7 @@ impl<'a> FieldValue<'a> {
     pub fn any_scalar(&self, f: &mut impl FnMut(FieldValue<'a>) -> bool) -> bool {
         match self.kind {
             ValueKind::Object | ValueKind::Array => {
-                let mut scanner = Scanner::new(self.raw, None);
-                let mut found = false;
-                // Validated when the event was parsed: an error cannot occur, and would
-                // only end the walk.
-                let _ = scalars_of(&mut scanner, self.raw, &mut |v| {
-                    found = found || f(v);
-                });
-                found
+                scalars_of(&mut Scanner::new(self.raw, None), self.raw, f)
             }
             _ => f(*self),
         }

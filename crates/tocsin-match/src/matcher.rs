@@ -809,11 +809,31 @@ impl CompiledRules {
                     }
                 }
                 // Every value, those inside objects and arrays one by one (not their keys,
-                // as at the top level), as each keyword test reads them.
+                // as at the top level), as each keyword test reads them. Most objects
+                // hold no keyword: one search of their raw text says so first (a literal
+                // of a value inside is in that text, unless the event writes it with
+                // uncommon escapes), and only one that may is walked value by value.
+                let whole_text_first = !event.has_uncommon_escapes() && scanner.anchored.is_empty();
                 for (_, value) in event.members() {
+                    if whole_text_first
+                        && matches!(value.kind(), ValueKind::Object | ValueKind::Array)
+                    {
+                        // The raw event lower-cased is shared with the presence tests;
+                        // the object's text lies in it where it lies in the event.
+                        if lower_event.is_empty() {
+                            lower_event.extend(event.raw().iter().map(u8::to_ascii_lowercase));
+                        }
+                        let start = value.raw().as_ptr() as usize - event.raw().as_ptr() as usize;
+                        let lowered = &lower_event[start..start + value.raw().len()];
+                        if !scanner.literals.is_match(lowered) {
+                            continue;
+                        }
+                    }
                     value.for_each_scalar(&mut |scalar| {
-                        if let Some(hay) = scalar.escaped_text(escaped_buf) {
-                            scan(hay, &mut state);
+                        if !scalar.is_null() {
+                            if let Some(hay) = scalar.escaped_text(escaped_buf) {
+                                scan(hay, &mut state);
+                            }
                         }
                     });
                 }
@@ -1014,8 +1034,8 @@ impl CompiledRules {
     }
 
     /// A keyword value holds when any value of the event matches it, the values inside its
-    /// objects and arrays included (a literal is found in their JSON text by the scan; a
-    /// wildcard or regex keyword is tested on each of their scalars).
+    /// objects and arrays included, one by one (a literal by the scan's hits, a wildcard
+    /// or regex keyword tested on each value).
     fn eval_keyword(&self, v: &ValueTest, event: &Event<'_>, scratch: &mut MatchScratch) -> bool {
         match v {
             ValueTest::Atom { atom, need } => scratch.atom_hit(*atom, *need),

@@ -1161,7 +1161,7 @@ fn keywords_are_found_in_values_written_with_unicode_escapes() {
     let spaced = event.replace(',', ", ");
     assert_eq!(matched(&c, &spaced), ["kw", "cl"], "{spaced}");
     assert!(matched(&c, &ev(r#""CommandLine":"run \u006dimi now""#)).is_empty());
-    // In a nested object, where keywords read its JSON text.
+    // In a nested object, whose values keywords read one by one.
     let nested = ev(r#""o":{"x":["run \u006dimikatz"]}"#);
     assert_eq!(matched(&c, &nested), ["kw"], "{nested}");
     // A line break between tokens (a control byte) leaves it to the byte-by-byte scan.
@@ -1225,7 +1225,7 @@ proptest! {
         let canonical = ev(&format!("\"CommandLine\":{}", serde_json_string(&text)));
         let respelled = ev(&format!("\"CommandLine\":{}", json_string_respelled(&text, &spelled)));
         prop_assert_eq!(matched(&c, &canonical), matched(&c, &respelled), "{} {}", canonical, respelled);
-        // Nested, where keywords read the object's JSON text.
+        // Nested, where keywords read the object's values one by one.
         let canonical = ev(&format!("\"o\":[{{\"x\":{}}}]", serde_json_string(&text)));
         let respelled = ev(&format!("\"o\":[{{\"x\":{}}}]", json_string_respelled(&text, &spelled)));
         prop_assert_eq!(matched(&c, &canonical), matched(&c, &respelled), "{} {}", canonical, respelled);
@@ -2068,9 +2068,10 @@ fn keywords_search_nested_values_whatever_their_kind() {
         // Keys are not values, nested or not.
         (r#""mimikatz":{"line":{"run":1}}"#, &[][..]),
         (r#""process":{"mimikatz":1}"#, &[][..]),
-        // Escapes are read, nested too.
+        // Escapes are read, nested too, and an object whose raw text hides the keyword
+        // behind an escape is still walked value by value.
         (
-            r#""process":{"args":["mimikatz"]}"#,
+            r#""process":{"args":["\u006dimi\u006batz"]}"#,
             &["plain", "regex"][..],
         ),
     ] {

@@ -67,6 +67,13 @@ fn matching_non_detecting_events_allocates_nothing() {
         assert_eq!(src.diagnostics.error_count(), 0);
         rules.extend(src.rules);
     }
+    // Keywords, plain and wildcard, which read the values inside nested objects.
+    let keywords = parse_sigma_source(
+        "keywords.yml",
+        "title: Keywords\nid: 4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f\nlogsource:\n  product: windows\ndetection:\n  keywords:\n    - 'mimikatz'\n    - 'rm *sh_history'\n  condition: keywords\nlevel: high\n",
+    );
+    assert_eq!(keywords.diagnostics.error_count(), 0);
+    rules.extend(keywords.rules);
     let (iocs, _) = parse_plain_list("iocs", &repo_file("iocs/cert-eu-sample.txt"), "sample");
     let profile = parse_profile("sysmon.yaml", &repo_file("profiles/sysmon.yaml")).unwrap();
     let (compiled, _) =
@@ -80,6 +87,8 @@ fn matching_non_detecting_events_allocates_nothing() {
         r#"{"EventID":22,"Channel":"Microsoft-Windows-Sysmon/Operational","QueryName":"www.example.org","Image":"C:\\chrome.exe"}"#,
         r#"{"EventID":3,"Channel":"Microsoft-Windows-Sysmon/Operational","DestinationIp":"198.51.100.1","DestinationHostname":"a.b.c.example.net"}"#,
         r#"{"EventID":11,"Channel":"Microsoft-Windows-Sysmon/Operational","TargetFilename":"C:\\Users\\Public\\Documents\\README.txt"}"#,
+        // A keyword in a nested key, not a value: the object is walked value by value.
+        r#"{"EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational","process":{"mimikatz":{"args":["rm x","sh_history"],"n":null}}}"#,
     ];
     let mut index = EventIndex::new();
     let mut scratch = compiled.new_scratch();
@@ -93,7 +102,7 @@ fn matching_non_detecting_events_allocates_nothing() {
     ALLOCATIONS.store(0, Ordering::SeqCst);
     counting(true);
     let mut matched = 0;
-    let mut per_event = [0u64; 5];
+    let mut per_event = [0u64; 6];
     for _ in 0..100 {
         for (i, e) in events.iter().enumerate() {
             let before = ALLOCATIONS.load(Ordering::SeqCst);
@@ -105,5 +114,5 @@ fn matching_non_detecting_events_allocates_nothing() {
     }
     counting(false);
     assert_eq!(matched, 0, "these events must not match");
-    assert_eq!(per_event, [0; 5], "allocations on the hot path, per event");
+    assert_eq!(per_event, [0; 6], "allocations on the hot path, per event");
 }
