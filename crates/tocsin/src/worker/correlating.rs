@@ -263,12 +263,6 @@ pub fn run(
         let mut in_batch = 0u64;
         let mut revoked = Vec::new();
         while !stopping && in_batch < cfg.batch && opened.elapsed() < batch_window {
-            // Reloaded correlation rules are taken before the next message (a try_recv): the
-            // match workers tag detections with a new correlation's key from their own
-            // reload on, and the sooner it is known here, the fewer of them go uncounted.
-            if let Some(rules) = live.take_newest() {
-                replace_correlation_rules(&mut parts, &mut restoring.correlator, rules, quiet);
-            }
             let Some(polled) = source.poll(Duration::from_millis(50)) else {
                 // A rebalance ends a poll without a message: partitions taken away end the
                 // batch (their state is written first); partitions given are restored now,
@@ -296,6 +290,13 @@ pub fn run(
                     continue;
                 }
             };
+            // Reloaded correlation rules are taken before each message (a try_recv), after
+            // the poll that brought it: in `worker all` the match thread passes a reload on
+            // before it tags any detection with the new keys, so such a detection always
+            // finds the new rules here.
+            if let Some(rules) = live.take_newest() {
+                replace_correlation_rules(&mut parts, &mut restoring.correlator, rules, quiet);
+            }
             resumption.read(&msg);
             in_batch += 1;
             stats.messages += 1;
