@@ -100,6 +100,9 @@ pub struct CorrelationRules {
     allowed_lateness: DurationMs,
     max_groups: usize,
     stats: CorrelationRuleStats,
+    /// Restored from a snapshot of a version that remembered detections by their id (one
+    /// without `definitions`): a redelivery of what it counted is recognised by its id too.
+    legacy_recent: bool,
 }
 
 /// What [`CorrelationRules::replace_rules`] did.
@@ -218,6 +221,7 @@ impl CorrelationRules {
             allowed_lateness,
             max_groups,
             stats: CorrelationRuleStats::default(),
+            legacy_recent: false,
         }
     }
 
@@ -255,6 +259,7 @@ impl CorrelationRules {
         }
         next.watermark = self.watermark;
         next.stats = self.stats;
+        next.legacy_recent = self.legacy_recent;
         next.stats.discarded += replaced.groups_dropped as u64;
         *self = next;
         replaced
@@ -286,6 +291,7 @@ impl CorrelationRules {
     pub fn restore_state(&mut self, state: SigmaState) {
         self.watermark = Timestamp(state.watermark_ms);
         self.stats = state.stats;
+        self.legacy_recent = state.definitions.is_empty() && !state.groups.is_empty();
         let digests: HashMap<&str, u128> = self
             .rules
             .iter()
@@ -423,7 +429,9 @@ impl CorrelationRules {
             recent: VecDeque::new(),
         });
         let digest = identity;
-        if group.recent.contains(&digest) {
+        if group.recent.contains(&digest)
+            || (self.legacy_recent && group.recent.contains(&crate::id_digest(&d.id)))
+        {
             self.stats.duplicates += 1;
             return;
         }

@@ -864,6 +864,46 @@ mod sigma_correlation_rules {
         assert_eq!(run(&[both], &one_event).len(), 1);
     }
 
+    /// A snapshot of a version that remembered detections by their id (without
+    /// `definitions`) still recognises a redelivery of what it counted, by that id.
+    #[test]
+    fn a_snapshot_of_the_previous_version_still_recognises_redeliveries() {
+        let count = correlation("title: Three\nid: three\ncorrelation:\n  type: event_count\n  rules: [rule_a]\n  group-by: [Host]\n  timespan: 1h\n  condition: {gte: 3}\n");
+        let config = || CorrelatorConfig {
+            correlation_rules: vec![count.clone()],
+            ..CorrelatorConfig::default()
+        };
+        let at = |line: u64, source: bool| {
+            let mut d = det(&count, "rule_a", line as i64, &[("Host", "h1")]);
+            d.source = source.then(|| tocsin_core::SourceRef {
+                name: "events.jsonl".into(),
+                position: line,
+            });
+            d
+        };
+        let mut before = Correlator::new(config());
+        let mut warnings = Vec::new();
+        // Without a source, a detection is known by its id: what the previous version
+        // remembered for every detection.
+        before.push(&at(1, false), &mut warnings);
+        before.push(&at(2, false), &mut warnings);
+        // Cut as text: its 128-bit digests do not survive a serde_json::Value.
+        let state = String::from_utf8(before.snapshot()).unwrap();
+        let start = state.find(",\"definitions\":{").unwrap();
+        let end = start + state[start..].find('}').unwrap() + 1;
+        let old = format!("{}{}", &state[..start], &state[end..]);
+        assert!(!old.contains("definitions"), "{old}");
+        let old = old.into_bytes();
+        let mut after = Correlator::restore(config(), &old).unwrap();
+        // The same two detections again, now with their source: redeliveries.
+        after.push(&at(1, true), &mut warnings);
+        after.push(&at(2, true), &mut warnings);
+        assert!(after.take_derived().is_empty());
+        assert_eq!(after.correlation_rule_stats().duplicates, 2);
+        after.push(&at(3, true), &mut warnings);
+        assert_eq!(after.take_derived().len(), 1);
+    }
+
     /// A reload replaces the correlation rules between two detections: a correlation whose
     /// windows mean the same keeps what its groups counted (a new title is used from the next
     /// firing on), one whose condition changed starts afresh under the new one, a new one
