@@ -1097,12 +1097,7 @@ fn match_worker_picks_up_a_new_rule_without_a_restart() {
             "sasl.password=hunter2-do-not-print",
         ],
     )));
-    let reader = Source::subscribe(
-        &KafkaSettings::new(bootstrap.clone()),
-        &format!("test-{id}-reader"),
-        &[format!("test.{id}.detections")],
-    )
-    .unwrap();
+    let reader = detections_reader(&bootstrap, &id);
     let mut sink = Sink::new(&KafkaSettings::new(bootstrap.clone())).unwrap();
     let event = |n: u32| {
         format!(
@@ -1114,17 +1109,7 @@ fn match_worker_picks_up_a_new_rule_without_a_restart() {
         sink.send(&topic, None, event(n).as_bytes(), &[]).unwrap();
         sink.flush(Duration::from_secs(30)).unwrap();
     };
-    let consumed = |n: f64| {
-        let until = Instant::now() + Duration::from_secs(60);
-        let series = format!("tocsin_events_total{{source=\"test.{id}.events\"}}");
-        while metric(&http_get(listen, "/metrics").1, &series).unwrap_or(0.0) < n {
-            assert!(
-                Instant::now() < until,
-                "the worker did not consume event {n}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let consumed = |n: f64| wait_consumed(listen, &id, n);
     publish(&mut sink, 1);
     consumed(1.0);
     let (_, m) = http_get(listen, "/metrics");
@@ -1194,6 +1179,30 @@ fn match_worker_picks_up_a_new_rule_without_a_restart() {
             .starts_with("reloaded (files changed)")),
         "the reload is logged:\n{err}"
     );
+}
+
+/// A consumer of the scenario's detections topic, in a group of its own.
+fn detections_reader(bootstrap: &str, id: &str) -> Source {
+    Source::subscribe(
+        &KafkaSettings::new(bootstrap.to_owned()),
+        &format!("test-{id}-reader"),
+        &[format!("test.{id}.detections")],
+    )
+    .unwrap()
+}
+
+/// Wait (at most a minute) until the worker serving metrics on `listen` has consumed `n`
+/// events of the scenario's event topic.
+fn wait_consumed(listen: std::net::SocketAddr, id: &str, n: f64) {
+    let until = Instant::now() + Duration::from_secs(60);
+    let series = format!("tocsin_events_total{{source=\"test.{id}.events\"}}");
+    while metric(&http_get(listen, "/metrics").1, &series).unwrap_or(0.0) < n {
+        assert!(
+            Instant::now() < until,
+            "the worker did not consume {n} events"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Resident memory of a process, in KiB (Linux `/proc`).
@@ -1440,12 +1449,7 @@ fn correlate_worker_takes_a_new_correlation_rule_without_a_restart() {
         "all",
         &["--listen", &listen.to_string()],
     )));
-    let reader = Source::subscribe(
-        &KafkaSettings::new(bootstrap.clone()),
-        &format!("test-{id}-reader"),
-        &[format!("test.{id}.detections")],
-    )
-    .unwrap();
+    let reader = detections_reader(&bootstrap, &id);
     let mut sink = Sink::new(&KafkaSettings::new(bootstrap.clone())).unwrap();
     let topic = format!("test.{id}.events");
     let publish = |sink: &mut Sink, minutes: std::ops::Range<u32>| {
@@ -1455,17 +1459,7 @@ fn correlate_worker_takes_a_new_correlation_rule_without_a_restart() {
         }
         sink.flush(Duration::from_secs(30)).unwrap();
     };
-    let consumed = |n: f64| {
-        let until = Instant::now() + Duration::from_secs(60);
-        let series = format!("tocsin_events_total{{source=\"test.{id}.events\"}}");
-        while metric(&http_get(listen, "/metrics").1, &series).unwrap_or(0.0) < n {
-            assert!(
-                Instant::now() < until,
-                "the worker did not consume {n} events"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let consumed = |n: f64| wait_consumed(listen, &id, n);
     // Three failures before the correlation exists.
     publish(&mut sink, 0..3);
     consumed(3.0);

@@ -152,6 +152,24 @@ struct Comparison {
     by_rule: BTreeMap<String, (usize, usize)>,
 }
 
+impl Comparison {
+    /// Enough rules compared and matches found for the comparison to mean something, and
+    /// no disagreement.
+    fn assert_agreement(&self, min_rules: usize, min_matches: usize) {
+        assert!(
+            self.rules_compared > min_rules,
+            "too few rules compared: {}",
+            self.rules_compared
+        );
+        assert!(self.ours > min_matches, "too few matches: {}", self.ours);
+        assert!(
+            self.only_ours == 0 && self.only_theirs == 0,
+            "Tocsin and pySigma disagree (rule: (only Tocsin, only pySigma)): {:#?}",
+            self.by_rule
+        );
+    }
+}
+
 /// Compares the answers on the rules both sides evaluated and writes the report to
 /// target/conformance/`report`.
 fn compare(
@@ -273,17 +291,7 @@ fn tocsin_agrees_with_pysigma_sqlite_on_sigmahq_windows_rules() {
         "pySigma reference: {} rules compared, {} matches (Tocsin) vs {} (reference); {} only in Tocsin, {} only in the reference",
         c.rules_compared, c.ours, c.theirs, c.only_ours, c.only_theirs
     );
-    assert!(
-        c.rules_compared > 2500,
-        "too few rules compared: {}",
-        c.rules_compared
-    );
-    assert!(c.ours > 500, "too few matches: {}", c.ours);
-    assert!(
-        c.only_ours == 0 && c.only_theirs == 0,
-        "Tocsin and pySigma disagree (rule: (only Tocsin, only pySigma)): {:#?}",
-        c.by_rule
-    );
+    c.assert_agreement(2500, 500);
 }
 
 /// The comparison over events made from the rules of `dirs` (relative to the SigmaHQ
@@ -345,17 +353,7 @@ fn tocsin_agrees_with_pysigma_sqlite_on_linux_and_web_rules_over_rule_derived_ev
         &["rules/linux", "rules/web"],
         "reference-linux-web.json",
     );
-    assert!(
-        c.rules_compared > 200,
-        "too few rules compared: {}",
-        c.rules_compared
-    );
-    assert!(c.ours > 1000, "too few matches: {}", c.ours);
-    assert!(
-        c.only_ours == 0 && c.only_theirs == 0,
-        "Tocsin and pySigma disagree (rule: (only Tocsin, only pySigma)): {:#?}",
-        c.by_rule
-    );
+    c.assert_agreement(200, 1000);
 }
 
 #[test]
@@ -364,15 +362,5 @@ fn tocsin_agrees_with_pysigma_sqlite_on_windows_rules_over_rule_derived_events()
         return;
     };
     let c = rule_derived_comparison(&data, &python, &RULE_DIRS, "reference-windows-derived.json");
-    assert!(
-        c.rules_compared > 2500,
-        "too few rules compared: {}",
-        c.rules_compared
-    );
-    assert!(c.ours > 10000, "too few matches: {}", c.ours);
-    assert!(
-        c.only_ours == 0 && c.only_theirs == 0,
-        "Tocsin and pySigma disagree (rule: (only Tocsin, only pySigma)): {:#?}",
-        c.by_rule
-    );
+    c.assert_agreement(2500, 10000);
 }
