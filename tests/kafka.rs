@@ -1073,16 +1073,7 @@ fn match_worker_picks_up_a_new_rule_without_a_restart() {
     let Some(bootstrap) = bootstrap() else { return };
     let id = unique();
     let dir = tempfile::tempdir().unwrap();
-    let site = dir.path().join("site-rules");
-    std::fs::create_dir(&site).unwrap();
-    let config = scenario_config(dir.path(), &bootstrap, &id);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text = text.replace(
-        "[rules]\npaths = [",
-        &format!("[rules]\nwatch_s = 1\npaths = [\"{}\", ", site.display()),
-    );
-    std::fs::write(&config, text).unwrap();
-    create_topics(&config, 1);
+    let (site, config) = watched_site_config(dir.path(), &bootstrap, &id);
     let listen = free_loopback_addr();
     // JSON logs this time, and a secret that must not appear in them.
     let worker = Reaped(Some(spawn_configured_with(
@@ -1179,6 +1170,25 @@ fn match_worker_picks_up_a_new_rule_without_a_restart() {
             .starts_with("reloaded (files changed)")),
         "the reload is logged:\n{err}"
     );
+}
+
+/// The scenario's configuration with an empty site-rules directory first among the rule
+/// paths, watched every second, and its topics (one partition): (site directory, config).
+fn watched_site_config(
+    dir: &std::path::Path,
+    bootstrap: &str,
+    id: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let site = dir.join("site-rules");
+    std::fs::create_dir(&site).unwrap();
+    let config = scenario_config(dir, bootstrap, id);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[rules]\npaths = [",
+        &format!("[rules]\nwatch_s = 1\npaths = [\"{}\", ", site.display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    create_topics(&config, 1);
+    (site, config)
 }
 
 /// A consumer of the scenario's detections topic, in a group of its own.
@@ -1428,21 +1438,12 @@ fn correlate_worker_takes_a_new_correlation_rule_without_a_restart() {
     let Some(bootstrap) = bootstrap() else { return };
     let id = unique();
     let dir = tempfile::tempdir().unwrap();
-    let site = dir.path().join("site-rules");
-    std::fs::create_dir(&site).unwrap();
+    let (site, config) = watched_site_config(dir.path(), &bootstrap, &id);
     std::fs::write(
         site.join("failed_logon.yml"),
         "title: Failed logon\nid: failed-logon\nname: failed_logon\nlogsource:\n  product: windows\n  service: security\ndetection:\n  selection:\n    EventID: 4625\n  condition: selection\nlevel: low\n",
     )
     .unwrap();
-    let config = scenario_config(dir.path(), &bootstrap, &id);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text = text.replace(
-        "[rules]\npaths = [",
-        &format!("[rules]\nwatch_s = 1\npaths = [\"{}\", ", site.display()),
-    );
-    std::fs::write(&config, text).unwrap();
-    create_topics(&config, 1);
     let listen = free_loopback_addr();
     let worker = Reaped(Some(spawn_configured_with(
         &config,
