@@ -204,13 +204,16 @@ fn level_weight(l: Level) -> u32 {
 
 impl Correlator {
     /// A correlator with this configuration.
-    pub fn new(config: CorrelatorConfig) -> Self {
+    pub fn new(mut config: CorrelatorConfig) -> Self {
+        let sigma = CorrelationRules::new(
+            &config.correlation_rules,
+            config.allowed_lateness,
+            config.max_correlation_groups,
+        );
+        // `sigma` holds the correlation rules from now on (a reload replaces them there).
+        config.correlation_rules = Vec::new();
         Correlator {
-            sigma: CorrelationRules::new(
-                &config.correlation_rules,
-                config.allowed_lateness,
-                config.max_correlation_groups,
-            ),
+            sigma,
             derived: Vec::new(),
             config,
             keys: HashMap::new(),
@@ -370,11 +373,9 @@ impl Correlator {
     /// detections); see [`CorrelationRules::replace_rules`] for what is kept.
     pub fn replace_correlation_rules(
         &mut self,
-        rules: Vec<CorrelationRule>,
+        rules: &[CorrelationRule],
     ) -> sigma_correlations::CorrelationRulesReplaced {
-        let replaced = self.sigma.replace_rules(&rules);
-        self.config.correlation_rules = rules;
-        replaced
+        self.sigma.replace_rules(rules)
     }
 
     /// Counters of the Sigma correlation rules.

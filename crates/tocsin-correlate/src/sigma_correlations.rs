@@ -84,7 +84,8 @@ pub struct SigmaState {
     stats: CorrelationRuleStats,
     /// Correlation id → [`window_digest`] of the rule the groups were counted under, so that
     /// a restore under changed rules drops what no longer means the same. Absent from
-    /// snapshots written before it was kept: their groups are all taken.
+    /// snapshots written before it was kept: their groups of correlations still loaded
+    /// are all taken.
     #[serde(default)]
     definitions: BTreeMap<String, u128>,
 }
@@ -93,6 +94,9 @@ pub struct SigmaState {
 #[derive(Debug)]
 pub struct CorrelationRules {
     rules: HashMap<String, CorrelationRule>,
+    /// Correlation id → [`window_digest`] of its rule, made once with the rules: what
+    /// snapshots record and reloads and restores compare.
+    definitions: BTreeMap<String, u128>,
     /// Correlation id → ids of the correlations that refer to it (chaining).
     consumers: HashMap<String, Vec<String>>,
     groups: HashMap<String, Group>,
@@ -124,6 +128,17 @@ impl CorrelationRulesReplaced {
     /// Whether the set differs from the one it replaced.
     pub fn differs(&self) -> bool {
         self.added + self.changed + self.removed > 0
+    }
+}
+
+/// The log line of a replacement: `correlation rules replaced: 1 added, 0 changed, ...`.
+impl std::fmt::Display for CorrelationRulesReplaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "correlation rules replaced: {} added, {} changed, {} removed, {} kept; {} open groups dropped",
+            self.added, self.changed, self.removed, self.kept, self.groups_dropped
+        )
     }
 }
 
@@ -180,11 +195,6 @@ fn item_identity(kind: CorrelationType, d: &Detection) -> u128 {
     }
 }
 
-/// Whether what `a` counted in a group means the same under `b`.
-fn same_windows(a: &CorrelationRule, b: &CorrelationRule) -> bool {
-    window_digest(a) == window_digest(b)
-}
-
 fn aggregate_label(kind: CorrelationType) -> &'static str {
     match kind {
         CorrelationType::EventCount => "event_count",
@@ -215,6 +225,10 @@ impl CorrelationRules {
         }
         CorrelationRules {
             rules: rules.iter().map(|r| (r.id.clone(), r.clone())).collect(),
+            definitions: rules
+                .iter()
+                .map(|r| (r.id.clone(), window_digest(r)))
+                .collect(),
             consumers,
             groups: HashMap::new(),
             watermark: Timestamp(i64::MIN),
@@ -234,23 +248,21 @@ impl CorrelationRules {
     pub fn replace_rules(&mut self, rules: &[CorrelationRule]) -> CorrelationRulesReplaced {
         let mut next = CorrelationRules::new(rules, self.allowed_lateness, self.max_groups);
         let mut replaced = CorrelationRulesReplaced::default();
-        for rule in rules {
-            match self.rules.get(&rule.id) {
+        for (id, digest) in &next.definitions {
+            match self.definitions.get(id) {
                 None => replaced.added += 1,
-                Some(old) if same_windows(old, rule) => replaced.kept += 1,
+                Some(old) if old == digest => replaced.kept += 1,
                 Some(_) => replaced.changed += 1,
             }
         }
         replaced.removed = self
-            .rules
+            .definitions
             .keys()
-            .filter(|id| !next.rules.contains_key(*id))
+            .filter(|id| !next.definitions.contains_key(*id))
             .count();
         for (key, group) in std::mem::take(&mut self.groups) {
-            let keep = matches!(
-                (self.rules.get(&group.correlation), next.rules.get(&group.correlation)),
-                (Some(old), Some(new)) if same_windows(old, new)
-            );
+            let old = self.definitions.get(&group.correlation);
+            let keep = old.is_some() && old == next.definitions.get(&group.correlation);
             if keep {
                 next.groups.insert(key, group);
             } else {
@@ -277,11 +289,7 @@ impl CorrelationRules {
             groups,
             watermark_ms: self.watermark.0,
             stats: self.stats,
-            definitions: self
-                .rules
-                .iter()
-                .map(|(id, rule)| (id.clone(), window_digest(rule)))
-                .collect(),
+            definitions: self.definitions.clone(),
         }
     }
 
@@ -292,17 +300,12 @@ impl CorrelationRules {
         self.watermark = Timestamp(state.watermark_ms);
         self.stats = state.stats;
         self.legacy_recent = state.definitions.is_empty() && !state.groups.is_empty();
-        let digests: HashMap<&str, u128> = self
-            .rules
-            .iter()
-            .map(|(id, rule)| (id.as_str(), window_digest(rule)))
-            .collect();
         let mut discarded = 0;
         self.groups = state
             .groups
             .into_iter()
             .filter(|(_, group)| {
-                let now = digests.get(group.correlation.as_str());
+                let now = self.definitions.get(&group.correlation);
                 let then = state.definitions.get(&group.correlation);
                 let keep = now.is_some() && then.is_none_or(|then| Some(then) == now);
                 discarded += u64::from(!keep);
@@ -428,8 +431,7 @@ impl CorrelationRules {
             last_seen: d.event_time,
             recent: VecDeque::new(),
         });
-        let digest = identity;
-        if group.recent.contains(&digest)
+        if group.recent.contains(&identity)
             || (self.legacy_recent && group.recent.contains(&crate::id_digest(&d.id)))
         {
             self.stats.duplicates += 1;
@@ -438,7 +440,7 @@ impl CorrelationRules {
         if group.recent.len() >= RECENT_IDS {
             group.recent.pop_front();
         }
-        group.recent.push_back(digest);
+        group.recent.push_back(identity);
         group.last_seen = group.last_seen.max(d.event_time);
         let item = Item {
             time: d.event_time,

@@ -941,7 +941,7 @@ mod sigma_correlation_rules {
         let renamed = rule("same", "Same, renamed", 4);
         let stricter = rule("changed", "Changed", 5);
         let added = rule("added", "Added", 2);
-        let replaced = correlator.replace_correlation_rules(vec![
+        let replaced = correlator.replace_correlation_rules(&[
             renamed.clone(),
             stricter.clone(),
             added.clone(),
@@ -1006,7 +1006,7 @@ mod sigma_correlation_rules {
         );
         assert_eq!(restarted.correlation_rule_stats().discarded, 2);
 
-        let again = correlator.replace_correlation_rules(vec![renamed, stricter, added]);
+        let again = correlator.replace_correlation_rules(&[renamed, stricter, added]);
         assert!(!again.differs(), "{again:?}");
         assert_eq!(again.groups_dropped, 0);
     }
