@@ -308,11 +308,7 @@ impl Pipeline {
 
     fn take_reload(&mut self) {
         let Some(rx) = &self.reloads else { return };
-        let mut newest = None;
-        while let Ok(r) = rx.try_recv() {
-            newest = Some(r);
-        }
-        if let Some(reloaded) = newest {
+        if let Some(reloaded) = rx.try_iter().last() {
             self.take_rule_set(reloaded);
             self.stats.reloads += 1;
         }
@@ -324,16 +320,9 @@ impl Pipeline {
         self.swap_rules(loaded.compiled);
         let replaced = self
             .correlator
-            .replace_correlation_rules(loaded.correlations);
+            .replace_correlation_rules(&loaded.correlations);
         if replaced.differs() {
-            crate::logging::say(&format!(
-                "tocsin: correlation rules replaced: {} added, {} changed, {} removed, {} kept; {} open groups dropped",
-                replaced.added,
-                replaced.changed,
-                replaced.removed,
-                replaced.kept,
-                replaced.groups_dropped
-            ));
+            crate::logging::say(&format!("tocsin: {replaced}"));
         }
     }
 

@@ -33,7 +33,6 @@ pub type SharedFrequencies = Arc<Mutex<Option<Arc<LiteralFrequencies>>>>;
 
 /// A rule set loaded again: the compiled detection rules and the correlation rules that
 /// go with them (the detection rules carry their correlation keys).
-#[derive(Clone)]
 pub struct Reloaded {
     pub compiled: Arc<CompiledRules>,
     pub correlations: Vec<CorrelationRule>,

@@ -25,6 +25,7 @@ use clap::Args;
 
 use tocsin_core::{Audience, Detection, EarlyWarning};
 use tocsin_correlate::audience::{self, Recipient};
+use tocsin_correlate::sigma_correlations::CorrelationRulesReplaced;
 use tocsin_correlate::{Correlator, CorrelatorConfig, SNAPSHOT_FORMAT};
 use tocsin_kafka::changelog::{self, StateKey};
 use tocsin_kafka::sink::Sink;
@@ -33,8 +34,8 @@ use tocsin_kafka::{dead_letter, KafkaSettings};
 use tocsin_rules::{CorrelationRule, EscalationPolicy};
 
 use super::{
-    acknowledged, commit_batch, publish_detection, rule_args, rules_loaded, serve_metrics,
-    stop_on_signals, supervised, worker_span, ClusterView, ErrorReporter, Resumption, WorkerArgs,
+    acknowledged, commit_batch, publish_detection, rules_loaded, serve_metrics, stop_on_signals,
+    supervised, worker_span, ClusterView, ErrorReporter, LiveRules, Resumption, WorkerArgs,
 };
 use crate::config::Config;
 use crate::load::RuleSources;
@@ -69,22 +70,22 @@ pub fn main(a: CorrelateWorkerArgs) -> Result<std::process::ExitCode> {
         c.correlate.batch_ms = b;
     }
     let metrics = serve_metrics(&c, a.common.quiet)?;
-    let watch = (c.rules.watch_s > 0).then(|| Duration::from_secs(c.rules.watch_s));
-    let rules = match crate::load_watched(&rule_args(&c), a.common.quiet, watch, metrics.clone())? {
+    let (sources, rules) = match LiveRules::load(&c, a.common.quiet, metrics.clone())? {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
     let stop = stop_on_signals(&c)?;
     if let Some(m) = &metrics {
-        rules_loaded(m, &rules.compiled);
+        rules_loaded(m, &rules.current);
     }
-    drop(rules.compiled);
+    // Only the reloads' correlation rules are used here, not the compiled detection rules.
+    let LiveRules { updates, .. } = rules;
     let _span = worker_span("correlate", &c.correlate.group).entered();
-    let mut live = LiveCorrelations::new(&rules.sources, Some(&rules.reloads));
+    let mut live = LiveCorrelations::new(&sources, &updates);
     supervised("correlate", &stop, || {
         run(
             &c,
-            &rules.sources,
+            &sources,
             metrics.as_deref(),
             &stop,
             a.common.quiet,
@@ -130,11 +131,11 @@ struct Outputs {
 /// goes on with the newest rules, not those of the start.
 pub struct LiveCorrelations<'a> {
     current: Vec<CorrelationRule>,
-    reloads: Option<&'a Receiver<Reloaded>>,
+    reloads: &'a Receiver<Reloaded>,
 }
 
 impl<'a> LiveCorrelations<'a> {
-    pub fn new(sources: &RuleSources, reloads: Option<&'a Receiver<Reloaded>>) -> Self {
+    pub fn new(sources: &RuleSources, reloads: &'a Receiver<Reloaded>) -> Self {
         LiveCorrelations {
             current: sources.correlations.clone(),
             reloads,
@@ -144,14 +145,9 @@ impl<'a> LiveCorrelations<'a> {
     /// The correlation rules of the newest reload, if one arrived since the last call;
     /// they are the current ones from then on.
     fn take_newest(&mut self) -> Option<Vec<CorrelationRule>> {
-        let mut newest = None;
-        while let Some(r) = self.reloads.and_then(|rx| rx.try_recv().ok()) {
-            newest = Some(r.correlations);
-        }
-        if let Some(rules) = &newest {
-            self.current.clone_from(rules);
-        }
-        newest
+        let newest = self.reloads.try_iter().last()?.correlations;
+        self.current.clone_from(&newest);
+        Some(newest)
     }
 }
 
@@ -169,8 +165,10 @@ pub fn run(
     let settings = c.kafka_settings();
     let cfg = &c.correlate;
     let policy = sources.policy.clone().unwrap_or_default();
-    let mut correlator_config = crate::correlator_config(sources, policy.clone());
-    correlator_config.correlation_rules = live.current.clone();
+    let correlator_config = CorrelatorConfig {
+        correlation_rules: live.current.clone(),
+        ..crate::correlator_config(sources, policy.clone())
+    };
     let outputs = Outputs {
         audiences: [
             Audience::Technical,
@@ -419,30 +417,29 @@ fn replace_correlation_rules(
     rules: Vec<CorrelationRule>,
     quiet: bool,
 ) {
-    let mut dropped = 0;
-    let mut summary = None;
+    // The same rules replace the same rules in every partition: one summary, with the
+    // groups dropped in all of them.
+    let mut total: Option<CorrelationRulesReplaced> = None;
     for part in parts.values_mut() {
-        let replaced = part.correlator.replace_correlation_rules(rules.clone());
+        let replaced = part.correlator.replace_correlation_rules(&rules);
         if replaced.groups_dropped > 0 {
             part.dirty = true;
         }
-        dropped += replaced.groups_dropped;
-        summary = Some(replaced);
+        let dropped = total.map_or(0, |t| t.groups_dropped);
+        total = Some(CorrelationRulesReplaced {
+            groups_dropped: dropped + replaced.groups_dropped,
+            ..replaced
+        });
     }
     config.correlation_rules = rules;
-    if let Some(s) = summary.filter(|s| s.differs() && !quiet) {
+    if let Some(t) = total.filter(|t| t.differs() && !quiet) {
         tracing::info!(
-            added = s.added,
-            changed = s.changed,
-            removed = s.removed,
-            kept = s.kept,
-            groups_dropped = dropped,
-            "correlation rules replaced: {} added, {} changed, {} removed, {} kept; {} open groups dropped in {} partitions",
-            s.added,
-            s.changed,
-            s.removed,
-            s.kept,
-            dropped,
+            added = t.added,
+            changed = t.changed,
+            removed = t.removed,
+            kept = t.kept,
+            groups_dropped = t.groups_dropped,
+            "{t} in {} partitions",
             parts.len()
         );
     }

@@ -212,19 +212,14 @@ impl LiveRules {
 
     /// The newest reloaded set, if one arrived since the last call.
     fn take_newest(&mut self) -> Option<Arc<tocsin_match::CompiledRules>> {
-        let mut newest = None;
+        let newest = self.updates.try_iter().last()?;
+        self.current = Arc::clone(&newest.compiled);
         // The correlation rules that come with a reload are the correlate worker's
         // business; this worker only tags detections with their keys.
-        while let Ok(r) = self.updates.try_recv() {
-            if let Some(forward) = &self.forward {
-                let _ = forward.send(r.clone());
-            }
-            newest = Some(r.compiled);
+        if let Some(forward) = &self.forward {
+            let _ = forward.send(newest);
         }
-        if let Some(r) = &newest {
-            self.current = Arc::clone(r);
-        }
-        newest
+        Some(Arc::clone(&self.current))
     }
 }
 
@@ -388,7 +383,7 @@ pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
     live.forward = Some(forward);
     let stop = stop_on_signals(&c)?;
     let m = metrics.as_deref();
-    let mut correlations = correlating::LiveCorrelations::new(&sources, Some(&correlation_reloads));
+    let mut correlations = correlating::LiveCorrelations::new(&sources, &correlation_reloads);
     std::thread::scope(|scope| {
         let matcher = scope.spawn(|| {
             let _guard = StopOnPanic(&stop);
