@@ -708,49 +708,37 @@ fn same_key(key: &[u8], name: &[u8]) -> bool {
     a.remainder().iter().zip(b.remainder()).all(|(x, y)| x == y)
 }
 
-/// Whether `f` holds for a scalar of the (validated) container at the scanner's position,
-/// for [`FieldValue::any_scalar`]. Once one holds, `f` is not called again and nested
+/// Whether `f` holds for a scalar of the (validated) object or array `raw`, for
+/// [`FieldValue::any_scalar`]. Once one holds, `f` is not called again and nested
 /// containers are no longer read (the container's own text is still stepped over).
-fn scalars_of<'a>(
-    scanner: &mut Scanner<'a>,
-    raw: &'a [u8],
-    f: &mut impl FnMut(FieldValue<'a>) -> bool,
-) -> bool {
+fn scalars_of<'a>(raw: &'a [u8], f: &mut impl FnMut(FieldValue<'a>) -> bool) -> bool {
+    let mut scanner = Scanner::new(raw, None);
     let mut found = false;
     let mut visit = |span: std::ops::Range<usize>, kind: ValueKind, canonical: bool| {
-        if found {
-            return;
+        if !found {
+            let value = FieldValue {
+                raw: &raw[span],
+                kind,
+                canonical,
+            };
+            found = value.any_scalar(f);
         }
-        let value = FieldValue {
-            raw: &raw[span],
-            kind,
-            canonical,
-        };
-        found = if matches!(kind, ValueKind::Object | ValueKind::Array) {
-            scalars_of(&mut Scanner::new(value.raw, None), value.raw, f)
-        } else {
-            f(value)
-        };
     };
     scanner.skip_ws();
     // Validated when the event was parsed: an error cannot occur, and would only end the
-    // walk.
-    let _ = match scanner.peek() {
-        Some(b'{') => {
-            scanner.pos += 1;
-            scanner.object_members(1, |m| {
-                visit(
-                    m.value_start as usize..m.value_end as usize,
-                    m.kind,
-                    m.canonical,
-                )
-            })
-        }
-        Some(b'[') => {
-            scanner.pos += 1;
-            scanner.array_values(1, &mut visit)
-        }
-        _ => Ok(()),
+    // walk. `raw` is an object or an array.
+    let first = scanner.peek();
+    scanner.pos += 1;
+    let _ = if first == Some(b'{') {
+        scanner.object_members(1, |m| {
+            visit(
+                m.value_start as usize..m.value_end as usize,
+                m.kind,
+                m.canonical,
+            )
+        })
+    } else {
+        scanner.array_values(1, &mut visit)
     };
     found
 }
@@ -870,9 +858,9 @@ impl<'a> FieldValue<'a> {
     }
 
     /// Call `f` with every scalar value inside this object or array, at any depth, in
-    /// order (not the keys); a scalar value is its own only one. Keyword searches with
-    /// wildcards or regular expressions test values one by one, nested ones included.
-    /// Allocates nothing: nested containers are scanned again where they lie.
+    /// order (not the keys); a scalar value is its own only one. The keyword scan reads
+    /// values so, nested ones included. Allocates nothing: nested containers are scanned
+    /// again where they lie.
     pub fn for_each_scalar(&self, f: &mut impl FnMut(FieldValue<'a>)) {
         self.any_scalar(&mut |v| {
             f(v);
@@ -882,13 +870,12 @@ impl<'a> FieldValue<'a> {
 
     /// Whether `f` holds for a scalar value inside this object or array, at any depth (or
     /// for this value, a scalar): [`FieldValue::for_each_scalar`], asking no more once one
-    /// holds. A nested container is read once per level above it, so a walk costs the
-    /// value's size times its depth (events nest a few levels).
+    /// holds (how wildcard and regex keywords test an event's values). A nested container
+    /// is read once per level above it, so a walk costs the value's size times its depth
+    /// (events nest a few levels).
     pub fn any_scalar(&self, f: &mut impl FnMut(FieldValue<'a>) -> bool) -> bool {
         match self.kind {
-            ValueKind::Object | ValueKind::Array => {
-                scalars_of(&mut Scanner::new(self.raw, None), self.raw, f)
-            }
+            ValueKind::Object | ValueKind::Array => scalars_of(self.raw, f),
             _ => f(*self),
         }
     }

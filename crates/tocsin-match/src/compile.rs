@@ -1092,7 +1092,8 @@ impl Builder<'_> {
     /// specification asks of every value (`\Système` finds `AUTORITE NT\SYSTÈME`,
     /// `СИСТЕМА` finds `система`): the literal scans fold ASCII letters only, so the value
     /// becomes a case-insensitive regular expression of its text and wildcards, anchored
-    /// as the value is, prefiltered by the literals it requires (its ASCII runs).
+    /// as the value is, prefiltered by the literals it requires (its ASCII runs; field
+    /// tests only, as for any regex).
     fn caseless_unicode_test(
         &mut self,
         s: &SigmaString,
@@ -1432,7 +1433,7 @@ fn presence_atoms(rules: &[CompiledRule], atoms: &[Atom]) -> Vec<bool> {
 /// literal being present (a value that is a regular expression without a literal every
 /// match contains, a glob of wildcards alone).
 fn keyword_presence_atoms(test: &Test, atoms: &[Atom]) -> Option<Vec<AtomId>> {
-    let per_value = test.values.iter().map(|v| needed_literals(v, atoms));
+    let per_value = test.values.iter().map(needed_literals);
     if test.all {
         per_value
             .flatten()
@@ -1445,26 +1446,22 @@ fn keyword_presence_atoms(test: &Test, atoms: &[Atom]) -> Option<Vec<AtomId>> {
     }
 }
 
-/// Literals of which one occurs in any value that `value` holds for: a literal's own, a
-/// glob's prefilter literal (a run of it between wildcards), one of a regular expression's
-/// sets of required literals (the rarest by [`weakest_piece`]), every variant's for a list
-/// of variants. `None` when the value can hold without any.
-fn needed_literals(value: &ValueTest, atoms: &[Atom]) -> Option<Vec<AtomId>> {
+/// Literals of which one occurs in any keyword value that `value` holds for: a literal's
+/// own, a glob's prefilter literal (a run of it between wildcards), every variant's for a
+/// list of variants. `None` when the value can hold without any (a keyword regex: those
+/// keep no required literals, see `Builder::regex_test`). [`need_value`] for keyword
+/// values, where no regex set is to be chosen and an empty list of variants needs nothing.
+fn needed_literals(value: &ValueTest) -> Option<Vec<AtomId>> {
     match value {
         ValueTest::Atom { atom, .. } => Some(vec![*atom]),
         ValueTest::Glob {
             prefilter: Some(atom),
             ..
         } => Some(vec![*atom]),
-        ValueTest::Regex { prefilters, .. } => prefilters
-            .iter()
-            .filter(|set| !set.is_empty())
-            .max_by_key(|set| weakest_piece(set, atoms))
-            .map(|set| set.to_vec()),
         ValueTest::Any(variants) => {
             let mut out = Vec::new();
             for v in variants {
-                out.extend(needed_literals(v, atoms)?);
+                out.extend(needed_literals(v)?);
             }
             Some(out)
         }

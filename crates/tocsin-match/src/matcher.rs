@@ -33,6 +33,7 @@ use crate::compile::{
 };
 use crate::guard::GuardValue;
 use crate::ioc::each_listed_hash;
+use crate::presence;
 use crate::scan_memo::{self, Lookup, ScanMemo};
 use crate::text_cache::TextCache;
 
@@ -813,23 +814,26 @@ impl CompiledRules {
                 // hold no keyword: one search of their raw text says so first (a literal
                 // of a value inside is in that text, unless the event writes it with
                 // uncommon escapes), and only one that may is walked value by value.
-                let whole_text_first = !event.has_uncommon_escapes() && scanner.anchored.is_empty();
+                // (Keyword scanners have no anchored values: their literals are searched
+                // for anywhere, so the literal set alone says.)
+                let whole_text_first = !event.has_uncommon_escapes();
                 for (_, value) in event.members() {
                     if whole_text_first
                         && matches!(value.kind(), ValueKind::Object | ValueKind::Array)
                     {
-                        // The raw event lower-cased is shared with the presence tests;
-                        // the object's text lies in it where it lies in the event.
-                        if lower_event.is_empty() {
-                            lower_event.extend(event.raw().iter().map(u8::to_ascii_lowercase));
-                        }
+                        // The object's text, lower-cased where the raw event lower-cased
+                        // (shared with the presence tests) holds it.
+                        let lowered = presence::lowered(event.raw(), lower_event);
                         let start = value.raw().as_ptr() as usize - event.raw().as_ptr() as usize;
-                        let lowered = &lower_event[start..start + value.raw().len()];
-                        if !scanner.literals.is_match(lowered) {
+                        if !scanner
+                            .literals
+                            .is_match(&lowered[start..start + value.raw().len()])
+                        {
                             continue;
                         }
                     }
                     value.for_each_scalar(&mut |scalar| {
+                        // A null scans as no text: nothing to look for.
                         if !scalar.is_null() {
                             if let Some(hay) = scalar.escaped_text(escaped_buf) {
                                 scan(hay, &mut state);
@@ -1376,8 +1380,7 @@ fn eq_bytes(a: &[u8], b: &[u8], cased: bool) -> bool {
 /// `fieldref`: compare a field's text `a` with the referenced field's text `b`, without
 /// regard to case unless `cased` (letters outside ASCII too, see [`caseless_prefix`]).
 fn ref_matches(a: &str, b: &str, mode: RefMode, cased: bool) -> bool {
-    let ascii = a.is_ascii() && b.is_ascii();
-    if !cased && !ascii {
+    if !(cased || a.is_ascii() && b.is_ascii()) {
         // Where a prefix equal to `b` that starts at `i` ends in `a`.
         let from = |i: usize| caseless_prefix(&a[i..], b).map(|n| i + n);
         let mut starts = a.char_indices().map(|(i, _)| i).chain([a.len()]);

@@ -185,9 +185,7 @@ impl KeywordPresence {
         match self {
             KeywordPresence::Pairs(pairs) => pairs.is_match(raw),
             KeywordPresence::Lowered(search) => {
-                if lowered.is_empty() {
-                    lowered.extend(raw.iter().map(u8::to_ascii_lowercase));
-                }
+                let lowered = self::lowered(raw, lowered);
                 search
                     .short
                     .as_ref()
@@ -382,6 +380,15 @@ fn case_variants(pair: [u8; 2]) -> Vec<[u8; 2]> {
         }
     }
     out
+}
+
+/// The raw event lower-cased, made in `buf` on the first call for an event (the caller
+/// clears `buf` between events) and read from it after.
+pub(crate) fn lowered<'b>(raw: &[u8], buf: &'b mut Vec<u8>) -> &'b [u8] {
+    if buf.is_empty() {
+        buf.extend(raw.iter().map(u8::to_ascii_lowercase));
+    }
+    buf
 }
 
 #[cfg(test)]

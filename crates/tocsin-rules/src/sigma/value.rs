@@ -100,15 +100,6 @@ impl SigmaString {
             self.parts.push(StrPart::AnyRun);
         }
     }
-
-    /// Apply a function to every literal piece (used by value-transforming modifiers).
-    pub fn map_literals(&mut self, mut f: impl FnMut(&str) -> String) {
-        for p in &mut self.parts {
-            if let StrPart::Literal(s) = p {
-                *s = f(s);
-            }
-        }
-    }
 }
 
 impl fmt::Display for SigmaString {
