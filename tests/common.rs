@@ -5,6 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// A Sigma rule for failed Windows logons (`name: failed_logon`), which the correlation
+/// tests' rules refer to.
+pub const FAILED_LOGON: &str = "title: Failed logon\nid: failed-logon\nname: failed_logon\nlogsource:\n  product: windows\n  service: security\ndetection:\n  selection:\n    EventID: 4625\n  condition: selection\nlevel: low\n";
+
 pub fn tocsin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tocsin"))
 }

@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 
-const FAILED_LOGON: &str = "title: Failed logon\nid: failed-logon\nname: failed_logon\nlogsource:\n  product: windows\n  service: security\ndetection:\n  selection:\n    EventID: 4625\n  condition: selection\nlevel: low\n";
 const BRUTE_FORCE: &str = "title: Password guessing from one address\nid: brute-force\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 10m\n  condition: {gte: 5}\nlevel: high\n";
 const SPRAY: &str = "title: Password spraying\nid: spray\ncorrelation:\n  type: value_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 10m\n  condition: {field: TargetUserName, gte: 3}\n  generate: true\nlevel: high\n";
 

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{generate_events, repo, run_ok, tocsin};
+use common::{generate_events, repo, run_ok, tocsin, FAILED_LOGON};
 use tocsin_kafka::sink::Sink;
 use tocsin_kafka::source::Source;
 use tocsin_kafka::KafkaSettings;
@@ -1110,11 +1110,7 @@ fn match_worker_picks_up_a_new_rule_without_a_restart() {
         site.join("certutil_download.yml"),
     )
     .unwrap();
-    let until = Instant::now() + Duration::from_secs(60);
-    while metric(&http_get(listen, "/metrics").1, "tocsin_rule_set_version") != Some(2.0) {
-        assert!(Instant::now() < until, "the new rule was not loaded");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_rule_set_version(listen, 2.0, "the new rule was not loaded");
     // The switch happens between batches: publish after one more window has passed.
     std::thread::sleep(Duration::from_millis(500));
     publish(&mut sink, 2);
@@ -1212,6 +1208,16 @@ fn wait_consumed(listen: std::net::SocketAddr, id: &str, n: f64) {
             "the worker did not consume {n} events"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Wait (at most a minute) until the worker serving metrics on `listen` reports rule set
+/// `version`; `why` says what failed otherwise.
+fn wait_rule_set_version(listen: std::net::SocketAddr, version: f64, why: &str) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while metric(&http_get(listen, "/metrics").1, "tocsin_rule_set_version") != Some(version) {
+        assert!(Instant::now() < until, "{why}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -1439,11 +1445,7 @@ fn correlate_worker_takes_a_new_correlation_rule_without_a_restart() {
     let id = unique();
     let dir = tempfile::tempdir().unwrap();
     let (site, config) = watched_site_config(dir.path(), &bootstrap, &id);
-    std::fs::write(
-        site.join("failed_logon.yml"),
-        "title: Failed logon\nid: failed-logon\nname: failed_logon\nlogsource:\n  product: windows\n  service: security\ndetection:\n  selection:\n    EventID: 4625\n  condition: selection\nlevel: low\n",
-    )
-    .unwrap();
+    std::fs::write(site.join("failed_logon.yml"), FAILED_LOGON).unwrap();
     let listen = free_loopback_addr();
     let worker = Reaped(Some(spawn_configured_with(
         &config,
@@ -1469,14 +1471,7 @@ fn correlate_worker_takes_a_new_correlation_rule_without_a_restart() {
         "title: Failed logons from one address\nid: burst\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 1h\n  condition: {gte: 3}\nlevel: high\n",
     )
     .unwrap();
-    let until = Instant::now() + Duration::from_secs(60);
-    while metric(&http_get(listen, "/metrics").1, "tocsin_rule_set_version") != Some(2.0) {
-        assert!(
-            Instant::now() < until,
-            "the correlation rule was not loaded"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_rule_set_version(listen, 2.0, "the correlation rule was not loaded");
     // The match thread passes the reload on before it counts the new set, and the
     // correlate thread takes it before its next message: no wait is needed.
     publish(&mut sink, 3..6);

@@ -411,7 +411,6 @@ fn a_changed_frequency_table_is_read_again_by_the_next_reload() {
 /// condition.
 #[test]
 fn watch_reloads_correlation_rules() {
-    const FAILED_LOGON: &str = "title: Failed logon\nid: failed-logon\nname: failed_logon\nlogsource:\n  product: windows\n  service: security\ndetection:\n  selection:\n    EventID: 4625\n  condition: selection\nlevel: low\n";
     let burst = |gte: u32| {
         format!("title: Failed logons from one address\nid: burst\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 1h\n  condition: {{gte: {gte}}}\n  generate: true\nlevel: high\n")
     };

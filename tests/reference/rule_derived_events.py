@@ -42,6 +42,9 @@ from pathlib import Path
 
 import yaml
 
+# The rule files and their documents are read as the reference script reads them.
+from sigma_sqlite_reference import raw_documents, rule_files
+
 KEYWORD_FIELD = "message"
 MAX_MAPS = 3
 MAX_VALUES = 12
@@ -230,15 +233,12 @@ def main(argv=None) -> int:
     p.add_argument("--profile", required=True, type=Path)
     args = p.parse_args(argv)
 
-    files = sorted(f for d in args.rules for f in d.rglob("*") if f.suffix in (".yml", ".yaml"))
+    files = rule_files(args.rules)
     logsources = {"category": set(), "product": set(), "service": set()}
     count = 0
     with args.events.open("w", encoding="utf-8") as out:
         for f in files:
-            try:
-                docs = [d for d in yaml.safe_load_all(f.read_text(encoding="utf-8")) if isinstance(d, dict)]
-            except yaml.YAMLError:
-                continue
+            docs = raw_documents(f.read_text(encoding="utf-8"))
             for doc in docs:
                 for dim, values in logsources.items():
                     value = (doc.get("logsource") or {}).get(dim)
