@@ -604,24 +604,18 @@ impl RuleSources {
 /// several users), so a correlation that groups by anything else would key every firing
 /// by an empty value: it is an error and is set aside. The others load.
 fn reject_unchainable_group_by(correlations: &mut Vec<CorrelationRule>) -> Vec<Diagnostic> {
-    let mut problems: Vec<Option<String>> = Vec::new();
-    for c in correlations.iter() {
-        let mut problem = None;
-        for reference in &c.rules {
-            let Some(inner) = correlations
-                .iter()
-                .find(|t| t.id == *reference || t.name.as_deref() == Some(reference.as_str()))
-            else {
-                continue;
-            };
-            let missing: Vec<&str> = c
-                .group_by
-                .iter()
-                .map(|g| c.field_for(g, &inner.id, inner.name.as_deref()))
-                .filter(|field| !inner.group_by.iter().any(|g| g == field))
-                .collect();
-            if !missing.is_empty() {
-                problem = Some(format!(
+    let problems = correlations
+        .iter()
+        .map(|c| {
+            c.rules.iter().find_map(|reference| {
+                let inner = &correlations[referred(correlations, reference)?];
+                let missing: Vec<&str> = c
+                    .group_by
+                    .iter()
+                    .map(|g| c.field_for(g, &inner.id, inner.name.as_deref()))
+                    .filter(|field| !inner.group_by.iter().any(|g| g == field))
+                    .collect();
+                (!missing.is_empty()).then(|| format!(
                     "correlation rule '{}' groups by {}, which the correlation rule '{reference}' it refers to does not group by (its firings carry only its own group-by: {}); group by those, or map them with aliases; it is not loaded",
                     c.name.as_deref().unwrap_or(&c.id),
                     missing.iter().map(|m| format!("'{m}'")).collect::<Vec<_>>().join(", "),
@@ -630,13 +624,19 @@ fn reject_unchainable_group_by(correlations: &mut Vec<CorrelationRule>) -> Vec<D
                     } else {
                         inner.group_by.join(", ")
                     },
-                ));
-                break;
-            }
-        }
-        problems.push(problem);
-    }
+                ))
+            })
+        })
+        .collect();
     set_aside(correlations, "correlation-group-by", problems)
+}
+
+/// Where the correlation rule a `rules` entry names (by id or name) is among
+/// `correlations`; `None` for a detection rule.
+fn referred(correlations: &[CorrelationRule], reference: &str) -> Option<usize> {
+    correlations
+        .iter()
+        .position(|t| t.id == reference || t.name.as_deref() == Some(reference))
 }
 
 /// Remove the correlation rules with a problem (`problems`, one per rule in order), each
@@ -665,14 +665,14 @@ fn set_aside(
 /// are errors and are set aside: each firing would feed the next without end (on the Kafka
 /// path, round and round through the detections topic). The others load.
 fn reject_correlation_cycles(correlations: &mut Vec<CorrelationRule>) -> Vec<Diagnostic> {
-    let index_of = |reference: &str| {
-        correlations
-            .iter()
-            .position(|t| t.id == reference || t.name.as_deref() == Some(reference))
-    };
     let edges: Vec<Vec<usize>> = correlations
         .iter()
-        .map(|c| c.rules.iter().filter_map(|r| index_of(r)).collect())
+        .map(|c| {
+            c.rules
+                .iter()
+                .filter_map(|r| referred(correlations, r))
+                .collect()
+        })
         .collect();
     // A rule is on a cycle when it can reach itself.
     let reaches_itself = |start: usize| {
