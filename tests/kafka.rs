@@ -122,14 +122,24 @@ fn match_worker_delivers_every_detection_and_dead_letters_poison() {
             .arg("--input")
             .arg(&events),
     );
-    let expected: BTreeSet<String> = String::from_utf8(offline.stdout.clone())
+    // Each detection is published once per correlation key (keyed by it), or once keyed by
+    // its id when it has none: the messages expected, as detection id -> message keys.
+    let expected: BTreeMap<String, BTreeSet<String>> = String::from_utf8(offline.stdout.clone())
         .unwrap()
         .lines()
         .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_str()
+            let d = serde_json::from_str::<serde_json::Value>(l).unwrap();
+            let id = d["id"].as_str().unwrap().to_owned();
+            let mut keys: BTreeSet<String> = d["correlation_keys"]
+                .as_array()
                 .unwrap()
-                .to_owned()
+                .iter()
+                .map(|k| k.as_str().unwrap().to_owned())
+                .collect();
+            if keys.is_empty() {
+                keys.insert(id.clone());
+            }
+            (id, keys)
         })
         .collect();
     assert!(
@@ -179,12 +189,19 @@ fn match_worker_delivers_every_detection_and_dead_letters_poison() {
         ],
     )
     .unwrap();
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    // Detection id -> message key -> deliveries. Reading stops only when every copy of
+    // every detection has arrived, so that none of the first worker's messages is left
+    // unread to pass for a redelivery later.
+    let mut seen: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    let all_arrived = |seen: &BTreeMap<String, BTreeMap<String, usize>>| {
+        expected.iter().all(|(id, keys)| {
+            seen.get(id)
+                .is_some_and(|got| keys.iter().all(|k| got.contains_key(k)))
+        })
+    };
     let mut dead: Vec<(String, String)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(180);
-    while (expected.iter().any(|e| !seen.contains_key(e)) || dead.len() < poison.len())
-        && Instant::now() < deadline
-    {
+    while (!all_arrived(&seen) || dead.len() < poison.len()) && Instant::now() < deadline {
         // A transient consumer error (librdkafka retries) is not the test's concern.
         let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) else {
             continue;
@@ -208,42 +225,38 @@ fn match_worker_delivers_every_detection_and_dead_letters_poison() {
         {
             continue;
         }
-        // Keyed by correlation key: the message key is one of the detection's keys.
-        let key = std::str::from_utf8(m.key().unwrap()).unwrap();
-        let keys: Vec<&str> = d["correlation_keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k.as_str().unwrap())
-            .collect();
-        if keys.is_empty() {
-            assert_eq!(
-                key,
-                d["id"].as_str().unwrap(),
-                "a detection without keys is keyed by its id"
-            );
-        } else {
-            assert!(keys.contains(&key), "key {key} not in {keys:?}");
-        }
+        // Keyed by correlation key (by its id when it has none): checked against offline's
+        // keys below.
+        let key = std::str::from_utf8(m.key().unwrap()).unwrap().to_owned();
         *seen
             .entry(d["id"].as_str().unwrap().to_owned())
+            .or_default()
+            .entry(key)
             .or_default() += 1;
     }
     let (status, stderr) = terminate(worker);
     assert!(status.success(), "worker exit {status}: {stderr}");
 
-    let missing: Vec<&String> = expected.iter().filter(|e| !seen.contains_key(*e)).collect();
+    let missing: Vec<&String> = expected.keys().filter(|e| !seen.contains_key(*e)).collect();
     assert!(
         missing.is_empty(),
         "{} of {} detections never arrived; worker said:\n{stderr}",
         missing.len(),
         expected.len()
     );
-    let unexpected: Vec<&String> = seen.keys().filter(|k| !expected.contains(*k)).collect();
+    let unexpected: Vec<&String> = seen.keys().filter(|k| !expected.contains_key(*k)).collect();
     assert!(
         unexpected.is_empty(),
         "detections offline matching does not find: {unexpected:?}"
     );
+    for (id, got) in &seen {
+        let keys: BTreeSet<&String> = got.keys().collect();
+        assert_eq!(
+            keys,
+            expected[id].iter().collect(),
+            "detection {id}: one message per correlation key (its id when it has none)"
+        );
+    }
     let mut kinds: Vec<&str> = dead.iter().map(|(k, _)| k.as_str()).collect();
     kinds.sort_unstable();
     assert_eq!(
@@ -297,7 +310,7 @@ fn match_worker_delivers_every_detection_and_dead_letters_poison() {
             .starts_with(&topic)
         {
             let id = d["id"].as_str().unwrap();
-            if expected.contains(id) {
+            if expected.contains_key(id) {
                 assert!(
                     redelivery_allowed,
                     "detection {id} delivered again after a commit; the first worker said:\n{first_stderr}"
