@@ -1201,6 +1201,70 @@ fn match_worker_picks_up_a_new_rule_without_a_restart() {
     );
 }
 
+/// A window judged at its close ends though nothing more arrives: the correlate thread
+/// moves an idle partition's event time on with the wall clock (`correlate.idle_grace_s`,
+/// 1 s here), so "fewer than three failures from one address in ten seconds" fires for the
+/// address that sent two and fell silent, with no later detection to close its window.
+#[test]
+fn correlate_worker_judges_a_window_when_its_input_goes_quiet() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let id = unique();
+    let dir = tempfile::tempdir().unwrap();
+    let (site, config) = watched_site_config(dir.path(), &bootstrap, &id);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[correlate]\n", "[correlate]\nidle_grace_s = 1\n");
+    std::fs::write(&config, text).unwrap();
+    std::fs::write(site.join("failed_logon.yml"), FAILED_LOGON).unwrap();
+    std::fs::write(
+        site.join("few.yml"),
+        "title: Few failed logons from one address\nid: few\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 10s\n  condition: {lt: 3}\nlevel: low\n",
+    )
+    .unwrap();
+    let worker = Reaped(Some(spawn_configured_with(&config, "all", &[])));
+    let reader = detections_reader(&bootstrap, &id);
+    let mut sink = Sink::new(&KafkaSettings::new(bootstrap.clone())).unwrap();
+    let topic = format!("test.{id}.events");
+    // Two failures from .1 (its window ends at 08:00:10), then one from .2 at 08:05:09.
+    // The policy's allowed lateness (`rules/escalation.yaml`, 5 minutes) keeps .1's window
+    // open until event time passes 08:05:10, which no detection brings: the partition's
+    // event time reaches it about 2 s after the last detection (1 s of it the grace).
+    for (address, time) in [
+        ("10.1.1.1", "08:00:00"),
+        ("10.1.1.1", "08:00:05"),
+        ("10.1.1.2", "08:05:09"),
+    ] {
+        let event = format!("{{\"Channel\":\"Security\",\"EventID\":4625,\"IpAddress\":\"{address}\",\"sector\":\"health\",\"member_state\":\"DE\",\"organisation\":\"Klinikum Test\",\"@timestamp\":\"2026-03-02T{time}Z\"}}");
+        sink.send(&topic, None, event.as_bytes(), &[]).unwrap();
+    }
+    sink.flush(Duration::from_secs(30)).unwrap();
+    let mut fired = Vec::new();
+    let until = Instant::now() + Duration::from_secs(90);
+    while fired.is_empty() && Instant::now() < until {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            let d: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
+            if d["kind"] == "correlation" {
+                fired.push((
+                    d["rule"]["id"].as_str().unwrap().to_owned(),
+                    d["fields"]["event_count"].as_str().unwrap().to_owned(),
+                    d["fields"]["IpAddress"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+    }
+    let (status, err) = terminate(worker.take());
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        fired,
+        [("few".to_owned(), "2".to_owned(), "10.1.1.1".to_owned())],
+        "the quiet address's window is judged without a later detection:\n{err}"
+    );
+    assert!(
+        err.contains("idle for") && err.contains("1 correlation detection(s)"),
+        "the worker says why it judged the window:\n{err}"
+    );
+}
+
 /// The scenario's configuration with an empty site-rules directory first among the rule
 /// paths, watched every second, and its topics (one partition): (site directory, config).
 fn watched_site_config(

@@ -383,6 +383,48 @@ impl Correlator {
         self.sigma.stats()
     }
 
+    /// The latest event time seen (or reached by [`Correlator::advance`]); `None` before
+    /// the first detection.
+    pub fn watermark(&self) -> Option<Timestamp> {
+        (self.watermark.0 != i64::MIN).then_some(self.watermark)
+    }
+
+    /// Event time has reached `to` though no detection says so: the input went quiet, and
+    /// the caller (the correlate worker, for a partition idle longer than
+    /// `correlate.idle_grace_s`) moves event time on with the wall clock. What a detection
+    /// at `to` would end ends: warnings quiet for the policy's `closed_after` get their
+    /// closing version in `out`, and Sigma correlation windows judged at their close whose
+    /// end (plus the allowed lateness) is before `to` are judged. Their firings wait in
+    /// [`Correlator::take_derived`] for the caller to route, as after
+    /// [`Correlator::push_keyed`]. Returns whether the state changed beyond the watermark
+    /// (a warning closed or a window judged), so that the caller knows to save it. Nothing
+    /// happens when `to` is not past the watermark.
+    pub fn advance(&mut self, to: Timestamp, out: &mut Vec<EarlyWarning>) -> bool {
+        if to <= self.watermark {
+            return false;
+        }
+        let (warnings, keys) = (out.len(), self.keys.len());
+        self.move_watermark(to, out);
+        let (fired, judged) = self.sigma.advance(to);
+        self.derived.extend(fired);
+        judged > 0 || out.len() > warnings || self.keys.len() != keys
+    }
+
+    /// Move the watermark to `t` if it is later, closing the quiet warnings.
+    fn move_watermark(&mut self, t: Timestamp, out: &mut Vec<EarlyWarning>) {
+        if t <= self.watermark {
+            return;
+        }
+        self.watermark = t;
+        // Sweeping every key costs O(keys): do it when event time has moved by a
+        // twentieth of the quiet period (at most an hour) since the last sweep.
+        let step = (self.config.policy.closed_after.0 / 20).clamp(1, 3_600_000);
+        if self.watermark.0 >= self.next_sweep.0 {
+            self.next_sweep = Timestamp(self.watermark.0.saturating_add(step));
+            self.close_quiet(out);
+        }
+    }
+
     /// Merge `d` under its keys, or under `only` that key (partitioned: derived detections
     /// are then left to the caller instead of merged).
     fn push_at_depth(
@@ -393,16 +435,7 @@ impl Correlator {
         depth: usize,
     ) {
         self.stats.detections += 1;
-        if d.event_time > self.watermark {
-            self.watermark = d.event_time;
-            // Sweeping every key costs O(keys): do it when event time has moved by a
-            // twentieth of the quiet period (at most an hour) since the last sweep.
-            let step = (self.config.policy.closed_after.0 / 20).clamp(1, 3_600_000);
-            if self.watermark.0 >= self.next_sweep.0 {
-                self.next_sweep = Timestamp(self.watermark.0.saturating_add(step));
-                self.close_quiet(out);
-            }
-        }
+        self.move_watermark(d.event_time, out);
         let keyed = match only {
             None => !d.correlation_keys.is_empty(),
             Some(k) => d.correlation_keys.iter().any(|c| c == k),

@@ -550,6 +550,20 @@ impl CorrelationRules {
         }
     }
 
+    /// Event time has reached `to` without a detection (see [`crate::Correlator::advance`]):
+    /// judge the windows that ended before it, less the allowed lateness. Returns the
+    /// firings and the number of windows judged.
+    pub fn advance(&mut self, to: Timestamp) -> (Vec<Detection>, usize) {
+        let mut fired = Vec::new();
+        if to <= self.watermark {
+            return (fired, 0);
+        }
+        self.watermark = to;
+        let before = self.groups.len();
+        self.close_expired(&mut fired);
+        (fired, before - self.groups.len())
+    }
+
     /// End of input: judge every open window.
     pub fn finish(&mut self, out: &mut Vec<Detection>) {
         let keys: Vec<String> = self.groups.keys().cloned().collect();

@@ -361,6 +361,39 @@ fn warnings_close_after_quiet_and_updates_are_rate_limited() {
     assert_eq!(c.stats().closed, 1);
 }
 
+/// A warning whose input went quiet closes when event time is moved on without a
+/// detection (the correlate worker's idle partitions), as it would on another key's.
+#[test]
+fn an_advance_without_detections_closes_quiet_warnings() {
+    let policy = tocsin_rules::EscalationPolicy {
+        closed_after: tocsin_core::DurationMs(2 * H),
+        ..Default::default()
+    };
+    let mut c = Correlator::new(CorrelatorConfig {
+        policy,
+        ..CorrelatorConfig::default()
+    });
+    assert_eq!(c.watermark(), None);
+    let mut out = Vec::new();
+    c.push(&det("a", "A", "health", "DE", 0, Tlp::Green), &mut out);
+    c.push(&det("b", "B", "health", "FR", 60_000, Tlp::Green), &mut out);
+    assert_eq!(out.len(), 1);
+    let seen = c.watermark().unwrap();
+    // Not past the watermark, then not past the quiet period: nothing changes.
+    assert!(!c.advance(seen, &mut out));
+    assert!(!c.advance(Timestamp(seen.0 + H), &mut out));
+    assert_eq!(out.len(), 1);
+    assert_eq!(c.watermark(), Some(Timestamp(seen.0 + H)));
+    // Past it: the closing version, dated at the end of the quiet period.
+    assert!(c.advance(Timestamp(seen.0 + 3 * H), &mut out));
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1].status, WarningStatus::Closed);
+    assert_eq!(out[1].version, 2);
+    assert_eq!(out[1].issued_at, Timestamp(seen.0 + 2 * H));
+    assert_eq!(c.live_keys(), 0);
+    assert!(c.take_derived().is_empty());
+}
+
 #[test]
 fn slow_campaign_over_days_with_a_long_window() {
     let policy = tocsin_rules::EscalationPolicy {
@@ -661,6 +694,43 @@ mod sigma_correlation_rules {
         let fired: Vec<String> = out.iter().map(|d| d.fields["Host"].clone()).collect();
         assert!(fired.is_empty(), "{fired:?}");
         assert_eq!(c.correlation_rule_stats().late, 1);
+    }
+
+    /// A window judged at its close is judged when event time is moved past its end
+    /// without a detection (an idle partition), less the allowed lateness; the firing waits
+    /// for the caller as after `push_keyed`, and a window not yet ended stays open.
+    #[test]
+    fn an_advance_without_detections_judges_the_windows_that_ended() {
+        let quiet = correlation("title: Quiet host\nid: quiet\ncorrelation:\n  type: event_count\n  rules: [heartbeat]\n  group-by: [Host]\n  timespan: 1h\n  condition: {lt: 3}\n");
+        let mut c = Correlator::new(CorrelatorConfig {
+            correlation_rules: vec![quiet.clone()],
+            allowed_lateness: tocsin_core::DurationMs(5 * MIN),
+            ..CorrelatorConfig::default()
+        });
+        let mut warnings = Vec::new();
+        let h1 = det(&quiet, "heartbeat", 0, &[("Host", "h1")]);
+        let h2 = det(&quiet, "heartbeat", 30, &[("Host", "h2")]);
+        for d in [&h1, &h2] {
+            let key = d.correlation_keys[0].clone();
+            c.push_keyed(d, &key, &mut warnings);
+        }
+        assert!(c.take_derived().is_empty());
+        let start = h1.event_time.0;
+        // h1's window ends at 60 minutes; with 5 minutes of lateness it is judged after 65.
+        assert!(!c.advance(Timestamp(start + 64 * MIN), &mut warnings));
+        assert!(c.take_derived().is_empty());
+        assert!(c.advance(Timestamp(start + 66 * MIN), &mut warnings));
+        let fired = c.take_derived();
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].fields["Host"], "h1");
+        assert_eq!(fired[0].fields["event_count"], "1");
+        // h2's window (30 to 90 minutes) is still open; a later advance judges it.
+        assert!(c.advance(Timestamp(start + 100 * MIN), &mut warnings));
+        let fired = c.take_derived();
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].fields["Host"], "h2");
+        assert!(!c.advance(Timestamp(start + 200 * MIN), &mut warnings));
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[test]

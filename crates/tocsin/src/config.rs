@@ -128,6 +128,12 @@ pub struct CorrelateSection {
     pub batch_ms: u64,
     /// Longest the restore of one partition's state may take, in seconds.
     pub restore_timeout_s: u64,
+    /// Once a partition has had no detection for this many seconds, its event time goes on
+    /// with the wall clock, this far behind it, so that what only a later detection would
+    /// end still ends when the input goes quiet: correlation windows judged at their close
+    /// (`lt`, `lte`, `eq`, `neq`, ranges, `value_percentile`) and warnings quiet for the
+    /// policy's `closed_after`. 0 turns this off: event time moves with detections only.
+    pub idle_grace_s: u64,
 }
 
 impl Default for CorrelateSection {
@@ -137,6 +143,7 @@ impl Default for CorrelateSection {
             batch: 20_000,
             batch_ms: 500,
             restore_timeout_s: 60,
+            idle_grace_s: 60,
         }
     }
 }

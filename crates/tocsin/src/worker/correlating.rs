@@ -14,6 +14,12 @@
 //! their messages is merged (and, as a fallback, at a partition's first message), and the
 //! detections the state already includes are skipped. A revoked
 //! partition's state is written at the end of the batch in hand and then dropped.
+//!
+//! Event time comes from the detections, so a partition whose input goes quiet would keep
+//! its windows open for ever: a "fewer than three heartbeats an hour" correlation would
+//! never fire for the sensor that fell silent. Once a partition has had no detection for
+//! `correlate.idle_grace_s`, its event time follows the wall clock that far behind
+//! ([`Correlator::advance`]); what that ends is published and saved like any batch's output.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use tocsin_core::{Audience, Detection, EarlyWarning};
+use tocsin_core::{Audience, Detection, EarlyWarning, Timestamp};
 use tocsin_correlate::audience::{self, Recipient};
 use tocsin_correlate::sigma_correlations::CorrelationRulesReplaced;
 use tocsin_correlate::{Correlator, CorrelatorConfig, SNAPSHOT_FORMAT};
@@ -115,6 +121,21 @@ struct Partition {
     correlator: Correlator,
     next_offset: i64,
     dirty: bool,
+    /// When the partition's last detection was merged (or its state restored), and the
+    /// event time it had reached then: where an idle partition's event time goes on from.
+    quiet_since: Option<(Instant, Timestamp)>,
+}
+
+impl Partition {
+    fn new(correlator: Correlator, next_offset: i64) -> Self {
+        let quiet_since = correlator.watermark().map(|w| (Instant::now(), w));
+        Partition {
+            correlator,
+            next_offset,
+            dirty: false,
+            quiet_since,
+        }
+    }
 }
 
 /// Where warnings go.
@@ -230,6 +251,7 @@ pub fn run(
     let mut parts: HashMap<i32, Partition> = HashMap::new();
     let mut stats = CorrelateStats::default();
     let batch_window = Duration::from_millis(cfg.batch_ms);
+    let idle_grace = Duration::from_secs(cfg.idle_grace_s);
     let shutdown = Duration::from_secs(c.worker.shutdown_deadline_s);
     let mut stop_deadline = None;
     let mut errors = ErrorReporter::default();
@@ -330,6 +352,19 @@ pub fn run(
             if !revoked.is_empty() || stop.load(Ordering::Relaxed) {
                 break;
             }
+        }
+        if idle_grace > Duration::ZERO && !stopping {
+            advance_idle(
+                &mut parts,
+                idle_grace,
+                &outputs,
+                &mut sink,
+                &mut warnings,
+                &mut json,
+                &mut stats,
+                metrics,
+                quiet,
+            )?;
         }
         let dirty = parts.values().any(|p| p.dirty);
         if source.has_pending() || dirty {
@@ -526,11 +561,7 @@ fn restore(
         ),
         None => (Correlator::new(config.clone()), 0),
     };
-    Ok(Partition {
-        correlator,
-        next_offset,
-        dirty: false,
-    })
+    Ok(Partition::new(correlator, next_offset))
 }
 
 /// Merge one detection message and produce what it causes.
@@ -573,19 +604,86 @@ fn process(
         .unwrap_or(&d.id);
     let before = part.correlator.stats();
     part.correlator.push_keyed(&d, key, warnings);
+    part.quiet_since = part.correlator.watermark().map(|w| (Instant::now(), w));
     if let Some(m) = metrics {
         let after = part.correlator.stats();
         m.late.inc_by(after.late.saturating_sub(before.late));
         m.evictions
             .inc_by(after.evicted.saturating_sub(before.evicted));
     }
+    publish_outputs(part, out, sink, warnings, json, stats, metrics)
+}
+
+/// Publish the warnings in `warnings` and the correlation detections `part` derived.
+fn publish_outputs(
+    part: &mut Partition,
+    out: &Outputs,
+    sink: &mut Sink,
+    warnings: &[EarlyWarning],
+    json: &mut Vec<u8>,
+    stats: &mut CorrelateStats,
+    metrics: Option<&Metrics>,
+) -> Result<()> {
     for f in part.correlator.take_derived() {
         stats.derived += 1;
         publish_detection(sink, &out.detections_topic, &f, json)?;
     }
-    for w in warnings.iter() {
+    for w in warnings {
         stats.warnings += 1;
         publish_warning(sink, out, w, json, metrics)?;
+    }
+    Ok(())
+}
+
+/// Move on the event time of each partition that has had no detection for longer than
+/// `grace` (`correlate.idle_grace_s`): it follows the wall clock from the event time of the
+/// partition's last detection, `grace` behind, so that windows judged at their close and
+/// quiet warnings end though nothing more arrives ([`Correlator::advance`]). What that ends
+/// is published like a detection's outputs, and the partition's state is written with the
+/// batch (its offset unchanged).
+#[allow(clippy::too_many_arguments)] // the worker loop's state, passed apart for borrowing
+fn advance_idle(
+    parts: &mut HashMap<i32, Partition>,
+    grace: Duration,
+    out: &Outputs,
+    sink: &mut Sink,
+    warnings: &mut Vec<EarlyWarning>,
+    json: &mut Vec<u8>,
+    stats: &mut CorrelateStats,
+    metrics: Option<&Metrics>,
+    quiet: bool,
+) -> Result<()> {
+    let now = Instant::now();
+    for (partition, part) in parts.iter_mut() {
+        let Some((since, seen)) = part.quiet_since else {
+            continue;
+        };
+        let Some(behind) = now.saturating_duration_since(since).checked_sub(grace) else {
+            continue;
+        };
+        let moved = i64::try_from(behind.as_millis()).unwrap_or(i64::MAX);
+        let to = Timestamp(seen.0.saturating_add(moved));
+        warnings.clear();
+        if !part.correlator.advance(to, warnings) {
+            continue;
+        }
+        part.dirty = true;
+        let derived_before = stats.derived;
+        publish_outputs(part, out, sink, warnings, json, stats, metrics)?;
+        if !quiet {
+            let derived = stats.derived - derived_before;
+            tracing::info!(
+                partition,
+                event_time = to.0,
+                warnings = warnings.len(),
+                derived,
+                "partition {partition} idle for {:.0} s: its event time moved on to {}, which ended {} warning version(s) and {} correlation detection(s)",
+                now.saturating_duration_since(since).as_secs_f64(),
+                to,
+                warnings.len(),
+                derived
+            );
+        }
     }
     Ok(())
 }
