@@ -266,6 +266,11 @@ impl Correlator {
         self.keys.len()
     }
 
+    /// Live groups of the Sigma correlation rules (one per correlation and group-by values).
+    pub fn live_correlation_groups(&self) -> usize {
+        self.sigma.live_groups()
+    }
+
     /// Current candidates (windows with at least the policy's organisations), sorted by id.
     pub fn candidates(&self) -> Vec<&IncidentCandidate> {
         let min = self.config.policy.candidate_min_organisations as usize;

@@ -100,6 +100,11 @@ pub struct CorrelationRules {
     /// Correlation id → ids of the correlations that refer to it (chaining).
     consumers: HashMap<String, Vec<String>>,
     groups: HashMap<String, Group>,
+    /// (window end, group key) of every window judged at its close, earliest first, so that
+    /// finding the windows the watermark has passed costs what it finds, not a walk over
+    /// every group on every detection. An entry whose group has since been judged, evicted,
+    /// dropped or given a new window is stale and skipped when its time comes.
+    deadlines: BTreeSet<(i64, String)>,
     watermark: Timestamp,
     allowed_lateness: DurationMs,
     max_groups: usize,
@@ -231,6 +236,7 @@ impl CorrelationRules {
                 .collect(),
             consumers,
             groups: HashMap::new(),
+            deadlines: BTreeSet::new(),
             watermark: Timestamp(i64::MIN),
             allowed_lateness,
             max_groups,
@@ -273,8 +279,26 @@ impl CorrelationRules {
         next.stats = self.stats;
         next.legacy_recent = self.legacy_recent;
         next.stats.discarded += replaced.groups_dropped as u64;
+        next.index_deadlines();
         *self = next;
         replaced
+    }
+
+    /// The deadlines of the groups' open windows, made again from the groups (after a
+    /// reload or a restore).
+    fn index_deadlines(&mut self) {
+        self.deadlines = self
+            .groups
+            .iter()
+            .filter_map(|(key, g)| Some((self.window_end(g)?, key.clone())))
+            .collect();
+    }
+
+    /// Where `group`'s open window ends (window-close mode), in ms.
+    fn window_end(&self, group: &Group) -> Option<i64> {
+        let start = group.window_start?;
+        let rule = self.rules.get(&group.correlation)?;
+        Some(start.0.saturating_add(rule.timespan.0))
     }
 
     /// The state to snapshot.
@@ -313,6 +337,7 @@ impl CorrelationRules {
             })
             .collect();
         self.stats.discarded += discarded;
+        self.index_deadlines();
     }
 
     /// Counters.
@@ -497,7 +522,12 @@ impl CorrelationRules {
                 out.extend(fired);
             }
         } else {
+            let opens = group.window_start.is_none();
             let start = *group.window_start.get_or_insert(item.time);
+            if opens {
+                self.deadlines
+                    .insert((start.0.saturating_add(timespan.0), key.to_owned()));
+            }
             if item.time.0 < start.0 - self.allowed_lateness.0 {
                 self.stats.late += 1;
                 return;
@@ -506,6 +536,8 @@ impl CorrelationRules {
                 // The arrival is past the window: judge it, then open a new one.
                 let items: Vec<Item> = group.items.drain(..).collect();
                 group.window_start = Some(item.time);
+                self.deadlines
+                    .insert((item.time.0.saturating_add(timespan.0), key.to_owned()));
                 group.items.push_back(item);
                 out.extend(self.judge(&correlation_id, key, &items));
             } else {
@@ -525,24 +557,22 @@ impl CorrelationRules {
                 .is_some_and(|c| c.name.as_deref() == Some(reference))
     }
 
-    /// Judge every window-close group whose window ended before the watermark.
+    /// Judge every window-close group whose window ended before the watermark (less the
+    /// allowed lateness), earliest end first (then by key).
     fn close_expired(&mut self, out: &mut Vec<Detection>) {
         let watermark = self.watermark.0.saturating_sub(self.allowed_lateness.0);
-        let due: Vec<String> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| {
-                g.window_start.is_some_and(|s| {
-                    self.rules
-                        .get(&g.correlation)
-                        .is_some_and(|r| s.0 + r.timespan.0 < watermark)
-                })
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut due = due;
-        due.sort();
-        for key in due {
+        while self
+            .deadlines
+            .first()
+            .is_some_and(|(end, _)| *end < watermark)
+        {
+            let Some((end, key)) = self.deadlines.pop_first() else {
+                break;
+            };
+            let current = self.groups.get(&key).and_then(|g| self.window_end(g));
+            if current != Some(end) {
+                continue;
+            }
             if let Some(group) = self.groups.remove(&key) {
                 let items: Vec<Item> = group.items.into_iter().collect();
                 out.extend(self.judge(&group.correlation, &key, &items));
@@ -566,6 +596,7 @@ impl CorrelationRules {
 
     /// End of input: judge every open window.
     pub fn finish(&mut self, out: &mut Vec<Detection>) {
+        self.deadlines.clear();
         let keys: Vec<String> = self.groups.keys().cloned().collect();
         let mut keys = keys;
         keys.sort();

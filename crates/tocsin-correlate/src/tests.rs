@@ -1081,6 +1081,43 @@ mod sigma_correlation_rules {
         assert_eq!(again.groups_dropped, 0);
     }
 
+    /// A window judged at its close is judged once the watermark passes its end: after a
+    /// reload that kept its group, and after it was judged and opened again by a later
+    /// arrival (the first window's end no longer counts for it).
+    #[test]
+    fn windows_judged_at_close_end_across_reloads_and_reopenings() {
+        let quiet = correlation("title: Quiet host\nid: quiet\ncorrelation:\n  type: event_count\n  rules: [heartbeat]\n  group-by: [Host]\n  timespan: 1h\n  condition: {lt: 3}\n");
+        let beat = |host: &str, at: i64| det(&quiet, "heartbeat", at, &[("Host", host)]);
+        let mut c = Correlator::new(CorrelatorConfig {
+            correlation_rules: vec![quiet.clone()],
+            ..CorrelatorConfig::default()
+        });
+        let mut warnings = Vec::new();
+        let mut push = |c: &mut Correlator, d: Detection| {
+            c.push(&d, &mut warnings);
+            c.take_derived()
+                .iter()
+                .map(|f| (f.fields["Host"].clone(), f.fields["event_count"].clone()))
+                .collect::<Vec<_>>()
+        };
+        assert!(push(&mut c, beat("h1", 0)).is_empty());
+        assert!(push(&mut c, beat("h2", 30)).is_empty());
+        // A reload that keeps the correlation keeps both groups and their ends.
+        let replaced = c.replace_correlation_rules(std::slice::from_ref(&quiet));
+        assert_eq!((replaced.kept, replaced.groups_dropped), (1, 0));
+        // h2 again past its window's end (90): judged (one beat), and a new window opens
+        // at 95; event time at 95 also ends h1's window (0 to 60).
+        assert_eq!(
+            push(&mut c, beat("h2", 95)),
+            [("h2".into(), "1".into()), ("h1".into(), "1".into())]
+        );
+        assert_eq!(c.live_correlation_groups(), 1);
+        // The old end of h2's first window (90) is behind; its new window ends at 155.
+        assert!(push(&mut c, beat("h3", 150)).is_empty());
+        assert_eq!(c.live_correlation_groups(), 2);
+        assert_eq!(push(&mut c, beat("h3", 156)), [("h2".into(), "1".into())]);
+    }
+
     #[test]
     fn late_detections_are_counted_not_merged() {
         let c = correlation("title: Count\nid: cnt\ncorrelation:\n  type: event_count\n  rules: [r]\n  group-by: [Host]\n  timespan: 10m\n  condition: {gte: 3}\n");
