@@ -476,8 +476,11 @@ fn match_workers_lose_nothing_when_killed_or_rebalanced() {
     ];
     let mut seen = BTreeMap::new();
 
-    // (a) Kill -9 the worker once detections flow, and start a replacement.
-    publish(&mut sink, parts[0]);
+    // (a) Kill -9 the worker once detections flow, and start a replacement. The second half
+    // of the first third is published after the kill: the replacement has work even when
+    // the killed worker had read and committed all it was given.
+    let (first, after_kill) = parts[0].split_at(parts[0].len() / 2);
+    publish(&mut sink, first);
     let mut a = spawn_worker_with(&bootstrap, &topic, &group, &fast);
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen.len() < 5 && Instant::now() < deadline {
@@ -493,6 +496,7 @@ fn match_workers_lose_nothing_when_killed_or_rebalanced() {
         err
     };
     let before = seen.len();
+    publish(&mut sink, after_kill);
     let a2 = spawn_worker_with(&bootstrap, &topic, &group, &fast);
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen.len() == before && Instant::now() < deadline {
@@ -1039,6 +1043,7 @@ fn worker_stops_within_its_deadline_when_the_broker_is_gone() {
     }
     sink.flush(Duration::from_secs(60)).unwrap();
     let series = format!("tocsin_events_total{{source=\"test.{id}.events\"}}");
+    let until = Instant::now() + Duration::from_secs(30);
     while metric(&http_get(listen, "/metrics").1, &series).unwrap_or(0.0) < 1.0 {
         assert!(Instant::now() < until, "no event consumed");
         std::thread::sleep(Duration::from_millis(50));
