@@ -232,5 +232,76 @@ fn bench_sigma_groups(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_sigma_groups);
+/// Full engines: detections of keys not seen before, into a correlator holding its
+/// maximum of live keys (whose windows have not ended: each is refused), and into a Sigma
+/// correlation engine holding its maximum of groups (each makes room by evicting).
+fn bench_full(c: &mut Criterion) {
+    let rule = tocsin_rules::parse_sigma_source(
+        "few.yml",
+        "title: Few failed logons\nid: few\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 1h\n  condition: {lt: 3}\n",
+    )
+    .correlations
+    .remove(0);
+    let full = 100_000;
+    let mut group = c.benchmark_group("correlate-full");
+    group.sample_size(10);
+
+    let mut corr = Correlator::new(CorrelatorConfig {
+        max_keys: full,
+        ..CorrelatorConfig::default()
+    });
+    let mut out = Vec::new();
+    for k in 0..full {
+        corr.push(&detection(k, "Org A", k as u64), &mut out);
+    }
+    assert_eq!(corr.live_keys(), full);
+    let mut next = full;
+    group.throughput(Throughput::Elements(10_000));
+    group.bench_function(format!("new-keys-refused/{full}-keys"), |b| {
+        b.iter(|| {
+            let refused = corr.stats().refused_keys;
+            for _ in 0..10_000 {
+                next += 1;
+                corr.push(&detection(next, "Org A", full as u64), &mut out);
+            }
+            assert_eq!(corr.stats().refused_keys, refused + 10_000);
+            assert_eq!(corr.live_keys(), full);
+        })
+    });
+
+    let mut corr = Correlator::new(CorrelatorConfig {
+        correlation_rules: vec![rule],
+        max_correlation_groups: full,
+        ..CorrelatorConfig::default()
+    });
+    for a in 0..full {
+        corr.push(&failed_logon(a, a as u64, 0), &mut out);
+    }
+    assert_eq!(corr.live_correlation_groups(), full);
+    let mut next = full;
+    group.bench_function(format!("new-groups-evicting/{full}-groups"), |b| {
+        b.iter(|| {
+            let (evicted, live) = (
+                corr.correlation_rule_stats().evicted,
+                corr.live_correlation_groups(),
+            );
+            for _ in 0..10_000 {
+                next += 1;
+                corr.push(&failed_logon(next, next as u64, 0), &mut out);
+            }
+            // Every new address is a group; those it replaced were evicted.
+            let evicted = corr.correlation_rule_stats().evicted - evicted;
+            assert_eq!(
+                live + 10_000,
+                corr.live_correlation_groups() + evicted as usize
+            );
+            assert!(corr.live_correlation_groups() <= full);
+            assert!(corr.take_derived().is_empty(), "no window closed");
+        })
+    });
+    group.finish();
+    assert!(out.is_empty());
+}
+
+criterion_group!(benches, bench, bench_sigma_groups, bench_full);
 criterion_main!(benches);

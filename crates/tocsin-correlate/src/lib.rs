@@ -189,6 +189,10 @@ pub struct Correlator {
     watermark: Timestamp,
     /// Event time at which the next sweep for quiet warnings is due.
     next_sweep: Timestamp,
+    /// With `max_keys` live keys, the earliest watermark at which one of them can expire
+    /// (ms): until then a new key is refused without looking at every key again, so that a
+    /// full correlator costs O(1), not O(keys), per detection of an unknown key.
+    no_room_until: i64,
     stats: CorrelatorStats,
 }
 
@@ -219,6 +223,7 @@ impl Correlator {
             keys: HashMap::new(),
             watermark: Timestamp(i64::MIN),
             next_sweep: Timestamp(i64::MIN),
+            no_room_until: i64::MIN,
             stats: CorrelatorStats::default(),
         }
     }
@@ -483,12 +488,23 @@ impl Correlator {
         if self.keys.len() < self.config.max_keys {
             return true;
         }
-        let window = self.config.policy.window.0;
         let watermark = self.watermark.0;
+        if watermark < self.no_room_until {
+            return false;
+        }
+        let window = self.config.policy.window.0;
         let before = self.keys.len();
-        self.keys
-            .retain(|_, s| s.candidate.window_start.0.saturating_add(window) > watermark);
+        let mut next_expiry = i64::MAX;
+        self.keys.retain(|_, s| {
+            let expiry = s.candidate.window_start.0.saturating_add(window);
+            let live = expiry > watermark;
+            if live {
+                next_expiry = next_expiry.min(expiry);
+            }
+            live
+        });
         self.stats.evicted += (before - self.keys.len()) as u64;
+        self.no_room_until = next_expiry;
         self.keys.len() < self.config.max_keys
     }
 
@@ -523,6 +539,8 @@ impl Correlator {
             let mut state = new_state(key, t);
             state.not_before = not_before;
             self.keys.insert(key.to_owned(), state);
+            // A window opened in the past may expire before those the last full scan saw.
+            self.no_room_until = self.no_room_until.min(t.0.saturating_add(window.0));
         }
         let max_seen = self.config.max_detections_per_key;
         let Some(state) = self.keys.get_mut(key) else {

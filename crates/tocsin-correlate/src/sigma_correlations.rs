@@ -102,8 +102,9 @@ pub struct CorrelationRules {
     groups: HashMap<String, Group>,
     /// (window end, group key) of every window judged at its close, earliest first, so that
     /// finding the windows the watermark has passed costs what it finds, not a walk over
-    /// every group on every detection. An entry whose group has since been judged, evicted,
-    /// dropped or given a new window is stale and skipped when its time comes.
+    /// every group on every detection. Entries leave with their window (judged, evicted or
+    /// opened again); one that outlived its group all the same is skipped when its time
+    /// comes.
     deadlines: BTreeSet<(i64, String)>,
     watermark: Timestamp,
     allowed_lateness: DurationMs,
@@ -537,6 +538,8 @@ impl CorrelationRules {
                 let items: Vec<Item> = group.items.drain(..).collect();
                 group.window_start = Some(item.time);
                 self.deadlines
+                    .remove(&(start.0.saturating_add(timespan.0), key.to_owned()));
+                self.deadlines
                     .insert((item.time.0.saturating_add(timespan.0), key.to_owned()));
                 group.items.push_back(item);
                 out.extend(self.judge(&correlation_id, key, &items));
@@ -610,17 +613,25 @@ impl CorrelationRules {
         }
     }
 
+    /// Make room for a new group: evict the least recently seen 1/64 of the groups (at
+    /// least one; ties broken by key, so that the same input evicts the same groups in
+    /// every process). Evicting a share at once keeps a full engine's cost per new group
+    /// constant instead of a walk over every group each time.
     fn evict_oldest(&mut self) {
-        if let Some(key) = self
-            .groups
-            .iter()
-            // Ties broken by key: the same input evicts the same group in every process.
-            .min_by(|(ka, a), (kb, b)| a.last_seen.cmp(&b.last_seen).then_with(|| ka.cmp(kb)))
-            .map(|(k, _)| k.clone())
-        {
-            self.groups.remove(&key);
-            self.stats.evicted += 1;
+        let mut by_age: Vec<(Timestamp, &String)> =
+            self.groups.iter().map(|(k, g)| (g.last_seen, k)).collect();
+        let share = (by_age.len() / 64).max(1).min(by_age.len());
+        if share == 0 {
+            return;
         }
+        by_age.select_nth_unstable(share - 1);
+        let evicted: Vec<String> = by_age[..share].iter().map(|(_, k)| (*k).clone()).collect();
+        for key in evicted {
+            if let Some(end) = self.groups.remove(&key).and_then(|g| self.window_end(&g)) {
+                self.deadlines.remove(&(end, key));
+            }
+        }
+        self.stats.evicted += share as u64;
     }
 
     /// Judge a complete window.

@@ -186,6 +186,45 @@ fn windows_expire_late_detections_are_counted_and_red_is_withheld() {
     assert!(crate::audience::render(&out[0], Audience::Technical, Tlp::Red, &policy).is_some());
 }
 
+/// A full correlator refuses new keys until a window can expire, then makes room by
+/// dropping the expired ones; the window's end is known from the last look at the keys.
+#[test]
+fn a_full_correlator_refuses_new_keys_until_a_window_expires() {
+    let policy = tocsin_rules::EscalationPolicy {
+        window: tocsin_core::DurationMs(H),
+        ..Default::default()
+    };
+    let mut c = Correlator::new(CorrelatorConfig {
+        policy,
+        max_keys: 3,
+        ..CorrelatorConfig::default()
+    });
+    let keyed = |key: &str, at: i64| {
+        let mut d = det(&format!("{key}-{at}"), "A", "health", "DE", at, Tlp::Green);
+        d.correlation_keys = vec![format!("indicator:domain:{key}")];
+        d
+    };
+    let mut out = Vec::new();
+    for (key, at) in [("a", 0), ("b", 10 * 60_000), ("c", 20 * 60_000)] {
+        c.push(&keyed(key, at), &mut out);
+    }
+    assert_eq!(c.live_keys(), 3);
+    // Before a's window ends (60 minutes): refused, twice.
+    c.push(&keyed("d", 30 * 60_000), &mut out);
+    c.push(&keyed("e", 59 * 60_000), &mut out);
+    assert_eq!((c.stats().refused_keys, c.stats().evicted), (2, 0));
+    // At 61 minutes a's window is over: it goes, f takes its place.
+    c.push(&keyed("f", 61 * 60_000), &mut out);
+    assert_eq!((c.stats().refused_keys, c.stats().evicted), (2, 1));
+    assert_eq!(c.live_keys(), 3);
+    // Full again; b's window ends at 70 minutes.
+    c.push(&keyed("g", 69 * 60_000), &mut out);
+    assert_eq!(c.stats().refused_keys, 3);
+    c.push(&keyed("h", 71 * 60_000), &mut out);
+    assert_eq!((c.stats().refused_keys, c.stats().evicted), (3, 2));
+    assert!(out.is_empty(), "one organisation never warns");
+}
+
 #[test]
 fn audiences_redact_and_recipients_route() {
     let mut c = Correlator::new(CorrelatorConfig::default());
@@ -488,7 +527,7 @@ fn same_input_same_output() {
 }
 
 mod sigma_correlation_rules {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use tocsin_core::{
         correlation_rule_key, Context, Detection, DetectionKind, Level, RuleRef, Timestamp, Tlp,
@@ -1116,6 +1155,54 @@ mod sigma_correlation_rules {
         assert!(push(&mut c, beat("h3", 150)).is_empty());
         assert_eq!(c.live_correlation_groups(), 2);
         assert_eq!(push(&mut c, beat("h3", 156)), [("h2".into(), "1".into())]);
+    }
+
+    /// A full engine evicts the least recently seen share of its groups (1/64, at least
+    /// one) to make room for a new group.
+    #[test]
+    fn a_full_engine_evicts_its_least_recently_seen_groups() {
+        let quiet = correlation("title: Quiet host\nid: quiet\ncorrelation:\n  type: event_count\n  rules: [heartbeat]\n  group-by: [Host]\n  timespan: 1d\n  condition: {lt: 3}\n");
+        let beat =
+            |host: usize, at: i64| det(&quiet, "heartbeat", at, &[("Host", &format!("h{host}"))]);
+        let engine = |max_groups: usize| {
+            Correlator::new(CorrelatorConfig {
+                correlation_rules: vec![quiet.clone()],
+                max_correlation_groups: max_groups,
+                ..CorrelatorConfig::default()
+            })
+        };
+        let mut warnings = Vec::new();
+        // Two groups at most: the third evicts the one seen least recently (h0, though it
+        // was created first, was seen again after h1).
+        let mut c = engine(2);
+        for (host, at) in [(0, 0), (1, 1), (0, 2), (2, 3)] {
+            c.push(&beat(host, at), &mut warnings);
+        }
+        assert_eq!(c.live_correlation_groups(), 2);
+        assert_eq!(c.correlation_rule_stats().evicted, 1);
+        c.finish(&mut warnings);
+        let mut judged: Vec<String> = c
+            .take_derived()
+            .iter()
+            .map(|d| d.fields["Host"].clone())
+            .collect();
+        judged.sort();
+        assert_eq!(judged, ["h0", "h2"]);
+        // 128 groups: a new one evicts the two oldest (128 / 64).
+        let mut c = engine(128);
+        for host in 0..129 {
+            c.push(&beat(host, host as i64), &mut warnings);
+        }
+        assert_eq!(c.live_correlation_groups(), 127);
+        assert_eq!(c.correlation_rule_stats().evicted, 2);
+        c.finish(&mut warnings);
+        let judged: BTreeSet<String> = c
+            .take_derived()
+            .iter()
+            .map(|d| d.fields["Host"].clone())
+            .collect();
+        assert!(!judged.contains("h0") && !judged.contains("h1") && judged.contains("h2"));
+        assert!(warnings.is_empty());
     }
 
     #[test]
