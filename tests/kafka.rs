@@ -1239,24 +1239,13 @@ fn correlate_worker_judges_a_window_when_its_input_goes_quiet() {
         ("10.1.1.1", "08:00:05"),
         ("10.1.1.2", "08:05:09"),
     ] {
-        let event = format!("{{\"Channel\":\"Security\",\"EventID\":4625,\"IpAddress\":\"{address}\",\"sector\":\"health\",\"member_state\":\"DE\",\"organisation\":\"Klinikum Test\",\"@timestamp\":\"2026-03-02T{time}Z\"}}");
+        let event = failed_logon_event(address, time);
         sink.send(&topic, None, event.as_bytes(), &[]).unwrap();
     }
     sink.flush(Duration::from_secs(30)).unwrap();
-    let mut fired = Vec::new();
-    let until = Instant::now() + Duration::from_secs(90);
-    while fired.is_empty() && Instant::now() < until {
-        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
-            let d: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
-            if d["kind"] == "correlation" {
-                fired.push((
-                    d["rule"]["id"].as_str().unwrap().to_owned(),
-                    d["fields"]["event_count"].as_str().unwrap().to_owned(),
-                    d["fields"]["IpAddress"].as_str().unwrap().to_owned(),
-                ));
-            }
-        }
-    }
+    let fired = correlation_firings(&reader, Duration::from_secs(90), |d| {
+        d["fields"]["IpAddress"].as_str().unwrap().to_owned()
+    });
     let (status, err) = terminate(worker.take());
     assert!(status.success(), "{err}");
     assert_eq!(
@@ -1287,6 +1276,36 @@ fn watched_site_config(
     std::fs::write(&config, text).unwrap();
     create_topics(&config, 1);
     (site, config)
+}
+
+/// A failed logon (Security 4625) from `address` at `time` (`HH:MM:SS`) on 2 March 2026, with
+/// its organisation's context: what `FAILED_LOGON` matches.
+fn failed_logon_event(address: &str, time: &str) -> String {
+    format!("{{\"Channel\":\"Security\",\"EventID\":4625,\"IpAddress\":\"{address}\",\"sector\":\"health\",\"member_state\":\"DE\",\"organisation\":\"Klinikum Test\",\"@timestamp\":\"2026-03-02T{time}Z\"}}")
+}
+
+/// The correlation detections read from `reader` until one arrived (or `within` passed), each
+/// as (rule id, `event_count`, what `detail` takes from it).
+fn correlation_firings(
+    reader: &Source,
+    within: Duration,
+    detail: impl Fn(&serde_json::Value) -> String,
+) -> Vec<(String, String, String)> {
+    let mut fired = Vec::new();
+    let until = Instant::now() + within;
+    while fired.is_empty() && Instant::now() < until {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            let d: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
+            if d["kind"] == "correlation" {
+                fired.push((
+                    d["rule"]["id"].as_str().unwrap().to_owned(),
+                    d["fields"]["event_count"].as_str().unwrap().to_owned(),
+                    detail(&d),
+                ));
+            }
+        }
+    }
+    fired
 }
 
 /// A consumer of the scenario's detections topic, in a group of its own.
@@ -1565,7 +1584,7 @@ fn correlate_worker_takes_a_new_correlation_rule_without_a_restart() {
     let topic = format!("test.{id}.events");
     let publish = |sink: &mut Sink, minutes: std::ops::Range<u32>| {
         for m in minutes {
-            let event = format!("{{\"Channel\":\"Security\",\"EventID\":4625,\"IpAddress\":\"10.1.1.1\",\"sector\":\"health\",\"member_state\":\"DE\",\"organisation\":\"Klinikum Test\",\"@timestamp\":\"2026-03-02T08:{m:02}:00Z\"}}");
+            let event = failed_logon_event("10.1.1.1", &format!("08:{m:02}:00"));
             sink.send(&topic, None, event.as_bytes(), &[]).unwrap();
         }
         sink.flush(Duration::from_secs(30)).unwrap();
@@ -1584,20 +1603,9 @@ fn correlate_worker_takes_a_new_correlation_rule_without_a_restart() {
     // correlate thread takes it before its next message: no wait is needed.
     publish(&mut sink, 3..6);
     consumed(6.0);
-    let mut fired = Vec::new();
-    let until = Instant::now() + Duration::from_secs(30);
-    while fired.is_empty() && Instant::now() < until {
-        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
-            let d: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
-            if d["kind"] == "correlation" {
-                fired.push((
-                    d["rule"]["id"].as_str().unwrap().to_owned(),
-                    d["fields"]["event_count"].as_str().unwrap().to_owned(),
-                    d["event_time"].as_str().unwrap().to_owned(),
-                ));
-            }
-        }
-    }
+    let fired = correlation_firings(&reader, Duration::from_secs(30), |d| {
+        d["event_time"].as_str().unwrap().to_owned()
+    });
     assert_eq!(
         fired,
         [(
