@@ -213,14 +213,14 @@ fn a_full_correlator_refuses_new_keys_until_a_window_expires() {
     c.push(&keyed("d", 30 * 60_000), &mut out);
     c.push(&keyed("e", 59 * 60_000), &mut out);
     assert_eq!((c.stats().refused_keys, c.stats().evicted), (2, 0));
-    // At 61 minutes a's window is over: it goes, f takes its place.
-    c.push(&keyed("f", 61 * 60_000), &mut out);
+    // At 60 minutes a's window is over: it goes, f takes its place.
+    c.push(&keyed("f", 60 * 60_000), &mut out);
     assert_eq!((c.stats().refused_keys, c.stats().evicted), (2, 1));
     assert_eq!(c.live_keys(), 3);
     // Full again; b's window ends at 70 minutes.
-    c.push(&keyed("g", 69 * 60_000), &mut out);
+    c.push(&keyed("g", 70 * 60_000 - 1), &mut out);
     assert_eq!(c.stats().refused_keys, 3);
-    c.push(&keyed("h", 71 * 60_000), &mut out);
+    c.push(&keyed("h", 70 * 60_000), &mut out);
     assert_eq!((c.stats().refused_keys, c.stats().evicted), (3, 2));
     assert!(out.is_empty(), "one organisation never warns");
 }
@@ -756,9 +756,9 @@ mod sigma_correlation_rules {
         assert!(c.take_derived().is_empty());
         let start = h1.event_time.0;
         // h1's window ends at 60 minutes; with 5 minutes of lateness it is judged after 65.
-        assert!(!c.advance(Timestamp(start + 64 * MIN), &mut warnings));
+        assert!(!c.advance(Timestamp(start + 65 * MIN), &mut warnings));
         assert!(c.take_derived().is_empty());
-        assert!(c.advance(Timestamp(start + 66 * MIN), &mut warnings));
+        assert!(c.advance(Timestamp(start + 65 * MIN + 1), &mut warnings));
         let fired = c.take_derived();
         assert_eq!(fired.len(), 1, "{fired:?}");
         assert_eq!(fired[0].fields["Host"], "h1");
