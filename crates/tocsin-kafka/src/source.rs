@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -35,6 +35,9 @@ pub struct Health {
     pub broker_up: Option<bool>,
     /// Consumer lag of each assigned partition: (topic, partition, messages behind).
     pub lag: Vec<(String, i32, i64)>,
+    /// When these statistics arrived (librdkafka delivers them from `poll`, so a worker
+    /// busy elsewhere sees them age).
+    pub observed: Option<Instant>,
 }
 
 impl ClientContext for Rebalances {
@@ -57,6 +60,7 @@ impl ClientContext for Rebalances {
         *self.health.lock().unwrap_or_else(|p| p.into_inner()) = Health {
             broker_up: Some(broker_up),
             lag,
+            observed: Some(Instant::now()),
         };
     }
 }

@@ -128,11 +128,12 @@ pub struct CorrelateSection {
     pub batch_ms: u64,
     /// Longest the restore of one partition's state may take, in seconds.
     pub restore_timeout_s: u64,
-    /// Once a partition has had no detection for this many seconds, its event time goes on
-    /// with the wall clock, this far behind it, so that what only a later detection would
-    /// end still ends when the input goes quiet: correlation windows judged at their close
-    /// (`lt`, `lte`, `eq`, `neq`, ranges, `value_percentile`) and warnings quiet for the
-    /// policy's `closed_after`. 0 turns this off: event time moves with detections only.
+    /// Once a partition has been caught up (nothing unread) for this many seconds, its event
+    /// time goes on with the wall clock, this far behind, so that what only a later
+    /// detection would end still ends when the input goes quiet: correlation windows judged
+    /// at their close (`lt`, `lte`, `eq`, `neq`, ranges, `value_percentile`) and warnings
+    /// quiet for the policy's `closed_after`. A detection that arrives later for a window
+    /// judged meanwhile is late. 0 turns this off: event time moves with detections only.
     pub idle_grace_s: u64,
 }
 

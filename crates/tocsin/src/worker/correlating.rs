@@ -17,9 +17,10 @@
 //!
 //! Event time comes from the detections, so a partition whose input goes quiet would keep
 //! its windows open for ever: a "fewer than three heartbeats an hour" correlation would
-//! never fire for the sensor that fell silent. Once a partition has had no detection for
-//! `correlate.idle_grace_s`, its event time follows the wall clock that far behind
-//! ([`Correlator::advance`]); what that ends is published and saved like any batch's output.
+//! never fire for the sensor that fell silent. Once a partition has been caught up (the
+//! consumer's statistics show nothing unread) for `correlate.idle_grace_s`, its event time
+//! follows the wall clock from there, that far behind ([`Correlator::advance`]); what that
+//! ends is published and saved like any batch's output.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,7 +36,7 @@ use tocsin_correlate::sigma_correlations::CorrelationRulesReplaced;
 use tocsin_correlate::{Correlator, CorrelatorConfig, SNAPSHOT_FORMAT};
 use tocsin_kafka::changelog::{self, StateKey};
 use tocsin_kafka::sink::Sink;
-use tocsin_kafka::source::{Received, Source};
+use tocsin_kafka::source::{Health, Received, Source};
 use tocsin_kafka::{dead_letter, KafkaSettings};
 use tocsin_rules::{CorrelationRule, EscalationPolicy};
 
@@ -121,20 +122,32 @@ struct Partition {
     correlator: Correlator,
     next_offset: i64,
     dirty: bool,
-    /// When the partition's last detection was merged (or its state restored), and the
-    /// event time it had reached then: where an idle partition's event time goes on from.
+    /// When this worker last read a message of the partition (or restored it).
+    last_read: Instant,
+    /// Since when the consumer's statistics have shown the partition caught up (nothing
+    /// unread or uncommitted) with no message read since, and the event time it had then:
+    /// where an idle partition's event time goes on from ([`advance_idle`]).
     quiet_since: Option<(Instant, Timestamp)>,
+    /// The event time in the last state written.
+    saved_watermark: Option<Timestamp>,
 }
 
 impl Partition {
     fn new(correlator: Correlator, next_offset: i64) -> Self {
-        let quiet_since = correlator.watermark().map(|w| (Instant::now(), w));
         Partition {
+            saved_watermark: correlator.watermark(),
             correlator,
             next_offset,
             dirty: false,
-            quiet_since,
+            last_read: Instant::now(),
+            quiet_since: None,
         }
+    }
+
+    /// A message of the partition was read: it is not idle.
+    fn read(&mut self) {
+        self.last_read = Instant::now();
+        self.quiet_since = None;
     }
 }
 
@@ -330,6 +343,7 @@ pub fn run(
                     &mut stats,
                 )?),
             };
+            part.read();
             if msg.offset() < part.next_offset {
                 stats.skipped += 1;
             } else {
@@ -356,6 +370,9 @@ pub fn run(
         if idle_grace > Duration::ZERO && !stopping {
             advance_idle(
                 &mut parts,
+                &revoked,
+                &source.health(),
+                &topic,
                 idle_grace,
                 &outputs,
                 &mut sink,
@@ -385,6 +402,7 @@ pub fn run(
                     &part.correlator.snapshot(),
                 )?;
                 part.dirty = false;
+                part.saved_watermark = part.correlator.watermark();
                 stats.state_records += 1;
                 if let Some(m) = metrics {
                     m.state_records.inc();
@@ -604,7 +622,6 @@ fn process(
         .unwrap_or(&d.id);
     let before = part.correlator.stats();
     part.correlator.push_keyed(&d, key, warnings);
-    part.quiet_since = part.correlator.watermark().map(|w| (Instant::now(), w));
     if let Some(m) = metrics {
         let after = part.correlator.stats();
         m.late.inc_by(after.late.saturating_sub(before.late));
@@ -635,15 +652,26 @@ fn publish_outputs(
     Ok(())
 }
 
-/// Move on the event time of each partition that has had no detection for longer than
-/// `grace` (`correlate.idle_grace_s`): it follows the wall clock from the event time of the
-/// partition's last detection, `grace` behind, so that windows judged at their close and
-/// quiet warnings end though nothing more arrives ([`Correlator::advance`]). What that ends
-/// is published like a detection's outputs, and the partition's state is written with the
-/// batch (its offset unchanged).
+/// Statistics older than this say nothing about a partition now: the worker was busy
+/// elsewhere (restoring a partition, waiting for the broker), and messages may wait unread.
+const FRESH_STATISTICS: Duration = Duration::from_secs(3);
+
+/// Move on the event time of each partition that has been idle for longer than `grace`
+/// (`correlate.idle_grace_s`), so that windows judged at their close and quiet warnings end
+/// though nothing more arrives ([`Correlator::advance`]). Idle means caught up: the
+/// consumer's statistics, fresh and newer than the partition's last message, show nothing
+/// unread or uncommitted. From the first such statistics on, the partition's event time
+/// follows the wall clock, `grace` behind. Time the worker spends elsewhere does not count
+/// (its statistics age), nor do partitions being revoked. What that ends is published like a
+/// detection's outputs, and the state is written with the batch (its offset unchanged);
+/// when nothing ended, it is still written once event time has moved by `grace`, so that a
+/// restart goes on from about there.
 #[allow(clippy::too_many_arguments)] // the worker loop's state, passed apart for borrowing
 fn advance_idle(
     parts: &mut HashMap<i32, Partition>,
+    revoked: &[(String, i32)],
+    health: &Health,
+    topic: &str,
     grace: Duration,
     out: &Outputs,
     sink: &mut Sink,
@@ -654,20 +682,44 @@ fn advance_idle(
     quiet: bool,
 ) -> Result<()> {
     let now = Instant::now();
+    let Some(observed) = health
+        .observed
+        .filter(|t| now.saturating_duration_since(*t) <= FRESH_STATISTICS)
+    else {
+        return Ok(());
+    };
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
     for (partition, part) in parts.iter_mut() {
-        let Some((since, seen)) = part.quiet_since else {
+        if revoked.iter().any(|(_, p)| p == partition) {
+            continue;
+        }
+        let caught_up = observed > part.last_read
+            && health
+                .lag
+                .iter()
+                .any(|(t, p, lag)| t == topic && p == partition && *lag == 0);
+        if !caught_up {
+            part.quiet_since = None;
+            continue;
+        }
+        let Some(seen) = part.correlator.watermark() else {
             continue;
         };
+        let (since, from) = *part.quiet_since.get_or_insert((observed, seen));
         let Some(behind) = now.saturating_duration_since(since).checked_sub(grace) else {
             continue;
         };
         let moved = i64::try_from(behind.as_millis()).unwrap_or(i64::MAX);
-        let to = Timestamp(seen.0.saturating_add(moved));
+        let to = Timestamp(from.0.saturating_add(moved));
         warnings.clear();
-        if !part.correlator.advance(to, warnings) {
+        let ended = part.correlator.advance(to, warnings);
+        let far = part
+            .saved_watermark
+            .is_none_or(|w| to.0.saturating_sub(w.0) >= grace_ms);
+        part.dirty |= ended || far;
+        if !ended {
             continue;
         }
-        part.dirty = true;
         let derived_before = stats.derived;
         publish_outputs(part, out, sink, warnings, json, stats, metrics)?;
         if !quiet {
