@@ -401,12 +401,20 @@ impl CorrelationRules {
         }
     }
 
-    /// Feed one detection under one `correlation:` key; firings are appended to `out`.
+    /// Feed one detection under one `correlation:` key; firings are appended to `out`,
+    /// those of its own group first, then those of the windows its event time ended (even
+    /// when the detection itself is not counted: unknown, late or a duplicate).
     pub fn push(&mut self, key: &str, d: &Detection, out: &mut Vec<Detection>) {
         self.stats.received += 1;
         if d.event_time > self.watermark {
             self.watermark = d.event_time;
         }
+        self.count(key, d, out);
+        self.close_expired(out);
+    }
+
+    /// Count `d` in its group (see [`CorrelationRules::push`]).
+    fn count(&mut self, key: &str, d: &Detection, out: &mut Vec<Detection>) {
         let Some(rest) = key.strip_prefix("correlation:") else {
             return;
         };
@@ -547,7 +555,6 @@ impl CorrelationRules {
                 insert_sorted(&mut group.items, item);
             }
         }
-        self.close_expired(out);
     }
 
     fn name_matches(&self, reference: &str, d: &Detection) -> bool {

@@ -1157,6 +1157,31 @@ mod sigma_correlation_rules {
         assert_eq!(push(&mut c, beat("h3", 156)), [("h2".into(), "1".into())]);
     }
 
+    /// A detection that is not counted (here: of a correlation no longer loaded) still moves
+    /// event time on, and the windows it ends are judged then, not at the next detection.
+    #[test]
+    fn an_uncounted_detection_still_ends_windows() {
+        let quiet = correlation("title: Quiet host\nid: quiet\ncorrelation:\n  type: event_count\n  rules: [heartbeat]\n  group-by: [Host]\n  timespan: 1h\n  condition: {lt: 3}\n");
+        let gone = correlation("title: Gone\nid: gone\ncorrelation:\n  type: event_count\n  rules: [heartbeat]\n  group-by: [Host]\n  timespan: 1h\n  condition: {gte: 3}\n");
+        let mut c = Correlator::new(CorrelatorConfig {
+            correlation_rules: vec![quiet.clone()],
+            ..CorrelatorConfig::default()
+        });
+        let mut warnings = Vec::new();
+        c.push(
+            &det(&quiet, "heartbeat", 0, &[("Host", "h1")]),
+            &mut warnings,
+        );
+        c.push(
+            &det(&gone, "heartbeat", 120, &[("Host", "h1")]),
+            &mut warnings,
+        );
+        assert_eq!(c.correlation_rule_stats().unknown, 1);
+        let fired = c.take_derived();
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].fields["Host"], "h1");
+    }
+
     /// A full engine evicts the least recently seen share of its groups (1/64, at least
     /// one) to make room for a new group.
     #[test]
