@@ -7,12 +7,15 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use tocsin_benches::{record_figure, resident_bytes};
+use tocsin_benches::{live_heap_bytes, record_figure, resident_bytes, CountingAllocator};
 use tocsin_core::{
     correlation_rule_key, Context, Detection, DetectionKind, IndicatorType, Level,
     MatchedIndicator, RuleRef, SourceRef, Timestamp, Tlp, DETECTION_SCHEMA,
 };
 use tocsin_correlate::{Correlator, CorrelatorConfig};
+
+#[global_allocator]
+static HEAP: CountingAllocator = CountingAllocator;
 
 fn detection(key: usize, org: &str, n: u64) -> Detection {
     let value = format!("h{key:08x}.bad.test");
@@ -195,6 +198,7 @@ fn bench_sigma_groups(c: &mut Criterion) {
         Err(_) => vec![1_000, 10_000, 100_000],
     };
     for groups in sizes {
+        let before = live_heap_bytes();
         let mut corr = Correlator::new(CorrelatorConfig {
             correlation_rules: vec![rule.clone()],
             ..CorrelatorConfig::default()
@@ -206,6 +210,13 @@ fn bench_sigma_groups(c: &mut Criterion) {
             corr.push(&failed_logon(a, a as u64, spread(a)), &mut warnings);
         }
         assert_eq!(corr.live_correlation_groups(), groups);
+        let per_group = live_heap_bytes().saturating_sub(before) as f64 / groups as f64;
+        eprintln!("{groups} live groups of one detection: {per_group:.0} bytes of heap per group");
+        record_figure(
+            "correlate-sigma-heap-bytes",
+            groups as u64,
+            per_group * groups as f64,
+        );
         let batch: Vec<Detection> = (0..10_000)
             .map(|i| (i * 7919) % groups)
             .map(|a| failed_logon(a, 0, spread(a)))

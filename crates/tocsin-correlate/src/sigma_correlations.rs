@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use tocsin_core::id::IdHasher;
 use tocsin_core::{
-    correlation_rule_key, Detection, DetectionKind, DurationMs, Entity, RuleRef, Timestamp, Tlp,
-    DETECTION_SCHEMA,
+    correlation_rule_key, Context, Detection, DetectionKind, DurationMs, Entity, MatchedIndicator,
+    RuleRef, Taxonomy, Timestamp, Tlp, DETECTION_SCHEMA,
 };
 use tocsin_rules::{CorrelationRule, CorrelationType};
 
@@ -56,7 +56,39 @@ struct Item {
     position: usize,
     value: Option<String>,
     tlp: Tlp,
-    detection: Detection,
+    detection: Evidence,
+}
+
+/// What a window keeps of a detection: what a firing reads of it (the rule, to name a
+/// chained correlation's fields; the group-by values; the context; indicators and
+/// taxonomy), not its id, tags, keys or source, which a busy group would hold once per
+/// detection. The field names are the detection's, so a snapshot that kept whole detections
+/// (before this was kept) reads as well.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Evidence {
+    kind: DetectionKind,
+    rule: RuleRef,
+    context: Context,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    indicators: Vec<MatchedIndicator>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    taxonomy: Option<Taxonomy>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    fields: BTreeMap<String, String>,
+}
+
+impl Evidence {
+    /// What a window keeps of `d`.
+    fn of(d: &Detection) -> Self {
+        Evidence {
+            kind: d.kind,
+            rule: d.rule.clone(),
+            context: d.context.clone(),
+            indicators: d.indicators.clone(),
+            taxonomy: d.taxonomy,
+            fields: d.fields.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -481,7 +513,7 @@ impl CorrelationRules {
             position,
             value,
             tlp: d.tlp,
-            detection: d.clone(),
+            detection: Evidence::of(d),
         };
         if eager {
             // Sliding windows of `timespan`. The detections of the last `timespan` and

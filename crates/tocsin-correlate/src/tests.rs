@@ -1002,6 +1002,12 @@ mod sigma_correlation_rules {
         let end = start + state[start..].find('}').unwrap() + 1;
         let old = format!("{}{}", &state[..start], &state[end..]);
         assert!(!old.contains("definitions"), "{old}");
+        // That version kept each counted detection whole, not only what a firing reads.
+        assert!(old.contains("\"detection\":{"), "{old}");
+        let old = old.replace(
+            "\"detection\":{",
+            "\"detection\":{\"schema\":\"tocsin.detection/1\",\"id\":\"det-old\",\"event_time\":\"2026-03-02T08:00:00Z\",\"tags\":[\"attack.t1110\"],\"correlation_keys\":[\"correlation:three:h1\"],\"tlp\":\"green\",\"standalone\":false,",
+        );
         let old = old.into_bytes();
         let mut after = Correlator::restore(config(), &old).unwrap();
         // The same two detections again, now with their source: redeliveries.
