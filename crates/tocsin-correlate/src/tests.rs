@@ -225,6 +225,55 @@ fn a_full_correlator_refuses_new_keys_until_a_window_expires() {
     assert!(out.is_empty(), "one organisation never warns");
 }
 
+/// A key added to a full correlator with an old event time (a late sensor) can expire
+/// before the windows the last look at the keys saw: the next new key finds room then.
+#[test]
+fn a_key_added_in_the_past_expires_in_its_own_time() {
+    let policy = tocsin_rules::EscalationPolicy {
+        window: tocsin_core::DurationMs(H),
+        closed_after: tocsin_core::DurationMs(5 * 60_000),
+        ..Default::default()
+    };
+    let mut c = Correlator::new(CorrelatorConfig {
+        policy,
+        max_keys: 2,
+        ..CorrelatorConfig::default()
+    });
+    let keyed = |key: &str, org: &str, minute: i64| {
+        let mut d = det(
+            &format!("{key}-{org}-{minute}"),
+            org,
+            "health",
+            "DE",
+            minute * 60_000,
+            Tlp::Green,
+        );
+        d.correlation_keys = vec![format!("indicator:domain:{key}")];
+        d
+    };
+    let mut out = Vec::new();
+    // a warns (two organisations); b fills the correlator; c is refused after a look at
+    // the keys, whose earliest window ends at 60 minutes.
+    c.push(&keyed("a", "A", 0), &mut out);
+    c.push(&keyed("a", "B", 1), &mut out);
+    assert_eq!(out.len(), 1);
+    c.push(&keyed("b", "A", 2), &mut out);
+    c.push(&keyed("c", "A", 3), &mut out);
+    assert_eq!(c.stats().refused_keys, 1);
+    // b again at 7 minutes: a has been quiet for its 5 minutes and closes, which frees a
+    // place without a look at the keys.
+    c.push(&keyed("b", "A", 7), &mut out);
+    assert_eq!(out.len(), 2);
+    assert_eq!(c.live_keys(), 1);
+    // g from 30 minutes before the start takes it; its window ends at 30 minutes.
+    c.push(&keyed("g", "A", -30), &mut out);
+    assert_eq!(c.live_keys(), 2);
+    // At 31 minutes g's window is over: h finds room.
+    c.push(&keyed("h", "A", 31), &mut out);
+    assert_eq!((c.stats().refused_keys, c.stats().evicted), (1, 1));
+    assert_eq!(c.live_keys(), 2);
+}
+
 #[test]
 fn audiences_redact_and_recipients_route() {
     let mut c = Correlator::new(CorrelatorConfig::default());
