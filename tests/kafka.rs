@@ -1232,8 +1232,9 @@ fn correlate_worker_judges_a_window_when_its_input_goes_quiet() {
     let topic = format!("test.{id}.events");
     // Two failures from .1 (its window ends at 08:00:10), then one from .2 at 08:05:09.
     // The policy's allowed lateness (`rules/escalation.yaml`, 5 minutes) keeps .1's window
-    // open until event time passes 08:05:10, which no detection brings: the partition's
-    // event time reaches it about 2 s after the last detection (1 s of it the grace).
+    // open until event time passes 08:05:10, which no detection brings: once the consumer's
+    // statistics show the partition caught up, its event time reaches it 2 s later (1 s of
+    // it the grace).
     for (address, time) in [
         ("10.1.1.1", "08:00:00"),
         ("10.1.1.1", "08:00:05"),
