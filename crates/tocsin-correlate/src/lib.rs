@@ -413,11 +413,11 @@ impl Correlator {
         if to <= self.watermark {
             return false;
         }
-        let (warnings, keys) = (out.len(), self.keys.len());
+        let warnings = out.len();
+        // A key goes only with its closing version (`close_quiet`), so output tells it all.
         self.move_watermark(to, out);
-        let (fired, judged) = self.sigma.advance(to);
-        self.derived.extend(fired);
-        judged > 0 || out.len() > warnings || self.keys.len() != keys
+        let judged = self.sigma.advance(to, &mut self.derived);
+        judged > 0 || out.len() > warnings
     }
 
     /// Move the watermark to `t` if it is later, closing the quiet warnings.

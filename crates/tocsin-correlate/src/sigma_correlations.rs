@@ -59,15 +59,15 @@ struct Item {
     detection: Evidence,
 }
 
-/// What a window keeps of a detection: what a firing reads of it (the rule, to name a
-/// chained correlation's fields; the group-by values; the context; indicators and
-/// taxonomy), not its id, tags, keys or source, which a busy group would hold once per
-/// detection. The field names are the detection's, so a snapshot that kept whole detections
-/// (before this was kept) reads as well.
+/// What a window keeps of a detection: what a firing reads of it (its kind and rule id, to
+/// name a chained correlation's fields; the group-by values; the context; indicators and
+/// taxonomy), not its id, title, tags, keys or source, which a busy group would hold once
+/// per detection. The field names are the detection's, so a snapshot that kept whole
+/// detections (before this was kept) reads as well.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Evidence {
     kind: DetectionKind,
-    rule: RuleRef,
+    rule: EvidenceRule,
     context: Context,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     indicators: Vec<MatchedIndicator>,
@@ -77,12 +77,20 @@ struct Evidence {
     fields: BTreeMap<String, String>,
 }
 
+/// Of the detection's rule, its id (a whole [`RuleRef`] reads as well).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct EvidenceRule {
+    id: String,
+}
+
 impl Evidence {
     /// What a window keeps of `d`.
     fn of(d: &Detection) -> Self {
         Evidence {
             kind: d.kind,
-            rule: d.rule.clone(),
+            rule: EvidenceRule {
+                id: d.rule.id.clone(),
+            },
             context: d.context.clone(),
             indicators: d.indicators.clone(),
             taxonomy: d.taxonomy,
@@ -450,8 +458,8 @@ impl CorrelationRules {
         let Some(rest) = key.strip_prefix("correlation:") else {
             return;
         };
-        let correlation_id = rest.split(':').next().unwrap_or_default().to_owned();
-        let Some(rule) = self.rules.get(&correlation_id) else {
+        let correlation_id = rest.split(':').next().unwrap_or_default();
+        let Some(rule) = self.rules.get(correlation_id) else {
             self.stats.unknown += 1;
             return;
         };
@@ -469,6 +477,14 @@ impl CorrelationRules {
             .iter()
             .map(|f| d.fields.get(f).cloned().unwrap_or_default())
             .reduce(|a, b| format!("{a}\u{1f}{b}"));
+        // Made only for a detection that is counted, not for one found late.
+        let item = move || Item {
+            time: d.event_time,
+            position,
+            value,
+            tlp: d.tlp,
+            detection: Evidence::of(d),
+        };
         let eager = is_eager(rule);
         let timespan = rule.timespan;
         let identity = item_identity(rule.kind, d);
@@ -487,16 +503,22 @@ impl CorrelationRules {
             self.stats.late += 1;
             return;
         }
-        if !self.groups.contains_key(key) && self.groups.len() >= self.max_groups {
-            self.evict_oldest();
+        if !self.groups.contains_key(key) {
+            if self.groups.len() >= self.max_groups {
+                self.evict_oldest();
+            }
+            let group = Group {
+                correlation: correlation_id.to_owned(),
+                window_start: None,
+                items: VecDeque::new(),
+                last_seen: d.event_time,
+                recent: VecDeque::new(),
+            };
+            self.groups.insert(key.to_owned(), group);
         }
-        let group = self.groups.entry(key.to_owned()).or_insert_with(|| Group {
-            correlation: correlation_id.clone(),
-            window_start: None,
-            items: VecDeque::new(),
-            last_seen: d.event_time,
-            recent: VecDeque::new(),
-        });
+        let Some(group) = self.groups.get_mut(key) else {
+            return;
+        };
         if group.recent.contains(&identity)
             || (self.legacy_recent && group.recent.contains(&crate::id_digest(&d.id)))
         {
@@ -508,35 +530,23 @@ impl CorrelationRules {
         }
         group.recent.push_back(identity);
         group.last_seen = group.last_seen.max(d.event_time);
-        let item = Item {
-            time: d.event_time,
-            position,
-            value,
-            tlp: d.tlp,
-            detection: Evidence::of(d),
-        };
+        let at = d.event_time;
         if eager {
             // Sliding windows of `timespan`. The detections of the last `timespan` and
             // allowed lateness are kept, so that one arriving out of order joins the
             // windows it falls in.
-            let newest = group
-                .items
-                .back()
-                .map(|i| i.time)
-                .unwrap_or(item.time)
-                .max(item.time);
+            let newest = group.items.back().map(|i| i.time).unwrap_or(at).max(at);
             let lateness = self.allowed_lateness.0;
-            if item.time.0 < newest.0 - timespan.0 - lateness {
+            if at.0 < newest.0 - timespan.0 - lateness {
                 self.stats.late += 1;
                 return;
             }
-            let at = item.time;
-            insert_sorted(&mut group.items, item);
+            insert_sorted(&mut group.items, item());
             let keep_from = newest.0 - timespan.0 - lateness;
             while group.items.front().is_some_and(|i| i.time.0 < keep_from) {
                 group.items.pop_front();
             }
-            let rule = &self.rules[&correlation_id];
+            let rule = &self.rules[correlation_id];
             let items = group.items.make_contiguous();
             let window = |from: usize| {
                 let end = items.partition_point(|i| i.time.0 <= items[from].time.0 + timespan.0);
@@ -559,32 +569,32 @@ impl CorrelationRules {
             if let Some((range, aggregate)) = held {
                 let fired_items: Vec<Item> = group.items.drain(range).collect();
                 group.items.clear();
-                let fired = self.fire(&correlation_id, key, &fired_items, aggregate, None);
+                let fired = self.fire(correlation_id, key, &fired_items, aggregate, None);
                 out.extend(fired);
             }
         } else {
             let opens = group.window_start.is_none();
-            let start = *group.window_start.get_or_insert(item.time);
+            let start = *group.window_start.get_or_insert(at);
             if opens {
                 self.deadlines
                     .insert((start.0.saturating_add(timespan.0), key.to_owned()));
             }
-            if item.time.0 < start.0 - self.allowed_lateness.0 {
+            if at.0 < start.0 - self.allowed_lateness.0 {
                 self.stats.late += 1;
                 return;
             }
-            if item.time.0 > start.0 + timespan.0 {
+            if at.0 > start.0 + timespan.0 {
                 // The arrival is past the window: judge it, then open a new one.
                 let items: Vec<Item> = group.items.drain(..).collect();
-                group.window_start = Some(item.time);
-                self.deadlines
-                    .remove(&(start.0.saturating_add(timespan.0), key.to_owned()));
-                self.deadlines
-                    .insert((item.time.0.saturating_add(timespan.0), key.to_owned()));
-                group.items.push_back(item);
-                out.extend(self.judge(&correlation_id, key, &items));
+                group.window_start = Some(at);
+                let mut deadline = (start.0.saturating_add(timespan.0), key.to_owned());
+                self.deadlines.remove(&deadline);
+                deadline.0 = at.0.saturating_add(timespan.0);
+                self.deadlines.insert(deadline);
+                group.items.push_back(item());
+                out.extend(self.judge(correlation_id, key, &items));
             } else {
-                insert_sorted(&mut group.items, item);
+                insert_sorted(&mut group.items, item());
             }
         }
     }
@@ -623,17 +633,16 @@ impl CorrelationRules {
     }
 
     /// Event time has reached `to` without a detection (see [`crate::Correlator::advance`]):
-    /// judge the windows that ended before it, less the allowed lateness. Returns the
-    /// firings and the number of windows judged.
-    pub fn advance(&mut self, to: Timestamp) -> (Vec<Detection>, usize) {
-        let mut fired = Vec::new();
+    /// judge the windows that ended before it, less the allowed lateness, appending the
+    /// firings to `out`. Returns the number of windows judged.
+    pub fn advance(&mut self, to: Timestamp, out: &mut Vec<Detection>) -> usize {
         if to <= self.watermark {
-            return (fired, 0);
+            return 0;
         }
         self.watermark = to;
         let before = self.groups.len();
-        self.close_expired(&mut fired);
-        (fired, before - self.groups.len())
+        self.close_expired(out);
+        before - self.groups.len()
     }
 
     /// End of input: judge every open window.
@@ -657,12 +666,12 @@ impl CorrelationRules {
     /// every process). Evicting a share at once keeps a full engine's cost per new group
     /// constant instead of a walk over every group each time.
     fn evict_oldest(&mut self) {
-        let mut by_age: Vec<(Timestamp, &String)> =
-            self.groups.iter().map(|(k, g)| (g.last_seen, k)).collect();
-        let share = (by_age.len() / 64).max(1).min(by_age.len());
-        if share == 0 {
+        if self.groups.is_empty() {
             return;
         }
+        let mut by_age: Vec<(Timestamp, &String)> =
+            self.groups.iter().map(|(k, g)| (g.last_seen, k)).collect();
+        let share = (by_age.len() / 64).max(1);
         by_age.select_nth_unstable(share - 1);
         let evicted: Vec<String> = by_age[..share].iter().map(|(_, k)| (*k).clone()).collect();
         for key in evicted {
