@@ -367,6 +367,11 @@ pub fn run(
                 break;
             }
         }
+        // Also between batches, so that reloads do not queue up (each holding a compiled
+        // rule set) while no detection comes.
+        if let Some(rules) = live.take_newest() {
+            replace_correlation_rules(&mut parts, &mut restoring.correlator, rules, quiet);
+        }
         if idle_grace > Duration::ZERO && !stopping {
             advance_idle(
                 &mut parts,
@@ -659,8 +664,8 @@ const FRESH_STATISTICS: Duration = Duration::from_secs(3);
 /// Move on the event time of each partition that has been idle for longer than `grace`
 /// (`correlate.idle_grace_s`), so that windows judged at their close and quiet warnings end
 /// though nothing more arrives ([`Correlator::advance`]). Idle means caught up: the
-/// consumer's statistics, fresh and newer than the partition's last message, show nothing
-/// unread or uncommitted. From the first such statistics on, the partition's event time
+/// consumer's statistics, fresh, newer than the partition's last message and with the
+/// broker reachable, show nothing unread or uncommitted. From the first such statistics on, the partition's event time
 /// follows the wall clock, `grace` behind. Time the worker spends elsewhere does not count
 /// (its statistics age), nor do partitions being revoked. What that ends is published like a
 /// detection's outputs, and the state is written with the batch (its offset unchanged);
@@ -682,10 +687,10 @@ fn advance_idle(
     quiet: bool,
 ) -> Result<()> {
     let now = Instant::now();
-    let Some(observed) = health
-        .observed
-        .filter(|t| now.saturating_duration_since(*t) <= FRESH_STATISTICS)
-    else {
+    // Lag in statistics from a worker cut off from the broker is the last known one.
+    let Some(observed) = health.observed.filter(|t| {
+        health.broker_up == Some(true) && now.saturating_duration_since(*t) <= FRESH_STATISTICS
+    }) else {
         return Ok(());
     };
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
