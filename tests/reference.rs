@@ -1,9 +1,9 @@
 //! Agreement with a reference implementation of Sigma: pySigma with its SQLite backend
 //! (tests/reference/sigma_sqlite_reference.py) converts SigmaHQ rules to SQL and runs them
-//! over events; Tocsin must match exactly the same (rule, event) pairs. Two comparisons:
-//! every Windows rule over the real OTRF events, and the Linux, web and proxy rules (for
-//! which the test data has no real logs) over events made from the rules' own values by
-//! tests/reference/rule_derived_events.py.
+//! over events; Tocsin must match exactly the same (rule, event) pairs. Three comparisons:
+//! every Windows rule over the real OTRF events, and, over events made from the rules' own
+//! values by tests/reference/rule_derived_events.py, the Linux, web and proxy rules (for
+//! which the test data has no real logs) and every Windows rule.
 //!
 //! Needs `TOCSIN_TEST_DATA` and `TOCSIN_PYSIGMA_PYTHON` (a Python with pySigma and the
 //! sqlite backend; tests/run.sh installs one into ~/.cache/tocsin). Without them the test
