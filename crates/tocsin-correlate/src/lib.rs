@@ -20,6 +20,7 @@
 
 pub mod audience;
 pub mod misp;
+mod recent_ids;
 pub mod sigma_correlations;
 pub mod stix;
 

@@ -26,6 +26,8 @@ use tocsin_core::{
 };
 use tocsin_rules::{CorrelationRule, CorrelationType};
 
+use crate::recent_ids::RecentIds;
+
 /// Counters of the correlation-rule engine.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CorrelationRuleStats {
@@ -107,14 +109,11 @@ struct Group {
     items: VecDeque<Item>,
     last_seen: Timestamp,
     /// The [`item_identity`] of the latest detections the group took (at most
-    /// [`RECENT_IDS`]), so that a redelivered detection is not counted twice, even after its
-    /// window fired.
+    /// [`RecentIds::CAPACITY`]), so that a redelivered detection is not counted twice, even
+    /// after its window fired.
     #[serde(default)]
-    recent: VecDeque<u128>,
+    recent: RecentIds,
 }
-
-/// How many detections a group remembers for de-duplication.
-const RECENT_IDS: usize = 4096;
 
 /// The engine's state, for snapshots: groups (sorted by key), watermark, counters.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -512,23 +511,20 @@ impl CorrelationRules {
                 window_start: None,
                 items: VecDeque::new(),
                 last_seen: d.event_time,
-                recent: VecDeque::new(),
+                recent: RecentIds::default(),
             };
             self.groups.insert(key.to_owned(), group);
         }
         let Some(group) = self.groups.get_mut(key) else {
             return;
         };
-        if group.recent.contains(&identity)
-            || (self.legacy_recent && group.recent.contains(&crate::id_digest(&d.id)))
+        if group.recent.contains(identity)
+            || (self.legacy_recent && group.recent.contains(crate::id_digest(&d.id)))
         {
             self.stats.duplicates += 1;
             return;
         }
-        if group.recent.len() >= RECENT_IDS {
-            group.recent.pop_front();
-        }
-        group.recent.push_back(identity);
+        group.recent.push(identity);
         group.last_seen = group.last_seen.max(d.event_time);
         let at = d.event_time;
         if eager {
@@ -839,6 +835,12 @@ fn is_eager(rule: &CorrelationRule) -> bool {
 }
 
 fn insert_sorted(items: &mut VecDeque<Item>, item: Item) {
+    // In order, as most arrive: at the end, without a search through a busy window's items
+    // (each a cache miss when many groups are live).
+    if items.back().is_none_or(|last| last.time <= item.time) {
+        items.push_back(item);
+        return;
+    }
     let at = items.partition_point(|i| i.time <= item.time);
     items.insert(at, item);
 }
