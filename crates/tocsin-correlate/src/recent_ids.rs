@@ -7,7 +7,8 @@
 //! correlate-sigma`). The identities stay in a ring in arrival order (what a snapshot
 //! saves, and what decides which one is forgotten first); beside it, an open-addressing
 //! table of 16-bit slots points into the ring, so that "seen before?" is a probe or two.
-//! At capacity the table adds 16 KB to the ring's 64 KB; a group of one detection, 8 bytes.
+//! At capacity the table adds 16 KB to the ring's 64 KB. Most groups take a few detections:
+//! up to [`SCANNED`] identities are compared one by one, with no table to allocate.
 
 use std::collections::VecDeque;
 
@@ -17,13 +18,17 @@ pub(crate) struct RecentIds {
     /// The identities in arrival order; at most [`RecentIds::CAPACITY`], all distinct
     /// unless a snapshot said otherwise.
     ring: VecDeque<u128>,
-    /// The ring position of every identity, by linear probing from its hash: 0 is a free
+    /// Empty while the ring holds at most [`SCANNED`] identities; then the ring position
+    /// of every identity, by linear probing from its hash: 0 is a free
     /// slot, otherwise `OCCUPIED | number`, where `number` is the identity's arrival number
     /// (counted from the group's first) modulo [`NUMBER_SPACE`].
     slots: Vec<u16>,
     /// The arrival number of `ring[0]`, modulo [`NUMBER_SPACE`].
     first: u16,
 }
+
+/// Rings up to this long are scanned, not indexed.
+const SCANNED: usize = 8;
 
 /// Set on every taken slot.
 const OCCUPIED: u16 = 0x8000;
@@ -40,14 +45,14 @@ impl RecentIds {
     pub(crate) fn from_ring(mut ring: VecDeque<u128>) -> Self {
         let excess = ring.len().saturating_sub(Self::CAPACITY);
         ring.drain(..excess);
+        let indexed = ring.len() > SCANNED;
         let mut recent = RecentIds {
-            ring: VecDeque::with_capacity(ring.len()),
+            ring,
             slots: Vec::new(),
             first: 0,
         };
-        recent.rebuild(table_size(ring.len()));
-        for id in ring {
-            recent.append(id);
+        if indexed {
+            recent.rebuild(table_size(recent.ring.len()));
         }
         recent
     }
@@ -61,7 +66,7 @@ impl RecentIds {
     /// Whether `id` is among the remembered identities.
     pub(crate) fn contains(&self, id: u128) -> bool {
         if self.slots.is_empty() {
-            return false;
+            return self.ring.contains(&id);
         }
         let mask = self.slots.len() - 1;
         let mut slot = home(id, mask);
@@ -89,6 +94,10 @@ impl RecentIds {
         if self.ring.len() >= capacity {
             self.forget_oldest();
         }
+        if self.slots.is_empty() && self.ring.len() < SCANNED {
+            self.ring.push_back(id);
+            return;
+        }
         if (self.ring.len() + 1) * 2 > self.slots.len() {
             self.rebuild(table_size(self.ring.len() + 1));
         }
@@ -113,6 +122,11 @@ impl RecentIds {
         let Some(&oldest) = self.ring.front() else {
             return;
         };
+        if self.slots.is_empty() {
+            self.ring.pop_front();
+            self.first = self.first.wrapping_add(1) % NUMBER_SPACE;
+            return;
+        }
         let mask = self.slots.len() - 1;
         // The oldest is the one entry at ring position 0; its probe reaches it before any
         // free slot.
