@@ -190,6 +190,39 @@ fn bench_sigma_groups(c: &mut Criterion) {
     )
     .correlations
     .remove(0);
+    // Busy windows: what each further detection into an open window holds (the group's
+    // items and the identities it remembers for de-duplication).
+    {
+        let (groups, each) = (1_000, 100);
+        let mut corr = Correlator::new(CorrelatorConfig {
+            correlation_rules: vec![rule.clone()],
+            ..CorrelatorConfig::default()
+        });
+        let mut warnings = Vec::new();
+        for a in 0..groups {
+            corr.push(&failed_logon(a, a as u64, 0), &mut warnings);
+        }
+        let before = live_heap_bytes();
+        for n in 1..each {
+            for a in 0..groups {
+                corr.push(
+                    &failed_logon(a, (n * groups + a) as u64, n as i64),
+                    &mut warnings,
+                );
+            }
+        }
+        assert!(warnings.is_empty() && corr.take_derived().is_empty());
+        let per_detection =
+            live_heap_bytes().saturating_sub(before) as f64 / ((each - 1) * groups) as f64;
+        eprintln!(
+            "{groups} groups of {each} detections: {per_detection:.0} bytes of heap per further detection"
+        );
+        record_figure(
+            "correlate-sigma-heap-bytes-per-detection",
+            (groups * each) as u64,
+            per_detection,
+        );
+    }
     let mut group = c.benchmark_group("correlate-sigma");
     group.sample_size(10);
     // TOCSIN_BENCH_GROUPS=1000 for a quick run.

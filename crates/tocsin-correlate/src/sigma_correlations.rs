@@ -18,6 +18,7 @@
 //! correlation rules (chaining, bounded depth) and the cross-organisation correlator.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use tocsin_core::id::IdHasher;
 use tocsin_core::{
@@ -58,7 +59,9 @@ struct Item {
     position: usize,
     value: Option<String>,
     tlp: Tlp,
-    detection: Evidence,
+    /// Shared with the group's other items that say the same ([`Evidence::shared`]).
+    #[serde(with = "shared_evidence")]
+    detection: Arc<Evidence>,
 }
 
 /// What a window keeps of a detection: what a firing reads of it (its kind and rule id, to
@@ -66,7 +69,11 @@ struct Item {
 /// taxonomy), not its id, title, tags, keys or source, which a busy group would hold once
 /// per detection. The field names are the detection's, so a snapshot that kept whole
 /// detections (before this was kept) reads as well.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+///
+/// The detections of one group mostly say the same: its group-by values by definition, and
+/// usually one context and rule. So an item shares the evidence of the group's newest item
+/// when it is equal, and a busy window holds one copy, not one per detection.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Evidence {
     kind: DetectionKind,
     rule: EvidenceRule,
@@ -80,7 +87,7 @@ struct Evidence {
 }
 
 /// Of the detection's rule, its id (a whole [`RuleRef`] reads as well).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct EvidenceRule {
     id: String,
 }
@@ -98,6 +105,59 @@ impl Evidence {
             taxonomy: d.taxonomy,
             fields: d.fields.clone(),
         }
+    }
+
+    /// What a window keeps of `d`: the evidence of the group's newest item, `newest`, when
+    /// it is what `d` says too, else a copy of `d`'s.
+    fn shared(d: &Detection, newest: Option<&Item>) -> Arc<Evidence> {
+        match newest {
+            Some(item) if item.detection.describes(d) => Arc::clone(&item.detection),
+            _ => Arc::new(Evidence::of(d)),
+        }
+    }
+
+    /// Whether this is what a window would keep of `d` (compared without copying it).
+    fn describes(&self, d: &Detection) -> bool {
+        self.kind == d.kind
+            && self.taxonomy == d.taxonomy
+            && self.rule.id == d.rule.id
+            && self.context == d.context
+            && self.fields == d.fields
+            && self.indicators == d.indicators
+    }
+}
+
+/// Items' evidence in snapshots: written whole for each item, as before it was shared.
+mod shared_evidence {
+    use std::sync::Arc;
+
+    use super::Evidence;
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        evidence: &Arc<Evidence>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&**evidence, serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Arc<Evidence>, D::Error> {
+        <Evidence as serde::Deserialize>::deserialize(deserializer).map(Arc::new)
+    }
+}
+
+/// Let each item share its predecessor's evidence when equal, as [`Evidence::shared`] does
+/// on arrival: a restored snapshot holds one copy per item.
+fn share_evidence(items: &mut VecDeque<Item>) {
+    let mut previous: Option<Arc<Evidence>> = None;
+    for item in items.iter_mut() {
+        if let Some(p) = &previous {
+            if **p == *item.detection {
+                item.detection = Arc::clone(p);
+            }
+        }
+        previous = Some(Arc::clone(&item.detection));
     }
 }
 
@@ -376,6 +436,9 @@ impl CorrelationRules {
                 keep
             })
             .collect();
+        for group in self.groups.values_mut() {
+            share_evidence(&mut group.items);
+        }
         self.stats.discarded += discarded;
         self.index_deadlines();
     }
@@ -388,6 +451,17 @@ impl CorrelationRules {
     /// Live groups.
     pub fn live_groups(&self) -> usize {
         self.groups.len()
+    }
+
+    /// How many copies of evidence the windows hold (shared ones counted once).
+    #[cfg(test)]
+    pub(crate) fn evidence_copies(&self) -> usize {
+        let shared: std::collections::HashSet<*const Evidence> = self
+            .groups
+            .values()
+            .flat_map(|g| g.items.iter().map(|i| Arc::as_ptr(&i.detection)))
+            .collect();
+        shared.len()
     }
 
     /// The correlation keys a correlation detection of `correlation_id` gets, so that
@@ -477,12 +551,12 @@ impl CorrelationRules {
             .map(|f| d.fields.get(f).cloned().unwrap_or_default())
             .reduce(|a, b| format!("{a}\u{1f}{b}"));
         // Made only for a detection that is counted, not for one found late.
-        let item = move || Item {
+        let item = move |newest: Option<&Item>| Item {
             time: d.event_time,
             position,
             value,
             tlp: d.tlp,
-            detection: Evidence::of(d),
+            detection: Evidence::shared(d, newest),
         };
         let eager = is_eager(rule);
         let timespan = rule.timespan;
@@ -537,7 +611,8 @@ impl CorrelationRules {
                 self.stats.late += 1;
                 return;
             }
-            insert_sorted(&mut group.items, item());
+            let item = item(group.items.back());
+            insert_sorted(&mut group.items, item);
             let keep_from = newest.0 - timespan.0 - lateness;
             while group.items.front().is_some_and(|i| i.time.0 < keep_from) {
                 group.items.pop_front();
@@ -587,10 +662,11 @@ impl CorrelationRules {
                 self.deadlines.remove(&deadline);
                 deadline.0 = at.0.saturating_add(timespan.0);
                 self.deadlines.insert(deadline);
-                group.items.push_back(item());
+                group.items.push_back(item(items.last()));
                 out.extend(self.judge(correlation_id, key, &items));
             } else {
-                insert_sorted(&mut group.items, item());
+                let item = item(group.items.back());
+                insert_sorted(&mut group.items, item);
             }
         }
     }

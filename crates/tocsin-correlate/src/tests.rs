@@ -749,6 +749,49 @@ mod sigma_correlation_rules {
         assert_eq!(c.correlation_rule_stats().late, 0);
     }
 
+    /// A busy window keeps one copy of what its detections share (their group-by values,
+    /// context and rule), also after a restore, yet a firing still reads each detection's
+    /// own: here the context of the newest, which differs.
+    #[test]
+    fn a_busy_window_shares_what_its_detections_say_alike() {
+        let quiet = correlation("title: Quiet host\nid: quiet\ncorrelation:\n  type: event_count\n  rules: [heartbeat]\n  group-by: [Host]\n  timespan: 1h\n  condition: {lt: 1000}\n");
+        let config = || CorrelatorConfig {
+            correlation_rules: vec![quiet.clone()],
+            ..CorrelatorConfig::default()
+        };
+        let beat = |host: &str, second: i64| {
+            let mut d = det(&quiet, "heartbeat", 0, &[("Host", host)]);
+            d.event_time = Timestamp(d.event_time.0 + second * 1000);
+            d.id = format!("det-{host}-{second}");
+            d
+        };
+        let mut c = Correlator::new(config());
+        let mut warnings = Vec::new();
+        for second in 0..100 {
+            c.push(&beat("h1", second), &mut warnings);
+        }
+        assert_eq!(c.sigma.evidence_copies(), 1);
+        let mut elsewhere = beat("h1", 100);
+        elsewhere.context.organisation = Some("Org B".into());
+        c.push(&elsewhere, &mut warnings);
+        assert_eq!(c.sigma.evidence_copies(), 2);
+        // A detection that says the same as the group's newest shares it: Org B's.
+        let mut again = beat("h1", 101);
+        again.context.organisation = Some("Org B".into());
+        c.push(&again, &mut warnings);
+        assert_eq!(c.sigma.evidence_copies(), 2);
+
+        let mut c = Correlator::restore(config(), &c.snapshot()).unwrap();
+        assert_eq!(c.sigma.evidence_copies(), 2, "shared again after a restore");
+        // Two hours on, h1's window is judged: 102 heartbeats, the newest from Org B.
+        c.push(&beat("h2", 7_200), &mut warnings);
+        let fired = c.take_derived();
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].fields["event_count"], "102");
+        assert_eq!(fired[0].context.organisation.as_deref(), Some("Org B"));
+        assert_eq!(fired[0].fields["Host"], "h1");
+    }
+
     /// A detection that arrives after its key's window was judged is late: it does not open
     /// a window in the past, judged at once on it alone (an hour with five heartbeats is
     /// not "fewer than three" because the fifth came late).
