@@ -6,7 +6,8 @@ the figures the benches record themselves (target/criterion/tocsin-figures.jsonl
 scale, the compiled rules' as live heap bytes counted by the bench's allocator, indicators'
 and keys' as resident bytes; events/s per process count from benches/scaling.sh), and draws
 throughput
-against rules, indicators, live correlation keys and processes, and memory against the same.
+against rules, indicators, live correlation keys, Sigma correlation groups and processes, and
+memory against the same.
 
     python3 benches/scaling.py [--criterion target/criterion] [--output benches/scaling.svg]
 
@@ -111,6 +112,8 @@ def main() -> None:
          throughput(a.criterion, "iocs", r"match/(\d+)-indicators"), True, "#c0392b"),
         ("Correlator: live keys", "live correlation keys (log)", "detections/s",
          throughput(a.criterion, "correlate", r"push/(\d+)-keys"), True, "#c0392b"),
+        ("Sigma correlation: live groups", "live groups (log)", "detections/s",
+         throughput(a.criterion, "correlate-sigma", r"push/(\d+)-groups"), True, "#c0392b"),
         ("tocsin run: processes on 2 cores", "processes", "events/s (all)",
          fig.get("run-events-per-s-by-processes", []), False, "#c0392b"),
         ("Memory: compiled rules (live heap, exact)", "rules (log)", "heap MiB",
@@ -119,6 +122,8 @@ def main() -> None:
          mib(fig.get("iocs-resident-bytes", [])), True, "#2c6e9e"),
         ("Memory: live correlation keys", "keys (log)", "resident MiB",
          mib(fig.get("correlate-resident-bytes", [])), True, "#2c6e9e"),
+        ("Memory: Sigma correlation groups (live heap)", "groups of one detection (log)",
+         "heap MiB", mib(fig.get("correlate-sigma-heap-bytes", [])), True, "#2c6e9e"),
     ]
     cols, pw, ph = 2, 420, 270
     rows = math.ceil(len(panels) / cols)
