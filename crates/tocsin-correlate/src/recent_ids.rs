@@ -263,20 +263,43 @@ mod tests {
         assert!(back.contains(4_999) && back.contains(904) && !back.contains(903));
     }
 
+    /// The least value whose identities all probe from the table's last slot, whatever
+    /// its size (up to 2^16 slots), so that their run wraps round to the first slots.
+    const FOLDED_TO_THE_LAST_SLOT: u64 = 6_098_305;
+
+    #[test]
+    fn identities_folded_so_probe_from_the_last_slot() {
+        for mask in [3, 15, 1023, 0xFFFF] {
+            assert_eq!(home(u128::from(FOLDED_TO_THE_LAST_SLOT), mask), mask);
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
-        /// Whatever the capacity, order and collisions, the index answers as a scan of the
-        /// ring would, and the ring holds the newest pushes.
+        /// Whatever the capacity, order, collisions (identities sharing the first or the
+        /// last slot), arrival numbers near their wrap and restores from a snapshot along
+        /// the way, the index answers as a scan of the ring would, and the ring holds the
+        /// newest pushes.
         #[test]
         fn answers_as_a_scan_of_the_ring(
             capacity in 1usize..40,
-            ops in proptest::collection::vec((0u64..48, any::<bool>()), 1..400),
+            first in prop_oneof![Just(0u16), (NUMBER_SPACE - 64)..NUMBER_SPACE],
+            ops in proptest::collection::vec((0u64..48, 0u8..4), 1..400),
         ) {
-            let mut recent = RecentIds::default();
+            let mut recent = RecentIds { first, ..RecentIds::default() };
             let mut model: VecDeque<u128> = VecDeque::new();
-            for (i, (value, collide)) in ops.into_iter().enumerate() {
-                let id = if collide { colliding(value) } else { u128::from(value) };
+            for (i, (value, family)) in ops.into_iter().enumerate() {
+                let id = match family {
+                    0 => u128::from(value),
+                    1 => colliding(value),
+                    2 => colliding(value) ^ u128::from(FOLDED_TO_THE_LAST_SLOT),
+                    // A restore from a snapshot, then the same value as family 0.
+                    _ => {
+                        recent = RecentIds::from_ring(recent.ring().clone());
+                        u128::from(value)
+                    }
+                };
                 prop_assert_eq!(recent.contains(id), model.contains(&id), "op {}", i);
                 if !model.contains(&id) {
                     recent.push_within(id, capacity);
@@ -291,5 +314,24 @@ mod tests {
                 prop_assert!(recent.contains(*id));
             }
         }
+    }
+
+    /// A saved ring holding an identity twice (no version writes one, but a snapshot is
+    /// data) is indexed and forgets both copies in turn.
+    #[test]
+    fn a_ring_with_an_identity_twice_is_forgotten_in_order() {
+        let mut ring: VecDeque<u128> = (0..20u128).collect();
+        ring.push_back(3);
+        let mut recent = RecentIds::from_ring(ring);
+        assert!(recent.contains(3));
+        for id in 100..104u128 {
+            recent.push_within(id, 21);
+        }
+        // 0 to 3 forgotten; the later copy of 3 is still there.
+        assert!(!recent.contains(0) && !recent.contains(2) && recent.contains(3));
+        for id in 104..121u128 {
+            recent.push_within(id, 21);
+        }
+        assert!(!recent.contains(3) && recent.contains(120));
     }
 }

@@ -111,19 +111,31 @@ impl Evidence {
     /// it is what `d` says too, else a copy of `d`'s.
     fn shared(d: &Detection, newest: Option<&Item>) -> Arc<Evidence> {
         match newest {
-            Some(item) if item.detection.describes(d) => Arc::clone(&item.detection),
+            Some(item) if item.detection.describes(d) => {
+                debug_assert!(*item.detection == Evidence::of(d));
+                Arc::clone(&item.detection)
+            }
             _ => Arc::new(Evidence::of(d)),
         }
     }
 
     /// Whether this is what a window would keep of `d` (compared without copying it).
+    /// Every field is named, so that one added to [`Evidence`] must be compared here too.
     fn describes(&self, d: &Detection) -> bool {
-        self.kind == d.kind
-            && self.taxonomy == d.taxonomy
-            && self.rule.id == d.rule.id
-            && self.context == d.context
-            && self.fields == d.fields
-            && self.indicators == d.indicators
+        let Evidence {
+            kind,
+            rule: EvidenceRule { id },
+            context,
+            indicators,
+            taxonomy,
+            fields,
+        } = self;
+        *kind == d.kind
+            && *taxonomy == d.taxonomy
+            && *id == d.rule.id
+            && *context == d.context
+            && *fields == d.fields
+            && *indicators == d.indicators
     }
 }
 
