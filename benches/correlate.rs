@@ -272,6 +272,33 @@ fn bench_sigma_groups(c: &mut Criterion) {
             })
         });
         assert_eq!(corr.live_correlation_groups(), groups);
+        drop(corr);
+        // The state a correlate worker writes per batch for a partition holding these
+        // groups, each with ten detections.
+        let config = || CorrelatorConfig {
+            correlation_rules: vec![rule.clone()],
+            ..CorrelatorConfig::default()
+        };
+        let mut corr = Correlator::new(config());
+        for n in 0..10 {
+            for a in 0..groups {
+                let d = failed_logon(a, (n * groups + a) as u64, spread(a) + n as i64);
+                corr.push(&d, &mut warnings);
+            }
+        }
+        let size = corr.snapshot().len();
+        let restored = Correlator::restore(config(), &corr.snapshot()).expect("it restores");
+        assert_eq!(restored.live_correlation_groups(), groups);
+        drop(restored);
+        eprintln!("{groups} groups: a snapshot of {size} bytes");
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(format!("snapshot/{groups}-groups"), |b| {
+            b.iter(|| {
+                let bytes = corr.snapshot();
+                assert_eq!(bytes.len(), size);
+                bytes.len()
+            })
+        });
     }
     group.finish();
 }

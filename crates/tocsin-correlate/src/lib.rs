@@ -150,7 +150,7 @@ struct SnapshotRef<'a> {
     next_sweep_ms: i64,
     stats: CorrelatorStats,
     keys: Vec<(&'a String, &'a KeyState)>,
-    sigma: sigma_correlations::SigmaState,
+    sigma: sigma_correlations::SigmaStateRef<'a>,
 }
 
 #[derive(serde::Deserialize)]

@@ -188,7 +188,7 @@ struct Group {
 }
 
 /// The engine's state, for snapshots: groups (sorted by key), watermark, counters.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct SigmaState {
     groups: Vec<(String, Group)>,
     watermark_ms: i64,
@@ -199,6 +199,16 @@ pub struct SigmaState {
     /// are all taken.
     #[serde(default)]
     definitions: BTreeMap<String, u128>,
+}
+
+/// [`SigmaState`] as written, borrowed from the engine: a snapshot (one per batch in a
+/// correlate worker) serialises the groups where they are, without copying them first.
+#[derive(serde::Serialize)]
+pub struct SigmaStateRef<'a> {
+    groups: Vec<(&'a String, &'a Group)>,
+    watermark_ms: i64,
+    stats: CorrelationRuleStats,
+    definitions: &'a BTreeMap<String, u128>,
 }
 
 /// The engine: correlation rules and their per-group windows.
@@ -413,19 +423,15 @@ impl CorrelationRules {
         Some(start.0.saturating_add(rule.timespan.0))
     }
 
-    /// The state to snapshot.
-    pub fn snapshot_state(&self) -> SigmaState {
-        let mut groups: Vec<(String, Group)> = self
-            .groups
-            .iter()
-            .map(|(k, g)| (k.clone(), g.clone()))
-            .collect();
-        groups.sort_by(|a, b| a.0.cmp(&b.0));
-        SigmaState {
+    /// The state to snapshot (groups sorted by key), read as a [`SigmaState`].
+    pub fn snapshot_state(&self) -> SigmaStateRef<'_> {
+        let mut groups: Vec<(&String, &Group)> = self.groups.iter().collect();
+        groups.sort_by(|a, b| a.0.cmp(b.0));
+        SigmaStateRef {
             groups,
             watermark_ms: self.watermark.0,
             stats: self.stats,
-            definitions: self.definitions.clone(),
+            definitions: &self.definitions,
         }
     }
 
