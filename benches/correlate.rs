@@ -73,6 +73,14 @@ fn bench(c: &mut Criterion) {
         assert!(out.is_empty());
         let per_key = resident_bytes().saturating_sub(before) as f64 / keys as f64;
         eprintln!("{keys} live keys: about {per_key:.0} bytes of resident memory per key");
+        if keys <= 100_000 {
+            // What a correlate worker writes per batch for a partition holding these keys.
+            let size = corr.snapshot().len();
+            eprintln!(
+                "{keys} live keys: a snapshot of {size} bytes ({:.0} a key)",
+                size as f64 / keys as f64
+            );
+        }
         record_figure(
             "correlate-resident-bytes",
             keys as u64,
