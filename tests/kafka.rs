@@ -688,6 +688,10 @@ fn correlate_worker_restores_state_after_kill_and_issues_every_warning() {
     let id = unique();
     let dir = tempfile::tempdir().unwrap();
     let config = scenario_config(dir.path(), &bootstrap, &id);
+    // States longer than 1 KiB are written in parts: the restart must assemble them.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("state_record_bytes = 1024\n");
+    std::fs::write(&config, text).unwrap();
     let check = run_ok(configured().args(["config", "check"]).arg(&config));
     assert!(String::from_utf8_lossy(&check.stdout).contains("ok"));
     create_topics(&config, 3);
@@ -742,6 +746,10 @@ fn correlate_worker_restores_state_after_kill_and_issues_every_warning() {
                 .filter(|l| l.contains("state restored up to offset"))
                 .all(|l| l.contains("offset 0 ")),
         "the restarted worker restored no state:\n{restarted_err}"
+    );
+    assert!(
+        restarted_err.contains("records)"),
+        "the restarted worker read no state written in parts:\n{restarted_err}"
     );
     let repeats: usize = seen.values().map(|c| c.len() - 1).sum();
     eprintln!(

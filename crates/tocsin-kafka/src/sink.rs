@@ -103,6 +103,28 @@ impl Sink {
         self.send_to(topic, None, key, payload, headers)
     }
 
+    /// Queue a tombstone (a record with a key and no value) for a compacted topic.
+    pub fn send_tombstone(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+    ) -> Result<(), KafkaError> {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+            .key(key)
+            .partition(partition);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    record = back;
+                }
+                Err((e, _)) => return Err(KafkaError::Producer(e)),
+            }
+        }
+    }
+
     /// As [`Sink::send`], to an explicit `partition` when one is given.
     pub fn send_to(
         &mut self,

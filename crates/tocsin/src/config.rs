@@ -135,7 +135,15 @@ pub struct CorrelateSection {
     /// quiet for the policy's `closed_after`. A detection that arrives later for a window
     /// judged meanwhile is late. 0 turns this off: event time moves with detections only.
     pub idle_grace_s: u64,
+    /// Longest state record: a partition's state longer than this is written as several
+    /// records (parts). At most 15 MiB: the changelog topic and the producer take 16 MiB a
+    /// record.
+    pub state_record_bytes: u64,
 }
+
+/// Largest `correlate.state_record_bytes`: the 16 MiB record limit of the changelog topic
+/// and the producer, less room for the key and headers.
+pub const MAX_STATE_RECORD_BYTES: u64 = 15 * 1024 * 1024;
 
 impl Default for CorrelateSection {
     fn default() -> Self {
@@ -145,6 +153,7 @@ impl Default for CorrelateSection {
             batch_ms: 500,
             restore_timeout_s: 60,
             idle_grace_s: 60,
+            state_record_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -276,12 +285,22 @@ impl Config {
                 "correlate.restore_timeout_s",
                 self.correlate.restore_timeout_s,
             ),
+            (
+                "correlate.state_record_bytes",
+                self.correlate.state_record_bytes,
+            ),
             ("archive.flush_rows", self.archive.flush_rows),
             ("archive.flush_s", self.archive.flush_s),
         ] {
             if v == 0 {
                 bail!("{name} must be at least 1");
             }
+        }
+        if self.correlate.state_record_bytes > MAX_STATE_RECORD_BYTES {
+            bail!(
+                "correlate.state_record_bytes is {}: at most {MAX_STATE_RECORD_BYTES} (the changelog's records take 16 MiB)",
+                self.correlate.state_record_bytes
+            );
         }
         if self.topics.events.is_empty() {
             bail!("topics.events is empty: the match workers need an event topic");

@@ -9,7 +9,9 @@
 //!
 //! Per batch: merge → produce the warnings (one rendering per audience topic, and one per
 //! concerned recipient) and derived detections → wait for their acknowledgement → write each
-//! touched partition's state to the changelog ([`tocsin_kafka::changelog`]) → wait → commit.
+//! touched partition's state to the changelog ([`tocsin_kafka::changelog`]; in parts when
+//! longer than `correlate.state_record_bytes`, the earlier state's parts tombstoned after it)
+//! → wait → commit.
 //! When partitions are assigned, their state is restored from the changelog before any of
 //! their messages is merged (and, as a fallback, at a partition's first message), and the
 //! detections the state already includes are skipped. A revoked
@@ -130,6 +132,9 @@ struct Partition {
     quiet_since: Option<(Instant, Timestamp)>,
     /// The event time in the last state written.
     saved_watermark: Option<Timestamp>,
+    /// The keys of the last state's parts in the changelog, when it was split, and of
+    /// older states' parts met at the restore: tombstoned after the next state is written.
+    state_parts: Vec<String>,
 }
 
 impl Partition {
@@ -141,6 +146,7 @@ impl Partition {
             dirty: false,
             last_read: Instant::now(),
             quiet_since: None,
+            state_parts: Vec::new(),
         }
     }
 
@@ -398,13 +404,30 @@ pub fn run(
                 parts.iter_mut().filter(|(_, p)| p.dirty).collect();
             touched.sort_by_key(|(p, _)| **p);
             for (p, part) in touched {
-                changelog::write(
+                let state = part.correlator.snapshot();
+                let parts = changelog::write(
                     &mut sink,
                     &c.topics.correlate_state,
                     &state_key(*p),
                     part.next_offset,
                     SNAPSHOT_FORMAT,
-                    &part.correlator.snapshot(),
+                    &state,
+                    cfg.state_record_bytes as usize,
+                )
+                .with_context(|| {
+                    format!(
+                        "writing the state of partition {p} ({} bytes) to {}",
+                        state.len(),
+                        c.topics.correlate_state
+                    )
+                })?;
+                // After the new state, in the same partition: the earlier one's parts go.
+                let earlier = std::mem::replace(&mut part.state_parts, parts);
+                changelog::forget(
+                    &mut sink,
+                    &c.topics.correlate_state,
+                    &state_key(*p),
+                    &earlier,
                 )?;
                 part.dirty = false;
                 part.saved_watermark = part.correlator.watermark();
@@ -543,7 +566,7 @@ fn restore_logged(
             Some(format!("restoring the state of partition {partition}")),
         );
     }
-    let p = restore(r.settings, r.config, key, &r.correlator, r.timeout)?;
+    let (p, read_parts) = restore(r.settings, r.config, key, &r.correlator, r.timeout)?;
     stats.restored += 1;
     if let Some(m) = r.metrics {
         m.state_restores.inc();
@@ -554,37 +577,45 @@ fn restore_logged(
             partition,
             next_offset = p.next_offset,
             live_keys = p.correlator.live_keys(),
-            "partition {partition} of {}: state restored up to offset {} ({} live keys)",
+            read_parts,
+            "partition {partition} of {}: state restored up to offset {} ({} live keys{})",
             key.topic,
             p.next_offset,
-            p.correlator.live_keys()
+            p.correlator.live_keys(),
+            if read_parts > 0 {
+                format!("; read from {read_parts} records")
+            } else {
+                String::new()
+            }
         );
     }
     Ok(p)
 }
 
-/// The state of one partition from the changelog, or a fresh correlator.
+/// The state of one partition from the changelog, or a fresh correlator; and the number of
+/// records it was read from when it was split (0 when whole).
 fn restore(
     settings: &KafkaSettings,
     c: &Config,
     key: &StateKey,
     config: &CorrelatorConfig,
     timeout: Duration,
-) -> Result<Partition> {
+) -> Result<(Partition, usize)> {
     let record = changelog::restore(settings, &c.topics.correlate_state, key, timeout)?;
-    let (correlator, next_offset) = match record {
-        Some(r) => (
-            Correlator::restore(config.clone(), &r.state).with_context(|| {
-                format!(
-                    "the state of partition {} in {} cannot be read",
-                    key.partition, c.topics.correlate_state
-                )
-            })?,
-            r.next_offset,
-        ),
-        None => (Correlator::new(config.clone()), 0),
+    let Some(r) = record else {
+        return Ok((Partition::new(Correlator::new(config.clone()), 0), 0));
     };
-    Ok(Partition::new(correlator, next_offset))
+    let correlator = Correlator::restore(config.clone(), &r.state).with_context(|| {
+        format!(
+            "the state of partition {} in {} cannot be read",
+            key.partition, c.topics.correlate_state
+        )
+    })?;
+    let mut partition = Partition::new(correlator, r.next_offset);
+    let read_parts = r.parts.len();
+    partition.state_parts = r.parts;
+    partition.state_parts.extend(r.stale_parts);
+    Ok((partition, read_parts))
 }
 
 /// Merge one detection message and produce what it causes.
