@@ -1224,9 +1224,10 @@ fn correlate_worker_judges_a_window_when_its_input_goes_quiet() {
     let id = unique();
     let dir = tempfile::tempdir().unwrap();
     let (site, config) = watched_site_config(dir.path(), &bootstrap, &id);
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[correlate]\n", "[correlate]\nidle_grace_s = 1\n");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[correlate]\n",
+        "[correlate]\nidle_grace_s = 1\nstate_record_bytes = 256\n",
+    );
     std::fs::write(&config, text).unwrap();
     std::fs::write(site.join("failed_logon.yml"), FAILED_LOGON).unwrap();
     std::fs::write(
@@ -1265,6 +1266,34 @@ fn correlate_worker_judges_a_window_when_its_input_goes_quiet() {
     assert!(
         err.contains("idle for") && err.contains("1 correlation detection(s)"),
         "the worker says why it judged the window:\n{err}"
+    );
+    // The idle partition's states were written in parts of 256 bytes, each replacing the one before
+    // (the earlier parts tombstoned): a new worker finds the newest whole.
+    let listen = free_loopback_addr();
+    let restarted = Reaped(Some(spawn_configured_with(
+        &config,
+        "all",
+        &["--listen", &listen.to_string()],
+    )));
+    let until = Instant::now() + Duration::from_secs(60);
+    while metric(
+        &http_get(listen, "/metrics").1,
+        "tocsin_state_restores_total",
+    )
+    .unwrap_or(0.0)
+        < 1.0
+    {
+        assert!(
+            Instant::now() < until,
+            "the new worker restored no partition"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, err) = terminate(restarted.take());
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("state restored up to offset") && err.contains("records)"),
+        "the new worker restored the state from its parts:\n{err}"
     );
 }
 

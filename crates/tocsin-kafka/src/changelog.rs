@@ -9,13 +9,15 @@
 //! and restores the record with the highest next offset, then skips the detections below it.
 //!
 //! A state longer than one record may be (`correlate.state_record_bytes`; the topic and the
-//! producer take 16 MiB) is written in parts instead, each under a key of its own state,
-//! `GROUP/TOPIC/P@NEXT_OFFSET#INDEX`, with the header `tocsin.state.part` = `INDEX/COUNT`.
-//! A reader takes a split state only when all its parts are there. Because its keys are its
-//! own, no later write replaces a part of it, so a crash or a second owner writing midway
-//! leaves the state before whole; once a later state is written, the writer queues
-//! tombstones for the earlier one's parts ([`forget`]), after it in the partition, for
-//! compaction to remove them.
+//! producer take 16 MiB) is written in parts instead, each under a key naming the state it
+//! belongs to: `GROUP/TOPIC/P@NEXT_OFFSET~DIGEST~PART_BYTES#INDEX`, with the header
+//! `tocsin.state.part` = `INDEX/COUNT`. The digest is of the whole state, so that parts of
+//! two writers (two owners during a rebalance; the same state written twice, whose bytes
+//! may differ in the order of a set) never mix, and a state is taken only when all its parts
+//! are there and their bytes hash to it. No later write replaces a part, so a crash or a
+//! second owner writing midway leaves the state before whole. Once a later state is
+//! acknowledged, the writer tombstones the earlier one's parts ([`forget`]) for compaction to
+//! remove; a restore also hands over the parts of states older than the one it took.
 //!
 //! Why this is safe without transactions: the correlator is deterministic (event time only),
 //! so two owners of a partition during a rebalance compute the same state for the same
@@ -54,9 +56,15 @@ impl StateKey {
         format!("{}/{}/{}", self.group, self.topic, self.partition)
     }
 
-    /// The key of part `index` of the state as of `next_offset`.
-    fn part_key(&self, next_offset: i64, index: usize) -> String {
-        format!("{}@{next_offset}#{index}", self.record_key())
+    /// The key of part `index` of the split state `id`.
+    fn part_key(&self, id: &SplitId, index: usize) -> String {
+        format!(
+            "{}@{}~{:032x}~{}#{index}",
+            self.record_key(),
+            id.next_offset,
+            id.digest,
+            id.part_bytes
+        )
     }
 }
 
@@ -72,6 +80,9 @@ pub struct StateRecord {
     pub parts: Vec<String>,
     /// The keys of the parts of older states still in the changelog (forget them too).
     pub stale_parts: Vec<String>,
+    /// Records of this partition's state that could not be read (a missing or malformed
+    /// header or key) and were passed over.
+    pub skipped: usize,
 }
 
 /// Queue the state of `key`'s partition as of `next_offset`: one record, or parts of at most
@@ -87,40 +98,59 @@ pub fn write(
     record_bytes: usize,
 ) -> Result<Vec<String>, KafkaError> {
     let next = next_offset.to_string();
+    let mut part_keys = Vec::new();
+    for (record_key, value, part) in records(key, next_offset, state, record_bytes) {
+        let mut headers = vec![(NEXT_OFFSET_HEADER, next.as_str()), (FORMAT_HEADER, format)];
+        if let Some(label) = &part {
+            headers.push((PART_HEADER, label.as_str()));
+        }
+        sink.send_to(
+            changelog,
+            Some(key.partition),
+            Some(record_key.as_bytes()),
+            value,
+            &headers,
+        )?;
+        if part.is_some() {
+            part_keys.push(record_key);
+        }
+    }
+    Ok(part_keys)
+}
+
+/// The records a state is written as: (key, value, part header): one record under the
+/// partition's key, or parts of at most `record_bytes` under their state's keys.
+fn records<'s>(
+    key: &StateKey,
+    next_offset: i64,
+    state: &'s [u8],
+    record_bytes: usize,
+) -> Vec<(String, &'s [u8], Option<String>)> {
     if state.len() <= record_bytes {
-        sink.send_to(
-            changelog,
-            Some(key.partition),
-            Some(key.record_key().as_bytes()),
-            state,
-            &[(NEXT_OFFSET_HEADER, next.as_str()), (FORMAT_HEADER, format)],
-        )?;
-        return Ok(Vec::new());
+        return vec![(key.record_key(), state, None)];
     }
-    let count = state.len().div_ceil(record_bytes.max(1));
-    let mut keys = Vec::with_capacity(count);
-    for (index, part) in state.chunks(record_bytes.max(1)).enumerate() {
-        let part_key = key.part_key(next_offset, index);
-        let label = format!("{index}/{count}");
-        sink.send_to(
-            changelog,
-            Some(key.partition),
-            Some(part_key.as_bytes()),
-            part,
-            &[
-                (NEXT_OFFSET_HEADER, next.as_str()),
-                (FORMAT_HEADER, format),
-                (PART_HEADER, label.as_str()),
-            ],
-        )?;
-        keys.push(part_key);
-    }
-    Ok(keys)
+    let id = SplitId {
+        next_offset,
+        digest: state_digest(state),
+        part_bytes: record_bytes.max(1),
+    };
+    let count = state.len().div_ceil(id.part_bytes);
+    state
+        .chunks(id.part_bytes)
+        .enumerate()
+        .map(|(index, part)| {
+            (
+                key.part_key(&id, index),
+                part,
+                Some(format!("{index}/{count}")),
+            )
+        })
+        .collect()
 }
 
 /// Queue tombstones for parts of earlier states (keys from [`write`] or [`restore`]), once a
-/// later state has been queued: in the same partition, after it, so that a reader who meets
-/// a tombstone has met the later state whole.
+/// later state has been acknowledged (not merely queued: a part that failed must not take
+/// the state before it along).
 pub fn forget(
     sink: &mut Sink,
     changelog: &str,
@@ -133,11 +163,38 @@ pub fn forget(
     Ok(())
 }
 
-/// The parts of one split state read so far.
-#[derive(Default)]
-struct Split {
-    count: usize,
-    parts: BTreeMap<usize, Vec<u8>>,
+/// The digest of a whole state, which names its parts.
+fn state_digest(state: &[u8]) -> u128 {
+    tocsin_core::id::IdHasher::new("correlator-state")
+        .part(state)
+        .digest()
+}
+
+/// Which split state a part belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct SplitId {
+    next_offset: i64,
+    digest: u128,
+    part_bytes: usize,
+}
+
+/// `NEXT~DIGEST~PART_BYTES#INDEX`, the rest of a part key after `GROUP/TOPIC/P@`.
+fn parse_part_key(rest: &[u8]) -> Option<(SplitId, usize)> {
+    let rest = std::str::from_utf8(rest).ok()?;
+    let (id, index) = rest.split_once('#')?;
+    let mut fields = id.split('~');
+    let next_offset = fields.next()?.parse().ok()?;
+    let digest = u128::from_str_radix(fields.next()?, 16).ok()?;
+    let part_bytes = fields.next()?.parse().ok()?;
+    if fields.next().is_some() {
+        return None;
+    }
+    let id = SplitId {
+        next_offset,
+        digest,
+        part_bytes,
+    };
+    Some((id, index.parse().ok()?))
 }
 
 /// `INDEX/COUNT` of a part header, with `INDEX < COUNT`.
@@ -145,6 +202,138 @@ fn part_label(value: &str) -> Option<(usize, usize)> {
     let (index, count) = value.split_once('/')?;
     let (index, count) = (index.parse().ok()?, count.parse().ok()?);
     (index < count).then_some((index, count))
+}
+
+/// The parts of one split state read so far.
+#[derive(Default)]
+struct Split {
+    count: usize,
+    parts: BTreeMap<usize, Vec<u8>>,
+}
+
+/// The records of one partition's changelog, read in order, and the state to restore from
+/// them: the newest whole record of the key, or the newest split state with every part and
+/// the right digest, whichever includes more.
+struct Selection {
+    wanted: String,
+    whole: Option<(i64, Vec<u8>)>,
+    splits: BTreeMap<SplitId, Split>,
+    /// Records of the key that could not be read (a missing header, a part key out of
+    /// form): not taken, and counted.
+    skipped: usize,
+}
+
+impl Selection {
+    fn new(key: &StateKey) -> Self {
+        Selection {
+            wanted: key.record_key(),
+            whole: None,
+            splits: BTreeMap::new(),
+            skipped: 0,
+        }
+    }
+
+    /// Take one record: its key, value (`None`: a tombstone) and the values of its
+    /// next-offset and part headers.
+    fn read(
+        &mut self,
+        record_key: &[u8],
+        payload: Option<&[u8]>,
+        next: Option<&str>,
+        part: Option<&str>,
+    ) {
+        let wanted = self.wanted.as_bytes();
+        if let Some(rest) = record_key
+            .strip_prefix(wanted)
+            .and_then(|r| r.strip_prefix(b"@"))
+        {
+            let Some((id, index)) = parse_part_key(rest) else {
+                self.skipped += 1;
+                return;
+            };
+            let Some(payload) = payload else {
+                if let Some(split) = self.splits.get_mut(&id) {
+                    split.parts.remove(&index);
+                }
+                return;
+            };
+            match part.and_then(part_label) {
+                Some((at, count)) if at == index => {
+                    let split = self.splits.entry(id).or_default();
+                    split.count = count;
+                    split.parts.insert(index, payload.to_vec());
+                }
+                _ => self.skipped += 1,
+            }
+            return;
+        }
+        if record_key != wanted {
+            return;
+        }
+        let Some(payload) = payload else { return };
+        match next.and_then(|v| v.parse::<i64>().ok()) {
+            Some(next) if self.whole.as_ref().is_none_or(|(n, _)| next >= *n) => {
+                self.whole = Some((next, payload.to_vec()));
+            }
+            Some(_) => {}
+            None => self.skipped += 1,
+        }
+    }
+
+    /// The state to restore, with the keys of its parts and of older states' parts.
+    fn finish(mut self, key: &StateKey) -> Option<StateRecord> {
+        let whole_next = self.whole.as_ref().map(|(n, _)| *n);
+        // The newest split state, newer than the whole record, with every part and the
+        // bytes its digest names.
+        let mut taken = None;
+        for (id, split) in self.splits.iter().rev() {
+            if whole_next.is_some_and(|n| id.next_offset <= n) {
+                break;
+            }
+            if split.parts.len() != split.count || !split.parts.keys().copied().eq(0..split.count) {
+                continue;
+            }
+            let total = split.parts.values().map(Vec::len).sum();
+            let mut state = Vec::with_capacity(total);
+            for part in split.parts.values() {
+                state.extend_from_slice(part);
+            }
+            if state_digest(&state) == id.digest {
+                taken = Some((*id, split.count, state));
+                break;
+            }
+            self.skipped += 1;
+        }
+        let mut record = match (taken, self.whole.take()) {
+            (Some((id, count, state)), _) => {
+                self.splits.remove(&id);
+                StateRecord {
+                    next_offset: id.next_offset,
+                    state,
+                    parts: (0..count).map(|i| key.part_key(&id, i)).collect(),
+                    stale_parts: Vec::new(),
+                    skipped: self.skipped,
+                }
+            }
+            (None, Some((next_offset, state))) => StateRecord {
+                next_offset,
+                state,
+                parts: Vec::new(),
+                stale_parts: Vec::new(),
+                skipped: self.skipped,
+            },
+            (None, None) => return None,
+        };
+        // Parts of older states may go; those of a state not older than the one taken may
+        // be being written by another owner of the partition, and stay.
+        record.stale_parts = self
+            .splits
+            .iter()
+            .filter(|(id, _)| id.next_offset < record.next_offset)
+            .flat_map(|(id, s)| s.parts.keys().map(|i| key.part_key(id, *i)))
+            .collect();
+        Some(record)
+    }
 }
 
 /// Read partition `key.partition` of `changelog` to its end and return the newest state of
@@ -190,10 +379,7 @@ pub fn restore(
     list.add_partition_offset(changelog, key.partition, Offset::Offset(low))
         .map_err(fail("assign changelog"))?;
     consumer.assign(&list).map_err(fail("assign changelog"))?;
-    let wanted = key.record_key();
-    let part_prefix = format!("{wanted}@");
-    let mut best: Option<StateRecord> = None;
-    let mut splits: BTreeMap<i64, Split> = BTreeMap::new();
+    let mut selection = Selection::new(key);
     let mut position = low;
     while position < high {
         if Instant::now() >= deadline {
@@ -210,79 +396,14 @@ pub fn restore(
         let Ok(m) = polled else { continue };
         position = m.offset() + 1;
         let Some(record_key) = m.key() else { continue };
-        let bad = |what: String| KafkaError::Restore {
-            changelog: changelog.to_owned(),
-            partition: key.partition,
-            reason: format!("record at offset {}: {what}", m.offset()),
-        };
-        if let Some(part) = record_key.strip_prefix(part_prefix.as_bytes()) {
-            let (next, index) = std::str::from_utf8(part)
-                .ok()
-                .and_then(|p| p.split_once('#'))
-                .and_then(|(n, i)| Some((n.parse::<i64>().ok()?, i.parse::<usize>().ok()?)))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "{:?} is no part key",
-                        String::from_utf8_lossy(record_key)
-                    ))
-                })?;
-            let Some(payload) = m.payload() else {
-                // A tombstone: a later state was written whole.
-                if let Some(split) = splits.get_mut(&next) {
-                    split.parts.remove(&index);
-                }
-                continue;
-            };
-            let (at, count) = header(&m, PART_HEADER)
-                .and_then(part_label)
-                .filter(|(at, _)| *at == index)
-                .ok_or_else(|| bad(format!("no valid {PART_HEADER} header for part {index}")))?;
-            let split = splits.entry(next).or_default();
-            split.count = count;
-            split.parts.insert(at, payload.to_vec());
-            continue;
-        }
-        if record_key != wanted.as_bytes() {
-            continue;
-        }
-        let next = header(&m, NEXT_OFFSET_HEADER)
-            .and_then(|v| v.parse::<i64>().ok())
-            .ok_or_else(|| bad(format!("no valid {NEXT_OFFSET_HEADER} header")))?;
-        if best.as_ref().is_none_or(|b| next >= b.next_offset) {
-            best = Some(StateRecord {
-                next_offset: next,
-                state: m.payload().unwrap_or_default().to_vec(),
-                parts: Vec::new(),
-                stale_parts: Vec::new(),
-            });
-        }
+        selection.read(
+            record_key,
+            m.payload(),
+            header(&m, NEXT_OFFSET_HEADER),
+            header(&m, PART_HEADER),
+        );
     }
-    // The newest state whole: a single record, or a split one with every part.
-    let newest_split = splits
-        .iter()
-        .rev()
-        .find(|(_, s)| s.parts.len() == s.count && s.parts.keys().copied().eq(0..s.count))
-        .map(|(next, _)| *next)
-        .filter(|next| best.as_ref().is_none_or(|b| *next > b.next_offset));
-    if let Some(next) = newest_split {
-        let split = splits.remove(&next).unwrap_or_default();
-        best = Some(StateRecord {
-            next_offset: next,
-            parts: (0..split.count).map(|i| key.part_key(next, i)).collect(),
-            state: split.parts.into_values().flatten().collect(),
-            stale_parts: Vec::new(),
-        });
-    }
-    // Parts of older states may go; those of a newer state still incomplete may be being
-    // written by another owner of the partition, and stay.
-    if let Some(b) = &mut best {
-        b.stale_parts = splits
-            .iter()
-            .filter(|(next, _)| **next < b.next_offset)
-            .flat_map(|(next, s)| s.parts.keys().map(|i| key.part_key(*next, *i)))
-            .collect();
-    }
-    Ok(best)
+    Ok(selection.finish(key))
 }
 
 /// A header's value as text.
@@ -307,15 +428,140 @@ mod tests {
         }
     }
 
-    #[test]
-    fn part_keys_are_the_states_own() {
-        let key = StateKey {
+    fn key() -> StateKey {
+        StateKey {
             group: "g".into(),
             topic: "t".into(),
             partition: 2,
-        };
-        assert_eq!(key.record_key(), "g/t/2");
-        assert_eq!(key.part_key(1234, 0), "g/t/2@1234#0");
-        assert_ne!(key.part_key(1234, 1), key.part_key(1235, 1));
+        }
+    }
+
+    /// A changelog as the selection reads it: (key, value, next header, part header).
+    type Log = Vec<(String, Option<Vec<u8>>, Option<String>, Option<String>)>;
+
+    fn written(log: &mut Log, next: i64, state: &[u8], record_bytes: usize) -> Vec<String> {
+        let mut parts = Vec::new();
+        for (k, v, part) in records(&key(), next, state, record_bytes) {
+            if part.is_some() {
+                parts.push(k.clone());
+            }
+            log.push((k, Some(v.to_vec()), Some(next.to_string()), part));
+        }
+        parts
+    }
+
+    fn select(log: &Log) -> Option<StateRecord> {
+        let mut selection = Selection::new(&key());
+        for (k, v, next, part) in log {
+            selection.read(k.as_bytes(), v.as_deref(), next.as_deref(), part.as_deref());
+        }
+        selection.finish(&key())
+    }
+
+    fn state(n: usize, seed: u8) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    #[test]
+    fn part_keys_name_their_state() {
+        let parts: Vec<String> = records(&key(), 1234, &state(10, 0), 4)
+            .into_iter()
+            .map(|(k, _, _)| k)
+            .collect();
+        assert_eq!(parts.len(), 3);
+        assert!(
+            parts[0].starts_with("g/t/2@1234~") && parts[2].ends_with("~4#2"),
+            "{parts:?}"
+        );
+        assert_eq!(records(&key(), 1234, &state(4, 0), 4)[0].0, "g/t/2");
+    }
+
+    #[test]
+    fn the_newest_whole_state_is_taken_and_older_parts_handed_over() {
+        let mut log = Log::new();
+        written(&mut log, 10, &state(3, 1), 8);
+        let old_parts = written(&mut log, 20, &state(30, 2), 8);
+        let new_parts = written(&mut log, 30, &state(50, 3), 8);
+        let r = select(&log).unwrap();
+        assert_eq!((r.next_offset, r.state.clone()), (30, state(50, 3)));
+        assert_eq!(r.parts, new_parts);
+        assert_eq!(r.stale_parts, old_parts);
+        assert_eq!(r.skipped, 0);
+        // A later whole record wins over the parts.
+        written(&mut log, 40, &state(5, 4), 8);
+        let r = select(&log).unwrap();
+        assert_eq!((r.next_offset, r.state), (40, state(5, 4)));
+        assert_eq!(r.stale_parts.len(), old_parts.len() + new_parts.len());
+    }
+
+    #[test]
+    fn a_state_missing_a_part_is_passed_over_and_kept() {
+        let mut log = Log::new();
+        let before = written(&mut log, 20, &state(30, 2), 8);
+        let mut newer = Log::new();
+        written(&mut newer, 30, &state(50, 3), 8);
+        newer.pop(); // a crash before its last part
+        log.extend(newer);
+        let r = select(&log).unwrap();
+        assert_eq!(
+            (r.next_offset, r.state.clone(), r.parts.clone()),
+            (20, state(30, 2), before)
+        );
+        // The newer parts may be another owner's, still being written: not handed over.
+        assert!(r.stale_parts.is_empty());
+        // A tombstone makes a state incomplete too: with nothing older, nothing is taken.
+        let mut log = Log::new();
+        let parts = written(&mut log, 20, &state(30, 2), 8);
+        log.push((parts[1].clone(), None, None, None));
+        assert_eq!(select(&log), None);
+    }
+
+    #[test]
+    fn parts_of_two_writers_never_mix() {
+        // Two owners write the same offset: bytes that differ (a set's order), and the same
+        // bytes in parts of other sizes (another `state_record_bytes`), interleaved, one of
+        // each incomplete.
+        let (a, b) = (state(40, 5), state(40, 6));
+        let (mut la, mut lb, mut lc) = (Log::new(), Log::new(), Log::new());
+        written(&mut la, 30, &a, 8);
+        written(&mut lb, 30, &b, 8);
+        written(&mut lc, 30, &a, 16);
+        lb.remove(2);
+        lc.remove(0);
+        let mut log = Log::new();
+        for i in 0..5 {
+            for l in [&la, &lb, &lc] {
+                if let Some(r) = l.get(i) {
+                    log.push(r.clone());
+                }
+            }
+        }
+        let r = select(&log).unwrap();
+        assert_eq!((r.next_offset, r.state), (30, a));
+    }
+
+    #[test]
+    fn unreadable_records_and_damaged_parts_are_passed_over() {
+        let mut log = Log::new();
+        written(&mut log, 20, &state(30, 2), 8);
+        let mut newer = Log::new();
+        written(&mut newer, 30, &state(30, 7), 8);
+        // A damaged part: its state's digest no longer holds.
+        newer[1].1.as_mut().unwrap()[0] ^= 1;
+        log.extend(newer);
+        log.push((
+            "g/t/2@garbage".into(),
+            Some(vec![1]),
+            Some("40".into()),
+            Some("0/1".into()),
+        ));
+        log.push(("g/t/2".into(), Some(vec![1]), None, None));
+        // Another partition's records are not this one's.
+        log.push(("g/t/22".into(), Some(vec![1]), Some("99".into()), None));
+        let r = select(&log).unwrap();
+        assert_eq!((r.next_offset, r.state), (20, state(30, 2)));
+        assert_eq!(r.skipped, 3);
     }
 }

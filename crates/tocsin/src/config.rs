@@ -136,8 +136,9 @@ pub struct CorrelateSection {
     /// judged meanwhile is late. 0 turns this off: event time moves with detections only.
     pub idle_grace_s: u64,
     /// Longest state record: a partition's state longer than this is written as several
-    /// records (parts). At most 15 MiB: the changelog topic and the producer take 16 MiB a
-    /// record.
+    /// records (parts). From 256 bytes to 15 MiB, and below the changelog topic's
+    /// `max.message.bytes` and the producer's `message.max.bytes` (16 MiB as `tocsin topics
+    /// create` and the workers set them).
     pub state_record_bytes: u64,
 }
 
@@ -153,7 +154,7 @@ impl Default for CorrelateSection {
             batch_ms: 500,
             restore_timeout_s: 60,
             idle_grace_s: 60,
-            state_record_bytes: 8 * 1024 * 1024,
+            state_record_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -285,10 +286,6 @@ impl Config {
                 "correlate.restore_timeout_s",
                 self.correlate.restore_timeout_s,
             ),
-            (
-                "correlate.state_record_bytes",
-                self.correlate.state_record_bytes,
-            ),
             ("archive.flush_rows", self.archive.flush_rows),
             ("archive.flush_s", self.archive.flush_s),
         ] {
@@ -296,9 +293,9 @@ impl Config {
                 bail!("{name} must be at least 1");
             }
         }
-        if self.correlate.state_record_bytes > MAX_STATE_RECORD_BYTES {
+        if !(256..=MAX_STATE_RECORD_BYTES).contains(&self.correlate.state_record_bytes) {
             bail!(
-                "correlate.state_record_bytes is {}: at most {MAX_STATE_RECORD_BYTES} (the changelog's records take 16 MiB)",
+                "correlate.state_record_bytes is {}: from 256 to {MAX_STATE_RECORD_BYTES} (the changelog's records take 16 MiB)",
                 self.correlate.state_record_bytes
             );
         }

@@ -403,6 +403,8 @@ pub fn run(
             let mut touched: Vec<(&i32, &mut Partition)> =
                 parts.iter_mut().filter(|(_, p)| p.dirty).collect();
             touched.sort_by_key(|(p, _)| **p);
+            // Parts of states the new ones replace, tombstoned once those are acknowledged.
+            let mut replaced: Vec<(i32, Vec<String>)> = Vec::new();
             for (p, part) in touched {
                 let state = part.correlator.snapshot();
                 let parts = changelog::write(
@@ -421,14 +423,13 @@ pub fn run(
                         c.topics.correlate_state
                     )
                 })?;
-                // After the new state, in the same partition: the earlier one's parts go.
-                let earlier = std::mem::replace(&mut part.state_parts, parts);
-                changelog::forget(
-                    &mut sink,
-                    &c.topics.correlate_state,
-                    &state_key(*p),
-                    &earlier,
-                )?;
+                // The same state written again (the same bytes at the same offset) has the
+                // same part keys: those stay.
+                let mut earlier = std::mem::replace(&mut part.state_parts, parts);
+                earlier.retain(|k| !part.state_parts.contains(k));
+                if !earlier.is_empty() {
+                    replaced.push((*p, earlier));
+                }
                 part.dirty = false;
                 part.saved_watermark = part.correlator.watermark();
                 stats.state_records += 1;
@@ -438,6 +439,17 @@ pub fn run(
             }
             stats.produced +=
                 acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness)?;
+            // The new states are in the changelog: the parts they replace may go. Queued
+            // now, sent with the next batch (a tombstone lost is a part left for the next
+            // restore to hand over again).
+            for (p, earlier) in &replaced {
+                changelog::forget(
+                    &mut sink,
+                    &c.topics.correlate_state,
+                    &state_key(*p),
+                    earlier,
+                )?;
+            }
             commit_batch(&mut source, metrics, "correlate", opened);
             stats.batches += 1;
         }
@@ -611,6 +623,16 @@ fn restore(
             key.partition, c.topics.correlate_state
         )
     })?;
+    if r.skipped > 0 {
+        tracing::warn!(
+            partition = key.partition,
+            skipped = r.skipped,
+            "partition {} in {}: {} state records could not be read and were passed over",
+            key.partition,
+            c.topics.correlate_state,
+            r.skipped
+        );
+    }
     let mut partition = Partition::new(correlator, r.next_offset);
     let read_parts = r.parts.len();
     partition.state_parts = r.parts;
