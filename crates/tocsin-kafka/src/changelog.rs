@@ -21,7 +21,9 @@
 //!
 //! Why this is safe without transactions: the correlator is deterministic (event time only),
 //! so two owners of a partition during a rebalance compute the same state for the same
-//! offset, and whichever record compaction keeps is a true state of its offset. Warnings are
+//! offset, and whichever record compaction keeps is a true state of its offset (of states at
+//! one next offset the one written last is taken: an idle partition's state is written again
+//! there, with the windows judged since). Warnings are
 //! acknowledged before the state that issued them is written, so a restored state never
 //! claims a warning version that was not delivered; a crash between the two repeats
 //! versions, with the same ids.
@@ -209,17 +211,25 @@ fn part_label(value: &str) -> Option<(usize, usize)> {
 struct Split {
     count: usize,
     parts: BTreeMap<usize, Vec<u8>>,
+    /// The changelog offset of its latest part: when it was written.
+    written: i64,
 }
 
+/// Which of two states was written later: by next offset, then by changelog offset (an idle
+/// partition's state is written again at the same next offset, with windows judged since).
+type Rank = (i64, i64);
+
 /// The records of one partition's changelog, read in order, and the state to restore from
-/// them: the newest whole record of the key, or the newest split state with every part and
-/// the right digest, whichever includes more.
+/// them: of the whole record of the key and the split states with every part and the right
+/// digest, the one written last.
 struct Selection {
     wanted: String,
-    whole: Option<(i64, Vec<u8>)>,
+    /// The latest whole record: its rank and bytes.
+    whole: Option<(Rank, Vec<u8>)>,
     splits: BTreeMap<SplitId, Split>,
     /// Records of the key that could not be read (a missing header, a part key out of
-    /// form): not taken, and counted.
+    /// form) and split states whose bytes do not hash to their digest: not taken, and
+    /// counted.
     skipped: usize,
 }
 
@@ -233,10 +243,11 @@ impl Selection {
         }
     }
 
-    /// Take one record: its key, value (`None`: a tombstone) and the values of its
-    /// next-offset and part headers.
+    /// Take the record at changelog offset `at`: its key, value (`None`: a tombstone) and
+    /// the values of its next-offset and part headers.
     fn read(
         &mut self,
+        at: i64,
         record_key: &[u8],
         payload: Option<&[u8]>,
         next: Option<&str>,
@@ -258,10 +269,11 @@ impl Selection {
                 return;
             };
             match part.and_then(part_label) {
-                Some((at, count)) if at == index => {
+                Some((of, count)) if of == index => {
                     let split = self.splits.entry(id).or_default();
                     split.count = count;
                     split.parts.insert(index, payload.to_vec());
+                    split.written = split.written.max(at);
                 }
                 _ => self.skipped += 1,
             }
@@ -272,24 +284,30 @@ impl Selection {
         }
         let Some(payload) = payload else { return };
         match next.and_then(|v| v.parse::<i64>().ok()) {
-            Some(next) if self.whole.as_ref().is_none_or(|(n, _)| next >= *n) => {
-                self.whole = Some((next, payload.to_vec()));
+            Some(next) if self.whole.as_ref().is_none_or(|(r, _)| (next, at) > *r) => {
+                self.whole = Some(((next, at), payload.to_vec()));
             }
             Some(_) => {}
             None => self.skipped += 1,
         }
     }
 
-    /// The state to restore, with the keys of its parts and of older states' parts.
+    /// The state to restore, with the keys of its parts and of the parts of states written
+    /// before it.
     fn finish(mut self, key: &StateKey) -> Option<StateRecord> {
-        let whole_next = self.whole.as_ref().map(|(n, _)| *n);
-        // The newest split state, newer than the whole record, with every part and the
+        let whole_rank = self.whole.as_ref().map(|(r, _)| *r);
+        let mut candidates: Vec<(Rank, SplitId)> = self
+            .splits
+            .iter()
+            .map(|(id, s)| ((id.next_offset, s.written), *id))
+            .filter(|(rank, _)| whole_rank.is_none_or(|w| *rank > w))
+            .collect();
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        // The latest split state written after the whole record, with every part and the
         // bytes its digest names.
         let mut taken = None;
-        for (id, split) in self.splits.iter().rev() {
-            if whole_next.is_some_and(|n| id.next_offset <= n) {
-                break;
-            }
+        for (rank, id) in candidates {
+            let split = &self.splits[&id];
             if split.parts.len() != split.count || !split.parts.keys().copied().eq(0..split.count) {
                 continue;
             }
@@ -299,37 +317,41 @@ impl Selection {
                 state.extend_from_slice(part);
             }
             if state_digest(&state) == id.digest {
-                taken = Some((*id, split.count, state));
+                taken = Some((rank, id, split.count, state));
                 break;
             }
             self.skipped += 1;
         }
-        let mut record = match (taken, self.whole.take()) {
-            (Some((id, count, state)), _) => {
+        let (rank, mut record) = match (taken, self.whole.take()) {
+            (Some((rank, id, count, state)), _) => {
                 self.splits.remove(&id);
-                StateRecord {
+                let record = StateRecord {
                     next_offset: id.next_offset,
                     state,
                     parts: (0..count).map(|i| key.part_key(&id, i)).collect(),
                     stale_parts: Vec::new(),
                     skipped: self.skipped,
-                }
+                };
+                (rank, record)
             }
-            (None, Some((next_offset, state))) => StateRecord {
-                next_offset,
-                state,
-                parts: Vec::new(),
-                stale_parts: Vec::new(),
-                skipped: self.skipped,
-            },
+            (None, Some((rank, state))) => {
+                let record = StateRecord {
+                    next_offset: rank.0,
+                    state,
+                    parts: Vec::new(),
+                    stale_parts: Vec::new(),
+                    skipped: self.skipped,
+                };
+                (rank, record)
+            }
             (None, None) => return None,
         };
-        // Parts of older states may go; those of a state not older than the one taken may
-        // be being written by another owner of the partition, and stay.
+        // Parts of states written before the one taken may go; those of a state written
+        // after it, still incomplete, may be being written by another owner, and stay.
         record.stale_parts = self
             .splits
             .iter()
-            .filter(|(id, _)| id.next_offset < record.next_offset)
+            .filter(|(id, s)| (id.next_offset, s.written) < rank)
             .flat_map(|(id, s)| s.parts.keys().map(|i| key.part_key(id, *i)))
             .collect();
         Some(record)
@@ -337,7 +359,7 @@ impl Selection {
 }
 
 /// Read partition `key.partition` of `changelog` to its end and return the newest state of
-/// `key` (the highest next offset), if any. Fails when the changelog cannot be read within
+/// `key` (the highest next offset, then the one written last), if any. Fails when the changelog cannot be read within
 /// `timeout`: a worker must not process a partition whose state it could not restore.
 pub fn restore(
     settings: &KafkaSettings,
@@ -397,6 +419,7 @@ pub fn restore(
         position = m.offset() + 1;
         let Some(record_key) = m.key() else { continue };
         selection.read(
+            m.offset(),
             record_key,
             m.payload(),
             header(&m, NEXT_OFFSET_HEADER),
@@ -452,8 +475,14 @@ mod tests {
 
     fn select(log: &Log) -> Option<StateRecord> {
         let mut selection = Selection::new(&key());
-        for (k, v, next, part) in log {
-            selection.read(k.as_bytes(), v.as_deref(), next.as_deref(), part.as_deref());
+        for (at, (k, v, next, part)) in log.iter().enumerate() {
+            selection.read(
+                at as i64,
+                k.as_bytes(),
+                v.as_deref(),
+                next.as_deref(),
+                part.as_deref(),
+            );
         }
         selection.finish(&key())
     }
@@ -516,6 +545,27 @@ mod tests {
         let parts = written(&mut log, 20, &state(30, 2), 8);
         log.push((parts[1].clone(), None, None, None));
         assert_eq!(select(&log), None);
+    }
+
+    #[test]
+    fn of_states_at_one_offset_the_one_written_last_is_taken() {
+        // An idle partition's state is written again at the same next offset, changed.
+        let (a, b) = (state(30, 1), state(40, 2));
+        let mut log = Log::new();
+        written(&mut log, 20, &state(3, 0), 8);
+        let first = written(&mut log, 20, &a, 8);
+        let second = written(&mut log, 20, &b, 8);
+        let r = select(&log).unwrap();
+        assert_eq!((r.state.clone(), r.parts), (b, second.clone()));
+        assert_eq!(
+            r.stale_parts, first,
+            "the state written before is handed over"
+        );
+        // A whole record written after the parts wins over them, and they go.
+        written(&mut log, 20, &state(5, 3), 8);
+        let r = select(&log).unwrap();
+        assert_eq!(r.state, state(5, 3));
+        assert_eq!(r.stale_parts.len(), first.len() + second.len());
     }
 
     #[test]

@@ -426,7 +426,8 @@ pub fn run(
                 // The same state written again (the same bytes at the same offset) has the
                 // same part keys: those stay.
                 let mut earlier = std::mem::replace(&mut part.state_parts, parts);
-                earlier.retain(|k| !part.state_parts.contains(k));
+                let fresh: std::collections::HashSet<&String> = part.state_parts.iter().collect();
+                earlier.retain(|k| !fresh.contains(k));
                 if !earlier.is_empty() {
                     replaced.push((*p, earlier));
                 }
@@ -440,8 +441,9 @@ pub fn run(
             stats.produced +=
                 acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness)?;
             // The new states are in the changelog: the parts they replace may go. Queued
-            // now, sent with the next batch (a tombstone lost is a part left for the next
-            // restore to hand over again).
+            // now and sent with the next batch, whose acknowledgement covers them; those
+            // still queued when the worker stops are lost, and a later restore hands their
+            // parts over again.
             for (p, earlier) in &replaced {
                 changelog::forget(
                     &mut sink,
