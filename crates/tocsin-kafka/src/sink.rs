@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders, ToBytes};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use crate::{KafkaError, KafkaSettings};
@@ -110,19 +110,10 @@ impl Sink {
         partition: i32,
         key: &[u8],
     ) -> Result<(), KafkaError> {
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+        let record = BaseRecord::<[u8], [u8]>::to(topic)
             .key(key)
             .partition(partition);
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    std::thread::sleep(Duration::from_millis(5));
-                    record = back;
-                }
-                Err((e, _)) => return Err(KafkaError::Producer(e)),
-            }
-        }
+        self.enqueue(record)
     }
 
     /// As [`Sink::send`], to an explicit `partition` when one is given.
@@ -155,6 +146,15 @@ impl Sink {
         if let Some(p) = partition {
             record = record.partition(p);
         }
+        self.enqueue(record)
+    }
+
+    /// Hand `record` to the producer, waiting while its queue is full (backpressure).
+    fn enqueue<K, P>(&self, mut record: BaseRecord<'_, K, P>) -> Result<(), KafkaError>
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
