@@ -113,6 +113,8 @@ struct Fingerprint {
 struct KeyState {
     candidate: IncidentCandidate,
     /// Detection ids merged, as 128-bit digests (16 bytes each, no allocation per id).
+    /// Written in order, so that one state is always the same bytes.
+    #[serde(serialize_with = "sorted_digests")]
     seen: HashSet<u128>,
     timeline: BTreeMap<String, TimelineEntry>,
     suspected_malicious: bool,
@@ -162,6 +164,16 @@ struct SnapshotOwned {
     stats: CorrelatorStats,
     keys: Vec<(String, KeyState)>,
     sigma: sigma_correlations::SigmaState,
+}
+
+/// A set of digests as an ascending array.
+fn sorted_digests<S: serde::Serializer>(
+    set: &HashSet<u128>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut digests: Vec<u128> = set.iter().copied().collect();
+    digests.sort_unstable();
+    serde::Serialize::serialize(&digests, serializer)
 }
 
 /// A detection id as 128 bits: Tocsin ids are `det-<32 hex digits>`; any other id is hashed.
