@@ -12,9 +12,9 @@
 //! producer take 16 MiB) is written in parts instead, each under a key naming the state it
 //! belongs to: `GROUP/TOPIC/P@NEXT_OFFSET~DIGEST~PART_BYTES#INDEX`, with the header
 //! `tocsin.state.part` = `INDEX/COUNT`. The digest is of the whole state, so that parts of
-//! two writers (two owners during a rebalance; the same state written twice, whose bytes
-//! may differ in the order of a set) never mix, and a state is taken only when all its parts
-//! are there and their bytes hash to it. No later write replaces a part, so a crash or a
+//! two writers (two owners during a rebalance, whose states at one offset may differ, as
+//! may their part sizes) never mix, and a state is taken only when all its parts are there
+//! and their bytes hash to it. No later write replaces a part, so a crash or a
 //! second owner writing midway leaves the state before whole. Once a later state is
 //! acknowledged, the writer tombstones the earlier one's parts ([`forget`]) for compaction to
 //! remove; a restore also hands over the parts of states older than the one it took.
