@@ -132,7 +132,11 @@ struct KeyState {
 }
 
 /// The snapshot format this version writes and reads.
-pub const SNAPSHOT_FORMAT: &str = "tocsin.correlator-state/v1";
+pub const SNAPSHOT_FORMAT: &str = "tocsin.correlator-state/v2";
+
+/// The formats this version reads: v1 wrote each Sigma window item's evidence whole; v2
+/// writes it only where it differs from the item before's.
+pub const SNAPSHOT_FORMATS_READ: [&str; 2] = ["tocsin.correlator-state/v1", SNAPSHOT_FORMAT];
 
 /// Why a snapshot cannot be restored.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +145,7 @@ pub enum SnapshotError {
     #[error("invalid correlator snapshot: {0}")]
     Invalid(String),
     /// Written by a version whose format this one does not read.
-    #[error("correlator snapshot format {0:?} is not {SNAPSHOT_FORMAT:?}")]
+    #[error("correlator snapshot format {0:?} is not one this version reads ({SNAPSHOT_FORMATS_READ:?})")]
     Version(String),
 }
 
@@ -262,7 +266,7 @@ impl Correlator {
     pub fn restore(config: CorrelatorConfig, bytes: &[u8]) -> Result<Self, SnapshotError> {
         let snapshot: SnapshotOwned =
             serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
-        if snapshot.format != SNAPSHOT_FORMAT {
+        if !SNAPSHOT_FORMATS_READ.contains(&snapshot.format.as_str()) {
             return Err(SnapshotError::Version(snapshot.format));
         }
         let mut c = Correlator::new(config);

@@ -52,7 +52,8 @@ pub struct CorrelationRuleStats {
     pub discarded: u64,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// One detection a window counted (written to snapshots by [`compact_items`]).
+#[derive(Debug, Clone)]
 struct Item {
     time: Timestamp,
     /// Position of the matched rule in the correlation's `rules`.
@@ -60,7 +61,6 @@ struct Item {
     value: Option<String>,
     tlp: Tlp,
     /// Shared with the group's other items that say the same ([`Evidence::shared`]).
-    #[serde(with = "shared_evidence")]
     detection: Arc<Evidence>,
 }
 
@@ -139,37 +139,85 @@ impl Evidence {
     }
 }
 
-/// Items' evidence in snapshots: written whole for each item, as before it was shared.
-mod shared_evidence {
+/// A window's items in snapshots. An item's evidence is written only where it is not the
+/// item before's (format v2): a busy window's detections mostly say the same, and writing
+/// it for each was most of the state. Snapshots that wrote it for every item (v1) read the
+/// same way.
+mod compact_items {
+    use std::collections::VecDeque;
     use std::sync::Arc;
 
-    use super::Evidence;
+    use serde::de::Error as _;
+    use tocsin_core::{Timestamp, Tlp};
+
+    use super::{Evidence, Item};
+
+    #[derive(serde::Serialize)]
+    struct Written<'a> {
+        time: Timestamp,
+        position: usize,
+        value: &'a Option<String>,
+        tlp: Tlp,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detection: Option<&'a Evidence>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Read {
+        time: Timestamp,
+        position: usize,
+        value: Option<String>,
+        tlp: Tlp,
+        #[serde(default)]
+        detection: Option<Evidence>,
+    }
 
     pub(super) fn serialize<S: serde::Serializer>(
-        evidence: &Arc<Evidence>,
+        items: &VecDeque<Item>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
-        serde::Serialize::serialize(&**evidence, serializer)
+        let mut previous: Option<&Arc<Evidence>> = None;
+        serializer.collect_seq(items.iter().map(|item| {
+            let same =
+                previous.is_some_and(|p| Arc::ptr_eq(p, &item.detection) || **p == *item.detection);
+            previous = Some(&item.detection);
+            Written {
+                time: item.time,
+                position: item.position,
+                value: &item.value,
+                tlp: item.tlp,
+                detection: (!same).then_some(&*item.detection),
+            }
+        }))
     }
 
     pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
         deserializer: D,
-    ) -> Result<Arc<Evidence>, D::Error> {
-        <Evidence as serde::Deserialize>::deserialize(deserializer).map(Arc::new)
-    }
-}
-
-/// Let each item share its predecessor's evidence when equal, as [`Evidence::shared`] does
-/// on arrival: a restored snapshot holds one copy per item.
-fn share_evidence(items: &mut VecDeque<Item>) {
-    let mut previous: Option<Arc<Evidence>> = None;
-    for item in items.iter_mut() {
-        if let Some(p) = &previous {
-            if **p == *item.detection {
-                item.detection = Arc::clone(p);
-            }
+    ) -> Result<VecDeque<Item>, D::Error> {
+        let read: Vec<Read> = serde::Deserialize::deserialize(deserializer)?;
+        let mut items = VecDeque::with_capacity(read.len());
+        let mut previous: Option<Arc<Evidence>> = None;
+        for r in read {
+            let detection = match (r.detection, &previous) {
+                (Some(evidence), Some(p)) if **p == evidence => Arc::clone(p),
+                (Some(evidence), _) => Arc::new(evidence),
+                (None, Some(p)) => Arc::clone(p),
+                (None, None) => {
+                    return Err(D::Error::custom(
+                        "the first item of a window has no evidence",
+                    ))
+                }
+            };
+            previous = Some(Arc::clone(&detection));
+            items.push_back(Item {
+                time: r.time,
+                position: r.position,
+                value: r.value,
+                tlp: r.tlp,
+                detection,
+            });
         }
-        previous = Some(Arc::clone(&item.detection));
+        Ok(items)
     }
 }
 
@@ -178,6 +226,7 @@ struct Group {
     correlation: String,
     /// Start of the open window (window-close mode).
     window_start: Option<Timestamp>,
+    #[serde(with = "compact_items")]
     items: VecDeque<Item>,
     last_seen: Timestamp,
     /// The [`item_identity`] of the latest detections the group took (at most
@@ -454,9 +503,6 @@ impl CorrelationRules {
                 keep
             })
             .collect();
-        for group in self.groups.values_mut() {
-            share_evidence(&mut group.items);
-        }
         self.stats.discarded += discarded;
         self.index_deadlines();
     }

@@ -792,6 +792,53 @@ mod sigma_correlation_rules {
         assert_eq!(fired[0].fields["Host"], "h1");
     }
 
+    /// A snapshot writes a busy window's shared evidence once (format v2) and reads one that
+    /// wrote it for every item (v1) into the same state.
+    #[test]
+    fn a_windows_evidence_is_written_once_and_v1_snapshots_still_read() {
+        let quiet = correlation("title: Quiet host\nid: quiet\ncorrelation:\n  type: event_count\n  rules: [heartbeat]\n  group-by: [Host]\n  timespan: 1h\n  condition: {lt: 1000}\n");
+        let config = || CorrelatorConfig {
+            correlation_rules: vec![quiet.clone()],
+            ..CorrelatorConfig::default()
+        };
+        let mut c = Correlator::new(config());
+        let mut warnings = Vec::new();
+        for second in 0..50 {
+            let mut d = det(&quiet, "heartbeat", 0, &[("Host", "h1")]);
+            d.event_time = Timestamp(d.event_time.0 + second * 1000);
+            d.id = format!("det-{second}");
+            c.push(&d, &mut warnings);
+        }
+        let v2 = String::from_utf8(c.snapshot()).unwrap();
+        assert!(v2.contains("\"format\":\"tocsin.correlator-state/v2\""));
+        assert_eq!(v2.matches("\"detection\":{").count(), 1, "{v2}");
+        // As v1 wrote it: the evidence in every item.
+        let start = v2.find("\"detection\":").unwrap() + "\"detection\":".len();
+        let mut depth = 0;
+        let end = start
+            + v2[start..]
+                .char_indices()
+                .find_map(|(i, ch)| {
+                    depth += i32::from(ch == '{') - i32::from(ch == '}');
+                    (depth == 0).then_some(i + 1)
+                })
+                .unwrap();
+        let evidence = &v2[start..end];
+        let v1 = v2
+            .replace(
+                "\"tlp\":\"GREEN\"}",
+                &format!("\"tlp\":\"GREEN\",\"detection\":{evidence}}}"),
+            )
+            .replace("correlator-state/v2", "correlator-state/v1");
+        assert_eq!(v1.matches("\"detection\":{").count(), 50);
+        let restored = Correlator::restore(config(), v1.as_bytes()).unwrap();
+        assert_eq!(restored.sigma.evidence_copies(), 1);
+        assert_eq!(String::from_utf8(restored.snapshot()).unwrap(), v2);
+        // A first item without evidence is an error, not a guess.
+        let broken = v2.replacen(&format!(",\"detection\":{evidence}"), "", 1);
+        assert!(Correlator::restore(config(), broken.as_bytes()).is_err());
+    }
+
     /// A detection that arrives after its key's window was judged is late: it does not open
     /// a window in the past, judged at once on it alone (an hour with five heartbeats is
     /// not "fewer than three" because the fifth came late).
