@@ -159,9 +159,9 @@ struct SnapshotRef<'a> {
     sigma: sigma_correlations::SigmaStateRef<'a>,
 }
 
+/// A snapshot's body, read once its format is known (`format` is read first, on its own).
 #[derive(serde::Deserialize)]
 struct SnapshotOwned {
-    format: String,
     watermark_ms: i64,
     #[serde(default = "min_time")]
     next_sweep_ms: i64,
@@ -264,11 +264,18 @@ impl Correlator {
 
     /// A correlator with `config` and the state of `bytes` (from [`Correlator::snapshot`]).
     pub fn restore(config: CorrelatorConfig, bytes: &[u8]) -> Result<Self, SnapshotError> {
+        // The format first: a later format's body need not read as this one's.
+        #[derive(serde::Deserialize)]
+        struct Head {
+            format: String,
+        }
+        let head: Head =
+            serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        if !SNAPSHOT_FORMATS_READ.contains(&head.format.as_str()) {
+            return Err(SnapshotError::Version(head.format));
+        }
         let snapshot: SnapshotOwned =
             serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
-        if !SNAPSHOT_FORMATS_READ.contains(&snapshot.format.as_str()) {
-            return Err(SnapshotError::Version(snapshot.format));
-        }
         let mut c = Correlator::new(config);
         c.watermark = Timestamp(snapshot.watermark_ms);
         c.next_sweep = Timestamp(snapshot.next_sweep_ms);

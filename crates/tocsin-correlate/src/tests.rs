@@ -836,7 +836,14 @@ mod sigma_correlation_rules {
         assert_eq!(String::from_utf8(restored.snapshot()).unwrap(), v2);
         // A first item without evidence is an error, not a guess.
         let broken = v2.replacen(&format!(",\"detection\":{evidence}"), "", 1);
-        assert!(Correlator::restore(config(), broken.as_bytes()).is_err());
+        let err = Correlator::restore(config(), broken.as_bytes())
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("first item of a window has no evidence"),
+            "{err}"
+        );
     }
 
     /// A detection that arrives after its key's window was judged is late: it does not open
@@ -1471,8 +1478,17 @@ mod snapshots {
     #[test]
     fn bad_snapshots_are_errors() {
         assert!(Correlator::restore(CorrelatorConfig::default(), b"not json").is_err());
-        let err = Correlator::restore(CorrelatorConfig::default(), br#"{"format":"tocsin.correlator-state/v0","watermark_ms":0,"stats":{},"keys":[],"sigma":{}}"#);
-        assert!(err.is_err());
+        // A format this version does not read is named as such, whatever its body.
+        for other in [
+            r#"{"format":"tocsin.correlator-state/v0","watermark_ms":0,"stats":{},"keys":[],"sigma":{}}"#,
+            r#"{"format":"tocsin.correlator-state/v3","state":"of another shape"}"#,
+        ] {
+            let err = Correlator::restore(CorrelatorConfig::default(), other.as_bytes());
+            assert!(
+                matches!(err, Err(crate::SnapshotError::Version(_))),
+                "{other}"
+            );
+        }
     }
 }
 
