@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 
 /// The latest identities of one group, oldest first, with an index to find them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct RecentIds {
     /// The identities in arrival order; at most [`RecentIds::CAPACITY`], all distinct
     /// unless a snapshot said otherwise.

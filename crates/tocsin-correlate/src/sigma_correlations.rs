@@ -221,7 +221,7 @@ mod compact_items {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Group {
     correlation: String,
     /// Start of the open window (window-close mode).
@@ -237,7 +237,7 @@ struct Group {
 }
 
 /// The engine's state, for snapshots: groups (sorted by key), watermark, counters.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 pub struct SigmaState {
     groups: Vec<(String, Group)>,
     watermark_ms: i64,
