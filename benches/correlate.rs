@@ -13,6 +13,7 @@ use tocsin_core::{
     MatchedIndicator, RuleRef, SourceRef, Timestamp, Tlp, DETECTION_SCHEMA,
 };
 use tocsin_correlate::{Correlator, CorrelatorConfig};
+use tocsin_rules::CorrelationRule;
 
 #[global_allocator]
 static HEAP: CountingAllocator = CountingAllocator;
@@ -188,24 +189,31 @@ fn failed_logon(address: usize, n: u64, at: i64) -> Detection {
     }
 }
 
-/// A Sigma correlation judged when its window closes ("fewer than three failures from one
-/// address in an hour"), with one open window per address: detections into existing
-/// windows, event time standing still, so that nothing closes and none fires.
-fn bench_sigma_groups(c: &mut Criterion) {
-    let rule = tocsin_rules::parse_sigma_source(
+/// "Fewer than three failed logons from one address in an hour": a Sigma correlation
+/// judged when its window closes, so that a window holds what it counts until then.
+fn few_failed_logons() -> CorrelationRule {
+    tocsin_rules::parse_sigma_source(
         "few.yml",
         "title: Few failed logons\nid: few\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 1h\n  condition: {lt: 3}\n",
     )
     .correlations
-    .remove(0);
+    .remove(0)
+}
+
+/// A Sigma correlation judged when its window closes ([`few_failed_logons`]), with one
+/// open window per address: detections into existing windows, event time standing still,
+/// so that nothing closes and none fires.
+fn bench_sigma_groups(c: &mut Criterion) {
+    let rule = few_failed_logons();
+    let config = || CorrelatorConfig {
+        correlation_rules: vec![rule.clone()],
+        ..CorrelatorConfig::default()
+    };
     // Busy windows: what each further detection into an open window holds (the group's
     // items and the identities it remembers for de-duplication).
     {
         let (groups, each) = (1_000, 100);
-        let mut corr = Correlator::new(CorrelatorConfig {
-            correlation_rules: vec![rule.clone()],
-            ..CorrelatorConfig::default()
-        });
+        let mut corr = Correlator::new(config());
         let mut warnings = Vec::new();
         for a in 0..groups {
             corr.push(&failed_logon(a, a as u64, 0), &mut warnings);
@@ -240,10 +248,7 @@ fn bench_sigma_groups(c: &mut Criterion) {
     };
     for groups in sizes {
         let before = live_heap_bytes();
-        let mut corr = Correlator::new(CorrelatorConfig {
-            correlation_rules: vec![rule.clone()],
-            ..CorrelatorConfig::default()
-        });
+        let mut corr = Correlator::new(config());
         let mut warnings = Vec::new();
         // Every window opens within the first ten minutes of event time.
         let spread = |i: usize| (i % 600_000) as i64;
@@ -283,10 +288,6 @@ fn bench_sigma_groups(c: &mut Criterion) {
         drop(corr);
         // The state a correlate worker writes per batch for a partition holding these
         // groups, each with ten detections.
-        let config = || CorrelatorConfig {
-            correlation_rules: vec![rule.clone()],
-            ..CorrelatorConfig::default()
-        };
         let mut corr = Correlator::new(config());
         for n in 0..10 {
             for a in 0..groups {
@@ -315,12 +316,7 @@ fn bench_sigma_groups(c: &mut Criterion) {
 /// maximum of live keys (whose windows have not ended: each is refused), and into a Sigma
 /// correlation engine holding its maximum of groups (each makes room by evicting).
 fn bench_full(c: &mut Criterion) {
-    let rule = tocsin_rules::parse_sigma_source(
-        "few.yml",
-        "title: Few failed logons\nid: few\ncorrelation:\n  type: event_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 1h\n  condition: {lt: 3}\n",
-    )
-    .correlations
-    .remove(0);
+    let rule = few_failed_logons();
     let full = 100_000;
     let mut group = c.benchmark_group("correlate-full");
     group.sample_size(10);
