@@ -689,8 +689,9 @@ fn correlate_worker_restores_state_after_kill_and_issues_every_warning() {
     let dir = tempfile::tempdir().unwrap();
     let config = scenario_config(dir.path(), &bootstrap, &id);
     // States longer than 1 KiB are written in parts: the restart must assemble them.
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("state_record_bytes = 1024\n");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[correlate]\n", "[correlate]\nstate_record_bytes = 1024\n");
     std::fs::write(&config, text).unwrap();
     let check = run_ok(configured().args(["config", "check"]).arg(&config));
     assert!(String::from_utf8_lossy(&check.stdout).contains("ok"));
@@ -1275,20 +1276,12 @@ fn correlate_worker_judges_a_window_when_its_input_goes_quiet() {
         "all",
         &["--listen", &listen.to_string()],
     )));
-    let until = Instant::now() + Duration::from_secs(60);
-    while metric(
-        &http_get(listen, "/metrics").1,
+    wait_metric(
+        listen,
         "tocsin_state_restores_total",
-    )
-    .unwrap_or(0.0)
-        < 1.0
-    {
-        assert!(
-            Instant::now() < until,
-            "the new worker restored no partition"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        |v| v.unwrap_or(0.0) >= 1.0,
+        "the new worker restored no partition",
+    );
     let (status, err) = terminate(restarted.take());
     assert!(status.success(), "{err}");
     assert!(
@@ -1365,24 +1358,38 @@ fn wait_consumed(listen: std::net::SocketAddr, id: &str, n: f64) {
 /// Wait (at most a minute) until the worker serving metrics on `listen` has consumed `n`
 /// messages of `topic`.
 fn wait_consumed_from(listen: std::net::SocketAddr, topic: &str, n: f64) {
-    let until = Instant::now() + Duration::from_secs(60);
     let series = format!("tocsin_events_total{{source=\"{topic}\"}}");
-    while metric(&http_get(listen, "/metrics").1, &series).unwrap_or(0.0) < n {
-        assert!(
-            Instant::now() < until,
-            "the worker did not consume {n} messages of {topic}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_metric(
+        listen,
+        &series,
+        |v| v.unwrap_or(0.0) >= n,
+        &format!("the worker did not consume {n} messages of {topic}"),
+    );
 }
 
 /// Wait (at most a minute) until the worker serving metrics on `listen` reports rule set
 /// `version`; `why` says what failed otherwise.
 fn wait_rule_set_version(listen: std::net::SocketAddr, version: f64, why: &str) {
+    wait_metric(
+        listen,
+        "tocsin_rule_set_version",
+        |v| v == Some(version),
+        why,
+    );
+}
+
+/// Wait (at most a minute) until the value of `series` on the worker serving metrics on
+/// `listen` (`None` while absent) satisfies `holds`; `why` says what failed otherwise.
+fn wait_metric(
+    listen: std::net::SocketAddr,
+    series: &str,
+    holds: impl Fn(Option<f64>) -> bool,
+    why: &str,
+) {
     let until = Instant::now() + Duration::from_secs(60);
-    while metric(&http_get(listen, "/metrics").1, "tocsin_rule_set_version") != Some(version) {
+    while !holds(metric(&http_get(listen, "/metrics").1, series)) {
         assert!(Instant::now() < until, "{why}");
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
