@@ -286,7 +286,8 @@ fn bench_sigma_groups(c: &mut Criterion) {
         });
         assert_eq!(corr.live_correlation_groups(), groups);
         drop(corr);
-        // The state a correlate worker writes per batch for a partition holding these
+        // The state a correlate worker writes (every `correlate.state_interval_ms`) for a
+        // partition holding these
         // groups, each with ten detections.
         let mut corr = Correlator::new(config());
         for n in 0..10 {

@@ -688,10 +688,13 @@ fn correlate_worker_restores_state_after_kill_and_issues_every_warning() {
     let id = unique();
     let dir = tempfile::tempdir().unwrap();
     let config = scenario_config(dir.path(), &bootstrap, &id);
-    // States longer than 1 KiB are written in parts: the restart must assemble them.
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[correlate]\n", "[correlate]\nstate_record_bytes = 1024\n");
+    // States longer than 512 bytes are written in parts: the restart must assemble them. One
+    // state a second at most: the kill lands after batches that waited for the next write,
+    // and the restart replays them from the state before.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[correlate]\n",
+        "[correlate]\nstate_record_bytes = 512\nstate_interval_ms = 1000\n",
+    );
     std::fs::write(&config, text).unwrap();
     let check = run_ok(configured().args(["config", "check"]).arg(&config));
     assert!(String::from_utf8_lossy(&check.stdout).contains("ok"));
@@ -1227,7 +1230,7 @@ fn correlate_worker_judges_a_window_when_its_input_goes_quiet() {
     let (site, config) = watched_site_config(dir.path(), &bootstrap, &id);
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "[correlate]\n",
-        "[correlate]\nidle_grace_s = 1\nstate_record_bytes = 256\n",
+        "[correlate]\nidle_grace_s = 1\nstate_record_bytes = 256\nstate_interval_ms = 60000\n",
     );
     std::fs::write(&config, text).unwrap();
     std::fs::write(site.join("failed_logon.yml"), FAILED_LOGON).unwrap();
@@ -1268,8 +1271,17 @@ fn correlate_worker_judges_a_window_when_its_input_goes_quiet() {
         err.contains("idle for") && err.contains("1 correlation detection(s)"),
         "the worker says why it judged the window:\n{err}"
     );
+    // One state a minute at most: the first batch's, then the stop's. The batches in between
+    // (the idle partition's firing among them) waited for the stop's write to be committed.
+    let held = number_before(&err, " of them committed with a later state");
+    assert!(
+        held >= 1 && err.contains("2 state records"),
+        "the worker wrote a state at its first batch and at its stop only:\n{err}"
+    );
+    let consumed = number_after(&err, "correlate worker stopped: ");
     // The idle partition's states were written in parts of 256 bytes, each replacing the one before
-    // (the earlier parts tombstoned): a new worker finds the newest whole.
+    // (the earlier parts tombstoned): a new worker finds the newest whole, and it includes
+    // every message the stopped worker read.
     let listen = free_loopback_addr();
     let restarted = Reaped(Some(spawn_configured_with(
         &config,
@@ -1285,9 +1297,43 @@ fn correlate_worker_judges_a_window_when_its_input_goes_quiet() {
     let (status, err) = terminate(restarted.take());
     assert!(status.success(), "{err}");
     assert!(
-        err.contains("state restored up to offset") && err.contains("records)"),
-        "the new worker restored the state from its parts:\n{err}"
+        err.contains(&format!("state restored up to offset {consumed} "))
+            && err.contains("records)"),
+        "the new worker restored the state of all {consumed} messages from its parts:\n{err}"
     );
+}
+
+/// The number written just after `what` in `text` (a worker's closing line, say).
+fn number_after(text: &str, what: &str) -> u64 {
+    let at = text
+        .find(what)
+        .unwrap_or_else(|| panic!("{what:?} not in:\n{text}"))
+        + what.len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {what:?} in:\n{text}"))
+}
+
+/// The number written just before `what` in `text` (a worker's closing line, say).
+fn number_before(text: &str, what: &str) -> u64 {
+    let at = text
+        .find(what)
+        .unwrap_or_else(|| panic!("{what:?} not in:\n{text}"));
+    let digits: String = text[..at]
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number before {what:?} in:\n{text}"))
 }
 
 /// The scenario's configuration with an empty site-rules directory first among the rule

@@ -250,8 +250,8 @@ pub struct SigmaState {
     definitions: BTreeMap<String, u128>,
 }
 
-/// [`SigmaState`] as written, borrowed from the engine: a snapshot (one per batch in a
-/// correlate worker) serialises the groups where they are, without copying them first.
+/// [`SigmaState`] as written, borrowed from the engine: a snapshot (one per state write of
+/// a correlate worker) serialises the groups where they are, without copying them first.
 #[derive(serde::Serialize)]
 pub struct SigmaStateRef<'a> {
     groups: Vec<(&'a String, &'a Group)>,

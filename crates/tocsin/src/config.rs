@@ -122,7 +122,7 @@ impl Default for MatchSection {
 pub struct CorrelateSection {
     /// Consumer group.
     pub group: String,
-    /// Detections per batch (one state record per touched partition, one commit).
+    /// Detections per batch: the unit of commits, which also wait for `state_interval_ms`.
     pub batch: u64,
     /// Longest a batch stays open, in milliseconds.
     pub batch_ms: u64,
@@ -140,7 +140,16 @@ pub struct CorrelateSection {
     /// `max.message.bytes` and the producer's `message.max.bytes` (16 MiB as `tocsin topics
     /// create` and the workers set them).
     pub state_record_bytes: u64,
+    /// Shortest time between two writes of the partitions' states, in milliseconds. Offsets
+    /// are committed only with the states that include them, so the batches in between wait
+    /// for the next write: a worker that dies replays at most this much of its input (and
+    /// publishes again, byte for byte, the warning versions that input issued). 0 writes at
+    /// every batch. A partition taken away and a worker that stops always write first.
+    pub state_interval_ms: u64,
 }
+
+/// Longest `correlate.state_interval_ms`: ten minutes of input to replay after a crash.
+pub const MAX_STATE_INTERVAL_MS: u64 = 600_000;
 
 /// Largest `correlate.state_record_bytes`: the 16 MiB record limit of the changelog topic
 /// and the producer, less room for the key and headers.
@@ -155,6 +164,10 @@ impl Default for CorrelateSection {
             restore_timeout_s: 60,
             idle_grace_s: 60,
             state_record_bytes: 4 * 1024 * 1024,
+            // Each write costs in proportion to the whole state (about 1 KB a live key), so
+            // writing it at every batch of a busy partition (up to 20,000 detections or
+            // 500 ms) would send tens of megabytes a second to the changelog.
+            state_interval_ms: 5_000,
         }
     }
 }
@@ -297,6 +310,12 @@ impl Config {
             bail!(
                 "correlate.state_record_bytes is {}: from 256 to {MAX_STATE_RECORD_BYTES} (the changelog's records take 16 MiB)",
                 self.correlate.state_record_bytes
+            );
+        }
+        if self.correlate.state_interval_ms > MAX_STATE_INTERVAL_MS {
+            bail!(
+                "correlate.state_interval_ms is {}: at most {MAX_STATE_INTERVAL_MS} (ten minutes; the offsets wait for the state)",
+                self.correlate.state_interval_ms
             );
         }
         if self.topics.events.is_empty() {
@@ -466,6 +485,12 @@ mod tests {
         std::fs::write(&path, "[match]\nbatch = 0\n").unwrap();
         let e = format!("{:#}", Config::load_checked(Some(&path), &[]).unwrap_err());
         assert!(e.contains("match.batch must be at least 1"), "{e}");
+        std::fs::write(&path, "[correlate]\nstate_interval_ms = 5000000\n").unwrap();
+        let e = format!("{:#}", Config::load_checked(Some(&path), &[]).unwrap_err());
+        assert!(e.contains("correlate.state_interval_ms is 5000000"), "{e}");
+        std::fs::write(&path, "[correlate]\nstate_interval_ms = 0\n").unwrap();
+        let c = Config::load_checked(Some(&path), &[]).unwrap();
+        assert_eq!(c.correlate.state_interval_ms, 0);
         // A syntax error names the place, not the line's text (it may hold a secret).
         std::fs::write(&path, "[kafka.client]\n\"sasl.password\" = \"hunter2\n").unwrap();
         let e = format!("{:#}", Config::load(Some(&path), &[]).unwrap_err());

@@ -119,6 +119,8 @@ pub struct Metrics {
     pub state_restores: IntCounter,
     /// Correlate workers: state records written to the changelog.
     pub state_records: IntCounter,
+    /// Correlate workers: bytes of those states (what `correlate.state_interval_ms` bounds).
+    pub state_bytes: IntCounter,
     /// The matcher's work, from its scratch space's counters ([`MatchWorkPublisher`]).
     match_work: MatchWork,
     /// Each component's readiness.
@@ -248,6 +250,10 @@ impl Metrics {
             state_records: counter(
                 "tocsin_state_records_total",
                 "Correlator state records written to the changelog.",
+            )?,
+            state_bytes: counter(
+                "tocsin_state_bytes_total",
+                "Bytes of correlator state written to the changelog (a state's bytes before it is cut into parts).",
             )?,
             match_work: MatchWork {
                 candidates: counter(

@@ -8,10 +8,15 @@
 //! topic, once per key, so they reach the partitions that own their keys.
 //!
 //! Per batch: merge → produce the warnings (one rendering per audience topic, and one per
-//! concerned recipient) and derived detections → wait for their acknowledgement → write each
-//! touched partition's state to the changelog ([`tocsin_kafka::changelog`]; in parts when
-//! longer than `correlate.state_record_bytes`, the earlier state's parts tombstoned after it)
-//! → wait → commit.
+//! concerned recipient) and derived detections. Then, at most every
+//! `correlate.state_interval_ms` (and always when a partition is taken away or the worker
+//! stops): wait for their acknowledgement → write each touched partition's state to the
+//! changelog ([`tocsin_kafka::changelog`]; in parts when longer than
+//! `correlate.state_record_bytes`, the earlier state's parts tombstoned after it) → wait →
+//! commit. A state is written whole, so writing it at every batch of a busy partition would
+//! cost its size many times a second; the batches in between stay uncommitted, and a worker
+//! that dies replays them from the last state (publishing their warning versions again,
+//! identical).
 //! When partitions are assigned, their state is restored from the changelog before any of
 //! their messages is merged (and, as a fallback, at a partition's first message), and the
 //! detections the state already includes are skipped. A revoked
@@ -116,7 +121,11 @@ struct CorrelateStats {
     dead_letters: u64,
     restored: u64,
     state_records: u64,
+    /// Bytes of the states written (before they are cut into parts).
+    state_bytes: u64,
     batches: u64,
+    /// Batches whose offsets waited for a later state write (`correlate.state_interval_ms`).
+    held: u64,
 }
 
 /// One owned partition: its correlator and the first offset its state does not include.
@@ -271,6 +280,9 @@ pub fn run(
     let mut stats = CorrelateStats::default();
     let batch_window = Duration::from_millis(cfg.batch_ms);
     let idle_grace = Duration::from_secs(cfg.idle_grace_s);
+    let state_interval = Duration::from_millis(cfg.state_interval_ms);
+    // None: the first batch that changes a state writes it.
+    let mut last_saved: Option<Instant> = None;
     let shutdown = Duration::from_secs(c.worker.shutdown_deadline_s);
     let mut stop_deadline = None;
     let mut errors = ErrorReporter::default();
@@ -395,7 +407,20 @@ pub fn run(
             )?;
         }
         let dirty = parts.values().any(|p| p.dirty);
-        if source.has_pending() || dirty {
+        // Offsets are committed with the states that include them, so a batch that changed
+        // a state and comes before the next write is due waits, uncommitted, for that write.
+        let save_due = stopping
+            || !revoked.is_empty()
+            || last_saved.is_none_or(|at: Instant| at.elapsed() >= state_interval);
+        if dirty && !save_due {
+            stats.batches += 1;
+            stats.held += 1;
+            if let Some(m) = metrics {
+                m.batch_seconds
+                    .with_label_values(&["correlate"])
+                    .observe(opened.elapsed().as_secs_f64());
+            }
+        } else if source.has_pending() || dirty {
             // Warnings and derived detections first: a state must never claim a version
             // that was not delivered.
             stats.produced +=
@@ -434,9 +459,14 @@ pub fn run(
                 part.dirty = false;
                 part.saved_watermark = part.correlator.watermark();
                 stats.state_records += 1;
+                stats.state_bytes += state.len() as u64;
                 if let Some(m) = metrics {
                     m.state_records.inc();
+                    m.state_bytes.inc_by(state.len() as u64);
                 }
+            }
+            if dirty {
+                last_saved = Some(Instant::now());
             }
             stats.produced +=
                 acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness)?;
@@ -488,8 +518,10 @@ pub fn run(
             dead_letters = stats.dead_letters,
             restored = stats.restored,
             state_records = stats.state_records,
+            state_bytes = stats.state_bytes,
             batches = stats.batches,
-            "correlate worker stopped: {} messages, {} skipped as already in restored state, {} warning versions, {} derived detections, {} produced, {} dead letters, {} partitions restored, {} state records, {} batches",
+            held = stats.held,
+            "correlate worker stopped: {} messages, {} skipped as already in restored state, {} warning versions, {} derived detections, {} produced, {} dead letters, {} partitions restored, {} state records ({} bytes), {} batches ({} of them committed with a later state)",
             stats.messages,
             stats.skipped,
             stats.warnings,
@@ -498,7 +530,9 @@ pub fn run(
             stats.dead_letters,
             stats.restored,
             stats.state_records,
-            stats.batches
+            stats.state_bytes,
+            stats.batches,
+            stats.held
         );
     }
     Ok(())
@@ -720,7 +754,9 @@ const FRESH_STATISTICS: Duration = Duration::from_secs(3);
 /// (`correlate.idle_grace_s`), so that windows judged at their close and quiet warnings end
 /// though nothing more arrives ([`Correlator::advance`]). Idle means caught up: the
 /// consumer's statistics, fresh, newer than the partition's last message and with the
-/// broker reachable, show nothing unread or uncommitted. From the first such statistics on, the partition's event time
+/// broker reachable, show nothing unread or uncommitted (so not before the partition's
+/// newest state is written: `correlate.state_interval_ms`). From the first such statistics
+/// on, the partition's event time
 /// follows the wall clock, `grace` behind. Time the worker spends elsewhere does not count
 /// (its statistics age), nor do partitions being revoked. What that ends is published like a
 /// detection's outputs, and the state is written with the batch (its offset unchanged);
