@@ -15,6 +15,11 @@
 //!    of the detection minus the moment its event was handed to the producer. Event →
 //!    warning: the same for the event whose detection issued the warning version (the
 //!    detection whose event time is the version's `issued_at`).
+//! 3. The correlate worker with many live keys, at each `correlate.state_interval_ms` of
+//!    `TOCSIN_BENCH_STATE_INTERVALS`: detections/s and the bytes of state it writes
+//!    ([`correlate_state`]).
+//!
+//! `TOCSIN_BENCH_PARTS` (default `throughput,latency,correlate`) picks the parts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -22,6 +27,10 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use tocsin_benches::{gen_command, repo, run_ok, tocsin};
+use tocsin_core::{
+    Context, Detection, DetectionKind, IndicatorType, Level, MatchedIndicator, RuleRef, Timestamp,
+    Tlp, DETECTION_SCHEMA,
+};
 use tocsin_kafka::sink::Sink;
 use tocsin_kafka::source::Source;
 use tocsin_kafka::KafkaSettings;
@@ -56,10 +65,15 @@ fn config(dir: &Path, bootstrap: &str, id: &str) -> PathBuf {
 }
 
 fn spawn(config: &Path, worker: &str) -> Child {
+    spawn_with(config, worker, &[])
+}
+
+fn spawn_with(config: &Path, worker: &str, args: &[&str]) -> Child {
     tocsin()
         .env_remove("TOCSIN_KAFKA_BOOTSTRAP")
         .args(["worker", worker, "-q", "--config"])
         .arg(config)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -308,6 +322,133 @@ fn latency(bootstrap: &str, dir: &Path) {
     summary("  event -> warning", warn);
 }
 
+/// One indicator detection of its own correlation key (`indicator:domain:…`), from one
+/// organisation: it makes a live key and no warning.
+fn key_detection(key: u64) -> (String, Vec<u8>) {
+    let value = format!("h{key:08x}.bad.test");
+    let d = Detection {
+        schema: DETECTION_SCHEMA.into(),
+        id: format!("det-{key:032x}"),
+        kind: DetectionKind::Indicator,
+        rule: RuleRef {
+            id: "ioc:bench".into(),
+            title: "Indicator from feed bench".into(),
+            level: Level::High,
+        },
+        event_time: Timestamp(1_772_438_400_000 + key as i64),
+        context: Context {
+            sector: Some(tocsin_core::Sector::Health),
+            member_state: Some("DE".parse().unwrap()),
+            organisation: Some("Org A".into()),
+            sensor: None,
+        },
+        entities: vec![],
+        indicators: vec![MatchedIndicator {
+            kind: IndicatorType::Domain,
+            value: value.clone(),
+            feed: "bench".into(),
+            tlp: Tlp::Green,
+            field: "QueryName".into(),
+        }],
+        taxonomy: None,
+        attack: vec![],
+        tags: vec![],
+        correlation_keys: vec![format!("indicator:domain:{value}")],
+        tlp: Tlp::Green,
+        source: None,
+        fields: Default::default(),
+        standalone: true,
+    };
+    (
+        d.correlation_keys[0].clone(),
+        serde_json::to_vec(&d).unwrap(),
+    )
+}
+
+/// The value of an unlabelled series on the worker serving metrics on `listen` (`None`
+/// while the worker does not answer or has no such series).
+fn metric(listen: &str, series: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(listen).ok()?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body).ok()?;
+    body.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// Part 3, the correlate worker with many live keys: `TOCSIN_BENCH_KEYS` detections (default
+/// 30,000), each of a key of its own, published to the three partitions of the detections
+/// topic by key, then one `tocsin worker correlate` (batches of 1,000) for each
+/// `correlate.state_interval_ms` of `TOCSIN_BENCH_STATE_INTERVALS` (default `0,5000`). A state
+/// is written whole, so at 0 (every batch) the bytes sent to the changelog grow with the
+/// square of the keys. The rate is over the keys merged from the first the worker's
+/// `tocsin_correlation_keys` shows to the last (group join not counted); the run checks that
+/// every key is live.
+fn correlate_state(bootstrap: &str, dir: &Path) {
+    let keys = env_or("TOCSIN_BENCH_KEYS", 30_000);
+    let intervals: Vec<u64> = std::env::var("TOCSIN_BENCH_STATE_INTERVALS")
+        .unwrap_or_else(|_| "0,5000".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    for interval in intervals {
+        let id = format!("cs{interval}x{}", std::process::id());
+        let cfg = config(dir, bootstrap, &id);
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "[correlate]\n",
+            &format!("[correlate]\nbatch = 1000\nstate_interval_ms = {interval}\n"),
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let mut sink = Sink::new(&KafkaSettings::new(bootstrap)).unwrap();
+        let topic = format!("bench.{id}.detections");
+        for k in 0..keys {
+            let (key, payload) = key_detection(k);
+            sink.send(&topic, Some(key.as_bytes()), &payload, &[])
+                .unwrap();
+        }
+        sink.flush(Duration::from_secs(300)).unwrap();
+        let listen = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().to_string()
+        };
+        let worker = spawn_with(&cfg, "correlate", &["--listen", &listen]);
+        let deadline = Instant::now() + Duration::from_secs(900);
+        let mut first: Option<(Instant, f64)> = None;
+        let done = loop {
+            let live = metric(&listen, "tocsin_correlation_keys").unwrap_or(0.0);
+            let now = Instant::now();
+            if live > 0.0 && first.is_none() {
+                first = Some((now, live));
+            }
+            if live >= keys as f64 {
+                break now;
+            }
+            assert!(
+                now < deadline,
+                "state interval {interval} ms: {live} of {keys} keys live after 15 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let bytes = metric(&listen, "tocsin_state_bytes_total").unwrap_or(0.0);
+        let records = metric(&listen, "tocsin_state_records_total").unwrap_or(0.0);
+        stop(worker);
+        let (t0, at0) = first.unwrap();
+        let secs = done.duration_since(t0).as_secs_f64();
+        println!(
+            "correlate worker, {keys} live keys in 3 partitions, state_interval_ms = {interval}: {:.0} detections/s ({:.0} keys in {:.2} s after the first batch), {records} states written, {:.1} MB",
+            (keys as f64 - at0) / secs,
+            keys as f64 - at0,
+            secs,
+            bytes / 1e6
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; nothing else is taken.
     let Ok(bootstrap) = std::env::var("TOCSIN_KAFKA_BOOTSTRAP") else {
@@ -315,6 +456,17 @@ fn main() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    throughput(&bootstrap, dir.path());
-    latency(&bootstrap, dir.path());
+    // TOCSIN_BENCH_PARTS=correlate, say, for one part.
+    let parts = std::env::var("TOCSIN_BENCH_PARTS")
+        .unwrap_or_else(|_| "throughput,latency,correlate".into());
+    let parts: Vec<&str> = parts.split(',').map(str::trim).collect();
+    if parts.contains(&"throughput") {
+        throughput(&bootstrap, dir.path());
+    }
+    if parts.contains(&"latency") {
+        latency(&bootstrap, dir.path());
+    }
+    if parts.contains(&"correlate") {
+        correlate_state(&bootstrap, dir.path());
+    }
 }

@@ -9,14 +9,15 @@
 //!
 //! Per batch: merge → produce the warnings (one rendering per audience topic, and one per
 //! concerned recipient) and derived detections. Then, at most every
-//! `correlate.state_interval_ms` (and always when a partition is taken away or the worker
-//! stops): wait for their acknowledgement → write each touched partition's state to the
-//! changelog ([`tocsin_kafka::changelog`]; in parts when longer than
-//! `correlate.state_record_bytes`, the earlier state's parts tombstoned after it) → wait →
-//! commit. A state is written whole, so writing it at every batch of a busy partition would
-//! cost its size many times a second; the batches in between stay uncommitted, and a worker
-//! that dies replays them from the last state (publishing their warning versions again,
-//! identical).
+//! `correlate.state_interval_ms`: wait for their acknowledgement → write each touched
+//! partition's state to the changelog ([`tocsin_kafka::changelog`]; in parts when longer
+//! than `correlate.state_record_bytes`, the earlier state's parts tombstoned after it) →
+//! wait → commit. A state is written whole, so writing it at every batch of a busy
+//! partition would cost its size many times a second; the batches in between stay
+//! uncommitted, and a worker that dies replays them from the last state (publishing their
+//! warning versions again, identical). What a replay could judge otherwise is written at
+//! once: a partition taken away, a stop, a reload of the correlation rules, an idle
+//! partition's event time moved on by the wall clock and the batch after it.
 //! When partitions are assigned, their state is restored from the changelog before any of
 //! their messages is merged (and, as a fallback, at a partition's first message), and the
 //! detections the state already includes are skipped. A revoked
@@ -144,6 +145,11 @@ struct Partition {
     /// The keys of the last state's parts in the changelog, when it was split, and of
     /// older states' parts met at the restore: tombstoned after the next state is written.
     state_parts: Vec<String>,
+    /// Its event time was moved on by the wall clock ([`advance_idle`]) since its state was
+    /// last written. A detection merged now is judged against that event time, which a
+    /// replay from the state before would not have: its batch is written at once rather
+    /// than held for `correlate.state_interval_ms`.
+    unsaved_advance: bool,
 }
 
 impl Partition {
@@ -156,6 +162,7 @@ impl Partition {
             last_read: Instant::now(),
             quiet_since: None,
             state_parts: Vec::new(),
+            unsaved_advance: false,
         }
     }
 
@@ -313,6 +320,10 @@ pub fn run(
         let opened = Instant::now();
         let mut in_batch = 0u64;
         let mut revoked = Vec::new();
+        // What must not wait for the state interval: an idle partition's advance, merges
+        // after one, a rule reload (each changes how the input is judged, and a replay from
+        // the state before would judge it otherwise).
+        let mut write_now = false;
         while !stopping && in_batch < cfg.batch && opened.elapsed() < batch_window {
             let Some(polled) = source.poll(Duration::from_millis(50)) else {
                 // A rebalance ends a poll without a message: partitions taken away end the
@@ -347,6 +358,7 @@ pub fn run(
             // finds the new rules here.
             if let Some(rules) = live.take_newest() {
                 replace_correlation_rules(&mut parts, &mut restoring.correlator, rules, quiet);
+                write_now = true;
             }
             resumption.read(&msg);
             in_batch += 1;
@@ -378,6 +390,7 @@ pub fn run(
                 )?;
                 part.next_offset = msg.offset() + 1;
                 part.dirty = true;
+                write_now |= part.unsaved_advance;
             }
             source.done(&msg);
             revoked.extend(source.take_revoked());
@@ -389,9 +402,10 @@ pub fn run(
         // rule set) while no detection comes.
         if let Some(rules) = live.take_newest() {
             replace_correlation_rules(&mut parts, &mut restoring.correlator, rules, quiet);
+            write_now = true;
         }
         if idle_grace > Duration::ZERO && !stopping {
-            advance_idle(
+            write_now |= advance_idle(
                 &mut parts,
                 &revoked,
                 &source.health(),
@@ -410,15 +424,19 @@ pub fn run(
         // Offsets are committed with the states that include them, so a batch that changed
         // a state and comes before the next write is due waits, uncommitted, for that write.
         let save_due = stopping
+            || write_now
             || !revoked.is_empty()
             || last_saved.is_none_or(|at: Instant| at.elapsed() >= state_interval);
         if dirty && !save_due {
-            stats.batches += 1;
-            stats.held += 1;
-            if let Some(m) = metrics {
-                m.batch_seconds
-                    .with_label_values(&["correlate"])
-                    .observe(opened.elapsed().as_secs_f64());
+            // Counted when it read something (a pass that only waited is no batch).
+            if in_batch > 0 {
+                stats.batches += 1;
+                stats.held += 1;
+                if let Some(m) = metrics {
+                    m.batch_seconds
+                        .with_label_values(&["correlate"])
+                        .observe(opened.elapsed().as_secs_f64());
+                }
             }
         } else if source.has_pending() || dirty {
             // Warnings and derived detections first: a state must never claim a version
@@ -457,6 +475,7 @@ pub fn run(
                     replaced.push((*p, earlier));
                 }
                 part.dirty = false;
+                part.unsaved_advance = false;
                 part.saved_watermark = part.correlator.watermark();
                 stats.state_records += 1;
                 stats.state_bytes += state.len() as u64;
@@ -483,7 +502,9 @@ pub fn run(
                 )?;
             }
             commit_batch(&mut source, metrics, "correlate", opened);
-            stats.batches += 1;
+            if in_batch > 0 {
+                stats.batches += 1;
+            }
         }
         for (_, p) in &revoked {
             parts.remove(p);
@@ -761,7 +782,8 @@ const FRESH_STATISTICS: Duration = Duration::from_secs(3);
 /// (its statistics age), nor do partitions being revoked. What that ends is published like a
 /// detection's outputs, and the state is written with the batch (its offset unchanged);
 /// when nothing ended, it is still written once event time has moved by `grace`, so that a
-/// restart goes on from about there.
+/// restart goes on from about there. True when a state must be written now (something
+/// ended, or event time moved by `grace`), whatever `correlate.state_interval_ms` says.
 #[allow(clippy::too_many_arguments)] // the worker loop's state, passed apart for borrowing
 fn advance_idle(
     parts: &mut HashMap<i32, Partition>,
@@ -776,14 +798,15 @@ fn advance_idle(
     stats: &mut CorrelateStats,
     metrics: Option<&Metrics>,
     quiet: bool,
-) -> Result<()> {
+) -> Result<bool> {
     let now = Instant::now();
     // Lag in statistics from a worker cut off from the broker is the last known one.
     let Some(observed) = health.observed.filter(|t| {
         health.broker_up == Some(true) && now.saturating_duration_since(*t) <= FRESH_STATISTICS
     }) else {
-        return Ok(());
+        return Ok(false);
     };
+    let mut write_now = false;
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
     for (partition, part) in parts.iter_mut() {
         if revoked.iter().any(|(_, p)| p == partition) {
@@ -809,10 +832,12 @@ fn advance_idle(
         let to = Timestamp(from.0.saturating_add(moved));
         warnings.clear();
         let ended = part.correlator.advance(to, warnings);
+        part.unsaved_advance = true;
         let far = part
             .saved_watermark
             .is_none_or(|w| to.0.saturating_sub(w.0) >= grace_ms);
         part.dirty |= ended || far;
+        write_now |= ended || far;
         if !ended {
             continue;
         }
@@ -833,7 +858,7 @@ fn advance_idle(
             );
         }
     }
-    Ok(())
+    Ok(write_now)
 }
 
 /// One rendering per audience topic and per concerned recipient, keyed by warning id, with
