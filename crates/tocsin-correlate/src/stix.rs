@@ -495,10 +495,13 @@ impl<'w> BundleBuilder<'w> {
         };
         for indicator in crate::misp::unique_indicators(&w.indicators) {
             let key = format!("{}:{}", indicator.kind.as_str(), indicator.value);
-            let indicator_id = self.push_indicator(&key, indicator);
-            // A sighting or relationship reveals the indicator it names, so it is marked
-            // with the more restrictive of the warning's and the indicator's labels.
+            // The indicator, its sighting and its relationship say what the warning saw
+            // (its id and version, when it was first seen, which indicator it names), so
+            // each is marked with the more restrictive of the warning's and the
+            // indicator's labels: a CLEAR indicator in an AMBER warning is shared as AMBER
+            // here (its feed shares it as CLEAR).
             let tlp = Tlp::most_restrictive(w.tlp, indicator.tlp);
+            let indicator_id = self.push_indicator(&key, indicator, tlp);
             let sighting_id = self.id("sighting", &key);
             let mut sighting = self.common("sighting", &sighting_id, tlp);
             sighting.insert("sighting_of_ref".into(), json!(indicator_id));
@@ -531,10 +534,10 @@ impl<'w> BundleBuilder<'w> {
         }
     }
 
-    fn push_indicator(&mut self, key: &str, indicator: &WarningIndicator) -> String {
+    fn push_indicator(&mut self, key: &str, indicator: &WarningIndicator, tlp: Tlp) -> String {
         let w = self.warning;
         let id = self.id("indicator", key);
-        let mut object = self.common("indicator", &id, indicator.tlp);
+        let mut object = self.common("indicator", &id, tlp);
         object.insert(
             "name".into(),
             json!(format!("{} {}", indicator.kind.as_str(), indicator.value)),

@@ -273,8 +273,8 @@ fn bundle_has_the_expected_objects() {
     }
     let indicators = w.indicators.len();
     let expected = BTreeMap::from([
-        // CLEAR (shared objects, indicators), GREEN (indicators), AMBER (the warning).
-        ("marking-definition", 3),
+        // CLEAR (shared objects), AMBER (the warning, and every indicator in it).
+        ("marking-definition", 2),
         ("extension-definition", 1),
         // The producer and the three organisations.
         ("identity", 4),
@@ -496,11 +496,19 @@ fn indicators_have_patterns_markings_and_sightings() {
         ("[email-addr:value = 'invoice@c2.example']", &amber),
         (r"[file:name = 'invoice\'s.pdf.exe']", &amber),
     ];
-    for (pattern, marking) in expected {
+    // Each indicator says what the AMBER warning saw: marked AMBER whatever its own label
+    // (none is stricter here), as its sighting and relationship are.
+    assert_eq!(w.tlp, Tlp::Amber);
+    for (pattern, own) in expected {
         let (_, refs) = patterns
             .get(pattern)
             .unwrap_or_else(|| panic!("no indicator with {pattern}: {patterns:#?}"));
-        assert_eq!(*refs, marking, "{pattern}");
+        let own_label = [Tlp::Clear, Tlp::Green, Tlp::Amber]
+            .into_iter()
+            .find(|t| json!([t.stix_marking_id()]) == *own)
+            .unwrap();
+        let marking = json!([Tlp::most_restrictive(w.tlp, own_label).stix_marking_id()]);
+        assert_eq!(*refs, &marking, "{pattern}");
     }
     assert!(patterns.contains_key(format!("[file:hashes.'SHA-256' = '{SHA256}']").as_str()));
     assert!(patterns.contains_key(format!("[file:hashes.'SHA-512' = '{SHA512}']").as_str()));
@@ -592,32 +600,31 @@ fn objects_have_the_common_properties() {
         assert_eq!(object["created"], issued_at.as_str(), "{id}");
         assert_eq!(object["modified"], issued_at.as_str(), "{id}");
         assert_eq!(object["created_by_ref"], stix::TOCSIN_IDENTITY_ID, "{id}");
-        if object_type != "indicator" {
-            // The warning is AMBER and no indicator is stricter.
-            assert_eq!(refs[0], Tlp::Amber.stix_marking_id(), "{id}");
-        }
+        // The warning is AMBER and no indicator is stricter.
+        assert_eq!(refs[0], Tlp::Amber.stix_marking_id(), "{id}");
     }
 }
 
 #[test]
 fn tlp_2_0_markings_are_the_pinned_ones() {
-    // Under TLP:RED with an indicator of every label, the bundle needs all five.
-    let mut w = campaign_warning();
-    w.tlp = Tlp::Red;
-    let labels = [
-        Tlp::Clear,
-        Tlp::Green,
-        Tlp::Amber,
-        Tlp::AmberStrict,
-        Tlp::Red,
-    ];
-    for (indicator, tlp) in w.indicators.iter_mut().zip(labels.iter().cycle()) {
-        indicator.tlp = *tlp;
-    }
-    let bundle = stix::to_bundle(&w);
-    let markings = objects_of_type(&bundle, "marking-definition");
-    assert_eq!(markings.len(), 5);
-    for (marking, (name, level, id)) in markings.iter().zip(PINNED_TLP_2_0_MARKINGS) {
+    // A warning of each label carries the shared objects' CLEAR and its own label (every
+    // indicator in it is marked at least as strictly), each definition the pinned one.
+    for (i, (name, level, id)) in PINNED_TLP_2_0_MARKINGS.iter().enumerate() {
+        let tlp = [
+            Tlp::Clear,
+            Tlp::Green,
+            Tlp::Amber,
+            Tlp::AmberStrict,
+            Tlp::Red,
+        ][i];
+        let mut w = campaign_warning();
+        w.tlp = tlp;
+        // A warning's label is at least each of its inputs' (the correlator's rule).
+        for indicator in &mut w.indicators {
+            indicator.tlp = Tlp::Clear;
+        }
+        let bundle = stix::to_bundle(&w);
+        let markings = objects_of_type(&bundle, "marking-definition");
         let expected = json!({
             "type": "marking-definition",
             "spec_version": "2.1",
@@ -631,22 +638,21 @@ fn tlp_2_0_markings_are_the_pinned_ones() {
                 }
             }
         });
-        assert_eq!(*marking, &expected);
+        assert_eq!(markings.last(), Some(&&expected), "{name}: {markings:#?}");
+        let carried: Vec<&str> = markings
+            .into_iter()
+            .map(|marking| str_of(marking, "id"))
+            .collect();
+        let want: Vec<&str> = if tlp == Tlp::Clear {
+            vec![PINNED_TLP_2_0_MARKINGS[0].2]
+        } else {
+            vec![PINNED_TLP_2_0_MARKINGS[0].2, id]
+        };
+        assert_eq!(carried, want, "{name}");
     }
-
-    // The AMBER warning uses three labels and carries exactly those.
-    let bundle = stix::to_bundle(&campaign_warning());
-    let carried: Vec<&str> = objects_of_type(&bundle, "marking-definition")
-        .into_iter()
-        .map(|marking| str_of(marking, "id"))
-        .collect();
     assert_eq!(
-        carried,
-        [
-            PINNED_TLP_2_0_MARKINGS[0].2,
-            PINNED_TLP_2_0_MARKINGS[1].2,
-            PINNED_TLP_2_0_MARKINGS[2].2
-        ]
+        stix::tlp_marking_definition(Tlp::Green)["id"],
+        PINNED_TLP_2_0_MARKINGS[1].2
     );
 }
 
@@ -672,7 +678,7 @@ fn renderings_are_deterministic() {
     let v3 = stix::to_bundle(&next);
     assert_ne!(v2["id"], v3["id"]);
     let common: BTreeSet<String> = ids(&v2).intersection(&ids(&v3)).cloned().collect();
-    let marking_ids: BTreeSet<String> = PINNED_TLP_2_0_MARKINGS[..3]
+    let marking_ids: BTreeSet<String> = [PINNED_TLP_2_0_MARKINGS[0], PINNED_TLP_2_0_MARKINGS[2]]
         .iter()
         .map(|(_, _, id)| (*id).to_owned())
         .chain([
