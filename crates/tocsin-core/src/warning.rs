@@ -314,7 +314,9 @@ pub struct EarlyWarning {
     /// Lifecycle status of this version.
     pub status: WarningStatus,
     /// Event time at which this version was issued (the detection that caused it), so that
-    /// replays give identical output.
+    /// replays give identical output; at least one second after the previous version's, so
+    /// that versions are strictly ordered by it to the second (a version caused by a
+    /// detection that arrived out of order is dated just after the one before).
     pub issued_at: Timestamp,
     /// True for exercise traffic (e.g. `tocsin demo`): never to be taken as a real warning.
     pub exercise: bool,

@@ -11,9 +11,11 @@
 //!   CLEAR ceiling it is the summary for coordinated public communication.
 //!
 //! Anything above the ceiling is dropped before anything is derived from it: the affected
-//! sectors, member states, counts, flags, severity and headline are recomputed from what
-//! remains, so a TLP:RED organisation's existence does not leak through a count or a
-//! `cross_border` flag. When too little remains for a warning, there is no rendering at all.
+//! sectors, member states, counts, flags, severity (and the EU taxonomy's severities) and
+//! headline are recomputed from what remains, so a TLP:RED organisation's existence does not
+//! leak through a count or a `cross_border` flag. What the warning does not keep per
+//! organisation (its rules, ATT&CK techniques, taxonomy, latest detection time) is left out
+//! of a rendering that withholds an organisation. When too little remains for a warning, there is no rendering at all.
 //! Nothing is ever downgraded: the rendering's TLP is the most restrictive of what it carries.
 
 use std::collections::BTreeSet;
@@ -36,6 +38,22 @@ pub fn render(
     r.timeline.retain(|e| e.tlp.permits(ceiling));
     if (r.timeline.len() as u32) < policy.warning_min_organisations {
         return None;
+    }
+    // The warning keeps its rules (with their levels and detection counts), ATT&CK
+    // techniques, taxonomy and latest detection time for the whole candidate, not per
+    // organisation: when an organisation is withheld here, any of them may come from it, so
+    // none is rendered. The severity is then judged on the breadth that remains, and
+    // `last_seen` is the latest first detection of the organisations shown.
+    if r.timeline.len() < w.timeline.len() {
+        r.rules.clear();
+        r.attack.clear();
+        r.taxonomy = None;
+        r.last_seen = r
+            .timeline
+            .iter()
+            .map(|e| e.time)
+            .max()
+            .unwrap_or(r.first_seen);
     }
     let sectors: BTreeSet<Sector> = r.timeline.iter().filter_map(|e| e.sector).collect();
     let member_states: BTreeSet<MemberState> =
@@ -67,6 +85,8 @@ pub fn render(
         max_level,
         r.taxonomy.map(|t| t.class),
     );
+    r.eu_taxonomy.threat_severity = crate::threat_severity(max_level);
+    r.eu_taxonomy.impact_severity = crate::impact_severity(r.severity);
     r.indicators.retain(|i| i.tlp.permits(ceiling));
     let technical = audience == Audience::Technical;
     // A key or headline that names an indicator value the audience may not see is redacted.

@@ -119,7 +119,7 @@ struct KeyState {
     timeline: BTreeMap<String, TimelineEntry>,
     suspected_malicious: bool,
     issued: Option<(u32, Fingerprint)>,
-    /// Event time of the last version issued.
+    /// `issued_at` of the last version issued.
     #[serde(default)]
     last_issued_at: Option<Timestamp>,
     /// A material change was held back by the update interval.
@@ -194,6 +194,17 @@ pub(crate) fn id_digest(id: &str) -> u128 {
 
 fn min_time() -> i64 {
     i64::MIN
+}
+
+/// The `issued_at` of a warning's next version, caused at event time `at`: `at`, or one
+/// second after the version before when that is later. Detections may arrive out of order
+/// (an escalation caused by an earlier one), and consumers order versions by time: MISP
+/// takes an event update only with a newer `timestamp`, in seconds.
+fn version_time(previous: Option<Timestamp>, at: Timestamp) -> Timestamp {
+    match previous {
+        Some(p) => Timestamp(at.0.max(p.0.saturating_add(1_000))),
+        None => at,
+    }
 }
 
 /// The correlator. Feed it detections with [`Correlator::push`].
@@ -365,6 +376,7 @@ impl Correlator {
     /// Issue the closing version of a key's warning (if one was issued) dated `at`.
     fn close(&mut self, state: &KeyState, at: Timestamp, out: &mut Vec<EarlyWarning>) {
         if let Some((v, fp)) = &state.issued {
+            let at = version_time(state.last_issued_at, at);
             out.push(self.render(state, v + 1, WarningStatus::Closed, fp.severity, at));
             self.stats.warnings += 1;
             self.stats.closed += 1;
@@ -383,15 +395,12 @@ impl Correlator {
             .collect();
         pending.sort();
         for key in pending {
-            if let Some(state) = self.keys.get_mut(&key) {
-                state.last_issued_at = None;
-            }
             let at = self
                 .keys
                 .get(&key)
                 .map(|s| s.candidate.last_seen)
                 .unwrap_or(self.watermark);
-            if let Some(w) = self.maybe_warn(&key, at) {
+            if let Some(w) = self.maybe_warn_unlimited(&key, at) {
                 out.push(w);
             }
         }
@@ -597,6 +606,21 @@ impl Correlator {
     }
 
     fn maybe_warn(&mut self, key: &str, at: Timestamp) -> Option<EarlyWarning> {
+        self.maybe_warn_with(key, at, true)
+    }
+
+    /// [`Correlator::maybe_warn`] without the update interval (the end of input issues
+    /// what it held back).
+    fn maybe_warn_unlimited(&mut self, key: &str, at: Timestamp) -> Option<EarlyWarning> {
+        self.maybe_warn_with(key, at, false)
+    }
+
+    fn maybe_warn_with(
+        &mut self,
+        key: &str,
+        at: Timestamp,
+        rate_limited: bool,
+    ) -> Option<EarlyWarning> {
         let p = &self.config.policy;
         let state = self.keys.get(key)?;
         let c = &state.candidate;
@@ -620,7 +644,8 @@ impl Correlator {
         };
         // Rate limit: an update within the interval waits for the next detection after it
         // (or the closing); escalations are never held back.
-        if status == WarningStatus::Update
+        if rate_limited
+            && status == WarningStatus::Update
             && state
                 .last_issued_at
                 .is_some_and(|t| at.0 - t.0 < p.min_update_interval.0)
@@ -631,11 +656,12 @@ impl Correlator {
             }
             return None;
         }
-        let warning = self.render(state, version, status, severity, at);
+        let issued_at = version_time(state.last_issued_at, at);
+        let warning = self.render(state, version, status, severity, issued_at);
         self.stats.warnings += 1;
         if let Some(s) = self.keys.get_mut(key) {
             s.issued = Some((version, fp));
-            s.last_issued_at = Some(at);
+            s.last_issued_at = Some(issued_at);
             s.pending = false;
         }
         Some(warning)
@@ -726,17 +752,8 @@ impl Correlator {
                 } else {
                     RootCause::SystemFailures
                 },
-                threat_severity: match c.max_level {
-                    Level::Critical | Level::High => ThreatSeverity::High,
-                    Level::Medium => ThreatSeverity::Medium,
-                    _ => ThreatSeverity::Low,
-                },
-                impact_severity: match severity {
-                    Severity::Critical => ImpactSeverity::Red,
-                    Severity::High => ImpactSeverity::Yellow,
-                    Severity::Medium => ImpactSeverity::Green,
-                    Severity::Low => ImpactSeverity::White,
-                },
+                threat_severity: threat_severity(c.max_level),
+                impact_severity: impact_severity(severity),
                 outlook: match status {
                     WarningStatus::New | WarningStatus::Escalated => Outlook::Worsening,
                     WarningStatus::Update => {
@@ -929,6 +946,25 @@ pub(crate) fn severity_for(
         sev = sev.raised();
     }
     sev
+}
+
+/// The EU taxonomy's threat severity for the highest rule level of a warning.
+pub(crate) fn threat_severity(max_level: Level) -> ThreatSeverity {
+    match max_level {
+        Level::Critical | Level::High => ThreatSeverity::High,
+        Level::Medium => ThreatSeverity::Medium,
+        _ => ThreatSeverity::Low,
+    }
+}
+
+/// The EU taxonomy's impact severity for a warning's severity.
+pub(crate) fn impact_severity(severity: Severity) -> ImpactSeverity {
+    match severity {
+        Severity::Critical => ImpactSeverity::Red,
+        Severity::High => ImpactSeverity::Yellow,
+        Severity::Medium => ImpactSeverity::Green,
+        Severity::Low => ImpactSeverity::White,
+    }
 }
 
 fn key_actions(key: &str) -> Vec<String> {

@@ -10,8 +10,9 @@
 //! `timestamp`. The event uuid therefore derives from the warning id only, so every version
 //! of a warning updates one event; attribute and report uuids derive from the warning id and
 //! their own key, so an indicator keeps its attribute across versions. The `timestamp` is
-//! the version's `issued_at` (event time, so replays give the same bytes), which grows with
-//! each version. Instance-local fields (`id`, `event_id`, `org_id`, `orgc_id`) are left out:
+//! the version's `issued_at` (event time, so replays give the same bytes), which grows by
+//! at least a second with each version (the correlator dates a version caused by a late
+//! detection a second after the one before), so MISP never sees an update as older. Instance-local fields (`id`, `event_id`, `org_id`, `orgc_id`) are left out:
 //! the receiving instance assigns them, and its organisation becomes the creator.
 //!
 //! Invariant: no I/O; a pure function of the warning.

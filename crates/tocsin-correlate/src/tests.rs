@@ -351,6 +351,57 @@ fn audiences_redact_and_recipients_route() {
     assert!(err.message.contains("would receive nothing"), "{err}");
 }
 
+/// What the warning keeps for the whole candidate (rules, levels, techniques, taxonomy,
+/// latest detection) may come from an organisation a rendering withholds: such a rendering
+/// leaves it out, and judges severity on what remains.
+#[test]
+fn a_rendering_that_withholds_an_organisation_says_nothing_of_its_rules() {
+    let mut c = Correlator::new(CorrelatorConfig::default());
+    let mut out = Vec::new();
+    c.push(&det("a", "Klinik", "health", "DE", 0, Tlp::Green), &mut out);
+    c.push(&det("b", "Grid", "energy", "FR", H, Tlp::Green), &mut out);
+    let mut secret = det("c", "Secret Ministry", "health", "DE", 5 * H, Tlp::Red);
+    secret.indicators[0].tlp = Tlp::Green;
+    secret.rule = tocsin_core::RuleRef {
+        id: "sigma:secret-tooling".into(),
+        title: "Secret tooling".into(),
+        level: Level::Critical,
+    };
+    secret.attack = vec!["T1486".into()];
+    c.push(&secret, &mut out);
+    let canonical = out.last().unwrap();
+    assert_eq!(canonical.timeline.len(), 3);
+    assert!(canonical
+        .rules
+        .iter()
+        .any(|r| r.id == "sigma:secret-tooling"));
+    assert_eq!(canonical.last_seen, Timestamp(t0().0 + 5 * H));
+    let policy = tocsin_rules::EscalationPolicy::default();
+    let tech =
+        crate::audience::render(canonical, Audience::Technical, Tlp::Amber, &policy).unwrap();
+    let json = serde_json::to_string(&tech).unwrap();
+    assert!(
+        !json.contains("secret") && !json.contains("Secret") && !json.contains("T1486"),
+        "{json}"
+    );
+    assert!(tech.rules.is_empty() && tech.attack.is_empty() && tech.taxonomy.is_none());
+    assert_eq!(tech.last_seen, Timestamp(t0().0 + H), "Grid's detection");
+    assert_eq!(tech.detection_count, 2);
+    assert_eq!(
+        tech.eu_taxonomy.impact_severity,
+        crate::impact_severity(tech.severity)
+    );
+    assert_eq!(
+        tech.eu_taxonomy.threat_severity,
+        crate::threat_severity(Level::Medium)
+    );
+    // The coordination centre (RED) sees it all.
+    let all = crate::audience::render(canonical, Audience::Technical, Tlp::Red, &policy).unwrap();
+    assert_eq!(all.rules, canonical.rules);
+    assert_eq!(all.last_seen, canonical.last_seen);
+    assert_eq!(all.eu_taxonomy, canonical.eu_taxonomy);
+}
+
 mod redaction_properties {
     use proptest::prelude::*;
     use tocsin_core::{Audience, Tlp};
@@ -550,6 +601,67 @@ fn skewed_clocks_and_out_of_order_arrivals() {
     c.push(&det("a", "A", "health", "DE", H, Tlp::Green), &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(c.stats().duplicates, 2);
+}
+
+/// A version caused by a detection that arrived out of order is dated one second after the
+/// version before, not at its detection's earlier time: consumers order versions by
+/// `issued_at` (MISP takes an update only with a newer timestamp, in seconds).
+#[test]
+fn versions_of_a_warning_are_strictly_ordered_by_issued_at() {
+    let mut config = CorrelatorConfig::default();
+    // Four organisations are critical (rules/escalation.yaml says so across borders).
+    config.policy.severity = vec![
+        (
+            tocsin_rules::escalation::When {
+                min_organisations: Some(4),
+                ..Default::default()
+            },
+            Severity::Critical,
+            None,
+        ),
+        (
+            tocsin_rules::escalation::When::default(),
+            Severity::Medium,
+            None,
+        ),
+    ];
+    let mut c = Correlator::new(config);
+    let mut out = Vec::new();
+    c.push(&det("b", "B", "energy", "FR", 3 * H, Tlp::Green), &mut out);
+    c.push(&det("a", "A", "health", "DE", H, Tlp::Green), &mut out);
+    c.push(
+        &det("c", "C", "public-administration", "IT", 4 * H, Tlp::Green),
+        &mut out,
+    );
+    // A fourth organisation, seen before the third: the escalation it causes (never held
+    // back by the update interval) comes after the third's update.
+    c.push(
+        &det("d", "D", "transport", "NL", 2 * H, Tlp::Green),
+        &mut out,
+    );
+    let versions: Vec<(u32, WarningStatus, Timestamp)> = out
+        .iter()
+        .map(|w| (w.version, w.status, w.issued_at))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            (1, WarningStatus::New, Timestamp(t0().0 + H)),
+            (2, WarningStatus::Update, Timestamp(t0().0 + 4 * H)),
+            (
+                3,
+                WarningStatus::Escalated,
+                Timestamp(t0().0 + 4 * H + 1_000)
+            ),
+        ]
+    );
+    // The end of input issues nothing new, and a closing version comes after the last too.
+    c.finish(&mut out);
+    assert_eq!(out.len(), 3);
+    c.advance(Timestamp(t0().0 + 1_000 * H), &mut out);
+    let closed = out.last().unwrap();
+    assert_eq!((closed.version, closed.status), (4, WarningStatus::Closed));
+    assert!(closed.issued_at.0 >= t0().0 + 4 * H + 2_000);
 }
 
 #[test]
