@@ -9,8 +9,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 
 use tocsin_benches::{live_heap_bytes, record_figure, resident_bytes, CountingAllocator};
 use tocsin_core::{
-    correlation_rule_key, Context, Detection, DetectionKind, IndicatorType, Level,
-    MatchedIndicator, RuleRef, SourceRef, Timestamp, Tlp, DETECTION_SCHEMA,
+    correlation_rule_key, Context, Detection, DetectionKind, Level, RuleRef, SourceRef, Timestamp,
+    Tlp, DETECTION_SCHEMA,
 };
 use tocsin_correlate::{Correlator, CorrelatorConfig};
 use tocsin_rules::CorrelationRule;
@@ -19,40 +19,13 @@ use tocsin_rules::CorrelationRule;
 static HEAP: CountingAllocator = CountingAllocator;
 
 fn detection(key: usize, org: &str, n: u64) -> Detection {
-    let value = format!("h{key:08x}.bad.test");
-    Detection {
-        schema: DETECTION_SCHEMA.into(),
-        id: format!("det-{key}-{org}-{n}"),
-        kind: DetectionKind::Indicator,
-        rule: RuleRef {
-            id: "ioc:bench".into(),
-            title: "Indicator from feed bench".into(),
-            level: Level::High,
-        },
-        event_time: Timestamp(1_772_438_400_000 + n as i64),
-        context: Context {
-            sector: Some(tocsin_core::Sector::Health),
-            member_state: Some("DE".parse().unwrap()),
-            organisation: Some(org.into()),
-            sensor: None,
-        },
-        entities: vec![],
-        indicators: vec![MatchedIndicator {
-            kind: IndicatorType::Domain,
-            value: value.clone(),
-            feed: "bench".into(),
-            tlp: Tlp::Green,
-            field: "QueryName".into(),
-        }],
-        taxonomy: None,
-        attack: vec![],
-        tags: vec![],
-        correlation_keys: vec![format!("indicator:domain:{value}")],
-        tlp: Tlp::Green,
-        source: None,
-        fields: Default::default(),
-        standalone: true,
-    }
+    tocsin_core::samples::indicator_detection(
+        format!("det-{key}-{org}-{n}"),
+        &format!("h{key:08x}.bad.test"),
+        "bench",
+        org,
+        Timestamp(1_772_438_400_000 + n as i64),
+    )
 }
 
 fn bench(c: &mut Criterion) {

@@ -27,10 +27,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use tocsin_benches::{gen_command, repo, run_ok, tocsin};
-use tocsin_core::{
-    Context, Detection, DetectionKind, IndicatorType, Level, MatchedIndicator, RuleRef, Timestamp,
-    Tlp, DETECTION_SCHEMA,
-};
+use tocsin_core::Timestamp;
 use tocsin_kafka::sink::Sink;
 use tocsin_kafka::source::Source;
 use tocsin_kafka::KafkaSettings;
@@ -325,40 +322,13 @@ fn latency(bootstrap: &str, dir: &Path) {
 /// One indicator detection of its own correlation key (`indicator:domain:…`), from one
 /// organisation: it makes a live key and no warning.
 fn key_detection(key: u64) -> (String, Vec<u8>) {
-    let value = format!("h{key:08x}.bad.test");
-    let d = Detection {
-        schema: DETECTION_SCHEMA.into(),
-        id: format!("det-{key:032x}"),
-        kind: DetectionKind::Indicator,
-        rule: RuleRef {
-            id: "ioc:bench".into(),
-            title: "Indicator from feed bench".into(),
-            level: Level::High,
-        },
-        event_time: Timestamp(1_772_438_400_000 + key as i64),
-        context: Context {
-            sector: Some(tocsin_core::Sector::Health),
-            member_state: Some("DE".parse().unwrap()),
-            organisation: Some("Org A".into()),
-            sensor: None,
-        },
-        entities: vec![],
-        indicators: vec![MatchedIndicator {
-            kind: IndicatorType::Domain,
-            value: value.clone(),
-            feed: "bench".into(),
-            tlp: Tlp::Green,
-            field: "QueryName".into(),
-        }],
-        taxonomy: None,
-        attack: vec![],
-        tags: vec![],
-        correlation_keys: vec![format!("indicator:domain:{value}")],
-        tlp: Tlp::Green,
-        source: None,
-        fields: Default::default(),
-        standalone: true,
-    };
+    let d = tocsin_core::samples::indicator_detection(
+        format!("det-{key:032x}"),
+        &format!("h{key:08x}.bad.test"),
+        "bench",
+        "Org A",
+        Timestamp(1_772_438_400_000 + key as i64),
+    );
     (
         d.correlation_keys[0].clone(),
         serde_json::to_vec(&d).unwrap(),

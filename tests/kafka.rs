@@ -691,11 +691,10 @@ fn correlate_worker_restores_state_after_kill_and_issues_every_warning() {
     // States longer than 512 bytes are written in parts: the restart must assemble them. One
     // state a second at most: the kill lands after batches that waited for the next write,
     // and the restart replays them from the state before.
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "[correlate]\n",
-        "[correlate]\nstate_record_bytes = 512\nstate_interval_ms = 1000\n",
+    set_correlate(
+        &config,
+        "state_record_bytes = 512\nstate_interval_ms = 1000\n",
     );
-    std::fs::write(&config, text).unwrap();
     let check = run_ok(configured().args(["config", "check"]).arg(&config));
     assert!(String::from_utf8_lossy(&check.stdout).contains("ok"));
     create_topics(&config, 3);
@@ -1229,12 +1228,9 @@ fn correlate_worker_holds_its_offsets_until_the_state_interval_or_its_stop() {
     let dir = tempfile::tempdir().unwrap();
     let config = scenario_config(dir.path(), &bootstrap, &id);
     // One detection per batch; no idle advance (it would write at once).
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "[correlate]\n",
-        "[correlate]\nidle_grace_s = 0\nstate_interval_ms = 60000\n",
-    );
-    let text = text.replace("batch = 100\n", "batch = 1\n");
-    std::fs::write(&config, text).unwrap();
+    set_correlate(&config, "idle_grace_s = 0\nstate_interval_ms = 60000\n");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("batch = 100\n", "batch = 1\n")).unwrap();
     create_topics(&config, 1);
     let mut sink = Sink::new(&KafkaSettings::new(bootstrap.clone())).unwrap();
     let topic = format!("test.{id}.detections");
@@ -1270,20 +1266,7 @@ fn correlate_worker_holds_its_offsets_until_the_state_interval_or_its_stop() {
             && err.contains("5 batches (4 of them committed with a later state)"),
         "one state at the first batch, one at the stop:\n{err}"
     );
-    let listen = free_loopback_addr();
-    let restarted = Reaped(Some(spawn_configured_with(
-        &config,
-        "correlate",
-        &["--listen", &listen.to_string()],
-    )));
-    wait_metric(
-        listen,
-        "tocsin_state_restores_total",
-        |v| v.unwrap_or(0.0) >= 1.0,
-        "the new worker restored no partition",
-    );
-    let (status, err) = terminate(restarted.take());
-    assert!(status.success(), "{err}");
+    let err = restored_and_stopped(&config, "correlate");
     assert!(
         err.contains("state restored up to offset 5 (5 live keys"),
         "the new worker restored the stopped one's last state:\n{err}"
@@ -1293,44 +1276,13 @@ fn correlate_worker_holds_its_offsets_until_the_state_interval_or_its_stop() {
 /// A detection of indicator `h{n}.bad.test` from one organisation (a live key of its own, no
 /// warning): (its correlation key, its JSON).
 fn indicator_detection(n: u64) -> (String, Vec<u8>) {
-    use tocsin_core::{
-        Context, Detection, DetectionKind, IndicatorType, Level, MatchedIndicator, RuleRef,
-        Timestamp, Tlp, DETECTION_SCHEMA,
-    };
-    let value = format!("h{n}.bad.test");
-    let d = Detection {
-        schema: DETECTION_SCHEMA.into(),
-        id: format!("det-{n:032x}"),
-        kind: DetectionKind::Indicator,
-        rule: RuleRef {
-            id: "ioc:test".into(),
-            title: "Indicator from feed test".into(),
-            level: Level::High,
-        },
-        event_time: Timestamp(1_772_438_400_000 + n as i64),
-        context: Context {
-            sector: Some(tocsin_core::Sector::Health),
-            member_state: Some("DE".parse().unwrap()),
-            organisation: Some("Klinikum Test".into()),
-            sensor: None,
-        },
-        entities: vec![],
-        indicators: vec![MatchedIndicator {
-            kind: IndicatorType::Domain,
-            value: value.clone(),
-            feed: "test".into(),
-            tlp: Tlp::Green,
-            field: "QueryName".into(),
-        }],
-        taxonomy: None,
-        attack: vec![],
-        tags: vec![],
-        correlation_keys: vec![format!("indicator:domain:{value}")],
-        tlp: Tlp::Green,
-        source: None,
-        fields: Default::default(),
-        standalone: true,
-    };
+    let d = tocsin_core::samples::indicator_detection(
+        format!("det-{n:032x}"),
+        &format!("h{n}.bad.test"),
+        "test",
+        "Klinikum Test",
+        tocsin_core::Timestamp(1_772_438_400_000 + n as i64),
+    );
     (
         d.correlation_keys[0].clone(),
         serde_json::to_vec(&d).unwrap(),
@@ -1347,11 +1299,7 @@ fn correlate_worker_judges_a_window_when_its_input_goes_quiet() {
     let id = unique();
     let dir = tempfile::tempdir().unwrap();
     let (site, config) = watched_site_config(dir.path(), &bootstrap, &id);
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "[correlate]\n",
-        "[correlate]\nidle_grace_s = 1\nstate_record_bytes = 256\n",
-    );
-    std::fs::write(&config, text).unwrap();
+    set_correlate(&config, "idle_grace_s = 1\nstate_record_bytes = 256\n");
     std::fs::write(site.join("failed_logon.yml"), FAILED_LOGON).unwrap();
     std::fs::write(
         site.join("few.yml"),
@@ -1394,10 +1342,29 @@ fn correlate_worker_judges_a_window_when_its_input_goes_quiet() {
     // The idle partition's states were written in parts of 256 bytes, each replacing the one before
     // (the earlier parts tombstoned): a new worker finds the newest whole, and it includes
     // every message the stopped worker read.
+    let err = restored_and_stopped(&config, "all");
+    assert!(
+        err.contains(&format!("state restored up to offset {consumed} "))
+            && err.contains("records)"),
+        "the new worker restored the state of all {consumed} messages from its parts:\n{err}"
+    );
+}
+
+/// Put `settings` (TOML lines) at the head of the `[correlate]` section of `config`.
+fn set_correlate(config: &std::path::Path, settings: &str) {
+    let text = std::fs::read_to_string(config).unwrap();
+    assert!(text.contains("[correlate]\n"), "{text}");
+    let text = text.replace("[correlate]\n", &format!("[correlate]\n{settings}"));
+    std::fs::write(config, text).unwrap();
+}
+
+/// Start `worker` (`correlate` or `all`) on `config`, wait until it has restored a
+/// partition's state, stop it, and return what it said.
+fn restored_and_stopped(config: &std::path::Path, worker: &str) -> String {
     let listen = free_loopback_addr();
     let restarted = Reaped(Some(spawn_configured_with(
-        &config,
-        "all",
+        config,
+        worker,
         &["--listen", &listen.to_string()],
     )));
     wait_metric(
@@ -1408,11 +1375,7 @@ fn correlate_worker_judges_a_window_when_its_input_goes_quiet() {
     );
     let (status, err) = terminate(restarted.take());
     assert!(status.success(), "{err}");
-    assert!(
-        err.contains(&format!("state restored up to offset {consumed} "))
-            && err.contains("records)"),
-        "the new worker restored the state of all {consumed} messages from its parts:\n{err}"
-    );
+    err
 }
 
 /// The number written just after `what` in `text` (a worker's closing line, say).

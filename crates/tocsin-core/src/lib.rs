@@ -17,6 +17,7 @@ pub mod event;
 pub mod id;
 pub mod incident;
 pub mod member_state;
+pub mod samples;
 pub mod sector;
 pub mod taxonomy;
 pub mod time;
