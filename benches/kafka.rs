@@ -14,7 +14,8 @@
 //!    published at `TOCSIN_BENCH_RATE` events/s (default 2,000). Event → detection: arrival
 //!    of the detection minus the moment its event was handed to the producer. Event →
 //!    warning: the same for the event whose detection issued the warning version (the
-//!    detection whose event time is the version's `issued_at`).
+//!    detection whose event time is the version's `issued_at`; a version dated a second after
+//!    the one before names no detection and is counted apart).
 //! 3. The correlate worker with many live keys, at each `correlate.state_interval_ms` of
 //!    `TOCSIN_BENCH_STATE_INTERVALS`: detections/s and the bytes of state it writes
 //!    ([`correlate_state`]).
@@ -315,8 +316,14 @@ fn latency(bootstrap: &str, dir: &Path) {
         lines.len() as f64 / rate as f64,
         lines.len()
     );
+    let unmatched = warning_at.len() - warn.len();
     summary("  event -> detection", det);
     summary("  event -> warning", warn);
+    if unmatched > 0 {
+        // A version caused by a detection that arrived out of order is dated a second after
+        // the one before, which no detection's event time names.
+        println!("  ({unmatched} versions dated after the version before, not timed)");
+    }
 }
 
 /// One indicator detection of its own correlation key (`indicator:domain:…`), from one

@@ -41,10 +41,11 @@ pub fn render(
     }
     // The warning keeps its rules (with their levels and detection counts), ATT&CK
     // techniques, taxonomy and latest detection time for the whole candidate, not per
-    // organisation: when an organisation is withheld here, any of them may come from it, so
-    // none is rendered. The severity is then judged on the breadth that remains, and
+    // organisation: when anything is withheld here (an organisation, or a detection above
+    // the ceiling without one: the warning's own label says so), any of them may come from
+    // it, so none is rendered. The severity is then judged on the breadth that remains, and
     // `last_seen` is the latest first detection of the organisations shown.
-    if r.timeline.len() < w.timeline.len() {
+    if r.timeline.len() < w.timeline.len() || !w.tlp.permits(ceiling) {
         r.rules.clear();
         r.attack.clear();
         r.taxonomy = None;
@@ -77,6 +78,8 @@ pub fn render(
         .map(|x| x.level)
         .max()
         .unwrap_or(Level::Medium);
+    // Judged on less than the whole warning, never above what the whole warning says (the
+    // rules' levels, when left out, count as the policy's default).
     r.severity = crate::severity_for(
         policy,
         r.timeline.len(),
@@ -84,9 +87,12 @@ pub fn render(
         member_states.len(),
         max_level,
         r.taxonomy.map(|t| t.class),
-    );
-    r.eu_taxonomy.threat_severity = crate::threat_severity(max_level);
+    )
+    .min(w.severity);
+    r.eu_taxonomy.threat_severity =
+        crate::threat_severity(max_level).min(w.eu_taxonomy.threat_severity);
     r.eu_taxonomy.impact_severity = crate::impact_severity(r.severity);
+    r.eu_taxonomy.outlook = crate::outlook(r.status, r.first_seen, r.last_seen, policy);
     r.indicators.retain(|i| i.tlp.permits(ceiling));
     let technical = audience == Audience::Technical;
     // A key or headline that names an indicator value the audience may not see is redacted.

@@ -754,17 +754,7 @@ impl Correlator {
                 },
                 threat_severity: threat_severity(c.max_level),
                 impact_severity: impact_severity(severity),
-                outlook: match status {
-                    WarningStatus::New | WarningStatus::Escalated => Outlook::Worsening,
-                    WarningStatus::Update => {
-                        if c.last_seen.0 - c.first_seen.0 < self.config.policy.window.0 / 2 {
-                            Outlook::Worsening
-                        } else {
-                            Outlook::Stable
-                        }
-                    }
-                    WarningStatus::Closed => Outlook::Improving,
-                },
+                outlook: outlook(status, c.first_seen, c.last_seen, p),
             },
         }
     }
@@ -954,6 +944,27 @@ pub(crate) fn threat_severity(max_level: Level) -> ThreatSeverity {
         Level::Critical | Level::High => ThreatSeverity::High,
         Level::Medium => ThreatSeverity::Medium,
         _ => ThreatSeverity::Low,
+    }
+}
+
+/// The EU taxonomy's outlook of a version: an update whose detections span less than half
+/// the policy's window is still spreading.
+pub(crate) fn outlook(
+    status: WarningStatus,
+    first_seen: Timestamp,
+    last_seen: Timestamp,
+    policy: &EscalationPolicy,
+) -> Outlook {
+    match status {
+        WarningStatus::New | WarningStatus::Escalated => Outlook::Worsening,
+        WarningStatus::Update => {
+            if last_seen.0 - first_seen.0 < policy.window.0 / 2 {
+                Outlook::Worsening
+            } else {
+                Outlook::Stable
+            }
+        }
+        WarningStatus::Closed => Outlook::Improving,
     }
 }
 

@@ -400,6 +400,27 @@ fn a_rendering_that_withholds_an_organisation_says_nothing_of_its_rules() {
     assert_eq!(all.rules, canonical.rules);
     assert_eq!(all.last_seen, canonical.last_seen);
     assert_eq!(all.eu_taxonomy, canonical.eu_taxonomy);
+
+    // A RED detection that names no organisation has no timeline entry to withhold; the
+    // warning's label still says something above the ceiling went in.
+    let mut c = Correlator::new(CorrelatorConfig::default());
+    let mut out = Vec::new();
+    c.push(&det("a", "Klinik", "health", "DE", 0, Tlp::Green), &mut out);
+    c.push(&det("b", "Grid", "energy", "FR", H, Tlp::Green), &mut out);
+    let mut anonymous = secret.clone();
+    anonymous.id = "d".into();
+    anonymous.context.organisation = None;
+    c.push(&anonymous, &mut out);
+    let w = out.last().unwrap();
+    assert_eq!((w.version, w.affected.organisation_count), (2, 2));
+    assert!(w.rules.iter().any(|r| r.id == "sigma:secret-tooling"));
+    assert_eq!(w.tlp, Tlp::Red);
+    let tech = crate::audience::render(w, Audience::Technical, Tlp::Amber, &policy).unwrap();
+    let json = serde_json::to_string(&tech).unwrap();
+    assert!(
+        !json.contains("secret") && !json.contains("T1486") && tech.severity <= w.severity,
+        "{json}"
+    );
 }
 
 mod redaction_properties {

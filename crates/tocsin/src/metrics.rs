@@ -112,8 +112,8 @@ pub struct Metrics {
     pub broker_reachable: IntGauge,
     /// Workers: time from opening a batch to committing it, by worker.
     pub batch_seconds: HistogramVec,
-    /// Wall-clock time from the event time of the detection that issued a warning version
-    /// to the version's publication.
+    /// Wall-clock time from a warning version's `issued_at` (the event time of the detection
+    /// that issued it, or a second after the version before) to the version's publication.
     pub warning_latency_seconds: Histogram,
     /// Correlate workers: partition states restored from the changelog.
     pub state_restores: IntCounter,
@@ -236,7 +236,7 @@ impl Metrics {
                 let h = Histogram::with_opts(
                     HistogramOpts::new(
                         "tocsin_event_to_warning_seconds",
-                        "Wall-clock time from the event time of the detection that issued a warning version to its publication.",
+                        "Wall-clock time from a warning version's issued_at (the event time of the detection that issued it, or one second after the version before) to its publication.",
                     )
                     .buckets(vec![0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0]),
                 )?;
