@@ -644,8 +644,11 @@ impl Correlator {
         };
         // Rate limit: an update within the interval waits for the next detection after it
         // (or the closing); escalations are never held back.
+        // (`last_issued_at` may be a second past its detection, `version_time`: no interval
+        // means no waiting, even then.)
         if rate_limited
             && status == WarningStatus::Update
+            && p.min_update_interval.0 > 0
             && state
                 .last_issued_at
                 .is_some_and(|t| at.0 - t.0 < p.min_update_interval.0)

@@ -685,6 +685,43 @@ fn versions_of_a_warning_are_strictly_ordered_by_issued_at() {
     assert!(closed.issued_at.0 >= t0().0 + 4 * H + 2_000);
 }
 
+/// With no update interval, an update is never held back, not even one that follows a
+/// version dated a second after its own detection.
+#[test]
+fn without_an_update_interval_no_update_waits() {
+    let mut config = CorrelatorConfig::default();
+    config.policy.min_update_interval = tocsin_core::DurationMs(0);
+    let mut c = Correlator::new(config);
+    let mut out = Vec::new();
+    c.push(&det("b", "B", "energy", "FR", 3 * H, Tlp::Green), &mut out);
+    c.push(&det("a", "A", "health", "DE", H, Tlp::Green), &mut out);
+    c.push(
+        &det(
+            "c",
+            "C",
+            "public-administration",
+            "IT",
+            H - 600_000,
+            Tlp::Green,
+        ),
+        &mut out,
+    );
+    c.push(
+        &det("d", "D", "transport", "NL", H + 500, Tlp::Green),
+        &mut out,
+    );
+    let versions: Vec<(u32, Timestamp)> = out.iter().map(|w| (w.version, w.issued_at)).collect();
+    assert_eq!(
+        versions,
+        [
+            (1, Timestamp(t0().0 + H)),
+            (2, Timestamp(t0().0 + H + 1_000)),
+            (3, Timestamp(t0().0 + H + 2_000)),
+        ]
+    );
+    assert_eq!(c.stats().deferred, 0);
+}
+
 #[test]
 fn same_input_same_output() {
     let run = || {
