@@ -1227,8 +1227,12 @@ fn correlate_worker_holds_its_offsets_until_the_state_interval_or_its_stop() {
     let id = unique();
     let dir = tempfile::tempdir().unwrap();
     let config = scenario_config(dir.path(), &bootstrap, &id);
-    // One detection per batch; no idle advance (it would write at once).
-    set_correlate(&config, "idle_grace_s = 0\nstate_interval_ms = 60000\n");
+    // One detection per batch; no idle advance (it would write at once); states in parts,
+    // so that the stop's write replaces the first one's parts.
+    set_correlate(
+        &config,
+        "idle_grace_s = 0\nstate_interval_ms = 60000\nstate_record_bytes = 256\n",
+    );
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("batch = 100\n", "batch = 1\n")).unwrap();
     create_topics(&config, 1);
@@ -1268,8 +1272,13 @@ fn correlate_worker_holds_its_offsets_until_the_state_interval_or_its_stop() {
     );
     let err = restored_and_stopped(&config, "correlate");
     assert!(
-        err.contains("state restored up to offset 5 (5 live keys"),
-        "the new worker restored the stopped one's last state:\n{err}"
+        err.contains("state restored up to offset 5 (5 live keys; read from"),
+        "the new worker restored the stopped one's last state from its parts:\n{err}"
+    );
+    // The stop's write tombstoned the first state's parts before the worker went.
+    assert!(
+        !err.contains("parts of states older than the one restored"),
+        "parts of the replaced state were left behind:\n{err}"
     );
 }
 
@@ -1347,6 +1356,11 @@ fn correlate_worker_judges_a_window_when_its_input_goes_quiet() {
         err.contains(&format!("state restored up to offset {consumed} "))
             && err.contains("records)"),
         "the new worker restored the state of all {consumed} messages from its parts:\n{err}"
+    );
+    // The stopped worker's last write tombstoned the parts it replaced before it went.
+    assert!(
+        !err.contains("parts of states older than the one restored"),
+        "parts of replaced states were left behind:\n{err}"
     );
 }
 

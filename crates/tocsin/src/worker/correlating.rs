@@ -529,6 +529,15 @@ pub fn run(
             break;
         }
     }
+    // The tombstones the last write queued: no later batch will carry them, and the producer
+    // drops what is still queued when it goes.
+    match acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness) {
+        Ok(n) => stats.produced += n,
+        Err(e) => tracing::warn!(
+            error = %format!("{e:#}"),
+            "the tombstones of replaced state parts were not acknowledged before the shutdown deadline ({e:#}); the next restore of those partitions forgets their parts again"
+        ),
+    }
     if !quiet {
         tracing::info!(
             messages = stats.messages,
@@ -688,6 +697,16 @@ fn restore(
             key.partition,
             c.topics.correlate_state,
             r.skipped
+        );
+    }
+    if !r.stale_parts.is_empty() {
+        tracing::info!(
+            partition = key.partition,
+            stale_parts = r.stale_parts.len(),
+            "partition {} in {}: {} parts of states older than the one restored are still there; they are tombstoned after the next write",
+            key.partition,
+            c.topics.correlate_state,
+            r.stale_parts.len()
         );
     }
     let mut partition = Partition::new(correlator, r.next_offset);
