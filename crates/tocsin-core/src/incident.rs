@@ -29,6 +29,55 @@ pub struct IndicatorSighting {
     pub tlp: Tlp,
     /// Feeds that listed it.
     pub feeds: BTreeSet<String>,
+    /// Who saw it (absent from states written before it was kept).
+    #[serde(default, skip_serializing_if = "SeenBy::is_unknown")]
+    pub seen_by: SeenBy,
+}
+
+/// Who saw an indicator in a candidate, so that a rendering that withholds an organisation
+/// also withholds what only that organisation saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SeenBy {
+    /// Organisations whose detections named it.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub organisations: BTreeSet<String>,
+    /// The least restrictive label of the detections that named it without naming an
+    /// organisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub without_organisation: Option<Tlp>,
+}
+
+impl SeenBy {
+    /// A detection of `organisation` (or of none) labelled `tlp` named the indicator.
+    pub fn record(&mut self, organisation: Option<&str>, tlp: Tlp) {
+        match organisation {
+            Some(o) => {
+                if !self.organisations.contains(o) {
+                    self.organisations.insert(o.to_owned());
+                }
+            }
+            None => {
+                self.without_organisation =
+                    Some(self.without_organisation.map_or(tlp, |t| t.min(tlp)));
+            }
+        }
+    }
+
+    /// Nothing recorded: a state written before this was kept, so nobody can tell.
+    pub fn is_unknown(&self) -> bool {
+        self.organisations.is_empty() && self.without_organisation.is_none()
+    }
+
+    /// Whether a rendering that shows the organisations `shown` says of, under `ceiling`, may
+    /// show the indicator: one of them saw it, or a detection without an organisation under
+    /// the ceiling did (or nobody can tell).
+    pub fn seen_within(&self, shown: impl Fn(&str) -> bool, ceiling: Tlp) -> bool {
+        self.is_unknown()
+            || self.organisations.iter().any(|o| shown(o))
+            || self
+                .without_organisation
+                .is_some_and(|t| t.permits(ceiling))
+    }
 }
 
 /// A rule that contributed to a candidate.
@@ -83,4 +132,28 @@ pub struct IncidentCandidate {
     pub tlp: Tlp,
     /// Increments with every material change.
     pub version: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_indicator_is_shown_where_one_of_those_who_saw_it_is() {
+        let mut seen = SeenBy::default();
+        // A state written before sightings were kept: nobody can tell, so it is shown.
+        assert!(seen.is_unknown() && seen.seen_within(|_| false, Tlp::Clear));
+        seen.record(Some("Klinik"), Tlp::Red);
+        assert!(seen.seen_within(|o| o == "Klinik", Tlp::Green));
+        assert!(!seen.seen_within(|o| o == "Grid", Tlp::Red));
+        // Without an organisation, the least restrictive detection's label decides.
+        seen.record(None, Tlp::Red);
+        seen.record(None, Tlp::Amber);
+        assert_eq!(seen.without_organisation, Some(Tlp::Amber));
+        assert!(seen.seen_within(|_| false, Tlp::Amber));
+        assert!(!seen.seen_within(|_| false, Tlp::Green));
+        // Written back and read, it says the same.
+        let json = serde_json::to_string(&seen).unwrap();
+        assert_eq!(serde_json::from_str::<SeenBy>(&json).unwrap(), seen);
+    }
 }

@@ -49,7 +49,7 @@ pub use event::{
     escape_json_into, DecodeError, Event, EventIndex, FieldName, FieldNames, FieldValue, ValueKind,
     LOCATED_ABSENT, LOCATED_NESTED,
 };
-pub use incident::{IncidentCandidate, IndicatorSighting, RuleSummary};
+pub use incident::{IncidentCandidate, IndicatorSighting, RuleSummary, SeenBy};
 pub use member_state::MemberState;
 pub use sector::Sector;
 pub use taxonomy::{Taxonomy, TaxonomyClass, TaxonomyType};

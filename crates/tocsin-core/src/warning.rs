@@ -236,6 +236,9 @@ pub struct WarningIndicator {
     pub tlp: Tlp,
     /// Feeds that listed it.
     pub feeds: Vec<String>,
+    /// Who saw it, for the renderings per audience (not published).
+    #[serde(skip)]
+    pub seen_by: crate::incident::SeenBy,
 }
 
 /// One entry of a warning's timeline: when an organisation was first hit.

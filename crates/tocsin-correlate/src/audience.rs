@@ -93,7 +93,15 @@ pub fn render(
         crate::threat_severity(max_level).min(w.eu_taxonomy.threat_severity);
     r.eu_taxonomy.impact_severity = crate::impact_severity(r.severity);
     r.eu_taxonomy.outlook = crate::outlook(r.status, r.first_seen, r.last_seen, policy);
-    r.indicators.retain(|i| i.tlp.permits(ceiling));
+    // An indicator only a withheld organisation (or detection) saw is withheld with it.
+    let shown: BTreeSet<&str> = r
+        .timeline
+        .iter()
+        .filter_map(|e| e.organisation.as_deref())
+        .collect();
+    r.indicators.retain(|i| {
+        i.tlp.permits(ceiling) && i.seen_by.seen_within(|o| shown.contains(o), ceiling)
+    });
     let technical = audience == Audience::Technical;
     // A key or headline that names an indicator value the audience may not see is redacted.
     let key_value_visible = match w.correlation_key.strip_prefix("indicator:") {

@@ -692,6 +692,7 @@ impl Correlator {
                 value: i.value.clone(),
                 tlp: i.tlp,
                 feeds: i.feeds.iter().cloned().collect(),
+                seen_by: i.seen_by.clone(),
             })
             .collect();
         let mut timeline: Vec<TimelineEntry> = state.timeline.values().cloned().collect();
@@ -843,9 +844,11 @@ fn absorb(state: &mut KeyState, d: &Detection, complete: bool) {
                 value: i.value.clone(),
                 tlp: i.tlp,
                 feeds: BTreeSet::new(),
+                seen_by: Default::default(),
             });
         s.tlp = s.tlp.max(i.tlp);
         s.feeds.insert(i.feed.clone());
+        s.seen_by.record(d.context.organisation.as_deref(), d.tlp);
     }
     c.attack.extend(d.attack.iter().cloned());
     if d.taxonomy.is_some() && (c.taxonomy.is_none() || d.rule.level > c.max_level) {

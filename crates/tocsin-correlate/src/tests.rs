@@ -1,8 +1,8 @@
 //! Hand-written scenarios with exact expected warnings.
 
 use tocsin_core::{
-    Context, Detection, DetectionKind, IndicatorType, Level, MatchedIndicator, RuleRef, Sector,
-    Severity, Timestamp, Tlp, WarningStatus, DETECTION_SCHEMA,
+    Context, Detection, DetectionKind, EarlyWarning, IndicatorType, Level, MatchedIndicator,
+    RuleRef, Sector, Severity, Timestamp, Tlp, WarningStatus, DETECTION_SCHEMA,
 };
 
 use crate::{Correlator, CorrelatorConfig};
@@ -421,6 +421,63 @@ fn a_rendering_that_withholds_an_organisation_says_nothing_of_its_rules() {
         !json.contains("secret") && !json.contains("T1486") && tech.severity <= w.severity,
         "{json}"
     );
+}
+
+/// An indicator only a withheld organisation saw is withheld with it, whatever its feed's
+/// label: its presence in the warning would say what that organisation saw.
+#[test]
+fn an_indicator_only_a_withheld_organisation_saw_is_withheld() {
+    let mut c = Correlator::new(CorrelatorConfig::default());
+    let mut out = Vec::new();
+    let with_indicator = |mut d: Detection, value: &str| {
+        d.indicators[0].value = value.into();
+        d.indicators[0].tlp = Tlp::Clear;
+        d
+    };
+    c.push(&det("a", "Klinik", "health", "DE", 0, Tlp::Green), &mut out);
+    c.push(&det("b", "Grid", "energy", "FR", H, Tlp::Green), &mut out);
+    // Seen by Grid while its label was GREEN, then Grid turns RED.
+    c.push(
+        &with_indicator(
+            det("c", "Grid", "energy", "FR", H, Tlp::Green),
+            "grid.example",
+        ),
+        &mut out,
+    );
+    c.push(
+        &with_indicator(
+            det("d", "Ministry", "health", "DE", 2 * H, Tlp::Red),
+            "only-red.example",
+        ),
+        &mut out,
+    );
+    let mut turns_red = det("e", "Grid", "energy", "FR", 3 * H, Tlp::Red);
+    turns_red.indicators[0].tlp = Tlp::Green;
+    c.push(&turns_red, &mut out);
+    c.push(
+        &det("f", "Port", "transport", "NL", 4 * H, Tlp::Green),
+        &mut out,
+    );
+    let w = out.last().unwrap();
+    let values = |w: &EarlyWarning| -> Vec<String> {
+        let mut v: Vec<String> = w.indicators.iter().map(|i| i.value.clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        values(w),
+        ["c2.example", "grid.example", "only-red.example"],
+        "the whole warning names all three"
+    );
+    let policy = tocsin_rules::EscalationPolicy::default();
+    let tech = crate::audience::render(w, Audience::Technical, Tlp::Amber, &policy).unwrap();
+    assert_eq!(
+        tech.affected.organisations,
+        ["Klinik".to_owned(), "Port".to_owned()]
+    );
+    assert_eq!(values(&tech), ["c2.example"], "seen by Klinik and Port");
+    let all = crate::audience::render(w, Audience::Technical, Tlp::Red, &policy).unwrap();
+    assert_eq!(values(&all), values(w));
 }
 
 mod redaction_properties {

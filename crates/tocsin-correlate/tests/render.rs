@@ -67,6 +67,7 @@ fn indicator(kind: IndicatorType, value: &str, tlp: Tlp, feeds: &[&str]) -> Warn
         value: value.to_owned(),
         tlp,
         feeds: feeds.iter().map(|feed| (*feed).to_owned()).collect(),
+        seen_by: Default::default(),
     }
 }
 
