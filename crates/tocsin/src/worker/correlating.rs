@@ -490,9 +490,9 @@ pub fn run(
             stats.produced +=
                 acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness)?;
             // The new states are in the changelog: the parts they replace may go. Queued
-            // now and sent with the next batch, whose acknowledgement covers them; those
-            // still queued when the worker stops are lost, and a later restore hands their
-            // parts over again.
+            // now; the next write's acknowledgement covers them, or the one at the stop.
+            // Any lost (a crash) are found again by a later restore, which hands their
+            // parts over to be forgotten.
             for (p, earlier) in &replaced {
                 changelog::forget(
                     &mut sink,
