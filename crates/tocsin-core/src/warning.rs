@@ -236,7 +236,9 @@ pub struct WarningIndicator {
     pub tlp: Tlp,
     /// Feeds that listed it.
     pub feeds: Vec<String>,
-    /// Who saw it, for the renderings per audience (not published).
+    /// Who saw it, for the renderings per audience (not published). A warning read back
+    /// from JSON has none, and its renderings keep indicators by their labels alone (as
+    /// `tocsin report` re-renders archived ones).
     #[serde(skip)]
     pub seen_by: crate::incident::SeenBy,
 }

@@ -15,7 +15,10 @@
 //! headline are recomputed from what remains, so a TLP:RED organisation's existence does not
 //! leak through a count or a `cross_border` flag. What the warning does not keep per
 //! organisation (its rules, ATT&CK techniques, taxonomy, latest detection time) is left out
-//! of a rendering that withholds an organisation. When too little remains for a warning, there is no rendering at all.
+//! of a rendering that withholds an organisation, and an indicator only withheld
+//! organisations saw goes with them (for warnings the correlator issues: one read back from
+//! JSON carries no sightings, and its indicators are kept by their labels alone). When too
+//! little remains for a warning, there is no rendering at all.
 //! Nothing is ever downgraded: the rendering's TLP is the most restrictive of what it carries.
 
 use std::collections::BTreeSet;
@@ -45,16 +48,13 @@ pub fn render(
     // the ceiling without one: the warning's own label says so), any of them may come from
     // it, so none is rendered. The severity is then judged on the breadth that remains, and
     // `last_seen` is the latest first detection of the organisations shown.
+    let shown_first = r.timeline.iter().map(|e| e.time).min();
+    let shown_last = r.timeline.iter().map(|e| e.time).max();
     if r.timeline.len() < w.timeline.len() || !w.tlp.permits(ceiling) {
         r.rules.clear();
         r.attack.clear();
         r.taxonomy = None;
-        r.last_seen = r
-            .timeline
-            .iter()
-            .map(|e| e.time)
-            .max()
-            .unwrap_or(r.first_seen);
+        r.last_seen = shown_last.unwrap_or(w.first_seen);
     }
     let sectors: BTreeSet<Sector> = r.timeline.iter().filter_map(|e| e.sector).collect();
     let member_states: BTreeSet<MemberState> =
@@ -63,12 +63,7 @@ pub fn render(
     r.affected.member_states = member_states.iter().copied().collect();
     r.affected.organisation_count = r.timeline.len() as u32;
     r.detection_count = r.timeline.iter().map(|e| e.detections).sum();
-    r.first_seen = r
-        .timeline
-        .iter()
-        .map(|e| e.time)
-        .min()
-        .unwrap_or(w.first_seen);
+    r.first_seen = shown_first.unwrap_or(w.first_seen);
     r.reporting = tocsin_core::ReportingClock::from_awareness(r.first_seen);
     r.cross_border = policy.is_cross_border(member_states.len());
     r.cross_sector = policy.is_cross_sector(sectors.len());
@@ -93,16 +88,21 @@ pub fn render(
         crate::threat_severity(max_level).min(w.eu_taxonomy.threat_severity);
     r.eu_taxonomy.impact_severity = crate::impact_severity(r.severity);
     r.eu_taxonomy.outlook = crate::outlook(r.status, r.first_seen, r.last_seen, policy);
-    // An indicator only a withheld organisation (or detection) saw is withheld with it.
-    let shown: BTreeSet<&str> = r
-        .timeline
-        .iter()
-        .filter_map(|e| e.organisation.as_deref())
-        .collect();
-    r.indicators.retain(|i| {
-        i.tlp.permits(ceiling) && i.seen_by.seen_within(|o| shown.contains(o), ceiling)
-    });
     let technical = audience == Audience::Technical;
+    if technical {
+        // An indicator only a withheld organisation (or detection) saw is withheld with it.
+        let shown: BTreeSet<&str> = r
+            .timeline
+            .iter()
+            .filter_map(|e| e.organisation.as_deref())
+            .collect();
+        r.indicators.retain(|i| {
+            i.tlp.permits(ceiling) && i.seen_by.seen_within(|o| shown.contains(o), ceiling)
+        });
+    } else {
+        // Other audiences see no raw indicators.
+        r.indicators.clear();
+    }
     // A key or headline that names an indicator value the audience may not see is redacted.
     let key_value_visible = match w.correlation_key.strip_prefix("indicator:") {
         Some(rest) => {
@@ -123,7 +123,6 @@ pub fn render(
         );
     }
     if !technical {
-        r.indicators.clear();
         r.affected.organisations.clear();
         for e in &mut r.timeline {
             e.organisation = None;

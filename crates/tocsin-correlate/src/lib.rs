@@ -400,7 +400,8 @@ impl Correlator {
                 .get(&key)
                 .map(|s| s.candidate.last_seen)
                 .unwrap_or(self.watermark);
-            if let Some(w) = self.maybe_warn_unlimited(&key, at) {
+            // What the update interval held back is issued now, without it.
+            if let Some(w) = self.maybe_warn_with(&key, at, false) {
                 out.push(w);
             }
         }
@@ -607,12 +608,6 @@ impl Correlator {
 
     fn maybe_warn(&mut self, key: &str, at: Timestamp) -> Option<EarlyWarning> {
         self.maybe_warn_with(key, at, true)
-    }
-
-    /// [`Correlator::maybe_warn`] without the update interval (the end of input issues
-    /// what it held back).
-    fn maybe_warn_unlimited(&mut self, key: &str, at: Timestamp) -> Option<EarlyWarning> {
-        self.maybe_warn_with(key, at, false)
     }
 
     fn maybe_warn_with(

@@ -42,7 +42,7 @@ impl RecentIds {
 
     /// An index over `ring` (as a snapshot saved it), keeping its newest
     /// [`RecentIds::CAPACITY`] identities.
-    pub(crate) fn from_ring(mut ring: VecDeque<u128>) -> Self {
+    fn from_ring(mut ring: VecDeque<u128>) -> Self {
         let excess = ring.len().saturating_sub(Self::CAPACITY);
         ring.drain(..excess);
         let indexed = ring.len() > SCANNED;
