@@ -110,7 +110,8 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     /// Workers: 1 while a broker connection is up.
     pub broker_reachable: IntGauge,
-    /// Workers: time from opening a batch to committing it, by worker.
+    /// Workers: time from opening a batch to committing it (or, for a correlate batch that
+    /// waits for the next state write, to holding it), by worker.
     pub batch_seconds: HistogramVec,
     /// Wall-clock time from a warning version's `issued_at` (the event time of the detection
     /// that issued it, or a second after the version before) to the version's publication.
@@ -224,7 +225,7 @@ impl Metrics {
                 let h = HistogramVec::new(
                     HistogramOpts::new(
                         "tocsin_batch_duration_seconds",
-                        "Time from opening a batch to committing its offsets, by worker.",
+                        "Time from opening a batch to committing its offsets (or to holding them for the next state write), by worker.",
                     )
                     .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
                     &["worker"],

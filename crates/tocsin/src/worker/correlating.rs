@@ -49,8 +49,9 @@ use tocsin_kafka::{dead_letter, KafkaSettings};
 use tocsin_rules::{CorrelationRule, EscalationPolicy};
 
 use super::{
-    acknowledged, commit_batch, publish_detection, rules_loaded, serve_metrics, stop_on_signals,
-    supervised, worker_span, ClusterView, ErrorReporter, LiveRules, Resumption, WorkerArgs,
+    acknowledged, commit_batch, observe_batch, publish_detection, rules_loaded, serve_metrics,
+    stop_on_signals, supervised, worker_span, ClusterView, ErrorReporter, LiveRules, Resumption,
+    WorkerArgs,
 };
 use crate::config::Config;
 use crate::load::RuleSources;
@@ -430,13 +431,8 @@ pub fn run(
         if dirty && !save_due {
             // Counted when it read something (a pass that only waited is no batch).
             if in_batch > 0 {
-                stats.batches += 1;
                 stats.held += 1;
-                if let Some(m) = metrics {
-                    m.batch_seconds
-                        .with_label_values(&["correlate"])
-                        .observe(opened.elapsed().as_secs_f64());
-                }
+                observe_batch(metrics, "correlate", opened);
             }
         } else if source.has_pending() || dirty {
             // Warnings and derived detections first: a state must never claim a version
@@ -502,9 +498,10 @@ pub fn run(
                 )?;
             }
             commit_batch(&mut source, metrics, "correlate", opened);
-            if in_batch > 0 {
-                stats.batches += 1;
-            }
+        }
+        // Every message read is done, so a batch that read any took one branch above.
+        if in_batch > 0 {
+            stats.batches += 1;
         }
         for (_, p) in &revoked {
             parts.remove(p);

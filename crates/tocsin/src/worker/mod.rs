@@ -524,6 +524,11 @@ fn commit_batch(
             "commit failed: {e} (the batch will be read again by the partition's next owner; nothing is lost)"
         );
     }
+    observe_batch(metrics, worker, opened);
+}
+
+/// Time a batch opened at `opened`, now that it is committed (or held for a later commit).
+fn observe_batch(metrics: Option<&Metrics>, worker: &'static str, opened: Instant) {
     if let Some(m) = metrics {
         m.batch_seconds
             .with_label_values(&[worker])
