@@ -48,7 +48,8 @@ fn bench(c: &mut Criterion) {
         let per_key = resident_bytes().saturating_sub(before) as f64 / keys as f64;
         eprintln!("{keys} live keys: about {per_key:.0} bytes of resident memory per key");
         if keys <= 100_000 {
-            // What a correlate worker writes per batch for a partition holding these keys.
+            // What a correlate worker writes (every `correlate.state_interval_ms`) for a
+            // partition holding these keys.
             let size = corr.snapshot().len();
             eprintln!(
                 "{keys} live keys: a snapshot of {size} bytes ({:.0} a key)",
@@ -260,8 +261,7 @@ fn bench_sigma_groups(c: &mut Criterion) {
         assert_eq!(corr.live_correlation_groups(), groups);
         drop(corr);
         // The state a correlate worker writes (every `correlate.state_interval_ms`) for a
-        // partition holding these
-        // groups, each with ten detections.
+        // partition holding these groups, each with ten detections.
         let mut corr = Correlator::new(config());
         for n in 0..10 {
             for a in 0..groups {
@@ -269,8 +269,10 @@ fn bench_sigma_groups(c: &mut Criterion) {
                 corr.push(&d, &mut warnings);
             }
         }
-        let size = corr.snapshot().len();
-        let restored = Correlator::restore(config(), &corr.snapshot()).expect("it restores");
+        let snapshot = corr.snapshot();
+        let size = snapshot.len();
+        let restored = Correlator::restore(config(), &snapshot).expect("it restores");
+        drop(snapshot);
         assert_eq!(restored.live_correlation_groups(), groups);
         drop(restored);
         eprintln!("{groups} groups: a snapshot of {size} bytes");

@@ -336,10 +336,7 @@ fn key_detection(key: u64) -> (String, Vec<u8>) {
         "Org A",
         Timestamp(1_772_438_400_000 + key as i64),
     );
-    (
-        d.correlation_keys[0].clone(),
-        serde_json::to_vec(&d).unwrap(),
-    )
+    tocsin_core::samples::keyed_message(&d)
 }
 
 /// The value of an unlabelled series on the worker serving metrics on `listen` (`None`

@@ -1244,12 +1244,7 @@ fn correlate_worker_holds_its_offsets_until_the_state_interval_or_its_stop() {
             .unwrap();
     }
     sink.flush(Duration::from_secs(30)).unwrap();
-    let listen = free_loopback_addr();
-    let worker = Reaped(Some(spawn_configured_with(
-        &config,
-        "correlate",
-        &["--listen", &listen.to_string()],
-    )));
+    let (worker, listen) = spawn_listening(&config, "correlate");
     wait_metric(
         listen,
         "tocsin_correlation_keys",
@@ -1292,10 +1287,7 @@ fn indicator_detection(n: u64) -> (String, Vec<u8>) {
         "Klinikum Test",
         tocsin_core::Timestamp(1_772_438_400_000 + n as i64),
     );
-    (
-        d.correlation_keys[0].clone(),
-        serde_json::to_vec(&d).unwrap(),
-    )
+    tocsin_core::samples::keyed_message(&d)
 }
 
 /// A window judged at its close ends though nothing more arrives: the correlate thread
@@ -1372,15 +1364,17 @@ fn set_correlate(config: &std::path::Path, settings: &str) {
     std::fs::write(config, text).unwrap();
 }
 
+/// `worker` on `config`, serving its metrics on a free loopback address (which it returns).
+fn spawn_listening(config: &std::path::Path, worker: &str) -> (Reaped, std::net::SocketAddr) {
+    let listen = free_loopback_addr();
+    let child = spawn_configured_with(config, worker, &["--listen", &listen.to_string()]);
+    (Reaped(Some(child)), listen)
+}
+
 /// Start `worker` (`correlate` or `all`) on `config`, wait until it has restored a
 /// partition's state, stop it, and return what it said.
 fn restored_and_stopped(config: &std::path::Path, worker: &str) -> String {
-    let listen = free_loopback_addr();
-    let restarted = Reaped(Some(spawn_configured_with(
-        config,
-        worker,
-        &["--listen", &listen.to_string()],
-    )));
+    let (restarted, listen) = spawn_listening(config, worker);
     wait_metric(
         listen,
         "tocsin_state_restores_total",
@@ -1735,12 +1729,7 @@ fn correlate_worker_takes_a_new_correlation_rule_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (site, config) = watched_site_config(dir.path(), &bootstrap, &id);
     std::fs::write(site.join("failed_logon.yml"), FAILED_LOGON).unwrap();
-    let listen = free_loopback_addr();
-    let worker = Reaped(Some(spawn_configured_with(
-        &config,
-        "all",
-        &["--listen", &listen.to_string()],
-    )));
+    let (worker, listen) = spawn_listening(&config, "all");
     let reader = detections_reader(&bootstrap, &id);
     let mut sink = Sink::new(&KafkaSettings::new(bootstrap.clone())).unwrap();
     let topic = format!("test.{id}.events");

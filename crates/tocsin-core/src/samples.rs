@@ -51,3 +51,11 @@ pub fn indicator_detection(
         standalone: true,
     }
 }
+
+/// `d` as a message of the detections topic carries it: keyed by its (first) correlation
+/// key, as JSON.
+pub fn keyed_message(d: &Detection) -> (String, Vec<u8>) {
+    let key = d.correlation_keys.first().cloned().unwrap_or_default();
+    let json = serde_json::to_vec(d).expect("a detection serialises");
+    (key, json)
+}

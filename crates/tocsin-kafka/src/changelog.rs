@@ -1,12 +1,15 @@
-//! The correlators' state changelog: one record per (group, detections partition) and batch.
+//! The correlators' state changelog: a record (or parts) per (group, detections partition)
+//! and state write.
 //!
-//! A correlate worker holds one correlator per detections partition it owns. At the end of
-//! each batch, after the warnings the batch caused are acknowledged and before the batch's
-//! offsets are committed, it writes each touched partition's state to partition *p* of the
+//! A correlate worker holds one correlator per detections partition it owns. At most every
+//! `correlate.state_interval_ms` (and at a rebalance or a stop), after the warnings the
+//! batches since caused are acknowledged and before their offsets are committed, it writes
+//! each touched partition's state to partition *p* of the
 //! compacted changelog topic: key `GROUP/TOPIC/P`, value the correlator snapshot, header
 //! `tocsin.state.next-offset` the first detections offset the state does *not* include.
 //! When it is given partition *p*, a worker reads partition *p* of the changelog to its end
-//! and restores the record with the highest next offset, then skips the detections below it.
+//! and restores the state with the highest next offset (of those, the one written last, and
+//! a split one only when whole: below), then skips the detections below it.
 //!
 //! A state longer than one record may be (`correlate.state_record_bytes`; the topic and the
 //! producer take 16 MiB) is written in parts instead, each under a key naming the state it

@@ -108,10 +108,10 @@ pub fn layout(names: &TopicNames, recipient_topics: &[String], partitions: i32) 
         partitions,
         configs: vec![
             ("cleanup.policy", "compact".to_owned()),
-            // One record holds a partition's whole correlator state.
+            // A record holds a partition's correlator state, or a part of a longer one.
             ("max.message.bytes", "16777216".to_owned()),
-            // A record per batch and partition: roll segments often and compact eagerly, so
-            // that a restore reads little more than the latest record of each partition.
+            // A state per partition every few seconds: roll segments often and compact
+            // eagerly, so that a restore reads little more than the latest state of each.
             ("segment.ms", "600000".to_owned()),
             ("min.cleanable.dirty.ratio", "0.1".to_owned()),
             ("delete.retention.ms", "3600000".to_owned()),
