@@ -1,8 +1,7 @@
 //! Hand-written scenarios with exact expected warnings.
 
 use tocsin_core::{
-    Context, Detection, DetectionKind, EarlyWarning, IndicatorType, Level, MatchedIndicator,
-    RuleRef, Sector, Severity, Timestamp, Tlp, WarningStatus, DETECTION_SCHEMA,
+    Detection, EarlyWarning, ImpactSeverity, Level, Sector, Severity, Timestamp, Tlp, WarningStatus,
 };
 
 use crate::{Correlator, CorrelatorConfig};
@@ -15,39 +14,18 @@ fn t0() -> Timestamp {
 }
 
 fn det(id: &str, org: &str, sector: &str, ms: &str, at: i64, tlp: Tlp) -> Detection {
-    Detection {
-        schema: DETECTION_SCHEMA.into(),
-        id: id.into(),
-        kind: DetectionKind::Indicator,
-        rule: RuleRef {
-            id: "ioc:cert".into(),
-            title: "Indicator from feed cert".into(),
-            level: Level::High,
-        },
-        event_time: Timestamp(t0().0 + at),
-        context: Context {
-            sector: Some(sector.parse().unwrap()),
-            member_state: Some(ms.parse().unwrap()),
-            organisation: Some(org.into()),
-            sensor: None,
-        },
-        entities: vec![],
-        indicators: vec![MatchedIndicator {
-            kind: IndicatorType::Domain,
-            value: "c2.example".into(),
-            feed: "cert".into(),
-            tlp,
-            field: "QueryName".into(),
-        }],
-        taxonomy: None,
-        attack: vec![],
-        tags: vec![],
-        correlation_keys: vec!["indicator:domain:c2.example".into()],
-        tlp,
-        source: None,
-        fields: Default::default(),
-        standalone: true,
-    }
+    let mut d = tocsin_core::samples::indicator_detection(
+        id.into(),
+        "c2.example",
+        "cert",
+        org,
+        Timestamp(t0().0 + at),
+    );
+    d.context.sector = Some(sector.parse().unwrap());
+    d.context.member_state = Some(ms.parse().unwrap());
+    d.indicators[0].tlp = tlp;
+    d.tlp = tlp;
+    d
 }
 
 #[test]
@@ -387,10 +365,8 @@ fn a_rendering_that_withholds_an_organisation_says_nothing_of_its_rules() {
     assert!(tech.rules.is_empty() && tech.attack.is_empty() && tech.taxonomy.is_none());
     assert_eq!(tech.last_seen, Timestamp(t0().0 + H), "Grid's detection");
     assert_eq!(tech.detection_count, 2);
-    assert_eq!(
-        tech.eu_taxonomy.impact_severity,
-        crate::impact_severity(tech.severity)
-    );
+    assert_eq!(tech.severity, Severity::High);
+    assert_eq!(tech.eu_taxonomy.impact_severity, ImpactSeverity::Yellow);
     assert_eq!(
         tech.eu_taxonomy.threat_severity,
         crate::threat_severity(Level::Medium)
@@ -733,13 +709,16 @@ fn versions_of_a_warning_are_strictly_ordered_by_issued_at() {
             ),
         ]
     );
-    // The end of input issues nothing new, and a closing version comes after the last too.
+    // The end of input issues nothing new. A warning quiet for a millisecond closes at its
+    // last detection's time plus that, before the escalation's date: the closing version is
+    // dated a second after the escalation instead.
     c.finish(&mut out);
     assert_eq!(out.len(), 3);
-    c.advance(Timestamp(t0().0 + 1_000 * H), &mut out);
+    c.config.policy.closed_after = tocsin_core::DurationMs(1);
+    c.advance(Timestamp(t0().0 + 5 * H), &mut out);
     let closed = out.last().unwrap();
     assert_eq!((closed.version, closed.status), (4, WarningStatus::Closed));
-    assert!(closed.issued_at.0 >= t0().0 + 4 * H + 2_000);
+    assert_eq!(closed.issued_at, Timestamp(t0().0 + 4 * H + 2_000));
 }
 
 /// With no update interval, an update is never held back, not even one that follows a
