@@ -97,6 +97,18 @@ pub enum Audience {
     Strategic,
 }
 
+impl Audience {
+    /// The spelling of the data contract and the topic names: `technical`, `operational`,
+    /// `strategic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Audience::Technical => "technical",
+            Audience::Operational => "operational",
+            Audience::Strategic => "strategic",
+        }
+    }
+}
+
 /// Permissible Actions Protocol: what recipients may do with the information.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
@@ -323,6 +335,11 @@ pub struct EarlyWarning {
     /// that versions are strictly ordered by it to the second (a version caused by a
     /// detection that arrived out of order is dated just after the one before).
     pub issued_at: Timestamp,
+    /// `issued_at` of version 1: the same in every version of the warning, so that a
+    /// rendering which versions its objects (STIX `created`) can date them all alike.
+    /// Absent only from warnings written before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_issued_at: Option<Timestamp>,
     /// True for exercise traffic (e.g. `tocsin demo`): never to be taken as a real warning.
     pub exercise: bool,
     /// The audience this rendering is for.
@@ -370,4 +387,21 @@ pub struct EarlyWarning {
     pub tlp: Tlp,
     /// What recipients may do with it.
     pub pap: Pap,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_audience_is_spelled_as_serialised() {
+        for audience in [
+            Audience::Technical,
+            Audience::Operational,
+            Audience::Strategic,
+        ] {
+            let json = serde_json::to_value(audience).unwrap();
+            assert_eq!(json, audience.as_str());
+        }
+    }
 }

@@ -122,6 +122,10 @@ struct KeyState {
     /// `issued_at` of the last version issued.
     #[serde(default)]
     last_issued_at: Option<Timestamp>,
+    /// `issued_at` of version 1 (absent from states written before it was kept: then the
+    /// next version takes its own date as the first, once).
+    #[serde(default)]
+    first_issued_at: Option<Timestamp>,
     /// A material change was held back by the update interval.
     #[serde(default)]
     pending: bool,
@@ -660,6 +664,7 @@ impl Correlator {
         if let Some(s) = self.keys.get_mut(key) {
             s.issued = Some((version, fp));
             s.last_issued_at = Some(issued_at);
+            s.first_issued_at.get_or_insert(issued_at);
             s.pending = false;
         }
         Some(warning)
@@ -705,6 +710,7 @@ impl Correlator {
             version,
             status,
             issued_at,
+            first_issued_at: Some(state.first_issued_at.unwrap_or(issued_at)),
             exercise: p.exercise,
             audience: Audience::Technical,
             headline: headline_for(
@@ -786,6 +792,7 @@ fn new_state(key: &str, start: Timestamp) -> KeyState {
         suspected_malicious: false,
         issued: None,
         last_issued_at: None,
+        first_issued_at: None,
         pending: false,
         not_before: None,
     }

@@ -709,6 +709,15 @@ fn versions_of_a_warning_are_strictly_ordered_by_issued_at() {
             ),
         ]
     );
+    // Every version names the first one's date (the STIX rendering's `created`).
+    for w in &out {
+        assert_eq!(
+            w.first_issued_at,
+            Some(Timestamp(t0().0 + H)),
+            "{}",
+            w.version
+        );
+    }
     // The end of input issues nothing new. A warning quiet for a millisecond closes at its
     // last detection's time plus that, before the escalation's date: the closing version is
     // dated a second after the escalation instead.
@@ -719,6 +728,7 @@ fn versions_of_a_warning_are_strictly_ordered_by_issued_at() {
     let closed = out.last().unwrap();
     assert_eq!((closed.version, closed.status), (4, WarningStatus::Closed));
     assert_eq!(closed.issued_at, Timestamp(t0().0 + 4 * H + 2_000));
+    assert_eq!(closed.first_issued_at, Some(Timestamp(t0().0 + H)));
 }
 
 /// With no update interval, an update is never held back, not even one that follows a
