@@ -68,6 +68,35 @@ fn audiences_formats_and_recipients() {
     ] {
         assert!(types.contains(t), "{t} missing from {types:?}");
     }
+    // The versions of a warning are versions of one incident: the same id, created at the
+    // first version's date, modified at each version's.
+    let mut incidents: std::collections::BTreeMap<String, Vec<(String, String, String)>> =
+        Default::default();
+    for bundle in &stix {
+        let incident = bundle["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["type"] == "incident")
+            .unwrap();
+        let text = |key: &str| incident[key].as_str().unwrap().to_owned();
+        incidents
+            .entry(text("x_tocsin_warning_id"))
+            .or_default()
+            .push((text("id"), text("created"), text("modified")));
+    }
+    assert!(
+        incidents.values().any(|versions| versions.len() > 1),
+        "no warning with several versions: {incidents:?}"
+    );
+    for versions in incidents.values() {
+        let (id, created, first_modified) = &versions[0];
+        assert_eq!(created, first_modified, "{versions:?}");
+        for pair in versions.windows(2) {
+            assert_eq!((&pair[1].0, &pair[1].1), (id, created), "{versions:?}");
+            assert!(pair[1].2 > pair[0].2, "{versions:?}");
+        }
+    }
     let misp = run(&["--warning-format", "misp"]);
     assert!(misp.iter().all(|e| e["Event"]["info"].as_str().is_some()));
 

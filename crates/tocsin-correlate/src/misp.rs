@@ -7,9 +7,11 @@
 //! a valid category/type pair (RFC §Attribute/type), each tagged with its own TLP.
 //!
 //! Ids and updates: MISP updates an event in place when the same `uuid` arrives with a newer
-//! `timestamp`. The event uuid therefore derives from the warning id only, so every version
-//! of a warning updates one event; attribute and report uuids derive from the warning id and
-//! their own key, so an indicator keeps its attribute across versions. The `timestamp` is
+//! `timestamp`. The event uuid therefore derives from the warning id and the audience only,
+//! so every version of a warning updates one event per audience (the audiences' renderings
+//! of a version differ under one timestamp, so they are events of their own); attribute and
+//! report uuids derive from the same and their own key, so an indicator keeps its attribute
+//! across versions. The `timestamp` is
 //! the version's `issued_at` (event time, so replays give the same bytes), which grows by
 //! at least a second with each version (the correlator dates a version caused by a late
 //! detection a second after the one before), so MISP never sees an update as older. Instance-local fields (`id`, `event_id`, `org_id`, `orgc_id`) are left out:
@@ -43,7 +45,7 @@ pub fn to_event(w: &EarlyWarning) -> Value {
         .collect();
     json!({
         "Event": {
-            "uuid": uuid(&w.warning_id, "event", ""),
+            "uuid": uuid(w, "event", ""),
             "info": info(&w.headline),
             "date": format!("{year:04}-{month:02}-{day:02}"),
             "timestamp": timestamp,
@@ -56,7 +58,7 @@ pub fn to_event(w: &EarlyWarning) -> Value {
             "Tag": event_tags(w),
             "Attribute": attributes,
             "EventReport": [{
-                "uuid": uuid(&w.warning_id, "event-report", ""),
+                "uuid": uuid(w, "event-report", ""),
                 "name": format!("Tocsin early warning {}", w.warning_id),
                 "content": report_markdown(w),
                 "distribution": "5",
@@ -125,10 +127,12 @@ fn unix_seconds(w: &EarlyWarning) -> String {
     w.issued_at.millis().div_euclid(1000).to_string()
 }
 
-/// A deterministic uuid within one warning; `kind` and `key` say what it names.
-fn uuid(warning_id: &str, kind: &str, key: &str) -> String {
+/// A deterministic uuid within one warning's rendering for its audience; `kind` and `key`
+/// say what it names.
+fn uuid(w: &EarlyWarning, kind: &str, key: &str) -> String {
     let digest = IdHasher::new("tocsin.misp")
-        .part(warning_id.as_bytes())
+        .part(w.warning_id.as_bytes())
+        .part(w.audience.as_str().as_bytes())
         .part(kind.as_bytes())
         .part(key.as_bytes())
         .digest();
@@ -257,7 +261,7 @@ fn attribute(w: &EarlyWarning, indicator: &WarningIndicator, timestamp: &str) ->
         format!("Feeds: {}", indicator.feeds.join(", "))
     };
     json!({
-        "uuid": uuid(&w.warning_id, "attribute", &key),
+        "uuid": uuid(w, "attribute", &key),
         "type": attribute_type,
         "category": category,
         "value": indicator.value,

@@ -20,9 +20,16 @@
 //!   `cti-stix-common-objects` (`coordination.md` §3).
 //!
 //! Determinism: replays must give byte-identical output (the correlator's invariant), so no
-//! id is random. Objects that belong to one version of one warning get ids hashed from the
-//! warning id, the version and the object's own key, shaped as UUIDv4; their `created` and
-//! `modified` are the warning's `issued_at`. Objects shared by every bundle — the Tocsin
+//! id is random. Objects that belong to one warning get ids hashed from the warning id, the
+//! audience and the object's own key, shaped as UUIDv4, and the same ids in every version:
+//! a warning's versions are versions of its STIX objects (§3.6), `created` the warning's
+//! `first_issued_at` in each of them and `modified` the version's `issued_at`, which grows
+//! by at least a second from version to version. A platform that keeps the latest version
+//! per id (OpenCTI, a TAXII collection) so holds one incident per warning and audience,
+//! updated in place, rather than one per version. The audience is part of the ids because
+//! the audiences' renderings of one version differ while their `modified` is the same;
+//! the bundle's own id names the version too, as each bundle is a message of its own.
+//! Objects shared by every bundle — the Tocsin
 //! producer identity and the Tocsin extension definition — have fixed ids and fixed
 //! timestamps, because STIX treats an id with another `created` as a conflicting object;
 //! they are marked TLP:CLEAR for the same reason (their content must not vary per warning).
@@ -211,8 +218,11 @@ struct OrganisationRef {
 /// Collects the objects of one bundle and the TLP markings they refer to.
 struct BundleBuilder<'w> {
     warning: &'w EarlyWarning,
-    /// The warning's `issued_at` in STIX timestamp form.
+    /// The warning's `issued_at` in STIX timestamp form: every object's `modified`.
     issued_at: String,
+    /// The warning's `first_issued_at` (its `issued_at` when absent): every object's
+    /// `created`.
+    first_issued_at: String,
     objects: Vec<Value>,
     markings_used: BTreeSet<Tlp>,
 }
@@ -222,21 +232,36 @@ impl<'w> BundleBuilder<'w> {
         BundleBuilder {
             warning,
             issued_at: warning.issued_at.to_string(),
+            first_issued_at: warning
+                .first_issued_at
+                .unwrap_or(warning.issued_at)
+                .to_string(),
             objects: Vec::new(),
             markings_used: BTreeSet::new(),
         }
     }
 
-    /// The id of an object of this warning version: `<type>--<uuid>` from the warning id,
-    /// the version, the type and the object's key.
+    /// The id of an object of this warning, the same in each of its versions:
+    /// `<type>--<uuid>` from the warning id, the audience, the type and the object's key.
     fn id(&self, object_type: &str, key: &str) -> String {
-        let digest = IdHasher::new("tocsin.stix")
+        let digest = IdHasher::new("tocsin.stix.versioned")
             .part(self.warning.warning_id.as_bytes())
-            .part(&self.warning.version.to_le_bytes())
+            .part(self.warning.audience.as_str().as_bytes())
             .part(object_type.as_bytes())
             .part(key.as_bytes())
             .digest();
         format!("{object_type}--{}", uuid_v4_shaped(digest))
+    }
+
+    /// The id of this version's bundle: a bundle is a message, not a versioned object, so
+    /// each version's has an id of its own.
+    fn bundle_id(&self) -> String {
+        let digest = IdHasher::new("tocsin.stix.bundle")
+            .part(self.warning.warning_id.as_bytes())
+            .part(self.warning.audience.as_str().as_bytes())
+            .part(&self.warning.version.to_le_bytes())
+            .digest();
+        format!("bundle--{}", uuid_v4_shaped(digest))
     }
 
     /// `object_marking_refs` for one label, recording that the bundle needs its definition.
@@ -251,7 +276,7 @@ impl<'w> BundleBuilder<'w> {
         object.insert("type".into(), json!(object_type));
         object.insert("spec_version".into(), json!("2.1"));
         object.insert("id".into(), json!(id));
-        object.insert("created".into(), json!(self.issued_at));
+        object.insert("created".into(), json!(self.first_issued_at));
         object.insert("modified".into(), json!(self.issued_at));
         object.insert("created_by_ref".into(), json!(TOCSIN_IDENTITY_ID));
         object.insert("object_marking_refs".into(), self.marking_refs(tlp));
@@ -624,7 +649,7 @@ impl<'w> BundleBuilder<'w> {
 
     /// The bundle: the marking definitions used, then every other object in push order.
     fn finish(self) -> Value {
-        let bundle_id = self.id("bundle", "bundle");
+        let bundle_id = self.bundle_id();
         let mut objects: Vec<Value> = self
             .markings_used
             .iter()

@@ -98,6 +98,7 @@ fn campaign_warning() -> EarlyWarning {
         version: 2,
         status: WarningStatus::Escalated,
         issued_at: at(9, 30),
+        first_issued_at: Some(at(9, 0)),
         exercise: true,
         audience: Audience::Technical,
         headline: "Domain c2.example seen at 3 organisations in 2 sectors (energy, health) \
@@ -563,6 +564,8 @@ fn objects_have_the_common_properties() {
     let bundle = stix::to_bundle(&w);
     let issued_at = w.issued_at.to_string();
     assert_eq!(issued_at, "2026-03-02T09:30:00.000Z");
+    // Created when the warning's first version was issued, in every version.
+    let first_issued_at = "2026-03-02T09:00:00.000Z";
     let shared = [stix::TOCSIN_IDENTITY_ID, stix::TOCSIN_EXTENSION_ID];
     for object in objects(&bundle) {
         let object_type = str_of(object, "type");
@@ -584,7 +587,7 @@ fn objects_have_the_common_properties() {
             assert_eq!(refs[0], Tlp::Clear.stix_marking_id(), "{id}");
             continue;
         }
-        assert_eq!(object["created"], issued_at.as_str(), "{id}");
+        assert_eq!(object["created"], first_issued_at, "{id}");
         assert_eq!(object["modified"], issued_at.as_str(), "{id}");
         assert_eq!(object["created_by_ref"], stix::TOCSIN_IDENTITY_ID, "{id}");
         // The warning is AMBER and no indicator is stricter.
@@ -651,31 +654,85 @@ fn renderings_are_deterministic() {
     let first = serde_json::to_string(&misp::to_event(&campaign_warning())).expect("json");
     let second = serde_json::to_string(&misp::to_event(&campaign_warning())).expect("json");
     assert_eq!(first, second);
+}
 
-    // Another version is another set of STIX objects (apart from the shared ones)…
+/// A warning's versions are versions of the same STIX objects: the same ids, `created` the
+/// first version's date, `modified` the version's (STIX 2.1 §3.6), so that OpenCTI or a
+/// TAXII collection keeps one incident per warning, updated in place. Each bundle has an
+/// id of its own, and another audience's rendering other objects. MISP, too, updates one
+/// event in place.
+#[test]
+fn versions_of_a_warning_are_versions_of_its_objects() {
     let mut next = campaign_warning();
     next.version = 3;
-    let ids = |bundle: &Value| -> BTreeSet<String> {
-        objects(bundle)
-            .iter()
-            .map(|object| str_of(object, "id").to_owned())
-            .collect()
-    };
+    next.issued_at = at(9, 45);
     let v2 = stix::to_bundle(&campaign_warning());
     let v3 = stix::to_bundle(&next);
     assert_ne!(v2["id"], v3["id"]);
-    let common: BTreeSet<String> = ids(&v2).intersection(&ids(&v3)).cloned().collect();
-    let marking_ids: BTreeSet<String> = [PINNED_TLP_2_0_MARKINGS[0], PINNED_TLP_2_0_MARKINGS[2]]
-        .iter()
-        .map(|(_, _, id)| (*id).to_owned())
-        .chain([
-            stix::TOCSIN_IDENTITY_ID.to_owned(),
-            stix::TOCSIN_EXTENSION_ID.to_owned(),
-        ])
-        .collect();
-    assert_eq!(common, marking_ids);
+    let dated = |bundle: &Value| -> BTreeMap<String, (Value, Value)> {
+        objects(bundle)
+            .iter()
+            .map(|object| {
+                let dates = (object["created"].clone(), object["modified"].clone());
+                (str_of(object, "id").to_owned(), dates)
+            })
+            .collect()
+    };
+    let (v2, v3) = (dated(&v2), dated(&v3));
+    assert_eq!(
+        v2.keys().collect::<Vec<_>>(),
+        v3.keys().collect::<Vec<_>>(),
+        "another version, another set of objects"
+    );
+    let shared = [stix::TOCSIN_IDENTITY_ID, stix::TOCSIN_EXTENSION_ID];
+    let mut versioned = 0;
+    for (id, (created, modified)) in &v3 {
+        let (created_before, modified_before) = &v2[id];
+        assert_eq!(created, created_before, "{id}");
+        if id.starts_with("marking-definition--") || shared.contains(&id.as_str()) {
+            assert_eq!(modified, modified_before, "{id}");
+            continue;
+        }
+        assert_eq!(created, "2026-03-02T09:00:00.000Z", "{id}");
+        assert_eq!(modified_before, "2026-03-02T09:30:00.000Z", "{id}");
+        assert_eq!(modified, "2026-03-02T09:45:00.000Z", "{id}");
+        versioned += 1;
+    }
+    assert!(versioned > 30, "only {versioned} versioned objects");
 
-    // …but the same MISP event and attributes, so that MISP updates them in place.
+    // A warning from before `first_issued_at` existed is created at its own date.
+    let mut unknown_first = next.clone();
+    unknown_first.first_issued_at = None;
+    for object in objects(&stix::to_bundle(&unknown_first)) {
+        let id = str_of(object, "id");
+        if object["created_by_ref"] == stix::TOCSIN_IDENTITY_ID && !shared.contains(&id) {
+            assert_eq!(object["created"], "2026-03-02T09:45:00.000Z", "{id}");
+        }
+    }
+
+    // The strategic rendering of a version shares only the fixed objects with the
+    // technical one (the two TLP markings, the producer, the extension): its content
+    // differs under the same `modified`. In MISP it is another event.
+    let mut strategic = campaign_warning();
+    strategic.audience = Audience::Strategic;
+    let strategic_ids = dated(&stix::to_bundle(&strategic));
+    let common: Vec<&String> = strategic_ids
+        .keys()
+        .filter(|id| v2.contains_key(*id))
+        .collect();
+    assert!(
+        common
+            .iter()
+            .all(|id| id.starts_with("marking-definition--") || shared.contains(&id.as_str())),
+        "{common:?}"
+    );
+    assert_eq!(common.len(), 4, "{common:?}");
+    assert_ne!(
+        misp::to_event(&strategic)["Event"]["uuid"],
+        misp::to_event(&campaign_warning())["Event"]["uuid"]
+    );
+
+    // MISP: the same event and attributes in each version, updated in place.
     let event_v2 = misp::to_event(&campaign_warning());
     let event_v3 = misp::to_event(&next);
     assert_eq!(event_v2["Event"]["uuid"], event_v3["Event"]["uuid"]);
