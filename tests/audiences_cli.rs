@@ -70,7 +70,7 @@ fn audiences_formats_and_recipients() {
     }
     // The versions of a warning are versions of one incident: the same id, created at the
     // first version's date, modified at each version's.
-    let mut incidents: std::collections::BTreeMap<String, Vec<(String, String, String)>> =
+    let mut incidents: std::collections::BTreeMap<String, Vec<(String, String, String, u64)>> =
         Default::default();
     for bundle in &stix {
         let incident = bundle["objects"]
@@ -80,18 +80,23 @@ fn audiences_formats_and_recipients() {
             .find(|o| o["type"] == "incident")
             .unwrap();
         let text = |key: &str| incident[key].as_str().unwrap().to_owned();
+        let version = incident["x_tocsin_version"].as_u64().unwrap();
+        let dates = (text("id"), text("created"), text("modified"), version);
         incidents
             .entry(text("x_tocsin_warning_id"))
             .or_default()
-            .push((text("id"), text("created"), text("modified")));
+            .push(dates);
     }
     assert!(
         incidents.values().any(|versions| versions.len() > 1),
         "no warning with several versions: {incidents:?}"
     );
     for versions in incidents.values() {
-        let (id, created, first_modified) = &versions[0];
-        assert_eq!(created, first_modified, "{versions:?}");
+        // (A version the rendering withholds is missing from the stream.)
+        let (id, created, first_modified, first_version) = &versions[0];
+        if *first_version == 1 {
+            assert_eq!(created, first_modified, "{versions:?}");
+        }
         for pair in versions.windows(2) {
             assert_eq!((&pair[1].0, &pair[1].1), (id, created), "{versions:?}");
             assert!(pair[1].2 > pair[0].2, "{versions:?}");

@@ -335,8 +335,9 @@ pub struct EarlyWarning {
     /// that versions are strictly ordered by it to the second (a version caused by a
     /// detection that arrived out of order is dated just after the one before).
     pub issued_at: Timestamp,
-    /// `issued_at` of version 1: the same in every version of the warning, so that a
-    /// rendering which versions its objects (STIX `created`) can date them all alike.
+    /// `issued_at` of the warning's first version (of the first issued since its state was
+    /// kept, for a state kept before this field existed): the same in every version, so
+    /// that a rendering which versions its objects (STIX `created`) dates them all alike.
     /// Absent only from warnings written before the field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_issued_at: Option<Timestamp>,
@@ -385,6 +386,11 @@ pub struct EarlyWarning {
     pub reporting: ReportingClock,
     /// TLP of the whole warning: the most restrictive of its inputs.
     pub tlp: Tlp,
+    /// The TLP ceiling this rendering was made under; absent from the canonical warning,
+    /// which carries everything. With the audience it names the rendering: two renderings
+    /// of one version differ only when one of the two does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlp_ceiling: Option<Tlp>,
     /// What recipients may do with it.
     pub pap: Pap,
 }

@@ -38,6 +38,7 @@ pub fn render(
 ) -> Option<EarlyWarning> {
     let mut r = w.clone();
     r.audience = audience;
+    r.tlp_ceiling = Some(ceiling);
     r.timeline.retain(|e| e.tlp.permits(ceiling));
     if (r.timeline.len() as u32) < policy.warning_min_organisations {
         return None;

@@ -750,6 +750,7 @@ impl Correlator {
             recommended_actions,
             reporting: ReportingClock::from_awareness(c.first_seen),
             tlp: c.tlp,
+            tlp_ceiling: None,
             pap: Pap::Green,
             eu_taxonomy: EuTaxonomy {
                 root_cause: if state.suspected_malicious {

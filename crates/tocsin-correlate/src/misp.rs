@@ -7,11 +7,12 @@
 //! a valid category/type pair (RFC §Attribute/type), each tagged with its own TLP.
 //!
 //! Ids and updates: MISP updates an event in place when the same `uuid` arrives with a newer
-//! `timestamp`. The event uuid therefore derives from the warning id and the audience only,
-//! so every version of a warning updates one event per audience (the audiences' renderings
-//! of a version differ under one timestamp, so they are events of their own); attribute and
-//! report uuids derive from the same and their own key, so an indicator keeps its attribute
-//! across versions. The `timestamp` is
+//! `timestamp`. The event uuid therefore derives from the warning id and the rendering (the
+//! audience and TLP ceiling) only, so every version of a warning updates one event per
+//! rendering (two renderings of a version differ under one timestamp, so they are events of
+//! their own, which instances that synchronise keep apart); attribute and report uuids
+//! derive from the same and their own key, so an indicator keeps its attribute across
+//! versions. The `timestamp` is
 //! the version's `issued_at` (event time, so replays give the same bytes), which grows by
 //! at least a second with each version (the correlator dates a version caused by a late
 //! detection a second after the one before), so MISP never sees an update as older. Instance-local fields (`id`, `event_id`, `org_id`, `orgc_id`) are left out:
@@ -22,13 +23,12 @@
 use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
-use tocsin_core::id::IdHasher;
 use tocsin_core::{
     EarlyWarning, ImpactSeverity, IndicatorType, Outlook, Severity, ThreatSeverity, Tlp,
     WarningIndicator, WarningStatus,
 };
 
-use crate::stix::{status_name, uuid_v4_shaped};
+use crate::stix::{rendering_hasher, status_name, uuid_v4_shaped};
 
 /// Longest `info` the MISP core format recommends, in characters.
 pub const MISP_INFO_MAX_CHARS: usize = 256;
@@ -127,12 +127,10 @@ fn unix_seconds(w: &EarlyWarning) -> String {
     w.issued_at.millis().div_euclid(1000).to_string()
 }
 
-/// A deterministic uuid within one warning's rendering for its audience; `kind` and `key`
-/// say what it names.
+/// A deterministic uuid within one rendering of a warning (its audience and TLP ceiling);
+/// `kind` and `key` say what it names.
 fn uuid(w: &EarlyWarning, kind: &str, key: &str) -> String {
-    let digest = IdHasher::new("tocsin.misp")
-        .part(w.warning_id.as_bytes())
-        .part(w.audience.as_str().as_bytes())
+    let digest = rendering_hasher("tocsin.misp", w)
         .part(kind.as_bytes())
         .part(key.as_bytes())
         .digest();

@@ -21,14 +21,18 @@
 //!
 //! Determinism: replays must give byte-identical output (the correlator's invariant), so no
 //! id is random. Objects that belong to one warning get ids hashed from the warning id, the
-//! audience and the object's own key, shaped as UUIDv4, and the same ids in every version:
-//! a warning's versions are versions of its STIX objects (§3.6), `created` the warning's
-//! `first_issued_at` in each of them and `modified` the version's `issued_at`, which grows
-//! by at least a second from version to version. A platform that keeps the latest version
-//! per id (OpenCTI, a TAXII collection) so holds one incident per warning and audience,
-//! updated in place, rather than one per version. The audience is part of the ids because
-//! the audiences' renderings of one version differ while their `modified` is the same;
-//! the bundle's own id names the version too, as each bundle is a message of its own.
+//! rendering (audience and TLP ceiling) and the object's own key, shaped as UUIDv4, and the
+//! same ids in every version: a warning's versions are versions of its STIX objects
+//! (§3.6), `created` the warning's `first_issued_at` in each of them and `modified` the
+//! version's `issued_at`, which grows by at least a second from version to version. A
+//! platform that keeps the latest version per id (OpenCTI, a TAXII collection) so holds one
+//! incident per warning and rendering, updated in place, rather than one per version. The
+//! rendering is part of the ids because two renderings of one version differ while their
+//! `modified` is the same; the bundle's own id names the version too, as each bundle is a
+//! message of its own. An object a later version leaves out (an organisation withheld once
+//! one of its detections is above the ceiling) is not revoked: it stays as last rendered.
+//! A warning written before `first_issued_at` existed has no date common to its versions,
+//! so its objects keep the earlier scheme: ids per version, created when modified.
 //! Objects shared by every bundle — the Tocsin
 //! producer identity and the Tocsin extension definition — have fixed ids and fixed
 //! timestamps, because STIX treats an id with another `created` as a conflicting object;
@@ -129,6 +133,15 @@ pub fn to_bundle(w: &EarlyWarning) -> Value {
     bundle.push_indicators(&incident_id, &organisations, &locations);
     bundle.push_incident_relationships(&incident_id, &organisations, &locations);
     bundle.finish()
+}
+
+/// An id hasher in `domain` fed the warning id and what names its rendering: the audience
+/// and the TLP ceiling (none for the canonical warning).
+pub(crate) fn rendering_hasher(domain: &str, w: &EarlyWarning) -> IdHasher {
+    IdHasher::new(domain)
+        .part(w.warning_id.as_bytes())
+        .part(w.audience.as_str().as_bytes())
+        .part(w.tlp_ceiling.map_or("", Tlp::label).as_bytes())
 }
 
 /// The STIX pattern that matches one indicator value, e.g. `[ipv4-addr:value = '198.51.100.7']`.
@@ -242,11 +255,17 @@ impl<'w> BundleBuilder<'w> {
     }
 
     /// The id of an object of this warning, the same in each of its versions:
-    /// `<type>--<uuid>` from the warning id, the audience, the type and the object's key.
+    /// `<type>--<uuid>` from the warning id, the rendering, the type and the object's key.
+    /// (Per version, without the rendering, for a warning without `first_issued_at`.)
     fn id(&self, object_type: &str, key: &str) -> String {
-        let digest = IdHasher::new("tocsin.stix.versioned")
-            .part(self.warning.warning_id.as_bytes())
-            .part(self.warning.audience.as_str().as_bytes())
+        let w = self.warning;
+        let hasher = match w.first_issued_at {
+            Some(_) => rendering_hasher("tocsin.stix.versioned", w),
+            None => IdHasher::new("tocsin.stix")
+                .part(w.warning_id.as_bytes())
+                .part(&w.version.to_le_bytes()),
+        };
+        let digest = hasher
             .part(object_type.as_bytes())
             .part(key.as_bytes())
             .digest();
@@ -256,9 +275,7 @@ impl<'w> BundleBuilder<'w> {
     /// The id of this version's bundle: a bundle is a message, not a versioned object, so
     /// each version's has an id of its own.
     fn bundle_id(&self) -> String {
-        let digest = IdHasher::new("tocsin.stix.bundle")
-            .part(self.warning.warning_id.as_bytes())
-            .part(self.warning.audience.as_str().as_bytes())
+        let digest = rendering_hasher("tocsin.stix.bundle", self.warning)
             .part(&self.warning.version.to_le_bytes())
             .digest();
         format!("bundle--{}", uuid_v4_shaped(digest))

@@ -731,6 +731,44 @@ fn versions_of_a_warning_are_strictly_ordered_by_issued_at() {
     assert_eq!(closed.first_issued_at, Some(Timestamp(t0().0 + H)));
 }
 
+/// A state kept before `first_issued_at` existed: the next version takes its own date as
+/// the first, and the versions after it keep that.
+#[test]
+fn a_state_without_the_first_date_dates_from_the_next_version() {
+    let mut config = CorrelatorConfig::default();
+    config.policy.min_update_interval = tocsin_core::DurationMs(0);
+    let mut c = Correlator::new(config.clone());
+    let mut out = Vec::new();
+    c.push(&det("a", "A", "health", "DE", H, Tlp::Green), &mut out);
+    c.push(&det("b", "B", "energy", "FR", 2 * H, Tlp::Green), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].first_issued_at, Some(Timestamp(t0().0 + 2 * H)));
+    // (Edited as text: the snapshot's 128-bit digests do not survive a `serde_json::Value`.)
+    let snapshot = String::from_utf8(c.snapshot()).unwrap();
+    let field = snapshot.find(",\"first_issued_at\":").expect("the field");
+    let value_end = field + snapshot[field + 1..].find([',', '}']).unwrap() + 1;
+    let older = format!("{}{}", &snapshot[..field], &snapshot[value_end..]);
+    assert!(!older.contains("first_issued_at"), "{older}");
+    let mut c = Correlator::restore(config, older.as_bytes()).unwrap();
+    c.push(&det("c", "C", "banking", "IT", 3 * H, Tlp::Green), &mut out);
+    c.push(
+        &det("d", "D", "transport", "NL", 4 * H, Tlp::Green),
+        &mut out,
+    );
+    let dates: Vec<(u32, Timestamp, Option<Timestamp>)> = out
+        .iter()
+        .map(|w| (w.version, w.issued_at, w.first_issued_at))
+        .collect();
+    let third = Some(Timestamp(t0().0 + 3 * H));
+    assert_eq!(
+        dates[1..],
+        [
+            (2, Timestamp(t0().0 + 3 * H), third),
+            (3, Timestamp(t0().0 + 4 * H), third)
+        ]
+    );
+}
+
 /// With no update interval, an update is never held back, not even one that follows a
 /// version dated a second after its own detection.
 #[test]

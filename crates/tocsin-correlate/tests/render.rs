@@ -199,6 +199,7 @@ fn campaign_warning() -> EarlyWarning {
         ],
         reporting: ReportingClock::from_awareness(first_seen),
         tlp: Tlp::Amber,
+        tlp_ceiling: Some(Tlp::Amber),
         pap: Pap::Green,
     }
 }
