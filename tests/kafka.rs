@@ -1277,6 +1277,55 @@ fn correlate_worker_holds_its_offsets_until_the_state_interval_or_its_stop() {
     );
 }
 
+/// A partition taken away by a rebalance is handed over with its state written and its
+/// offsets committed: its worker holds it until then (the group waits), so the new owner
+/// restores everything the old one read and reads none of it again. Here the old owner
+/// holds three batches per partition under a one-minute interval when a second worker
+/// joins.
+#[test]
+fn correlate_worker_hands_a_partition_over_with_its_state_written_first() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let id = unique();
+    let dir = tempfile::tempdir().unwrap();
+    let config = scenario_config(dir.path(), &bootstrap, &id);
+    set_correlate(&config, "idle_grace_s = 0\nstate_interval_ms = 60000\n");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("batch = 100\n", "batch = 1\n")).unwrap();
+    create_topics(&config, 2);
+    let mut sink = Sink::new(&KafkaSettings::new(bootstrap.clone())).unwrap();
+    let topic = format!("test.{id}.detections");
+    for n in 0..6 {
+        let (key, payload) = indicator_detection(n);
+        let partition = (n / 3) as i32;
+        sink.send_to(&topic, Some(partition), Some(key.as_bytes()), &payload, &[])
+            .unwrap();
+    }
+    sink.flush(Duration::from_secs(30)).unwrap();
+    let (first, first_listen) = spawn_listening(&config, "correlate");
+    wait_metric(
+        first_listen,
+        "tocsin_correlation_keys",
+        |v| v == Some(6.0),
+        "the first worker did not merge the six detections",
+    );
+    let (second, second_listen) = spawn_listening(&config, "correlate");
+    wait_metric(
+        second_listen,
+        "tocsin_state_restores_total",
+        |v| v.unwrap_or(0.0) >= 1.0,
+        "the second worker restored no partition",
+    );
+    let (status, second_err) = terminate(second.take());
+    assert!(status.success(), "{second_err}");
+    let (status, first_err) = terminate(first.take());
+    assert!(status.success(), "{first_err}");
+    assert!(
+        second_err.contains("state restored up to offset 3 (3 live keys")
+            && second_err.contains("correlate worker stopped: 0 messages, 0 skipped"),
+        "the second worker did not start where the first one stopped reading:\n{second_err}\n\nthe first worker:\n{first_err}"
+    );
+}
+
 /// A detection of indicator `h{n}.bad.test` from one organisation (a live key of its own, no
 /// warning): (its correlation key, its JSON).
 fn indicator_detection(n: u64) -> (String, Vec<u8>) {

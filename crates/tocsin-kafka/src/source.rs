@@ -5,28 +5,53 @@
 //! handed to the sink, and, after the sink's acknowledged flush, [`Source::commit`] to commit
 //! the highest done offset of each partition. A crash before the commit means the batch is
 //! read again by whoever owns the partition next: at least once, never lost.
+//!
+//! Partitions a rebalance takes away stay assigned until the worker releases them
+//! ([`Source::release_revoked`], or at the latest its next [`Source::poll`]): librdkafka
+//! waits for that before the group moves on, so a worker can write what it holds for them
+//! and commit their offsets while they are still its own, as Kafka's `onPartitionsRevoked`
+//! allows, and their next owner starts from there instead of from an older commit.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::{KafkaError, KafkaSettings};
 
 /// What librdkafka tells the consumer on the side: the partitions a rebalance takes away
-/// (for the worker to drop their state), and, from its statistics (every second), whether a
-/// broker is reachable and how far behind each assigned partition is. librdkafka calls it
-/// inside [`Source::poll`], on the worker's thread.
+/// (for the worker to save and drop their state), and, from its statistics (every second),
+/// whether a broker is reachable and how far behind each assigned partition is. librdkafka
+/// calls it inside [`Source::poll`], on the worker's thread.
 #[derive(Default)]
 pub struct Rebalances {
     revoked: Mutex<Vec<(String, i32)>>,
     assigned: Mutex<Vec<(String, i32)>>,
     health: Mutex<Health>,
+    /// Partitions revoked but not yet released: librdkafka's rebalance waits for their
+    /// unassignment, which [`Source::release_revoked`] makes.
+    unreleased: Mutex<Option<TopicPartitionList>>,
+    /// The consumer is closing: a revocation is released at once (nobody would release it).
+    closing: AtomicBool,
 }
+
+impl Rebalances {
+    /// Give up `list` (the whole assignment under the eager protocol).
+    fn unassign(consumer: &BaseConsumer<Self>, list: &TopicPartitionList) -> KafkaResult<()> {
+        match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_unassign(list),
+            _ => consumer.unassign(),
+        }
+    }
+}
+
+type KafkaResult<T> = Result<T, rdkafka::error::KafkaError>;
 
 /// The consumer's view of the cluster, from librdkafka's last statistics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,26 +90,56 @@ impl ClientContext for Rebalances {
     }
 }
 
-impl ConsumerContext for Rebalances {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
-            assigned.extend(
-                list.elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition())),
-            );
-        }
-    }
+/// The (topic, partition) pairs of a list.
+fn pairs(list: &TopicPartitionList) -> impl Iterator<Item = (String, i32)> + '_ {
+    list.elements()
+        .into_iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+}
 
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
-            revoked.extend(
-                list.elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition())),
-            );
+impl ConsumerContext for Rebalances {
+    /// rdkafka's own rebalance, but for a revocation: that is recorded and left for the
+    /// worker to release once it has saved what it holds for those partitions.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        list: &mut TopicPartitionList,
+    ) {
+        // A failed (un)assignment leaves librdkafka's group state to its own recovery, as
+        // in rdkafka's default; the worker sees the partitions it did get by their messages.
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let _ = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_assign(list),
+                    _ => consumer.assign(list),
+                };
+                let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+                assigned.extend(pairs(list));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(pairs(list));
+                if self.closing.load(Ordering::Relaxed) {
+                    let _ = Self::unassign(consumer, list);
+                } else {
+                    let mut unreleased = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
+                    match unreleased.as_mut() {
+                        Some(earlier) => {
+                            for e in list.elements() {
+                                earlier.add_partition(e.topic(), e.partition());
+                            }
+                        }
+                        None => *unreleased = Some(list.clone()),
+                    }
+                }
+            }
+            // An error ends the assignment, as in rdkafka's default.
+            _ => {
+                let _ = Self::unassign(consumer, list);
+            }
         }
     }
 }
@@ -147,8 +202,12 @@ impl Source {
     }
 
     /// The next message, waiting at most `timeout`. Errors are returned, not retried:
-    /// librdkafka reconnects by itself and most errors are transient.
+    /// librdkafka reconnects by itself and most errors are transient. Partitions revoked
+    /// and not yet released are released first ([`Source::release_revoked`]).
     pub fn poll(&self, timeout: Duration) -> Option<Result<Received<'_>, KafkaError>> {
+        if let Err(e) = self.release_revoked() {
+            return Some(Err(e));
+        }
         self.consumer.poll(timeout).map(|r| {
             r.map(|msg| Received { msg })
                 .map_err(|source| KafkaError::Consumer {
@@ -171,8 +230,43 @@ impl Source {
         }
     }
 
+    /// Let the partitions taken away go, once what the worker holds for them is saved and
+    /// their offsets committed: until then they are still this member's (their commits
+    /// succeed) and the group's rebalance waits, within `max.poll.interval.ms`. The next
+    /// [`Source::poll`] releases them anyway.
+    pub fn release_revoked(&self) -> Result<(), KafkaError> {
+        let unreleased = self
+            .consumer
+            .context()
+            .unreleased
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match unreleased {
+            Some(list) => {
+                Rebalances::unassign(&self.consumer, &list).map_err(|source| KafkaError::Consumer {
+                    action: "release revoked partitions",
+                    source,
+                })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a rebalance took partitions away that are not released yet: a worker ends
+    /// its batch, so as to commit their offsets while they are still its own.
+    pub fn revocation_pending(&self) -> bool {
+        self.consumer
+            .context()
+            .unreleased
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// The partitions taken away by rebalances since the last call (the worker's state for
-    /// them is stale from now on: their next owner restores it).
+    /// them is stale once it releases them, [`Source::release_revoked`]: their next owner
+    /// restores it).
     pub fn take_revoked(&self) -> Vec<(String, i32)> {
         std::mem::take(
             &mut *self
@@ -304,6 +398,18 @@ impl Source {
                 ))
             })?;
         Ok(t.partitions().len())
+    }
+}
+
+impl Drop for Source {
+    /// Closing the consumer revokes its partitions from inside the close: those are
+    /// released at once, and any still unreleased now.
+    fn drop(&mut self) {
+        self.consumer
+            .context()
+            .closing
+            .store(true, Ordering::Relaxed);
+        let _ = self.release_revoked();
     }
 }
 

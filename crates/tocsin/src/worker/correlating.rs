@@ -20,8 +20,10 @@
 //! partition's event time moved on by the wall clock and the batch after it.
 //! When partitions are assigned, their state is restored from the changelog before any of
 //! their messages is merged (and, as a fallback, at a partition's first message), and the
-//! detections the state already includes are skipped. A revoked
-//! partition's state is written at the end of the batch in hand and then dropped.
+//! detections the state already includes are skipped. A revoked partition's state is
+//! written, and its offsets committed, at the end of the batch in hand, while the partition
+//! is still this worker's (the group's rebalance waits for it); then it is dropped and the
+//! partition released, and its next owner restores that state.
 //!
 //! Event time comes from the detections, so a partition whose input goes quiet would keep
 //! its windows open for ever: a "fewer than three heartbeats an hour" correlation would
@@ -505,6 +507,11 @@ pub fn run(
         }
         for (_, p) in &revoked {
             parts.remove(p);
+        }
+        if !revoked.is_empty() {
+            source
+                .release_revoked()
+                .context("releasing the partitions taken away")?;
         }
         restore_assigned(
             &restoring,

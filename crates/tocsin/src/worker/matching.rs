@@ -131,8 +131,12 @@ pub fn run(
         let mut in_batch = 0u64;
         while in_batch < cfg.batch && opened.elapsed() < batch_window {
             let Some(polled) = source.poll(Duration::from_millis(50)) else {
-                // A rebalance ends a poll without a message.
+                // A rebalance ends a poll without a message. Partitions taken away end the
+                // batch, so that its offsets are committed while they are still ours.
                 resumption.assigned(&source, &source.take_assigned());
+                if source.revocation_pending() {
+                    break;
+                }
                 continue;
             };
             let msg = match polled {
@@ -159,8 +163,12 @@ pub fn run(
             stats.batches += 1;
         }
         m.publish_match_work();
-        // This worker keeps no state per partition: revocations need no action.
+        // This worker keeps no state per partition: with the batch committed, the
+        // partitions taken away can go.
         source.take_revoked();
+        source
+            .release_revoked()
+            .context("releasing the partitions taken away")?;
         // A reloaded rule set takes over between two batches.
         if let Some(rules) = live.take_newest() {
             m.use_rules(rules);
