@@ -122,7 +122,9 @@ impl ConsumerContext for Rebalances {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .extend(pairs(list));
-                if self.closing.load(Ordering::Relaxed) {
+                // Closing, nobody would release them; lost (the session expired), they are
+                // no longer ours to commit.
+                if self.closing.load(Ordering::Relaxed) || consumer.assignment_lost() {
                     let _ = Self::unassign(consumer, list);
                 } else {
                     let mut unreleased = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
@@ -234,23 +236,23 @@ impl Source {
     /// their offsets committed: until then they are still this member's (their commits
     /// succeed) and the group's rebalance waits, within `max.poll.interval.ms`. The next
     /// [`Source::poll`] releases them anyway.
+    /// A release that fails stays due.
     pub fn release_revoked(&self) -> Result<(), KafkaError> {
-        let unreleased = self
+        let mut unreleased = self
             .consumer
             .context()
             .unreleased
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        match unreleased {
-            Some(list) => {
-                Rebalances::unassign(&self.consumer, &list).map_err(|source| KafkaError::Consumer {
-                    action: "release revoked partitions",
-                    source,
-                })
-            }
-            None => Ok(()),
-        }
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(list) = unreleased.as_ref() else {
+            return Ok(());
+        };
+        Rebalances::unassign(&self.consumer, list).map_err(|source| KafkaError::Consumer {
+            action: "release revoked partitions",
+            source,
+        })?;
+        *unreleased = None;
+        Ok(())
     }
 
     /// Whether a rebalance took partitions away that are not released yet: a worker ends
@@ -308,38 +310,43 @@ impl Source {
     }
 
     /// Commit the done offsets (synchronously). Call only after the sink's flush succeeded.
-    /// A commit can fail after a rebalance took the partition away; the new owner then reads
-    /// those messages again, which at-least-once allows.
+    /// Only the offsets of partitions still assigned are committed: one taken away (released
+    /// after a rebalance, or lost with the session) may be read by another member by now,
+    /// whose offset a late commit would move back; its next owner reads those messages
+    /// again, which at-least-once allows. So does a commit that fails.
     pub fn commit(&mut self) -> Result<(), KafkaError> {
-        let pending = std::mem::take(self.pending.get_mut());
+        let mut pending = std::mem::take(self.pending.get_mut());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let consumer_error = |action| move |source| KafkaError::Consumer { action, source };
+        let assigned = match self.consumer.assignment() {
+            Ok(assigned) => assigned,
+            Err(e) => {
+                *self.pending.get_mut() = pending;
+                return Err(consumer_error("read the assignment")(e));
+            }
+        };
+        pending
+            .retain(|(topic, partition, _)| assigned.find_partition(topic, *partition).is_some());
         if pending.is_empty() {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::with_capacity(pending.len());
         for (topic, partition, next) in &pending {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
-                .map_err(|source| KafkaError::Consumer {
-                    action: "commit",
-                    source,
-                })?;
+                .map_err(consumer_error("commit"))?;
         }
         let result = self
             .consumer
             .commit(&tpl, CommitMode::Sync)
-            .map_err(|source| KafkaError::Consumer {
-                action: "commit",
-                source,
-            });
+            .map_err(consumer_error("commit"));
         if result.is_err() {
-            // Keep what is still ours for the next commit (a partition that gets no more
-            // messages would otherwise stay uncommitted, and look lagging, until a restart).
-            let assigned = self.consumer.assignment().ok();
+            // Kept for the next commit (a partition that gets no more messages would
+            // otherwise stay uncommitted, and look lagging, until a restart).
             let mut kept = self.pending.borrow_mut();
             for entry in pending {
-                let ours = assigned
-                    .as_ref()
-                    .is_some_and(|a| a.find_partition(&entry.0, entry.1).is_some());
-                if ours && !kept.iter().any(|(t, p, _)| *p == entry.1 && *t == entry.0) {
+                if !kept.iter().any(|(t, p, _)| *p == entry.1 && *t == entry.0) {
                     kept.push(entry);
                 }
             }
@@ -409,7 +416,14 @@ impl Drop for Source {
             .context()
             .closing
             .store(true, Ordering::Relaxed);
-        let _ = self.release_revoked();
+        // librdkafka's close would otherwise wait for ever for a release it already asked
+        // for: whatever is still assigned goes.
+        if self.release_revoked().is_err() {
+            let _ = match self.consumer.assignment() {
+                Ok(all) => Rebalances::unassign(&self.consumer, &all),
+                Err(_) => self.consumer.unassign(),
+            };
+        }
     }
 }
 

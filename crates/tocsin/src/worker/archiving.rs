@@ -191,12 +191,14 @@ fn run(
                     oldest.get_or_insert_with(Instant::now);
                 }
             }
-            // Nothing to do for revoked partitions: their rows are flushed with the rest,
-            // and their next owner starts from the last commit.
+            // Revoked partitions: their rows are flushed and their offsets committed now,
+            // while they are still ours (the next poll lets them go), so that their next
+            // owner starts after them.
             source.take_revoked();
         }
         let due = writer.buffered_rows() as u64 >= cfg.flush_rows
-            || oldest.is_some_and(|t| t.elapsed() >= flush_after);
+            || oldest.is_some_and(|t| t.elapsed() >= flush_after)
+            || source.revocation_pending();
         if (due || stopping) && source.has_pending() {
             writer.flush()?;
             stats.flushes += 1;
