@@ -4,15 +4,15 @@
 //! A candidate is the correlator's unit of state and the input of the escalation policy.
 //! It keeps sets (organisations, sectors, member states, rules, indicators) in sorted
 //! containers so that its serialisation — and every id and warning derived from it — is
-//! deterministic.
-
-use std::collections::{BTreeMap, BTreeSet};
+//! deterministic: [`SortedMap`] and [`SortedSet`], which hold one to a few entries in what
+//! those take (a B-tree's node for eleven made a live key cost about 5 KB).
 
 use serde::{Deserialize, Serialize};
 
 use crate::detection::{IndicatorType, Level};
 use crate::member_state::MemberState;
 use crate::sector::Sector;
+use crate::sorted::{SortedMap, SortedSet};
 use crate::taxonomy::Taxonomy;
 use crate::time::Timestamp;
 use crate::tlp::Tlp;
@@ -28,7 +28,7 @@ pub struct IndicatorSighting {
     /// The most restrictive TLP under which it was received.
     pub tlp: Tlp,
     /// Feeds that listed it.
-    pub feeds: BTreeSet<String>,
+    pub feeds: SortedSet<String>,
     /// Who saw it (absent from states written before it was kept).
     #[serde(default, skip_serializing_if = "SeenBy::is_unknown")]
     pub seen_by: SeenBy,
@@ -39,8 +39,8 @@ pub struct IndicatorSighting {
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SeenBy {
     /// Organisations whose detections named it.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub organisations: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "SortedSet::is_empty")]
+    pub organisations: SortedSet<String>,
     /// The least restrictive label of the detections that named it without naming an
     /// organisation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,9 +52,7 @@ impl SeenBy {
     pub fn record(&mut self, organisation: Option<&str>, tlp: Tlp) {
         match organisation {
             Some(o) => {
-                if !self.organisations.contains(o) {
-                    self.organisations.insert(o.to_owned());
-                }
+                self.organisations.insert_borrowed(o, str::to_owned);
             }
             None => {
                 self.without_organisation =
@@ -107,21 +105,21 @@ pub struct IncidentCandidate {
     /// Latest detection's event time.
     pub last_seen: Timestamp,
     /// Distinct organisations, each with its first detection time.
-    pub organisations: BTreeMap<String, Timestamp>,
+    pub organisations: SortedMap<String, Timestamp>,
     /// Distinct NIS2 sectors.
-    pub sectors: BTreeSet<Sector>,
+    pub sectors: SortedSet<Sector>,
     /// Distinct member states.
-    pub member_states: BTreeSet<MemberState>,
+    pub member_states: SortedSet<MemberState>,
     /// Number of detections merged (duplicates by id excluded).
     pub detection_count: u64,
     /// Detections whose context lacked organisation, sector or member state.
     pub incomplete_context: u64,
     /// Rules that contributed, by id.
-    pub rules: BTreeMap<String, RuleSummary>,
+    pub rules: SortedMap<String, RuleSummary>,
     /// Indicators seen, by `type:value`.
-    pub indicators: BTreeMap<String, IndicatorSighting>,
+    pub indicators: SortedMap<String, IndicatorSighting>,
     /// ATT&CK technique ids.
-    pub attack: BTreeSet<String>,
+    pub attack: SortedSet<String>,
     /// The taxonomy of its most severe rule, when one is set.
     pub taxonomy: Option<Taxonomy>,
     /// Highest rule level among its detections.

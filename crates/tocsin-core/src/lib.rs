@@ -19,6 +19,7 @@ pub mod incident;
 pub mod member_state;
 pub mod samples;
 pub mod sector;
+pub mod sorted;
 pub mod taxonomy;
 pub mod time;
 pub mod tlp;
@@ -52,6 +53,7 @@ pub use event::{
 pub use incident::{IncidentCandidate, IndicatorSighting, RuleSummary, SeenBy};
 pub use member_state::MemberState;
 pub use sector::Sector;
+pub use sorted::{SortedMap, SortedSet};
 pub use taxonomy::{Taxonomy, TaxonomyClass, TaxonomyType};
 pub use time::{DurationMs, Timestamp};
 pub use tlp::Tlp;

@@ -24,7 +24,7 @@ mod recent_ids;
 pub mod sigma_correlations;
 pub mod stix;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use tocsin_core::id::{incident_id, warning_id};
 use tocsin_core::{
@@ -33,7 +33,7 @@ use tocsin_core::{
     RootCause, RuleSummary, Severity, ThreatSeverity, TimelineEntry, Timestamp, Tlp,
     WarningIndicator, WarningRule, WarningStatus, EARLY_WARNING_SCHEMA,
 };
-use tocsin_core::{MemberState, Sector};
+use tocsin_core::{MemberState, Sector, SortedMap, SortedSet};
 use tocsin_rules::{CorrelationRule, EscalationPolicy};
 
 use crate::sigma_correlations::CorrelationRules;
@@ -116,7 +116,7 @@ struct KeyState {
     /// Written in order, so that one state is always the same bytes.
     #[serde(serialize_with = "sorted_digests")]
     seen: HashSet<u128>,
-    timeline: BTreeMap<String, TimelineEntry>,
+    timeline: SortedMap<String, TimelineEntry>,
     suspected_malicious: bool,
     issued: Option<(u32, Fingerprint)>,
     /// `issued_at` of the last version issued.
@@ -217,7 +217,9 @@ pub struct Correlator {
     sigma: CorrelationRules,
     /// Correlation detections produced and not yet taken by the caller.
     derived: Vec<Detection>,
-    keys: HashMap<String, KeyState>,
+    /// Boxed: a hash table's empty slots then cost a pointer, not a whole key's state
+    /// (432 bytes; at 10^6 keys the table has 2^21 slots).
+    keys: HashMap<String, Box<KeyState>>,
     watermark: Timestamp,
     /// Event time at which the next sweep for quiet warnings is due.
     next_sweep: Timestamp,
@@ -264,7 +266,8 @@ impl Correlator {
     /// warnings issued, Sigma correlation groups, watermark and counters. Restoring it and
     /// replaying the rest of the input gives the same warnings as an uninterrupted run.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut keys: Vec<(&String, &KeyState)> = self.keys.iter().collect();
+        let mut keys: Vec<(&String, &KeyState)> =
+            self.keys.iter().map(|(k, s)| (k, &**s)).collect();
         keys.sort_by(|a, b| a.0.cmp(b.0));
         let snapshot = SnapshotRef {
             format: SNAPSHOT_FORMAT,
@@ -295,7 +298,11 @@ impl Correlator {
         c.watermark = Timestamp(snapshot.watermark_ms);
         c.next_sweep = Timestamp(snapshot.next_sweep_ms);
         c.stats = snapshot.stats;
-        c.keys = snapshot.keys.into_iter().collect();
+        c.keys = snapshot
+            .keys
+            .into_iter()
+            .map(|(k, s)| (k, Box::new(s)))
+            .collect();
         c.sigma.restore_state(snapshot.sigma);
         Ok(c)
     }
@@ -574,7 +581,7 @@ impl Correlator {
                 self.stats.refused_keys += 1;
                 return;
             }
-            let mut state = new_state(key, t);
+            let mut state = Box::new(new_state(key, t));
             state.not_before = not_before;
             self.keys.insert(key.to_owned(), state);
             // A window opened in the past may expire before those the last full scan saw.
@@ -603,7 +610,7 @@ impl Correlator {
         severity_for(
             &self.config.policy,
             c.organisations.len(),
-            &c.sectors,
+            c.sectors.as_slice(),
             c.member_states.len(),
             c.max_level,
             c.taxonomy.map(|t| t.class),
@@ -716,8 +723,8 @@ impl Correlator {
             headline: headline_for(
                 &c.correlation_key,
                 c.organisations.len(),
-                &c.sectors,
-                &c.member_states,
+                c.sectors.as_slice(),
+                c.member_states.as_slice(),
             ),
             taxonomy: c.taxonomy,
             severity,
@@ -774,14 +781,14 @@ fn new_state(key: &str, start: Timestamp) -> KeyState {
             window_start: start,
             first_seen: start,
             last_seen: start,
-            organisations: BTreeMap::new(),
-            sectors: BTreeSet::new(),
-            member_states: BTreeSet::new(),
+            organisations: SortedMap::new(),
+            sectors: SortedSet::new(),
+            member_states: SortedSet::new(),
             detection_count: 0,
             incomplete_context: 0,
-            rules: BTreeMap::new(),
-            indicators: BTreeMap::new(),
-            attack: BTreeSet::new(),
+            rules: SortedMap::new(),
+            indicators: SortedMap::new(),
+            attack: SortedSet::new(),
             taxonomy: None,
             max_level: Level::Informational,
             score: 0,
@@ -789,7 +796,7 @@ fn new_state(key: &str, start: Timestamp) -> KeyState {
             version: 0,
         },
         seen: HashSet::new(),
-        timeline: BTreeMap::new(),
+        timeline: SortedMap::new(),
         suspected_malicious: false,
         issued: None,
         last_issued_at: None,
@@ -809,16 +816,20 @@ fn absorb(state: &mut KeyState, d: &Detection, complete: bool) {
     c.first_seen = c.first_seen.min(d.event_time);
     c.last_seen = c.last_seen.max(d.event_time);
     if let Some(org) = &d.context.organisation {
-        let first = c.organisations.entry(org.clone()).or_insert(d.event_time);
+        let first = c
+            .organisations
+            .get_or_insert_with(org.as_str(), str::to_owned, || d.event_time);
         *first = (*first).min(d.event_time);
-        let entry = state.timeline.entry(org.clone()).or_insert(TimelineEntry {
-            time: d.event_time,
-            organisation: Some(org.clone()),
-            sector: d.context.sector,
-            member_state: d.context.member_state,
-            detections: 0,
-            tlp: Tlp::Clear,
-        });
+        let entry = state
+            .timeline
+            .get_or_insert_with(org.as_str(), str::to_owned, || TimelineEntry {
+                time: d.event_time,
+                organisation: Some(org.clone()),
+                sector: d.context.sector,
+                member_state: d.context.member_state,
+                detections: 0,
+                tlp: Tlp::Clear,
+            });
         if d.event_time < entry.time {
             entry.time = d.event_time;
         }
@@ -831,29 +842,33 @@ fn absorb(state: &mut KeyState, d: &Detection, complete: bool) {
     if let Some(m) = d.context.member_state {
         c.member_states.insert(m);
     }
-    let rule = c.rules.entry(d.rule.id.clone()).or_insert(RuleSummary {
-        id: d.rule.id.clone(),
-        title: d.rule.title.clone(),
-        level: d.rule.level,
-        detections: 0,
-    });
+    let rule = c
+        .rules
+        .get_or_insert_with(d.rule.id.as_str(), str::to_owned, || RuleSummary {
+            id: d.rule.id.clone(),
+            title: d.rule.title.clone(),
+            level: d.rule.level,
+            detections: 0,
+        });
     rule.detections += 1;
     for i in &d.indicators {
+        let key = format!("{}:{}", i.kind.as_str(), i.value);
         let s = c
             .indicators
-            .entry(format!("{}:{}", i.kind.as_str(), i.value))
-            .or_insert(IndicatorSighting {
+            .get_or_insert_with(key.as_str(), str::to_owned, || IndicatorSighting {
                 kind: i.kind,
                 value: i.value.clone(),
                 tlp: i.tlp,
-                feeds: BTreeSet::new(),
+                feeds: SortedSet::new(),
                 seen_by: Default::default(),
             });
         s.tlp = s.tlp.max(i.tlp);
-        s.feeds.insert(i.feed.clone());
+        s.feeds.insert_borrowed(i.feed.as_str(), str::to_owned);
         s.seen_by.record(d.context.organisation.as_deref(), d.tlp);
     }
-    c.attack.extend(d.attack.iter().cloned());
+    for technique in &d.attack {
+        c.attack.insert_borrowed(technique.as_str(), str::to_owned);
+    }
     if d.taxonomy.is_some() && (c.taxonomy.is_none() || d.rule.level > c.max_level) {
         c.taxonomy = d.taxonomy;
     }
@@ -891,8 +906,8 @@ fn key_subject(key: &str) -> String {
 pub(crate) fn headline_for(
     key: &str,
     organisations: usize,
-    sectors: &BTreeSet<Sector>,
-    member_states: &BTreeSet<MemberState>,
+    sectors: &[Sector],
+    member_states: &[MemberState],
 ) -> String {
     let sectors: Vec<&str> = sectors.iter().map(|s| s.slug()).collect();
     let states: Vec<&str> = member_states.iter().map(|m| m.as_str()).collect();
@@ -914,7 +929,7 @@ pub(crate) fn headline_for(
 pub(crate) fn severity_for(
     p: &EscalationPolicy,
     organisations: usize,
-    sectors: &BTreeSet<Sector>,
+    sectors: &[Sector],
     member_states: usize,
     max_level: Level,
     taxonomy_class: Option<tocsin_core::TaxonomyClass>,
