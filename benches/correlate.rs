@@ -38,6 +38,7 @@ fn bench(c: &mut Criterion) {
     };
     for keys in sizes {
         let before = resident_bytes();
+        let heap_before = live_heap_bytes();
         let mut corr = Correlator::new(CorrelatorConfig::default());
         let mut out = Vec::new();
         for k in 0..keys {
@@ -46,7 +47,13 @@ fn bench(c: &mut Criterion) {
         assert_eq!(corr.live_keys(), keys);
         assert!(out.is_empty());
         let per_key = resident_bytes().saturating_sub(before) as f64 / keys as f64;
-        eprintln!("{keys} live keys: about {per_key:.0} bytes of resident memory per key");
+        // The heap the keys hold, counted by the bench's allocator: exact, where the
+        // resident growth depends on what earlier sizes freed.
+        let heap_per_key = live_heap_bytes().saturating_sub(heap_before) as f64 / keys as f64;
+        eprintln!(
+            "{keys} live keys: about {per_key:.0} bytes of resident memory per key, \
+             {heap_per_key:.0} bytes of heap"
+        );
         if keys <= 100_000 {
             // What a correlate worker writes (every `correlate.state_interval_ms`) for a
             // partition holding these keys.
@@ -60,6 +67,11 @@ fn bench(c: &mut Criterion) {
             "correlate-resident-bytes",
             keys as u64,
             per_key * keys as f64,
+        );
+        record_figure(
+            "correlate-heap-bytes",
+            keys as u64,
+            heap_per_key * keys as f64,
         );
         // Steady state: more detections from the same organisation into existing keys.
         let batch: Vec<Detection> = (0..10_000)

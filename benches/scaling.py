@@ -3,8 +3,8 @@
 
 Reads criterion's estimates (target/criterion/GROUP/BENCH/new/{estimates,benchmark}.json) and
 the figures the benches record themselves (target/criterion/tocsin-figures.jsonl: memory per
-scale, the compiled rules' as live heap bytes counted by the bench's allocator, indicators'
-and keys' as resident bytes; events/s per process count from benches/scaling.sh), and draws
+scale, the compiled rules' and keys' as live heap bytes counted by the bench's allocator,
+indicators' as resident bytes; events/s per process count from benches/scaling.sh), and draws
 throughput
 against rules, indicators, live correlation keys, Sigma correlation groups and processes, and
 memory against the same.
@@ -120,8 +120,8 @@ def main() -> None:
          mib(fig.get("sigmahq-compiled-heap-bytes", [])), True, "#2c6e9e"),
         ("Memory: indicators", "indicators (log)", "resident MiB",
          mib(fig.get("iocs-resident-bytes", [])), True, "#2c6e9e"),
-        ("Memory: live correlation keys", "keys (log)", "resident MiB",
-         mib(fig.get("correlate-resident-bytes", [])), True, "#2c6e9e"),
+        ("Memory: live correlation keys (live heap)", "keys (log)", "heap MiB",
+         mib(fig.get("correlate-heap-bytes", [])), True, "#2c6e9e"),
         ("Memory: Sigma correlation groups (live heap)", "groups of one detection (log)",
          "heap MiB", mib(fig.get("correlate-sigma-heap-bytes", [])), True, "#2c6e9e"),
     ]
