@@ -4,8 +4,9 @@
 //! A candidate is the correlator's unit of state and the input of the escalation policy.
 //! It keeps sets (organisations, sectors, member states, rules, indicators) in sorted
 //! containers so that its serialisation — and every id and warning derived from it — is
-//! deterministic: [`SortedMap`] and [`SortedSet`], which hold one to a few entries in what
-//! those take (a B-tree's node for eleven made a live key cost about 5 KB).
+//! deterministic: [`SortedMap`] and [`SortedSet`], which hold a few entries in about what
+//! those take (a B-tree allocates a node for eleven, most of a live key's memory when each
+//! held one or two).
 
 use serde::{Deserialize, Serialize};
 

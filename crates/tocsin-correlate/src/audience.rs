@@ -60,8 +60,8 @@ pub fn render(
     let sectors: SortedSet<Sector> = r.timeline.iter().filter_map(|e| e.sector).collect();
     let member_states: SortedSet<MemberState> =
         r.timeline.iter().filter_map(|e| e.member_state).collect();
-    r.affected.sectors = sectors.as_slice().to_vec();
-    r.affected.member_states = member_states.as_slice().to_vec();
+    r.affected.sectors = sectors.iter().copied().collect();
+    r.affected.member_states = member_states.iter().copied().collect();
     r.affected.organisation_count = r.timeline.len() as u32;
     r.detection_count = r.timeline.iter().map(|e| e.detections).sum();
     r.first_seen = shown_first.unwrap_or(w.first_seen);
@@ -79,7 +79,7 @@ pub fn render(
     r.severity = crate::severity_for(
         policy,
         r.timeline.len(),
-        sectors.as_slice(),
+        &sectors,
         member_states.len(),
         max_level,
         r.taxonomy.map(|t| t.class),
@@ -143,8 +143,8 @@ pub fn render(
     r.headline = crate::headline_for(
         &r.correlation_key,
         r.affected.organisation_count as usize,
-        sectors.as_slice(),
-        member_states.as_slice(),
+        &sectors,
+        &member_states,
     );
     r.tlp = w
         .timeline

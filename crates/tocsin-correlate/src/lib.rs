@@ -610,7 +610,7 @@ impl Correlator {
         severity_for(
             &self.config.policy,
             c.organisations.len(),
-            c.sectors.as_slice(),
+            &c.sectors,
             c.member_states.len(),
             c.max_level,
             c.taxonomy.map(|t| t.class),
@@ -723,8 +723,8 @@ impl Correlator {
             headline: headline_for(
                 &c.correlation_key,
                 c.organisations.len(),
-                c.sectors.as_slice(),
-                c.member_states.as_slice(),
+                &c.sectors,
+                &c.member_states,
             ),
             taxonomy: c.taxonomy,
             severity,
@@ -906,8 +906,8 @@ fn key_subject(key: &str) -> String {
 pub(crate) fn headline_for(
     key: &str,
     organisations: usize,
-    sectors: &[Sector],
-    member_states: &[MemberState],
+    sectors: &SortedSet<Sector>,
+    member_states: &SortedSet<MemberState>,
 ) -> String {
     let sectors: Vec<&str> = sectors.iter().map(|s| s.slug()).collect();
     let states: Vec<&str> = member_states.iter().map(|m| m.as_str()).collect();
@@ -929,7 +929,7 @@ pub(crate) fn headline_for(
 pub(crate) fn severity_for(
     p: &EscalationPolicy,
     organisations: usize,
-    sectors: &[Sector],
+    sectors: &SortedSet<Sector>,
     member_states: usize,
     max_level: Level,
     taxonomy_class: Option<tocsin_core::TaxonomyClass>,
