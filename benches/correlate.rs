@@ -366,5 +366,50 @@ fn bench_full(c: &mut Criterion) {
     assert!(out.is_empty());
 }
 
-criterion_group!(benches, bench, bench_sigma_groups, bench_full);
+/// One key gathering many indicators (a `campaign:` key whose campaign's indicators are all
+/// hit): the cost of each new indicator as the key grows, with no warning meanwhile (one
+/// organisation), then the warning a second organisation causes, which carries them all.
+fn bench_wide_key(c: &mut Criterion) {
+    let mut group = c.benchmark_group("correlate-wide");
+    group.sample_size(10);
+    for indicators in [1_000usize, 10_000] {
+        // Indicators in no order (7919 is prime: a permutation), so that each new one lands
+        // anywhere among those before it.
+        let detections: Vec<Detection> = (0..indicators)
+            .map(|i| {
+                let mut d = detection((i * 7919) % indicators, "Org A", i as u64);
+                d.correlation_keys = vec![String::from("campaign:bench")];
+                d
+            })
+            .collect();
+        let mut last = detections[0].clone();
+        last.id = String::from("det-last");
+        last.context.organisation = Some(String::from("Org B"));
+        group.throughput(Throughput::Elements(indicators as u64));
+        group.bench_function(format!("new-indicators/{indicators}-into-one-key"), |b| {
+            b.iter(|| {
+                let mut corr = Correlator::new(CorrelatorConfig::default());
+                let mut out = Vec::new();
+                for d in &detections {
+                    corr.push(d, &mut out);
+                }
+                assert!(out.is_empty(), "one organisation never warns");
+                corr.push(&last, &mut out);
+                assert_eq!(corr.live_keys(), 1);
+                assert_eq!(out.len(), 1, "the second organisation warns");
+                assert_eq!(out[0].indicators.len(), indicators);
+                out.len()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench,
+    bench_sigma_groups,
+    bench_full,
+    bench_wide_key
+);
 criterion_main!(benches);
