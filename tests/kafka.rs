@@ -1326,6 +1326,102 @@ fn correlate_worker_hands_a_partition_over_with_its_state_written_first() {
     );
 }
 
+/// A correlate worker takes a changed escalation policy without a restart: ten
+/// organisations under a policy that wants fifty for a warning raise none; once a policy
+/// that wants two is loaded (the site directory, read after `rules/`, is watched every
+/// second), the next detection raises the warning, of eleven organisations.
+#[test]
+fn correlate_worker_takes_a_new_escalation_policy_without_a_restart() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let id = unique();
+    let dir = tempfile::tempdir().unwrap();
+    let config = scenario_config(dir.path(), &bootstrap, &id);
+    let site = dir.path().join("site-policy");
+    std::fs::create_dir_all(&site).unwrap();
+    let policy = std::fs::read_to_string(repo().join("rules/escalation.yaml")).unwrap();
+    let threshold = "warning:\n  min_organisations: 2\n";
+    assert!(
+        policy.contains(threshold),
+        "rules/escalation.yaml changed: {policy}"
+    );
+    let wants =
+        |n: u32| policy.replace(threshold, &format!("warning:\n  min_organisations: {n}\n"));
+    std::fs::write(site.join("escalation.yaml"), wants(50)).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let rules = format!("paths = [\"{}\"]", repo().join("rules").display());
+    assert!(text.contains(&rules), "{text}");
+    let text = text.replace(
+        &rules,
+        &format!(
+            "watch_s = 1\npaths = [\"{}\", \"{}\"]",
+            repo().join("rules").display(),
+            site.display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    create_topics(&config, 1);
+    let reader = Source::subscribe(
+        &KafkaSettings::new(bootstrap.clone()),
+        &format!("test-{id}-reader"),
+        &[format!("test.{id}.warnings.technical")],
+    )
+    .unwrap();
+    let mut sink = Sink::new(&KafkaSettings::new(bootstrap.clone())).unwrap();
+    let topic = format!("test.{id}.detections");
+    let publish = |sink: &mut Sink, organisations: std::ops::Range<u64>| {
+        for n in organisations {
+            let d = tocsin_core::samples::indicator_detection(
+                format!("det-{n:032x}"),
+                "campaign.bad.test",
+                "test",
+                &format!("Organisation {n}"),
+                tocsin_core::Timestamp(1_772_438_400_000 + n as i64 * 1_000),
+            );
+            let (key, payload) = tocsin_core::samples::keyed_message(&d);
+            sink.send(&topic, Some(key.as_bytes()), &payload, &[])
+                .unwrap();
+        }
+        sink.flush(Duration::from_secs(30)).unwrap();
+    };
+    publish(&mut sink, 0..10);
+    let (worker, listen) = spawn_listening(&config, "correlate");
+    // All ten merged: their offsets are committed with the state that holds them.
+    wait_metric(
+        listen,
+        &format!("tocsin_consumer_lag_messages{{partition=\"0\",topic=\"{topic}\"}}"),
+        |v| v == Some(0.0),
+        "the worker did not merge the ten detections",
+    );
+    std::fs::write(site.join("escalation.yaml"), wants(2)).unwrap();
+    wait_metric(
+        listen,
+        "tocsin_reloads_total{outcome=\"success\"}",
+        |v| v.unwrap_or(0.0) >= 1.0,
+        "the worker did not reload the policy",
+    );
+    publish(&mut sink, 10..11);
+    let mut seen = BTreeMap::new();
+    read_warnings(&reader, &mut seen, Duration::from_secs(15));
+    let (status, err) = terminate(worker.take());
+    assert!(status.success(), "{err}");
+    let versions: Vec<(u64, serde_json::Value)> = seen
+        .iter()
+        .map(|((_, version), copies)| {
+            let w: serde_json::Value = serde_json::from_slice(&copies[0]).unwrap();
+            (*version, w["affected"]["organisation_count"].clone())
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        [(1, serde_json::json!(11))],
+        "one warning, at the first detection after the reload:\n{err}"
+    );
+    assert!(
+        err.contains("escalation policy replaced in 1 partitions"),
+        "the worker logs the change:\n{err}"
+    );
+}
+
 /// A detection of indicator `h{n}.bad.test` from one organisation (a live key of its own, no
 /// warning): (its correlation key, its JSON).
 fn indicator_detection(n: u64) -> (String, Vec<u8>) {

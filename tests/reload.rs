@@ -34,16 +34,20 @@ fn rules_dir(iocs: &str) -> tempfile::TempDir {
     dir
 }
 
-/// Spawn `tocsin run` reading stdin; stderr lines arrive on the channel.
+/// Spawn `tocsin run` reading stdin, its warnings to `warnings`; stderr lines arrive on the
+/// channel.
 fn spawn(
     rules: &std::path::Path,
+    warnings: &std::path::Path,
     detections: &std::path::Path,
     extra: &[&str],
 ) -> (Child, mpsc::Receiver<String>) {
     let mut child = tocsin()
         .args(["run", "--rules"])
         .arg(rules)
-        .args(["--input", "-", "--output", "-", "--detections"])
+        .args(["--input", "-", "--output"])
+        .arg(warnings)
+        .arg("--detections")
         .arg(detections)
         .args(extra)
         .stdin(Stdio::piped())
@@ -80,7 +84,8 @@ fn check_reload(args: &[&str], cause: &str, trigger: impl FnOnce(&Child, &std::p
     let rules = rules_dir("domain first.example\n");
     let work = tempfile::tempdir().unwrap();
     let detections = work.path().join("d.jsonl");
-    let (mut child, rx) = spawn(rules.path(), &detections, args);
+    let warnings = work.path().join("w.jsonl");
+    let (mut child, rx) = spawn(rules.path(), &warnings, &detections, args);
     let mut stdin = child.stdin.take().unwrap();
     for n in 0..100 {
         writeln!(stdin, "{}", event(n)).unwrap();
@@ -154,6 +159,56 @@ fn sighup_reloads_between_events() {
             .unwrap();
         assert!(status.success());
     });
+}
+
+/// The escalation policy comes with a reload: ten organisations under a policy that wants
+/// fifty for a warning raise none; after a SIGHUP with a policy that wants two, the next
+/// detection raises the warning, of eleven organisations.
+#[test]
+fn sighup_reloads_the_escalation_policy() {
+    let rules = rules_dir("domain first.example\n");
+    let policy = std::fs::read_to_string(repo().join("rules/escalation.yaml")).unwrap();
+    let threshold = "warning:\n  min_organisations: 2\n";
+    assert!(
+        policy.contains(threshold),
+        "rules/escalation.yaml changed: {policy}"
+    );
+    let wants =
+        |n: u32| policy.replace(threshold, &format!("warning:\n  min_organisations: {n}\n"));
+    let path = rules.path().join("escalation.yaml");
+    std::fs::write(&path, wants(50)).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let warnings = work.path().join("w.jsonl");
+    let detections = work.path().join("d.jsonl");
+    let (mut child, rx) = spawn(rules.path(), &warnings, &detections, &[]);
+    let mut stdin = child.stdin.take().unwrap();
+    // Even events hit the indicator, each from an organisation of its own.
+    for n in 0..20 {
+        writeln!(stdin, "{}", event(n)).unwrap();
+    }
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&path, wants(2)).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(&rx, "reloaded (SIGHUP)");
+    // Taken before the next event.
+    for n in 20..24 {
+        writeln!(stdin, "{}", event(n)).unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    wait_for(&rx, "escalation policy replaced");
+    let warnings = json_lines(&warnings);
+    assert!(!warnings.is_empty(), "no warning after the reload");
+    assert_eq!(
+        warnings[0]["affected"]["organisation_count"], 11,
+        "the first warning came at the first detection after the reload: {:#?}",
+        warnings[0]
+    );
 }
 
 /// `tocsin run` over `input` with `extra` flags, every detection written to `detections`:
@@ -368,7 +423,8 @@ fn a_changed_frequency_table_is_read_again_by_the_next_reload() {
     extra.extend(["--frequencies".as_ref(), table.as_os_str()]);
     extra.extend(["--watch", "--watch-interval", "0.2"].map(std::ffi::OsStr::new));
     let extra: Vec<&str> = extra.iter().map(|a| a.to_str().unwrap()).collect();
-    let (mut child, rx) = spawn(iocs.path(), &detections, &extra);
+    let warnings = dir.path().join("w.jsonl");
+    let (mut child, rx) = spawn(iocs.path(), &warnings, &detections, &extra);
     let started = wait_for(&rx, " scanned for");
     assert_eq!(scanned_for(&started), scanned_for(&log_a), "{started}");
     let mut stdin = child.stdin.take().unwrap();
@@ -421,8 +477,10 @@ fn watch_reloads_correlation_rules() {
     std::fs::write(rules.path().join("failed_logon.yml"), FAILED_LOGON).unwrap();
     let work = tempfile::tempdir().unwrap();
     let detections = work.path().join("d.jsonl");
+    let warnings = work.path().join("w.jsonl");
     let (mut child, rx) = spawn(
         rules.path(),
+        &warnings,
         &detections,
         &["--watch", "--watch-interval", "0.2"],
     );

@@ -280,6 +280,20 @@ impl Correlator {
         serde_json::to_vec(&snapshot).unwrap_or_default()
     }
 
+    /// Judge by `policy` from now on (a reloaded `escalation.yaml`): its windows, thresholds,
+    /// severities, intervals and lateness apply to what comes next (a window open now ends
+    /// when the new window length says); versions already issued stay as they were. Returns
+    /// whether it differs from the policy in use.
+    pub fn replace_policy(&mut self, policy: EscalationPolicy) -> bool {
+        if self.config.policy == policy {
+            return false;
+        }
+        self.config.allowed_lateness = policy.allowed_lateness;
+        self.sigma.set_allowed_lateness(policy.allowed_lateness);
+        self.config.policy = policy;
+        true
+    }
+
     /// A correlator with `config` and the state of `bytes` (from [`Correlator::snapshot`]).
     pub fn restore(config: CorrelatorConfig, bytes: &[u8]) -> Result<Self, SnapshotError> {
         // The format first: a later format's body need not read as this one's.

@@ -416,6 +416,12 @@ impl CorrelationRules {
         }
     }
 
+    /// How late a detection may arrive and still count, from now on (a reloaded policy):
+    /// windows are judged closed by it at the next advance.
+    pub fn set_allowed_lateness(&mut self, allowed_lateness: DurationMs) {
+        self.allowed_lateness = allowed_lateness;
+    }
+
     /// Take `rules` in place of the rules in use (a reload), keeping what was counted for
     /// every correlation whose windows mean the same under both sets: same id, type,
     /// referenced rules, group-by, timespan, condition and aliases. A changed title, level,

@@ -1806,3 +1806,27 @@ fn severity_thresholds_per_taxonomy_class() {
     let bad = tocsin_rules::parse_policy("e.yaml", "version: 1\nwindow: 6h\ncandidate: {min_organisations: 2}\nwarning: {min_organisations: 2}\ncross_border: {min_member_states: 2}\ncross_sector: {min_sectors: 2}\nseverity:\n  - when: {taxonomy_class: mischief}\n    severity: low\n");
     assert_eq!(bad.unwrap_err().location.line, 8);
 }
+
+/// A reloaded policy judges what comes next: a key short of the old threshold warns at its
+/// next detection under a lower one; the same policy again changes nothing.
+#[test]
+fn a_replaced_policy_judges_the_next_detection() {
+    let mut config = CorrelatorConfig::default();
+    config.policy.warning_min_organisations = 5;
+    let mut c = Correlator::new(config.clone());
+    let mut out = Vec::new();
+    for (i, org) in ["A", "B", "C"].iter().enumerate() {
+        let d = det(&format!("d{i}"), org, "health", "DE", i as i64 * H, Tlp::Green);
+        c.push(&d, &mut out);
+    }
+    assert!(out.is_empty());
+    assert!(!c.replace_policy(config.policy.clone()), "the same policy");
+    let mut lower = config.policy.clone();
+    lower.warning_min_organisations = 2;
+    lower.allowed_lateness = tocsin_core::DurationMs(60_000);
+    assert!(c.replace_policy(lower));
+    assert_eq!(c.config.allowed_lateness, tocsin_core::DurationMs(60_000));
+    c.push(&det("d3", "D", "energy", "FR", 3 * H, Tlp::Green), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].affected.organisation_count, 4);
+}

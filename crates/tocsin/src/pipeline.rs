@@ -324,6 +324,10 @@ impl Pipeline {
         if replaced.differs() {
             crate::logging::say(&format!("tocsin: {replaced}"));
         }
+        if self.correlator.replace_policy(loaded.policy.clone()) {
+            self.outputs.policy = loaded.policy;
+            crate::logging::say("tocsin: escalation policy replaced (it judges what comes next)");
+        }
     }
 
     /// Match the next events with `rules`.

@@ -1,4 +1,4 @@
-//! Hot reload of rules and indicator feeds: `--watch` and SIGHUP.
+//! Hot reload of rules, indicator feeds and the escalation policy: `--watch` and SIGHUP.
 //!
 //! A background thread waits for a trigger — SIGHUP, or (with `--watch`) a change in the
 //! size or modification time of any rule or feed file — then loads and compiles the whole set
@@ -6,7 +6,8 @@
 //! channel that the pipeline polls between two events, so each event is matched by exactly
 //! one set. The correlation rules come with it: the pipeline gives them to its correlator
 //! at the same point, which keeps what the groups of unchanged correlations counted
-//! ([`tocsin_correlate::Correlator::replace_correlation_rules`]). A source that fails to
+//! ([`tocsin_correlate::Correlator::replace_correlation_rules`]), and so does the escalation
+//! policy ([`tocsin_correlate::Correlator::replace_policy`]; the renderings take it too). A source that fails to
 //! load as a whole keeps its previous version
 //! ([`crate::load::LastGood`]); rule errors are reported and the rest of the new set is used.
 //! A literal-frequency table (`--frequencies`) is read again when its file has changed (a
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Result;
 
 use tocsin_match::{CompiledRules, LiteralFrequencies, MatchConfig};
-use tocsin_rules::CorrelationRule;
+use tocsin_rules::{CorrelationRule, EscalationPolicy};
 
 use crate::feeds::FeedFormat;
 use crate::load::{LastGood, RuleSources};
@@ -31,11 +32,13 @@ use crate::load::{LastGood, RuleSources};
 /// them once) and the reloader (whose later rule sets keep choosing by them).
 pub type SharedFrequencies = Arc<Mutex<Option<Arc<LiteralFrequencies>>>>;
 
-/// A rule set loaded again: the compiled detection rules and the correlation rules that
-/// go with them (the detection rules carry their correlation keys).
+/// A rule set loaded again: the compiled detection rules, the correlation rules that go
+/// with them (the detection rules carry their correlation keys), and the escalation policy
+/// (`escalation.yaml`, or the default without one).
 pub struct Reloaded {
     pub compiled: Arc<CompiledRules>,
     pub correlations: Vec<CorrelationRule>,
+    pub policy: EscalationPolicy,
 }
 
 /// What to load, and how.
@@ -90,6 +93,7 @@ impl RuleSpec {
         let compiled = sources.compile(&profile, &config);
         let reloaded = Reloaded {
             compiled: Arc::new(compiled),
+            policy: sources.policy.clone().unwrap_or_default(),
             correlations: sources.correlations,
         };
         Ok((reloaded, frequencies))
@@ -248,6 +252,7 @@ pub fn spawn(
                         let correlations = sources.correlations.len();
                         let reloaded = Reloaded {
                             compiled: Arc::new(compiled),
+                            policy: sources.policy.clone().unwrap_or_default(),
                             correlations: sources.correlations,
                         };
                         if tx.send(reloaded).is_err() {

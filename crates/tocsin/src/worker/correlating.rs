@@ -185,11 +185,12 @@ struct Outputs {
     dead_letter_topic: String,
 }
 
-/// The correlation rules a correlate worker uses, and the reloads that replace them. It
-/// outlives [`run`], which [`supervised`] calls again after a transient error: a restart
-/// goes on with the newest rules, not those of the start.
+/// The correlation rules and escalation policy a correlate worker uses, and the reloads
+/// that replace them. It outlives [`run`], which [`supervised`] calls again after a
+/// transient error: a restart goes on with the newest ones, not those of the start.
 pub struct LiveCorrelations<'a> {
     current: Vec<CorrelationRule>,
+    policy: EscalationPolicy,
     reloads: &'a Receiver<Reloaded>,
 }
 
@@ -197,16 +198,18 @@ impl<'a> LiveCorrelations<'a> {
     pub fn new(sources: &RuleSources, reloads: &'a Receiver<Reloaded>) -> Self {
         LiveCorrelations {
             current: sources.correlations.clone(),
+            policy: sources.policy.clone().unwrap_or_default(),
             reloads,
         }
     }
 
-    /// The correlation rules of the newest reload, if one arrived since the last call;
-    /// they are the current ones from then on.
-    fn take_newest(&mut self) -> Option<Vec<CorrelationRule>> {
-        let newest = self.reloads.try_iter().last()?.correlations;
-        self.current.clone_from(&newest);
-        Some(newest)
+    /// The correlation rules and policy of the newest reload, if one arrived since the last
+    /// call; they are the current ones from then on.
+    fn take_newest(&mut self) -> Option<(Vec<CorrelationRule>, EscalationPolicy)> {
+        let newest = self.reloads.try_iter().last()?;
+        self.current.clone_from(&newest.correlations);
+        self.policy.clone_from(&newest.policy);
+        Some((newest.correlations, newest.policy))
     }
 }
 
@@ -223,12 +226,12 @@ pub fn run(
 ) -> Result<()> {
     let settings = c.kafka_settings();
     let cfg = &c.correlate;
-    let policy = sources.policy.clone().unwrap_or_default();
+    let policy = live.policy.clone();
     let correlator_config = CorrelatorConfig {
         correlation_rules: live.current.clone(),
         ..crate::correlator_config(sources, policy.clone())
     };
-    let outputs = Outputs {
+    let mut outputs = Outputs {
         audiences: [
             Audience::Technical,
             Audience::Operational,
@@ -359,8 +362,10 @@ pub fn run(
             // the poll that brought it: in `worker all` the match thread passes a reload on
             // before it tags any detection with the new keys, so such a detection always
             // finds the new rules here.
-            if let Some(rules) = live.take_newest() {
+            if let Some((rules, policy)) = live.take_newest() {
                 replace_correlation_rules(&mut parts, &mut restoring.correlator, rules, quiet);
+                let config = &mut restoring.correlator;
+                replace_policy(&mut parts, config, &mut outputs, policy, quiet);
                 write_now = true;
             }
             resumption.read(&msg);
@@ -403,8 +408,10 @@ pub fn run(
         }
         // Also between batches, so that reloads do not queue up (each holding a compiled
         // rule set) while no detection comes.
-        if let Some(rules) = live.take_newest() {
+        if let Some((rules, policy)) = live.take_newest() {
             replace_correlation_rules(&mut parts, &mut restoring.correlator, rules, quiet);
+            let config = &mut restoring.correlator;
+            replace_policy(&mut parts, config, &mut outputs, policy, quiet);
             write_now = true;
         }
         if idle_grace > Duration::ZERO && !stopping {
@@ -570,6 +577,32 @@ pub fn run(
         );
     }
     Ok(())
+}
+
+/// Give a reloaded escalation `policy` to every partition's correlator, to those restored
+/// from now on, and to the renderings, when it differs from the one in use.
+fn replace_policy(
+    parts: &mut HashMap<i32, Partition>,
+    config: &mut CorrelatorConfig,
+    outputs: &mut Outputs,
+    policy: EscalationPolicy,
+    quiet: bool,
+) {
+    if outputs.policy == policy {
+        return;
+    }
+    for part in parts.values_mut() {
+        part.correlator.replace_policy(policy.clone());
+    }
+    config.allowed_lateness = policy.allowed_lateness;
+    config.policy = policy.clone();
+    outputs.policy = policy;
+    if !quiet {
+        tracing::info!(
+            "escalation policy replaced in {} partitions (it judges what comes next)",
+            parts.len()
+        );
+    }
 }
 
 /// Give `rules` to every partition's correlator, and to those restored from now on. A
