@@ -291,6 +291,10 @@ impl Correlator {
         self.config.allowed_lateness = policy.allowed_lateness;
         self.sigma.set_allowed_lateness(policy.allowed_lateness);
         self.config.policy = policy;
+        // Deadlines computed with the old window and quiet period: found again from the
+        // next detection or advance on.
+        self.next_sweep = Timestamp(i64::MIN);
+        self.no_room_until = i64::MIN;
         true
     }
 
@@ -644,7 +648,9 @@ impl Correlator {
         let p = &self.config.policy;
         let state = self.keys.get(key)?;
         let c = &state.candidate;
-        if (c.organisations.len() as u32) < p.warning_min_organisations {
+        // The threshold makes a warning; one issued goes on (to its closing) under a policy
+        // reloaded since with a higher one.
+        if state.issued.is_none() && (c.organisations.len() as u32) < p.warning_min_organisations {
             return None;
         }
         let severity = self.severity(c);

@@ -1816,7 +1816,14 @@ fn a_replaced_policy_judges_the_next_detection() {
     let mut c = Correlator::new(config.clone());
     let mut out = Vec::new();
     for (i, org) in ["A", "B", "C"].iter().enumerate() {
-        let d = det(&format!("d{i}"), org, "health", "DE", i as i64 * H, Tlp::Green);
+        let d = det(
+            &format!("d{i}"),
+            org,
+            "health",
+            "DE",
+            i as i64 * H,
+            Tlp::Green,
+        );
         c.push(&d, &mut out);
     }
     assert!(out.is_empty());
@@ -1829,4 +1836,14 @@ fn a_replaced_policy_judges_the_next_detection() {
     c.push(&det("d3", "D", "energy", "FR", 3 * H, Tlp::Green), &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].affected.organisation_count, 4);
+    // A higher threshold than it has: the warning issued goes on under it.
+    let mut higher = config.policy.clone();
+    higher.warning_min_organisations = 10;
+    assert!(c.replace_policy(higher));
+    c.push(
+        &det("d4", "E", "banking", "IT", 4 * H, Tlp::Green),
+        &mut out,
+    );
+    assert_eq!(out.len(), 2, "the issued warning is updated");
+    assert_eq!((out[1].version, out[1].affected.organisation_count), (2, 5));
 }

@@ -724,7 +724,8 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         detections,
         dead_letters,
     )
-    .with_reloads(reloads);
+    .with_reloads(reloads)
+    .forcing_exercise(a.exercise);
     if a.calibrate > 0 {
         let spec = a.rules.spec();
         let quiet = a.quiet;

@@ -120,6 +120,8 @@ pub struct Pipeline {
     rules: Arc<CompiledRules>,
     /// New rule sets from the reloader, swapped in between two events.
     reloads: Option<Receiver<Reloaded>>,
+    /// `--exercise`: kept in every policy a reload brings.
+    exercise: bool,
     context_fields: ContextFields,
     scratch: MatchScratch,
     /// What of the scratch space's counters the metrics have.
@@ -184,6 +186,7 @@ impl Pipeline {
             match_work: MatchWorkPublisher::default(),
             rules,
             reloads: None,
+            exercise: false,
             index: EventIndex::new(),
             correlator,
             max_event_bytes,
@@ -324,10 +327,22 @@ impl Pipeline {
         if replaced.differs() {
             crate::logging::say(&format!("tocsin: {replaced}"));
         }
-        if self.correlator.replace_policy(loaded.policy.clone()) {
-            self.outputs.policy = loaded.policy;
-            crate::logging::say("tocsin: escalation policy replaced (it judges what comes next)");
+        if let Some(mut policy) = loaded.policy {
+            policy.exercise |= self.exercise;
+            if self.correlator.replace_policy(policy.clone()) {
+                self.outputs.policy = policy;
+                crate::logging::say(
+                    "tocsin: escalation policy replaced (it judges what comes next)",
+                );
+            }
         }
+    }
+
+    /// Mark every warning as exercise traffic whatever the policy says (`--exercise`),
+    /// policies reloaded later included.
+    pub fn forcing_exercise(mut self, forced: bool) -> Self {
+        self.exercise = forced;
+        self
     }
 
     /// Match the next events with `rules`.

@@ -34,11 +34,12 @@ pub type SharedFrequencies = Arc<Mutex<Option<Arc<LiteralFrequencies>>>>;
 
 /// A rule set loaded again: the compiled detection rules, the correlation rules that go
 /// with them (the detection rules carry their correlation keys), and the escalation policy
-/// (`escalation.yaml`, or the default without one).
+/// (`escalation.yaml`; none when the rule paths have none any more, or it cannot be read
+/// and nothing was read before: the policy in use then stays).
 pub struct Reloaded {
     pub compiled: Arc<CompiledRules>,
     pub correlations: Vec<CorrelationRule>,
-    pub policy: EscalationPolicy,
+    pub policy: Option<EscalationPolicy>,
 }
 
 /// What to load, and how.
@@ -93,7 +94,7 @@ impl RuleSpec {
         let compiled = sources.compile(&profile, &config);
         let reloaded = Reloaded {
             compiled: Arc::new(compiled),
-            policy: sources.policy.clone().unwrap_or_default(),
+            policy: sources.policy.clone(),
             correlations: sources.correlations,
         };
         Ok((reloaded, frequencies))
@@ -252,7 +253,7 @@ pub fn spawn(
                         let correlations = sources.correlations.len();
                         let reloaded = Reloaded {
                             compiled: Arc::new(compiled),
-                            policy: sources.policy.clone().unwrap_or_default(),
+                            policy: sources.policy.clone(),
                             correlations: sources.correlations,
                         };
                         if tx.send(reloaded).is_err() {

@@ -16,7 +16,7 @@
 //! partition would cost its size many times a second; the batches in between stay
 //! uncommitted, and a worker that dies replays them from the last state (publishing their
 //! warning versions again, identical). What a replay could judge otherwise is written at
-//! once: a partition taken away, a stop, a reload of the correlation rules, an idle
+//! once: a partition taken away, a stop, a reload of the correlation rules or policy, an idle
 //! partition's event time moved on by the wall clock and the batch after it.
 //! When partitions are assigned, their state is restored from the changelog before any of
 //! their messages is merged (and, as a fallback, at a partition's first message), and the
@@ -204,12 +204,15 @@ impl<'a> LiveCorrelations<'a> {
     }
 
     /// The correlation rules and policy of the newest reload, if one arrived since the last
-    /// call; they are the current ones from then on.
+    /// call; they are the current ones from then on (a reload without a policy keeps the
+    /// one in use).
     fn take_newest(&mut self) -> Option<(Vec<CorrelationRule>, EscalationPolicy)> {
         let newest = self.reloads.try_iter().last()?;
         self.current.clone_from(&newest.correlations);
-        self.policy.clone_from(&newest.policy);
-        Some((newest.correlations, newest.policy))
+        if let Some(policy) = newest.policy {
+            self.policy = policy;
+        }
+        Some((newest.correlations, self.policy.clone()))
     }
 }
 
