@@ -9,6 +9,20 @@ use std::process::{Command, Output, Stdio};
 /// tests' rules refer to.
 pub const FAILED_LOGON: &str = "title: Failed logon\nid: failed-logon\nname: failed_logon\nlogsource:\n  product: windows\n  service: security\ndetection:\n  selection:\n    EventID: 4625\n  condition: selection\nlevel: low\n";
 
+/// `rules/escalation.yaml` with its warning threshold set to `organisations`.
+pub fn escalation_policy_wanting(organisations: u32) -> String {
+    let policy = std::fs::read_to_string(repo().join("rules/escalation.yaml")).unwrap();
+    let threshold = "warning:\n  min_organisations: 2\n";
+    assert!(
+        policy.contains(threshold),
+        "rules/escalation.yaml changed: {policy}"
+    );
+    policy.replace(
+        threshold,
+        &format!("warning:\n  min_organisations: {organisations}\n"),
+    )
+}
+
 pub fn tocsin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tocsin"))
 }

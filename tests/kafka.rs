@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{generate_events, repo, run_ok, tocsin, FAILED_LOGON};
+use common::{escalation_policy_wanting, generate_events, repo, run_ok, tocsin, FAILED_LOGON};
 use tocsin_kafka::sink::Sink;
 use tocsin_kafka::source::Source;
 use tocsin_kafka::KafkaSettings;
@@ -1338,15 +1338,7 @@ fn correlate_worker_takes_a_new_escalation_policy_without_a_restart() {
     let config = scenario_config(dir.path(), &bootstrap, &id);
     let site = dir.path().join("site-policy");
     std::fs::create_dir_all(&site).unwrap();
-    let policy = std::fs::read_to_string(repo().join("rules/escalation.yaml")).unwrap();
-    let threshold = "warning:\n  min_organisations: 2\n";
-    assert!(
-        policy.contains(threshold),
-        "rules/escalation.yaml changed: {policy}"
-    );
-    let wants =
-        |n: u32| policy.replace(threshold, &format!("warning:\n  min_organisations: {n}\n"));
-    std::fs::write(site.join("escalation.yaml"), wants(50)).unwrap();
+    std::fs::write(site.join("escalation.yaml"), escalation_policy_wanting(50)).unwrap();
     let text = std::fs::read_to_string(&config).unwrap();
     let rules = format!("paths = [\"{}\"]", repo().join("rules").display());
     assert!(text.contains(&rules), "{text}");
@@ -1392,7 +1384,7 @@ fn correlate_worker_takes_a_new_escalation_policy_without_a_restart() {
         |v| v == Some(0.0),
         "the worker did not merge the ten detections",
     );
-    std::fs::write(site.join("escalation.yaml"), wants(2)).unwrap();
+    std::fs::write(site.join("escalation.yaml"), escalation_policy_wanting(2)).unwrap();
     wait_metric(
         listen,
         "tocsin_reloads_total{outcome=\"success\"}",
