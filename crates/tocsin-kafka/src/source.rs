@@ -205,9 +205,12 @@ impl Source {
 
     /// The next message, waiting at most `timeout`. Errors are returned, not retried:
     /// librdkafka reconnects by itself and most errors are transient. Partitions revoked
-    /// and not yet released are released first ([`Source::release_revoked`]).
+    /// and not yet released are released first ([`Source::release_revoked`]); a release
+    /// that fails is returned as the error, after `timeout`, so that a worker reporting it
+    /// does not spin, and tried again at the next poll.
     pub fn poll(&self, timeout: Duration) -> Option<Result<Received<'_>, KafkaError>> {
         if let Err(e) = self.release_revoked() {
+            std::thread::sleep(timeout);
             return Some(Err(e));
         }
         self.consumer.poll(timeout).map(|r| {

@@ -242,14 +242,10 @@ pub fn run(
         ]
         .into_iter()
         .map(|a| {
-            let name = serde_json::to_value(a)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
             (
                 a,
                 audience::default_ceiling(a),
-                c.topics.audience_topic(&name),
+                c.topics.audience_topic(a.as_str()),
             )
         })
         .collect(),
@@ -519,9 +515,10 @@ pub fn run(
             parts.remove(p);
         }
         if !revoked.is_empty() {
-            source
-                .release_revoked()
-                .context("releasing the partitions taken away")?;
+            // A release that fails stays due: the next poll tries again.
+            if let Err(e) = source.release_revoked() {
+                errors.report(&e);
+            }
         }
         restore_assigned(
             &restoring,

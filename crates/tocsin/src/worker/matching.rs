@@ -166,9 +166,10 @@ pub fn run(
         // This worker keeps no state per partition: with the batch committed, the
         // partitions taken away can go.
         source.take_revoked();
-        source
-            .release_revoked()
-            .context("releasing the partitions taken away")?;
+        // A release that fails stays due: the next poll tries again.
+        if let Err(e) = source.release_revoked() {
+            errors.report(&e);
+        }
         // A reloaded rule set takes over between two batches.
         if let Some(rules) = live.take_newest() {
             m.use_rules(rules);
