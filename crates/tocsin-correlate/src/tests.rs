@@ -273,6 +273,11 @@ fn audiences_redact_and_recipients_route() {
     let policy = tocsin_rules::EscalationPolicy::default();
     let tech =
         crate::audience::render(canonical, Audience::Technical, Tlp::Amber, &policy).unwrap();
+    // A rendering names its ceiling; the canonical warning names none.
+    assert_eq!(
+        (canonical.tlp_ceiling, tech.tlp_ceiling),
+        (None, Some(Tlp::Amber))
+    );
     let json = serde_json::to_string(&tech).unwrap();
     assert!(
         !json.contains("Secret Ministry")

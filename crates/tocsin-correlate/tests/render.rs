@@ -683,7 +683,7 @@ fn versions_of_a_warning_are_versions_of_its_objects() {
     assert_eq!(
         v2.keys().collect::<Vec<_>>(),
         v3.keys().collect::<Vec<_>>(),
-        "another version, another set of objects"
+        "the two versions have different objects"
     );
     let shared = [stix::TOCSIN_IDENTITY_ID, stix::TOCSIN_EXTENSION_ID];
     let mut versioned = 0;
@@ -701,37 +701,60 @@ fn versions_of_a_warning_are_versions_of_its_objects() {
     }
     assert!(versioned > 30, "only {versioned} versioned objects");
 
-    // A warning from before `first_issued_at` existed is created at its own date.
-    let mut unknown_first = next.clone();
+    // Another rendering of a version (another audience, or the same under another
+    // ceiling) shares only the fixed objects with this one (the two TLP markings, the
+    // producer, the extension): its content differs under the same `modified`, and in MISP
+    // it is another event. A warning from before `first_issued_at` existed, which has no
+    // date common to its versions, keeps ids per version, created at its own date: no id
+    // gets two `created`.
+    let mut strategic = campaign_warning();
+    strategic.audience = Audience::Strategic;
+    let mut strict = campaign_warning();
+    strict.tlp_ceiling = Some(Tlp::AmberStrict);
+    let mut unknown_first = campaign_warning();
     unknown_first.first_issued_at = None;
+    let mut unknown_first_next = next.clone();
+    unknown_first_next.first_issued_at = None;
+    let unknown_first_ids = dated(&stix::to_bundle(&unknown_first));
+    for (what, ids, other) in [
+        ("strategic", &v2, &strategic),
+        ("AMBER+STRICT", &v2, &strict),
+        ("without first_issued_at", &v2, &unknown_first),
+        (
+            "the next version without first_issued_at",
+            &unknown_first_ids,
+            &unknown_first_next,
+        ),
+    ] {
+        let other_ids = dated(&stix::to_bundle(other));
+        let common: Vec<&String> = other_ids
+            .keys()
+            .filter(|id| ids.contains_key(*id))
+            .collect();
+        assert!(
+            common
+                .iter()
+                .all(|id| id.starts_with("marking-definition--") || shared.contains(&id.as_str())),
+            "{what}: {common:?}"
+        );
+        assert_eq!(common.len(), 4, "{what}: {common:?}");
+    }
+    for other in [&strategic, &strict] {
+        assert_ne!(
+            misp::to_event(other)["Event"]["uuid"],
+            misp::to_event(&campaign_warning())["Event"]["uuid"],
+            "{:?} {:?}",
+            other.audience,
+            other.tlp_ceiling
+        );
+    }
     for object in objects(&stix::to_bundle(&unknown_first)) {
         let id = str_of(object, "id");
         if object["created_by_ref"] == stix::TOCSIN_IDENTITY_ID && !shared.contains(&id) {
-            assert_eq!(object["created"], "2026-03-02T09:45:00.000Z", "{id}");
+            assert_eq!(object["created"], "2026-03-02T09:30:00.000Z", "{id}");
+            assert_eq!(object["modified"], "2026-03-02T09:30:00.000Z", "{id}");
         }
     }
-
-    // The strategic rendering of a version shares only the fixed objects with the
-    // technical one (the two TLP markings, the producer, the extension): its content
-    // differs under the same `modified`. In MISP it is another event.
-    let mut strategic = campaign_warning();
-    strategic.audience = Audience::Strategic;
-    let strategic_ids = dated(&stix::to_bundle(&strategic));
-    let common: Vec<&String> = strategic_ids
-        .keys()
-        .filter(|id| v2.contains_key(*id))
-        .collect();
-    assert!(
-        common
-            .iter()
-            .all(|id| id.starts_with("marking-definition--") || shared.contains(&id.as_str())),
-        "{common:?}"
-    );
-    assert_eq!(common.len(), 4, "{common:?}");
-    assert_ne!(
-        misp::to_event(&strategic)["Event"]["uuid"],
-        misp::to_event(&campaign_warning())["Event"]["uuid"]
-    );
 
     // MISP: the same event and attributes in each version, updated in place.
     let event_v2 = misp::to_event(&campaign_warning());
