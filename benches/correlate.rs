@@ -1,8 +1,9 @@
 //! The correlator under load: detections/s with 10^5 and 10^6 live correlation keys, memory
 //! per key, and the time from the detection that completes a candidate to its warning; and
 //! detections/s of a Sigma correlation rule with 10^3 to 10^5 live groups (one per source
-//! address), whose cost must not grow with the groups. Every measurement checks its answer
-//! (live keys or groups, warnings and firings produced).
+//! address), whose cost must not grow with the groups; and one key gathering 10^3 or 10^4
+//! indicators (`correlate-wide`). Every measurement checks its answer (live keys or groups,
+//! warnings and firings produced).
 //! Run: `cargo bench -p tocsin-benches --bench correlate`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};

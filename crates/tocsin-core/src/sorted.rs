@@ -4,7 +4,7 @@
 //! sets of one to a few entries each (its organisations, rules, indicators and their feeds,
 //! its timeline), and a B-tree allocates a node for eleven entries even for one: a map of
 //! rule summaries took about 1 KB for one rule. [`SortedMap`] and [`SortedSet`] hold up to
-//! [`VEC_LIMIT`] entries in one vector kept in order (grown one entry at a time up to four,
+//! 64 entries (`VEC_LIMIT`) in one vector kept in order (grown one entry at a time up to four,
 //! then doubling), and move them to a B-tree past that, so that a key gathering thousands
 //! of indicators (a campaign's) does not shift them all at each insert. Either way they
 //! iterate, compare, hash and serialise exactly as the B-tree collections (in key order; a
@@ -23,7 +23,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The most entries a collection keeps in its vector: an insert there shifts at most this
 /// many, which costs less than a B-tree's allocations; past it, a B-tree takes them.
-pub const VEC_LIMIT: usize = if cfg!(test) { 8 } else { 64 };
+pub(crate) const VEC_LIMIT: usize = if cfg!(test) { 8 } else { 64 };
 
 /// Make room for one more entry: exactly one while the vector is short, then doubling.
 fn grow_for_one<T>(entries: &mut Vec<T>) {
@@ -85,10 +85,10 @@ impl<K, V> SortedMap<K, V> {
 
     /// The entries in key order.
     pub fn iter(&self) -> Iter<'_, K, V> {
-        match &self.repr {
-            MapRepr::Vec(v) => Iter::Vec(v.iter()),
-            MapRepr::Tree(t) => Iter::Tree(t.iter()),
-        }
+        Iter(match &self.repr {
+            MapRepr::Vec(v) => IterRepr::Vec(v.iter()),
+            MapRepr::Tree(t) => IterRepr::Tree(t.iter()),
+        })
     }
 
     /// The keys in order.
@@ -103,10 +103,10 @@ impl<K, V> SortedMap<K, V> {
 
     /// The values in key order, to change.
     pub fn values_mut(&mut self) -> ValuesMut<'_, K, V> {
-        match &mut self.repr {
-            MapRepr::Vec(v) => ValuesMut::Vec(v.iter_mut()),
-            MapRepr::Tree(t) => ValuesMut::Tree(t.values_mut()),
-        }
+        ValuesMut(match &mut self.repr {
+            MapRepr::Vec(v) => ValuesMutRepr::Vec(v.iter_mut()),
+            MapRepr::Tree(t) => ValuesMutRepr::Tree(t.values_mut()),
+        })
     }
 
     /// The entry with the smallest key.
@@ -243,10 +243,12 @@ impl<K: Ord, V> SortedMap<K, V> {
 }
 
 /// The entries of a [`SortedMap`], in key order.
-pub enum Iter<'a, K, V> {
-    #[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct Iter<'a, K, V>(IterRepr<'a, K, V>);
+
+#[derive(Clone, Debug)]
+enum IterRepr<'a, K, V> {
     Vec(std::slice::Iter<'a, (K, V)>),
-    #[doc(hidden)]
     Tree(btree_map::Iter<'a, K, V>),
 }
 
@@ -254,36 +256,40 @@ impl<'a, K, V> Iterator for Iter<'a, K, V> {
     type Item = (&'a K, &'a V);
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Iter::Vec(i) => i.next().map(|(k, v)| (k, v)),
-            Iter::Tree(i) => i.next(),
+        match &mut self.0 {
+            IterRepr::Vec(i) => i.next().map(|(k, v)| (k, v)),
+            IterRepr::Tree(i) => i.next(),
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        match self {
-            Iter::Vec(i) => i.size_hint(),
-            Iter::Tree(i) => i.size_hint(),
+        match &self.0 {
+            IterRepr::Vec(i) => i.size_hint(),
+            IterRepr::Tree(i) => i.size_hint(),
         }
     }
 }
 
 impl<K, V> DoubleEndedIterator for Iter<'_, K, V> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        match self {
-            Iter::Vec(i) => i.next_back().map(|(k, v)| (k, v)),
-            Iter::Tree(i) => i.next_back(),
+        match &mut self.0 {
+            IterRepr::Vec(i) => i.next_back().map(|(k, v)| (k, v)),
+            IterRepr::Tree(i) => i.next_back(),
         }
     }
 }
 
 impl<K, V> ExactSizeIterator for Iter<'_, K, V> {}
 
+impl<K, V> std::iter::FusedIterator for Iter<'_, K, V> {}
+
 /// The values of a [`SortedMap`] in key order, to change.
-pub enum ValuesMut<'a, K, V> {
-    #[doc(hidden)]
+#[derive(Debug)]
+pub struct ValuesMut<'a, K, V>(ValuesMutRepr<'a, K, V>);
+
+#[derive(Debug)]
+enum ValuesMutRepr<'a, K, V> {
     Vec(std::slice::IterMut<'a, (K, V)>),
-    #[doc(hidden)]
     Tree(btree_map::ValuesMut<'a, K, V>),
 }
 
@@ -291,19 +297,32 @@ impl<'a, K, V> Iterator for ValuesMut<'a, K, V> {
     type Item = &'a mut V;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            ValuesMut::Vec(i) => i.next().map(|(_, v)| v),
-            ValuesMut::Tree(i) => i.next(),
+        match &mut self.0 {
+            ValuesMutRepr::Vec(i) => i.next().map(|(_, v)| v),
+            ValuesMutRepr::Tree(i) => i.next(),
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        match self {
-            ValuesMut::Vec(i) => i.size_hint(),
-            ValuesMut::Tree(i) => i.size_hint(),
+        match &self.0 {
+            ValuesMutRepr::Vec(i) => i.size_hint(),
+            ValuesMutRepr::Tree(i) => i.size_hint(),
         }
     }
 }
+
+impl<K, V> DoubleEndedIterator for ValuesMut<'_, K, V> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        match &mut self.0 {
+            ValuesMutRepr::Vec(i) => i.next_back().map(|(_, v)| v),
+            ValuesMutRepr::Tree(i) => i.next_back(),
+        }
+    }
+}
+
+impl<K, V> ExactSizeIterator for ValuesMut<'_, K, V> {}
+
+impl<K, V> std::iter::FusedIterator for ValuesMut<'_, K, V> {}
 
 impl<K: Ord, V> FromIterator<(K, V)> for SortedMap<K, V> {
     /// Of equal keys, the last one's value is kept (as `BTreeMap` does).
@@ -472,10 +491,10 @@ impl<T> SortedSet<T> {
 
     /// The items in order.
     pub fn iter(&self) -> SetIter<'_, T> {
-        match &self.repr {
-            SetRepr::Vec(v) => SetIter::Vec(v.iter()),
-            SetRepr::Tree(t) => SetIter::Tree(t.iter()),
-        }
+        SetIter(match &self.repr {
+            SetRepr::Vec(v) => SetIterRepr::Vec(v.iter()),
+            SetRepr::Tree(t) => SetIterRepr::Tree(t.iter()),
+        })
     }
 
     /// The smallest item.
@@ -557,10 +576,12 @@ impl<T: Ord> SortedSet<T> {
 }
 
 /// The items of a [`SortedSet`], in order.
-pub enum SetIter<'a, T> {
-    #[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct SetIter<'a, T>(SetIterRepr<'a, T>);
+
+#[derive(Clone, Debug)]
+enum SetIterRepr<'a, T> {
     Vec(std::slice::Iter<'a, T>),
-    #[doc(hidden)]
     Tree(btree_set::Iter<'a, T>),
 }
 
@@ -568,30 +589,32 @@ impl<'a, T> Iterator for SetIter<'a, T> {
     type Item = &'a T;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            SetIter::Vec(i) => i.next(),
-            SetIter::Tree(i) => i.next(),
+        match &mut self.0 {
+            SetIterRepr::Vec(i) => i.next(),
+            SetIterRepr::Tree(i) => i.next(),
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        match self {
-            SetIter::Vec(i) => i.size_hint(),
-            SetIter::Tree(i) => i.size_hint(),
+        match &self.0 {
+            SetIterRepr::Vec(i) => i.size_hint(),
+            SetIterRepr::Tree(i) => i.size_hint(),
         }
     }
 }
 
 impl<T> DoubleEndedIterator for SetIter<'_, T> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        match self {
-            SetIter::Vec(i) => i.next_back(),
-            SetIter::Tree(i) => i.next_back(),
+        match &mut self.0 {
+            SetIterRepr::Vec(i) => i.next_back(),
+            SetIterRepr::Tree(i) => i.next_back(),
         }
     }
 }
 
 impl<T> ExactSizeIterator for SetIter<'_, T> {}
+
+impl<T> std::iter::FusedIterator for SetIter<'_, T> {}
 
 impl<T: Ord> FromIterator<T> for SortedSet<T> {
     /// Of equal items, the first is kept (as `BTreeSet::insert` does).

@@ -218,7 +218,7 @@ pub struct Correlator {
     /// Correlation detections produced and not yet taken by the caller.
     derived: Vec<Detection>,
     /// Boxed: a hash table's empty slots then cost a pointer, not a whole key's state
-    /// (432 bytes; at 10^6 keys the table has 2^21 slots).
+    /// (about 490 bytes; at 10^6 keys the table has 2^21 slots).
     keys: HashMap<String, Box<KeyState>>,
     watermark: Timestamp,
     /// Event time at which the next sweep for quiet warnings is due.
