@@ -2,40 +2,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 
-fn get(port: u16, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (
-        head.lines().next().unwrap_or_default().to_owned(),
-        body.to_owned(),
-    )
-}
-
-fn metric(body: &str, name_and_labels: &str) -> f64 {
-    body.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn metrics_move_as_events_flow() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("e.jsonl");
     generate_events(&events, 3000, 4);
@@ -66,10 +42,10 @@ fn metrics_move_as_events_flow() {
         assert!(std::time::Instant::now() < deadline, "no listener");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(get(port, "/healthz").0, "HTTP/1.1 200 OK");
+    assert_eq!(http_get(port, "/healthz").0, "HTTP/1.1 200 OK");
     // Not ready (503) while the rules load, then ready.
     loop {
-        let status = get(port, "/readyz").0;
+        let status = http_get(port, "/readyz").0;
         if status == "HTTP/1.1 200 OK" {
             break;
         }
@@ -77,7 +53,7 @@ fn metrics_move_as_events_flow() {
         assert!(std::time::Instant::now() < deadline, "never ready");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(get(port, "/nope").0.contains("404"));
+    assert!(http_get(port, "/nope").0.contains("404"));
 
     stdin.write_all(first.as_bytes()).unwrap();
     stdin.write_all(b"{broken\n").unwrap();
@@ -85,7 +61,7 @@ fn metrics_move_as_events_flow() {
     let read_events = |body: &str| metric(body, "tocsin_events_total{source=\"-\"}");
     let mut before = String::new();
     for _ in 0..100 {
-        before = get(port, "/metrics").1;
+        before = http_get(port, "/metrics").1;
         if read_events(&before) >= (first.lines().count() + 1) as f64 {
             break;
         }
@@ -110,7 +86,7 @@ fn metrics_move_as_events_flow() {
     stdin.flush().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let after = loop {
-        let body = get(port, "/metrics").1;
+        let body = http_get(port, "/metrics").1;
         if read_events(&body) >= (text.lines().count() + 1) as f64 {
             break body;
         }
