@@ -1344,22 +1344,8 @@ fn correlate_worker_takes_a_new_escalation_policy_without_a_restart() {
     let Some(bootstrap) = bootstrap() else { return };
     let id = unique();
     let dir = tempfile::tempdir().unwrap();
-    let config = scenario_config(dir.path(), &bootstrap, &id);
-    let site = dir.path().join("site-policy");
-    std::fs::create_dir_all(&site).unwrap();
+    let (site, config) = config_with_site_after_rules(dir.path(), &bootstrap, &id);
     std::fs::write(site.join("escalation.yaml"), escalation_policy_wanting(50)).unwrap();
-    let text = std::fs::read_to_string(&config).unwrap();
-    let rules = format!("paths = [\"{}\"]", repo().join("rules").display());
-    assert!(text.contains(&rules), "{text}");
-    let text = text.replace(
-        &rules,
-        &format!(
-            "watch_s = 1\npaths = [\"{}\", \"{}\"]",
-            repo().join("rules").display(),
-            site.display()
-        ),
-    );
-    std::fs::write(&config, text).unwrap();
     create_topics(&config, 1);
     let reader = Source::subscribe(
         &KafkaSettings::new(bootstrap.clone()),
@@ -1369,21 +1355,7 @@ fn correlate_worker_takes_a_new_escalation_policy_without_a_restart() {
     .unwrap();
     let mut sink = Sink::new(&KafkaSettings::new(bootstrap.clone())).unwrap();
     let topic = format!("test.{id}.detections");
-    let publish = |sink: &mut Sink, organisations: std::ops::Range<u64>| {
-        for n in organisations {
-            let d = tocsin_core::samples::indicator_detection(
-                format!("det-{n:032x}"),
-                "campaign.bad.test",
-                "test",
-                &format!("Organisation {n}"),
-                tocsin_core::Timestamp(1_772_438_400_000 + n as i64 * 1_000),
-            );
-            let (key, payload) = tocsin_core::samples::keyed_message(&d);
-            sink.send(&topic, Some(key.as_bytes()), &payload, &[])
-                .unwrap();
-        }
-        sink.flush(Duration::from_secs(30)).unwrap();
-    };
+    let publish = |sink: &mut Sink, organisations| sightings(sink, &topic, organisations);
     publish(&mut sink, 0..10);
     let (worker, listen) = spawn_listening(&config, "correlate");
     // All ten merged: their offsets are committed with the state that holds them.
@@ -1421,6 +1393,125 @@ fn correlate_worker_takes_a_new_escalation_policy_without_a_restart() {
         err.contains("escalation policy replaced in 1 partitions"),
         "the worker logs the change:\n{err}"
     );
+}
+
+/// A correlate worker takes changed recipients without a restart: once its topic is made
+/// (`tocsin topics create`), a recipient added to `recipients.yaml` receives the versions
+/// issued after the reload, and those it replaces receive no more.
+#[test]
+fn correlate_worker_takes_new_recipients_without_a_restart() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let id = unique();
+    let dir = tempfile::tempdir().unwrap();
+    let (site, config) = config_with_site_after_rules(dir.path(), &bootstrap, &id);
+    // No recipients of its own at first: those of rules/ are used. No update interval,
+    // so that each new organisation is a version.
+    let recipients = site.join("recipients.yaml");
+    std::fs::write(&recipients, "recipients: []\n").unwrap();
+    let policy = escalation_policy_wanting(2)
+        .replace("min_update_interval: 15m\n", "min_update_interval: 0m\n");
+    assert!(policy.contains("min_update_interval: 0m\n"), "{policy}");
+    std::fs::write(site.join("escalation.yaml"), policy).unwrap();
+    create_topics(&config, 1);
+    let extra = "recipients:\n  - {id: extra, audience: technical, tlp: AMBER, all: true}\n";
+    let extra_file = dir.path().join("extra.yaml");
+    std::fs::write(&extra_file, extra).unwrap();
+    run_ok(
+        configured()
+            .args(["topics", "create", "--partitions", "1", "--config"])
+            .arg(&config)
+            .arg("--recipients")
+            .arg(&extra_file),
+    );
+    let reader = Source::subscribe(
+        &KafkaSettings::new(bootstrap.clone()),
+        &format!("test-{id}-reader"),
+        &[format!("test.{id}.warnings.extra")],
+    )
+    .unwrap();
+    let mut sink = Sink::new(&KafkaSettings::new(bootstrap.clone())).unwrap();
+    let topic = format!("test.{id}.detections");
+    let (worker, listen) = spawn_listening(&config, "correlate");
+    // A first version, to the recipients of rules/; merged and committed once the lag is 0
+    // (the worker, and its watch of the rule files, are running by then).
+    sightings(&mut sink, &topic, 0..2);
+    wait_metric(
+        listen,
+        &format!("tocsin_consumer_lag_messages{{partition=\"0\",topic=\"{topic}\"}}"),
+        |v| v == Some(0.0),
+        "the worker did not merge the two detections",
+    );
+    std::fs::write(&recipients, extra).unwrap();
+    wait_metric(
+        listen,
+        "tocsin_reloads_total{outcome=\"success\"}",
+        |v| v.unwrap_or(0.0) >= 1.0,
+        "the worker did not reload the recipients",
+    );
+    sightings(&mut sink, &topic, 2..3);
+    let mut seen = BTreeMap::new();
+    read_warnings(&reader, &mut seen, Duration::from_secs(15));
+    let (status, err) = terminate(worker.take());
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("recipients replaced: 1 added, 9 removed, 1 in all"),
+        "the worker logs the change:\n{err}"
+    );
+    let versions: Vec<(u64, serde_json::Value)> = seen
+        .iter()
+        .map(|((_, version), copies)| {
+            let w: serde_json::Value = serde_json::from_slice(&copies[0]).unwrap();
+            (*version, w["affected"]["organisation_count"].clone())
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        [(2, serde_json::json!(3))],
+        "the recipient gets the versions issued after it was taken:\n{err}"
+    );
+}
+
+/// The scenario's configuration with a directory read after `rules/` (so that what it holds
+/// wins) and watched every second: (that directory, the configuration).
+fn config_with_site_after_rules(
+    dir: &std::path::Path,
+    bootstrap: &str,
+    id: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let config = scenario_config(dir, bootstrap, id);
+    let site = dir.join("site-after-rules");
+    std::fs::create_dir_all(&site).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let rules = format!("paths = [\"{}\"]", repo().join("rules").display());
+    assert!(text.contains(&rules), "{text}");
+    let text = text.replace(
+        &rules,
+        &format!(
+            "watch_s = 1\npaths = [\"{}\", \"{}\"]",
+            repo().join("rules").display(),
+            site.display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    (site, config)
+}
+
+/// Detections of indicator `campaign.bad.test`, one from each of `organisations` (one key,
+/// a second apart), to `topic`.
+fn sightings(sink: &mut Sink, topic: &str, organisations: std::ops::Range<u64>) {
+    for n in organisations {
+        let d = tocsin_core::samples::indicator_detection(
+            format!("det-{n:032x}"),
+            "campaign.bad.test",
+            "test",
+            &format!("Organisation {n}"),
+            tocsin_core::Timestamp(1_772_438_400_000 + n as i64 * 1_000),
+        );
+        let (key, payload) = tocsin_core::samples::keyed_message(&d);
+        sink.send(topic, Some(key.as_bytes()), &payload, &[])
+            .unwrap();
+    }
+    sink.flush(Duration::from_secs(30)).unwrap();
 }
 
 /// A detection of indicator `h{n}.bad.test` from one organisation (a live key of its own, no

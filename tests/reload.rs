@@ -181,43 +181,10 @@ fn sighup_reloads_the_escalation_policy() {
         &detections,
         &["--exercise", "--listen", &listen],
     );
-    wait_for(&rx, " scanned for");
-    let mut stdin = child.stdin.take().unwrap();
-    // Even events hit the indicator, each from an organisation of its own. All twenty are
-    // read before the reload.
-    for n in 0..20 {
-        writeln!(stdin, "{}", event(n)).unwrap();
-    }
-    stdin.flush().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "no listener");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    while metric(
-        &http_get(port, "/metrics").1,
-        "tocsin_events_total{source=\"-\"}",
-    ) < 20.0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the events were not read"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Even events hit the indicator, each from an organisation of its own.
+    let stdin = first_twenty_read(&mut child, &rx, port);
     std::fs::write(&path, escalation_policy_wanting(2)).unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    wait_for(&rx, "reloaded (SIGHUP)");
-    // Taken before the next event.
-    for n in 20..24 {
-        writeln!(stdin, "{}", event(n)).unwrap();
-    }
-    drop(stdin);
-    assert!(child.wait().unwrap().success());
+    reload_then_finish(&mut child, stdin, &rx);
     wait_for(&rx, "escalation policy replaced");
     let warnings = json_lines(&warnings);
     assert!(!warnings.is_empty(), "no warning after the reload");
@@ -228,6 +195,112 @@ fn sighup_reloads_the_escalation_policy() {
     );
     // `--exercise` holds for the reloaded policy too.
     assert_eq!(warnings[0]["exercise"], true);
+}
+
+/// The recipients come with a reload: after a SIGHUP that replaces recipient `before` by
+/// `after`, `before`'s file holds the versions issued before the reload and `after`'s those
+/// issued after it.
+#[test]
+fn sighup_reloads_the_recipients() {
+    let rules = rules_dir("domain first.example\n");
+    let recipient = |id: &str| {
+        format!("recipients:\n  - {{id: {id}, audience: technical, tlp: AMBER, all: true}}\n")
+    };
+    let path = rules.path().join("recipients.yaml");
+    std::fs::write(&path, recipient("before")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("recipients");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (mut child, rx) = spawn(
+        rules.path(),
+        &work.path().join("w.jsonl"),
+        &work.path().join("d.jsonl"),
+        &[
+            "--recipients-out",
+            out.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ],
+    );
+    let stdin = first_twenty_read(&mut child, &rx, port);
+    std::fs::write(&path, recipient("after")).unwrap();
+    reload_then_finish(&mut child, stdin, &rx);
+    wait_for(&rx, "recipients replaced: 1 added, 0 kept, 1 removed");
+    let organisations = |id: &str| -> Vec<u64> {
+        json_lines(&out.join(format!("{id}.jsonl")))
+            .iter()
+            .map(|w| w["affected"]["organisation_count"].as_u64().unwrap())
+            .collect()
+    };
+    let (before, after) = (organisations("before"), organisations("after"));
+    assert!(
+        !before.is_empty() && before.iter().all(|&n| n <= 10),
+        "{before:?}"
+    );
+    assert!(
+        !after.is_empty() && after.iter().all(|&n| n >= 11),
+        "{after:?}"
+    );
+}
+
+/// SIGHUP `child`, wait for its reload, give it events 20 to 23 (the reload is taken before
+/// the first of them), end its input and wait for it to exit successfully.
+fn reload_then_finish(
+    child: &mut Child,
+    mut stdin: std::process::ChildStdin,
+    rx: &mpsc::Receiver<String>,
+) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(rx, "reloaded (SIGHUP)");
+    for n in 20..24 {
+        writeln!(stdin, "{}", event(n)).unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+/// Once `child` (`tocsin run --listen 127.0.0.1:port`) has loaded its rules, give it events
+/// 0 to 19 and wait until it has read them all; its stdin, for more.
+fn first_twenty_read(
+    child: &mut Child,
+    rx: &mpsc::Receiver<String>,
+    port: u16,
+) -> std::process::ChildStdin {
+    wait_for(rx, " scanned for");
+    let mut stdin = child.stdin.take().unwrap();
+    for n in 0..20 {
+        writeln!(stdin, "{}", event(n)).unwrap();
+    }
+    stdin.flush().unwrap();
+    wait_for_events(port, 20.0);
+    stdin
+}
+
+/// Wait until `tocsin run --listen 127.0.0.1:port` has read `events` events from stdin.
+fn wait_for_events(port: u16, events: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "no listener");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let read = || {
+        metric(
+            &http_get(port, "/metrics").1,
+            "tocsin_events_total{source=\"-\"}",
+        )
+    };
+    while read() < events {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the events were not read"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `tocsin run` over `input` with `extra` flags, every detection written to `detections`:

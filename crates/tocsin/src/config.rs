@@ -71,8 +71,8 @@ pub struct RulesSection {
     pub frequencies: String,
     /// Seconds between checks of the rule and feed files for changes (a ConfigMap update);
     /// 0: only on SIGHUP. The match workers reload Sigma rules and indicator feeds without a
-    /// restart, the correlate workers the correlation rules and the escalation policy; the
-    /// recipients are read at start.
+    /// restart, the correlate workers the correlation rules, the escalation policy and the
+    /// recipients (whose topics must exist first).
     pub watch_s: u64,
 }
 

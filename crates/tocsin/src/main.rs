@@ -725,7 +725,8 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         dead_letters,
     )
     .with_reloads(reloads)
-    .forcing_exercise(a.exercise);
+    .forcing_exercise(a.exercise)
+    .with_recipients_dir(a.recipients_out.clone());
     if a.calibrate > 0 {
         let spec = a.rules.spec();
         let quiet = a.quiet;

@@ -122,6 +122,8 @@ pub struct Pipeline {
     reloads: Option<Receiver<Reloaded>>,
     /// `--exercise`: kept in every policy a reload brings.
     exercise: bool,
+    /// `--recipients-out`: where a recipient a reload adds gets its file.
+    recipients_dir: Option<std::path::PathBuf>,
     context_fields: ContextFields,
     scratch: MatchScratch,
     /// What of the scratch space's counters the metrics have.
@@ -187,6 +189,7 @@ impl Pipeline {
             rules,
             reloads: None,
             exercise: false,
+            recipients_dir: None,
             index: EventIndex::new(),
             correlator,
             max_event_bytes,
@@ -336,6 +339,70 @@ impl Pipeline {
                 );
             }
         }
+        if !loaded.recipients.is_empty() {
+            if let Err(e) = self.replace_recipients(loaded.recipients) {
+                crate::logging::warn(&format!("tocsin: the recipients stay as they were: {e:#}"));
+            }
+        }
+    }
+
+    /// Give the warnings from now on to `recipients` (a reload), when they have their own
+    /// files (`--recipients-out`): a recipient kept keeps its file, one added gets its file
+    /// (appended to, should it have had one before), one removed gets no more.
+    fn replace_recipients(&mut self, recipients: Vec<Recipient>) -> Result<()> {
+        let Some(dir) = &self.recipients_dir else {
+            return Ok(());
+        };
+        let current = &self.outputs.recipients;
+        if current.len() == recipients.len()
+            && current.iter().zip(&recipients).all(|((a, _), b)| a == b)
+        {
+            return Ok(());
+        }
+        // Every new file first: a failure leaves the recipients as they were.
+        let mut opened = Vec::new();
+        for r in &recipients {
+            if current.iter().any(|(c, _)| c.id == r.id) {
+                continue;
+            }
+            let path = dir.join(format!("{}.jsonl", r.slug()));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let out: Box<dyn Write> = Box::new(std::io::BufWriter::new(file));
+            opened.push((r.id.clone(), out));
+        }
+        let mut previous = std::mem::take(&mut self.outputs.recipients);
+        let (added, kept) = (opened.len(), recipients.len() - opened.len());
+        for r in recipients {
+            let out = match previous.iter().position(|(c, _)| c.id == r.id) {
+                Some(i) => previous.swap_remove(i).1,
+                None => {
+                    let i = opened
+                        .iter()
+                        .position(|(id, _)| *id == r.id)
+                        .expect("opened above");
+                    opened.swap_remove(i).1
+                }
+            };
+            self.outputs.recipients.push((r, out));
+        }
+        let removed = previous.len();
+        for (_, mut out) in previous {
+            out.flush()?;
+        }
+        crate::logging::say(&format!(
+            "tocsin: recipients replaced: {added} added, {kept} kept, {removed} removed"
+        ));
+        Ok(())
+    }
+
+    /// Where a recipient added by a reload gets its file (`--recipients-out`).
+    pub fn with_recipients_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.recipients_dir = dir;
+        self
     }
 
     /// Mark every warning as exercise traffic whatever the policy says (`--exercise`),

@@ -1,4 +1,5 @@
-//! Hot reload of rules, indicator feeds and the escalation policy: `--watch` and SIGHUP.
+//! Hot reload of rules, indicator feeds, the escalation policy and the recipients: `--watch`
+//! and SIGHUP.
 //!
 //! A background thread waits for a trigger — SIGHUP, or (with `--watch`) a change in the
 //! size or modification time of any rule or feed file — then loads and compiles the whole set
@@ -6,8 +7,9 @@
 //! channel that the pipeline polls between two events, so each event is matched by exactly
 //! one set. The correlation rules come with it: the pipeline gives them to its correlator
 //! at the same point, which keeps what the groups of unchanged correlations counted
-//! ([`tocsin_correlate::Correlator::replace_correlation_rules`]), and so does the escalation
-//! policy ([`tocsin_correlate::Correlator::replace_policy`]; the renderings take it too). A source that fails to
+//! ([`tocsin_correlate::Correlator::replace_correlation_rules`]), and so do the escalation
+//! policy ([`tocsin_correlate::Correlator::replace_policy`]; the renderings take it too)
+//! and the recipients. A source that fails to
 //! load as a whole keeps its previous version
 //! ([`crate::load::LastGood`]); rule errors are reported and the rest of the new set is used.
 //! A literal-frequency table (`--frequencies`) is read again when its file has changed (a
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 
+use tocsin_correlate::audience::Recipient;
 use tocsin_match::{CompiledRules, LiteralFrequencies, MatchConfig};
 use tocsin_rules::{CorrelationRule, EscalationPolicy};
 
@@ -33,13 +36,15 @@ use crate::load::{LastGood, RuleSources};
 pub type SharedFrequencies = Arc<Mutex<Option<Arc<LiteralFrequencies>>>>;
 
 /// A rule set loaded again: the compiled detection rules, the correlation rules that go
-/// with them (the detection rules carry their correlation keys), and the escalation policy
+/// with them (the detection rules carry their correlation keys), the escalation policy
 /// (`escalation.yaml`; none when the rule paths have none any more, or it cannot be read
-/// and nothing was read before: the policy in use then stays).
+/// and nothing was read before: the policy in use then stays) and the recipients
+/// (`recipients.yaml`; none likewise keeps those in use).
 pub struct Reloaded {
     pub compiled: Arc<CompiledRules>,
     pub correlations: Vec<CorrelationRule>,
     pub policy: Option<EscalationPolicy>,
+    pub recipients: Vec<Recipient>,
 }
 
 /// What to load, and how.
@@ -95,6 +100,7 @@ impl RuleSpec {
         let reloaded = Reloaded {
             compiled: Arc::new(compiled),
             policy: sources.policy.clone(),
+            recipients: sources.recipients.clone(),
             correlations: sources.correlations,
         };
         Ok((reloaded, frequencies))
@@ -254,6 +260,7 @@ pub fn spawn(
                         let reloaded = Reloaded {
                             compiled: Arc::new(compiled),
                             policy: sources.policy.clone(),
+                            recipients: sources.recipients.clone(),
                             correlations: sources.correlations,
                         };
                         if tx.send(reloaded).is_err() {

@@ -185,13 +185,22 @@ struct Outputs {
     dead_letter_topic: String,
 }
 
-/// The correlation rules and escalation policy a correlate worker uses, and the reloads
-/// that replace them. It outlives [`run`], which [`supervised`] calls again after a
-/// transient error: a restart goes on with the newest ones, not those of the start.
+/// The correlation rules, escalation policy and recipients a correlate worker uses, and
+/// the reloads that replace them. It outlives [`run`], which [`supervised`] calls again
+/// after a transient error: a restart goes on with the newest ones, not those of the start.
 pub struct LiveCorrelations<'a> {
     current: Vec<CorrelationRule>,
     policy: EscalationPolicy,
+    recipients: Vec<Recipient>,
     reloads: &'a Receiver<Reloaded>,
+}
+
+/// What a reload gives a correlate worker.
+struct Reload {
+    rules: Vec<CorrelationRule>,
+    policy: EscalationPolicy,
+    /// None: the reload has none, those in use stay.
+    recipients: Option<Vec<Recipient>>,
 }
 
 impl<'a> LiveCorrelations<'a> {
@@ -199,20 +208,25 @@ impl<'a> LiveCorrelations<'a> {
         LiveCorrelations {
             current: sources.correlations.clone(),
             policy: sources.policy.clone().unwrap_or_default(),
+            recipients: sources.recipients.clone(),
             reloads,
         }
     }
 
-    /// The correlation rules and policy of the newest reload, if one arrived since the last
-    /// call; they are the current ones from then on (a reload without a policy keeps the
-    /// one in use).
-    fn take_newest(&mut self) -> Option<(Vec<CorrelationRule>, EscalationPolicy)> {
+    /// What the newest reload brings, if one arrived since the last call; its rules and
+    /// policy are the current ones from then on (a reload without a policy keeps the one in
+    /// use). Its recipients become current once the worker takes them ([`replace_recipients`]).
+    fn take_newest(&mut self) -> Option<Reload> {
         let newest = self.reloads.try_iter().last()?;
         self.current.clone_from(&newest.correlations);
         if let Some(policy) = newest.policy {
             self.policy = policy;
         }
-        Some((newest.correlations, self.policy.clone()))
+        Some(Reload {
+            rules: newest.correlations,
+            policy: self.policy.clone(),
+            recipients: (!newest.recipients.is_empty()).then_some(newest.recipients),
+        })
     }
 }
 
@@ -249,7 +263,7 @@ pub fn run(
             )
         })
         .collect(),
-        recipients: sources
+        recipients: live
             .recipients
             .iter()
             .map(|r| (r.clone(), c.topics.recipient_topic(&r.id)))
@@ -361,10 +375,14 @@ pub fn run(
             // the poll that brought it: in `worker all` the match thread passes a reload on
             // before it tags any detection with the new keys, so such a detection always
             // finds the new rules here.
-            if let Some((rules, policy)) = live.take_newest() {
+            if let Some(reload) = live.take_newest() {
+                let rules = reload.rules;
                 replace_correlation_rules(&mut parts, &mut restoring.correlator, rules, quiet);
                 let config = &mut restoring.correlator;
-                replace_policy(&mut parts, config, &mut outputs, policy, quiet);
+                replace_policy(&mut parts, config, &mut outputs, reload.policy, quiet);
+                if let Some(recipients) = reload.recipients {
+                    replace_recipients(live, &mut outputs, recipients, &source, c, quiet);
+                }
                 write_now = true;
             }
             resumption.read(&msg);
@@ -407,10 +425,14 @@ pub fn run(
         }
         // Also between batches, so that reloads do not queue up (each holding a compiled
         // rule set) while no detection comes.
-        if let Some((rules, policy)) = live.take_newest() {
+        if let Some(reload) = live.take_newest() {
+            let rules = reload.rules;
             replace_correlation_rules(&mut parts, &mut restoring.correlator, rules, quiet);
             let config = &mut restoring.correlator;
-            replace_policy(&mut parts, config, &mut outputs, policy, quiet);
+            replace_policy(&mut parts, config, &mut outputs, reload.policy, quiet);
+            if let Some(recipients) = reload.recipients {
+                replace_recipients(live, &mut outputs, recipients, &source, c, quiet);
+            }
             write_now = true;
         }
         if idle_grace > Duration::ZERO && !stopping {
@@ -577,6 +599,60 @@ pub fn run(
         );
     }
     Ok(())
+}
+
+/// Publish to reloaded `recipients` from now on, once every topic they add exists (a new
+/// recipient's topic is made by `tocsin topics create`); otherwise those in use stay, and
+/// the worker says which topic is missing.
+fn replace_recipients(
+    live: &mut LiveCorrelations<'_>,
+    outputs: &mut Outputs,
+    recipients: Vec<Recipient>,
+    source: &Source,
+    c: &Config,
+    quiet: bool,
+) {
+    let next: Vec<(Recipient, String)> = recipients
+        .into_iter()
+        .map(|r| {
+            let topic = c.topics.recipient_topic(&r.id);
+            (r, topic)
+        })
+        .collect();
+    if next == outputs.recipients {
+        return;
+    }
+    for (recipient, topic) in &next {
+        if outputs.recipients.iter().any(|(_, t)| t == topic) {
+            continue;
+        }
+        if let Err(e) = source.partition_count(topic, Duration::from_secs(10)) {
+            tracing::warn!(
+                recipient = %recipient.id,
+                topic = %topic,
+                "the recipients stay as they were: the topic of recipient {} is not there ({e}); create it with tocsin topics create",
+                recipient.id
+            );
+            return;
+        }
+    }
+    let added = next
+        .iter()
+        .filter(|(_, t)| !outputs.recipients.iter().any(|(_, u)| u == t))
+        .count();
+    let removed = outputs
+        .recipients
+        .iter()
+        .filter(|(_, t)| !next.iter().any(|(_, u)| u == t))
+        .count();
+    live.recipients = next.iter().map(|(r, _)| r.clone()).collect();
+    outputs.recipients = next;
+    if !quiet {
+        tracing::info!(
+            "recipients replaced: {added} added, {removed} removed, {} in all",
+            outputs.recipients.len()
+        );
+    }
 }
 
 /// Give a reloaded escalation `policy` to every partition's correlator, to those restored
