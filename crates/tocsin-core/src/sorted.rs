@@ -769,8 +769,10 @@ mod tests {
                 prop_assert_eq!(map.get(key.as_str()), btree.get(key.as_str()));
                 prop_assert_eq!(set.contains(key.as_str()), bset.contains(key.as_str()));
                 let before = map.len();
-                *map.get_or_insert_with(key.as_str(), str::to_owned, || 7) += 1;
-                *btree.entry(key.clone()).or_insert(7) += 1;
+                let mine = map.get_or_insert_with(key.as_str(), str::to_owned, || 7);
+                *mine = mine.wrapping_add(1);
+                let theirs = btree.entry(key.clone()).or_insert(7);
+                *theirs = theirs.wrapping_add(1);
                 prop_assert_eq!(map.len(), btree.len(), "{}", before);
                 prop_assert_eq!(set.insert_borrowed(key.as_str(), str::to_owned), bset.insert(key));
             }
