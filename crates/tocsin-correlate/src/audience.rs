@@ -248,12 +248,26 @@ pub fn parse_recipients(
         )
     })?;
     let mut seen = BTreeSet::new();
+    let mut slugs = std::collections::BTreeMap::new();
     for r in &parsed.recipients {
         if !seen.insert(r.id.clone()) {
             return Err(tocsin_rules::Diagnostic::error(
                 doc.locate(&format!("id: {}", r.id)),
                 "bad-recipients",
                 format!("recipient '{}' is listed twice", r.id),
+            ));
+        }
+        // Its file (`--recipients-out`) and topic are named by its slug: two recipients
+        // with one slug would share them.
+        if let Some(other) = slugs.insert(r.slug(), r.id.clone()) {
+            return Err(tocsin_rules::Diagnostic::error(
+                doc.locate(&format!("id: {}", r.id)),
+                "bad-recipients",
+                format!(
+                    "recipients '{other}' and '{}' would share the file and topic name '{}'",
+                    r.id,
+                    r.slug()
+                ),
             ));
         }
         if !r.all && !r.cross_border && r.member_states.is_empty() {

@@ -332,6 +332,17 @@ fn audiences_redact_and_recipients_route() {
     )
     .unwrap_err();
     assert!(err.message.contains("would receive nothing"), "{err}");
+    // Two ids, one file and topic name.
+    let err = crate::audience::parse_recipients(
+        "r.yaml",
+        "recipients:\n  - {id: 'csirt:DE', audience: technical, tlp: AMBER, all: true}\n  - {id: csirt.de, audience: technical, tlp: AMBER, all: true}\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.message
+            .contains("would share the file and topic name 'csirt.de'"),
+        "{err}"
+    );
 }
 
 /// What the warning keeps for the whole candidate (rules, levels, techniques, taxonomy,

@@ -183,6 +183,9 @@ impl Source {
                 ("auto.offset.reset", "earliest"),
                 ("enable.partition.eof", "false"),
                 ("statistics.interval.ms", "1000"),
+                // A metadata request (a worker checking that a topic exists) never creates
+                // the topic, whatever the passthrough settings say.
+                ("allow.auto.create.topics", "false"),
             ])
             .create_with_context(Rebalances::default())
             .map_err(|source| KafkaError::Client {

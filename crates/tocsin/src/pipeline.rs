@@ -371,7 +371,7 @@ impl Pipeline {
                 .append(true)
                 .open(&path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            let out: Box<dyn Write> = Box::new(std::io::BufWriter::new(file));
+            let out: Box<dyn Write> = Box::new(std::io::BufWriter::with_capacity(256 * 1024, file));
             opened.push((r.id.clone(), out));
         }
         let mut previous = std::mem::take(&mut self.outputs.recipients);
@@ -390,8 +390,13 @@ impl Pipeline {
             self.outputs.recipients.push((r, out));
         }
         let removed = previous.len();
-        for (_, mut out) in previous {
-            out.flush()?;
+        for (recipient, mut out) in previous {
+            if let Err(e) = out.flush() {
+                crate::logging::warn(&format!(
+                    "tocsin: the last lines for recipient {} were not written: {e}",
+                    recipient.id
+                ));
+            }
         }
         crate::logging::say(&format!(
             "tocsin: recipients replaced: {added} added, {kept} kept, {removed} removed"

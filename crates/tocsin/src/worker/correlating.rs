@@ -263,11 +263,8 @@ pub fn run(
             )
         })
         .collect(),
-        recipients: live
-            .recipients
-            .iter()
-            .map(|r| (r.clone(), c.topics.recipient_topic(&r.id)))
-            .collect(),
+        // Once the consumer is up, those whose topics are found (below).
+        recipients: Vec::new(),
         policy,
         detections_topic: c.topics.detections.clone(),
         dead_letter_topic: c.topics.dead_letter.clone(),
@@ -275,6 +272,7 @@ pub fn run(
     let topic = c.topics.detections.clone();
     let mut source = Source::subscribe(&settings, &cfg.group, std::slice::from_ref(&topic))
         .with_context(|| format!("connecting to {settings}"))?;
+    outputs.recipients = with_found_topics(&live.recipients, &[], &source, c);
     // A worker restores partition p of the detections from partition p of the changelog.
     let timeout = Duration::from_secs(30);
     let (detections, states) = (
@@ -601,9 +599,39 @@ pub fn run(
     Ok(())
 }
 
-/// Publish to reloaded `recipients` from now on, once every topic they add exists (a new
-/// recipient's topic is made by `tocsin topics create`); otherwise those in use stay, and
-/// the worker says which topic is missing.
+/// `recipients` with their topics, leaving out (and naming) those whose topic is not
+/// found: publishing there would fail, or create the topic with a broker's defaults. A
+/// topic among `known` is not asked about again.
+fn with_found_topics(
+    recipients: &[Recipient],
+    known: &[(Recipient, String)],
+    source: &Source,
+    c: &Config,
+) -> Vec<(Recipient, String)> {
+    recipients
+        .iter()
+        .filter_map(|r| {
+            let topic = c.topics.recipient_topic(&r.id);
+            let found = known.iter().any(|(_, t)| *t == topic)
+                || match source.partition_count(&topic, Duration::from_secs(10)) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(
+                            recipient = %r.id,
+                            topic = %topic,
+                            "recipient {} left out until a reload or restart finds its topic {topic} ({e}); create it with tocsin topics create",
+                            r.id
+                        );
+                        false
+                    }
+                };
+            found.then(|| (r.clone(), topic))
+        })
+        .collect()
+}
+
+/// Publish to reloaded `recipients` from now on, those whose topic is found (the others
+/// are named, and asked about again at the next reload or restart).
 fn replace_recipients(
     live: &mut LiveCorrelations<'_>,
     outputs: &mut Outputs,
@@ -612,29 +640,10 @@ fn replace_recipients(
     c: &Config,
     quiet: bool,
 ) {
-    let next: Vec<(Recipient, String)> = recipients
-        .into_iter()
-        .map(|r| {
-            let topic = c.topics.recipient_topic(&r.id);
-            (r, topic)
-        })
-        .collect();
+    let next = with_found_topics(&recipients, &outputs.recipients, source, c);
+    live.recipients = recipients;
     if next == outputs.recipients {
         return;
-    }
-    for (recipient, topic) in &next {
-        if outputs.recipients.iter().any(|(_, t)| t == topic) {
-            continue;
-        }
-        if let Err(e) = source.partition_count(topic, Duration::from_secs(10)) {
-            tracing::warn!(
-                recipient = %recipient.id,
-                topic = %topic,
-                "the recipients stay as they were: the topic of recipient {} is not there ({e}); create it with tocsin topics create",
-                recipient.id
-            );
-            return;
-        }
     }
     let added = next
         .iter()
@@ -645,7 +654,6 @@ fn replace_recipients(
         .iter()
         .filter(|(_, t)| !next.iter().any(|(_, u)| u == t))
         .count();
-    live.recipients = next.iter().map(|(r, _)| r.clone()).collect();
     outputs.recipients = next;
     if !quiet {
         tracing::info!(
