@@ -40,7 +40,7 @@ pub fn demo(
     let written = gen::generate(&mut workload, &mix)?;
     let mut policy = sources.policy.clone().unwrap_or_default();
     policy.exercise = true;
-    let correlator = Correlator::new(crate::correlator_config(&sources, policy));
+    let correlator = Correlator::new(crate::correlator_config(&sources.correlations, policy));
     let warnings_out: Box<dyn Write> = match &output {
         Some(p) => create_output(&p.to_string_lossy())?,
         None => Box::new(io::sink()),

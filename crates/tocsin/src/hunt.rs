@@ -118,7 +118,10 @@ pub fn hunt(a: HuntArgs) -> Result<ExitCode> {
     }
     let archive = crate::open_archive(&a.archive)?;
     let policy = sources.policy.clone().unwrap_or_default();
-    let correlator = Correlator::new(crate::correlator_config(&sources, policy.clone()));
+    let correlator = Correlator::new(crate::correlator_config(
+        &sources.correlations,
+        policy.clone(),
+    ));
     let detections = match &a.detections {
         Some(p) => Some(crate::create_output(&p.to_string_lossy())?),
         None => None,

@@ -492,15 +492,15 @@ pub(crate) fn create_output(path: &str) -> Result<Box<dyn Write>> {
     }
 }
 
-/// The correlator's configuration for loaded rule sources and a policy.
+/// The correlator's configuration for loaded correlation rules and a policy.
 pub(crate) fn correlator_config(
-    sources: &RuleSources,
+    correlation_rules: &[tocsin_rules::CorrelationRule],
     policy: tocsin_rules::EscalationPolicy,
 ) -> CorrelatorConfig {
     CorrelatorConfig {
         allowed_lateness: policy.allowed_lateness,
         policy,
-        correlation_rules: sources.correlations.clone(),
+        correlation_rules: correlation_rules.to_vec(),
         ..CorrelatorConfig::default()
     }
 }
@@ -683,7 +683,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     };
     let mut policy = sources.policy.clone().unwrap_or_default();
     policy.exercise |= a.exercise;
-    let correlator = Correlator::new(correlator_config(&sources, policy));
+    let correlator = Correlator::new(correlator_config(&sources.correlations, policy));
     let detections = match &a.detections {
         Some(p) => Some(create_output(&p.to_string_lossy())?),
         None => None,

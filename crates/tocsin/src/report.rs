@@ -189,7 +189,7 @@ fn read(
 
     // Detections: counted over time, their indicators, and correlated again for the
     // candidates (in event-time order, as the live correlator saw them).
-    let mut correlator = Correlator::new(crate::correlator_config(sources, policy));
+    let mut correlator = Correlator::new(crate::correlator_config(&sources.correlations, policy));
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     let mut per_sector: Vec<(String, i64)> = Vec::new();

@@ -101,14 +101,7 @@ pub fn main(a: CorrelateWorkerArgs) -> Result<std::process::ExitCode> {
     let _span = worker_span("correlate", &c.correlate.group).entered();
     let mut live = LiveCorrelations::new(&sources, &updates);
     supervised("correlate", &stop, || {
-        run(
-            &c,
-            &sources,
-            metrics.as_deref(),
-            &stop,
-            a.common.quiet,
-            &mut live,
-        )
+        run(&c, metrics.as_deref(), &stop, a.common.quiet, &mut live)
     })?;
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -235,7 +228,6 @@ impl<'a> LiveCorrelations<'a> {
 /// (see [`Correlator::replace_correlation_rules`]), and in those restored later.
 pub fn run(
     c: &Config,
-    sources: &RuleSources,
     metrics: Option<&Metrics>,
     stop: &AtomicBool,
     quiet: bool,
@@ -244,10 +236,7 @@ pub fn run(
     let settings = c.kafka_settings();
     let cfg = &c.correlate;
     let policy = live.policy.clone();
-    let correlator_config = CorrelatorConfig {
-        correlation_rules: live.current.clone(),
-        ..crate::correlator_config(sources, policy.clone())
-    };
+    let correlator_config = crate::correlator_config(&live.current, policy.clone());
     let mut outputs = Outputs {
         audiences: [
             Audience::Technical,

@@ -399,7 +399,7 @@ pub fn all_worker(a: AllWorkerArgs) -> Result<std::process::ExitCode> {
         let _guard = StopOnPanic(&stop);
         let _span = worker_span("correlate", &c.correlate.group).entered();
         let correlated = supervised("correlate", &stop, || {
-            correlating::run(&c, &sources, m, &stop, quiet, &mut correlations)
+            correlating::run(&c, m, &stop, quiet, &mut correlations)
         });
         if correlated.is_err() {
             stop.store(true, Ordering::Relaxed);
