@@ -56,6 +56,14 @@ pub struct CorrelatorConfig {
     pub max_correlation_groups: usize,
 }
 
+impl CorrelatorConfig {
+    /// Judge by `policy`, with the lateness it allows.
+    pub fn set_policy(&mut self, policy: EscalationPolicy) {
+        self.allowed_lateness = policy.allowed_lateness;
+        self.policy = policy;
+    }
+}
+
 impl Default for CorrelatorConfig {
     fn default() -> Self {
         CorrelatorConfig {
@@ -288,9 +296,8 @@ impl Correlator {
         if self.config.policy == policy {
             return false;
         }
-        self.config.allowed_lateness = policy.allowed_lateness;
         self.sigma.set_allowed_lateness(policy.allowed_lateness);
-        self.config.policy = policy;
+        self.config.set_policy(policy);
         // Deadlines computed with the old window and quiet period: found again from the
         // next detection or advance on.
         self.next_sweep = Timestamp(i64::MIN);

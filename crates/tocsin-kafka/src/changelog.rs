@@ -2,7 +2,8 @@
 //! and state write.
 //!
 //! A correlate worker holds one correlator per detections partition it owns. At most every
-//! `correlate.state_interval_ms` (and at a rebalance or a stop), after the warnings the
+//! `correlate.state_interval_ms` (and at once for a partition taken away, a stop, a reload
+//! of the correlation rules or policy, an idle advance and the batch after it), after the warnings the
 //! batches since caused are acknowledged and before their offsets are committed, it writes
 //! each touched partition's state to partition *p* of the
 //! compacted changelog topic: key `GROUP/TOPIC/P`, value the correlator snapshot, header

@@ -15,8 +15,8 @@
 //! - [`source`]: a consumer-group member with manual offset commits.
 //! - [`sink`]: an idempotent producer with bounded queueing (backpressure) and acknowledged flushes.
 //! - [`dead_letter`]: the headers a dead letter carries.
-//! - [`changelog`]: the correlators' state records, written as the correlate worker's interval
-//!   falls due and restored on assignment.
+//! - [`changelog`]: the correlators' state records, written at the correlate worker's
+//!   interval (or at once when a replay would judge otherwise) and restored on assignment.
 
 pub mod changelog;
 pub mod dead_letter;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -50,8 +51,6 @@ impl Rebalances {
         }
     }
 }
-
-type KafkaResult<T> = Result<T, rdkafka::error::KafkaError>;
 
 /// The consumer's view of the cluster, from librdkafka's last statistics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

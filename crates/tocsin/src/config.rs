@@ -140,7 +140,8 @@ pub struct CorrelateSection {
     /// `max.message.bytes` and the producer's `message.max.bytes` (16 MiB as `tocsin topics
     /// create` and the workers set them).
     pub state_record_bytes: u64,
-    /// Shortest time between two writes of the partitions' states, in milliseconds. Offsets
+    /// Longest a changed partition state waits to be written, in milliseconds (a partition
+    /// taken away, a stop, a reload and an idle advance write at once). Offsets
     /// are committed only with the states that include them, so the batches in between wait
     /// for the next write: a worker that dies replays at most this much of its input (and
     /// publishes again, byte for byte, the warning versions that input issued). 0 writes at

@@ -47,6 +47,18 @@ pub struct Reloaded {
     pub recipients: Vec<Recipient>,
 }
 
+impl Reloaded {
+    /// What `sources`, compiled into `compiled`, give the pipeline and the workers.
+    fn new(sources: RuleSources, compiled: CompiledRules) -> Self {
+        Reloaded {
+            compiled: Arc::new(compiled),
+            correlations: sources.correlations,
+            policy: sources.policy,
+            recipients: sources.recipients,
+        }
+    }
+}
+
 /// What to load, and how.
 #[derive(Clone)]
 pub struct RuleSpec {
@@ -97,13 +109,7 @@ impl RuleSpec {
             ..MatchConfig::default()
         };
         let compiled = sources.compile(&profile, &config);
-        let reloaded = Reloaded {
-            compiled: Arc::new(compiled),
-            policy: sources.policy.clone(),
-            recipients: sources.recipients.clone(),
-            correlations: sources.correlations,
-        };
-        Ok((reloaded, frequencies))
+        Ok((Reloaded::new(sources, compiled), frequencies))
     }
 
     /// How often each literal of the rules occurs in `sample` (raw events), and the sources
@@ -257,13 +263,7 @@ pub fn spawn(
                         // Hand the set over first, then say so: whoever reads the message
                         // may rely on the next event being matched by the new set.
                         let correlations = sources.correlations.len();
-                        let reloaded = Reloaded {
-                            compiled: Arc::new(compiled),
-                            policy: sources.policy.clone(),
-                            recipients: sources.recipients.clone(),
-                            correlations: sources.correlations,
-                        };
-                        if tx.send(reloaded).is_err() {
+                        if tx.send(Reloaded::new(sources, compiled)).is_err() {
                             return;
                         }
                         if let Some(m) = &metrics {

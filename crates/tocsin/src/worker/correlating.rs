@@ -206,19 +206,23 @@ impl<'a> LiveCorrelations<'a> {
         }
     }
 
-    /// What the newest reload brings, if one arrived since the last call; its rules and
-    /// policy are the current ones from then on (a reload without a policy keeps the one in
-    /// use). Its recipients become current once the worker takes them ([`replace_recipients`]).
+    /// What the newest reload brings, if one arrived since the last call; its rules, policy
+    /// and recipients are the current ones from then on (a reload without a policy or
+    /// recipients keeps those in use; a restart looks again for the recipients' topics).
     fn take_newest(&mut self) -> Option<Reload> {
         let newest = self.reloads.try_iter().last()?;
         self.current.clone_from(&newest.correlations);
         if let Some(policy) = newest.policy {
             self.policy = policy;
         }
+        let recipients = (!newest.recipients.is_empty()).then_some(newest.recipients);
+        if let Some(recipients) = &recipients {
+            self.recipients.clone_from(recipients);
+        }
         Some(Reload {
             rules: newest.correlations,
             policy: self.policy.clone(),
-            recipients: (!newest.recipients.is_empty()).then_some(newest.recipients),
+            recipients,
         })
     }
 }
@@ -368,7 +372,7 @@ pub fn run(
                 let config = &mut restoring.correlator;
                 replace_policy(&mut parts, config, &mut outputs, reload.policy, quiet);
                 if let Some(recipients) = reload.recipients {
-                    replace_recipients(live, &mut outputs, recipients, &source, c, quiet);
+                    replace_recipients(&mut outputs, recipients, &source, c, quiet);
                 }
                 write_now = true;
             }
@@ -418,7 +422,7 @@ pub fn run(
             let config = &mut restoring.correlator;
             replace_policy(&mut parts, config, &mut outputs, reload.policy, quiet);
             if let Some(recipients) = reload.recipients {
-                replace_recipients(live, &mut outputs, recipients, &source, c, quiet);
+                replace_recipients(&mut outputs, recipients, &source, c, quiet);
             }
             write_now = true;
         }
@@ -622,7 +626,6 @@ fn with_found_topics(
 /// Publish to reloaded `recipients` from now on, those whose topic is found (the others
 /// are named, and asked about again at the next reload or restart).
 fn replace_recipients(
-    live: &mut LiveCorrelations<'_>,
     outputs: &mut Outputs,
     recipients: Vec<Recipient>,
     source: &Source,
@@ -630,7 +633,6 @@ fn replace_recipients(
     quiet: bool,
 ) {
     let next = with_found_topics(&recipients, &outputs.recipients, source, c);
-    live.recipients = recipients;
     if next == outputs.recipients {
         return;
     }
@@ -667,8 +669,7 @@ fn replace_policy(
     for part in parts.values_mut() {
         part.correlator.replace_policy(policy.clone());
     }
-    config.allowed_lateness = policy.allowed_lateness;
-    config.policy = policy.clone();
+    config.set_policy(policy.clone());
     outputs.policy = policy;
     if !quiet {
         tracing::info!(
