@@ -697,8 +697,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     if let Some(dir) = &a.recipients_out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         for r in &sources.recipients {
-            let path = dir.join(format!("{}.jsonl", r.slug()));
-            recipients.push((r.clone(), create_output(&path.to_string_lossy())?));
+            recipients.push((r.clone(), pipeline::recipient_output(dir, r, false)?));
         }
     }
     let outputs = pipeline::WarningOutputs {

@@ -82,6 +82,27 @@ impl WarningOutputs {
     }
 }
 
+/// The file of recipient `r` in `dir` (`--recipients-out`): `SLUG.jsonl`, emptied first
+/// unless `append`.
+pub fn recipient_output(
+    dir: &std::path::Path,
+    r: &Recipient,
+    append: bool,
+) -> Result<Box<dyn Write>> {
+    let path = dir.join(format!("{}.jsonl", r.slug()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(Box::new(std::io::BufWriter::with_capacity(
+        256 * 1024,
+        file,
+    )))
+}
+
 /// The format of rendered warnings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WarningFormat {
@@ -365,14 +386,7 @@ impl Pipeline {
             if current.iter().any(|(c, _)| c.id == r.id) {
                 continue;
             }
-            let path = dir.join(format!("{}.jsonl", r.slug()));
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            let out: Box<dyn Write> = Box::new(std::io::BufWriter::with_capacity(256 * 1024, file));
-            opened.push((r.id.clone(), out));
+            opened.push((r.id.clone(), recipient_output(dir, r, true)?));
         }
         let mut previous = std::mem::take(&mut self.outputs.recipients);
         let (added, kept) = (opened.len(), recipients.len() - opened.len());
