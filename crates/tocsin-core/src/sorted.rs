@@ -7,9 +7,10 @@
 //! 64 entries (`VEC_LIMIT`) in one vector kept in order (grown one entry at a time up to four,
 //! then doubling), and move them to a B-tree past that, so that a key gathering thousands
 //! of indicators (a campaign's) does not shift them all at each insert. Either way they
-//! iterate, compare, hash and serialise exactly as the B-tree collections (in key order; a
-//! map as a JSON object, a set as an array), so snapshots, warnings and every id derived
-//! from them are the same whichever form holds them.
+//! answer, iterate and serialise exactly as the B-tree collections (in key order; a map as a
+//! JSON object, a set as an array), and compare and hash alike in either form, so
+//! snapshots, warnings and every id derived from them are the same whichever form holds
+//! them.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -18,7 +19,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 
-use serde::de::{MapAccess, SeqAccess, Visitor};
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The most entries a collection keeps in its vector: an insert there shifts at most this
@@ -99,14 +100,6 @@ impl<K, V> SortedMap<K, V> {
     /// The values in key order.
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + ExactSizeIterator {
         self.iter().map(|(_, v)| v)
-    }
-
-    /// The values in key order, to change.
-    pub fn values_mut(&mut self) -> ValuesMut<'_, K, V> {
-        ValuesMut(match &mut self.repr {
-            MapRepr::Vec(v) => ValuesMutRepr::Vec(v.iter_mut()),
-            MapRepr::Tree(t) => ValuesMutRepr::Tree(t.values_mut()),
-        })
     }
 
     /// The entry with the smallest key.
@@ -283,47 +276,6 @@ impl<K, V> ExactSizeIterator for Iter<'_, K, V> {}
 
 impl<K, V> std::iter::FusedIterator for Iter<'_, K, V> {}
 
-/// The values of a [`SortedMap`] in key order, to change.
-#[derive(Debug)]
-pub struct ValuesMut<'a, K, V>(ValuesMutRepr<'a, K, V>);
-
-#[derive(Debug)]
-enum ValuesMutRepr<'a, K, V> {
-    Vec(std::slice::IterMut<'a, (K, V)>),
-    Tree(btree_map::ValuesMut<'a, K, V>),
-}
-
-impl<'a, K, V> Iterator for ValuesMut<'a, K, V> {
-    type Item = &'a mut V;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match &mut self.0 {
-            ValuesMutRepr::Vec(i) => i.next().map(|(_, v)| v),
-            ValuesMutRepr::Tree(i) => i.next(),
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        match &self.0 {
-            ValuesMutRepr::Vec(i) => i.size_hint(),
-            ValuesMutRepr::Tree(i) => i.size_hint(),
-        }
-    }
-}
-
-impl<K, V> DoubleEndedIterator for ValuesMut<'_, K, V> {
-    fn next_back(&mut self) -> Option<Self::Item> {
-        match &mut self.0 {
-            ValuesMutRepr::Vec(i) => i.next_back().map(|(_, v)| v),
-            ValuesMutRepr::Tree(i) => i.next_back(),
-        }
-    }
-}
-
-impl<K, V> ExactSizeIterator for ValuesMut<'_, K, V> {}
-
-impl<K, V> std::iter::FusedIterator for ValuesMut<'_, K, V> {}
-
 impl<K: Ord, V> FromIterator<(K, V)> for SortedMap<K, V> {
     /// Of equal keys, the last one's value is kept (as `BTreeMap` does).
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
@@ -345,14 +297,6 @@ impl<K: Ord, V> FromIterator<(K, V)> for SortedMap<K, V> {
         kept.shrink_to_fit();
         SortedMap {
             repr: MapRepr::Vec(kept),
-        }
-    }
-}
-
-impl<K: Ord, V> Extend<(K, V)> for SortedMap<K, V> {
-    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
-        for (k, v) in iter {
-            self.insert(k, v);
         }
     }
 }
@@ -635,14 +579,6 @@ impl<T: Ord> FromIterator<T> for SortedSet<T> {
     }
 }
 
-impl<T: Ord> Extend<T> for SortedSet<T> {
-    fn extend<I: IntoIterator<Item = T>>(&mut self, iter: I) {
-        for item in iter {
-            self.insert(item);
-        }
-    }
-}
-
 impl<'a, T> IntoIterator for &'a SortedSet<T> {
     type Item = &'a T;
     type IntoIter = SetIter<'a, T>;
@@ -698,28 +634,7 @@ where
     T: Deserialize<'de> + Ord,
 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SeqVisitor<T>(PhantomData<T>);
-
-        impl<'de, T> Visitor<'de> for SeqVisitor<T>
-        where
-            T: Deserialize<'de> + Ord,
-        {
-            type Value = SortedSet<T>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a sequence")
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-                let mut items = Vec::with_capacity(access.size_hint().unwrap_or(0).min(4096));
-                while let Some(item) = access.next_element()? {
-                    items.push(item);
-                }
-                Ok(items.into_iter().collect())
-            }
-        }
-
-        deserializer.deserialize_seq(SeqVisitor(PhantomData))
+        Ok(Vec::<T>::deserialize(deserializer)?.into_iter().collect())
     }
 }
 
