@@ -32,6 +32,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Wait until something listens on loopback `port`, failing at `deadline`.
+pub fn wait_listening(port: u16, deadline: std::time::Instant) {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "no listener");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// `GET path` on a loopback port: (status line, body).
 pub fn http_get(port: u16, path: &str) -> (String, String) {
     use std::io::{Read, Write};

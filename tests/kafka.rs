@@ -1344,7 +1344,7 @@ fn correlate_worker_takes_a_new_escalation_policy_without_a_restart() {
     let Some(bootstrap) = bootstrap() else { return };
     let id = unique();
     let dir = tempfile::tempdir().unwrap();
-    let (site, config) = config_with_site_after_rules(dir.path(), &bootstrap, &id);
+    let (site, config) = config_with_watched_site(dir.path(), &bootstrap, &id, true);
     std::fs::write(site.join("escalation.yaml"), escalation_policy_wanting(50)).unwrap();
     create_topics(&config, 1);
     let reader = Source::subscribe(
@@ -1377,13 +1377,7 @@ fn correlate_worker_takes_a_new_escalation_policy_without_a_restart() {
     read_warnings(&reader, &mut seen, Duration::from_secs(15));
     let (status, err) = terminate(worker.take());
     assert!(status.success(), "{err}");
-    let versions: Vec<(u64, serde_json::Value)> = seen
-        .iter()
-        .map(|((_, version), copies)| {
-            let w: serde_json::Value = serde_json::from_slice(&copies[0]).unwrap();
-            (*version, w["affected"]["organisation_count"].clone())
-        })
-        .collect();
+    let versions = organisations_by_version(&seen);
     assert_eq!(
         versions,
         [(1, serde_json::json!(11))],
@@ -1403,7 +1397,7 @@ fn correlate_worker_takes_new_recipients_without_a_restart() {
     let Some(bootstrap) = bootstrap() else { return };
     let id = unique();
     let dir = tempfile::tempdir().unwrap();
-    let (site, config) = config_with_site_after_rules(dir.path(), &bootstrap, &id);
+    let (site, config) = config_with_watched_site(dir.path(), &bootstrap, &id, true);
     // No recipients of its own at first: those of rules/ are used. No update interval,
     // so that each new organisation is a version.
     let recipients = site.join("recipients.yaml");
@@ -1457,13 +1451,7 @@ fn correlate_worker_takes_new_recipients_without_a_restart() {
         err.contains("recipients replaced: 1 added, ") && err.contains(" removed, 1 in all"),
         "the worker logs the change:\n{err}"
     );
-    let versions: Vec<(u64, serde_json::Value)> = seen
-        .iter()
-        .map(|((_, version), copies)| {
-            let w: serde_json::Value = serde_json::from_slice(&copies[0]).unwrap();
-            (*version, w["affected"]["organisation_count"].clone())
-        })
-        .collect();
+    let versions = organisations_by_version(&seen);
     assert_eq!(
         versions,
         [(2, serde_json::json!(3))],
@@ -1471,29 +1459,16 @@ fn correlate_worker_takes_new_recipients_without_a_restart() {
     );
 }
 
-/// The scenario's configuration with a directory read after `rules/` (so that what it holds
-/// wins) and watched every second: (that directory, the configuration).
-fn config_with_site_after_rules(
-    dir: &std::path::Path,
-    bootstrap: &str,
-    id: &str,
-) -> (std::path::PathBuf, std::path::PathBuf) {
-    let config = scenario_config(dir, bootstrap, id);
-    let site = dir.join("site-after-rules");
-    std::fs::create_dir_all(&site).unwrap();
-    let text = std::fs::read_to_string(&config).unwrap();
-    let rules = format!("paths = [\"{}\"]", repo().join("rules").display());
-    assert!(text.contains(&rules), "{text}");
-    let text = text.replace(
-        &rules,
-        &format!(
-            "watch_s = 1\npaths = [\"{}\", \"{}\"]",
-            repo().join("rules").display(),
-            site.display()
-        ),
-    );
-    std::fs::write(&config, text).unwrap();
-    (site, config)
+/// (version, organisation count) of each warning version `read_warnings` collected.
+fn organisations_by_version(
+    seen: &BTreeMap<(String, u64), Vec<Vec<u8>>>,
+) -> Vec<(u64, serde_json::Value)> {
+    seen.iter()
+        .map(|((_, version), copies)| {
+            let w: serde_json::Value = serde_json::from_slice(&copies[0]).unwrap();
+            (*version, w["affected"]["organisation_count"].clone())
+        })
+        .collect()
 }
 
 /// Detections of indicator `campaign.bad.test`, one from each of `organisations` (one key,
@@ -1645,15 +1620,45 @@ fn watched_site_config(
     bootstrap: &str,
     id: &str,
 ) -> (std::path::PathBuf, std::path::PathBuf) {
-    let site = dir.join("site-rules");
+    let (site, config) = config_with_watched_site(dir, bootstrap, id, false);
+    create_topics(&config, 1);
+    (site, config)
+}
+
+/// The scenario's configuration with a site directory among its rule paths, watched every
+/// second: before `rules/`, or after it (`site_last`: what the site holds wins, an
+/// `escalation.yaml` or `recipients.yaml` say). Returns (site directory, configuration).
+fn config_with_watched_site(
+    dir: &std::path::Path,
+    bootstrap: &str,
+    id: &str,
+    site_last: bool,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let site = dir.join(if site_last {
+        "site-after-rules"
+    } else {
+        "site-rules"
+    });
     std::fs::create_dir(&site).unwrap();
     let config = scenario_config(dir, bootstrap, id);
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "[rules]\npaths = [",
-        &format!("[rules]\nwatch_s = 1\npaths = [\"{}\", ", site.display()),
+    let rules = repo().join("rules");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let paths = format!("paths = [\"{}\"]", rules.display());
+    assert!(text.contains(&paths), "{text}");
+    let (first, last) = if site_last {
+        (&rules, &site)
+    } else {
+        (&site, &rules)
+    };
+    let text = text.replace(
+        &paths,
+        &format!(
+            "watch_s = 1\npaths = [\"{}\", \"{}\"]",
+            first.display(),
+            last.display()
+        ),
     );
     std::fs::write(&config, text).unwrap();
-    create_topics(&config, 1);
     (site, config)
 }
 
@@ -1794,10 +1799,7 @@ fn campaign_workload(
 
 /// A loopback address with a port nothing listens on (for a broker or a metrics listener).
 fn free_loopback_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()))
 }
 
 /// Read warnings until every expected final version arrived, or `for_at_most` passed.

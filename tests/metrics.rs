@@ -3,7 +3,6 @@
 mod common;
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -38,10 +37,7 @@ fn metrics_move_as_events_flow() {
     let mut stdin = child.stdin.take().unwrap();
     // Wait for the listener.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "no listener");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(port, deadline);
     assert_eq!(http_get(port, "/healthz").0, "HTTP/1.1 200 OK");
     // Not ready (503) while the rules load, then ready.
     loop {

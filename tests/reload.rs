@@ -152,13 +152,7 @@ fn watch_reloads_between_events() {
 
 #[test]
 fn sighup_reloads_between_events() {
-    check_reload(&[], "SIGHUP", |child, _| {
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    });
+    check_reload(&[], "SIGHUP", |child, _| sighup(child));
 }
 
 /// The escalation policy comes with a reload: ten organisations under a policy that wants
@@ -251,11 +245,7 @@ fn reload_then_finish(
     mut stdin: std::process::ChildStdin,
     rx: &mpsc::Receiver<String>,
 ) {
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sighup(child);
     wait_for(rx, "reloaded (SIGHUP)");
     for n in 20..24 {
         writeln!(stdin, "{}", event(n)).unwrap();
@@ -281,13 +271,19 @@ fn first_twenty_read(
     stdin
 }
 
+/// Send `child` a SIGHUP (reload).
+fn sighup(child: &Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 /// Wait until `tocsin run --listen 127.0.0.1:port` has read `events` events from stdin.
 fn wait_for_events(port: u16, events: f64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "no listener");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(port, deadline);
     let read = || {
         metric(
             &http_get(port, "/metrics").1,
