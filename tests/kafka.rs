@@ -887,7 +887,7 @@ fn workers_survive_a_broker_restart_with_nothing_lost() {
     let events_before = metric(&before, &events_series).expect("events by source");
     assert!(events_before > 0.0);
     // Lag is a gauge that may be 0 at this moment: the series must exist.
-    let lag = format!("tocsin_consumer_lag_messages{{partition=\"0\",topic=\"test.{id}.events\"}}");
+    let lag = lag_series(&format!("test.{id}.events"), 0);
     assert!(metric(&before, &lag).is_some(), "{lag} missing:\n{before}");
     for series in [
         "tocsin_detections_total{rule=",
@@ -1254,7 +1254,7 @@ fn correlate_worker_holds_its_offsets_until_the_state_interval_or_its_stop() {
     // The first batch's offset is committed with its state; the four after it wait.
     wait_metric(
         listen,
-        &format!("tocsin_consumer_lag_messages{{partition=\"0\",topic=\"{topic}\"}}"),
+        &lag_series(&topic, 0),
         |v| v == Some(4.0),
         "the lag did not show the four detections held for the next state",
     );
@@ -1312,8 +1312,7 @@ fn correlate_worker_hands_a_partition_over_with_its_state_written_first() {
     // The partition it was given is committed up to its end (3): the old owner committed
     // before it let the partition go. (Its lag shows once it has fetched, so it has polled.)
     let lag = |partition: i32| {
-        let series =
-            format!("tocsin_consumer_lag_messages{{partition=\"{partition}\",topic=\"{topic}\"}}");
+        let series = lag_series(&topic, partition);
         metric(&http_get(second_listen, "/metrics").1, &series)
     };
     let until = Instant::now() + Duration::from_secs(60);
@@ -1361,7 +1360,7 @@ fn correlate_worker_takes_a_new_escalation_policy_without_a_restart() {
     // All ten merged: their offsets are committed with the state that holds them.
     wait_metric(
         listen,
-        &format!("tocsin_consumer_lag_messages{{partition=\"0\",topic=\"{topic}\"}}"),
+        &lag_series(&topic, 0),
         |v| v == Some(0.0),
         "the worker did not merge the ten detections",
     );
@@ -1431,7 +1430,7 @@ fn correlate_worker_takes_new_recipients_without_a_restart() {
     sightings(&mut sink, &topic, 0..2);
     wait_metric(
         listen,
-        &format!("tocsin_consumer_lag_messages{{partition=\"0\",topic=\"{topic}\"}}"),
+        &lag_series(&topic, 0),
         |v| v == Some(0.0),
         "the worker did not merge the two detections",
     );
@@ -1457,6 +1456,11 @@ fn correlate_worker_takes_new_recipients_without_a_restart() {
         [(2, serde_json::json!(3))],
         "the recipient gets the versions issued after it was taken:\n{err}"
     );
+}
+
+/// The series of a worker's consumer lag on `partition` of `topic`.
+fn lag_series(topic: &str, partition: i32) -> String {
+    format!("tocsin_consumer_lag_messages{{partition=\"{partition}\",topic=\"{topic}\"}}")
 }
 
 /// (version, organisation count) of each warning version `read_warnings` collected.
