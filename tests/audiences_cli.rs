@@ -119,3 +119,70 @@ fn audiences_formats_and_recipients() {
         .iter()
         .all(|w| w["audience"] == "operational"));
 }
+
+/// Copy the directory tree `from` to `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_policys_issuer_authors_every_rendering() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = events(dir.path());
+    let rules = dir.path().join("rules");
+    copy_tree(&repo().join("rules"), &rules);
+    let policy = rules.join("escalation.yaml");
+    let mut text = std::fs::read_to_string(&policy).unwrap();
+    text.push_str("issuer:\n  name: CSIRTs Network coordination centre\n  contact: mailto:cc@csirts.example\n");
+    std::fs::write(&policy, text).unwrap();
+    let run = |format: &str| -> Vec<serde_json::Value> {
+        let out = dir.path().join(format!("{format}.jsonl"));
+        run_ok(
+            tocsin()
+                .args(["run", "--quiet", "--rules"])
+                .arg(&rules)
+                .arg("--input")
+                .arg(&input)
+                .arg("--output")
+                .arg(&out)
+                .args(["--warning-format", format]),
+        );
+        json_lines(&out)
+    };
+    let warnings = run("json");
+    assert!(!warnings.is_empty());
+    let issuer = &warnings[0]["issuer"];
+    assert_eq!(issuer["name"], "CSIRTs Network coordination centre");
+    assert_eq!(issuer["contact"], "mailto:cc@csirts.example");
+    let uuid = issuer["uuid"].as_str().unwrap();
+    assert!(warnings.iter().all(|w| w["issuer"] == *issuer));
+
+    let identity = format!("identity--{uuid}");
+    let bundles = run("stix");
+    assert_eq!(bundles.len(), warnings.len());
+    for bundle in &bundles {
+        let objects = bundle["objects"].as_array().unwrap();
+        let own = objects.iter().find(|o| o["id"] == identity.as_str());
+        assert_eq!(own.unwrap()["identity_class"], "organization");
+        let incident = objects.iter().find(|o| o["type"] == "incident").unwrap();
+        assert_eq!(incident["created_by_ref"], identity.as_str());
+    }
+    let events = run("misp");
+    assert_eq!(events.len(), warnings.len());
+    for event in &events {
+        assert_eq!(event["Event"]["Orgc"]["uuid"], uuid);
+        assert_eq!(
+            event["Event"]["Orgc"]["name"],
+            "CSIRTs Network coordination centre"
+        );
+    }
+}

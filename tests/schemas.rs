@@ -86,6 +86,16 @@ fn contract_violations_are_rejected() {
         ),
         ("extra field", Box::new(|w| w["surprise"] = true.into())),
         ("version 0", Box::new(|w| w["version"] = 0.into())),
+        (
+            "issuer without a name",
+            Box::new(|w| {
+                w["issuer"].as_object_mut().unwrap().remove("name");
+            }),
+        ),
+        (
+            "issuer's UUID in capitals",
+            Box::new(|w| w["issuer"]["uuid"] = "4F3C1B2A-9D8E-4C7B-A6F5-E4D3C2B1A090".into()),
+        ),
     ];
     for (what, mutate) in mutations {
         let mut doc = good.clone();

@@ -62,6 +62,33 @@ pub fn warning_id(correlation_key: &str, window_start_ms: i64) -> String {
         .finish("ew")
 }
 
+/// A version-4-shaped UUID from a 128-bit digest: the version nibble is set to 4 and the
+/// variant bits to `10`, the rest is the digest. Deterministic, unlike a real UUIDv4, which
+/// is the point: the same input renders to the same STIX and MISP ids.
+pub fn uuid_v4_shaped(digest: u128) -> String {
+    let version_mask: u128 = 0xf << 76;
+    let variant_mask: u128 = 0b11 << 62;
+    let v = (digest & !version_mask & !variant_mask) | (0x4 << 76) | (0b10 << 62);
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        v >> 96,
+        (v >> 80) & 0xffff,
+        (v >> 64) & 0xffff,
+        (v >> 48) & 0xffff,
+        v & 0xffff_ffff_ffff
+    )
+}
+
+/// Whether `text` is a UUID as RFC 4122 writes it: 8-4-4-4-12 hexadecimal digits.
+pub fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +105,21 @@ mod tests {
         );
         let id = warning_id("indicator:domain:evil.example", 1_772_438_400_000);
         assert!(id.starts_with("ew-") && id.len() == 35, "{id}");
+    }
+
+    #[test]
+    fn uuids_are_recognised_by_their_form() {
+        assert!(is_uuid(&uuid_v4_shaped(7)));
+        assert!(is_uuid("0F8FAD5B-D9CB-469F-A165-70867728950E"));
+        for bad in [
+            "",
+            "0f8fad5b-d9cb-469f-a165",
+            "0f8fad5bd9cb469fa16570867728950e",
+            "0f8fad5b-d9cb-469f-a165-70867728950",
+            "0f8fad5b-d9cb-469f-a165-70867728950g",
+            "0f8fad5b-d9cb-469f-a165-70867728950e-",
+        ] {
+            assert!(!is_uuid(bad), "{bad}");
+        }
     }
 }

@@ -58,7 +58,7 @@ pub use taxonomy::{Taxonomy, TaxonomyClass, TaxonomyType};
 pub use time::{DurationMs, Timestamp};
 pub use tlp::Tlp;
 pub use warning::{
-    Affected, Audience, EarlyWarning, EuTaxonomy, ImpactSeverity, Outlook, Pap, ReportingClock,
-    ReportingStage, RootCause, Severity, ThreatSeverity, TimelineEntry, WarningIndicator,
-    WarningRule, WarningStatus, EARLY_WARNING_SCHEMA,
+    Affected, Audience, EarlyWarning, EuTaxonomy, ImpactSeverity, Issuer, Outlook, Pap,
+    ReportingClock, ReportingStage, RootCause, Severity, ThreatSeverity, TimelineEntry,
+    WarningIndicator, WarningRule, WarningStatus, EARLY_WARNING_SCHEMA,
 };

@@ -317,6 +317,41 @@ pub struct WarningRule {
     pub detections: u64,
 }
 
+/// Who issues the warnings: the organisation that runs this Tocsin (a coordination centre, a
+/// national CSIRT), from the escalation policy's `issuer`. Renderings name it as their
+/// author: the STIX objects' `created_by_ref` (an `identity` of class `organization` with
+/// this UUID) and the MISP event's `Orgc`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issuer {
+    /// The organisation's name, as its recipients know it.
+    pub name: String,
+    /// Its UUID, lower-case: the MISP organisation's UUID where it has one, else derived
+    /// from the name. It names the STIX `identity`.
+    pub uuid: String,
+    /// How to reach it (an address, a telephone number, a web form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+}
+
+impl Issuer {
+    /// An issuer named `name`, with the UUID derived from the name when none is given.
+    pub fn new(name: String, uuid: Option<&str>, contact: Option<String>) -> Self {
+        let uuid = match uuid {
+            Some(u) => u.to_ascii_lowercase(),
+            None => crate::id::uuid_v4_shaped(
+                crate::id::IdHasher::new("tocsin.issuer")
+                    .part(name.as_bytes())
+                    .digest(),
+            ),
+        };
+        Issuer {
+            name,
+            uuid,
+            contact,
+        }
+    }
+}
+
 /// One version of an early warning (`tocsin.early-warning/v1`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EarlyWarning {
@@ -341,6 +376,10 @@ pub struct EarlyWarning {
     /// Absent only from warnings written before the field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_issued_at: Option<Timestamp>,
+    /// Who issues it; absent when the escalation policy names no issuer (renderings are
+    /// then authored by Tocsin itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<Issuer>,
     /// True for exercise traffic (e.g. `tocsin demo`): never to be taken as a real warning.
     pub exercise: bool,
     /// The audience this rendering is for.

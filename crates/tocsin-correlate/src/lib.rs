@@ -749,6 +749,7 @@ impl Correlator {
             status,
             issued_at,
             first_issued_at: Some(state.first_issued_at.unwrap_or(issued_at)),
+            issuer: p.issuer.clone(),
             exercise: p.exercise,
             audience: Audience::Technical,
             headline: headline_for(

@@ -15,8 +15,13 @@
 //! versions. The `timestamp` is
 //! the version's `issued_at` (event time, so replays give the same bytes), which grows by
 //! at least a second with each version (the correlator dates a version caused by a late
-//! detection a second after the one before), so MISP never sees an update as older. Instance-local fields (`id`, `event_id`, `org_id`, `orgc_id`) are left out:
-//! the receiving instance assigns them, and its organisation becomes the creator.
+//! detection a second after the one before), so MISP never sees an update as older.
+//!
+//! The creator: `Orgc` names the warning's issuer (its name and UUID; the issuer's UUID is
+//! part of every uuid here too) when the escalation policy names one, as a MISP feed needs
+//! and as synchronised instances keep. Without one it is left out, and the receiving
+//! instance's organisation becomes the creator. Instance-local fields (`id`, `event_id`,
+//! `org_id`, `orgc_id`) are always left out: the receiving instance assigns them.
 //!
 //! Invariant: no I/O; a pure function of the warning.
 
@@ -28,7 +33,9 @@ use tocsin_core::{
     WarningIndicator, WarningStatus,
 };
 
-use crate::stix::{rendering_hasher, status_name, uuid_v4_shaped};
+use tocsin_core::id::uuid_v4_shaped;
+
+use crate::stix::{rendering_hasher, status_name};
 
 /// Longest `info` the MISP core format recommends, in characters.
 pub const MISP_INFO_MAX_CHARS: usize = 256;
@@ -43,7 +50,7 @@ pub fn to_event(w: &EarlyWarning) -> Value {
     let attributes: Vec<Value> = unique_indicators(&w.indicators)
         .map(|indicator| attribute(w, indicator, &timestamp))
         .collect();
-    json!({
+    let mut event = json!({
         "Event": {
             "uuid": uuid(w, "event", ""),
             "info": info(&w.headline),
@@ -67,7 +74,11 @@ pub fn to_event(w: &EarlyWarning) -> Value {
                 "deleted": false,
             }],
         }
-    })
+    });
+    if let Some(issuer) = &w.issuer {
+        event["Event"]["Orgc"] = json!({"name": issuer.name, "uuid": issuer.uuid});
+    }
+    event
 }
 
 /// The MISP attribute type and category for an indicator type. Every pair is valid in the

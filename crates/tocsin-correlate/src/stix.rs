@@ -38,16 +38,22 @@
 //! timestamps, because STIX treats an id with another `created` as a conflicting object;
 //! they are marked TLP:CLEAR for the same reason (their content must not vary per warning).
 //!
+//! Authorship: the warning's objects are created by its issuer (the escalation policy's
+//! `issuer`, an `identity` of class `organization` whose id is `identity--<its UUID>`, with
+//! the same fixed timestamps: give it another UUID when its name changes), or by the Tocsin
+//! identity when there is none. The issuer's UUID is part of every object id, as only an
+//! object's creator may version it.
+//!
 //! Invariant: no I/O; a pure function of the warning.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use tocsin_core::id::IdHasher;
+use tocsin_core::id::{uuid_v4_shaped, IdHasher};
 use tocsin_core::tlp::{STIX_TLP_2_0_CREATED, STIX_TLP_2_0_EXTENSION_ID};
 use tocsin_core::{
-    EarlyWarning, IndicatorType, MemberState, Sector, Timestamp, Tlp, WarningIndicator,
+    EarlyWarning, IndicatorType, Issuer, MemberState, Sector, Timestamp, Tlp, WarningIndicator,
     WarningStatus,
 };
 
@@ -119,7 +125,8 @@ pub const TOCSIN_PROPERTIES: &[&str] = &[
 /// Render one version of a warning as a STIX 2.1 bundle.
 ///
 /// Objects, in this order: the TLP 2.0 `marking-definition`s used, the Tocsin
-/// `extension-definition` and producer `identity`, one `location` per member state, one
+/// `extension-definition` and producer `identity`, the issuer's `identity` (when the warning
+/// names one: the author of the objects that follow), one `location` per member state, one
 /// `identity` per affected organisation (technical audience only), the `incident`, one
 /// `indicator` and one `sighting` per indicator, then the `relationship`s (organisation
 /// `located-at` its member state, incident `related-to` each organisation and member state,
@@ -137,11 +144,23 @@ pub fn to_bundle(w: &EarlyWarning) -> Value {
 
 /// An id hasher in `domain` fed the warning id and what names its rendering: the audience
 /// and the TLP ceiling (none for the canonical warning).
+/// With an issuer, its UUID too: STIX lets only an object's creator version it, so another
+/// issuer's rendering is another object, not a version of this one.
 pub(crate) fn rendering_hasher(domain: &str, w: &EarlyWarning) -> IdHasher {
-    IdHasher::new(domain)
+    let hasher = IdHasher::new(domain)
         .part(w.warning_id.as_bytes())
         .part(w.audience.as_str().as_bytes())
-        .part(w.tlp_ceiling.map_or("", Tlp::label).as_bytes())
+        .part(w.tlp_ceiling.map_or("", Tlp::label).as_bytes());
+    match &w.issuer {
+        Some(issuer) => hasher.part(issuer.uuid.as_bytes()),
+        None => hasher,
+    }
+}
+
+/// The STIX id of the identity of a warning's issuer: its UUID, as is (MISP names the
+/// organisation by the same UUID).
+pub fn issuer_identity_id(issuer: &Issuer) -> String {
+    format!("identity--{}", issuer.uuid)
 }
 
 /// The STIX pattern that matches one indicator value, e.g. `[ipv4-addr:value = '198.51.100.7']`.
@@ -175,23 +194,6 @@ fn escape_pattern_string(value: &str) -> String {
         escaped.push(c);
     }
     escaped
-}
-
-/// A version-4-shaped UUID from a 128-bit digest: the version nibble is set to 4 and the
-/// variant bits to `10`, the rest is the digest. Deterministic, unlike a real UUIDv4, which
-/// is the point: the same warning renders to the same ids.
-pub(crate) fn uuid_v4_shaped(digest: u128) -> String {
-    let version_mask: u128 = 0xf << 76;
-    let variant_mask: u128 = 0b11 << 62;
-    let v = (digest & !version_mask & !variant_mask) | (0x4 << 76) | (0b10 << 62);
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        v >> 96,
-        (v >> 80) & 0xffff,
-        (v >> 64) & 0xffff,
-        (v >> 48) & 0xffff,
-        v & 0xffff_ffff_ffff
-    )
 }
 
 /// A JSON value for something whose `Serialize` is derived over plain enums and structs,
@@ -236,6 +238,8 @@ struct BundleBuilder<'w> {
     /// The warning's `first_issued_at` (its `issued_at` when absent): every object's
     /// `created`.
     first_issued_at: String,
+    /// `created_by_ref` of the warning's objects: the issuer's identity, or Tocsin's.
+    author: String,
     objects: Vec<Value>,
     markings_used: BTreeSet<Tlp>,
 }
@@ -249,6 +253,10 @@ impl<'w> BundleBuilder<'w> {
                 .first_issued_at
                 .unwrap_or(warning.issued_at)
                 .to_string(),
+            author: warning
+                .issuer
+                .as_ref()
+                .map_or_else(|| TOCSIN_IDENTITY_ID.to_owned(), issuer_identity_id),
             objects: Vec::new(),
             markings_used: BTreeSet::new(),
         }
@@ -295,7 +303,7 @@ impl<'w> BundleBuilder<'w> {
         object.insert("id".into(), json!(id));
         object.insert("created".into(), json!(self.first_issued_at));
         object.insert("modified".into(), json!(self.issued_at));
-        object.insert("created_by_ref".into(), json!(TOCSIN_IDENTITY_ID));
+        object.insert("created_by_ref".into(), json!(self.author));
         object.insert("object_marking_refs".into(), self.marking_refs(tlp));
         object
     }
@@ -367,6 +375,23 @@ impl<'w> BundleBuilder<'w> {
             "identity_class": "system",
             "object_marking_refs": clear,
         }));
+        if let Some(issuer) = &self.warning.issuer {
+            let clear = self.marking_refs(Tlp::Clear);
+            let mut identity = json!({
+                "type": "identity",
+                "spec_version": "2.1",
+                "id": issuer_identity_id(issuer),
+                "created": SHARED_OBJECTS_CREATED,
+                "modified": SHARED_OBJECTS_MODIFIED,
+                "name": issuer.name,
+                "identity_class": "organization",
+                "object_marking_refs": clear,
+            });
+            if let Some(contact) = &issuer.contact {
+                identity["contact_information"] = json!(contact);
+            }
+            self.objects.push(identity);
+        }
     }
 
     /// One `location` per member state (affected, or named by the timeline), by code.

@@ -1863,3 +1863,30 @@ fn a_replaced_policy_judges_the_next_detection() {
     assert_eq!(out.len(), 2, "the issued warning is updated");
     assert_eq!((out[1].version, out[1].affected.organisation_count), (2, 5));
 }
+
+#[test]
+fn warnings_carry_the_issuer_of_the_policy_that_issued_them() {
+    let mut config = CorrelatorConfig::default();
+    let mut c = Correlator::new(config.clone());
+    let mut out = Vec::new();
+    c.push(&det("d0", "A", "health", "DE", 0, Tlp::Green), &mut out);
+    c.push(&det("d1", "B", "energy", "FR", H, Tlp::Green), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].issuer, None, "no issuer named: none claimed");
+    let issuer = tocsin_core::Issuer::new("CERT-XX".to_owned(), None, None);
+    config.policy.issuer = Some(issuer.clone());
+    assert!(c.replace_policy(config.policy.clone()));
+    c.push(
+        &det("d2", "C", "banking", "IT", 2 * H, Tlp::Green),
+        &mut out,
+    );
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1].issuer.as_ref(), Some(&issuer));
+    // It travels in the warning's JSON, and a warning without one reads as before.
+    let json = serde_json::to_value(&out[1]).unwrap();
+    assert_eq!(json["issuer"]["name"], "CERT-XX");
+    assert!(serde_json::to_value(&out[0])
+        .unwrap()
+        .get("issuer")
+        .is_none());
+}

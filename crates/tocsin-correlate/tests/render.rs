@@ -14,9 +14,10 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 use tocsin_core::{
-    Affected, Audience, EarlyWarning, EuTaxonomy, ImpactSeverity, IndicatorType, Outlook, Pap,
-    ReportingClock, RootCause, Severity, Taxonomy, TaxonomyType, ThreatSeverity, TimelineEntry,
-    Timestamp, Tlp, WarningIndicator, WarningRule, WarningStatus, EARLY_WARNING_SCHEMA,
+    Affected, Audience, EarlyWarning, EuTaxonomy, ImpactSeverity, IndicatorType, Issuer, Outlook,
+    Pap, ReportingClock, RootCause, Severity, Taxonomy, TaxonomyType, ThreatSeverity,
+    TimelineEntry, Timestamp, Tlp, WarningIndicator, WarningRule, WarningStatus,
+    EARLY_WARNING_SCHEMA,
 };
 use tocsin_correlate::{misp, stix};
 
@@ -99,6 +100,7 @@ fn campaign_warning() -> EarlyWarning {
         status: WarningStatus::Escalated,
         issued_at: at(9, 30),
         first_issued_at: Some(at(9, 0)),
+        issuer: None,
         exercise: true,
         audience: Audience::Technical,
         headline: "Domain c2.example seen at 3 organisations in 2 sectors (energy, health) \
@@ -538,24 +540,108 @@ fn indicators_have_patterns_markings_and_sightings() {
     assert_eq!(indicating, indicator_ids);
 }
 
+/// `w` as issued under a policy that names its issuer.
+fn issued_by_a_coordination_centre(mut w: EarlyWarning) -> EarlyWarning {
+    w.issuer = Some(Issuer::new(
+        "CSIRTs Network coordination centre".to_owned(),
+        None,
+        Some("mailto:cc@csirts.example".to_owned()),
+    ));
+    w
+}
+
+#[test]
+fn renderings_name_the_issuer_as_their_author() {
+    let tocsin = campaign_warning();
+    let w = issued_by_a_coordination_centre(campaign_warning());
+    let issuer = w.issuer.clone().expect("an issuer");
+    let issuer_id = stix::issuer_identity_id(&issuer);
+    assert_eq!(issuer_id, format!("identity--{}", issuer.uuid));
+    let bundle = stix::to_bundle(&w);
+    let identity = objects(&bundle)
+        .iter()
+        .find(|o| o["id"] == issuer_id.as_str())
+        .expect("the issuer's identity is in the bundle");
+    assert_eq!(identity["identity_class"], "organization");
+    assert_eq!(identity["name"], "CSIRTs Network coordination centre");
+    assert_eq!(identity["contact_information"], "mailto:cc@csirts.example");
+    assert_eq!(
+        identity["object_marking_refs"],
+        json!([Tlp::Clear.stix_marking_id()])
+    );
+    // The warning's objects are the issuer's; the Tocsin extension stays Tocsin's.
+    let mut authored = 0;
+    for object in objects(&bundle) {
+        let id = str_of(object, "id");
+        match str_of(object, "type") {
+            "marking-definition" => {}
+            "extension-definition" => {
+                assert_eq!(object["created_by_ref"], stix::TOCSIN_IDENTITY_ID)
+            }
+            "identity" if id == issuer_id || id == stix::TOCSIN_IDENTITY_ID => {}
+            _ => {
+                assert_eq!(object["created_by_ref"], issuer_id.as_str(), "{id}");
+                authored += 1;
+            }
+        }
+    }
+    assert!(authored > 20, "only {authored} objects");
+    // Another author's objects are other objects (only a creator versions its own); every
+    // version of the issuer's warning keeps their ids.
+    let ids_of = |bundle: &Value| -> BTreeSet<String> {
+        objects(bundle)
+            .iter()
+            .filter(|o| o["type"] != "marking-definition")
+            .map(|o| str_of(o, "id").to_owned())
+            .collect()
+    };
+    let by_tocsin = ids_of(&stix::to_bundle(&tocsin));
+    let by_issuer = ids_of(&bundle);
+    let shared: Vec<&String> = by_tocsin.intersection(&by_issuer).collect();
+    assert_eq!(
+        shared,
+        [stix::TOCSIN_EXTENSION_ID, stix::TOCSIN_IDENTITY_ID],
+        "only the shared objects are common"
+    );
+    let mut next = w.clone();
+    next.version += 1;
+    next.issued_at = Timestamp(w.issued_at.millis() + 60_000);
+    assert_eq!(ids_of(&stix::to_bundle(&next)), by_issuer);
+
+    // MISP: the issuer is the creator organisation, by name and UUID.
+    let event = &misp::to_event(&w)["Event"];
+    assert_eq!(
+        event["Orgc"],
+        json!({"name": "CSIRTs Network coordination centre", "uuid": issuer.uuid})
+    );
+    let anonymous = &misp::to_event(&tocsin)["Event"];
+    assert!(anonymous.get("Orgc").is_none(), "no issuer, no Orgc");
+    assert_ne!(event["uuid"], anonymous["uuid"]);
+}
+
 #[test]
 fn every_reference_resolves_within_the_bundle() {
-    let bundle = stix::to_bundle(&campaign_warning());
-    let mut ids = BTreeSet::new();
-    for object in objects(&bundle) {
-        assert!(
-            ids.insert(str_of(object, "id")),
-            "duplicate id {}",
-            object["id"]
-        );
-    }
-    let mut refs = Vec::new();
-    for object in objects(&bundle) {
-        collect_refs(object, &mut refs);
-    }
-    assert!(refs.len() > 50, "only {} references", refs.len());
-    for (key, id) in refs {
-        assert!(ids.contains(id), "{key} {id} is not in the bundle");
+    for w in [
+        campaign_warning(),
+        issued_by_a_coordination_centre(campaign_warning()),
+    ] {
+        let bundle = stix::to_bundle(&w);
+        let mut ids = BTreeSet::new();
+        for object in objects(&bundle) {
+            assert!(
+                ids.insert(str_of(object, "id")),
+                "duplicate id {}",
+                object["id"]
+            );
+        }
+        let mut refs = Vec::new();
+        for object in objects(&bundle) {
+            collect_refs(object, &mut refs);
+        }
+        assert!(refs.len() > 50, "only {} references", refs.len());
+        for (key, id) in refs {
+            assert!(ids.contains(id), "{key} {id} is not in the bundle");
+        }
     }
 }
 
@@ -966,7 +1052,12 @@ fn stix_bundle_passes_the_oasis_validator() {
         indicator.tlp = *tlp;
     }
     let mut files = Vec::new();
-    for (name, warning) in [("campaign", campaign_warning()), ("restricted", restricted)] {
+    let issued = issued_by_a_coordination_centre(campaign_warning());
+    for (name, warning) in [
+        ("campaign", campaign_warning()),
+        ("restricted", restricted),
+        ("issued", issued),
+    ] {
         let path = directory.join(format!("{name}.json"));
         let text = serde_json::to_string_pretty(&stix::to_bundle(&warning)).expect("json");
         std::fs::write(&path, text).expect("write the bundle");

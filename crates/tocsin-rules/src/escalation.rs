@@ -7,10 +7,10 @@
 
 use serde::Deserialize;
 
-use tocsin_core::{DurationMs, Level, Severity};
+use tocsin_core::{DurationMs, Issuer, Level, Severity};
 
 use crate::diagnostic::{Diagnostic, Location};
-use crate::yaml::documents;
+use crate::yaml::{documents, YamlDocument};
 
 /// Conditions on a candidate; all given ones must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -78,6 +78,20 @@ pub struct Threshold {
     pub min_organisations: u32,
 }
 
+/// Who issues the warnings, as written in the policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuerFile {
+    name: String,
+    #[serde(default)]
+    uuid: Option<String>,
+    #[serde(default)]
+    contact: Option<String>,
+}
+
+/// Longest issuer name, in characters: what MISP takes for an organisation's name.
+pub const ISSUER_NAME_MAX_CHARS: usize = 255;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
@@ -100,6 +114,8 @@ struct PolicyFile {
     min_update_interval: Option<DurationMs>,
     #[serde(default)]
     allowed_lateness: Option<DurationMs>,
+    #[serde(default)]
+    issuer: Option<IssuerFile>,
 }
 
 /// The validated policy.
@@ -130,6 +146,8 @@ pub struct EscalationPolicy {
     /// How far behind the latest event time a detection may arrive and still count in the
     /// windows of Sigma correlation rules; later ones are counted as late.
     pub allowed_lateness: DurationMs,
+    /// Who issues the warnings (their renderings' author); `None`: Tocsin itself.
+    pub issuer: Option<Issuer>,
 }
 
 impl EscalationPolicy {
@@ -159,6 +177,7 @@ impl Default for EscalationPolicy {
             closed_after: DurationMs(24 * 3_600_000),
             min_update_interval: DurationMs(0),
             allowed_lateness: DurationMs(0),
+            issuer: None,
         }
     }
 }
@@ -274,6 +293,10 @@ pub fn parse_policy(file: &str, text: &str) -> Result<EscalationPolicy, Diagnost
             "at least one severity rule is needed",
         ));
     }
+    let issuer = match parsed.issuer {
+        None => None,
+        Some(i) => Some(issuer(i, &doc)?),
+    };
     Ok(EscalationPolicy {
         window: parsed.window,
         candidate_min_organisations: parsed.candidate.min_organisations,
@@ -287,7 +310,49 @@ pub fn parse_policy(file: &str, text: &str) -> Result<EscalationPolicy, Diagnost
         closed_after: parsed.closed_after.unwrap_or(DurationMs(24 * 3_600_000)),
         min_update_interval: parsed.min_update_interval.unwrap_or(DurationMs(0)),
         allowed_lateness: parsed.allowed_lateness.unwrap_or(DurationMs(0)),
+        issuer,
     })
+}
+
+/// The policy's `issuer`, checked: a name of one line that MISP takes, a UUID in RFC 4122
+/// form when one is given, a contact that says something.
+fn issuer(i: IssuerFile, doc: &YamlDocument<'_>) -> Result<Issuer, Diagnostic> {
+    let from = doc.locate("issuer:").line;
+    let at = |key: &str| {
+        doc.locate_key_from(key, from)
+            .unwrap_or_else(|| doc.locate_text(&format!("{key}:")))
+    };
+    let name = i.name.trim();
+    if name.is_empty()
+        || name.contains(['\n', '\r'])
+        || name.chars().count() > ISSUER_NAME_MAX_CHARS
+    {
+        return Err(Diagnostic::error(
+            at("name"),
+            "bad-policy",
+            format!("issuer.name must be one line of 1 to {ISSUER_NAME_MAX_CHARS} characters"),
+        ));
+    }
+    if let Some(uuid) = &i.uuid {
+        if !tocsin_core::id::is_uuid(uuid) {
+            return Err(Diagnostic::error(
+                at("uuid"),
+                "bad-policy",
+                format!(
+                    "issuer.uuid '{uuid}' is not a UUID (8-4-4-4-12 hexadecimal digits, as MISP shows an organisation's)"
+                ),
+            ));
+        }
+    }
+    let contact = i.contact.map(|c| c.trim().to_owned());
+    if contact.as_deref() == Some("") {
+        return Err(Diagnostic::error(
+            at("contact"),
+            "bad-policy",
+            "issuer.contact is empty (leave it out instead)",
+        ));
+    }
+    Ok(Issuer::new(name.to_owned(), i.uuid.as_deref(), contact))
 }
 
 #[cfg(test)]
@@ -318,5 +383,54 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("cross_borders"), "{e}");
+    }
+
+    #[test]
+    fn the_issuer_is_read_and_checked() {
+        assert_eq!(parse_policy("e.yaml", POLICY).unwrap().issuer, None);
+        let with = |issuer: &str| parse_policy("e.yaml", &format!("{POLICY}issuer:\n{issuer}"));
+        let p = with("  name: CSIRTs Network coordination\n  contact: cc@example.eu\n").unwrap();
+        let issuer = p.issuer.unwrap();
+        assert_eq!(issuer.name, "CSIRTs Network coordination");
+        assert_eq!(issuer.contact.as_deref(), Some("cc@example.eu"));
+        assert!(tocsin_core::id::is_uuid(&issuer.uuid), "{}", issuer.uuid);
+        // Derived from the name: the same on every worker and run, another for another name.
+        let again = with("  name: CSIRTs Network coordination\n")
+            .unwrap()
+            .issuer;
+        assert_eq!(again.unwrap().uuid, issuer.uuid);
+        let other = with("  name: CERT-XX\n").unwrap().issuer.unwrap();
+        assert_ne!(other.uuid, issuer.uuid);
+        // A given UUID (MISP's for the organisation) is kept, lower-case.
+        let given = with("  name: CERT-XX\n  uuid: 5F6E7D8C-1A2B-4C3D-8E9F-0A1B2C3D4E5F\n")
+            .unwrap()
+            .issuer
+            .unwrap();
+        assert_eq!(given.uuid, "5f6e7d8c-1a2b-4c3d-8e9f-0a1b2c3d4e5f");
+        // Errors name the line of the key at fault.
+        let first = POLICY.lines().count() + 1;
+        for (issuer, line, says) in [
+            ("  name: ''\n", first + 1, "issuer.name"),
+            ("  name: \"two\\nlines\"\n", first + 1, "issuer.name"),
+            (
+                "  name: CERT-XX\n  uuid: not-a-uuid\n",
+                first + 2,
+                "not a UUID",
+            ),
+            (
+                "  name: CERT-XX\n  contact: ' '\n",
+                first + 2,
+                "issuer.contact",
+            ),
+            ("  name: CERT-XX\n  country: XX\n", first + 2, "country"),
+        ] {
+            let e = with(issuer).unwrap_err();
+            assert!(e.message.contains(says), "{issuer}: {e}");
+            assert_eq!(e.location.line, line, "{issuer}: {e}");
+        }
+        let long = format!("  name: {}\n", "x".repeat(ISSUER_NAME_MAX_CHARS + 1));
+        assert!(with(&long).unwrap_err().message.contains("issuer.name"));
+        let flow = with("  {name: CERT-XX, uuid: nope}\n").unwrap_err();
+        assert!(flow.message.contains("not a UUID"), "{flow}");
     }
 }
