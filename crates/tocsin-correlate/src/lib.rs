@@ -23,8 +23,9 @@ pub mod misp;
 mod recent_ids;
 pub mod sigma_correlations;
 pub mod stix;
+mod tracked;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use tocsin_core::id::{incident_id, warning_id};
 use tocsin_core::{
@@ -37,6 +38,7 @@ use tocsin_core::{MemberState, Sector, SortedMap, SortedSet};
 use tocsin_rules::{CorrelationRule, EscalationPolicy};
 
 use crate::sigma_correlations::CorrelationRules;
+use crate::tracked::TrackedMap;
 
 /// Limits and rendering choices.
 #[derive(Debug, Clone)]
@@ -150,6 +152,9 @@ pub const SNAPSHOT_FORMAT: &str = "tocsin.correlator-state/v2";
 /// writes it only where it differs from the item before's.
 pub const SNAPSHOT_FORMATS_READ: [&str; 2] = ["tocsin.correlator-state/v1", SNAPSHOT_FORMAT];
 
+/// The format of a state delta ([`Correlator::take_delta`]).
+pub const DELTA_FORMAT: &str = "tocsin.correlator-delta/v1";
+
 /// Why a snapshot cannot be restored.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -169,6 +174,41 @@ struct SnapshotRef<'a> {
     stats: CorrelatorStats,
     keys: Vec<(&'a String, &'a KeyState)>,
     sigma: sigma_correlations::SigmaStateRef<'a>,
+}
+
+/// A delta as written: what changed since the state before it.
+#[derive(serde::Serialize)]
+struct DeltaRef<'a> {
+    format: &'a str,
+    watermark_ms: i64,
+    next_sweep_ms: i64,
+    stats: CorrelatorStats,
+    removed_keys: Vec<String>,
+    keys: Vec<(&'a String, &'a KeyState)>,
+    sigma: sigma_correlations::SigmaDeltaRef<'a>,
+}
+
+/// A delta's body, read once its format is known.
+#[derive(serde::Deserialize)]
+struct DeltaOwned {
+    watermark_ms: i64,
+    next_sweep_ms: i64,
+    stats: CorrelatorStats,
+    removed_keys: Vec<String>,
+    keys: Vec<(String, KeyState)>,
+    sigma: sigma_correlations::SigmaDelta,
+}
+
+/// The `format` of a snapshot or delta, read first, on its own: a later format's body need
+/// not read as this one's.
+fn format_of(bytes: &[u8]) -> Result<String, SnapshotError> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        format: String,
+    }
+    let head: Head =
+        serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+    Ok(head.format)
 }
 
 /// A snapshot's body, read once its format is known (`format` is read first, on its own).
@@ -226,8 +266,9 @@ pub struct Correlator {
     /// Correlation detections produced and not yet taken by the caller.
     derived: Vec<Detection>,
     /// Boxed: a hash table's empty slots then cost a pointer, not a whole key's state
-    /// (488 bytes; at 10^6 keys the table has 2^21 slots).
-    keys: HashMap<String, Box<KeyState>>,
+    /// (488 bytes; at 10^6 keys the table has 2^21 slots). Tracked, so that a state delta
+    /// ([`Correlator::take_delta`]) writes only the keys changed since the last one.
+    keys: TrackedMap<Box<KeyState>>,
     watermark: Timestamp,
     /// Event time at which the next sweep for quiet warnings is due.
     next_sweep: Timestamp,
@@ -265,7 +306,7 @@ impl Correlator {
             sigma,
             derived: Vec::new(),
             config,
-            keys: HashMap::new(),
+            keys: TrackedMap::default(),
             watermark: Timestamp(i64::MIN),
             next_sweep: Timestamp(i64::MIN),
             no_room_until: i64::MIN,
@@ -292,6 +333,65 @@ impl Correlator {
         serde_json::to_vec(&snapshot).unwrap_or_default()
     }
 
+    /// What changed since the last delta was taken or the changes were forgotten, as bytes
+    /// in a versioned format ([`DELTA_FORMAT`]): the keys and Sigma correlation groups
+    /// changed (each whole) or removed, and the watermark and counters. Applied
+    /// ([`Correlator::apply_delta`]) to a correlator in the state it was taken after, it
+    /// gives this one's state: [`Correlator::snapshot`] then writes the same bytes.
+    /// Its cost is that of the keys changed, not of the keys held. Changes are recorded
+    /// anew from here.
+    pub fn take_delta(&mut self) -> Vec<u8> {
+        let changes = self.keys.take_changes();
+        let delta = DeltaRef {
+            format: DELTA_FORMAT,
+            watermark_ms: self.watermark.0,
+            next_sweep_ms: self.next_sweep.0,
+            stats: self.stats,
+            removed_keys: changes.removed,
+            keys: changes
+                .changed
+                .into_iter()
+                .map(|(k, s)| (k, &**s))
+                .collect(),
+            sigma: self.sigma.take_delta_state(),
+        };
+        serde_json::to_vec(&delta).unwrap_or_default()
+    }
+
+    /// Forget the changes recorded so far: the whole state was written
+    /// ([`Correlator::snapshot`]), and the next delta is taken after it.
+    pub fn forget_changes(&mut self) {
+        self.keys.forget_changes();
+        self.sigma.forget_changes();
+    }
+
+    /// Whether a key or a Sigma correlation group changed since the changes were last taken
+    /// or forgotten (the watermark and counters aside).
+    pub fn has_changes(&self) -> bool {
+        self.keys.has_changes() || self.sigma.has_changes()
+    }
+
+    /// Take over a delta's changes ([`Correlator::take_delta`]), on top of the state it was
+    /// taken after: a correlator restored from the snapshot before it, with the deltas
+    /// between applied in order. Nothing is recorded as changed.
+    pub fn apply_delta(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let format = format_of(bytes)?;
+        if format != DELTA_FORMAT {
+            return Err(SnapshotError::Version(format));
+        }
+        let delta: DeltaOwned =
+            serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        self.watermark = Timestamp(delta.watermark_ms);
+        self.next_sweep = Timestamp(delta.next_sweep_ms);
+        self.stats = delta.stats;
+        // Found again from the next detection, as after a restore.
+        self.no_room_until = i64::MIN;
+        let keys = delta.keys.into_iter().map(|(k, s)| (k, Box::new(s)));
+        self.keys.apply(delta.removed_keys, keys);
+        self.sigma.apply_delta_state(delta.sigma);
+        Ok(())
+    }
+
     /// Judge by `policy` from now on (a reloaded `escalation.yaml`): its windows, thresholds,
     /// severities, intervals and lateness apply to what comes next (a window open now ends
     /// when the new window length says); versions already issued stay as they were. Returns
@@ -311,15 +411,9 @@ impl Correlator {
 
     /// A correlator with `config` and the state of `bytes` (from [`Correlator::snapshot`]).
     pub fn restore(config: CorrelatorConfig, bytes: &[u8]) -> Result<Self, SnapshotError> {
-        // The format first: a later format's body need not read as this one's.
-        #[derive(serde::Deserialize)]
-        struct Head {
-            format: String,
-        }
-        let head: Head =
-            serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
-        if !SNAPSHOT_FORMATS_READ.contains(&head.format.as_str()) {
-            return Err(SnapshotError::Version(head.format));
+        let format = format_of(bytes)?;
+        if !SNAPSHOT_FORMATS_READ.contains(&format.as_str()) {
+            return Err(SnapshotError::Version(format));
         }
         let snapshot: SnapshotOwned =
             serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;

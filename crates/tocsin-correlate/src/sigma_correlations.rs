@@ -28,6 +28,7 @@ use tocsin_core::{
 use tocsin_rules::{CorrelationRule, CorrelationType};
 
 use crate::recent_ids::RecentIds;
+use crate::tracked::TrackedMap;
 
 /// Counters of the correlation-rule engine.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -260,6 +261,28 @@ pub struct SigmaStateRef<'a> {
     definitions: &'a BTreeMap<String, u128>,
 }
 
+/// What changed in the engine since the last state write, as a state delta writes it: the
+/// groups removed and the groups changed (sorted by key), and the engine's watermark,
+/// counters and definitions.
+#[derive(serde::Serialize)]
+pub struct SigmaDeltaRef<'a> {
+    removed_groups: Vec<String>,
+    groups: Vec<(&'a String, &'a Group)>,
+    watermark_ms: i64,
+    stats: CorrelationRuleStats,
+    definitions: &'a BTreeMap<String, u128>,
+}
+
+/// [`SigmaDeltaRef`] read back.
+#[derive(Debug, serde::Deserialize)]
+pub struct SigmaDelta {
+    removed_groups: Vec<String>,
+    groups: Vec<(String, Group)>,
+    watermark_ms: i64,
+    stats: CorrelationRuleStats,
+    definitions: BTreeMap<String, u128>,
+}
+
 /// The engine: correlation rules and their per-group windows.
 #[derive(Debug)]
 pub struct CorrelationRules {
@@ -269,7 +292,8 @@ pub struct CorrelationRules {
     definitions: BTreeMap<String, u128>,
     /// Correlation id → ids of the correlations that refer to it (chaining).
     consumers: HashMap<String, Vec<String>>,
-    groups: HashMap<String, Group>,
+    /// Tracked, so that a state delta can write the groups changed since the last one.
+    groups: TrackedMap<Group>,
     /// (window end, group key) of every window judged at its close, earliest first, so that
     /// finding the windows the watermark has passed costs what it finds, not a walk over
     /// every group on every detection. Entries leave with their window (judged, evicted or
@@ -406,7 +430,7 @@ impl CorrelationRules {
                 .map(|r| (r.id.clone(), window_digest(r)))
                 .collect(),
             consumers,
-            groups: HashMap::new(),
+            groups: TrackedMap::default(),
             deadlines: BTreeSet::new(),
             watermark: Timestamp(i64::MIN),
             allowed_lateness,
@@ -443,15 +467,16 @@ impl CorrelationRules {
             .keys()
             .filter(|id| !next.definitions.contains_key(*id))
             .count();
-        for (key, group) in std::mem::take(&mut self.groups) {
+        // The groups move over as they are, with the changes recorded since the last state
+        // was written; those dropped are recorded as removed.
+        let mut groups = std::mem::take(&mut self.groups);
+        groups.retain(|_, group| {
             let old = self.definitions.get(&group.correlation);
             let keep = old.is_some() && old == next.definitions.get(&group.correlation);
-            if keep {
-                next.groups.insert(key, group);
-            } else {
-                replaced.groups_dropped += 1;
-            }
-        }
+            replaced.groups_dropped += usize::from(!keep);
+            keep
+        });
+        next.groups = groups;
         next.watermark = self.watermark;
         next.stats = self.stats;
         next.legacy_recent = self.legacy_recent;
@@ -509,6 +534,53 @@ impl CorrelationRules {
                 keep
             })
             .collect();
+        self.stats.discarded += discarded;
+        self.index_deadlines();
+    }
+
+    /// The changes since they were last taken or forgotten, for a state delta; recorded
+    /// anew from here.
+    pub fn take_delta_state(&mut self) -> SigmaDeltaRef<'_> {
+        let changes = self.groups.take_changes();
+        SigmaDeltaRef {
+            removed_groups: changes.removed,
+            groups: changes.changed,
+            watermark_ms: self.watermark.0,
+            stats: self.stats,
+            definitions: &self.definitions,
+        }
+    }
+
+    /// Drop the changes recorded (the whole state was written).
+    pub fn forget_changes(&mut self) {
+        self.groups.forget_changes();
+    }
+
+    /// Whether a group changed since the changes were last taken or forgotten.
+    pub fn has_changes(&self) -> bool {
+        self.groups.has_changes()
+    }
+
+    /// Take over a delta's changes, on top of the state it was taken after (restored from a
+    /// snapshot, and the deltas before it). As at a restore, groups whose windows the
+    /// writer's rules defined otherwise than these are dropped.
+    pub fn apply_delta_state(&mut self, delta: SigmaDelta) {
+        self.watermark = Timestamp(delta.watermark_ms);
+        self.stats = delta.stats;
+        let mut removed = delta.removed_groups;
+        let mut changed = Vec::with_capacity(delta.groups.len());
+        let mut discarded = 0;
+        for (key, group) in delta.groups {
+            let now = self.definitions.get(&group.correlation);
+            let then = delta.definitions.get(&group.correlation);
+            if now.is_some() && then.is_none_or(|then| Some(then) == now) {
+                changed.push((key, group));
+            } else {
+                discarded += 1;
+                removed.push(key);
+            }
+        }
+        self.groups.apply(removed, changed);
         self.stats.discarded += discarded;
         self.index_deadlines();
     }

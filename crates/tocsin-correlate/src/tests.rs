@@ -1745,6 +1745,155 @@ mod snapshots {
         }
     }
 
+    /// What each step of [`deltas_on_a_snapshot_rebuild_the_state`] does after its detection.
+    #[derive(Debug, Clone, Copy)]
+    enum Then {
+        Nothing,
+        /// Event time moves on by this many minutes without a detection.
+        Advance(i64),
+        /// The state is written whole.
+        Snapshot,
+        /// The changes since the last write are written.
+        Delta,
+    }
+
+    fn then() -> impl Strategy<Value = Then> {
+        prop_oneof![
+            3 => Just(Then::Nothing),
+            1 => (1i64..300).prop_map(Then::Advance),
+            1 => Just(Then::Snapshot),
+            3 => Just(Then::Delta),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        /// A state written whole at some points and as deltas at others, rebuilt from the
+        /// last whole one and the deltas after it, is the state: written again, the same
+        /// bytes; and replaying the rest from it gives the same output. Small limits make
+        /// keys and groups go every way there is: closed when quiet, ended with their
+        /// window, evicted to make room, refused.
+        #[test]
+        fn deltas_on_a_snapshot_rebuild_the_state(
+            steps in proptest::collection::vec(
+                ((0u8..4, 0u8..3, 0u8..3, 0i64..900, 0u8..3, 0u8..4), then()),
+                1..60,
+            ),
+        ) {
+            let small = || {
+                let mut c = config();
+                c.max_keys = 3;
+                c.max_correlation_groups = 2;
+                c.policy.window = tocsin_core::DurationMs(120 * 60_000);
+                c.policy.closed_after = tocsin_core::DurationMs(90 * 60_000);
+                c.policy.min_update_interval = tocsin_core::DurationMs(10 * 60_000);
+                c
+            };
+            let orgs = ["A", "B", "C", "D"];
+            let sectors = ["health", "energy", "banking"];
+            let states = ["DE", "FR", "IT"];
+            let mut live = Correlator::new(small());
+            let mut out = Vec::new();
+            let mut base: Option<Vec<u8>> = None;
+            let mut deltas: Vec<Vec<u8>> = Vec::new();
+            // The last state rebuilt, the step after which it was written, and the output
+            // from there on.
+            let mut rebuilt: Option<(usize, Correlator)> = None;
+            let mut output_after: Vec<(usize, String)> = Vec::new();
+            let emit = |c: &mut Correlator, step: usize, w: &[tocsin_core::EarlyWarning], out: &mut Vec<(usize, String)>| {
+                out.extend(w.iter().map(|w| (step, serde_json::to_string(w).unwrap())));
+                out.extend(c.take_derived().iter().map(|d| (step, serde_json::to_string(d).unwrap())));
+            };
+            let detection = |i: usize, (o, s, m, minute, host, campaign): (u8, u8, u8, i64, u8, u8)| {
+                let mut d = det(&format!("d{i}"), orgs[o as usize], sectors[s as usize], states[m as usize], minute * 60_000, Tlp::Green);
+                let host = format!("h{host}");
+                d.fields.insert("Host".into(), host.clone());
+                d.correlation_keys.push(format!("campaign:c{campaign}"));
+                d.correlation_keys.push(correlation_rule_key("burst", &[&host]));
+                d.correlation_keys.push(correlation_rule_key("few", &[&host]));
+                d
+            };
+            let act = |c: &mut Correlator, i: usize, input, then: Then, out: &mut Vec<tocsin_core::EarlyWarning>| {
+                c.push(&detection(i, input), out);
+                if let Then::Advance(minutes) = then {
+                    let to = c.watermark().unwrap().0 + minutes * 60_000;
+                    c.advance(tocsin_core::Timestamp(to), out);
+                }
+            };
+            for (i, (input, then)) in steps.iter().enumerate() {
+                out.clear();
+                act(&mut live, i, *input, *then, &mut out);
+                emit(&mut live, i, &out, &mut output_after);
+                match then {
+                    Then::Snapshot => {
+                        base = Some(live.snapshot());
+                        live.forget_changes();
+                        deltas.clear();
+                    }
+                    Then::Delta if base.is_some() => deltas.push(live.take_delta()),
+                    _ => continue,
+                }
+                let mut c = Correlator::restore(small(), base.as_ref().unwrap()).unwrap();
+                for delta in &deltas {
+                    c.apply_delta(delta).unwrap();
+                }
+                prop_assert_eq!(
+                    String::from_utf8(c.snapshot()).unwrap(),
+                    String::from_utf8(live.snapshot()).unwrap(),
+                    "rebuilt after step {} from a snapshot and {} deltas", i, deltas.len()
+                );
+                rebuilt = Some((i, c));
+            }
+            let mut w = Vec::new();
+            live.finish(&mut w);
+            emit(&mut live, steps.len(), &w, &mut output_after);
+            if let Some((from, mut c)) = rebuilt {
+                let mut resumed = Vec::new();
+                for (i, (input, then)) in steps.iter().enumerate().skip(from + 1) {
+                    out.clear();
+                    act(&mut c, i, *input, *then, &mut out);
+                    emit(&mut c, i, &out, &mut resumed);
+                }
+                let mut w = Vec::new();
+                c.finish(&mut w);
+                emit(&mut c, steps.len(), &w, &mut resumed);
+                let expected: Vec<(usize, String)> =
+                    output_after.into_iter().filter(|(step, _)| *step > from).collect();
+                prop_assert_eq!(expected, resumed);
+            }
+        }
+    }
+
+    #[test]
+    fn a_delta_is_not_a_snapshot_nor_the_other_way_round() {
+        let mut c = Correlator::new(config());
+        let mut out = Vec::new();
+        c.push(&det("d0", "A", "health", "DE", 0, Tlp::Green), &mut out);
+        let delta = c.take_delta();
+        assert!(
+            matches!(
+                Correlator::restore(config(), &delta),
+                Err(crate::SnapshotError::Version(_))
+            ),
+            "a delta restored as a snapshot"
+        );
+        let snapshot = c.snapshot();
+        let mut other = Correlator::new(config());
+        assert!(matches!(
+            other.apply_delta(&snapshot),
+            Err(crate::SnapshotError::Version(_))
+        ));
+        assert!(other
+            .apply_delta(b"{\"format\":\"tocsin.correlator-delta/v1\"}")
+            .is_err());
+        other.apply_delta(&delta).unwrap();
+        assert_eq!(other.snapshot(), snapshot);
+        assert!(
+            !other.has_changes(),
+            "what a delta brings is no change of this one's"
+        );
+    }
+
     #[test]
     fn bad_snapshots_are_errors() {
         assert!(Correlator::restore(CorrelatorConfig::default(), b"not json").is_err());
