@@ -751,7 +751,7 @@ fn correlate_worker_restores_state_after_kill_and_issues_every_warning() {
         "the restarted worker restored no state:\n{restarted_err}"
     );
     assert!(
-        restarted_err.contains("records)"),
+        restarted_err.contains("; read from "),
         "the restarted worker read no state written in parts:\n{restarted_err}"
     );
     let repeats: usize = seen.values().map(|c| c.len() - 1).sum();
@@ -1272,8 +1272,90 @@ fn correlate_worker_holds_its_offsets_until_the_state_interval_or_its_stop() {
     );
     // The stop's write tombstoned the first state's parts before the worker went.
     assert!(
-        !err.contains("parts of states older than the one restored"),
+        !err.contains("older than the one restored"),
         "parts of the replaced state were left behind:\n{err}"
+    );
+}
+
+/// Between whole states a correlate worker writes deltas, the keys changed since the write
+/// before, and a whole state again after `correlate.state_max_deltas` of them (tombstoning
+/// the deltas it replaces); a new worker restores the state from the last whole one and the
+/// deltas after it. Here forty keys come first, then one detection at a time, each its own
+/// batch and write, until a whole state has followed deltas and the last write is a delta.
+#[test]
+fn correlate_worker_writes_deltas_between_whole_states_and_restores_through_them() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let id = unique();
+    let dir = tempfile::tempdir().unwrap();
+    let config = scenario_config(dir.path(), &bootstrap, &id);
+    set_correlate(
+        &config,
+        "idle_grace_s = 0\nstate_interval_ms = 0\nstate_max_deltas = 3\n",
+    );
+    create_topics(&config, 1);
+    let mut sink = Sink::new(&KafkaSettings::new(bootstrap.clone())).unwrap();
+    let topic = format!("test.{id}.detections");
+    let send = |sink: &mut Sink, n: u64| {
+        let (key, payload) = indicator_detection(n);
+        sink.send(&topic, Some(key.as_bytes()), &payload, &[])
+            .unwrap();
+        sink.flush(Duration::from_secs(30)).unwrap();
+    };
+    for n in 0..40 {
+        send(&mut sink, n);
+    }
+    let (worker, listen) = spawn_listening(&config, "correlate");
+    let keys_reach = |n: u64| {
+        wait_metric(
+            listen,
+            "tocsin_correlation_keys",
+            |v| v == Some(n as f64),
+            &format!("the worker did not merge {n} detections"),
+        )
+    };
+    keys_reach(40);
+    let written = || {
+        let exposition = http_get(listen, "/metrics").1;
+        let count = |series| metric(&exposition, series).unwrap_or(0.0) as u64;
+        (
+            count("tocsin_state_records_total"),
+            count("tocsin_state_deltas_total"),
+        )
+    };
+    let (mut whole_after_a_delta, mut last_was_delta) = (false, false);
+    let mut n = 40;
+    while !(whole_after_a_delta && last_was_delta) {
+        assert!(
+            n < 60,
+            "no whole state after deltas, then a delta, in 20 writes"
+        );
+        let (records, deltas) = written();
+        send(&mut sink, n);
+        n += 1;
+        // The keys are counted after the batch's state is written.
+        keys_reach(n);
+        let (records_now, deltas_now) = written();
+        assert_eq!(records_now, records + 1, "one write a batch");
+        let delta = deltas_now > deltas;
+        whole_after_a_delta |= !delta && deltas > 0;
+        last_was_delta = delta;
+    }
+    let (status, err) = terminate(worker.take());
+    assert!(status.success(), "{err}");
+    assert!(
+        number_after(&err, "state records (") >= 3,
+        "the worker wrote too few deltas:\n{err}"
+    );
+    let err = restored_and_stopped(&config, "correlate");
+    assert!(
+        err.contains(&format!("state restored up to offset {n} ({n} live keys"))
+            && err.contains("deltas applied)"),
+        "the new worker did not restore the state through its deltas:\n{err}"
+    );
+    // The deltas before the last whole state were tombstoned once it was acknowledged.
+    assert!(
+        !err.contains("older than the one restored"),
+        "records of replaced states were left behind:\n{err}"
     );
 }
 
@@ -1562,12 +1644,12 @@ fn correlate_worker_judges_a_window_when_its_input_goes_quiet() {
     let err = restored_and_stopped(&config, "all");
     assert!(
         err.contains(&format!("state restored up to offset {consumed} "))
-            && err.contains("records)"),
+            && err.contains("; read from "),
         "the new worker restored the state of all {consumed} messages from its parts:\n{err}"
     );
     // The stopped worker's last write tombstoned the parts it replaced before it went.
     assert!(
-        !err.contains("parts of states older than the one restored"),
+        !err.contains("older than the one restored"),
         "parts of replaced states were left behind:\n{err}"
     );
 }

@@ -23,6 +23,21 @@
 //! acknowledged, the writer tombstones the earlier one's parts ([`forget`]) for compaction to
 //! remove; a restore also hands over the parts of states older than the one it took.
 //!
+//! **Deltas.** Written whole, a state costs what the partition holds (about a kilobyte a
+//! live key), however few keys changed. So between whole states a worker writes *deltas*:
+//! the keys and groups changed or removed since the state before
+//! (`Correlator::take_delta`), one record each under `GROUP/TOPIC/P+ID`, with the header
+//! `tocsin.state.base` naming the state it applies to. A state's id is the digest of its
+//! bytes for a whole one, and for a delta the digest of its base's id and its own bytes
+//! (checked at the restore), so a delta names exactly one state and a chain of them cannot
+//! loop. A restore takes the newest whole state as before, then the deltas that continue
+//! it, one after another: of two deltas on the same state (two owners), the one with the
+//! higher next offset, then the one written last. The worker writes a whole state again
+//! once its deltas since the last add up to that state's size, or number
+//! `correlate.state_max_deltas`, so that a restore reads at most about twice a state; then
+//! the deltas before it are forgotten with the parts it replaces. A delta longer than a
+//! record, or a write after a failed one, is a whole state instead.
+//!
 //! Why this is safe without transactions: the correlator is deterministic (event time only),
 //! so two owners of a partition during a rebalance compute the same state for the same
 //! offset, and whichever record compaction keeps is a true state of its offset (of states at
@@ -48,6 +63,8 @@ pub const NEXT_OFFSET_HEADER: &str = "tocsin.state.next-offset";
 pub const FORMAT_HEADER: &str = "tocsin.state.format";
 /// The header of a part of a state split over several records: `INDEX/COUNT`, from 0.
 pub const PART_HEADER: &str = "tocsin.state.part";
+/// The header of a delta: the id (32 hex digits) of the state it applies to.
+pub const BASE_HEADER: &str = "tocsin.state.base";
 
 /// Where a state belongs: the consumer group and the detections partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -62,6 +79,11 @@ impl StateKey {
         format!("{}/{}/{}", self.group, self.topic, self.partition)
     }
 
+    /// The key of the delta `id`.
+    fn delta_key(&self, id: u128) -> String {
+        format!("{}+{id:032x}", self.record_key())
+    }
+
     /// The key of part `index` of the split state `id`.
     fn part_key(&self, id: &SplitId, index: usize) -> String {
         format!(
@@ -74,21 +96,84 @@ impl StateKey {
     }
 }
 
-/// A restored state.
+/// A restored state: a whole one and the deltas that continue it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateRecord {
-    /// The first detections offset the state does not include.
+    /// The first detections offset the whole state does not include.
     pub next_offset: i64,
     /// The correlator snapshot.
     pub state: Vec<u8>,
+    /// Its id: what the first delta after it names as its base ([`state_id`]).
+    pub id: u128,
     /// The keys of its parts, when it was split ([`forget`] them once a later state is
     /// written).
     pub parts: Vec<String>,
-    /// The keys of the parts of older states still in the changelog (forget them too).
-    pub stale_parts: Vec<String>,
+    /// The deltas that continue it, to apply in this order.
+    pub deltas: Vec<DeltaRecord>,
+    /// The keys of the parts and deltas of older states still in the changelog (forget
+    /// them too).
+    pub stale: Vec<String>,
     /// Records of this partition's state that could not be read (a missing or malformed
-    /// header or key) and were passed over.
+    /// header or key, a delta whose bytes are not those its id names) and were passed over.
     pub skipped: usize,
+}
+
+/// A delta of a restored state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaRecord {
+    /// The first detections offset the state it leads to does not include.
+    pub next_offset: i64,
+    /// Its id: what the next delta names as its base.
+    pub id: u128,
+    /// Its record's key ([`forget`] it once a later whole state is written).
+    pub key: String,
+    /// The correlator delta.
+    pub delta: Vec<u8>,
+}
+
+/// The id of a whole state: the digest of its bytes. The first delta after it names it.
+pub fn state_id(state: &[u8]) -> u128 {
+    state_digest(state)
+}
+
+/// The id of a delta on the state `base`.
+fn delta_id(base: u128, delta: &[u8]) -> u128 {
+    tocsin_core::id::IdHasher::new("correlator-delta")
+        .part(&base.to_le_bytes())
+        .part(delta)
+        .digest()
+}
+
+/// Queue `delta`, the changes since the state `base` (a whole state's [`state_id`] or the
+/// id of the delta before), as of `next_offset`, as one record. Returns its id and key.
+/// The caller flushes the sink, and writes a whole state instead of a delta longer than a
+/// record may be.
+pub fn write_delta(
+    sink: &mut Sink,
+    changelog: &str,
+    key: &StateKey,
+    next_offset: i64,
+    format: &str,
+    base: u128,
+    delta: &[u8],
+) -> Result<(u128, String), KafkaError> {
+    let id = delta_id(base, delta);
+    let record_key = key.delta_key(id);
+    let next = next_offset.to_string();
+    let base = format!("{base:032x}");
+    let headers = [
+        (NEXT_OFFSET_HEADER, next.as_str()),
+        (FORMAT_HEADER, format),
+        (BASE_HEADER, base.as_str()),
+    ];
+    sink.send_to(
+        changelog,
+        Some(key.partition),
+        Some(record_key.as_bytes()),
+        delta,
+        &headers,
+    )?;
+    Ok((id, record_key))
 }
 
 /// Queue the state of `key`'s partition as of `next_offset`: one record, or parts of at most
@@ -223,6 +308,15 @@ struct Split {
 /// partition's state is written again at the same next offset, with windows judged since).
 type Rank = (i64, i64);
 
+/// A delta read from the changelog.
+struct Delta {
+    base: u128,
+    next_offset: i64,
+    /// The changelog offset it was written at.
+    written: i64,
+    bytes: Vec<u8>,
+}
+
 /// The records of one partition's changelog, read in order, and the state to restore from
 /// them: of the whole record of the key and the split states with every part and the right
 /// digest, the one written last.
@@ -231,6 +325,8 @@ struct Selection {
     /// The latest whole record: its rank and bytes.
     whole: Option<(Rank, Vec<u8>)>,
     splits: BTreeMap<SplitId, Split>,
+    /// Deltas by id.
+    deltas: BTreeMap<u128, Delta>,
     /// Records of the key that could not be read (a missing header, a part key out of
     /// form) and split states whose bytes do not hash to their digest: not taken, and
     /// counted.
@@ -243,21 +339,29 @@ impl Selection {
             wanted: key.record_key(),
             whole: None,
             splits: BTreeMap::new(),
+            deltas: BTreeMap::new(),
             skipped: 0,
         }
     }
 
     /// Take the record at changelog offset `at`: its key, value (`None`: a tombstone) and
-    /// the values of its next-offset and part headers.
+    /// the values of its next-offset, part and base headers.
     fn read(
         &mut self,
         at: i64,
         record_key: &[u8],
         payload: Option<&[u8]>,
-        next: Option<&str>,
-        part: Option<&str>,
+        headers: RecordHeaders<'_>,
     ) {
+        let RecordHeaders { next, part, base } = headers;
         let wanted = self.wanted.as_bytes();
+        if let Some(rest) = record_key
+            .strip_prefix(wanted)
+            .and_then(|r| r.strip_prefix(b"+"))
+        {
+            self.read_delta(at, rest, payload, next, base);
+            return;
+        }
         if let Some(rest) = record_key
             .strip_prefix(wanted)
             .and_then(|r| r.strip_prefix(b"@"))
@@ -296,6 +400,76 @@ impl Selection {
         }
     }
 
+    /// Take the delta record at `at` whose key ends in `id` (32 hex digits).
+    fn read_delta(
+        &mut self,
+        at: i64,
+        id: &[u8],
+        payload: Option<&[u8]>,
+        next: Option<&str>,
+        base: Option<&str>,
+    ) {
+        let id = std::str::from_utf8(id)
+            .ok()
+            .filter(|id| id.len() == 32)
+            .and_then(|id| u128::from_str_radix(id, 16).ok());
+        let Some(id) = id else {
+            self.skipped += 1;
+            return;
+        };
+        let Some(payload) = payload else {
+            self.deltas.remove(&id);
+            return;
+        };
+        let next = next.and_then(|v| v.parse::<i64>().ok());
+        let base = base
+            .filter(|b| b.len() == 32)
+            .and_then(|b| u128::from_str_radix(b, 16).ok());
+        match (next, base) {
+            (Some(next_offset), Some(base)) if delta_id(base, payload) == id => {
+                self.deltas.insert(
+                    id,
+                    Delta {
+                        base,
+                        next_offset,
+                        written: at,
+                        bytes: payload.to_vec(),
+                    },
+                );
+            }
+            _ => self.skipped += 1,
+        }
+    }
+
+    /// The deltas that continue the state `id` of rank `rank`, in order: at each step, of
+    /// the deltas on the state reached, the one of the highest rank not below it.
+    fn chain(&mut self, key: &StateKey, mut id: u128, mut rank: Rank) -> Vec<DeltaRecord> {
+        let mut children: BTreeMap<u128, Vec<u128>> = BTreeMap::new();
+        for (delta, d) in &self.deltas {
+            children.entry(d.base).or_default().push(*delta);
+        }
+        let mut chain = Vec::new();
+        while let Some(next) = children.get(&id).and_then(|ids| {
+            ids.iter()
+                .map(|i| ((self.deltas[i].next_offset, self.deltas[i].written), *i))
+                .filter(|(r, _)| r.0 >= rank.0)
+                .max()
+        }) {
+            let (next_rank, next_id) = next;
+            let Some(d) = self.deltas.remove(&next_id) else {
+                break;
+            };
+            chain.push(DeltaRecord {
+                next_offset: d.next_offset,
+                id: next_id,
+                key: key.delta_key(next_id),
+                delta: d.bytes,
+            });
+            (id, rank) = (next_id, next_rank);
+        }
+        chain
+    }
+
     /// The state to restore, with the keys of its parts and of the parts of states written
     /// before it.
     fn finish(mut self, key: &StateKey) -> Option<StateRecord> {
@@ -332,32 +506,45 @@ impl Selection {
                 let record = StateRecord {
                     next_offset: id.next_offset,
                     state,
+                    id: id.digest,
                     parts: (0..count).map(|i| key.part_key(&id, i)).collect(),
-                    stale_parts: Vec::new(),
-                    skipped: self.skipped,
+                    deltas: Vec::new(),
+                    stale: Vec::new(),
+                    skipped: 0,
                 };
                 (rank, record)
             }
             (None, Some((rank, state))) => {
                 let record = StateRecord {
                     next_offset: rank.0,
+                    id: state_digest(&state),
                     state,
                     parts: Vec::new(),
-                    stale_parts: Vec::new(),
-                    skipped: self.skipped,
+                    deltas: Vec::new(),
+                    stale: Vec::new(),
+                    skipped: 0,
                 };
                 (rank, record)
             }
             (None, None) => return None,
         };
-        // Parts of states written before the one taken may go; those of a state written
-        // after it, still incomplete, may be being written by another owner, and stay.
-        record.stale_parts = self
+        record.deltas = self.chain(key, record.id, rank);
+        // Parts and deltas of states written before the one taken may go; those written
+        // after it (an incomplete state, or deltas that do not continue it) may be another
+        // owner's, still being written, and stay.
+        record.stale = self
             .splits
             .iter()
             .filter(|(id, s)| (id.next_offset, s.written) < rank)
             .flat_map(|(id, s)| s.parts.keys().map(|i| key.part_key(id, *i)))
             .collect();
+        record.stale.extend(
+            self.deltas
+                .iter()
+                .filter(|(_, d)| d.written < rank.1)
+                .map(|(id, _)| key.delta_key(*id)),
+        );
+        record.skipped = self.skipped;
         Some(record)
     }
 }
@@ -422,15 +609,22 @@ pub fn restore(
         let Ok(m) = polled else { continue };
         position = m.offset() + 1;
         let Some(record_key) = m.key() else { continue };
-        selection.read(
-            m.offset(),
-            record_key,
-            m.payload(),
-            header(&m, NEXT_OFFSET_HEADER),
-            header(&m, PART_HEADER),
-        );
+        let headers = RecordHeaders {
+            next: header(&m, NEXT_OFFSET_HEADER),
+            part: header(&m, PART_HEADER),
+            base: header(&m, BASE_HEADER),
+        };
+        selection.read(m.offset(), record_key, m.payload(), headers);
     }
     Ok(selection.finish(key))
+}
+
+/// The headers of a changelog record that the selection reads.
+#[derive(Debug, Clone, Copy, Default)]
+struct RecordHeaders<'m> {
+    next: Option<&'m str>,
+    part: Option<&'m str>,
+    base: Option<&'m str>,
 }
 
 /// A header's value as text.
@@ -463,7 +657,8 @@ mod tests {
         }
     }
 
-    /// A changelog as the selection reads it: (key, value, next header, part header).
+    /// A changelog as the selection reads it: (key, value, next header, part header), and
+    /// the base header of deltas.
     type Log = Vec<(String, Option<Vec<u8>>, Option<String>, Option<String>)>;
 
     fn written(log: &mut Log, next: i64, state: &[u8], record_bytes: usize) -> Vec<String> {
@@ -478,15 +673,19 @@ mod tests {
     }
 
     fn select(log: &Log) -> Option<StateRecord> {
+        select_with_bases(log, &BTreeMap::new())
+    }
+
+    /// [`select`], with the base headers of records by their place in the log.
+    fn select_with_bases(log: &Log, bases: &BTreeMap<usize, String>) -> Option<StateRecord> {
         let mut selection = Selection::new(&key());
         for (at, (k, v, next, part)) in log.iter().enumerate() {
-            selection.read(
-                at as i64,
-                k.as_bytes(),
-                v.as_deref(),
-                next.as_deref(),
-                part.as_deref(),
-            );
+            let headers = RecordHeaders {
+                next: next.as_deref(),
+                part: part.as_deref(),
+                base: bases.get(&at).map(String::as_str),
+            };
+            selection.read(at as i64, k.as_bytes(), v.as_deref(), headers);
         }
         selection.finish(&key())
     }
@@ -520,13 +719,13 @@ mod tests {
         let r = select(&log).unwrap();
         assert_eq!((r.next_offset, r.state.clone()), (30, state(50, 3)));
         assert_eq!(r.parts, new_parts);
-        assert_eq!(r.stale_parts, old_parts);
+        assert_eq!(r.stale, old_parts);
         assert_eq!(r.skipped, 0);
         // A later whole record wins over the parts.
         written(&mut log, 40, &state(5, 4), 8);
         let r = select(&log).unwrap();
         assert_eq!((r.next_offset, r.state), (40, state(5, 4)));
-        assert_eq!(r.stale_parts.len(), old_parts.len() + new_parts.len());
+        assert_eq!(r.stale.len(), old_parts.len() + new_parts.len());
     }
 
     #[test]
@@ -543,7 +742,7 @@ mod tests {
             (20, state(30, 2), before)
         );
         // The newer parts may be another owner's, still being written: not handed over.
-        assert!(r.stale_parts.is_empty());
+        assert!(r.stale.is_empty());
         // A tombstone makes a state incomplete too: with nothing older, nothing is taken.
         let mut log = Log::new();
         let parts = written(&mut log, 20, &state(30, 2), 8);
@@ -561,15 +760,12 @@ mod tests {
         let second = written(&mut log, 20, &b, 8);
         let r = select(&log).unwrap();
         assert_eq!((r.state.clone(), r.parts), (b, second.clone()));
-        assert_eq!(
-            r.stale_parts, first,
-            "the state written before is handed over"
-        );
+        assert_eq!(r.stale, first, "the state written before is handed over");
         // A whole record written after the parts wins over them, and they go.
         written(&mut log, 20, &state(5, 3), 8);
         let r = select(&log).unwrap();
         assert_eq!(r.state, state(5, 3));
-        assert_eq!(r.stale_parts.len(), first.len() + second.len());
+        assert_eq!(r.stale.len(), first.len() + second.len());
     }
 
     #[test]
@@ -617,5 +813,125 @@ mod tests {
         let r = select(&log).unwrap();
         assert_eq!((r.next_offset, r.state), (20, state(30, 2)));
         assert_eq!(r.skipped, 3);
+    }
+
+    /// Append a delta on `base` as of `next` to the log; returns its id.
+    fn delta(
+        log: &mut Log,
+        bases: &mut BTreeMap<usize, String>,
+        base: u128,
+        next: i64,
+        bytes: &[u8],
+    ) -> u128 {
+        let id = delta_id(base, bytes);
+        bases.insert(log.len(), format!("{base:032x}"));
+        log.push((
+            key().delta_key(id),
+            Some(bytes.to_vec()),
+            Some(next.to_string()),
+            None,
+        ));
+        id
+    }
+
+    fn chain_of(r: &StateRecord) -> Vec<(i64, Vec<u8>)> {
+        r.deltas
+            .iter()
+            .map(|d| (d.next_offset, d.delta.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn deltas_continue_the_newest_whole_state_in_order() {
+        let (mut log, mut bases) = (Log::new(), BTreeMap::new());
+        let whole = state(30, 1);
+        written(&mut log, 10, &whole, 64);
+        let first = delta(&mut log, &mut bases, state_id(&whole), 20, b"d1");
+        // Another partition's delta, and one on no state here.
+        log.push((
+            "g/t/22+00".into(),
+            Some(b"x".to_vec()),
+            Some("99".into()),
+            None,
+        ));
+        delta(&mut log, &mut bases, 7, 50, b"stray");
+        let second = delta(&mut log, &mut bases, first, 30, b"d2");
+        let r = select_with_bases(&log, &bases).unwrap();
+        assert_eq!(
+            (r.next_offset, &r.state, r.id),
+            (10, &whole, state_id(&whole))
+        );
+        assert_eq!(chain_of(&r), [(20, b"d1".to_vec()), (30, b"d2".to_vec())]);
+        assert_eq!(r.deltas[1].id, second);
+        assert_eq!(r.deltas[0].key, format!("g/t/2+{first:032x}"));
+        assert!(r.stale.is_empty());
+        assert_eq!(r.skipped, 0);
+        // The same over a split state.
+        let (mut log, mut bases) = (Log::new(), BTreeMap::new());
+        let split = state(30, 2);
+        let parts = written(&mut log, 10, &split, 8);
+        delta(&mut log, &mut bases, state_id(&split), 20, b"d1");
+        let r = select_with_bases(&log, &bases).unwrap();
+        assert_eq!((r.parts.len(), r.id), (parts.len(), state_id(&split)));
+        assert_eq!(chain_of(&r), [(20, b"d1".to_vec())]);
+    }
+
+    #[test]
+    fn of_two_deltas_on_one_state_the_later_goes_on() {
+        let (mut log, mut bases) = (Log::new(), BTreeMap::new());
+        let whole = state(30, 1);
+        written(&mut log, 10, &whole, 64);
+        let base = state_id(&whole);
+        // Two owners: the higher next offset wins, then the one written last.
+        delta(&mut log, &mut bases, base, 30, b"a");
+        delta(&mut log, &mut bases, base, 25, b"b");
+        let c = delta(&mut log, &mut bases, base, 30, b"c");
+        delta(&mut log, &mut bases, c, 40, b"c2");
+        let r = select_with_bases(&log, &bases).unwrap();
+        assert_eq!(chain_of(&r), [(30, b"c".to_vec()), (40, b"c2".to_vec())]);
+        // A delta below its base's offset is not a continuation.
+        let (mut log, mut bases) = (Log::new(), BTreeMap::new());
+        written(&mut log, 10, &whole, 64);
+        delta(&mut log, &mut bases, base, 9, b"behind");
+        assert!(select_with_bases(&log, &bases).unwrap().deltas.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_or_forgotten_delta_ends_the_chain() {
+        let (mut log, mut bases) = (Log::new(), BTreeMap::new());
+        let whole = state(30, 1);
+        written(&mut log, 10, &whole, 64);
+        let first = delta(&mut log, &mut bases, state_id(&whole), 20, b"d1");
+        delta(&mut log, &mut bases, first, 30, b"d2");
+        // Bytes that are not the ones its id names: passed over and counted, and what
+        // follows it is not reached.
+        let mut damaged = log.clone();
+        damaged[1].1 = Some(b"D1".to_vec());
+        let r = select_with_bases(&damaged, &bases).unwrap();
+        assert!(r.deltas.is_empty());
+        assert_eq!(r.skipped, 1);
+        // A tombstone: the same.
+        log.push((key().delta_key(first), None, None, None));
+        assert!(select_with_bases(&log, &bases).unwrap().deltas.is_empty());
+    }
+
+    #[test]
+    fn a_newer_whole_state_starts_over_and_hands_the_deltas_before_it_over() {
+        let (mut log, mut bases) = (Log::new(), BTreeMap::new());
+        let old = state(30, 1);
+        written(&mut log, 10, &old, 64);
+        let d1 = delta(&mut log, &mut bases, state_id(&old), 20, b"d1");
+        let new = state(30, 2);
+        written(&mut log, 20, &new, 64);
+        let late = delta(&mut log, &mut bases, d1, 30, b"late");
+        let next = delta(&mut log, &mut bases, state_id(&new), 25, b"n1");
+        let r = select_with_bases(&log, &bases).unwrap();
+        assert_eq!((&r.state, r.next_offset), (&new, 20));
+        assert_eq!(chain_of(&r), [(25, b"n1".to_vec())]);
+        assert_eq!(r.deltas[0].id, next);
+        // Written before the state taken: forgotten. Written after it on another chain
+        // (another owner's, maybe still going on): kept.
+        assert_eq!(r.stale, [key().delta_key(d1)]);
+        assert!(!r.stale.contains(&key().delta_key(late)));
     }
 }

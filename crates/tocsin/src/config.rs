@@ -147,7 +147,16 @@ pub struct CorrelateSection {
     /// publishes again, byte for byte, the warning versions that input issued). 0 writes at
     /// every batch. A partition taken away and a worker that stops always write first.
     pub state_interval_ms: u64,
+    /// Most state deltas written between two whole states of a partition. A delta holds only
+    /// the keys and groups changed since the write before, so it costs what the detections
+    /// since touched rather than what the partition holds; a whole state is written again
+    /// once the deltas since the last add up to its size, or number this many, so that a
+    /// restore reads at most about twice a state. 0 writes every state whole.
+    pub state_max_deltas: u32,
 }
+
+/// Largest `correlate.state_max_deltas`.
+pub const MAX_STATE_DELTAS: u32 = 10_000;
 
 /// Longest `correlate.state_interval_ms`: ten minutes of input to replay after a crash.
 pub const MAX_STATE_INTERVAL_MS: u64 = 600_000;
@@ -169,6 +178,7 @@ impl Default for CorrelateSection {
             // writing it at every batch of a busy partition (up to 20,000 detections or
             // 500 ms) would send tens of megabytes a second to the changelog.
             state_interval_ms: 5_000,
+            state_max_deltas: 64,
         }
     }
 }
@@ -311,6 +321,12 @@ impl Config {
             bail!(
                 "correlate.state_record_bytes is {}: from 256 to {MAX_STATE_RECORD_BYTES} (the changelog's records take 16 MiB)",
                 self.correlate.state_record_bytes
+            );
+        }
+        if self.correlate.state_max_deltas > MAX_STATE_DELTAS {
+            bail!(
+                "correlate.state_max_deltas is {}: at most {MAX_STATE_DELTAS} (a restore reads each of them)",
+                self.correlate.state_max_deltas
             );
         }
         if self.correlate.state_interval_ms > MAX_STATE_INTERVAL_MS {
@@ -489,6 +505,9 @@ mod tests {
         std::fs::write(&path, "[correlate]\nstate_interval_ms = 5000000\n").unwrap();
         let e = format!("{:#}", Config::load_checked(Some(&path), &[]).unwrap_err());
         assert!(e.contains("correlate.state_interval_ms is 5000000"), "{e}");
+        std::fs::write(&path, "[correlate]\nstate_max_deltas = 10001\n").unwrap();
+        let e = format!("{:#}", Config::load_checked(Some(&path), &[]).unwrap_err());
+        assert!(e.contains("correlate.state_max_deltas is 10001"), "{e}");
         std::fs::write(&path, "[correlate]\nstate_interval_ms = 0\n").unwrap();
         let c = Config::load_checked(Some(&path), &[]).unwrap();
         assert_eq!(c.correlate.state_interval_ms, 0);

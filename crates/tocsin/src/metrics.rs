@@ -118,8 +118,10 @@ pub struct Metrics {
     pub warning_latency_seconds: Histogram,
     /// Correlate workers: partition states restored from the changelog.
     pub state_restores: IntCounter,
-    /// Correlate workers: state records written to the changelog.
+    /// Correlate workers: partition states written to the changelog, whole or as deltas.
     pub state_records: IntCounter,
+    /// Correlate workers: of those, the ones written as deltas.
+    pub state_deltas: IntCounter,
     /// Correlate workers: bytes of those states (what `correlate.state_interval_ms` bounds).
     pub state_bytes: IntCounter,
     /// The matcher's work, from its scratch space's counters ([`MatchWorkPublisher`]).
@@ -250,7 +252,11 @@ impl Metrics {
             )?,
             state_records: counter(
                 "tocsin_state_records_total",
-                "Correlator state records written to the changelog.",
+                "Correlator states written to the changelog, whole or as deltas.",
+            )?,
+            state_deltas: counter(
+                "tocsin_state_deltas_total",
+                "Correlator states written to the changelog as deltas (the keys and groups changed since the write before).",
             )?,
             state_bytes: counter(
                 "tocsin_state_bytes_total",

@@ -43,7 +43,7 @@ use clap::Args;
 use tocsin_core::{Audience, Detection, EarlyWarning, Timestamp};
 use tocsin_correlate::audience::{self, Recipient};
 use tocsin_correlate::sigma_correlations::CorrelationRulesReplaced;
-use tocsin_correlate::{Correlator, CorrelatorConfig, SNAPSHOT_FORMAT};
+use tocsin_correlate::{Correlator, CorrelatorConfig, DELTA_FORMAT, SNAPSHOT_FORMAT};
 use tocsin_kafka::changelog::{self, StateKey};
 use tocsin_kafka::sink::Sink;
 use tocsin_kafka::source::{Health, Received, Source};
@@ -55,7 +55,7 @@ use super::{
     stop_on_signals, supervised, worker_span, ClusterView, ErrorReporter, LiveRules, Resumption,
     WorkerArgs,
 };
-use crate::config::Config;
+use crate::config::{Config, CorrelateSection};
 use crate::load::RuleSources;
 use crate::metrics::Metrics;
 use crate::reload::Reloaded;
@@ -118,6 +118,8 @@ struct CorrelateStats {
     dead_letters: u64,
     restored: u64,
     state_records: u64,
+    /// Of the states written, those written as deltas.
+    state_deltas: u64,
     /// Bytes of the states written (before they are cut into parts).
     state_bytes: u64,
     batches: u64,
@@ -138,9 +140,13 @@ struct Partition {
     quiet_since: Option<(Instant, Timestamp)>,
     /// The event time in the last state written.
     saved_watermark: Option<Timestamp>,
-    /// The keys of the last state's parts in the changelog, when it was split, and of
-    /// older states' parts met at the restore: tombstoned after the next state is written.
-    state_parts: Vec<String>,
+    /// The keys of the changelog records the last state written stands on (the parts of its
+    /// whole state, when it was split, and the deltas since), and of older states' parts and
+    /// deltas met at the restore: tombstoned once the next whole state is written.
+    state_records: Vec<String>,
+    /// The last whole state written and the deltas since; `None` until a whole state is
+    /// written or restored, when the next write is whole.
+    chain: Option<StateChain>,
     /// Its event time was moved on by the wall clock ([`advance_idle`]) since its state was
     /// last written. A detection merged now is judged against that event time, which a
     /// replay from the state before would not have: its batch is written at once rather
@@ -157,9 +163,25 @@ impl Partition {
             dirty: false,
             last_read: Instant::now(),
             quiet_since: None,
-            state_parts: Vec::new(),
+            state_records: Vec::new(),
+            chain: None,
             unsaved_advance: false,
         }
+    }
+
+    /// The changes since the last state written, when they are to be written as a delta:
+    /// with a whole state to go on from, fewer deltas since it than `max_deltas`, and the
+    /// deltas since it, this one included, no larger than it (nor this one than a record).
+    /// Otherwise `None`, and the state is to be written whole.
+    fn delta_due(&mut self, max_deltas: u32, record_bytes: usize) -> Option<Vec<u8>> {
+        let chain = self.chain.as_ref()?;
+        if chain.deltas >= max_deltas as usize || chain.delta_bytes >= chain.whole_bytes {
+            return None;
+        }
+        let delta = self.correlator.take_delta();
+        let fits = delta.len() <= record_bytes
+            && chain.delta_bytes.saturating_add(delta.len()) <= chain.whole_bytes;
+        fits.then_some(delta)
     }
 
     /// A message of the partition was read: it is not idle.
@@ -167,6 +189,18 @@ impl Partition {
         self.last_read = Instant::now();
         self.quiet_since = None;
     }
+}
+
+/// A partition's last whole state in the changelog and the deltas written since.
+#[derive(Debug, Clone, Copy)]
+struct StateChain {
+    /// The id of the last state written, whole or delta: the next delta's base.
+    tip: u128,
+    /// The size of the whole state.
+    whole_bytes: usize,
+    /// The deltas since it, and their bytes.
+    deltas: usize,
+    delta_bytes: usize,
 }
 
 /// Where warnings go.
@@ -466,39 +500,26 @@ pub fn run(
             // Parts of states the new ones replace, tombstoned once those are acknowledged.
             let mut replaced: Vec<(i32, Vec<String>)> = Vec::new();
             for (p, part) in touched {
-                let state = part.correlator.snapshot();
-                let parts = changelog::write(
+                let written = write_state(
                     &mut sink,
                     &c.topics.correlate_state,
                     &state_key(*p),
-                    part.next_offset,
-                    SNAPSHOT_FORMAT,
-                    &state,
-                    cfg.state_record_bytes as usize,
-                )
-                .with_context(|| {
-                    format!(
-                        "writing the state of partition {p} ({} bytes) to {}",
-                        state.len(),
-                        c.topics.correlate_state
-                    )
-                })?;
-                // The same state written again (the same bytes at the same offset) has the
-                // same part keys: those stay.
-                let mut earlier = std::mem::replace(&mut part.state_parts, parts);
-                let fresh: std::collections::HashSet<&String> = part.state_parts.iter().collect();
-                earlier.retain(|k| !fresh.contains(k));
-                if !earlier.is_empty() {
-                    replaced.push((*p, earlier));
-                }
+                    part,
+                    cfg,
+                    &mut replaced,
+                )?;
                 part.dirty = false;
                 part.unsaved_advance = false;
                 part.saved_watermark = part.correlator.watermark();
                 stats.state_records += 1;
-                stats.state_bytes += state.len() as u64;
+                stats.state_deltas += u64::from(written.delta);
+                stats.state_bytes += written.bytes as u64;
                 if let Some(m) = metrics {
                     m.state_records.inc();
-                    m.state_bytes.inc_by(state.len() as u64);
+                    if written.delta {
+                        m.state_deltas.inc();
+                    }
+                    m.state_bytes.inc_by(written.bytes as u64);
                 }
             }
             if dirty {
@@ -572,10 +593,11 @@ pub fn run(
             dead_letters = stats.dead_letters,
             restored = stats.restored,
             state_records = stats.state_records,
+            state_deltas = stats.state_deltas,
             state_bytes = stats.state_bytes,
             batches = stats.batches,
             held = stats.held,
-            "correlate worker stopped: {} messages, {} skipped as already in restored state, {} warning versions, {} derived detections, {} produced, {} dead letters, {} partitions restored, {} state records ({} bytes), {} batches ({} of them committed with a later state)",
+            "correlate worker stopped: {} messages, {} skipped as already in restored state, {} warning versions, {} derived detections, {} produced, {} dead letters, {} partitions restored, {} state records ({} of them deltas; {} bytes), {} batches ({} of them committed with a later state)",
             stats.messages,
             stats.skipped,
             stats.warnings,
@@ -584,6 +606,7 @@ pub fn run(
             stats.dead_letters,
             stats.restored,
             stats.state_records,
+            stats.state_deltas,
             stats.state_bytes,
             stats.batches,
             stats.held
@@ -715,6 +738,91 @@ fn replace_correlation_rules(
     }
 }
 
+/// What [`write_state`] wrote.
+struct WrittenState {
+    /// A delta rather than the whole state.
+    delta: bool,
+    bytes: usize,
+}
+
+/// Queue partition `part`'s state to the changelog: a delta when one is due
+/// ([`Partition::delta_due`]), else the whole state. A whole state ends the chain of deltas
+/// before it: the records the state before stood on go to `replaced`, to be tombstoned once
+/// the new one is acknowledged.
+fn write_state(
+    sink: &mut Sink,
+    changelog: &str,
+    key: &StateKey,
+    part: &mut Partition,
+    cfg: &CorrelateSection,
+    replaced: &mut Vec<(i32, Vec<String>)>,
+) -> Result<WrittenState> {
+    let record_bytes = cfg.state_record_bytes as usize;
+    if let Some(delta) = part.delta_due(cfg.state_max_deltas, record_bytes) {
+        let chain = part.chain.as_mut().expect("a delta follows a whole state");
+        let (id, record) = changelog::write_delta(
+            sink,
+            changelog,
+            key,
+            part.next_offset,
+            DELTA_FORMAT,
+            chain.tip,
+            &delta,
+        )
+        .with_context(|| {
+            format!(
+                "writing a state delta of partition {} ({} bytes) to {changelog}",
+                key.partition,
+                delta.len()
+            )
+        })?;
+        chain.tip = id;
+        chain.deltas += 1;
+        chain.delta_bytes += delta.len();
+        part.state_records.push(record);
+        return Ok(WrittenState {
+            delta: true,
+            bytes: delta.len(),
+        });
+    }
+    let state = part.correlator.snapshot();
+    part.correlator.forget_changes();
+    let parts = changelog::write(
+        sink,
+        changelog,
+        key,
+        part.next_offset,
+        SNAPSHOT_FORMAT,
+        &state,
+        record_bytes,
+    )
+    .with_context(|| {
+        format!(
+            "writing the state of partition {} ({} bytes) to {changelog}",
+            key.partition,
+            state.len()
+        )
+    })?;
+    // The same state written again (the same bytes at the same offset) has the same part
+    // keys: those stay.
+    let mut earlier = std::mem::replace(&mut part.state_records, parts);
+    let fresh: std::collections::HashSet<&String> = part.state_records.iter().collect();
+    earlier.retain(|k| !fresh.contains(k));
+    if !earlier.is_empty() {
+        replaced.push((key.partition, earlier));
+    }
+    part.chain = Some(StateChain {
+        tip: changelog::state_id(&state),
+        whole_bytes: state.len(),
+        deltas: 0,
+        delta_bytes: 0,
+    });
+    Ok(WrittenState {
+        delta: false,
+        bytes: state.len(),
+    })
+}
+
 /// What restoring a partition needs.
 struct Restoring<'a> {
     settings: &'a KafkaSettings,
@@ -755,7 +863,7 @@ fn restore_logged(
             Some(format!("restoring the state of partition {partition}")),
         );
     }
-    let (p, read_parts) = restore(r.settings, r.config, key, &r.correlator, r.timeout)?;
+    let (p, read) = restore(r.settings, r.config, key, &r.correlator, r.timeout)?;
     stats.restored += 1;
     if let Some(m) = r.metrics {
         m.state_restores.inc();
@@ -766,13 +874,19 @@ fn restore_logged(
             partition,
             next_offset = p.next_offset,
             live_keys = p.correlator.live_keys(),
-            read_parts,
-            "partition {partition} of {}: state restored up to offset {} ({} live keys{})",
+            read_parts = read.parts,
+            deltas = read.deltas,
+            "partition {partition} of {}: state restored up to offset {} ({} live keys{}{})",
             key.topic,
             p.next_offset,
             p.correlator.live_keys(),
-            if read_parts > 0 {
-                format!("; read from {read_parts} records")
+            if read.parts > 0 {
+                format!("; read from {} records", read.parts)
+            } else {
+                String::new()
+            },
+            if read.deltas > 0 {
+                format!("; {} deltas applied", read.deltas)
             } else {
                 String::new()
             }
@@ -781,25 +895,70 @@ fn restore_logged(
     Ok(p)
 }
 
-/// The state of one partition from the changelog, or a fresh correlator; and the number of
-/// records it was read from when it was split (0 when whole).
+/// What a restore read, besides the whole state's one record.
+#[derive(Debug, Default)]
+struct RestoreRead {
+    /// The records the whole state was read from, when it was split (0 when whole).
+    parts: usize,
+    /// The deltas applied on it.
+    deltas: usize,
+}
+
+/// The state of one partition from the changelog, or a fresh correlator; and what was read.
 fn restore(
     settings: &KafkaSettings,
     c: &Config,
     key: &StateKey,
     config: &CorrelatorConfig,
     timeout: Duration,
-) -> Result<(Partition, usize)> {
+) -> Result<(Partition, RestoreRead)> {
     let record = changelog::restore(settings, &c.topics.correlate_state, key, timeout)?;
     let Some(r) = record else {
-        return Ok((Partition::new(Correlator::new(config.clone()), 0), 0));
+        let fresh = Partition::new(Correlator::new(config.clone()), 0);
+        return Ok((fresh, RestoreRead::default()));
     };
-    let correlator = Correlator::restore(config.clone(), &r.state).with_context(|| {
+    let mut correlator = Correlator::restore(config.clone(), &r.state).with_context(|| {
         format!(
             "the state of partition {} in {} cannot be read",
             key.partition, c.topics.correlate_state
         )
     })?;
+    // The deltas on it, in order, up to one that cannot be applied (from a later version,
+    // say): the state is then the one before that delta, and the input after it is
+    // replayed.
+    let mut chain = StateChain {
+        tip: r.id,
+        whole_bytes: r.state.len(),
+        deltas: 0,
+        delta_bytes: 0,
+    };
+    let mut next_offset = r.next_offset;
+    let read_parts = r.parts.len();
+    let mut records = r.parts;
+    let mut broken = false;
+    for d in r.deltas {
+        if !broken {
+            match correlator.apply_delta(&d.delta) {
+                Ok(()) => {
+                    chain.tip = d.id;
+                    chain.deltas += 1;
+                    chain.delta_bytes += d.delta.len();
+                    next_offset = d.next_offset;
+                }
+                Err(e) => {
+                    broken = true;
+                    tracing::warn!(
+                        partition = key.partition,
+                        "partition {} in {}: a state delta cannot be applied ({e}); restored up to offset {next_offset}, the detections after it are read again",
+                        key.partition,
+                        c.topics.correlate_state
+                    );
+                }
+            }
+        }
+        // Forgotten with the deltas applied once the next whole state is written.
+        records.push(d.key);
+    }
     if r.skipped > 0 {
         tracing::warn!(
             partition = key.partition,
@@ -810,21 +969,26 @@ fn restore(
             r.skipped
         );
     }
-    if !r.stale_parts.is_empty() {
+    if !r.stale.is_empty() {
         tracing::info!(
             partition = key.partition,
-            stale_parts = r.stale_parts.len(),
-            "partition {} in {}: {} parts of states older than the one restored are still there; they are tombstoned after the next write",
+            stale_records = r.stale.len(),
+            "partition {} in {}: {} records (parts, deltas) of states older than the one restored are still there; they are tombstoned after the next whole state is written",
             key.partition,
             c.topics.correlate_state,
-            r.stale_parts.len()
+            r.stale.len()
         );
     }
-    let mut partition = Partition::new(correlator, r.next_offset);
-    let read_parts = r.parts.len();
-    partition.state_parts = r.parts;
-    partition.state_parts.extend(r.stale_parts);
-    Ok((partition, read_parts))
+    let read = RestoreRead {
+        parts: read_parts,
+        deltas: chain.deltas,
+    };
+    let mut partition = Partition::new(correlator, next_offset);
+    partition.state_records = records;
+    partition.state_records.extend(r.stale);
+    // After a delta that could not be applied, the next write is whole.
+    partition.chain = (!broken).then_some(chain);
+    Ok((partition, read))
 }
 
 /// Merge one detection message and produce what it causes.
