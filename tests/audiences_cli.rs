@@ -166,15 +166,17 @@ fn the_policys_issuer_authors_every_rendering() {
     let uuid = issuer["uuid"].as_str().unwrap();
     assert!(warnings.iter().all(|w| w["issuer"] == *issuer));
 
-    let identity = format!("identity--{uuid}");
     let bundles = run("stix");
     assert_eq!(bundles.len(), warnings.len());
     for bundle in &bundles {
         let objects = bundle["objects"].as_array().unwrap();
-        let own = objects.iter().find(|o| o["id"] == identity.as_str());
-        assert_eq!(own.unwrap()["identity_class"], "organization");
+        let own = objects
+            .iter()
+            .find(|o| o["name"] == "CSIRTs Network coordination centre")
+            .unwrap();
+        assert_eq!(own["identity_class"], "organization");
         let incident = objects.iter().find(|o| o["type"] == "incident").unwrap();
-        assert_eq!(incident["created_by_ref"], identity.as_str());
+        assert_eq!(incident["created_by_ref"], own["id"]);
     }
     let events = run("misp");
     assert_eq!(events.len(), warnings.len());

@@ -79,14 +79,20 @@ pub fn uuid_v4_shaped(digest: u128) -> String {
     )
 }
 
-/// Whether `text` is a UUID as RFC 4122 writes it: 8-4-4-4-12 hexadecimal digits.
+/// Whether `text` is an RFC 4122 UUID as STIX identifiers take them: 8-4-4-4-12
+/// hexadecimal digits, of version 1 to 5 and the RFC 4122 variant (so not the nil UUID).
 pub fn is_uuid(text: &str) -> bool {
     let groups: Vec<&str> = text.split('-').collect();
-    groups.len() == 5
+    let form = groups.len() == 5
         && groups
             .iter()
             .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
+    form && matches!(groups[2].as_bytes()[0], b'1'..=b'5')
+        && matches!(
+            groups[3].as_bytes()[0],
+            b'8' | b'9' | b'a' | b'b' | b'A' | b'B'
+        )
 }
 
 #[cfg(test)]
@@ -118,6 +124,12 @@ mod tests {
             "0f8fad5b-d9cb-469f-a165-70867728950",
             "0f8fad5b-d9cb-469f-a165-70867728950g",
             "0f8fad5b-d9cb-469f-a165-70867728950e-",
+            // The nil UUID, version 0, 6 and 7, another variant.
+            "00000000-0000-0000-0000-000000000000",
+            "0f8fad5b-d9cb-069f-a165-70867728950e",
+            "0f8fad5b-d9cb-669f-a165-70867728950e",
+            "0f8fad5b-d9cb-769f-a165-70867728950e",
+            "0f8fad5b-d9cb-469f-c165-70867728950e",
         ] {
             assert!(!is_uuid(bad), "{bad}");
         }

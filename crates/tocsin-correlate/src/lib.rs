@@ -136,6 +136,11 @@ struct KeyState {
     /// next version takes its own date as the first, once).
     #[serde(default)]
     first_issued_at: Option<Timestamp>,
+    /// The issuer of the warning's first version: every later version is issued by it,
+    /// whatever the policy says since (STIX lets only an object's creator version it, and
+    /// MISP keeps an event's uuid, which the issuer is part of). Boxed: most keys never warn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issuer: Option<Box<tocsin_core::Issuer>>,
     /// A material change was held back by the update interval.
     #[serde(default)]
     pending: bool,
@@ -793,7 +798,11 @@ impl Correlator {
         let issued_at = version_time(state.last_issued_at, at);
         let warning = self.render(state, version, status, severity, issued_at);
         self.stats.warnings += 1;
+        let issuer = warning.issuer.clone().map(Box::new);
         if let Some(s) = self.keys.get_mut(key) {
+            if s.issued.is_none() {
+                s.issuer = issuer;
+            }
             s.issued = Some((version, fp));
             s.last_issued_at = Some(issued_at);
             s.first_issued_at.get_or_insert(issued_at);
@@ -843,7 +852,12 @@ impl Correlator {
             status,
             issued_at,
             first_issued_at: Some(state.first_issued_at.unwrap_or(issued_at)),
-            issuer: p.issuer.clone(),
+            // The policy's for a first version; the first version's for the others (none
+            // for a warning first issued without one, or before issuers were kept).
+            issuer: match state.issued {
+                None => p.issuer.clone(),
+                Some(_) => state.issuer.as_deref().cloned(),
+            },
             exercise: p.exercise,
             audience: Audience::Technical,
             headline: headline_for(
@@ -927,6 +941,7 @@ fn new_state(key: &str, start: Timestamp) -> KeyState {
         issued: None,
         last_issued_at: None,
         first_issued_at: None,
+        issuer: None,
         pending: false,
         not_before: None,
     }

@@ -39,10 +39,11 @@
 //! they are marked TLP:CLEAR for the same reason (their content must not vary per warning).
 //!
 //! Authorship: the warning's objects are created by its issuer (the escalation policy's
-//! `issuer`, an `identity` of class `organization` whose id is `identity--<its UUID>`, with
-//! the same fixed timestamps: give it another UUID when its name changes), or by the Tocsin
-//! identity when there is none. The issuer's UUID is part of every object id, as only an
-//! object's creator may version it.
+//! `issuer` when its first version was issued: the correlator keeps it for the later
+//! ones), an `identity` of class `organization` with the same fixed timestamps, its id
+//! derived from the issuer's UUID, name and contact (a renamed issuer is another identity,
+//! not a conflicting version); or by the Tocsin identity when there is none. The issuer's
+//! UUID is part of every object id, as only an object's creator may version it.
 //!
 //! Invariant: no I/O; a pure function of the warning.
 
@@ -61,7 +62,8 @@ use tocsin_core::{
 pub const INCIDENT_CORE_EXTENSION_ID: &str =
     "extension-definition--ef765651-680c-498d-9894-99799f2fa126";
 
-/// The Tocsin producer identity: `created_by_ref` of every object Tocsin renders.
+/// The Tocsin producer identity: `created_by_ref` of the Tocsin extension definition, and of
+/// the objects of a warning that names no issuer.
 ///
 /// Fixed, so that consumers see one producer across all bundles. It equals the
 /// version-4-shaped UUID of the digest of `("tocsin.stix", "producer-identity")` (a unit
@@ -157,10 +159,16 @@ pub(crate) fn rendering_hasher(domain: &str, w: &EarlyWarning) -> IdHasher {
     }
 }
 
-/// The STIX id of the identity of a warning's issuer: its UUID, as is (MISP names the
-/// organisation by the same UUID).
+/// The STIX id of the identity of a warning's issuer: from its UUID, name and contact,
+/// which the identity carries. Its `created` and `modified` are fixed, so an identity with
+/// another name or contact is another identity, not a conflicting version of this one.
 pub fn issuer_identity_id(issuer: &Issuer) -> String {
-    format!("identity--{}", issuer.uuid)
+    let digest = IdHasher::new("tocsin.stix.issuer")
+        .part(issuer.uuid.as_bytes())
+        .part(issuer.name.as_bytes())
+        .part(issuer.contact.as_deref().unwrap_or("").as_bytes())
+        .digest();
+    format!("identity--{}", uuid_v4_shaped(digest))
 }
 
 /// The STIX pattern that matches one indicator value, e.g. `[ipv4-addr:value = '198.51.100.7']`.

@@ -2014,25 +2014,42 @@ fn a_replaced_policy_judges_the_next_detection() {
 }
 
 #[test]
-fn warnings_carry_the_issuer_of_the_policy_that_issued_them() {
+fn warnings_carry_the_issuer_of_their_first_version() {
     let mut config = CorrelatorConfig::default();
     let mut c = Correlator::new(config.clone());
     let mut out = Vec::new();
+    let other = |id: &str, org: &str, at: i64| {
+        let mut d = det(id, org, "energy", "FR", at, Tlp::Green);
+        d.correlation_keys = vec!["campaign:other".to_owned()];
+        d
+    };
     c.push(&det("d0", "A", "health", "DE", 0, Tlp::Green), &mut out);
     c.push(&det("d1", "B", "energy", "FR", H, Tlp::Green), &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].issuer, None, "no issuer named: none claimed");
-    let issuer = tocsin_core::Issuer::new("CERT-XX".to_owned(), None, None);
-    config.policy.issuer = Some(issuer.clone());
+    let first = tocsin_core::Issuer::new("CERT-XX".to_owned(), None, None);
+    config.policy.issuer = Some(first.clone());
     assert!(c.replace_policy(config.policy.clone()));
+    // The warning issued before goes on without one; a new one is the policy's issuer's.
     c.push(
         &det("d2", "C", "banking", "IT", 2 * H, Tlp::Green),
         &mut out,
     );
-    assert_eq!(out.len(), 2);
-    assert_eq!(out[1].issuer.as_ref(), Some(&issuer));
-    // It travels in the warning's JSON, and a warning without one reads as before.
-    let json = serde_json::to_value(&out[1]).unwrap();
+    c.push(&other("o0", "A", 2 * H), &mut out);
+    c.push(&other("o1", "B", 2 * H + 1), &mut out);
+    assert_eq!(out.len(), 3);
+    assert_eq!((out[1].version, out[1].issuer.as_ref()), (2, None));
+    assert_eq!((out[2].version, out[2].issuer.as_ref()), (1, Some(&first)));
+    // Another issuer since: each warning keeps the one of its first version, through a
+    // snapshot too.
+    config.policy.issuer = Some(tocsin_core::Issuer::new("CERT-YY".to_owned(), None, None));
+    assert!(c.replace_policy(config.policy.clone()));
+    let mut c = Correlator::restore(config.clone(), &c.snapshot()).unwrap();
+    c.push(&other("o2", "C", 3 * H), &mut out);
+    assert_eq!(out.len(), 4);
+    assert_eq!((out[3].version, out[3].issuer.as_ref()), (2, Some(&first)));
+    // It travels in the warning's JSON; a warning without one reads as before.
+    let json = serde_json::to_value(&out[3]).unwrap();
     assert_eq!(json["issuer"]["name"], "CERT-XX");
     assert!(serde_json::to_value(&out[0])
         .unwrap()

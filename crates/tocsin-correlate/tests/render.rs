@@ -556,7 +556,17 @@ fn renderings_name_the_issuer_as_their_author() {
     let w = issued_by_a_coordination_centre(campaign_warning());
     let issuer = w.issuer.clone().expect("an issuer");
     let issuer_id = stix::issuer_identity_id(&issuer);
-    assert_eq!(issuer_id, format!("identity--{}", issuer.uuid));
+    // Another name or contact under the same UUID is another identity (its timestamps are
+    // fixed, so it could not be a version of this one).
+    let mut renamed = issuer.clone();
+    renamed.name.push_str(" (CSIRTs Network)");
+    let mut reached = issuer.clone();
+    reached.contact = None;
+    let ids = [&issuer, &renamed, &reached].map(stix::issuer_identity_id);
+    assert!(
+        ids[0] != ids[1] && ids[0] != ids[2] && ids[1] != ids[2],
+        "{ids:?}"
+    );
     let bundle = stix::to_bundle(&w);
     let identity = objects(&bundle)
         .iter()

@@ -314,23 +314,51 @@ pub fn parse_policy(file: &str, text: &str) -> Result<EscalationPolicy, Diagnost
     })
 }
 
+/// Where `key` is written in the policy's `issuer` mapping, in block or flow style: on the
+/// `issuer:` line or the indented lines under it, comments left out; else the `issuer:`
+/// line.
+fn issuer_key(doc: &YamlDocument<'_>, key: &str) -> Location {
+    let section = doc.locate("issuer:");
+    let needle = format!("{key}:");
+    let first = section.line.saturating_sub(doc.first_line);
+    for (i, line) in doc.text.lines().enumerate().skip(first) {
+        let code = line.split(" #").next().unwrap_or_default();
+        let code = if code.trim_start().starts_with('#') {
+            ""
+        } else {
+            code
+        };
+        let indented = line.starts_with([' ', '\t']);
+        if i > first && !indented && !code.trim().is_empty() {
+            break;
+        }
+        let from = if i == first { "issuer:".len() } else { 0 };
+        if let Some(column) = code.get(from..).and_then(|rest| rest.find(&needle)) {
+            return Location {
+                file: doc.file.to_owned(),
+                line: doc.first_line + i,
+                column: from + column + 1,
+            };
+        }
+    }
+    section
+}
+
 /// The policy's `issuer`, checked: a name of one line that MISP takes, a UUID in RFC 4122
 /// form when one is given, a contact that says something.
 fn issuer(i: IssuerFile, doc: &YamlDocument<'_>) -> Result<Issuer, Diagnostic> {
-    let from = doc.locate("issuer:").line;
-    let at = |key: &str| {
-        doc.locate_key_from(key, from)
-            .unwrap_or_else(|| doc.locate_text(&format!("{key}:")))
-    };
+    let at = |key: &str| issuer_key(doc, key);
     let name = i.name.trim();
-    if name.is_empty()
-        || name.contains(['\n', '\r'])
-        || name.chars().count() > ISSUER_NAME_MAX_CHARS
-    {
+    let one_line = !name
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'));
+    if name.is_empty() || !one_line || name.chars().count() > ISSUER_NAME_MAX_CHARS {
         return Err(Diagnostic::error(
             at("name"),
             "bad-policy",
-            format!("issuer.name must be one line of 1 to {ISSUER_NAME_MAX_CHARS} characters"),
+            format!(
+                "issuer.name must be one line of 1 to {ISSUER_NAME_MAX_CHARS} characters, without control characters"
+            ),
         ));
     }
     if let Some(uuid) = &i.uuid {
@@ -339,7 +367,7 @@ fn issuer(i: IssuerFile, doc: &YamlDocument<'_>) -> Result<Issuer, Diagnostic> {
                 at("uuid"),
                 "bad-policy",
                 format!(
-                    "issuer.uuid '{uuid}' is not a UUID (8-4-4-4-12 hexadecimal digits, as MISP shows an organisation's)"
+                    "issuer.uuid '{uuid}' is not a UUID as STIX and MISP take them (8-4-4-4-12 hexadecimal digits, RFC 4122, version 1 to 5, as MISP shows an organisation's)"
                 ),
             ));
         }
@@ -430,7 +458,23 @@ mod tests {
         }
         let long = format!("  name: {}\n", "x".repeat(ISSUER_NAME_MAX_CHARS + 1));
         assert!(with(&long).unwrap_err().message.contains("issuer.name"));
-        let flow = with("  {name: CERT-XX, uuid: nope}\n").unwrap_err();
+        assert!(
+            with("  name: \"CERT\\tXX\"\n").is_err(),
+            "a tab in the name"
+        );
+        // Flow style, below a commented-out example that names the same keys: the line of
+        // the mapping itself.
+        let commented = format!("# issuer:\n#   name: Example\n#   uuid: 4f3c1b2a-9d8e-4c7b-a6f5-e4d3c2b1a090\n{POLICY}");
+        let flow = parse_policy(
+            "e.yaml",
+            &format!("{commented}issuer: {{name: CERT-XX, uuid: nope}}\n"),
+        )
+        .unwrap_err();
         assert!(flow.message.contains("not a UUID"), "{flow}");
+        assert_eq!(flow.location.line, commented.lines().count() + 1, "{flow}");
+        assert_eq!(flow.location.column, 25, "{flow}");
+        // A version or variant STIX does not take.
+        let nil = with("  name: CERT-XX\n  uuid: 00000000-0000-0000-0000-000000000000\n");
+        assert!(nil.unwrap_err().message.contains("not a UUID"));
     }
 }
