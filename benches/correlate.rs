@@ -1,5 +1,7 @@
 //! The correlator under load: detections/s with 10^5 and 10^6 live correlation keys, memory
-//! per key, and the time from the detection that completes a candidate to its warning; and
+//! per key, what a state write costs (the whole state, and a delta after a batch of 10^4
+//! detections: `state-delta/…`), and the time from the detection that completes a candidate
+//! to its warning; and
 //! detections/s of a Sigma correlation rule with 10^3 to 10^5 live groups (one per source
 //! address), whose cost must not grow with the groups; and one key gathering 10^3 or 10^4
 //! indicators (`correlate-wide`). Every measurement checks its answer (live keys or groups,
@@ -55,15 +57,23 @@ fn bench(c: &mut Criterion) {
             "{keys} live keys: about {per_key:.0} bytes of resident memory per key, \
              {heap_per_key:.0} bytes of heap"
         );
-        if keys <= 100_000 {
-            // What a correlate worker writes (every `correlate.state_interval_ms`) for a
-            // partition holding these keys.
-            let size = corr.snapshot().len();
-            eprintln!(
-                "{keys} live keys: a snapshot of {size} bytes ({:.0} a key)",
-                size as f64 / keys as f64
-            );
-        }
+        // What a correlate worker writes for a partition holding these keys when it writes
+        // the state whole (then a delta is taken after it).
+        let started = std::time::Instant::now();
+        let whole = corr.snapshot().len();
+        let whole_time = started.elapsed();
+        corr.forget_changes();
+        eprintln!(
+            "{keys} live keys: a whole state of {whole} bytes ({:.0} a key), written in {:.1} ms",
+            whole as f64 / keys as f64,
+            whole_time.as_secs_f64() * 1e3
+        );
+        record_figure("correlate-state-whole-bytes", keys as u64, whole as f64);
+        record_figure(
+            "correlate-state-whole-seconds",
+            keys as u64,
+            whole_time.as_secs_f64(),
+        );
         record_figure(
             "correlate-resident-bytes",
             keys as u64,
@@ -94,6 +104,49 @@ fn bench(c: &mut Criterion) {
             })
         });
         assert_eq!(corr.live_keys(), keys);
+        // A state delta after one batch of the detections above: the keys it touched (each
+        // once, checked), not the keys held.
+        let touched = batch
+            .iter()
+            .map(|d| d.correlation_keys[0].as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        let mut delta_bytes = 0;
+        corr.take_delta();
+        group.throughput(Throughput::Elements(touched as u64));
+        group.bench_function(format!("state-delta/{keys}-keys"), |b| {
+            b.iter_custom(|iterations| {
+                let mut spent = std::time::Duration::ZERO;
+                for _ in 0..iterations {
+                    round += 1;
+                    let mut out = Vec::new();
+                    for d in &batch {
+                        let mut d = d.clone();
+                        d.id.push_str(&round.to_string());
+                        corr.push(&d, &mut out);
+                    }
+                    let started = std::time::Instant::now();
+                    let delta = corr.take_delta();
+                    spent += started.elapsed();
+                    // Every key touched, none more (each entry opens `["<key>"`).
+                    let entries = String::from_utf8_lossy(&delta)
+                        .matches("[\"indicator:")
+                        .count();
+                    assert_eq!(entries, touched, "keys in the delta");
+                    delta_bytes = delta.len();
+                }
+                spent
+            })
+        });
+        eprintln!(
+            "{keys} live keys: a delta of {delta_bytes} bytes after {} detections into {touched} keys",
+            batch.len()
+        );
+        record_figure(
+            "correlate-state-delta-bytes",
+            keys as u64,
+            delta_bytes as f64,
+        );
     }
     group.finish();
 

@@ -1751,6 +1751,9 @@ mod snapshots {
         Nothing,
         /// Event time moves on by this many minutes without a detection.
         Advance(i64),
+        /// The correlation rules are reloaded: `few` with a window of another length (its
+        /// groups are dropped), or back.
+        Reload,
         /// The state is written whole.
         Snapshot,
         /// The changes since the last write are written.
@@ -1761,6 +1764,7 @@ mod snapshots {
         prop_oneof![
             3 => Just(Then::Nothing),
             1 => (1i64..300).prop_map(Then::Advance),
+            1 => Just(Then::Reload),
             1 => Just(Then::Snapshot),
             3 => Just(Then::Delta),
         ]
@@ -1776,10 +1780,22 @@ mod snapshots {
         #[test]
         fn deltas_on_a_snapshot_rebuild_the_state(
             steps in proptest::collection::vec(
-                ((0u8..4, 0u8..3, 0u8..3, 0i64..900, 0u8..3, 0u8..4), then()),
+                ((0u8..4, 0u8..3, 0u8..3, 0i64..900, 0u8..3, 0u8..4), 0usize..6, then()),
                 1..60,
             ),
         ) {
+            // `few` over one hour, and over two after each reload that changes it.
+            let rules = |longer: bool| {
+                let mut rules = config().correlation_rules;
+                if longer {
+                    for r in &mut rules {
+                        if r.id == "few" {
+                            r.timespan = tocsin_core::DurationMs(2 * 3_600_000);
+                        }
+                    }
+                }
+                rules
+            };
             let small = || {
                 let mut c = config();
                 c.max_keys = 3;
@@ -1796,9 +1812,10 @@ mod snapshots {
             let mut out = Vec::new();
             let mut base: Option<Vec<u8>> = None;
             let mut deltas: Vec<Vec<u8>> = Vec::new();
-            // The last state rebuilt, the step after which it was written, and the output
+            // The last state rebuilt, the step after which it was written (and whether `few`
+            // was the longer then), and the output
             // from there on.
-            let mut rebuilt: Option<(usize, Correlator)> = None;
+            let mut rebuilt: Option<(usize, bool, Correlator)> = None;
             let mut output_after: Vec<(usize, String)> = Vec::new();
             let emit = |c: &mut Correlator, step: usize, w: &[tocsin_core::EarlyWarning], out: &mut Vec<(usize, String)>| {
                 out.extend(w.iter().map(|w| (step, serde_json::to_string(w).unwrap())));
@@ -1813,16 +1830,30 @@ mod snapshots {
                 d.correlation_keys.push(correlation_rule_key("few", &[&host]));
                 d
             };
-            let act = |c: &mut Correlator, i: usize, input, then: Then, out: &mut Vec<tocsin_core::EarlyWarning>| {
-                c.push(&detection(i, input), out);
-                if let Then::Advance(minutes) = then {
-                    let to = c.watermark().unwrap().0 + minutes * 60_000;
-                    c.advance(tocsin_core::Timestamp(to), out);
+            // As `tocsin run` merges (under every key), or as a correlate worker does (under
+            // the key of its message: `keyed` picks one of the detection's four).
+            let act = |c: &mut Correlator, i: usize, input, keyed: usize, then: Then, longer: &mut bool, out: &mut Vec<tocsin_core::EarlyWarning>| {
+                let d = detection(i, input);
+                match keyed.checked_sub(2).and_then(|k| d.correlation_keys.get(k)) {
+                    Some(key) => c.push_keyed(&d, key, out),
+                    None => c.push(&d, out),
+                }
+                match then {
+                    Then::Advance(minutes) => {
+                        let to = c.watermark().unwrap().0 + minutes * 60_000;
+                        c.advance(tocsin_core::Timestamp(to), out);
+                    }
+                    Then::Reload => {
+                        *longer = !*longer;
+                        c.replace_correlation_rules(&rules(*longer));
+                    }
+                    _ => {}
                 }
             };
-            for (i, (input, then)) in steps.iter().enumerate() {
+            let mut live_longer = false;
+            for (i, (input, keyed, then)) in steps.iter().enumerate() {
                 out.clear();
-                act(&mut live, i, *input, *then, &mut out);
+                act(&mut live, i, *input, *keyed, *then, &mut live_longer, &mut out);
                 emit(&mut live, i, &out, &mut output_after);
                 match then {
                     Then::Snapshot => {
@@ -1833,7 +1864,10 @@ mod snapshots {
                     Then::Delta if base.is_some() => deltas.push(live.take_delta()),
                     _ => continue,
                 }
-                let mut c = Correlator::restore(small(), base.as_ref().unwrap()).unwrap();
+                // Restored under the rules in use at the write, as the worker that wrote it.
+                let mut config = small();
+                config.correlation_rules = rules(live_longer);
+                let mut c = Correlator::restore(config, base.as_ref().unwrap()).unwrap();
                 for delta in &deltas {
                     c.apply_delta(delta).unwrap();
                 }
@@ -1842,16 +1876,16 @@ mod snapshots {
                     String::from_utf8(live.snapshot()).unwrap(),
                     "rebuilt after step {} from a snapshot and {} deltas", i, deltas.len()
                 );
-                rebuilt = Some((i, c));
+                rebuilt = Some((i, live_longer, c));
             }
             let mut w = Vec::new();
             live.finish(&mut w);
             emit(&mut live, steps.len(), &w, &mut output_after);
-            if let Some((from, mut c)) = rebuilt {
+            if let Some((from, mut longer, mut c)) = rebuilt {
                 let mut resumed = Vec::new();
-                for (i, (input, then)) in steps.iter().enumerate().skip(from + 1) {
+                for (i, (input, keyed, then)) in steps.iter().enumerate().skip(from + 1) {
                     out.clear();
-                    act(&mut c, i, *input, *then, &mut out);
+                    act(&mut c, i, *input, *keyed, *then, &mut longer, &mut out);
                     emit(&mut c, i, &out, &mut resumed);
                 }
                 let mut w = Vec::new();

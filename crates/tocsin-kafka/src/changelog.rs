@@ -1,53 +1,62 @@
-//! The correlators' state changelog: a record (or parts) per (group, detections partition)
-//! and state write.
+//! The correlators' state changelog: records per (group, detections partition) and state
+//! write.
 //!
 //! A correlate worker holds one correlator per detections partition it owns. At most every
 //! `correlate.state_interval_ms` (and at once for a partition taken away, a stop, a reload
-//! of the correlation rules or policy, an idle advance and the batch after it), after the warnings the
-//! batches since caused are acknowledged and before their offsets are committed, it writes
-//! each touched partition's state to partition *p* of the
-//! compacted changelog topic: key `GROUP/TOPIC/P`, value the correlator snapshot, header
-//! `tocsin.state.next-offset` the first detections offset the state does *not* include.
-//! When it is given partition *p*, a worker reads partition *p* of the changelog to its end
-//! and restores the state with the highest next offset (of those, the one written last, and
-//! a split one only when whole: below), then skips the detections below it.
+//! of the correlation rules or policy, an idle advance and the batch after it), after the
+//! warnings the batches since caused are acknowledged and before their offsets are
+//! committed, it writes each touched partition's state to partition *p* of the compacted
+//! changelog topic, with the header `tocsin.state.next-offset`: the first detections offset
+//! the state does *not* include. When it is given partition *p*, a worker reads partition
+//! *p* of the changelog to its end, restores the newest state there (below), and skips the
+//! detections below it.
 //!
-//! A state longer than one record may be (`correlate.state_record_bytes`; the topic and the
-//! producer take 16 MiB) is written in parts instead, each under a key naming the state it
-//! belongs to: `GROUP/TOPIC/P@NEXT_OFFSET~DIGEST~PART_BYTES#INDEX`, with the header
-//! `tocsin.state.part` = `INDEX/COUNT`. The digest is of the whole state, so that parts of
-//! two writers (two owners during a rebalance, whose states at one offset may differ, as
-//! may their part sizes) never mix, and a state is taken only when all its parts are there
-//! and their bytes hash to it. No later write replaces a part, so a crash or a
-//! second owner writing midway leaves the state before whole. Once a later state is
-//! acknowledged, the writer tombstones the earlier one's parts ([`forget`]) for compaction to
-//! remove; a restore also hands over the parts of states older than the one it took.
+//! **Whole states.** A state is written whole under `GROUP/TOPIC/P=ID`, ID (32 hex digits)
+//! the digest of its bytes; or, when longer than one record may be
+//! (`correlate.state_record_bytes`; the topic and the producer take 16 MiB), in parts, each
+//! under a key naming the state it belongs to, `GROUP/TOPIC/P@NEXT_OFFSET~DIGEST~PART_BYTES#INDEX`,
+//! with the header `tocsin.state.part` = `INDEX/COUNT`. So every key names one state: no
+//! write replaces another's record (two owners during a rebalance, whose states at one
+//! offset may differ, as may their part sizes), and a crash midway leaves the states before
+//! whole. A state is taken only when all its parts are there and their bytes hash to its
+//! digest. (Before deltas, whole states were written under `GROUP/TOPIC/P`; such a record
+//! is still read.)
 //!
 //! **Deltas.** Written whole, a state costs what the partition holds (about a kilobyte a
 //! live key), however few keys changed. So between whole states a worker writes *deltas*:
-//! the keys and groups changed or removed since the state before
-//! (`Correlator::take_delta`), one record each under `GROUP/TOPIC/P+ID`, with the header
-//! `tocsin.state.base` naming the state it applies to. A state's id is the digest of its
-//! bytes for a whole one, and for a delta the digest of its base's id and its own bytes
-//! (checked at the restore), so a delta names exactly one state and a chain of them cannot
-//! loop. A restore takes the newest whole state as before, then the deltas that continue
-//! it, one after another: of two deltas on the same state (two owners), the one with the
-//! higher next offset, then the one written last. The worker writes a whole state again
-//! once its deltas since the last add up to that state's size, or number
-//! `correlate.state_max_deltas`, so that a restore reads at most about twice a state; then
-//! the deltas before it are forgotten with the parts it replaces. A delta longer than a
-//! record, or a write after a failed one, is a whole state instead.
+//! the keys and groups changed or removed since the state before (`Correlator::take_delta`),
+//! one record each under `GROUP/TOPIC/P+ID`, with the header `tocsin.state.base` naming the
+//! state it applies to. A delta's id is the digest of its base's id and its own bytes
+//! (checked at the restore), so a delta names exactly one state and no chain of them loops.
+//! The worker writes a whole state again once its deltas since the last add up to that
+//! state's size, or number `correlate.state_max_deltas`, so that a restore reads at most
+//! about twice a state; a delta longer than a record is a whole state instead. A worker's
+//! first write after it restored a partition is whole, so that it never continues a chain
+//! another owner may still be writing; and a write that fails ends the worker (it starts
+//! again from a restore), so no chain goes on past a failed write.
+//!
+//! **Which state a restore takes.** Whole states and the deltas on them form trees (a delta
+//! continues its base at a next offset not below the base's). A restore takes, of every
+//! whole state and every delta that leads back to one, the one with the highest next offset
+//! (then the one written last: an idle partition's state is written again at the same next
+//! offset, with the windows judged since), with the deltas leading to it. Offsets are
+//! committed only once a state that includes them is acknowledged, so the state taken
+//! includes every committed offset.
+//!
+//! **Forgetting.** Once a later whole state is acknowledged, its writer tombstones
+//! ([`forget`]) the records the state before stood on: its whole record or parts, and the
+//! deltas since. A restore hands over the records written before the state it took that are
+//! not part of it, to be tombstoned with those after its taker's first (whole) write. Records
+//! written after the state taken that do not lead to it (a stale owner's) are left to a later
+//! restore, which finds them older than the state it takes.
 //!
 //! Why this is safe without transactions: the correlator is deterministic (event time only),
-//! so two owners of a partition during a rebalance compute the same state for the same
-//! offset, and whichever record compaction keeps is a true state of its offset (of states at
-//! one next offset the one written last is taken: an idle partition's state is written again
-//! there, with the windows judged since). Warnings are
-//! acknowledged before the state that issued them is written, so a restored state never
-//! claims a warning version that was not delivered; a crash between the two repeats
-//! versions, with the same ids.
+//! so two owners of a partition compute the same state for the same offset, and any state
+//! taken is a true state of its offset. Warnings are acknowledged before the state that
+//! issued them is written, so a restored state never claims a warning version that was not
+//! delivered; a crash between the two repeats versions, with the same ids.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -79,6 +88,11 @@ impl StateKey {
         format!("{}/{}/{}", self.group, self.topic, self.partition)
     }
 
+    /// The key of the whole state `id`, written in one record.
+    fn whole_key(&self, id: u128) -> String {
+        format!("{}={id:032x}", self.record_key())
+    }
+
     /// The key of the delta `id`.
     fn delta_key(&self, id: u128) -> String {
         format!("{}+{id:032x}", self.record_key())
@@ -105,9 +119,9 @@ pub struct StateRecord {
     pub state: Vec<u8>,
     /// Its id: what the first delta after it names as its base ([`state_id`]).
     pub id: u128,
-    /// The keys of its parts, when it was split ([`forget`] them once a later state is
-    /// written).
-    pub parts: Vec<String>,
+    /// The keys of the records it was read from: its one record, or its parts ([`forget`]
+    /// them once a later state is written).
+    pub records: Vec<String>,
     /// The deltas that continue it, to apply in this order.
     pub deltas: Vec<DeltaRecord>,
     /// The keys of the parts and deltas of older states still in the changelog (forget
@@ -177,8 +191,8 @@ pub fn write_delta(
 }
 
 /// Queue the state of `key`'s partition as of `next_offset`: one record, or parts of at most
-/// `record_bytes` when it is longer. Returns the keys of the parts (none when whole). The
-/// caller flushes the sink.
+/// `record_bytes` when it is longer. Returns the keys of the records written. The caller
+/// flushes the sink.
 pub fn write(
     sink: &mut Sink,
     changelog: &str,
@@ -189,7 +203,7 @@ pub fn write(
     record_bytes: usize,
 ) -> Result<Vec<String>, KafkaError> {
     let next = next_offset.to_string();
-    let mut part_keys = Vec::new();
+    let mut keys = Vec::new();
     for (record_key, value, part) in records(key, next_offset, state, record_bytes) {
         let mut headers = vec![(NEXT_OFFSET_HEADER, next.as_str()), (FORMAT_HEADER, format)];
         if let Some(label) = &part {
@@ -202,15 +216,13 @@ pub fn write(
             value,
             &headers,
         )?;
-        if part.is_some() {
-            part_keys.push(record_key);
-        }
+        keys.push(record_key);
     }
-    Ok(part_keys)
+    Ok(keys)
 }
 
 /// The records a state is written as: (key, value, part header): one record under the
-/// partition's key, or parts of at most `record_bytes` under their state's keys.
+/// state's key, or parts of at most `record_bytes` under their state's keys.
 fn records<'s>(
     key: &StateKey,
     next_offset: i64,
@@ -218,7 +230,7 @@ fn records<'s>(
     record_bytes: usize,
 ) -> Vec<(String, &'s [u8], Option<String>)> {
     if state.len() <= record_bytes {
-        return vec![(key.record_key(), state, None)];
+        return vec![(key.whole_key(state_digest(state)), state, None)];
     }
     let id = SplitId {
         next_offset,
@@ -317,19 +329,29 @@ struct Delta {
     bytes: Vec<u8>,
 }
 
+/// A whole state: one record, or a split one with every part and the right digest.
+struct Root {
+    rank: Rank,
+    state: Vec<u8>,
+    /// The keys of its records.
+    records: Vec<String>,
+}
+
 /// The records of one partition's changelog, read in order, and the state to restore from
-/// them: of the whole record of the key and the split states with every part and the right
-/// digest, the one written last.
+/// them (see the module's "Which state a restore takes").
 struct Selection {
     wanted: String,
-    /// The latest whole record: its rank and bytes.
-    whole: Option<(Rank, Vec<u8>)>,
+    /// Whole states written in one record, by id (the digest of their bytes): their rank
+    /// and bytes.
+    wholes: BTreeMap<u128, (Rank, Vec<u8>)>,
+    /// The record under the partition's own key (written before deltas): its rank and
+    /// bytes, the latest if several.
+    legacy: Option<(Rank, Vec<u8>)>,
     splits: BTreeMap<SplitId, Split>,
     /// Deltas by id.
     deltas: BTreeMap<u128, Delta>,
-    /// Records of the key that could not be read (a missing header, a part key out of
-    /// form) and split states whose bytes do not hash to their digest: not taken, and
-    /// counted.
+    /// Records of the key that could not be read (a missing header, a key out of form,
+    /// bytes that are not those a record's id or digest names): not taken, and counted.
     skipped: usize,
 }
 
@@ -337,7 +359,8 @@ impl Selection {
     fn new(key: &StateKey) -> Self {
         Selection {
             wanted: key.record_key(),
-            whole: None,
+            wholes: BTreeMap::new(),
+            legacy: None,
             splits: BTreeMap::new(),
             deltas: BTreeMap::new(),
             skipped: 0,
@@ -354,53 +377,76 @@ impl Selection {
         headers: RecordHeaders<'_>,
     ) {
         let RecordHeaders { next, part, base } = headers;
-        let wanted = self.wanted.as_bytes();
-        if let Some(rest) = record_key
-            .strip_prefix(wanted)
-            .and_then(|r| r.strip_prefix(b"+"))
-        {
-            self.read_delta(at, rest, payload, next, base);
+        let Some(rest) = record_key.strip_prefix(self.wanted.as_bytes()) else {
             return;
+        };
+        match rest.first() {
+            None => self.read_legacy(at, payload, next),
+            Some(b'=') => self.read_whole(at, &rest[1..], payload, next),
+            Some(b'+') => self.read_delta(at, &rest[1..], payload, next, base),
+            Some(b'@') => self.read_part(at, &rest[1..], payload, part),
+            // Another partition's (`.../2` is a prefix of `.../22`).
+            Some(_) => {}
         }
-        if let Some(rest) = record_key
-            .strip_prefix(wanted)
-            .and_then(|r| r.strip_prefix(b"@"))
-        {
-            let Some((id, index)) = parse_part_key(rest) else {
-                self.skipped += 1;
-                return;
-            };
-            let Some(payload) = payload else {
-                if let Some(split) = self.splits.get_mut(&id) {
-                    split.parts.remove(&index);
-                }
-                return;
-            };
-            match part.and_then(part_label) {
-                Some((of, count)) if of == index => {
-                    let split = self.splits.entry(id).or_default();
-                    split.count = count;
-                    split.parts.insert(index, payload.to_vec());
-                    split.written = split.written.max(at);
-                }
-                _ => self.skipped += 1,
-            }
+    }
+
+    /// The record under the partition's own key.
+    fn read_legacy(&mut self, at: i64, payload: Option<&[u8]>, next: Option<&str>) {
+        let Some(payload) = payload else {
+            self.legacy = None;
             return;
-        }
-        if record_key != wanted {
-            return;
-        }
-        let Some(payload) = payload else { return };
+        };
         match next.and_then(|v| v.parse::<i64>().ok()) {
-            Some(next) if self.whole.as_ref().is_none_or(|(r, _)| (next, at) > *r) => {
-                self.whole = Some(((next, at), payload.to_vec()));
+            Some(next) if self.legacy.as_ref().is_none_or(|(r, _)| (next, at) > *r) => {
+                self.legacy = Some(((next, at), payload.to_vec()));
             }
             Some(_) => {}
             None => self.skipped += 1,
         }
     }
 
-    /// Take the delta record at `at` whose key ends in `id` (32 hex digits).
+    /// A whole state's record, its key ending in `id`.
+    fn read_whole(&mut self, at: i64, id: &[u8], payload: Option<&[u8]>, next: Option<&str>) {
+        let Some(id) = hex_id(id) else {
+            self.skipped += 1;
+            return;
+        };
+        let Some(payload) = payload else {
+            self.wholes.remove(&id);
+            return;
+        };
+        match next.and_then(|v| v.parse::<i64>().ok()) {
+            Some(next) if state_digest(payload) == id => {
+                self.wholes.insert(id, ((next, at), payload.to_vec()));
+            }
+            _ => self.skipped += 1,
+        }
+    }
+
+    /// A part of a split state, its key ending in `NEXT~DIGEST~PART_BYTES#INDEX`.
+    fn read_part(&mut self, at: i64, rest: &[u8], payload: Option<&[u8]>, part: Option<&str>) {
+        let Some((id, index)) = parse_part_key(rest) else {
+            self.skipped += 1;
+            return;
+        };
+        let Some(payload) = payload else {
+            if let Some(split) = self.splits.get_mut(&id) {
+                split.parts.remove(&index);
+            }
+            return;
+        };
+        match part.and_then(part_label) {
+            Some((of, count)) if of == index => {
+                let split = self.splits.entry(id).or_default();
+                split.count = count;
+                split.parts.insert(index, payload.to_vec());
+                split.written = split.written.max(at);
+            }
+            _ => self.skipped += 1,
+        }
+    }
+
+    /// A delta's record, its key ending in `id`.
     fn read_delta(
         &mut self,
         at: i64,
@@ -409,11 +455,7 @@ impl Selection {
         next: Option<&str>,
         base: Option<&str>,
     ) {
-        let id = std::str::from_utf8(id)
-            .ok()
-            .filter(|id| id.len() == 32)
-            .and_then(|id| u128::from_str_radix(id, 16).ok());
-        let Some(id) = id else {
+        let Some(id) = hex_id(id) else {
             self.skipped += 1;
             return;
         };
@@ -422,9 +464,7 @@ impl Selection {
             return;
         };
         let next = next.and_then(|v| v.parse::<i64>().ok());
-        let base = base
-            .filter(|b| b.len() == 32)
-            .and_then(|b| u128::from_str_radix(b, 16).ok());
+        let base = base.and_then(|b| hex_id(b.as_bytes()));
         match (next, base) {
             (Some(next_offset), Some(base)) if delta_id(base, payload) == id => {
                 self.deltas.insert(
@@ -441,112 +481,179 @@ impl Selection {
         }
     }
 
-    /// The deltas that continue the state `id` of rank `rank`, in order: at each step, of
-    /// the deltas on the state reached, the one of the highest rank not below it.
-    fn chain(&mut self, key: &StateKey, mut id: u128, mut rank: Rank) -> Vec<DeltaRecord> {
-        let mut children: BTreeMap<u128, Vec<u128>> = BTreeMap::new();
-        for (delta, d) in &self.deltas {
-            children.entry(d.base).or_default().push(*delta);
+    /// Every whole state there is, by id: the records written whole, the legacy record, the
+    /// split states with every part whose bytes hash to their digest. (Of one id written
+    /// twice, the later.)
+    fn roots(&mut self, key: &StateKey) -> BTreeMap<u128, Root> {
+        let mut roots: BTreeMap<u128, Root> = BTreeMap::new();
+        let mut offer = |id: u128, root: Root| {
+            if roots.get(&id).is_none_or(|r| r.rank < root.rank) {
+                roots.insert(id, root);
+            }
+        };
+        for (id, (rank, state)) in std::mem::take(&mut self.wholes) {
+            let records = vec![key.whole_key(id)];
+            offer(
+                id,
+                Root {
+                    rank,
+                    state,
+                    records,
+                },
+            );
         }
-        let mut chain = Vec::new();
-        while let Some(next) = children.get(&id).and_then(|ids| {
-            ids.iter()
-                .map(|i| ((self.deltas[i].next_offset, self.deltas[i].written), *i))
-                .filter(|(r, _)| r.0 >= rank.0)
-                .max()
-        }) {
-            let (next_rank, next_id) = next;
-            let Some(d) = self.deltas.remove(&next_id) else {
-                break;
-            };
-            chain.push(DeltaRecord {
-                next_offset: d.next_offset,
-                id: next_id,
-                key: key.delta_key(next_id),
-                delta: d.bytes,
-            });
-            (id, rank) = (next_id, next_rank);
+        if let Some((rank, state)) = self.legacy.take() {
+            let records = vec![self.wanted.clone()];
+            offer(
+                state_digest(&state),
+                Root {
+                    rank,
+                    state,
+                    records,
+                },
+            );
         }
-        chain
-    }
-
-    /// The state to restore, with the keys of its parts and of the parts of states written
-    /// before it.
-    fn finish(mut self, key: &StateKey) -> Option<StateRecord> {
-        let whole_rank = self.whole.as_ref().map(|(r, _)| *r);
-        let mut candidates: Vec<(Rank, SplitId)> = self
-            .splits
-            .iter()
-            .map(|(id, s)| ((id.next_offset, s.written), *id))
-            .filter(|(rank, _)| whole_rank.is_none_or(|w| *rank > w))
-            .collect();
-        candidates.sort_unstable_by(|a, b| b.cmp(a));
-        // The latest split state written after the whole record, with every part and the
-        // bytes its digest names.
-        let mut taken = None;
-        for (rank, id) in candidates {
-            let split = &self.splits[&id];
-            if split.parts.len() != split.count || !split.parts.keys().copied().eq(0..split.count) {
+        let mut complete = Vec::new();
+        for (id, split) in &self.splits {
+            let whole =
+                split.parts.len() == split.count && split.parts.keys().copied().eq(0..split.count);
+            if !whole {
                 continue;
             }
-            let total = split.parts.values().map(Vec::len).sum();
-            let mut state = Vec::with_capacity(total);
-            for part in split.parts.values() {
-                state.extend_from_slice(part);
-            }
+            let state: Vec<u8> = split.parts.values().flatten().copied().collect();
             if state_digest(&state) == id.digest {
-                taken = Some((rank, id, split.count, state));
-                break;
+                complete.push(*id);
+                let records = (0..split.count).map(|i| key.part_key(id, i)).collect();
+                let rank = (id.next_offset, split.written);
+                offer(
+                    id.digest,
+                    Root {
+                        rank,
+                        state,
+                        records,
+                    },
+                );
+            } else {
+                self.skipped += 1;
             }
-            self.skipped += 1;
         }
-        let (rank, mut record) = match (taken, self.whole.take()) {
-            (Some((rank, id, count, state)), _) => {
-                self.splits.remove(&id);
-                let record = StateRecord {
-                    next_offset: id.next_offset,
-                    state,
-                    id: id.digest,
-                    parts: (0..count).map(|i| key.part_key(&id, i)).collect(),
-                    deltas: Vec::new(),
-                    stale: Vec::new(),
-                    skipped: 0,
+        for id in complete {
+            self.splits.remove(&id);
+        }
+        roots
+    }
+
+    /// The root each delta leads back to (a delta on no root, or after a delta of a later
+    /// offset than its own, leads nowhere).
+    fn leads_to(&self, roots: &BTreeMap<u128, Root>) -> HashMap<u128, u128> {
+        let mut leads: HashMap<u128, Option<u128>> = HashMap::new();
+        for &start in self.deltas.keys() {
+            let mut path = Vec::new();
+            let mut at = start;
+            let found = loop {
+                if let Some(known) = leads.get(&at) {
+                    break *known;
+                }
+                let Some(d) = self.deltas.get(&at) else {
+                    break None;
                 };
-                (rank, record)
-            }
-            (None, Some((rank, state))) => {
-                let record = StateRecord {
-                    next_offset: rank.0,
-                    id: state_digest(&state),
-                    state,
-                    parts: Vec::new(),
-                    deltas: Vec::new(),
-                    stale: Vec::new(),
-                    skipped: 0,
+                let base_next = match (roots.get(&d.base), self.deltas.get(&d.base)) {
+                    (Some(root), _) => Some(root.rank.0),
+                    (None, Some(base)) => Some(base.next_offset),
+                    (None, None) => None,
                 };
-                (rank, record)
+                path.push(at);
+                match base_next {
+                    Some(next) if d.next_offset >= next => {
+                        if roots.contains_key(&d.base) {
+                            break Some(d.base);
+                        }
+                        // Ids are digests of their base's: a walk longer than the deltas
+                        // would be a loop, which only a collision could make.
+                        if path.len() > self.deltas.len() {
+                            break None;
+                        }
+                        at = d.base;
+                    }
+                    _ => break None,
+                }
+            };
+            for id in path {
+                leads.insert(id, found);
             }
-            (None, None) => return None,
-        };
-        record.deltas = self.chain(key, record.id, rank);
-        // Parts and deltas of states written before the one taken may go; those written
-        // after it (an incomplete state, or deltas that do not continue it) may be another
-        // owner's, still being written, and stay.
-        record.stale = self
-            .splits
-            .iter()
-            .filter(|(id, s)| (id.next_offset, s.written) < rank)
-            .flat_map(|(id, s)| s.parts.keys().map(|i| key.part_key(id, *i)))
+        }
+        leads
+            .into_iter()
+            .filter_map(|(id, root)| Some((id, root?)))
+            .collect()
+    }
+
+    /// The state to restore: of the whole states and the deltas that lead back to one, the
+    /// newest, with the deltas leading to it; and the records written before its whole state
+    /// that are not part of it.
+    fn finish(mut self, key: &StateKey) -> Option<StateRecord> {
+        let mut roots = self.roots(key);
+        let leads = self.leads_to(&roots);
+        // The newest: a whole state, or the end of a chain of deltas.
+        let best_root = roots.iter().map(|(id, r)| (r.rank, *id, None)).max();
+        let best_delta = leads
+            .keys()
+            .map(|id| {
+                let d = &self.deltas[id];
+                ((d.next_offset, d.written), leads[id], Some(*id))
+            })
+            .max();
+        let (_, root_id, tip) = best_root.into_iter().chain(best_delta).max()?;
+        let root = roots.remove(&root_id)?;
+        // The deltas from the whole state to the end.
+        let mut chain = Vec::new();
+        let mut at = tip;
+        while let Some(id) = at {
+            let d = self.deltas.remove(&id)?;
+            at = (d.base != root_id).then_some(d.base);
+            chain.push(DeltaRecord {
+                next_offset: d.next_offset,
+                id,
+                key: key.delta_key(id),
+                delta: d.bytes,
+            });
+        }
+        chain.reverse();
+        // Written before the state taken and not part of it: forgotten after the next write.
+        let before = root.rank.1;
+        let mut stale: Vec<String> = roots
+            .into_values()
+            .filter(|r| r.rank.1 < before)
+            .flat_map(|r| r.records)
             .collect();
-        record.stale.extend(
+        stale.extend(
+            self.splits
+                .iter()
+                .filter(|(_, s)| s.written < before)
+                .flat_map(|(id, s)| s.parts.keys().map(|i| key.part_key(id, *i))),
+        );
+        stale.extend(
             self.deltas
                 .iter()
-                .filter(|(_, d)| d.written < rank.1)
+                .filter(|(_, d)| d.written < before)
                 .map(|(id, _)| key.delta_key(*id)),
         );
-        record.skipped = self.skipped;
-        Some(record)
+        Some(StateRecord {
+            next_offset: root.rank.0,
+            id: root_id,
+            state: root.state,
+            records: root.records,
+            deltas: chain,
+            stale,
+            skipped: self.skipped,
+        })
     }
+}
+
+/// An id written as 32 hex digits.
+fn hex_id(text: &[u8]) -> Option<u128> {
+    let text = std::str::from_utf8(text).ok().filter(|t| t.len() == 32)?;
+    u128::from_str_radix(text, 16).ok()
 }
 
 /// Read partition `key.partition` of `changelog` to its end and return the newest state of
@@ -661,15 +768,20 @@ mod tests {
     /// the base header of deltas.
     type Log = Vec<(String, Option<Vec<u8>>, Option<String>, Option<String>)>;
 
+    /// Append a state's records to the log; returns their keys.
     fn written(log: &mut Log, next: i64, state: &[u8], record_bytes: usize) -> Vec<String> {
-        let mut parts = Vec::new();
+        let mut keys = Vec::new();
         for (k, v, part) in records(&key(), next, state, record_bytes) {
-            if part.is_some() {
-                parts.push(k.clone());
-            }
+            keys.push(k.clone());
             log.push((k, Some(v.to_vec()), Some(next.to_string()), part));
         }
-        parts
+        keys
+    }
+
+    fn sorted(keys: impl IntoIterator<Item = String>) -> Vec<String> {
+        let mut keys: Vec<String> = keys.into_iter().collect();
+        keys.sort();
+        keys
     }
 
     fn select(log: &Log) -> Option<StateRecord> {
@@ -707,25 +819,38 @@ mod tests {
             parts[0].starts_with("g/t/2@1234~") && parts[2].ends_with("~4#2"),
             "{parts:?}"
         );
-        assert_eq!(records(&key(), 1234, &state(4, 0), 4)[0].0, "g/t/2");
+        let small = state(4, 0);
+        let whole = records(&key(), 1234, &small, 4)[0].0.clone();
+        assert_eq!(whole, format!("g/t/2={:032x}", state_id(&small)));
     }
 
     #[test]
     fn the_newest_whole_state_is_taken_and_older_parts_handed_over() {
         let mut log = Log::new();
-        written(&mut log, 10, &state(3, 1), 8);
+        let first = written(&mut log, 10, &state(3, 1), 8);
+        assert_eq!(
+            first.len(),
+            1,
+            "a state no longer than a record is one record"
+        );
         let old_parts = written(&mut log, 20, &state(30, 2), 8);
         let new_parts = written(&mut log, 30, &state(50, 3), 8);
         let r = select(&log).unwrap();
         assert_eq!((r.next_offset, r.state.clone()), (30, state(50, 3)));
-        assert_eq!(r.parts, new_parts);
-        assert_eq!(r.stale, old_parts);
+        assert_eq!(r.records, new_parts);
+        assert_eq!(
+            sorted(r.stale),
+            sorted(first.iter().chain(&old_parts).cloned())
+        );
         assert_eq!(r.skipped, 0);
         // A later whole record wins over the parts.
-        written(&mut log, 40, &state(5, 4), 8);
+        let last = written(&mut log, 40, &state(5, 4), 8);
         let r = select(&log).unwrap();
-        assert_eq!((r.next_offset, r.state), (40, state(5, 4)));
-        assert_eq!(r.stale.len(), old_parts.len() + new_parts.len());
+        assert_eq!(
+            (r.next_offset, &r.state, &r.records),
+            (40, &state(5, 4), &last)
+        );
+        assert_eq!(r.stale.len(), 1 + old_parts.len() + new_parts.len());
     }
 
     #[test]
@@ -738,7 +863,7 @@ mod tests {
         log.extend(newer);
         let r = select(&log).unwrap();
         assert_eq!(
-            (r.next_offset, r.state.clone(), r.parts.clone()),
+            (r.next_offset, r.state.clone(), r.records.clone()),
             (20, state(30, 2), before)
         );
         // The newer parts may be another owner's, still being written: not handed over.
@@ -755,17 +880,21 @@ mod tests {
         // An idle partition's state is written again at the same next offset, changed.
         let (a, b) = (state(30, 1), state(40, 2));
         let mut log = Log::new();
-        written(&mut log, 20, &state(3, 0), 8);
+        let whole = written(&mut log, 20, &state(3, 0), 8);
         let first = written(&mut log, 20, &a, 8);
         let second = written(&mut log, 20, &b, 8);
         let r = select(&log).unwrap();
-        assert_eq!((r.state.clone(), r.parts), (b, second.clone()));
-        assert_eq!(r.stale, first, "the state written before is handed over");
+        assert_eq!((r.state.clone(), r.records), (b, second.clone()));
+        assert_eq!(
+            sorted(r.stale),
+            sorted(whole.iter().chain(&first).cloned()),
+            "the states written before are handed over"
+        );
         // A whole record written after the parts wins over them, and they go.
         written(&mut log, 20, &state(5, 3), 8);
         let r = select(&log).unwrap();
         assert_eq!(r.state, state(5, 3));
-        assert_eq!(r.stale.len(), first.len() + second.len());
+        assert_eq!(r.stale.len(), 1 + first.len() + second.len());
     }
 
     #[test]
@@ -872,7 +1001,7 @@ mod tests {
         let parts = written(&mut log, 10, &split, 8);
         delta(&mut log, &mut bases, state_id(&split), 20, b"d1");
         let r = select_with_bases(&log, &bases).unwrap();
-        assert_eq!((r.parts.len(), r.id), (parts.len(), state_id(&split)));
+        assert_eq!((r.records.len(), r.id), (parts.len(), state_id(&split)));
         assert_eq!(chain_of(&r), [(20, b"d1".to_vec())]);
     }
 
@@ -916,22 +1045,81 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_whole_state_starts_over_and_hands_the_deltas_before_it_over() {
+    fn the_state_that_goes_furthest_is_taken_whatever_whole_state_it_starts_from() {
+        // An owner writes a whole state and a delta; another (restored from them) writes its
+        // own whole state and a delta; the first, stale, writes one more delta, which goes
+        // furthest: the offsets up to it may have been committed after it, so it is taken.
         let (mut log, mut bases) = (Log::new(), BTreeMap::new());
         let old = state(30, 1);
-        written(&mut log, 10, &old, 64);
+        let old_records = written(&mut log, 10, &old, 64);
         let d1 = delta(&mut log, &mut bases, state_id(&old), 20, b"d1");
         let new = state(30, 2);
-        written(&mut log, 20, &new, 64);
+        let new_records = written(&mut log, 20, &new, 64);
+        let n1 = delta(&mut log, &mut bases, state_id(&new), 25, b"n1");
         let late = delta(&mut log, &mut bases, d1, 30, b"late");
-        let next = delta(&mut log, &mut bases, state_id(&new), 25, b"n1");
         let r = select_with_bases(&log, &bases).unwrap();
-        assert_eq!((&r.state, r.next_offset), (&new, 20));
+        assert_eq!(
+            (&r.state, r.next_offset, &r.records),
+            (&old, 10, &old_records)
+        );
+        assert_eq!(chain_of(&r), [(20, b"d1".to_vec()), (30, b"late".to_vec())]);
+        assert_eq!(r.deltas[1].id, late);
+        // Nothing was written before the state taken; the other chain is left alone.
+        assert!(r.stale.is_empty(), "{:?}", r.stale);
+        // Without the stale owner's last delta, the other chain goes further: the records
+        // written before its whole state are handed over.
+        log.push((key().delta_key(late), None, None, None));
+        let r = select_with_bases(&log, &bases).unwrap();
+        assert_eq!((&r.state, &r.records), (&new, &new_records));
         assert_eq!(chain_of(&r), [(25, b"n1".to_vec())]);
-        assert_eq!(r.deltas[0].id, next);
-        // Written before the state taken: forgotten. Written after it on another chain
-        // (another owner's, maybe still going on): kept.
-        assert_eq!(r.stale, [key().delta_key(d1)]);
-        assert!(!r.stale.contains(&key().delta_key(late)));
+        assert_eq!(r.deltas[0].id, n1);
+        assert_eq!(
+            sorted(r.stale),
+            sorted(old_records.into_iter().chain([key().delta_key(d1)]))
+        );
+    }
+
+    #[test]
+    fn of_two_branches_the_one_that_goes_further_is_taken() {
+        // Two owners go on from one delta: one with a delta to 200, the other with deltas to
+        // 180 and then 250. The first delta of the branch taken is not the higher one.
+        let (mut log, mut bases) = (Log::new(), BTreeMap::new());
+        let whole = state(30, 1);
+        written(&mut log, 100, &whole, 64);
+        let d1 = delta(&mut log, &mut bases, state_id(&whole), 150, b"d1");
+        let n2 = delta(&mut log, &mut bases, d1, 180, b"n2");
+        delta(&mut log, &mut bases, d1, 200, b"o2");
+        delta(&mut log, &mut bases, n2, 250, b"n3");
+        let r = select_with_bases(&log, &bases).unwrap();
+        assert_eq!(
+            chain_of(&r),
+            [
+                (150, b"d1".to_vec()),
+                (180, b"n2".to_vec()),
+                (250, b"n3".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_state_written_under_the_partitions_own_key_is_still_read() {
+        // As versions before deltas wrote a whole state.
+        let mut log = Log::new();
+        let legacy = state(30, 1);
+        log.push((
+            "g/t/2".into(),
+            Some(legacy.clone()),
+            Some("10".into()),
+            None,
+        ));
+        let r = select(&log).unwrap();
+        assert_eq!(
+            (&r.state, r.next_offset, r.id),
+            (&legacy, 10, state_id(&legacy))
+        );
+        assert_eq!(r.records, ["g/t/2"]);
+        // A newer state hands it over to be tombstoned.
+        written(&mut log, 20, &state(30, 2), 64);
+        assert_eq!(select(&log).unwrap().stale, ["g/t/2"]);
     }
 }

@@ -174,9 +174,9 @@ impl Default for CorrelateSection {
             restore_timeout_s: 60,
             idle_grace_s: 60,
             state_record_bytes: 4 * 1024 * 1024,
-            // Each write costs in proportion to the whole state (about 1 KB a live key), so
-            // writing it at every batch of a busy partition (up to 20,000 detections or
-            // 500 ms) would send tens of megabytes a second to the changelog.
+            // A whole state costs about 1 KB a live key, and even a delta (the keys a batch
+            // touched) costs a kilobyte a key touched: at every batch of a busy partition (up
+            // to 20,000 detections or 500 ms) that would be tens of megabytes a second.
             state_interval_ms: 5_000,
             state_max_deltas: 64,
         }

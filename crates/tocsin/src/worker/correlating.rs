@@ -144,8 +144,8 @@ struct Partition {
     /// whole state, when it was split, and the deltas since), and of older states' parts and
     /// deltas met at the restore: tombstoned once the next whole state is written.
     state_records: Vec<String>,
-    /// The last whole state written and the deltas since; `None` until a whole state is
-    /// written or restored, when the next write is whole.
+    /// The last whole state this worker wrote and the deltas since; `None` until it has
+    /// written one (after a restore too), when the next write is whole.
     chain: Option<StateChain>,
     /// Its event time was moved on by the wall clock ([`advance_idle`]) since its state was
     /// last written. A detection merged now is judged against that event time, which a
@@ -923,40 +923,26 @@ fn restore(
             key.partition, c.topics.correlate_state
         )
     })?;
-    // The deltas on it, in order, up to one that cannot be applied (from a later version,
-    // say): the state is then the one before that delta, and the input after it is
-    // replayed.
-    let mut chain = StateChain {
-        tip: r.id,
-        whole_bytes: r.state.len(),
-        deltas: 0,
-        delta_bytes: 0,
-    };
+    // The deltas on it, in order. One that cannot be applied (written by a later version,
+    // say) leaves no state to go on from: the offsets up to the chain's end may be
+    // committed, so the input after the state before it would not be read again.
     let mut next_offset = r.next_offset;
-    let read_parts = r.parts.len();
-    let mut records = r.parts;
-    let mut broken = false;
+    let read_parts = if r.records.len() > 1 {
+        r.records.len()
+    } else {
+        0
+    };
+    let deltas = r.deltas.len();
+    let mut records = r.records;
     for d in r.deltas {
-        if !broken {
-            match correlator.apply_delta(&d.delta) {
-                Ok(()) => {
-                    chain.tip = d.id;
-                    chain.deltas += 1;
-                    chain.delta_bytes += d.delta.len();
-                    next_offset = d.next_offset;
-                }
-                Err(e) => {
-                    broken = true;
-                    tracing::warn!(
-                        partition = key.partition,
-                        "partition {} in {}: a state delta cannot be applied ({e}); restored up to offset {next_offset}, the detections after it are read again",
-                        key.partition,
-                        c.topics.correlate_state
-                    );
-                }
-            }
-        }
-        // Forgotten with the deltas applied once the next whole state is written.
+        correlator.apply_delta(&d.delta).with_context(|| {
+            format!(
+                "a state delta of partition {} in {} (offset {}) cannot be applied",
+                key.partition, c.topics.correlate_state, d.next_offset
+            )
+        })?;
+        next_offset = d.next_offset;
+        // Forgotten with the whole state once this worker writes its own.
         records.push(d.key);
     }
     if r.skipped > 0 {
@@ -981,13 +967,14 @@ fn restore(
     }
     let read = RestoreRead {
         parts: read_parts,
-        deltas: chain.deltas,
+        deltas,
     };
     let mut partition = Partition::new(correlator, next_offset);
     partition.state_records = records;
     partition.state_records.extend(r.stale);
-    // After a delta that could not be applied, the next write is whole.
-    partition.chain = (!broken).then_some(chain);
+    // The first write is whole (`chain` is `None`): this worker never continues a chain
+    // that another owner may still be writing, and never tombstones a record such a chain
+    // stands on (those handed over here were written before the state taken).
     Ok((partition, read))
 }
 
