@@ -62,7 +62,7 @@ fn bench(c: &mut Criterion) {
         let started = std::time::Instant::now();
         let whole = corr.snapshot().len();
         let whole_time = started.elapsed();
-        corr.forget_changes();
+        corr.whole_state_written();
         eprintln!(
             "{keys} live keys: a whole state of {whole} bytes ({:.0} a key), written in {:.1} ms",
             whole as f64 / keys as f64,
@@ -84,6 +84,48 @@ fn bench(c: &mut Criterion) {
             keys as u64,
             heap_per_key * keys as f64,
         );
+        // A state delta after a batch of 10^4 detections: what it costs grows with the keys
+        // the batch touched (each once in the delta, checked), not with the keys held. Each
+        // round touches the next 10^4 keys, so that no key gathers detections round after
+        // round (a key's state grows with the detections it holds).
+        let touched = keys.min(10_000);
+        let mut delta_bytes = 0;
+        let mut delta_round = 0usize;
+        corr.take_delta().expect("after a whole state");
+        group.throughput(Throughput::Elements(touched as u64));
+        group.bench_function(format!("state-delta/{keys}-keys"), |b| {
+            b.iter_custom(|iterations| {
+                let mut spent = std::time::Duration::ZERO;
+                for _ in 0..iterations {
+                    delta_round += 1;
+                    let mut out = Vec::new();
+                    for i in 0..10_000 {
+                        let n = delta_round * 10_000 + i;
+                        let d = detection(n % keys, "Org A", (keys + n) as u64);
+                        corr.push(&d, &mut out);
+                    }
+                    let started = std::time::Instant::now();
+                    let delta = corr.take_delta().expect("after a whole state");
+                    spent += started.elapsed();
+                    // Every key touched, none more (each entry opens `["<key>"`).
+                    let entries = String::from_utf8_lossy(&delta)
+                        .matches("[\"indicator:")
+                        .count();
+                    assert_eq!(entries, touched, "keys in the delta");
+                    delta_bytes = delta.len();
+                }
+                spent
+            })
+        });
+        eprintln!(
+            "{keys} live keys: a delta of {delta_bytes} bytes ({:.0} a key) after 10,000 detections into {touched} keys",
+            delta_bytes as f64 / touched as f64
+        );
+        record_figure(
+            "correlate-state-delta-bytes",
+            keys as u64,
+            delta_bytes as f64,
+        );
         // Steady state: more detections from the same organisation into existing keys.
         let batch: Vec<Detection> = (0..10_000)
             .map(|i| detection((i * 7919) % keys, "Org A", keys as u64 + i as u64))
@@ -104,49 +146,6 @@ fn bench(c: &mut Criterion) {
             })
         });
         assert_eq!(corr.live_keys(), keys);
-        // A state delta after one batch of the detections above: the keys it touched (each
-        // once, checked), not the keys held.
-        let touched = batch
-            .iter()
-            .map(|d| d.correlation_keys[0].as_str())
-            .collect::<std::collections::HashSet<_>>()
-            .len();
-        let mut delta_bytes = 0;
-        corr.take_delta();
-        group.throughput(Throughput::Elements(touched as u64));
-        group.bench_function(format!("state-delta/{keys}-keys"), |b| {
-            b.iter_custom(|iterations| {
-                let mut spent = std::time::Duration::ZERO;
-                for _ in 0..iterations {
-                    round += 1;
-                    let mut out = Vec::new();
-                    for d in &batch {
-                        let mut d = d.clone();
-                        d.id.push_str(&round.to_string());
-                        corr.push(&d, &mut out);
-                    }
-                    let started = std::time::Instant::now();
-                    let delta = corr.take_delta();
-                    spent += started.elapsed();
-                    // Every key touched, none more (each entry opens `["<key>"`).
-                    let entries = String::from_utf8_lossy(&delta)
-                        .matches("[\"indicator:")
-                        .count();
-                    assert_eq!(entries, touched, "keys in the delta");
-                    delta_bytes = delta.len();
-                }
-                spent
-            })
-        });
-        eprintln!(
-            "{keys} live keys: a delta of {delta_bytes} bytes after {} detections into {touched} keys",
-            batch.len()
-        );
-        record_figure(
-            "correlate-state-delta-bytes",
-            keys as u64,
-            delta_bytes as f64,
-        );
     }
     group.finish();
 

@@ -52,18 +52,8 @@ pub struct CorrelatorConfig {
     pub max_detections_per_key: usize,
     /// Sigma correlation rules.
     pub correlation_rules: Vec<CorrelationRule>,
-    /// How far behind the latest event time a detection may arrive and still count.
-    pub allowed_lateness: tocsin_core::DurationMs,
     /// Most groups the correlation rules hold at once (the oldest is evicted beyond).
     pub max_correlation_groups: usize,
-}
-
-impl CorrelatorConfig {
-    /// Judge by `policy`, with the lateness it allows.
-    pub fn set_policy(&mut self, policy: EscalationPolicy) {
-        self.allowed_lateness = policy.allowed_lateness;
-        self.policy = policy;
-    }
 }
 
 impl Default for CorrelatorConfig {
@@ -73,7 +63,6 @@ impl Default for CorrelatorConfig {
             max_keys: 1_000_000,
             max_detections_per_key: 10_000,
             correlation_rules: Vec::new(),
-            allowed_lateness: tocsin_core::DurationMs(0),
             max_correlation_groups: 1_000_000,
         }
     }
@@ -148,6 +137,15 @@ struct KeyState {
     /// copy, say) and are late here, not new.
     #[serde(default)]
     not_before: Option<Timestamp>,
+    /// Changed since the last state write ([`TrackedMap`]); not part of the state.
+    #[serde(skip)]
+    changed: bool,
+}
+
+impl tracked::ChangeFlag for KeyState {
+    fn change_flag(&mut self) -> &mut bool {
+        &mut self.changed
+    }
 }
 
 /// The snapshot format this version writes and reads.
@@ -302,7 +300,7 @@ impl Correlator {
     pub fn new(mut config: CorrelatorConfig) -> Self {
         let sigma = CorrelationRules::new(
             &config.correlation_rules,
-            config.allowed_lateness,
+            config.policy.allowed_lateness,
             config.max_correlation_groups,
         );
         // `sigma` holds the correlation rules from now on (a reload replaces them there).
@@ -338,15 +336,17 @@ impl Correlator {
         serde_json::to_vec(&snapshot).unwrap_or_default()
     }
 
-    /// What changed since the last delta was taken or the changes were forgotten, as bytes
-    /// in a versioned format ([`DELTA_FORMAT`]): the keys and Sigma correlation groups
-    /// changed (each whole) or removed, and the watermark and counters. Applied
-    /// ([`Correlator::apply_delta`]) to a correlator in the state it was taken after, it
-    /// gives this one's state: [`Correlator::snapshot`] then writes the same bytes.
-    /// Its cost is that of the keys changed, not of the keys held. Changes are recorded
-    /// anew from here.
-    pub fn take_delta(&mut self) -> Vec<u8> {
-        let changes = self.keys.take_changes();
+    /// What changed since the last delta was taken or the whole state was written
+    /// ([`Correlator::whole_state_written`]), as bytes in a versioned format
+    /// ([`DELTA_FORMAT`]): the keys and Sigma correlation groups changed (each whole) or
+    /// removed, and the watermark and counters. Applied ([`Correlator::apply_delta`]) to a
+    /// correlator in the state it was taken after, it gives this one's state:
+    /// [`Correlator::snapshot`] then writes the same bytes. Its cost is that of the keys
+    /// changed, not of the keys held. Changes are recorded anew from here. `None` before the
+    /// whole state was first written: there is nothing for a delta to go on from.
+    pub fn take_delta(&mut self) -> Option<Vec<u8>> {
+        let changes = self.keys.take_changes()?;
+        let sigma = self.sigma.take_delta_state()?;
         let delta = DeltaRef {
             format: DELTA_FORMAT,
             watermark_ms: self.watermark.0,
@@ -358,20 +358,21 @@ impl Correlator {
                 .into_iter()
                 .map(|(k, s)| (k, &**s))
                 .collect(),
-            sigma: self.sigma.take_delta_state(),
+            sigma,
         };
-        serde_json::to_vec(&delta).unwrap_or_default()
+        Some(serde_json::to_vec(&delta).unwrap_or_default())
     }
 
-    /// Forget the changes recorded so far: the whole state was written
-    /// ([`Correlator::snapshot`]), and the next delta is taken after it.
-    pub fn forget_changes(&mut self) {
-        self.keys.forget_changes();
-        self.sigma.forget_changes();
+    /// The whole state was written ([`Correlator::snapshot`]): the next delta is taken
+    /// after it. Changes are recorded from the first call on (a correlator whose state is
+    /// never written, as in `tocsin run`, spends nothing on them).
+    pub fn whole_state_written(&mut self) {
+        self.keys.start_recording();
+        self.sigma.start_recording();
     }
 
     /// Whether a key or a Sigma correlation group changed since the changes were last taken
-    /// or forgotten (the watermark and counters aside).
+    /// or the whole state written (the watermark and counters aside).
     pub fn has_changes(&self) -> bool {
         self.keys.has_changes() || self.sigma.has_changes()
     }
@@ -406,7 +407,7 @@ impl Correlator {
             return false;
         }
         self.sigma.set_allowed_lateness(policy.allowed_lateness);
-        self.config.set_policy(policy);
+        self.config.policy = policy;
         // Deadlines computed with the old window and quiet period: found again from the
         // next detection or advance on.
         self.next_sweep = Timestamp(i64::MIN);
@@ -944,6 +945,7 @@ fn new_state(key: &str, start: Timestamp) -> KeyState {
         issuer: None,
         pending: false,
         not_before: None,
+        changed: false,
     }
 }
 

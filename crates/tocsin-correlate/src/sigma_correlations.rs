@@ -235,6 +235,15 @@ struct Group {
     /// after its window fired.
     #[serde(default)]
     recent: RecentIds,
+    /// Changed since the last state write ([`TrackedMap`]); not part of the state.
+    #[serde(skip)]
+    changed: bool,
+}
+
+impl crate::tracked::ChangeFlag for Group {
+    fn change_flag(&mut self) -> &mut bool {
+        &mut self.changed
+    }
 }
 
 /// The engine's state, for snapshots: groups (sorted by key), watermark, counters.
@@ -538,25 +547,25 @@ impl CorrelationRules {
         self.index_deadlines();
     }
 
-    /// The changes since they were last taken or forgotten, for a state delta; recorded
-    /// anew from here.
-    pub fn take_delta_state(&mut self) -> SigmaDeltaRef<'_> {
-        let changes = self.groups.take_changes();
-        SigmaDeltaRef {
+    /// The changes since they were last taken or recording started, for a state delta;
+    /// recorded anew from here. `None` when not recording.
+    pub fn take_delta_state(&mut self) -> Option<SigmaDeltaRef<'_>> {
+        let changes = self.groups.take_changes()?;
+        Some(SigmaDeltaRef {
             removed_groups: changes.removed,
             groups: changes.changed,
             watermark_ms: self.watermark.0,
             stats: self.stats,
             definitions: &self.definitions,
-        }
+        })
     }
 
-    /// Drop the changes recorded (the whole state was written).
-    pub fn forget_changes(&mut self) {
-        self.groups.forget_changes();
+    /// The whole state was written: record the changes from here.
+    pub fn start_recording(&mut self) {
+        self.groups.start_recording();
     }
 
-    /// Whether a group changed since the changes were last taken or forgotten.
+    /// Whether a group changed since the changes were last taken or recording started.
     pub fn has_changes(&self) -> bool {
         self.groups.has_changes()
     }
@@ -728,6 +737,7 @@ impl CorrelationRules {
                 items: VecDeque::new(),
                 last_seen: d.event_time,
                 recent: RecentIds::default(),
+                changed: false,
             };
             self.groups.insert(key.to_owned(), group);
         }

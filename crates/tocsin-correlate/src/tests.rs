@@ -1005,7 +1005,10 @@ mod sigma_correlation_rules {
         };
         let mut c = Correlator::new(CorrelatorConfig {
             correlation_rules: vec![burst.clone()],
-            allowed_lateness: tocsin_core::DurationMs(5 * MIN),
+            policy: tocsin_rules::EscalationPolicy {
+                allowed_lateness: tocsin_core::DurationMs(5 * MIN),
+                ..Default::default()
+            },
             ..CorrelatorConfig::default()
         });
         let (mut warnings, mut out) = (Vec::new(), Vec::new());
@@ -1159,7 +1162,10 @@ mod sigma_correlation_rules {
         let quiet = correlation("title: Quiet host\nid: quiet\ncorrelation:\n  type: event_count\n  rules: [heartbeat]\n  group-by: [Host]\n  timespan: 1h\n  condition: {lt: 3}\n");
         let mut c = Correlator::new(CorrelatorConfig {
             correlation_rules: vec![quiet.clone()],
-            allowed_lateness: tocsin_core::DurationMs(5 * MIN),
+            policy: tocsin_rules::EscalationPolicy {
+                allowed_lateness: tocsin_core::DurationMs(5 * MIN),
+                ..Default::default()
+            },
             ..CorrelatorConfig::default()
         });
         let mut warnings = Vec::new();
@@ -1858,10 +1864,16 @@ mod snapshots {
                 match then {
                     Then::Snapshot => {
                         base = Some(live.snapshot());
-                        live.forget_changes();
+                        live.whole_state_written();
                         deltas.clear();
                     }
-                    Then::Delta if base.is_some() => deltas.push(live.take_delta()),
+                    Then::Delta if base.is_some() => {
+                        deltas.push(live.take_delta().expect("after a whole state"))
+                    }
+                    Then::Delta => {
+                        prop_assert!(live.take_delta().is_none(), "a delta on no whole state");
+                        continue;
+                    }
                     _ => continue,
                 }
                 // Restored under the rules in use at the write, as the worker that wrote it.
@@ -1902,8 +1914,10 @@ mod snapshots {
     fn a_delta_is_not_a_snapshot_nor_the_other_way_round() {
         let mut c = Correlator::new(config());
         let mut out = Vec::new();
+        let empty = c.snapshot();
+        c.whole_state_written();
         c.push(&det("d0", "A", "health", "DE", 0, Tlp::Green), &mut out);
-        let delta = c.take_delta();
+        let delta = c.take_delta().unwrap();
         assert!(
             matches!(
                 Correlator::restore(config(), &delta),
@@ -1912,7 +1926,7 @@ mod snapshots {
             "a delta restored as a snapshot"
         );
         let snapshot = c.snapshot();
-        let mut other = Correlator::new(config());
+        let mut other = Correlator::restore(config(), &empty).unwrap();
         assert!(matches!(
             other.apply_delta(&snapshot),
             Err(crate::SnapshotError::Version(_))
@@ -2031,7 +2045,10 @@ fn a_replaced_policy_judges_the_next_detection() {
     lower.warning_min_organisations = 2;
     lower.allowed_lateness = tocsin_core::DurationMs(60_000);
     assert!(c.replace_policy(lower));
-    assert_eq!(c.config.allowed_lateness, tocsin_core::DurationMs(60_000));
+    assert_eq!(
+        c.config.policy.allowed_lateness,
+        tocsin_core::DurationMs(60_000)
+    );
     c.push(&det("d3", "D", "energy", "FR", 3 * H, Tlp::Green), &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].affected.organisation_count, 4);

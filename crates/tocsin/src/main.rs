@@ -497,12 +497,11 @@ pub(crate) fn correlator_config(
     correlation_rules: &[tocsin_rules::CorrelationRule],
     policy: tocsin_rules::EscalationPolicy,
 ) -> CorrelatorConfig {
-    let mut config = CorrelatorConfig {
+    CorrelatorConfig {
+        policy,
         correlation_rules: correlation_rules.to_vec(),
         ..CorrelatorConfig::default()
-    };
-    config.set_policy(policy);
-    config
+    }
 }
 
 /// Load and compile rules, print diagnostics; `Err(code)` when `--strict` fails.

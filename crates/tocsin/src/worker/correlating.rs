@@ -178,7 +178,7 @@ impl Partition {
         if chain.deltas >= max_deltas as usize || chain.delta_bytes >= chain.whole_bytes {
             return None;
         }
-        let delta = self.correlator.take_delta();
+        let delta = self.correlator.take_delta()?;
         let fits = delta.len() <= record_bytes
             && chain.delta_bytes.saturating_add(delta.len()) <= chain.whole_bytes;
         fits.then_some(delta)
@@ -692,7 +692,7 @@ fn replace_policy(
     for part in parts.values_mut() {
         part.correlator.replace_policy(policy.clone());
     }
-    config.set_policy(policy.clone());
+    config.policy = policy.clone();
     outputs.policy = policy;
     if !quiet {
         tracing::info!(
@@ -786,7 +786,7 @@ fn write_state(
         });
     }
     let state = part.correlator.snapshot();
-    part.correlator.forget_changes();
+    part.correlator.whole_state_written();
     let parts = changelog::write(
         sink,
         changelog,
