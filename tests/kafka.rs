@@ -1359,6 +1359,91 @@ fn correlate_worker_writes_deltas_between_whole_states_and_restores_through_them
     );
 }
 
+/// A state written and then lost (its records tombstoned, as a stale owner might, or written
+/// in a form this version does not read) leaves the newest state there below the offset the
+/// group committed: the worker reads the partition again from that state's end, so that no
+/// committed detection is missing from its state. Here every state record is tombstoned
+/// after a worker merged ten detections and committed them; the next worker finds no state,
+/// and at the next detection reads all eleven.
+#[test]
+fn correlate_worker_reads_again_what_a_lost_state_left_out() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let id = unique();
+    let dir = tempfile::tempdir().unwrap();
+    let config = scenario_config(dir.path(), &bootstrap, &id);
+    set_correlate(
+        &config,
+        "idle_grace_s = 0\nstate_interval_ms = 0\nstate_max_deltas = 0\n",
+    );
+    create_topics(&config, 1);
+    let settings = KafkaSettings::new(bootstrap.clone());
+    let mut sink = Sink::new(&settings).unwrap();
+    let topic = format!("test.{id}.detections");
+    let send = |sink: &mut Sink, n: u64| {
+        let (key, payload) = indicator_detection(n);
+        sink.send(&topic, Some(key.as_bytes()), &payload, &[])
+            .unwrap();
+        sink.flush(Duration::from_secs(30)).unwrap();
+    };
+    for n in 0..10 {
+        send(&mut sink, n);
+    }
+    let (worker, listen) = spawn_listening(&config, "correlate");
+    wait_metric(
+        listen,
+        &lag_series(&topic, 0),
+        |v| v == Some(0.0),
+        "the first worker did not commit the ten detections",
+    );
+    let (status, err) = terminate(worker.take());
+    assert!(status.success(), "{err}");
+    let changelog = format!("test.{id}.state");
+    let records = record_keys(&settings, &changelog);
+    assert!(!records.is_empty(), "no state was written");
+    for key in &records {
+        sink.send_tombstone(&changelog, 0, key.as_bytes()).unwrap();
+    }
+    send(&mut sink, 10);
+    let (worker, listen) = spawn_listening(&config, "correlate");
+    wait_metric(
+        listen,
+        "tocsin_correlation_keys",
+        |v| v == Some(11.0),
+        "the worker did not merge the ten detections again and the eleventh",
+    );
+    let (status, err) = terminate(worker.take());
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("state restored up to offset 0 ")
+            && err.contains("ends at offset 0, below the first offset read (10,")
+            && err.contains("(1 read again from behind the committed offset)"),
+        "the worker did not read the partition again from its state's end:\n{err}"
+    );
+}
+
+/// The keys of the records (not tombstones) of `topic`, read from its start.
+fn record_keys(settings: &KafkaSettings, topic: &str) -> Vec<String> {
+    let group = format!("test-{}-keys", unique());
+    let reader = Source::subscribe(settings, &group, &[topic.to_owned()]).unwrap();
+    let mut keys = BTreeSet::new();
+    let (mut read_any, mut last) = (false, Instant::now());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(read_any && last.elapsed() > Duration::from_secs(3)) && Instant::now() < deadline {
+        let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        (read_any, last) = (true, Instant::now());
+        let Some(key) = m.key() else { continue };
+        let key = String::from_utf8_lossy(key).into_owned();
+        if m.payload().is_empty() {
+            keys.remove(&key);
+        } else {
+            keys.insert(key);
+        }
+    }
+    keys.into_iter().collect()
+}
+
 /// A partition taken away by a rebalance is handed over with its state written and its
 /// offsets committed: its worker holds it until then (the group waits), so the new owner
 /// restores everything the old one read and reads none of it again. Here the old owner

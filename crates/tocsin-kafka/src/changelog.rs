@@ -29,8 +29,9 @@
 //! state it applies to. A delta's id is the digest of its base's id and its own bytes
 //! (checked at the restore), so a delta names exactly one state and no chain of them loops.
 //! The worker writes a whole state again once its deltas since the last add up to that
-//! state's size, or number `correlate.state_max_deltas`, so that a restore reads at most
-//! about twice a state; a delta longer than a record is a whole state instead. A worker's
+//! state's size, or number `correlate.state_max_deltas`, so that the deltas a restore
+//! applies add up to at most about one state; a delta longer than a record is a whole state
+//! instead. A worker's
 //! first write after it restored a partition is whole, so that it never continues a chain
 //! another owner may still be writing; and a write that fails ends the worker (it starts
 //! again from a restore), so no chain goes on past a failed write.
@@ -48,7 +49,10 @@
 //! deltas since. A restore hands over the records written before the state it took that are
 //! not part of it, to be tombstoned with those after its taker's first (whole) write. Records
 //! written after the state taken that do not lead to it (a stale owner's) are left to a later
-//! restore, which finds them older than the state it takes.
+//! restore, which finds them older than the state it takes. Should a state be lost all the
+//! same (a stale owner that tombstones the records a newer owner's chain stands on), the
+//! state taken ends below the committed offset, and the worker reads the partition again
+//! from there.
 //!
 //! Why this is safe without transactions: the correlator is deterministic (event time only),
 //! so two owners of a partition compute the same state for the same offset, and any state

@@ -224,6 +224,23 @@ impl Source {
         })
     }
 
+    /// Read `partition` of `topic` again from `offset`: what was fetched past it is dropped.
+    /// For a partition whose messages are being fetched (one of them was read): right after
+    /// an assignment librdkafka may refuse it.
+    pub fn seek(&self, topic: &str, partition: i32, offset: i64) -> Result<(), KafkaError> {
+        self.consumer
+            .seek(
+                topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            )
+            .map_err(|source| KafkaError::Consumer {
+                action: "seek",
+                source,
+            })
+    }
+
     /// Mark a message as done: everything derived from it is in the sink.
     pub fn done(&self, m: &Received<'_>) {
         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());

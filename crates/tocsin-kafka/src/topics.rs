@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | event topics (`tocsin.events` by default) | sensor's choice | `partitions` | — |
 //! | `tocsin.detections` | correlation key | `partitions` | — |
-//! | `tocsin.correlate-state` | `GROUP/TOPIC/PARTITION` | same as detections (co-partitioned) | `cleanup.policy=compact`, 16 MB records |
+//! | `tocsin.correlate-state` | `GROUP/TOPIC/PARTITION` and a suffix naming the state (whole, part or delta: `changelog`) | same as detections (co-partitioned) | `cleanup.policy=compact`, 16 MB records |
 //! | `tocsin.warnings.{technical,operational,strategic}` and per-recipient topics | warning id | `partitions` | — |
 //! | `tocsin.dead-letter` | original key | 1 | 14 days retention |
 //!

@@ -150,8 +150,9 @@ pub struct CorrelateSection {
     /// Most state deltas written between two whole states of a partition. A delta holds only
     /// the keys and groups changed since the write before, so it costs what the detections
     /// since touched rather than what the partition holds; a whole state is written again
-    /// once the deltas since the last add up to its size, or number this many, so that a
-    /// restore reads at most about twice a state. 0 writes every state whole.
+    /// once the deltas since the last add up to its size, or number this many, so that the
+    /// deltas a restore applies add up to at most about one state. 0 writes every state
+    /// whole.
     pub state_max_deltas: u32,
 }
 

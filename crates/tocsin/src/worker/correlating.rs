@@ -10,17 +10,20 @@
 //! Per batch: merge → produce the warnings (one rendering per audience topic, and one per
 //! concerned recipient) and derived detections. Then, at most every
 //! `correlate.state_interval_ms`: wait for their acknowledgement → write each touched
-//! partition's state to the changelog ([`tocsin_kafka::changelog`]; in parts when longer
-//! than `correlate.state_record_bytes`, the earlier state's parts tombstoned after it) →
-//! wait → commit. A state is written whole, so writing it at every batch of a busy
-//! partition would cost its size many times a second; the batches in between stay
+//! partition's state to the changelog ([`tocsin_kafka::changelog`]): whole (in parts when
+//! longer than `correlate.state_record_bytes`), or, between whole states, as a delta of the
+//! keys and groups changed since the write before; the records a whole state replaces are
+//! tombstoned after it → wait → commit. Even a delta costs a kilobyte a key touched, so
+//! writing at every batch of a busy partition would cost much; the batches in between stay
 //! uncommitted, and a worker that dies replays them from the last state (publishing their
 //! warning versions again, identical). What a replay could judge otherwise is written at
 //! once: a partition taken away, a stop, a reload of the correlation rules or policy, an idle
 //! partition's event time moved on by the wall clock and the batch after it.
 //! When partitions are assigned, their state is restored from the changelog before any of
 //! their messages is merged (and, as a fallback, at a partition's first message), and the
-//! detections the state already includes are skipped. A revoked partition's state is
+//! detections the state already includes are skipped; a state that ends below the offset
+//! the group committed (its newest records lost) is caught up by reading the partition again
+//! from its end ([`behind_the_committed`]). A revoked partition's state is
 //! written, and its offsets committed, at the end of the batch in hand, while the partition
 //! is still this worker's (the group's rebalance waits for it); then it is dropped and the
 //! partition released, and its next owner restores that state.
@@ -120,6 +123,8 @@ struct CorrelateStats {
     state_records: u64,
     /// Of the states written, those written as deltas.
     state_deltas: u64,
+    /// Partitions read again from the end of a state that was behind the committed offset.
+    read_again: u64,
     /// Bytes of the states written (before they are cut into parts).
     state_bytes: u64,
     batches: u64,
@@ -147,6 +152,9 @@ struct Partition {
     /// The last whole state this worker wrote and the deltas since; `None` until it has
     /// written one (after a restore too), when the next write is whole.
     chain: Option<StateChain>,
+    /// No message of it was read since its state was restored: the first one tells whether
+    /// the state ends below what the group committed (see [`behind_the_committed`]).
+    first_since_restore: bool,
     /// Its event time was moved on by the wall clock ([`advance_idle`]) since its state was
     /// last written. A detection merged now is judged against that event time, which a
     /// replay from the state before would not have: its batch is written at once rather
@@ -165,6 +173,7 @@ impl Partition {
             quiet_since: None,
             state_records: Vec::new(),
             chain: None,
+            first_since_restore: true,
             unsaved_advance: false,
         }
     }
@@ -424,6 +433,13 @@ pub fn run(
                 )?),
             };
             part.read();
+            if std::mem::take(&mut part.first_since_restore)
+                && behind_the_committed(&source, &msg, part, &c.topics.correlate_state)
+            {
+                // Read again from the state's end, this message included.
+                stats.read_again += 1;
+                continue;
+            }
             if msg.offset() < part.next_offset {
                 stats.skipped += 1;
             } else {
@@ -592,12 +608,13 @@ pub fn run(
             produced = stats.produced,
             dead_letters = stats.dead_letters,
             restored = stats.restored,
+            read_again = stats.read_again,
             state_records = stats.state_records,
             state_deltas = stats.state_deltas,
             state_bytes = stats.state_bytes,
             batches = stats.batches,
             held = stats.held,
-            "correlate worker stopped: {} messages, {} skipped as already in restored state, {} warning versions, {} derived detections, {} produced, {} dead letters, {} partitions restored, {} state records ({} of them deltas; {} bytes), {} batches ({} of them committed with a later state)",
+            "correlate worker stopped: {} messages, {} skipped as already in restored state, {} warning versions, {} derived detections, {} produced, {} dead letters, {} partitions restored ({} read again from behind the committed offset), {} state records ({} of them deltas; {} bytes), {} batches ({} of them committed with a later state)",
             stats.messages,
             stats.skipped,
             stats.warnings,
@@ -605,6 +622,7 @@ pub fn run(
             stats.produced,
             stats.dead_letters,
             stats.restored,
+            stats.read_again,
             stats.state_records,
             stats.state_deltas,
             stats.state_bytes,
@@ -735,6 +753,48 @@ fn replace_correlation_rules(
             "{t} in {} partitions",
             parts.len()
         );
+    }
+}
+
+/// Whether the state restored for `msg`'s partition ends below `msg`, its first message
+/// since: the group committed offsets the state does not include. A state is written before
+/// the offsets it includes are committed, so this means the newest state was lost (its
+/// records tombstoned by a stale owner, or written in a form this version does not read),
+/// or the changelog was. The partition is then read again from the state's end, and the
+/// detections between are merged again (the warning versions they issue repeat, with the
+/// same ids). `false` when the state is not behind, or when the seek fails (then they are
+/// missing from the state, and said so).
+fn behind_the_committed(
+    source: &Source,
+    msg: &tocsin_kafka::source::Received<'_>,
+    part: &Partition,
+    changelog: &str,
+) -> bool {
+    if msg.offset() <= part.next_offset {
+        return false;
+    }
+    let (partition, from, to) = (msg.partition(), part.next_offset, msg.offset());
+    match source.seek(msg.topic(), partition, from) {
+        Ok(()) => {
+            tracing::warn!(
+                partition,
+                from,
+                to,
+                "partition {partition} of {}: the state restored from {changelog} ends at offset {from}, below the first offset read ({to}, committed by the group): reading {from} to {to} again",
+                msg.topic()
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!(
+                partition,
+                from,
+                to,
+                "partition {partition} of {}: the state restored from {changelog} ends at offset {from}, below the first offset read ({to}), and it cannot be read again from there ({e}): the detections from {from} to {to} are missing from its state",
+                msg.topic()
+            );
+            false
+        }
     }
 }
 
@@ -973,8 +1033,9 @@ fn restore(
     partition.state_records = records;
     partition.state_records.extend(r.stale);
     // The first write is whole (`chain` is `None`): this worker never continues a chain
-    // that another owner may still be writing, and never tombstones a record such a chain
-    // stands on (those handed over here were written before the state taken).
+    // that another owner may still be writing. (A stale owner may still be going on from
+    // the records handed over here, which are tombstoned after that write; whatever it
+    // commits past this worker's state is then read again: `behind_the_committed`.)
     Ok((partition, read))
 }
 
