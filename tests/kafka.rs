@@ -1271,10 +1271,7 @@ fn correlate_worker_holds_its_offsets_until_the_state_interval_or_its_stop() {
         "the new worker restored the stopped one's last state from its parts:\n{err}"
     );
     // The stop's write tombstoned the first state's parts before the worker went.
-    assert!(
-        !err.contains("older than the one restored"),
-        "parts of the replaced state were left behind:\n{err}"
-    );
+    assert_no_replaced_records(&err);
 }
 
 /// Between whole states a correlate worker writes deltas, the keys changed since the write
@@ -1295,12 +1292,7 @@ fn correlate_worker_writes_deltas_between_whole_states_and_restores_through_them
     create_topics(&config, 1);
     let mut sink = Sink::new(&KafkaSettings::new(bootstrap.clone())).unwrap();
     let topic = format!("test.{id}.detections");
-    let send = |sink: &mut Sink, n: u64| {
-        let (key, payload) = indicator_detection(n);
-        sink.send(&topic, Some(key.as_bytes()), &payload, &[])
-            .unwrap();
-        sink.flush(Duration::from_secs(30)).unwrap();
-    };
+    let send = |sink: &mut Sink, n: u64| send_indicator_detection(sink, &topic, n);
     for n in 0..40 {
         send(&mut sink, n);
     }
@@ -1353,10 +1345,7 @@ fn correlate_worker_writes_deltas_between_whole_states_and_restores_through_them
         "the new worker did not restore the state through its deltas:\n{err}"
     );
     // The deltas before the last whole state were tombstoned once it was acknowledged.
-    assert!(
-        !err.contains("older than the one restored"),
-        "records of replaced states were left behind:\n{err}"
-    );
+    assert_no_replaced_records(&err);
 }
 
 /// A state written and then lost (its records tombstoned, as a stale owner might, or written
@@ -1379,12 +1368,7 @@ fn correlate_worker_reads_again_what_a_lost_state_left_out() {
     let settings = KafkaSettings::new(bootstrap.clone());
     let mut sink = Sink::new(&settings).unwrap();
     let topic = format!("test.{id}.detections");
-    let send = |sink: &mut Sink, n: u64| {
-        let (key, payload) = indicator_detection(n);
-        sink.send(&topic, Some(key.as_bytes()), &payload, &[])
-            .unwrap();
-        sink.flush(Duration::from_secs(30)).unwrap();
-    };
+    let send = |sink: &mut Sink, n: u64| send_indicator_detection(sink, &topic, n);
     for n in 0..10 {
         send(&mut sink, n);
     }
@@ -1660,6 +1644,23 @@ fn sightings(sink: &mut Sink, topic: &str, organisations: std::ops::Range<u64>) 
     sink.flush(Duration::from_secs(30)).unwrap();
 }
 
+/// A restore found no record of a state older than the one it took: the worker that
+/// wrote the newer one tombstoned them (`err`: what the restoring worker said).
+fn assert_no_replaced_records(err: &str) {
+    assert!(
+        !err.contains("older than the one restored"),
+        "records of replaced states were left behind:\n{err}"
+    );
+}
+
+/// Publish [`indicator_detection`] `n` to `topic`, and wait for its acknowledgement.
+fn send_indicator_detection(sink: &mut Sink, topic: &str, n: u64) {
+    let (key, payload) = indicator_detection(n);
+    sink.send(topic, Some(key.as_bytes()), &payload, &[])
+        .unwrap();
+    sink.flush(Duration::from_secs(30)).unwrap();
+}
+
 /// A detection of indicator `h{n}.bad.test` from one organisation (a live key of its own, no
 /// warning): (its correlation key, its JSON).
 fn indicator_detection(n: u64) -> (String, Vec<u8>) {
@@ -1733,10 +1734,7 @@ fn correlate_worker_judges_a_window_when_its_input_goes_quiet() {
         "the new worker restored the state of all {consumed} messages from its parts:\n{err}"
     );
     // The stopped worker's last write tombstoned the parts it replaced before it went.
-    assert!(
-        !err.contains("older than the one restored"),
-        "parts of replaced states were left behind:\n{err}"
-    );
+    assert_no_replaced_records(&err);
 }
 
 /// Put `settings` (TOML lines) at the head of the `[correlate]` section of `config`.
