@@ -1395,11 +1395,17 @@ fn correlate_worker_reads_again_what_a_lost_state_left_out() {
         |v| v == Some(11.0),
         "the worker did not merge the ten detections again and the eleventh",
     );
+    wait_metric(
+        listen,
+        &lag_series(&topic, 0),
+        |v| v == Some(0.0),
+        "the worker did not commit the eleven detections",
+    );
     let (status, err) = terminate(worker.take());
     assert!(status.success(), "{err}");
     assert!(
         err.contains("state restored up to offset 0 ")
-            && err.contains("ends at offset 0, below the first offset read (10,")
+            && err.contains("ends at offset 0, below the offset the group committed (10)")
             && err.contains("(1 read again from behind the committed offset)"),
         "the worker did not read the partition again from its state's end:\n{err}"
     );

@@ -224,10 +224,14 @@ impl Source {
         })
     }
 
-    /// Read `partition` of `topic` again from `offset`: what was fetched past it is dropped.
-    /// For a partition whose messages are being fetched (one of them was read): right after
-    /// an assignment librdkafka may refuse it.
+    /// Read `partition` of `topic` again from `offset`: what was fetched past it is dropped,
+    /// and so is what was marked done for it and not committed yet (it is read again). For a
+    /// partition whose messages are being fetched (one of them was read): right after an
+    /// assignment librdkafka may refuse it.
     pub fn seek(&self, topic: &str, partition: i32, offset: i64) -> Result<(), KafkaError> {
+        self.pending
+            .borrow_mut()
+            .retain(|(t, p, _)| !(*p == partition && t == topic));
         self.consumer
             .seek(
                 topic,

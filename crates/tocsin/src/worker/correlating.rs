@@ -419,7 +419,7 @@ pub fn run(
                 }
                 write_now = true;
             }
-            resumption.read(&msg);
+            let committed = resumption.read(&msg);
             in_batch += 1;
             stats.messages += 1;
             let partition = msg.partition();
@@ -434,9 +434,10 @@ pub fn run(
             };
             part.read();
             if std::mem::take(&mut part.first_since_restore)
-                && behind_the_committed(&source, &msg, part, &c.topics.correlate_state)
+                && behind_the_committed(&source, &msg, committed, part, &c.topics.correlate_state)?
             {
-                // Read again from the state's end, this message included.
+                // Read again from the state's end, this message included (not done: its
+                // offset is not committed before it is merged).
                 stats.read_again += 1;
                 continue;
             }
@@ -557,7 +558,8 @@ pub fn run(
             }
             commit_batch(&mut source, metrics, "correlate", opened);
         }
-        // Every message read is done, so a batch that read any took one branch above.
+        // Every message read is done (or read again after a seek back), so a batch that read
+        // any took one branch above.
         if in_batch > 0 {
             stats.batches += 1;
         }
@@ -756,46 +758,39 @@ fn replace_correlation_rules(
     }
 }
 
-/// Whether the state restored for `msg`'s partition ends below `msg`, its first message
-/// since: the group committed offsets the state does not include. A state is written before
-/// the offsets it includes are committed, so this means the newest state was lost (its
-/// records tombstoned by a stale owner, or written in a form this version does not read),
-/// or the changelog was. The partition is then read again from the state's end, and the
-/// detections between are merged again (the warning versions they issue repeat, with the
-/// same ids). `false` when the state is not behind, or when the seek fails (then they are
-/// missing from the state, and said so).
+/// Whether the state restored for `msg`'s partition ends below the offset the group had
+/// committed for it (`committed`, known when `msg` is the partition's first message since
+/// its assignment). A state is written before the offsets it includes are committed, so
+/// this means the newest state was lost (its records tombstoned by a stale owner, or written
+/// in a form this version does not read), or the changelog was. The partition is then read
+/// again from the state's end (`true`), and the detections between are merged again (the
+/// warning versions they issue repeat, with the same ids); as far as the topic's retention
+/// allows (the first offset still there otherwise). A seek that fails is an error: going on
+/// would write a state that hides the gap from every later restore.
 fn behind_the_committed(
     source: &Source,
     msg: &tocsin_kafka::source::Received<'_>,
+    committed: Option<i64>,
     part: &Partition,
     changelog: &str,
-) -> bool {
-    if msg.offset() <= part.next_offset {
-        return false;
-    }
-    let (partition, from, to) = (msg.partition(), part.next_offset, msg.offset());
-    match source.seek(msg.topic(), partition, from) {
-        Ok(()) => {
-            tracing::warn!(
-                partition,
-                from,
-                to,
-                "partition {partition} of {}: the state restored from {changelog} ends at offset {from}, below the first offset read ({to}, committed by the group): reading {from} to {to} again",
-                msg.topic()
-            );
-            true
-        }
-        Err(e) => {
-            tracing::error!(
-                partition,
-                from,
-                to,
-                "partition {partition} of {}: the state restored from {changelog} ends at offset {from}, below the first offset read ({to}), and it cannot be read again from there ({e}): the detections from {from} to {to} are missing from its state",
-                msg.topic()
-            );
-            false
-        }
-    }
+) -> Result<bool> {
+    let from = part.next_offset;
+    let Some(committed) = committed.filter(|c| *c > from) else {
+        return Ok(false);
+    };
+    let (topic, partition) = (msg.topic(), msg.partition());
+    source.seek(topic, partition, from).with_context(|| {
+        format!(
+            "partition {partition} of {topic}: its state ends at offset {from}, below the offset the group committed ({committed}), and it cannot be read again from there"
+        )
+    })?;
+    tracing::warn!(
+        partition,
+        from,
+        committed,
+        "partition {partition} of {topic}: the state restored from {changelog} ends at offset {from}, below the offset the group committed ({committed}): reading it again from {from}",
+    );
+    Ok(true)
 }
 
 /// What [`write_state`] wrote.

@@ -713,19 +713,17 @@ impl Resumption {
     }
 
     /// Note a message read; the first one of a newly assigned partition is compared with
-    /// the committed offset.
-    fn read(&mut self, msg: &tocsin_kafka::source::Received<'_>) {
+    /// the committed offset, which is returned (`None` for any other message, or when the
+    /// partition had none or it could not be read).
+    fn read(&mut self, msg: &tocsin_kafka::source::Received<'_>) -> Option<i64> {
         if self.awaiting_first.is_empty() {
-            return;
+            return None;
         }
         let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
-        let Some(i) = self
+        let i = self
             .awaiting_first
             .iter()
-            .position(|(t, p, _)| *p == partition && t == topic)
-        else {
-            return;
-        };
+            .position(|(t, p, _)| *p == partition && t == topic)?;
         let (_, _, committed) = self.awaiting_first.swap_remove(i);
         match committed {
             Some(c) if offset > c => tracing::warn!(
@@ -742,5 +740,6 @@ impl Resumption {
                 "{topic}[{partition}] resumed at offset {offset}"
             ),
         }
+        committed
     }
 }
