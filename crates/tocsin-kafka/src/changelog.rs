@@ -486,13 +486,21 @@ impl Selection {
     }
 
     /// Every whole state there is, by id: the records written whole, the legacy record, the
-    /// split states with every part whose bytes hash to their digest. (Of one id written
-    /// twice, the later.)
-    fn roots(&mut self, key: &StateKey) -> BTreeMap<u128, Root> {
+    /// split states with every part whose bytes hash to their digest. Of one id written
+    /// twice (the same bytes whole and in parts, say), the later; the other's rank and
+    /// records go to `twins`.
+    fn roots(
+        &mut self,
+        key: &StateKey,
+        twins: &mut Vec<(Rank, Vec<String>)>,
+    ) -> BTreeMap<u128, Root> {
         let mut roots: BTreeMap<u128, Root> = BTreeMap::new();
-        let mut offer = |id: u128, root: Root| {
-            if roots.get(&id).is_none_or(|r| r.rank < root.rank) {
-                roots.insert(id, root);
+        let mut offer = |id: u128, root: Root| match roots.get(&id) {
+            Some(kept) if kept.rank >= root.rank => twins.push((root.rank, root.records)),
+            _ => {
+                if let Some(earlier) = roots.insert(id, root) {
+                    twins.push((earlier.rank, earlier.records));
+                }
             }
         };
         for (id, (rank, state)) in std::mem::take(&mut self.wholes) {
@@ -596,7 +604,8 @@ impl Selection {
     /// newest, with the deltas leading to it; and the records written before its whole state
     /// that are not part of it.
     fn finish(mut self, key: &StateKey) -> Option<StateRecord> {
-        let mut roots = self.roots(key);
+        let mut twins = Vec::new();
+        let mut roots = self.roots(key, &mut twins);
         let leads = self.leads_to(&roots);
         // The newest: a whole state, or the end of a chain of deltas.
         let best_root = roots.iter().map(|(id, r)| (r.rank, *id, None)).max();
@@ -630,6 +639,12 @@ impl Selection {
             .filter(|r| r.rank.1 < before)
             .flat_map(|r| r.records)
             .collect();
+        stale.extend(
+            twins
+                .into_iter()
+                .filter(|(rank, _)| rank.1 < before)
+                .flat_map(|(_, records)| records),
+        );
         stale.extend(
             self.splits
                 .iter()
@@ -1125,5 +1140,20 @@ mod tests {
         // A newer state hands it over to be tombstoned.
         written(&mut log, 20, &state(30, 2), 64);
         assert_eq!(select(&log).unwrap().stale, ["g/t/2"]);
+    }
+
+    #[test]
+    fn the_records_of_a_state_written_twice_are_handed_over_too() {
+        // The same bytes written whole, then in parts (another `state_record_bytes`), then
+        // a newer state: both forms of the first are handed over.
+        let mut log = Log::new();
+        let first = state(30, 1);
+        let whole = written(&mut log, 10, &first, 64);
+        let parts = written(&mut log, 10, &first, 8);
+        let newer = state(30, 2);
+        written(&mut log, 20, &newer, 64);
+        let r = select(&log).unwrap();
+        assert_eq!(r.state, newer);
+        assert_eq!(sorted(r.stale), sorted(whole.into_iter().chain(parts)));
     }
 }
