@@ -345,6 +345,11 @@ impl Correlator {
     /// changed, not of the keys held. Changes are recorded anew from here. `None` before the
     /// whole state was first written: there is nothing for a delta to go on from.
     pub fn take_delta(&mut self) -> Option<Vec<u8>> {
+        // Both record from the same call on; checked first, so that neither gives up its
+        // changes for a delta that is not taken.
+        if !(self.keys.is_recording() && self.sigma.is_recording()) {
+            return None;
+        }
         let changes = self.keys.take_changes()?;
         let sigma = self.sigma.take_delta_state()?;
         let delta = DeltaRef {

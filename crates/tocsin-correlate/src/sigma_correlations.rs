@@ -547,6 +547,11 @@ impl CorrelationRules {
         self.index_deadlines();
     }
 
+    /// Whether changes are being recorded for state deltas.
+    pub fn is_recording(&self) -> bool {
+        self.groups.is_recording()
+    }
+
     /// The changes since they were last taken or recording started, for a state delta;
     /// recorded anew from here. `None` when not recording.
     pub fn take_delta_state(&mut self) -> Option<SigmaDeltaRef<'_>> {

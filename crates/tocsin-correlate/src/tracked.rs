@@ -165,6 +165,11 @@ impl<V: ChangeFlag> TrackedMap<V> {
         self.map.values()
     }
 
+    /// Whether changes are being recorded ([`TrackedMap::start_recording`]).
+    pub(crate) fn is_recording(&self) -> bool {
+        self.recording
+    }
+
     /// Whether anything changed since the changes were last taken (nothing does before
     /// recording starts).
     pub(crate) fn has_changes(&self) -> bool {
