@@ -717,13 +717,23 @@ fn correlate_worker_restores_state_after_kill_and_issues_every_warning() {
     )
     .unwrap();
     let matcher = spawn_configured(&config, "match");
-    let mut correlator = spawn_configured(&config, "correlate");
+    let (correlator, listen) = spawn_listening(&config, "correlate");
     let mut seen = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen.len() < 3 && Instant::now() < deadline {
         read_warnings(&reader, &mut seen, Duration::from_millis(200));
     }
     assert!(seen.len() >= 3, "no warnings before the kill: {seen:?}");
+    // A state longer than a record written before the kill (the first batch's are shorter).
+    wait_metric(
+        listen,
+        "tocsin_state_bytes_total",
+        |v| v.unwrap_or(0.0) >= 4096.0,
+        "no state longer than a record was written",
+    );
+    // Counted when queued; acknowledged in the same batch, well within this.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut correlator = correlator.take();
     correlator.kill().unwrap();
     correlator.wait().unwrap();
     let restarted = spawn_configured(&config, "correlate");
