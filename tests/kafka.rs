@@ -1421,11 +1421,74 @@ fn correlate_worker_reads_again_what_a_lost_state_left_out() {
     );
 }
 
-/// The keys of the records (not tombstones) of `topic`, read from its start.
-fn record_keys(settings: &KafkaSettings, topic: &str) -> Vec<String> {
-    let group = format!("test-{}-keys", unique());
+/// The same when the newest state lost is a delta: the restore ends at the delta before it,
+/// a few offsets below the committed one, and the worker reads from there again.
+#[test]
+fn correlate_worker_reads_again_after_a_lost_delta() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let id = unique();
+    let dir = tempfile::tempdir().unwrap();
+    let config = scenario_config(dir.path(), &bootstrap, &id);
+    set_correlate(&config, "idle_grace_s = 0\nstate_interval_ms = 0\n");
+    create_topics(&config, 1);
+    let settings = KafkaSettings::new(bootstrap.clone());
+    let mut sink = Sink::new(&settings).unwrap();
+    let topic = format!("test.{id}.detections");
+    let send = |sink: &mut Sink, n: u64| send_indicator_detection(sink, &topic, n);
+    for n in 0..40 {
+        send(&mut sink, n);
+    }
+    let (worker, listen) = spawn_listening(&config, "correlate");
+    let keys_reach = |listen, n: u64| {
+        wait_metric(
+            listen,
+            "tocsin_correlation_keys",
+            |v| v == Some(n as f64),
+            &format!("the worker did not merge {n} detections"),
+        )
+    };
+    keys_reach(listen, 40);
+    // Three more, each its own batch: a delta each.
+    for n in 40..43 {
+        send(&mut sink, n);
+        keys_reach(listen, n + 1);
+    }
+    let (status, err) = terminate(worker.take());
+    assert!(status.success(), "{err}");
+    // The last delta (of offset 43) is lost.
+    let changelog = format!("test.{id}.state");
+    let last = changelog_records(&settings, &changelog)
+        .into_iter()
+        .filter(|(key, _)| key.contains('+'))
+        .max_by_key(|(_, next)| *next)
+        .expect("deltas were written");
+    assert_eq!(last.1, 43, "{last:?}");
+    sink.send_tombstone(&changelog, 0, last.0.as_bytes())
+        .unwrap();
+    send(&mut sink, 43);
+    let (worker, listen) = spawn_listening(&config, "correlate");
+    keys_reach(listen, 44);
+    wait_metric(
+        listen,
+        &lag_series(&topic, 0),
+        |v| v == Some(0.0),
+        "the worker did not commit the forty-four detections",
+    );
+    let (status, err) = terminate(worker.take());
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("state restored up to offset 42 (42 live keys")
+            && err.contains("ends at offset 42, below the offset the group committed (43)"),
+        "the worker did not read the partition again from the delta before the lost one:\n{err}"
+    );
+}
+
+/// The records (not tombstones) of `topic`, read from its start: (key, next-offset header,
+/// or -1).
+fn changelog_records(settings: &KafkaSettings, topic: &str) -> Vec<(String, i64)> {
+    let group = format!("test-{}-records", unique());
     let reader = Source::subscribe(settings, &group, &[topic.to_owned()]).unwrap();
-    let mut keys = BTreeSet::new();
+    let mut records = BTreeMap::new();
     let (mut read_any, mut last) = (false, Instant::now());
     let deadline = Instant::now() + Duration::from_secs(60);
     while !(read_any && last.elapsed() > Duration::from_secs(3)) && Instant::now() < deadline {
@@ -1436,12 +1499,24 @@ fn record_keys(settings: &KafkaSettings, topic: &str) -> Vec<String> {
         let Some(key) = m.key() else { continue };
         let key = String::from_utf8_lossy(key).into_owned();
         if m.payload().is_empty() {
-            keys.remove(&key);
+            records.remove(&key);
         } else {
-            keys.insert(key);
+            let next = m
+                .header("tocsin.state.next-offset")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1);
+            records.insert(key, next);
         }
     }
-    keys.into_iter().collect()
+    records.into_iter().collect()
+}
+
+/// The keys of the records (not tombstones) of `topic`, read from its start.
+fn record_keys(settings: &KafkaSettings, topic: &str) -> Vec<String> {
+    changelog_records(settings, topic)
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect()
 }
 
 /// A partition taken away by a rebalance is handed over with its state written and its
