@@ -1407,6 +1407,12 @@ fn correlate_worker_reads_again_what_a_lost_state_left_out() {
     );
     wait_metric(
         listen,
+        "tocsin_state_read_again_total",
+        |v| v == Some(1.0),
+        "the worker did not count the partition it read again",
+    );
+    wait_metric(
+        listen,
         &lag_series(&topic, 0),
         |v| v == Some(0.0),
         "the worker did not commit the eleven detections",

@@ -122,6 +122,9 @@ pub struct Metrics {
     pub state_records: IntCounter,
     /// Correlate workers: of those, the ones written as deltas.
     pub state_deltas: IntCounter,
+    /// Correlate workers: partitions read again because the state restored ended below the
+    /// committed offset.
+    pub state_read_again: IntCounter,
     /// Correlate workers: bytes of those states (what `correlate.state_interval_ms` bounds).
     pub state_bytes: IntCounter,
     /// The matcher's work, from its scratch space's counters ([`MatchWorkPublisher`]).
@@ -253,6 +256,10 @@ impl Metrics {
             state_records: counter(
                 "tocsin_state_records_total",
                 "Correlator states written to the changelog, whole or as deltas.",
+            )?,
+            state_read_again: counter(
+                "tocsin_state_read_again_total",
+                "Partitions read again from the end of a restored state that was behind the offset the group had committed (its newest records lost).",
             )?,
             state_deltas: counter(
                 "tocsin_state_deltas_total",

@@ -439,6 +439,9 @@ pub fn run(
                 // Read again from the state's end, this message included (not done: its
                 // offset is not committed before it is merged).
                 stats.read_again += 1;
+                if let Some(m) = metrics {
+                    m.state_read_again.inc();
+                }
                 continue;
             }
             if msg.offset() < part.next_offset {
