@@ -1292,29 +1292,15 @@ fn correlate_worker_holds_its_offsets_until_the_state_interval_or_its_stop() {
 #[test]
 fn correlate_worker_writes_deltas_between_whole_states_and_restores_through_them() {
     let Some(bootstrap) = bootstrap() else { return };
-    let id = unique();
-    let dir = tempfile::tempdir().unwrap();
-    let config = scenario_config(dir.path(), &bootstrap, &id);
-    set_correlate(
-        &config,
+    let mut s = OnePartition::new(
+        &bootstrap,
         "idle_grace_s = 0\nstate_interval_ms = 0\nstate_max_deltas = 3\n",
     );
-    create_topics(&config, 1);
-    let mut sink = Sink::new(&KafkaSettings::new(bootstrap.clone())).unwrap();
-    let topic = format!("test.{id}.detections");
-    let send = |sink: &mut Sink, n: u64| send_indicator_detection(sink, &topic, n);
     for n in 0..40 {
-        send(&mut sink, n);
+        s.send(n);
     }
-    let (worker, listen) = spawn_listening(&config, "correlate");
-    let keys_reach = |n: u64| {
-        wait_metric(
-            listen,
-            "tocsin_correlation_keys",
-            |v| v == Some(n as f64),
-            &format!("the worker did not merge {n} detections"),
-        )
-    };
+    let (worker, listen) = spawn_listening(&s.config, "correlate");
+    let keys_reach = |n: u64| wait_keys(listen, n);
     keys_reach(40);
     let written = || {
         let exposition = http_get(listen, "/metrics").1;
@@ -1332,7 +1318,7 @@ fn correlate_worker_writes_deltas_between_whole_states_and_restores_through_them
             "no whole state after deltas, then a delta, in 20 writes"
         );
         let (records, deltas) = written();
-        send(&mut sink, n);
+        s.send(n);
         n += 1;
         // The keys are counted after the batch's state is written.
         keys_reach(n);
@@ -1348,7 +1334,7 @@ fn correlate_worker_writes_deltas_between_whole_states_and_restores_through_them
         number_after(&err, "state records (") >= 3,
         "the worker wrote too few deltas:\n{err}"
     );
-    let err = restored_and_stopped(&config, "correlate");
+    let err = restored_and_stopped(&s.config, "correlate");
     assert!(
         err.contains(&format!("state restored up to offset {n} ({n} live keys"))
             && err.contains("deltas applied)"),
@@ -1367,38 +1353,32 @@ fn correlate_worker_writes_deltas_between_whole_states_and_restores_through_them
 #[test]
 fn correlate_worker_reads_again_what_a_lost_state_left_out() {
     let Some(bootstrap) = bootstrap() else { return };
-    let id = unique();
-    let dir = tempfile::tempdir().unwrap();
-    let config = scenario_config(dir.path(), &bootstrap, &id);
-    set_correlate(
-        &config,
+    let mut s = OnePartition::new(
+        &bootstrap,
         "idle_grace_s = 0\nstate_interval_ms = 0\nstate_max_deltas = 0\n",
     );
-    create_topics(&config, 1);
-    let settings = KafkaSettings::new(bootstrap.clone());
-    let mut sink = Sink::new(&settings).unwrap();
-    let topic = format!("test.{id}.detections");
-    let send = |sink: &mut Sink, n: u64| send_indicator_detection(sink, &topic, n);
     for n in 0..10 {
-        send(&mut sink, n);
+        s.send(n);
     }
-    let (worker, listen) = spawn_listening(&config, "correlate");
+    let (worker, listen) = spawn_listening(&s.config, "correlate");
     wait_metric(
         listen,
-        &lag_series(&topic, 0),
+        &lag_series(&s.topic, 0),
         |v| v == Some(0.0),
         "the first worker did not commit the ten detections",
     );
     let (status, err) = terminate(worker.take());
     assert!(status.success(), "{err}");
-    let changelog = format!("test.{id}.state");
-    let records = record_keys(&settings, &changelog);
+    let changelog = format!("test.{}.state", s.id);
+    let records = record_keys(&s.settings, &changelog);
     assert!(!records.is_empty(), "no state was written");
     for key in &records {
-        sink.send_tombstone(&changelog, 0, key.as_bytes()).unwrap();
+        s.sink
+            .send_tombstone(&changelog, 0, key.as_bytes())
+            .unwrap();
     }
-    send(&mut sink, 10);
-    let (worker, listen) = spawn_listening(&config, "correlate");
+    s.send(10);
+    let (worker, listen) = spawn_listening(&s.config, "correlate");
     wait_metric(
         listen,
         "tocsin_correlation_keys",
@@ -1413,7 +1393,7 @@ fn correlate_worker_reads_again_what_a_lost_state_left_out() {
     );
     wait_metric(
         listen,
-        &lag_series(&topic, 0),
+        &lag_series(&s.topic, 0),
         |v| v == Some(0.0),
         "the worker did not commit the eleven detections",
     );
@@ -1432,51 +1412,36 @@ fn correlate_worker_reads_again_what_a_lost_state_left_out() {
 #[test]
 fn correlate_worker_reads_again_after_a_lost_delta() {
     let Some(bootstrap) = bootstrap() else { return };
-    let id = unique();
-    let dir = tempfile::tempdir().unwrap();
-    let config = scenario_config(dir.path(), &bootstrap, &id);
-    set_correlate(&config, "idle_grace_s = 0\nstate_interval_ms = 0\n");
-    create_topics(&config, 1);
-    let settings = KafkaSettings::new(bootstrap.clone());
-    let mut sink = Sink::new(&settings).unwrap();
-    let topic = format!("test.{id}.detections");
-    let send = |sink: &mut Sink, n: u64| send_indicator_detection(sink, &topic, n);
+    let mut s = OnePartition::new(&bootstrap, "idle_grace_s = 0\nstate_interval_ms = 0\n");
     for n in 0..40 {
-        send(&mut sink, n);
+        s.send(n);
     }
-    let (worker, listen) = spawn_listening(&config, "correlate");
-    let keys_reach = |listen, n: u64| {
-        wait_metric(
-            listen,
-            "tocsin_correlation_keys",
-            |v| v == Some(n as f64),
-            &format!("the worker did not merge {n} detections"),
-        )
-    };
-    keys_reach(listen, 40);
+    let (worker, listen) = spawn_listening(&s.config, "correlate");
+    wait_keys(listen, 40);
     // Three more, each its own batch: a delta each.
     for n in 40..43 {
-        send(&mut sink, n);
-        keys_reach(listen, n + 1);
+        s.send(n);
+        wait_keys(listen, n + 1);
     }
     let (status, err) = terminate(worker.take());
     assert!(status.success(), "{err}");
     // The last delta (of offset 43) is lost.
-    let changelog = format!("test.{id}.state");
-    let last = changelog_records(&settings, &changelog)
+    let changelog = format!("test.{}.state", s.id);
+    let last = changelog_records(&s.settings, &changelog)
         .into_iter()
         .filter(|(key, _)| key.contains('+'))
         .max_by_key(|(_, next)| *next)
         .expect("deltas were written");
     assert_eq!(last.1, 43, "{last:?}");
-    sink.send_tombstone(&changelog, 0, last.0.as_bytes())
+    s.sink
+        .send_tombstone(&changelog, 0, last.0.as_bytes())
         .unwrap();
-    send(&mut sink, 43);
-    let (worker, listen) = spawn_listening(&config, "correlate");
-    keys_reach(listen, 44);
+    s.send(43);
+    let (worker, listen) = spawn_listening(&s.config, "correlate");
+    wait_keys(listen, 44);
     wait_metric(
         listen,
-        &lag_series(&topic, 0),
+        &lag_series(&s.topic, 0),
         |v| v == Some(0.0),
         "the worker did not commit the forty-four detections",
     );
@@ -1748,6 +1713,55 @@ fn assert_no_replaced_records(err: &str) {
         !err.contains("older than the one restored"),
         "records of replaced states were left behind:\n{err}"
     );
+}
+
+/// A correlate scenario over one detections partition, its topics created, with these
+/// `[correlate]` settings added.
+struct OnePartition {
+    /// Holds the configuration while the scenario runs.
+    _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    id: String,
+    settings: KafkaSettings,
+    sink: Sink,
+    /// The detections topic.
+    topic: String,
+}
+
+impl OnePartition {
+    fn new(bootstrap: &str, correlate: &str) -> Self {
+        let id = unique();
+        let dir = tempfile::tempdir().unwrap();
+        let config = scenario_config(dir.path(), bootstrap, &id);
+        set_correlate(&config, correlate);
+        create_topics(&config, 1);
+        let settings = KafkaSettings::new(bootstrap.to_owned());
+        let sink = Sink::new(&settings).unwrap();
+        let topic = format!("test.{id}.detections");
+        OnePartition {
+            _dir: dir,
+            config,
+            id,
+            settings,
+            sink,
+            topic,
+        }
+    }
+
+    /// Publish [`indicator_detection`] `n`, acknowledged.
+    fn send(&mut self, n: u64) {
+        send_indicator_detection(&mut self.sink, &self.topic, n);
+    }
+}
+
+/// Wait until the worker listening on `listen` holds `n` live correlation keys.
+fn wait_keys(listen: std::net::SocketAddr, n: u64) {
+    wait_metric(
+        listen,
+        "tocsin_correlation_keys",
+        |v| v == Some(n as f64),
+        &format!("the worker did not merge {n} detections"),
+    )
 }
 
 /// Publish [`indicator_detection`] `n` to `topic`, and wait for its acknowledgement.
