@@ -40,28 +40,40 @@ pub fn wait_listening(port: u16, deadline: std::time::Instant) {
     }
 }
 
-/// `GET path` on a loopback port: (status line, body).
-pub fn http_get(port: u16, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (
-        head.lines().next().unwrap_or_default().to_owned(),
-        body.to_owned(),
-    )
+/// `GET path` on a worker's metrics listener: (status code, body); (0, "not listening")
+/// when nothing answers.
+pub fn http_get(addr: impl std::net::ToSocketAddrs, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return (0, "not listening".into());
+    };
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (code, body)
 }
 
-/// The value of the first series of a Prometheus exposition that starts with
-/// `name_and_labels` (0 when there is none).
-pub fn metric(body: &str, name_and_labels: &str) -> f64 {
-    body.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+/// The sum of the series of a Prometheus exposition whose line starts with `prefix` (a
+/// name, or a name and labels); `None` when there is none.
+pub fn metric(exposition: &str, prefix: &str) -> Option<f64> {
+    let values: Vec<f64> = exposition
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 pub fn tocsin() -> Command {

@@ -17,7 +17,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{escalation_policy_wanting, generate_events, repo, run_ok, tocsin, FAILED_LOGON};
+use common::{
+    escalation_policy_wanting, generate_events, http_get, metric, repo, run_ok, tocsin,
+    FAILED_LOGON,
+};
 use tocsin_kafka::sink::Sink;
 use tocsin_kafka::source::Source;
 use tocsin_kafka::KafkaSettings;
@@ -971,40 +974,6 @@ fn workers_survive_a_broker_restart_with_nothing_lost() {
         worker_err.matches("starting again from the last committed offsets").count(),
         rss_during_outage
     );
-}
-
-/// `GET path` on a worker's metrics listener: (status code, body).
-fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return (0, "not listening".into());
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (code, body)
-}
-
-/// The sum of the samples whose line starts with `prefix` (a name, or a name and labels).
-fn metric(exposition: &str, prefix: &str) -> Option<f64> {
-    let values: Vec<f64> = exposition
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// A child process killed when the test ends, even by a panic: a failed assertion must not

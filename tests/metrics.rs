@@ -38,26 +38,26 @@ fn metrics_move_as_events_flow() {
     // Wait for the listener.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     wait_listening(port, deadline);
-    assert_eq!(http_get(port, "/healthz").0, "HTTP/1.1 200 OK");
+    assert_eq!(http_get(("127.0.0.1", port), "/healthz").0, 200);
     // Not ready (503) while the rules load, then ready.
     loop {
-        let status = http_get(port, "/readyz").0;
-        if status == "HTTP/1.1 200 OK" {
+        let status = http_get(("127.0.0.1", port), "/readyz").0;
+        if status == 200 {
             break;
         }
-        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert_eq!(status, 503);
         assert!(std::time::Instant::now() < deadline, "never ready");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(http_get(port, "/nope").0.contains("404"));
+    assert_eq!(http_get(("127.0.0.1", port), "/nope").0, 404);
 
     stdin.write_all(first.as_bytes()).unwrap();
     stdin.write_all(b"{broken\n").unwrap();
     stdin.flush().unwrap();
-    let read_events = |body: &str| metric(body, "tocsin_events_total{source=\"-\"}");
+    let read_events = |body: &str| metric(body, "tocsin_events_total{source=\"-\"}").unwrap_or(0.0);
     let mut before = String::new();
     for _ in 0..100 {
-        before = http_get(port, "/metrics").1;
+        before = http_get(("127.0.0.1", port), "/metrics").1;
         if read_events(&before) >= (first.lines().count() + 1) as f64 {
             break;
         }
@@ -72,17 +72,21 @@ fn metrics_move_as_events_flow() {
         metric(
             &before,
             "tocsin_dead_letters_total{reason=\"invalid-json\"}"
-        ),
+        )
+        .unwrap_or(0.0),
         1.0
     );
-    assert_eq!(metric(&before, "tocsin_rules_loaded"), 6.0);
-    assert_eq!(metric(&before, "tocsin_rule_set_version"), 1.0);
+    assert_eq!(metric(&before, "tocsin_rules_loaded").unwrap_or(0.0), 6.0);
+    assert_eq!(
+        metric(&before, "tocsin_rule_set_version").unwrap_or(0.0),
+        1.0
+    );
 
     stdin.write_all(rest.as_bytes()).unwrap();
     stdin.flush().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let after = loop {
-        let body = http_get(port, "/metrics").1;
+        let body = http_get(("127.0.0.1", port), "/metrics").1;
         if read_events(&body) >= (text.lines().count() + 1) as f64 {
             break body;
         }
@@ -93,31 +97,33 @@ fn metrics_move_as_events_flow() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(
-        metric(&after, "tocsin_indicator_hits_total{feed=\"sample-cert\"}") > 0.0,
+        metric(&after, "tocsin_indicator_hits_total{feed=\"sample-cert\"}").unwrap_or(0.0) > 0.0,
         "{after}"
     );
     assert!(
         metric(
             &after,
             "tocsin_warnings_total{audience=\"technical\",status=\"new\"}"
-        ) >= 1.0,
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
         "{after}"
     );
     assert!(after.contains("tocsin_event_processing_seconds_bucket"));
     // The matcher's work: the prefilter handed rules to evaluation and scanned values;
     // a guard turns away candidates only.
-    let candidates = metric(&after, "tocsin_match_candidate_rules_total");
+    let candidates = metric(&after, "tocsin_match_candidate_rules_total").unwrap_or(0.0);
     assert!(candidates > 0.0, "{after}");
     assert!(
-        metric(&after, "tocsin_match_guard_rejections_total") <= candidates,
+        metric(&after, "tocsin_match_guard_rejections_total").unwrap_or(0.0) <= candidates,
         "{after}"
     );
     assert!(
-        metric(&after, "tocsin_match_scanned_bytes_total") > 0.0,
+        metric(&after, "tocsin_match_scanned_bytes_total").unwrap_or(0.0) > 0.0,
         "{after}"
     );
     assert!(
-        metric(&after, "tocsin_match_literal_hits_total") > 0.0,
+        metric(&after, "tocsin_match_literal_hits_total").unwrap_or(0.0) > 0.0,
         "{after}"
     );
     assert!(

@@ -286,9 +286,10 @@ fn wait_for_events(port: u16, events: f64) {
     wait_listening(port, deadline);
     let read = || {
         metric(
-            &http_get(port, "/metrics").1,
+            &http_get(("127.0.0.1", port), "/metrics").1,
             "tocsin_events_total{source=\"-\"}",
         )
+        .unwrap_or(0.0)
     };
     while read() < events {
         assert!(
