@@ -269,7 +269,7 @@ pub struct Correlator {
     /// Correlation detections produced and not yet taken by the caller.
     derived: Vec<Detection>,
     /// Boxed: a hash table's empty slots then cost a pointer, not a whole key's state
-    /// (488 bytes; at 10^6 keys the table has 2^21 slots). Tracked, so that a state delta
+    /// (about half a kilobyte; at 10^6 keys the table has 2^21 slots). Tracked, so that a state delta
     /// ([`Correlator::take_delta`]) writes only the keys changed since the last one.
     keys: TrackedMap<Box<KeyState>>,
     watermark: Timestamp,
@@ -690,7 +690,7 @@ impl Correlator {
     fn merge(&mut self, key: &str, d: &Detection, complete: bool, out: &mut Vec<EarlyWarning>) {
         let window = self.config.policy.window;
         let t = d.event_time;
-        let expired = match self.keys.get(key) {
+        let (mut present, expired) = match self.keys.get(key) {
             Some(s)
                 if t.0 < s.candidate.window_start.0 - window.0
                     || s.not_before.is_some_and(|nb| t < nb) =>
@@ -698,8 +698,8 @@ impl Correlator {
                 self.stats.late += 1;
                 return;
             }
-            Some(s) => t.0 >= s.candidate.window_start.0 + window.0,
-            None => false,
+            Some(s) => (true, t.0 >= s.candidate.window_start.0 + window.0),
+            None => (false, false),
         };
         let mut not_before = None;
         if expired {
@@ -708,9 +708,10 @@ impl Correlator {
                 let at = Timestamp(state.candidate.window_start.0 + window.0);
                 self.close(&state, at, out);
                 not_before = Some(at);
+                present = false;
             }
         }
-        if !self.keys.contains_key(key) {
+        if !present {
             if !self.make_room() {
                 self.stats.refused_keys += 1;
                 return;
@@ -804,10 +805,9 @@ impl Correlator {
         let issued_at = version_time(state.last_issued_at, at);
         let warning = self.render(state, version, status, severity, issued_at);
         self.stats.warnings += 1;
-        let issuer = warning.issuer.clone().map(Box::new);
         if let Some(s) = self.keys.get_mut(key) {
             if s.issued.is_none() {
-                s.issuer = issuer;
+                s.issuer = warning.issuer.clone().map(Box::new);
             }
             s.issued = Some((version, fp));
             s.last_issued_at = Some(issued_at);

@@ -388,7 +388,7 @@ impl<'w> BundleBuilder<'w> {
             let mut identity = json!({
                 "type": "identity",
                 "spec_version": "2.1",
-                "id": issuer_identity_id(issuer),
+                "id": self.author,
                 "created": SHARED_OBJECTS_CREATED,
                 "modified": SHARED_OBJECTS_MODIFIED,
                 "name": issuer.name,
