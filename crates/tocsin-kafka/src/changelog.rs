@@ -121,15 +121,15 @@ pub struct StateRecord {
     pub next_offset: i64,
     /// The correlator snapshot.
     pub state: Vec<u8>,
-    /// Its id: what the first delta after it names as its base ([`state_id`]).
+    /// Its id ([`state_id`]).
     pub id: u128,
     /// The keys of the records it was read from: its one record, or its parts ([`forget`]
     /// them once a later state is written).
     pub records: Vec<String>,
     /// The deltas that continue it, to apply in this order.
     pub deltas: Vec<DeltaRecord>,
-    /// The keys of the parts and deltas of older states still in the changelog (forget
-    /// them too).
+    /// The keys of the records (whole, parts, deltas) of older states still in the
+    /// changelog (forget them too).
     pub stale: Vec<String>,
     /// Records of this partition's state that could not be read (a missing or malformed
     /// header or key, a delta whose bytes are not those its id names) and were passed over.
@@ -141,7 +141,7 @@ pub struct StateRecord {
 pub struct DeltaRecord {
     /// The first detections offset the state it leads to does not include.
     pub next_offset: i64,
-    /// Its id: what the next delta names as its base.
+    /// Its id (the digest of its base's id and its bytes).
     pub id: u128,
     /// Its record's key ([`forget`] it once a later whole state is written).
     pub key: String,
@@ -149,9 +149,12 @@ pub struct DeltaRecord {
     pub delta: Vec<u8>,
 }
 
-/// The id of a whole state: the digest of its bytes. The first delta after it names it.
+/// The id of a whole state: the digest of its bytes, which names its record or parts (and
+/// which a delta after it names as its base).
 pub fn state_id(state: &[u8]) -> u128 {
-    state_digest(state)
+    tocsin_core::id::IdHasher::new("correlator-state")
+        .part(state)
+        .digest()
 }
 
 /// The id of a delta on the state `base`.
@@ -195,8 +198,8 @@ pub fn write_delta(
 }
 
 /// Queue the state of `key`'s partition as of `next_offset`: one record, or parts of at most
-/// `record_bytes` when it is longer. Returns the keys of the records written. The caller
-/// flushes the sink.
+/// `record_bytes` when it is longer. Returns its id ([`state_id`]) and the keys of the
+/// records written. The caller flushes the sink.
 pub fn write(
     sink: &mut Sink,
     changelog: &str,
@@ -205,10 +208,11 @@ pub fn write(
     format: &str,
     state: &[u8],
     record_bytes: usize,
-) -> Result<Vec<String>, KafkaError> {
+) -> Result<(u128, Vec<String>), KafkaError> {
+    let id = state_id(state);
     let next = next_offset.to_string();
     let mut keys = Vec::new();
-    for (record_key, value, part) in records(key, next_offset, state, record_bytes) {
+    for (record_key, value, part) in records(key, next_offset, state, id, record_bytes) {
         let mut headers = vec![(NEXT_OFFSET_HEADER, next.as_str()), (FORMAT_HEADER, format)];
         if let Some(label) = &part {
             headers.push((PART_HEADER, label.as_str()));
@@ -222,23 +226,24 @@ pub fn write(
         )?;
         keys.push(record_key);
     }
-    Ok(keys)
+    Ok((id, keys))
 }
 
-/// The records a state is written as: (key, value, part header): one record under the
-/// state's key, or parts of at most `record_bytes` under their state's keys.
+/// The records the state `id` is written as: (key, value, part header): one record under
+/// the state's key, or parts of at most `record_bytes` under their state's keys.
 fn records<'s>(
     key: &StateKey,
     next_offset: i64,
     state: &'s [u8],
+    id: u128,
     record_bytes: usize,
 ) -> Vec<(String, &'s [u8], Option<String>)> {
     if state.len() <= record_bytes {
-        return vec![(key.whole_key(state_digest(state)), state, None)];
+        return vec![(key.whole_key(id), state, None)];
     }
     let id = SplitId {
         next_offset,
-        digest: state_digest(state),
+        digest: id,
         part_bytes: record_bytes.max(1),
     };
     let count = state.len().div_ceil(id.part_bytes);
@@ -255,26 +260,20 @@ fn records<'s>(
         .collect()
 }
 
-/// Queue tombstones for parts of earlier states (keys from [`write`] or [`restore`]), once a
-/// later state has been acknowledged (not merely queued: a part that failed must not take
-/// the state before it along).
+/// Queue tombstones for the records of earlier states (whole records, parts and deltas:
+/// keys from [`write`], [`write_delta`] or [`restore`]), once a later whole state has been
+/// acknowledged (not merely queued: a record that failed must not take the state before it
+/// along).
 pub fn forget(
     sink: &mut Sink,
     changelog: &str,
     key: &StateKey,
-    part_keys: &[String],
+    records: &[String],
 ) -> Result<(), KafkaError> {
-    for part_key in part_keys {
-        sink.send_tombstone(changelog, key.partition, part_key.as_bytes())?;
+    for record in records {
+        sink.send_tombstone(changelog, key.partition, record.as_bytes())?;
     }
     Ok(())
-}
-
-/// The digest of a whole state, which names its parts.
-fn state_digest(state: &[u8]) -> u128 {
-    tocsin_core::id::IdHasher::new("correlator-state")
-        .part(state)
-        .digest()
 }
 
 /// Which split state a part belongs to.
@@ -381,6 +380,7 @@ impl Selection {
         headers: RecordHeaders<'_>,
     ) {
         let RecordHeaders { next, part, base } = headers;
+        let next = next.and_then(|v| v.parse::<i64>().ok());
         let Some(rest) = record_key.strip_prefix(self.wanted.as_bytes()) else {
             return;
         };
@@ -395,12 +395,12 @@ impl Selection {
     }
 
     /// The record under the partition's own key.
-    fn read_legacy(&mut self, at: i64, payload: Option<&[u8]>, next: Option<&str>) {
+    fn read_legacy(&mut self, at: i64, payload: Option<&[u8]>, next: Option<i64>) {
         let Some(payload) = payload else {
             self.legacy = None;
             return;
         };
-        match next.and_then(|v| v.parse::<i64>().ok()) {
+        match next {
             Some(next) if self.legacy.as_ref().is_none_or(|(r, _)| (next, at) > *r) => {
                 self.legacy = Some(((next, at), payload.to_vec()));
             }
@@ -410,7 +410,7 @@ impl Selection {
     }
 
     /// A whole state's record, its key ending in `id`.
-    fn read_whole(&mut self, at: i64, id: &[u8], payload: Option<&[u8]>, next: Option<&str>) {
+    fn read_whole(&mut self, at: i64, id: &[u8], payload: Option<&[u8]>, next: Option<i64>) {
         let Some(id) = hex_id(id) else {
             self.skipped += 1;
             return;
@@ -419,8 +419,8 @@ impl Selection {
             self.wholes.remove(&id);
             return;
         };
-        match next.and_then(|v| v.parse::<i64>().ok()) {
-            Some(next) if state_digest(payload) == id => {
+        match next {
+            Some(next) if state_id(payload) == id => {
                 self.wholes.insert(id, ((next, at), payload.to_vec()));
             }
             _ => self.skipped += 1,
@@ -456,7 +456,7 @@ impl Selection {
         at: i64,
         id: &[u8],
         payload: Option<&[u8]>,
-        next: Option<&str>,
+        next: Option<i64>,
         base: Option<&str>,
     ) {
         let Some(id) = hex_id(id) else {
@@ -467,7 +467,6 @@ impl Selection {
             self.deltas.remove(&id);
             return;
         };
-        let next = next.and_then(|v| v.parse::<i64>().ok());
         let base = base.and_then(|b| hex_id(b.as_bytes()));
         match (next, base) {
             (Some(next_offset), Some(base)) if delta_id(base, payload) == id => {
@@ -517,7 +516,7 @@ impl Selection {
         if let Some((rank, state)) = self.legacy.take() {
             let records = vec![self.wanted.clone()];
             offer(
-                state_digest(&state),
+                state_id(&state),
                 Root {
                     rank,
                     state,
@@ -533,7 +532,7 @@ impl Selection {
                 continue;
             }
             let state: Vec<u8> = split.parts.values().flatten().copied().collect();
-            if state_digest(&state) == id.digest {
+            if state_id(&state) == id.digest {
                 complete.push(*id);
                 let records = (0..split.count).map(|i| key.part_key(id, i)).collect();
                 let rank = (id.next_offset, split.written);
@@ -676,8 +675,9 @@ fn hex_id(text: &[u8]) -> Option<u128> {
 }
 
 /// Read partition `key.partition` of `changelog` to its end and return the newest state of
-/// `key` (the highest next offset, then the one written last), if any. Fails when the changelog cannot be read within
-/// `timeout`: a worker must not process a partition whose state it could not restore.
+/// `key`, a whole state and the deltas on it (see the module's "Which state a restore
+/// takes"), if any. Fails when the changelog cannot be read within `timeout`: a worker must
+/// not process a partition whose state it could not restore.
 pub fn restore(
     settings: &KafkaSettings,
     changelog: &str,
@@ -783,14 +783,14 @@ mod tests {
         }
     }
 
-    /// A changelog as the selection reads it: (key, value, next header, part header), and
-    /// the base header of deltas.
+    /// A changelog as the selection reads it: (key, value, next header, part header); the
+    /// base headers of deltas are kept beside it, by place.
     type Log = Vec<(String, Option<Vec<u8>>, Option<String>, Option<String>)>;
 
     /// Append a state's records to the log; returns their keys.
     fn written(log: &mut Log, next: i64, state: &[u8], record_bytes: usize) -> Vec<String> {
         let mut keys = Vec::new();
-        for (k, v, part) in records(&key(), next, state, record_bytes) {
+        for (k, v, part) in records(&key(), next, state, state_id(state), record_bytes) {
             keys.push(k.clone());
             log.push((k, Some(v.to_vec()), Some(next.to_string()), part));
         }
@@ -829,7 +829,7 @@ mod tests {
 
     #[test]
     fn part_keys_name_their_state() {
-        let parts: Vec<String> = records(&key(), 1234, &state(10, 0), 4)
+        let parts: Vec<String> = records(&key(), 1234, &state(10, 0), state_id(&state(10, 0)), 4)
             .into_iter()
             .map(|(k, _, _)| k)
             .collect();
@@ -839,7 +839,9 @@ mod tests {
             "{parts:?}"
         );
         let small = state(4, 0);
-        let whole = records(&key(), 1234, &small, 4)[0].0.clone();
+        let whole = records(&key(), 1234, &small, state_id(&small), 4)[0]
+            .0
+            .clone();
         assert_eq!(whole, format!("g/t/2={:032x}", state_id(&small)));
     }
 

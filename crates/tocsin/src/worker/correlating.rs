@@ -145,9 +145,9 @@ struct Partition {
     quiet_since: Option<(Instant, Timestamp)>,
     /// The event time in the last state written.
     saved_watermark: Option<Timestamp>,
-    /// The keys of the changelog records the last state written stands on (the parts of its
-    /// whole state, when it was split, and the deltas since), and of older states' parts and
-    /// deltas met at the restore: tombstoned once the next whole state is written.
+    /// The keys of the changelog records the last state written stands on (its whole state's
+    /// record or parts, and the deltas since), and of older states' records met at the
+    /// restore: tombstoned once the next whole state is written.
     state_records: Vec<String>,
     /// The last whole state this worker wrote and the deltas since; `None` until it has
     /// written one (after a restore too), when the next write is whole.
@@ -374,8 +374,8 @@ pub fn run(
         let mut in_batch = 0u64;
         let mut revoked = Vec::new();
         // What must not wait for the state interval: an idle partition's advance, merges
-        // after one, a rule reload (each changes how the input is judged, and a replay from
-        // the state before would judge it otherwise).
+        // after one, a reload of the rules, policy or recipients (each changes how the input
+        // is judged or where it goes, and a replay from the state before would do otherwise).
         let mut write_now = false;
         while !stopping && in_batch < cfg.batch && opened.elapsed() < batch_window {
             let Some(polled) = source.poll(Duration::from_millis(50)) else {
@@ -410,13 +410,8 @@ pub fn run(
             // before it tags any detection with the new keys, so such a detection always
             // finds the new rules here.
             if let Some(reload) = live.take_newest() {
-                let rules = reload.rules;
-                replace_correlation_rules(&mut parts, &mut restoring.correlator, rules, quiet);
                 let config = &mut restoring.correlator;
-                replace_policy(&mut parts, config, &mut outputs, reload.policy, quiet);
-                if let Some(recipients) = reload.recipients {
-                    replace_recipients(&mut outputs, recipients, &source, c, quiet);
-                }
+                apply_reload(reload, &mut parts, config, &mut outputs, &source, c, quiet);
                 write_now = true;
             }
             let committed = resumption.read(&msg);
@@ -471,13 +466,8 @@ pub fn run(
         // Also between batches, so that reloads do not queue up (each holding a compiled
         // rule set) while no detection comes.
         if let Some(reload) = live.take_newest() {
-            let rules = reload.rules;
-            replace_correlation_rules(&mut parts, &mut restoring.correlator, rules, quiet);
             let config = &mut restoring.correlator;
-            replace_policy(&mut parts, config, &mut outputs, reload.policy, quiet);
-            if let Some(recipients) = reload.recipients {
-                replace_recipients(&mut outputs, recipients, &source, c, quiet);
-            }
+            apply_reload(reload, &mut parts, config, &mut outputs, &source, c, quiet);
             write_now = true;
         }
         if idle_grace > Duration::ZERO && !stopping {
@@ -517,7 +507,7 @@ pub fn run(
             let mut touched: Vec<(&i32, &mut Partition)> =
                 parts.iter_mut().filter(|(_, p)| p.dirty).collect();
             touched.sort_by_key(|(p, _)| **p);
-            // Parts of states the new ones replace, tombstoned once those are acknowledged.
+            // Records of states the new ones replace, tombstoned once those are acknowledged.
             let mut replaced: Vec<(i32, Vec<String>)> = Vec::new();
             for (p, part) in touched {
                 let written = write_state(
@@ -547,10 +537,10 @@ pub fn run(
             }
             stats.produced +=
                 acknowledged(&mut sink, stop, &mut stop_deadline, shutdown, readiness)?;
-            // The new states are in the changelog: the parts they replace may go. Queued
+            // The new states are in the changelog: the records they replace may go. Queued
             // now; the next write's acknowledgement covers them, or the one at the stop.
-            // Any lost (a crash) are found again by a later restore, which hands their
-            // parts over to be forgotten.
+            // Any lost (a crash) are found again by a later restore, which hands them over
+            // to be forgotten.
             for (p, earlier) in &replaced {
                 changelog::forget(
                     &mut sink,
@@ -601,7 +591,7 @@ pub fn run(
         Ok(n) => stats.produced += n,
         Err(e) => tracing::warn!(
             error = %format!("{e:#}"),
-            "the tombstones of replaced state parts were not acknowledged before the shutdown deadline ({e:#}); the next restore of those partitions forgets their parts again"
+            "the tombstones of replaced state records were not acknowledged before the shutdown deadline ({e:#}); the next restore of those partitions forgets them again"
         ),
     }
     if !quiet {
@@ -667,6 +657,24 @@ fn with_found_topics(
             found.then(|| (r.clone(), topic))
         })
         .collect()
+}
+
+/// Take a reload: its correlation rules, escalation policy and recipients (each logged
+/// when it differs from the one in use).
+fn apply_reload(
+    reload: Reload,
+    parts: &mut HashMap<i32, Partition>,
+    config: &mut CorrelatorConfig,
+    outputs: &mut Outputs,
+    source: &Source,
+    c: &Config,
+    quiet: bool,
+) {
+    replace_correlation_rules(parts, config, reload.rules, quiet);
+    replace_policy(parts, config, outputs, reload.policy, quiet);
+    if let Some(recipients) = reload.recipients {
+        replace_recipients(outputs, recipients, source, c, quiet);
+    }
 }
 
 /// Publish to reloaded `recipients` from now on, those whose topic is found (the others
@@ -845,7 +853,7 @@ fn write_state(
     }
     let state = part.correlator.snapshot();
     part.correlator.whole_state_written();
-    let parts = changelog::write(
+    let (id, records) = changelog::write(
         sink,
         changelog,
         key,
@@ -861,16 +869,16 @@ fn write_state(
             state.len()
         )
     })?;
-    // The same state written again (the same bytes at the same offset) has the same part
+    // The same state written again (the same bytes at the same offset) has the same record
     // keys: those stay.
-    let mut earlier = std::mem::replace(&mut part.state_records, parts);
+    let mut earlier = std::mem::replace(&mut part.state_records, records);
     let fresh: std::collections::HashSet<&String> = part.state_records.iter().collect();
     earlier.retain(|k| !fresh.contains(k));
     if !earlier.is_empty() {
         replaced.push((key.partition, earlier));
     }
     part.chain = Some(StateChain {
-        tip: changelog::state_id(&state),
+        tip: id,
         whole_bytes: state.len(),
         deltas: 0,
         delta_bytes: 0,
@@ -1242,12 +1250,8 @@ fn publish_warning(
         sink.send(topic, Some(w.warning_id.as_bytes()), json, &headers)?;
         // Counted once per audience topic (recipient copies are the same versions).
         if let (Some(m), true) = (metrics, audience_topic) {
-            let audience = serde_json::to_value(rendering.audience)?;
             m.warnings
-                .with_label_values(&[
-                    status.as_str().unwrap_or(""),
-                    audience.as_str().unwrap_or(""),
-                ])
+                .with_label_values(&[status.as_str().unwrap_or(""), rendering.audience.as_str()])
                 .inc();
         }
     }
