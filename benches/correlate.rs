@@ -91,7 +91,6 @@ fn bench(c: &mut Criterion) {
         let touched = keys.min(10_000);
         let mut delta_bytes = 0;
         let mut delta_round = 0usize;
-        corr.take_delta().expect("after a whole state");
         group.throughput(Throughput::Elements(touched as u64));
         group.bench_function(format!("state-delta/{keys}-keys"), |b| {
             b.iter_custom(|iterations| {

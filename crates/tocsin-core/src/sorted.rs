@@ -48,9 +48,7 @@ enum MapRepr<K, V> {
 
 impl<K, V> Default for SortedMap<K, V> {
     fn default() -> Self {
-        SortedMap {
-            repr: MapRepr::Vec(Vec::new()),
-        }
+        Self::new()
     }
 }
 
@@ -106,11 +104,6 @@ impl<K, V> SortedMap<K, V> {
     pub fn first_key_value(&self) -> Option<(&K, &V)> {
         self.iter().next()
     }
-
-    /// The entry with the largest key.
-    pub fn last_key_value(&self) -> Option<(&K, &V)> {
-        self.iter().next_back()
-    }
 }
 
 impl<K: Ord, V> SortedMap<K, V> {
@@ -124,27 +117,6 @@ impl<K: Ord, V> SortedMap<K, V> {
             MapRepr::Vec(v) => search(v, key).ok().map(|i| &v[i].1),
             MapRepr::Tree(t) => t.get(key),
         }
-    }
-
-    /// The value under `key`, to change.
-    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
-    where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
-    {
-        match &mut self.repr {
-            MapRepr::Vec(v) => search(v, key).ok().map(|i| &mut v[i].1),
-            MapRepr::Tree(t) => t.get_mut(key),
-        }
-    }
-
-    /// Whether `key` has a value.
-    pub fn contains_key<Q>(&self, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
-    {
-        self.get(key).is_some()
     }
 
     /// Move the entries to a B-tree when the vector is full and `key` would be a new one.
@@ -397,9 +369,7 @@ enum SetRepr<T> {
 
 impl<T> Default for SortedSet<T> {
     fn default() -> Self {
-        SortedSet {
-            repr: SetRepr::Vec(Vec::new()),
-        }
+        Self::new()
     }
 }
 
@@ -439,11 +409,6 @@ impl<T> SortedSet<T> {
             SetRepr::Vec(v) => SetIterRepr::Vec(v.iter()),
             SetRepr::Tree(t) => SetIterRepr::Tree(t.iter()),
         })
-    }
-
-    /// The smallest item.
-    pub fn first(&self) -> Option<&T> {
-        self.iter().next()
     }
 
     /// The largest item.

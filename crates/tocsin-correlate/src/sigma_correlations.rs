@@ -536,15 +536,22 @@ impl CorrelationRules {
             .groups
             .into_iter()
             .filter(|(_, group)| {
-                let now = self.definitions.get(&group.correlation);
-                let then = state.definitions.get(&group.correlation);
-                let keep = now.is_some() && then.is_none_or(|then| Some(then) == now);
+                let keep = self.counts_alike(&group.correlation, &state.definitions);
                 discarded += u64::from(!keep);
                 keep
             })
             .collect();
         self.stats.discarded += discarded;
         self.index_deadlines();
+    }
+
+    /// Whether a group of `correlation`, counted where the rules had the `written`
+    /// definitions (a state's or delta's; none recorded in states from before they were),
+    /// means the same under these rules: the correlation is loaded, with the same windows.
+    fn counts_alike(&self, correlation: &str, written: &BTreeMap<String, u128>) -> bool {
+        let now = self.definitions.get(correlation);
+        let then = written.get(correlation);
+        now.is_some() && then.is_none_or(|then| Some(then) == now)
     }
 
     /// Whether changes are being recorded for state deltas.
@@ -585,9 +592,7 @@ impl CorrelationRules {
         let mut changed = Vec::with_capacity(delta.groups.len());
         let mut discarded = 0;
         for (key, group) in delta.groups {
-            let now = self.definitions.get(&group.correlation);
-            let then = delta.definitions.get(&group.correlation);
-            if now.is_some() && then.is_none_or(|then| Some(then) == now) {
+            if self.counts_alike(&group.correlation, &delta.definitions) {
                 changed.push((key, group));
             } else {
                 discarded += 1;

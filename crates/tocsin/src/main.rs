@@ -682,7 +682,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     };
     let mut policy = sources.policy.clone().unwrap_or_default();
     policy.exercise |= a.exercise;
-    let correlator = Correlator::new(correlator_config(&sources.correlations, policy));
+    let correlator = Correlator::new(correlator_config(&sources.correlations, policy.clone()));
     let detections = match &a.detections {
         Some(p) => Some(create_output(&p.to_string_lossy())?),
         None => None,
@@ -707,7 +707,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| tocsin_correlate::audience::default_ceiling(audience)),
         format: a.warning_format,
         recipients,
-        policy: sources.policy.clone().unwrap_or_default(),
+        policy,
     };
     // The parsed rules (about 12 MB with the SigmaHQ set) are compiled now; what the run
     // needed of them (policy, correlation rules, recipients) is copied out. Freed here and

@@ -754,11 +754,10 @@ impl Pipeline {
             self.stats.warning_versions += 1;
             if let Some(m) = &self.metrics {
                 let status = serde_json::to_value(w.status).ok();
-                let audience = serde_json::to_value(w.audience).ok();
                 m.warnings
                     .with_label_values(&[
                         status.as_ref().and_then(|v| v.as_str()).unwrap_or("?"),
-                        audience.as_ref().and_then(|v| v.as_str()).unwrap_or("?"),
+                        w.audience.as_str(),
                     ])
                     .inc();
             }
