@@ -5,7 +5,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{generate_events, json_lines, numbers_by, repo, run_ok, stdout_lines, texts, tocsin};
+use common::{
+    copy_dir, generate_events, json_lines, numbers_by, repo, run_ok, stdout_lines, texts, tocsin,
+};
 
 use common::archive_query as query;
 
@@ -123,18 +125,6 @@ fn run_archives_everything_and_sql_answers_match_the_input() {
     assert!(!other.status.success());
     let err = String::from_utf8_lossy(&other.stderr);
     assert!(err.contains("archive.json") && err.contains("v9"), "{err}");
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 /// `tocsin hunt`: new indicators over an archive written before they were known give the

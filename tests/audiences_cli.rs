@@ -120,26 +120,12 @@ fn audiences_formats_and_recipients() {
         .all(|w| w["audience"] == "operational"));
 }
 
-/// Copy the directory tree `from` to `to`.
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn the_policys_issuer_authors_every_rendering() {
     let dir = tempfile::tempdir().unwrap();
     let input = events(dir.path());
     let rules = dir.path().join("rules");
-    copy_tree(&repo().join("rules"), &rules);
+    copy_dir(&repo().join("rules"), &rules);
     let policy = rules.join("escalation.yaml");
     let mut text = std::fs::read_to_string(&policy).unwrap();
     text.push_str("issuer:\n  name: CSIRTs Network coordination centre\n  contact: mailto:cc@csirts.example\n");

@@ -23,6 +23,19 @@ pub fn escalation_policy_wanting(organisations: u32) -> String {
     )
 }
 
+/// Copy the directory tree `from` to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
 /// A free loopback port, for `--listen`.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

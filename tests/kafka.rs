@@ -1442,7 +1442,7 @@ fn changelog_records(settings: &KafkaSettings, topic: &str) -> Vec<(String, i64)
             records.remove(&key);
         } else {
             let next = m
-                .header("tocsin.state.next-offset")
+                .header(tocsin_kafka::changelog::NEXT_OFFSET_HEADER)
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(-1);
             records.insert(key, next);
