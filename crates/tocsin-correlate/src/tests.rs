@@ -1927,6 +1927,8 @@ mod snapshots {
         );
         let snapshot = c.snapshot();
         let mut other = Correlator::restore(config(), &empty).unwrap();
+        // Recording, as a worker's correlator is once it has written its state.
+        other.whole_state_written();
         assert!(matches!(
             other.apply_delta(&snapshot),
             Err(crate::SnapshotError::Version(_))
