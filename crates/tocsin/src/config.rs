@@ -145,7 +145,7 @@ pub struct CorrelateSection {
     /// are committed only with the states that include them, so the batches in between wait
     /// for the next write: a worker that dies replays at most this much of its input (and
     /// publishes again, byte for byte, the warning versions that input issued). 0 writes at
-    /// every batch. A partition taken away and a worker that stops always write first.
+    /// every batch.
     pub state_interval_ms: u64,
     /// Most state deltas written between two whole states of a partition. A delta holds only
     /// the keys and groups changed since the write before, so it costs what the detections

@@ -125,7 +125,8 @@ pub struct Metrics {
     /// Correlate workers: partitions read again because the state restored ended below the
     /// committed offset.
     pub state_read_again: IntCounter,
-    /// Correlate workers: bytes of those states (what `correlate.state_interval_ms` bounds).
+    /// Correlate workers: bytes of those states (what `correlate.state_interval_ms` and
+    /// `correlate.state_max_deltas` bound).
     pub state_bytes: IntCounter,
     /// The matcher's work, from its scratch space's counters ([`MatchWorkPublisher`]).
     match_work: MatchWork,
